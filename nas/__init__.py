@@ -1,0 +1,21 @@
+"""Neural architecture search for ResNet image classifiers under a hard parameter budget.
+
+The public names are re-exported here; `build_model` and the other torch-backed names are
+imported on first use, so `import nas` stays fast for the torch-free parts (arch, space).
+"""
+
+from nas.arch import PRESETS, Architecture, count_params
+from nas.space import SearchSpace
+
+__version__ = "0.1.0"
+
+__all__ = ["PRESETS", "Architecture", "SearchSpace", "build_model", "count_params", "__version__"]
+
+
+def __getattr__(name: str):
+    # torch takes seconds to import; only pay for it when a torch-backed name is used
+    if name == "build_model":
+        from nas.model import build_model
+
+        return build_model
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")

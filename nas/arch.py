@@ -1,0 +1,250 @@
+"""Owns `Architecture`, the description of one ResNet of the searched family, and its exact size.
+
+The family (RECIPE.md): a 3x3 stem convolution to `stem` channels with BatchNorm and ReLU; then
+residual layers, layer i holding `blocks[i]` basic blocks of `channels[i]` output channels, the
+first block of every layer after the first with stride 2; a basic block is conv(k) -> BN -> ReLU ->
+conv(k) -> BN plus a shortcut (identity, or a skip-kernel convolution + BN where the block changes
+stride or width) then ReLU; global average pooling and a linear head. Convolutions have no bias.
+
+Claims: `count_params(arch)` equals `sum(p.numel() for p in build_model(arch).parameters())` for
+every valid architecture, computed from the numbers alone (no torch, microseconds), so the search
+can reject an over-budget candidate before anything is built. This module imports no torch and
+no optuna.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+STEM_KERNEL = 3  # the stem convolution is always 3x3 (RECIPE.md)
+KERNEL_RANGE = (1, 7)  # inclusive range of conv and skip kernel sizes the model builder supports
+
+
+def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
+    try:
+        items = tuple(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of positive integers, got {values!r}") from None
+    if not items:
+        raise ValueError(f"{name} must name at least one residual layer")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
+            raise ValueError(f"{name} must hold positive integers, got {item!r}")
+    return items
+
+
+def _per_layer_kernels(name: str, value: Any, layers: int) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        kernels = (value,) * layers
+    else:
+        kernels = _positive_ints(name, value)
+        if len(kernels) != layers:
+            raise ValueError(
+                f"{name} has {len(kernels)} entries but the architecture has {layers} layers"
+            )
+    low, high = KERNEL_RANGE
+    for kernel in kernels:
+        if isinstance(kernel, bool) or not isinstance(kernel, int) or not low <= kernel <= high:
+            raise ValueError(f"{name} must be between {low} and {high}, got {kernel!r}")
+    return kernels
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One ResNet of the family; kernels are normalised to one entry per residual layer."""
+
+    channels: tuple[int, ...]  # output channels of each residual layer
+    blocks: tuple[int, ...]  # basic blocks in each residual layer
+    conv_kernel: int | tuple[int, ...] = (
+        3  # main convolution kernel: one for all layers or per layer
+    )
+    skip_kernel: int | tuple[int, ...] = 1  # projection shortcut kernel: one for all or per layer
+    stem: int = 32  # output channels of the 3x3 stem convolution
+    num_classes: int = 10  # outputs of the linear head
+    in_channels: int = 3  # channels of the input images (3 for RGB)
+
+    def __post_init__(self) -> None:
+        channels = _positive_ints("channels", self.channels)
+        blocks = _positive_ints("blocks", self.blocks)
+        if len(blocks) != len(channels):
+            raise ValueError(
+                f"blocks has {len(blocks)} entries but channels has {len(channels)}; "
+                "give one of each per residual layer"
+            )
+        layers = len(channels)
+        # frozen dataclass: normalised values are written once, here
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(
+            self, "conv_kernel", _per_layer_kernels("conv_kernel", self.conv_kernel, layers)
+        )
+        object.__setattr__(
+            self, "skip_kernel", _per_layer_kernels("skip_kernel", self.skip_kernel, layers)
+        )
+        for name in ("stem", "num_classes", "in_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.channels)
+
+    def layer_specs(self) -> list[LayerSpec]:
+        """The residual layers with their input width and stride, in order."""
+        specs = []
+        in_width = self.stem
+        for index, (width, count) in enumerate(zip(self.channels, self.blocks)):
+            specs.append(
+                LayerSpec(
+                    in_channels=in_width,
+                    out_channels=width,
+                    blocks=count,
+                    stride=1 if index == 0 else 2,
+                    conv_kernel=self.conv_kernel[index],
+                    skip_kernel=self.skip_kernel[index],
+                )
+            )
+            in_width = width
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        if not isinstance(data, dict):
+            raise ValueError(f"an architecture must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown architecture field(s): {', '.join(unknown)}")
+        missing = [name for name in ("channels", "blocks") if name not in data]
+        if missing:
+            raise ValueError(f"architecture is missing field(s): {', '.join(missing)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Stable, human-readable JSON: fixed key order, lists on one line each."""
+        items = [f'  "{key}": {json.dumps(value)}' for key, value in self.to_dict().items()]
+        return "{\n" + ",\n".join(items) + "\n}"
+
+    @classmethod
+    def from_json(cls, text: str) -> Architecture:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"architecture JSON is malformed: {error}") from None
+        return cls.from_dict(data)
+
+    def describe(self) -> str:
+        """A short one-line summary, e.g. `64,128,128,256 / 5,4,3,2 / k3 / s3`."""
+
+        def compact(values: tuple[int, ...]) -> str:
+            return str(values[0]) if len(set(values)) == 1 else ",".join(map(str, values))
+
+        return (
+            f"{','.join(map(str, self.channels))} / {','.join(map(str, self.blocks))}"
+            f" / k{compact(self.conv_kernel)} / s{compact(self.skip_kernel)}"
+        )
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One residual layer as the builder and the counter see it."""
+
+    in_channels: int
+    out_channels: int
+    blocks: int
+    stride: int  # stride of the first block; the others have stride 1
+    conv_kernel: int
+    skip_kernel: int
+
+    def block_needs_projection(self, block_index: int) -> bool:
+        """Whether block `block_index` needs a convolution shortcut instead of the identity."""
+        if block_index > 0:
+            return False
+        return self.stride != 1 or self.in_channels != self.out_channels
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _conv_bn(in_channels: int, out_channels: int, kernel: int) -> int:
+    """Parameters of a bias-free convolution followed by BatchNorm (weight and bias)."""
+    return in_channels * out_channels * kernel * kernel + 2 * out_channels
+
+
+def layer_params(spec: LayerSpec) -> int:
+    """Exact parameter count of one residual layer."""
+    total = 0
+    for block_index in range(spec.blocks):
+        in_width = spec.in_channels if block_index == 0 else spec.out_channels
+        total += _conv_bn(in_width, spec.out_channels, spec.conv_kernel)
+        total += _conv_bn(spec.out_channels, spec.out_channels, spec.conv_kernel)
+        if spec.block_needs_projection(block_index):
+            total += _conv_bn(in_width, spec.out_channels, spec.skip_kernel)
+    return total
+
+
+def stem_params(arch: Architecture) -> int:
+    return _conv_bn(arch.in_channels, arch.stem, STEM_KERNEL)
+
+
+def head_params(arch: Architecture) -> int:
+    return arch.channels[-1] * arch.num_classes + arch.num_classes
+
+
+def count_params(arch: Architecture) -> int:
+    """Exact number of trainable parameters of `build_model(arch)`, without building it."""
+    return (
+        stem_params(arch)
+        + sum(layer_params(spec) for spec in arch.layer_specs())
+        + head_params(arch)
+    )
+
+
+def param_table(arch: Architecture, image_size: int = 32) -> list[tuple[str, tuple[int, ...], int]]:
+    """Rows of (part, output shape for one square image, parameters): stem, each layer, head."""
+    size = image_size
+    rows = [("stem", (arch.stem, size, size), stem_params(arch))]
+    for index, spec in enumerate(arch.layer_specs()):
+        size = -(-size // spec.stride)  # convolutions keep ceil(size / stride) pixels
+        rows.append((f"layer{index + 1}", (spec.out_channels, size, size), layer_params(spec)))
+    rows.append(("head", (arch.num_classes,), head_params(arch)))
+    return rows
+
+
+def count_flops(arch: Architecture, image_size: int = 32) -> int:
+    """Multiply-accumulates of one forward pass on a square image (convolutions and head).
+
+    BatchNorm, ReLU and pooling are left out: they are a rounding error next to the convolutions.
+    """
+    size = image_size
+    macs = arch.in_channels * arch.stem * STEM_KERNEL**2 * size * size
+    for spec in arch.layer_specs():
+        for block_index in range(spec.blocks):
+            stride = spec.stride if block_index == 0 else 1
+            in_width = spec.in_channels if block_index == 0 else spec.out_channels
+            size = -(-size // stride)  # every convolution keeps ceil(size / stride)
+            per_pixel = spec.out_channels * spec.conv_kernel**2
+            macs += (in_width + spec.out_channels) * per_pixel * size * size
+            if spec.block_needs_projection(block_index):
+                macs += in_width * spec.out_channels * spec.skip_kernel**2 * size * size
+    return macs + arch.channels[-1] * arch.num_classes
+
+
+PRESETS: dict[str, Architecture] = {
+    # The reference study's models (RECIPE.md); model4 and model6 reuse model1/model5's shape.
+    "paper-model1": Architecture((64, 128, 128, 256), (5, 4, 3, 2), conv_kernel=3, skip_kernel=3),
+    "paper-model2": Architecture((32, 64, 128, 256), (10, 8, 6, 2), conv_kernel=3, skip_kernel=3),
+    "paper-model3": Architecture((32, 128, 128, 256), (10, 4, 4, 2), conv_kernel=3, skip_kernel=3),
+    "paper-model5": Architecture(
+        (32, 64, 128, 128, 256), (5, 4, 4, 3, 2), conv_kernel=3, skip_kernel=3
+    ),
+    # The classic ResNet-18 layout on a 32-channel stem, for comparison (11M parameters).
+    "resnet18": Architecture((64, 128, 256, 512), (2, 2, 2, 2), conv_kernel=3, skip_kernel=1),
+}

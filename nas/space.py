@@ -1,0 +1,295 @@
+"""Owns the search-space format: the only YAML reader, its validation, and sampling from it.
+
+A search space file (see search_spaces/resnet.yaml and the README) names, for the ResNet family
+of `nas.arch`: the stem width, the range of residual layer counts, width choices and block-count
+ranges (one for every layer, or one per layer), conv and skip kernel choices, and whether the
+kernels are shared by all layers or chosen per layer.
+
+Claims: `SearchSpace.load` refuses any malformed file with a `SpaceError` naming the file, the key
+and the problem; `suggest(trial)` samples through Optuna's `suggest_int`/`suggest_categorical`
+with stable parameter names (`layers`, `stem`, `channels_1`, `blocks_1`, `conv_kernel` or
+`conv_kernel_1`, ...); `smallest()`/`largest()` are exact, because for a fixed layer count the
+parameter count never decreases when a width, block count or kernel grows. No torch, no optuna
+import: a trial is anything with Optuna's `suggest_int`/`suggest_categorical` methods.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.arch import KERNEL_RANGE, Architecture, count_params
+from nas.errors import UserError
+
+KNOWN_KEYS = (
+    "name",
+    "stem",
+    "layers",
+    "channels",
+    "blocks",
+    "conv_kernel",
+    "skip_kernel",
+    "kernels",
+)
+KERNEL_MODES = ("shared", "per_layer")
+
+# A decision function: (parameter name, choices or inclusive int range) -> chosen value
+PickInt = Callable[[str, int, int], int]
+PickChoice = Callable[[str, Sequence[int]], int]
+
+
+class SpaceError(UserError):
+    """A search-space file that cannot be used; the message names the file, key and problem."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space. Per-layer entries are expanded to `max_layers` entries."""
+
+    name: str
+    stem_choices: tuple[int, ...]  # stem widths to choose from (one entry: fixed)
+    min_layers: int  # fewest residual layers
+    max_layers: int  # most residual layers
+    channel_choices: tuple[tuple[int, ...], ...]  # width choices of each layer
+    block_ranges: tuple[tuple[int, int], ...]  # inclusive block-count range of each layer
+    conv_kernels: tuple[int, ...]  # main-convolution kernel choices
+    skip_kernels: tuple[int, ...]  # projection-shortcut kernel choices
+    kernels_per_layer: bool  # True: each layer draws its own kernels; False: one pair for all
+    text: str = ""  # the file's text, recorded with a study so it can be rebuilt exactly
+    source: str = "<text>"  # where the text came from, for error messages
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise SpaceError(
+                f"search space file {path} does not exist; pass --space with a YAML file "
+                "such as search_spaces/resnet.yaml"
+            ) from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+            raise SpaceError(f"search space file {path} cannot be read: {error}") from None
+        return cls.from_text(text, source=str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<text>") -> SearchSpace:
+        def fail(key: str, problem: str) -> SpaceError:
+            return SpaceError(f"{source}: {key}: {problem}")
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise SpaceError(f"{source}: is not valid YAML{where}; check the indentation") from None
+        if not isinstance(data, dict):
+            raise SpaceError(
+                f"{source}: must be a YAML mapping of the keys {', '.join(KNOWN_KEYS)}"
+            )
+        unknown = sorted(str(key) for key in data if key not in KNOWN_KEYS)
+        if unknown:
+            raise fail(unknown[0], f"unknown key; the known keys are {', '.join(KNOWN_KEYS)}")
+        for key in ("layers", "channels", "blocks", "conv_kernel"):
+            if key not in data:
+                raise fail(key, "is required")
+
+        min_layers, max_layers = _int_range(data["layers"], "layers", fail)
+        channel_choices = _per_layer(
+            data["channels"], "channels", max_layers, _is_int_list, _choices, fail
+        )
+        block_ranges = _per_layer(data["blocks"], "blocks", max_layers, _is_pair, _int_range, fail)
+        conv_kernels = _kernel_choices(data["conv_kernel"], "conv_kernel", fail)
+        skip_kernels = _kernel_choices(data.get("skip_kernel", [1]), "skip_kernel", fail)
+        mode = data.get("kernels", "shared")
+        if mode not in KERNEL_MODES:
+            raise fail("kernels", f"must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
+        stem = data.get("stem", 32)
+        stem_choices = _choices([stem] if _is_int(stem) else stem, "stem", fail)
+        name = data.get("name", Path(source).stem)
+        if not isinstance(name, str) or not name:
+            raise fail("name", "must be a non-empty string")
+        return cls(
+            name=name,
+            stem_choices=stem_choices,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            channel_choices=channel_choices,
+            block_ranges=block_ranges,
+            conv_kernels=conv_kernels,
+            skip_kernels=skip_kernels,
+            kernels_per_layer=mode == "per_layer",
+            text=text,
+            source=source,
+        )
+
+    # ---- sampling ------------------------------------------------------------------------
+
+    def decide(
+        self, pick_int: PickInt, pick_choice: PickChoice, num_classes: int = 10
+    ) -> Architecture:
+        """The one place that walks the space; `suggest` and `sample` differ only in who picks."""
+        layers = pick_int("layers", self.min_layers, self.max_layers)
+        stem = pick_choice("stem", self.stem_choices) if len(self.stem_choices) > 1 else None
+        channels, blocks = [], []
+        for index in range(layers):
+            channels.append(pick_choice(f"channels_{index + 1}", self.channel_choices[index]))
+            blocks.append(pick_int(f"blocks_{index + 1}", *self.block_ranges[index]))
+        if self.kernels_per_layer:
+            conv = tuple(
+                pick_choice(f"conv_kernel_{i + 1}", self.conv_kernels) for i in range(layers)
+            )
+            skip = tuple(
+                pick_choice(f"skip_kernel_{i + 1}", self.skip_kernels) for i in range(layers)
+            )
+        else:
+            conv = pick_choice("conv_kernel", self.conv_kernels)
+            skip = pick_choice("skip_kernel", self.skip_kernels)
+        return Architecture(
+            channels=tuple(channels),
+            blocks=tuple(blocks),
+            conv_kernel=conv,
+            skip_kernel=skip,
+            stem=stem if stem is not None else self.stem_choices[0],
+            num_classes=num_classes,
+        )
+
+    def suggest(self, trial: Any, num_classes: int = 10) -> Architecture:
+        """Sample an architecture through an Optuna trial (records the params on the trial)."""
+        return self.decide(
+            trial.suggest_int,
+            lambda name, choices: trial.suggest_categorical(name, list(choices)),
+            num_classes,
+        )
+
+    def sample(self, rng: random.Random, num_classes: int = 10) -> Architecture:
+        """Sample uniformly like Optuna's random sampler, without a study (for estimates)."""
+        return self.decide(
+            lambda _name, low, high: rng.randint(low, high),
+            lambda _name, choices: rng.choice(list(choices)),
+            num_classes,
+        )
+
+    def from_params(self, params: dict[str, int], num_classes: int = 10) -> Architecture:
+        """The architecture a trial's recorded `params` describe."""
+
+        def look_up(name: str, *_: Any) -> int:
+            if name not in params:
+                raise SpaceError(f"{self.source}: parameter {name} is missing from the trial")
+            return int(params[name])
+
+        return self.decide(look_up, look_up, num_classes)
+
+    # ---- extremes and size ---------------------------------------------------------------
+
+    def _extreme(self, layers: int, pick: Callable[[Sequence[int]], int], num_classes: int):
+        return self.decide(
+            lambda name, low, high: layers if name == "layers" else pick((low, high)),
+            lambda _name, choices: pick(choices),
+            num_classes,
+        )
+
+    def smallest(self, num_classes: int = 10) -> Architecture:
+        """The architecture with the fewest parameters the space allows."""
+        candidates = [
+            self._extreme(n, min, num_classes) for n in range(self.min_layers, self.max_layers + 1)
+        ]
+        return min(candidates, key=count_params)
+
+    def largest(self, num_classes: int = 10) -> Architecture:
+        """The architecture with the most parameters the space allows."""
+        candidates = [
+            self._extreme(n, max, num_classes) for n in range(self.min_layers, self.max_layers + 1)
+        ]
+        return max(candidates, key=count_params)
+
+    def size(self) -> int:
+        """Number of distinct parameter combinations (architectures) the space holds."""
+        kernel_pairs = len(self.conv_kernels) * len(self.skip_kernels)
+        total = 0
+        for layers in range(self.min_layers, self.max_layers + 1):
+            combos = len(self.stem_choices)
+            for index in range(layers):
+                low, high = self.block_ranges[index]
+                combos *= len(self.channel_choices[index]) * (high - low + 1)
+            combos *= kernel_pairs**layers if self.kernels_per_layer else kernel_pairs
+            total += combos
+        return total
+
+    def fraction_under(
+        self, budget: int, samples: int = 20000, seed: int = 0, num_classes: int = 10
+    ) -> float:
+        """Estimated share of uniformly sampled candidates with at most `budget` parameters."""
+        rng = random.Random(seed)
+        under = sum(count_params(self.sample(rng, num_classes)) <= budget for _ in range(samples))
+        return under / samples
+
+
+# ---- validation helpers (each raises through `fail(key, problem)`) -------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(item) for item in value)
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value)
+
+
+def _choices(value: Any, key: str, fail) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise fail(key, f"must be a list of positive integers, got {value!r}")
+    if not value:
+        raise fail(key, "the list of choices is empty; give at least one value")
+    for item in value:
+        if not _is_int(item) or item <= 0:
+            raise fail(key, f"choices must be positive integers, got {item!r}")
+    if len(set(value)) != len(value):
+        raise fail(key, f"choices repeat a value: {value}")
+    return tuple(value)
+
+
+def _int_range(value: Any, key: str, fail) -> tuple[int, int]:
+    if not _is_pair(value):
+        raise fail(key, f"must be an inclusive range [min, max] of integers, got {value!r}")
+    low, high = value
+    if low < 1:
+        raise fail(key, f"the minimum must be at least 1, got {low}")
+    if low > high:
+        raise fail(key, f"the range is inverted: min {low} is greater than max {high}")
+    return low, high
+
+
+def _kernel_choices(value: Any, key: str, fail) -> tuple[int, ...]:
+    choices = _choices([value] if _is_int(value) else value, key, fail)
+    low, high = KERNEL_RANGE
+    for kernel in choices:
+        if not low <= kernel <= high:
+            raise fail(key, f"kernel sizes must be between {low} and {high}, got {kernel}")
+    return choices
+
+
+def _per_layer(value: Any, key: str, layers: int, is_single, parse, fail) -> tuple:
+    """One entry for every layer (`is_single(value)`), or a list of exactly `layers` entries."""
+    if is_single(value):
+        return (parse(value, key, fail),) * layers
+    if not isinstance(value, list) or not value:
+        raise fail(key, "must be one entry for every layer or a list with one entry per layer")
+    if len(value) != layers:
+        raise fail(
+            key,
+            f"has {len(value)} per-layer entries but layers allows up to {layers}; "
+            "give one entry per layer or a single entry for all",
+        )
+    return tuple(parse(item, f"{key}[{index + 1}]", fail) for index, item in enumerate(value))

@@ -1,0 +1,107 @@
+"""Architecture validation, JSON round trip and the exact analytic parameter count."""
+
+import random
+import time
+
+import pytest
+
+from nas.arch import PRESETS, Architecture, count_flops, count_params, param_table
+
+
+def test_paper_model1_has_the_reference_count():
+    assert count_params(PRESETS["paper-model1"]) == 4_951_338
+
+
+def test_presets_fit_the_reference_budget_except_resnet18():
+    for name, arch in PRESETS.items():
+        assert (count_params(arch) <= 5_000_000) == (name != "resnet18"), name
+
+
+def test_kernels_normalise_to_per_layer_tuples():
+    arch = Architecture(channels=[16, 32], blocks=[1, 2], conv_kernel=3, skip_kernel=[1, 2])
+    assert arch.channels == (16, 32)
+    assert arch.conv_kernel == (3, 3)
+    assert arch.skip_kernel == (1, 2)
+    assert arch == Architecture((16, 32), (1, 2), (3, 3), (1, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"channels": (16, 32), "blocks": (1,)}, "blocks"),
+        ({"channels": (), "blocks": ()}, "channels"),
+        ({"channels": (16, 0), "blocks": (1, 1)}, "channels"),
+        ({"channels": (16,), "blocks": (-1,)}, "blocks"),
+        ({"channels": (16,), "blocks": (1,), "conv_kernel": 8}, "conv_kernel"),
+        ({"channels": (16,), "blocks": (1,), "conv_kernel": 0}, "conv_kernel"),
+        ({"channels": (16, 8), "blocks": (1, 1), "skip_kernel": (1, 2, 3)}, "skip_kernel"),
+        ({"channels": (16,), "blocks": (1,), "stem": 0}, "stem"),
+        ({"channels": (16,), "blocks": (1,), "num_classes": -3}, "num_classes"),
+        ({"channels": (16.5,), "blocks": (1,)}, "channels"),
+    ],
+)
+def test_invalid_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        Architecture(**kwargs)
+
+
+def test_json_round_trip_is_stable_and_readable():
+    arch = Architecture((32, 64, 96), (3, 2, 1), conv_kernel=(3, 4, 5), skip_kernel=2, stem=24)
+    text = arch.to_json()
+    assert Architecture.from_json(text) == arch
+    assert Architecture.from_json(text).to_json() == text
+    assert '"channels": [32, 64, 96]' in text
+    assert Architecture.from_dict(arch.to_dict()) == arch
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{not json", "malformed"),
+        ('{"channels": [1], "blocks": [1], "colour": 3}', "unknown"),
+        ('{"channels": [1]}', "missing"),
+        ("[1, 2]", "object"),
+    ],
+)
+def test_bad_json_is_refused(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        Architecture.from_json(text)
+
+
+def test_param_table_sums_to_the_count_and_tracks_shapes():
+    arch = PRESETS["paper-model5"]
+    rows = param_table(arch, image_size=32)
+    assert sum(params for _, _, params in rows) == count_params(arch)
+    assert [shape for _, shape, _ in rows] == [
+        (32, 32, 32),
+        (32, 32, 32),
+        (64, 16, 16),
+        (128, 8, 8),
+        (128, 4, 4),
+        (256, 2, 2),
+        (10,),
+    ]
+
+
+def test_flops_of_paper_model1_match_the_reference_estimate():
+    # RECIPE/issue 7: one training step of paper-model1 is about 4.70 GFLOP per image, i.e.
+    # 3 x forward multiply-accumulates x 2 FLOP per MAC.
+    gflop_per_training_image = count_flops(PRESETS["paper-model1"]) * 2 * 3 / 1e9
+    assert gflop_per_training_image == pytest.approx(4.70, abs=0.01)
+
+
+def test_counting_is_well_under_a_millisecond():
+    rng = random.Random(0)
+    archs = [
+        Architecture(
+            [rng.choice([32, 64, 128, 256]) for _ in range(5)],
+            [rng.randint(1, 10) for _ in range(5)],
+            conv_kernel=rng.randint(1, 7),
+        )
+        for _ in range(200)
+    ]
+    start = time.perf_counter()
+    for arch in archs:
+        count_params(arch)
+    per_call = (time.perf_counter() - start) / len(archs)
+    assert per_call < 1e-3

@@ -1,0 +1,161 @@
+"""Search-space files: the shipped spaces, validation messages, sampling, extremes and size."""
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.arch import PRESETS, count_params
+from nas.space import SearchSpace, SpaceError
+
+ROOT = Path(__file__).resolve().parents[1]
+RESNET = ROOT / "search_spaces" / "resnet.yaml"
+TINY = ROOT / "search_spaces" / "tiny.yaml"
+
+VALID = """\
+layers: [2, 3]
+channels: [8, 16]
+blocks: [1, 2]
+conv_kernel: [3]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_reference_space_matches_the_issue_and_a_5m_budget_rejects_part_of_it():
+    space = SearchSpace.load(RESNET)
+    assert (space.min_layers, space.max_layers) == (4, 5)
+    widths = {w for choices in space.channel_choices for w in choices}
+    assert min(widths) == 32 and max(widths) == 512
+    assert {r for pair in space.block_ranges for r in pair} >= {1, 10}
+    assert space.conv_kernels == (3, 4, 5) and space.skip_kernels == (1, 2, 3)
+    assert count_params(space.smallest()) < 5_000_000 < count_params(space.largest())
+    assert 0.1 < space.fraction_under(5_000_000, samples=3000) < 0.9
+
+
+def test_tiny_space_holds_only_small_nets():
+    space = SearchSpace.load(TINY)
+    assert count_params(space.largest()) < 50_000
+
+
+def test_smallest_and_largest_are_exact_on_an_enumerable_space(tmp_path):
+    text = """\
+layers: [1, 2]
+channels: [[4, 8], [2, 16]]
+blocks: [[1, 2], [1, 3]]
+conv_kernel: [2, 3]
+skip_kernel: [1, 4]
+stem: [4, 6]
+"""
+    space = SearchSpace.load(write(tmp_path, text))
+    values = {
+        "layers": [1, 2],
+        "stem": [4, 6],
+        "channels_1": [4, 8],
+        "channels_2": [2, 16],
+        "blocks_1": [1, 2],
+        "blocks_2": [1, 2, 3],
+        "conv_kernel": [2, 3],
+        "skip_kernel": [1, 4],
+    }
+    counts = set()
+    for combo in itertools.product(*values.values()):
+        params = dict(zip(values, combo))
+        counts.add(count_params(space.from_params(params)))
+    assert count_params(space.smallest()) == min(counts)
+    assert count_params(space.largest()) == max(counts)
+    # 1 layer: 2 stems x 2 widths x 2 blocks x 4 kernel pairs; 2 layers: 2x2x2x2x3x4
+    assert space.size() == 2 * 2 * 2 * 4 + 2 * 2 * 2 * 2 * 3 * 4
+
+
+def test_suggest_uses_stable_names_and_stays_in_the_space():
+    space = SearchSpace.load(RESNET)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        trial = study.ask()
+        arch = space.suggest(trial, num_classes=100)
+        layers = trial.params["layers"]
+        expected = {"layers", "conv_kernel", "skip_kernel"}
+        expected |= {f"channels_{i}" for i in range(1, layers + 1)}
+        expected |= {f"blocks_{i}" for i in range(1, layers + 1)}
+        assert set(trial.params) == expected
+        assert arch.num_layers == layers and arch.num_classes == 100
+        assert space.from_params(trial.params, num_classes=100) == arch
+        study.tell(trial, 0.0)
+
+
+def test_per_layer_kernels_get_one_parameter_per_layer(tmp_path):
+    space = SearchSpace.load(write(tmp_path, VALID + "skip_kernel: [1, 2]\nkernels: per_layer\n"))
+    trial = optuna.create_study().ask()
+    arch = space.suggest(trial)
+    names = {f"conv_kernel_{i}" for i in range(1, arch.num_layers + 1)}
+    assert names <= set(trial.params)
+    assert "conv_kernel" not in trial.params
+
+
+def test_the_reference_presets_lie_in_the_reference_space():
+    space = SearchSpace.load(RESNET)
+    for name in ("paper-model1", "paper-model2", "paper-model3", "paper-model5"):
+        arch = PRESETS[name]
+        assert space.min_layers <= arch.num_layers <= space.max_layers
+        for index, (width, blocks) in enumerate(zip(arch.channels, arch.blocks)):
+            assert width in space.channel_choices[index], name
+            low, high = space.block_ranges[index]
+            assert low <= blocks <= high, name
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("layers: [2, 3\nchannels: [8]\n", "not valid YAML"),
+        (VALID + "colour: red\n", "colour: unknown key"),
+        (
+            VALID.replace("channels: [8, 16]", "channels: []"),
+            "channels: the list of choices is empty",
+        ),
+        (VALID.replace("layers: [2, 3]", "layers: [3, 2]"), "layers: the range is inverted"),
+        (VALID.replace("blocks: [1, 2]", "blocks: [4, 1]"), "blocks: the range is inverted"),
+        (VALID.replace("conv_kernel: [3]", "conv_kernel: [9]"), "conv_kernel: kernel sizes"),
+        (VALID.replace("channels: [8, 16]", "channels: [[8], [16]]"), "channels: has 2 per-layer"),
+        (VALID.replace("channels: [8, 16]", "channels: [8, -1]"), "positive integers"),
+        (VALID + "kernels: sometimes\n", "kernels: must be one of"),
+        (VALID.replace("blocks: [1, 2]\n", ""), "blocks: is required"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        (VALID.replace("layers: [2, 3]", "layers: [0, 3]"), "at least 1"),
+    ],
+)
+def test_malformed_files_give_one_sentence_naming_file_and_key(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as caught:
+        SearchSpace.load(path)
+    message = str(caught.value)
+    assert fragment in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(SpaceError, match="does not exist"):
+        SearchSpace.load(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["layers: [2, 3]\nchannels: [8]\nblocks: [1, 2]\nconv_kernel: [3]\nwidth: 3\n", "layers: ["],
+)
+def test_cli_reports_bad_space_files_with_exit_2_and_no_traceback(tmp_path, text):
+    path = write(tmp_path, text)
+    result = subprocess.run(
+        [sys.executable, "-m", "nas", "space", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert str(path) in result.stderr
