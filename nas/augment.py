@@ -288,48 +288,45 @@ def draw_augmentations(
     return AugmentDraws(angles, flips, crop_tops, crop_lefts, sub_policies, applied, negated)
 
 
-def rotate_batch(images: Tensor, angles: Tensor) -> Tensor:
-    """Rotates each uint8 image by its own angle (degrees, counter-clockwise) about its centre,
-    nearest interpolation, zeros outside; the same grid torchvision's ``rotate`` builds."""
+def rotate_flip_crop_batch(
+    images: Tensor, angles: Tensor, flips: Tensor, tops: Tensor, lefts: Tensor
+) -> Tensor:
+    """Per image: rotate by its angle (degrees, counter-clockwise, about the centre, nearest,
+    zeros outside, as torchvision's ``rotate``), flip horizontally where `flips`, zero-pad by
+    CROP_PADDING and crop back to the input size at (top, left); all in one ``grid_sample``.
+
+    Each output pixel reads the rotated image at the pixel the flip and crop send it to; that
+    pixel's sampling point is computed from the same float32 numbers torchvision's
+    ``_affine_grid`` uses for it (pixel centres relative to the image centre, mapped by the
+    inverse rotation, scaled to [-1, 1]), so results are bit-exact; pixels the crop takes from
+    the padding get a point far outside, which samples as zero."""
     count, _, height, width = images.shape
+    device = images.device
     # torchvision computes the inverse rotation matrix in float64 from angle % 360, then float32
     radians = torch.deg2rad(-(angles.double().remainder(360.0)))
     cos, sin = torch.cos(radians).float(), torch.sin(radians).float()
     zeros = torch.zeros_like(cos)
     theta = torch.stack([cos, sin, zeros, -sin, cos, zeros], dim=1).view(count, 2, 3)
-    # torchvision's _affine_grid: pixel centres relative to the image centre, mapped by theta,
-    # then scaled to grid_sample's [-1, 1] coordinates.
-    base_grid = torch.empty(height, width, 3, device=images.device)
-    base_grid[..., 0] = torch.linspace(
-        (1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=images.device
+    rescaled_theta = theta.transpose(1, 2) / torch.tensor(
+        [0.5 * width, 0.5 * height], device=device
     )
-    base_grid[..., 1] = torch.linspace(
-        (1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=images.device
-    ).unsqueeze(-1)
+
+    # rotated-image row and column each output pixel comes from after the flip and the crop
+    rows = tops[:, None] - CROP_PADDING + torch.arange(height, device=device)  # (N, H)
+    cols = lefts[:, None] - CROP_PADDING + torch.arange(width, device=device)  # (N, W)
+    cols = torch.where(flips[:, None], width - 1 - cols, cols)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
+    base_grid = torch.empty(count, height, width, 3, device=device)
+    base_grid[..., 0] = (cols - (width - 1) * 0.5)[:, None, :]
+    base_grid[..., 1] = (rows - (height - 1) * 0.5)[:, :, None]
     base_grid[..., 2] = 1.0
-    scale = torch.tensor([0.5 * width, 0.5 * height], device=images.device)
-    rescaled_theta = theta.transpose(1, 2) / scale
-    grid = base_grid.view(1, height * width, 3).expand(count, -1, -1).bmm(rescaled_theta)
-    rotated = F.grid_sample(
+    grid = base_grid.view(count, height * width, 3).bmm(rescaled_theta)
+    grid = torch.where(inside.view(count, height * width, 1), grid, -2.0)  # -2: off the image
+    sampled = F.grid_sample(
         images.float(), grid.view(count, height, width, 2),
         mode="nearest", padding_mode="zeros", align_corners=False,
     )  # fmt: skip
-    return rotated.round_().to(images.dtype)
-
-
-def flip_and_crop_batch(images: Tensor, flips: Tensor, tops: Tensor, lefts: Tensor) -> Tensor:
-    """Horizontal flip where `flips`, then zero-pad by CROP_PADDING and crop back to the input
-    size at each image's (top, left), as one gather. Flipping before padding equals reading the
-    padded image's columns backwards, since the padding is symmetric."""
-    count, channels, height, width = images.shape
-    padded = TF.pad(images, [CROP_PADDING], fill=0)
-    device = images.device
-    rows = tops[:, None] + torch.arange(height, device=device)
-    cols = lefts[:, None] + torch.arange(width, device=device)
-    cols = torch.where(flips[:, None], padded.shape[-1] - 1 - cols, cols)
-    batch_index = torch.arange(count, device=device).view(count, 1, 1, 1)
-    channel_index = torch.arange(channels, device=device).view(1, channels, 1, 1)
-    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+    return sampled.round_().to(images.dtype)
 
 
 def autoaugment_batch(images: Tensor, draws: AugmentDraws, table: AutoAugmentTable) -> Tensor:
@@ -358,8 +355,9 @@ def autoaugment_batch(images: Tensor, draws: AugmentDraws, table: AutoAugmentTab
 
 def augment_batch(images: Tensor, draws: AugmentDraws, table: AutoAugmentTable | None) -> Tensor:
     """The recipe's augmentation of uint8 ``(N, 3, H, W)`` images for given draws (uint8 out)."""
-    rotated = rotate_batch(images, draws.angles)
-    out = flip_and_crop_batch(rotated, draws.flips, draws.crop_tops, draws.crop_lefts)
+    out = rotate_flip_crop_batch(
+        images, draws.angles, draws.flips, draws.crop_tops, draws.crop_lefts
+    )
     if draws.sub_policies is not None:
         assert table is not None, "AutoAugment draws need the table for the image size"
         out = autoaugment_batch(out, draws, table)

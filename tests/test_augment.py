@@ -19,9 +19,8 @@ from nas.augment import (
     autoaugment_table,
     draw_augmentations,
     eval_transform,
-    flip_and_crop_batch,
     normalize_batch,
-    rotate_batch,
+    rotate_flip_crop_batch,
     train_transform,
 )
 
@@ -161,7 +160,9 @@ def test_rotation_matches_torchvision():
     images = random_images(64)
     angles = torch.empty(64).uniform_(-5, 5, generator=torch.Generator().manual_seed(1))
     angles[:6] = torch.tensor([0.0, 5.0, -5.0, 2.5, -1e-3, 4.999])
-    rotated = rotate_batch(images, angles)
+    unflipped = torch.zeros(64, dtype=torch.bool)
+    centred = torch.full((64,), CROP_PADDING)  # the crop that gives back the rotated image
+    rotated = rotate_flip_crop_batch(images, angles, unflipped, centred, centred)
     for image, angle, ours in zip(images, angles.tolist(), rotated, strict=True):
         theirs = TF.rotate(image, angle, interpolation=NEAREST, fill=0)  # RandomRotation's fill
         assert torch.equal(ours, theirs), angle
@@ -173,7 +174,7 @@ def test_flip_and_crop_match_torchvision():
     tops = offsets.repeat_interleave(5).repeat(2)
     lefts = offsets.repeat(5).repeat(2)
     flips = torch.arange(50) >= 25
-    cropped = flip_and_crop_batch(images, flips, tops, lefts)
+    cropped = rotate_flip_crop_batch(images, torch.zeros(50), flips, tops, lefts)
     for index in range(50):
         image = images[index]
         if flips[index]:
