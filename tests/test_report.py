@@ -1,0 +1,231 @@
+"""Tests of nas.report on real SQLite studies filled with hand-made trials (no training)."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+from plotly.offline import get_plotlyjs
+
+from nas import report
+from nas.arch import Architecture
+
+BUDGET = 250_000
+DISTRIBUTIONS = {"width": IntDistribution(8, 128), "blocks": IntDistribution(1, 4)}
+
+
+def _attrs(width: int, blocks: int, params: int) -> dict:
+    arch = Architecture(channels=(width, 2 * width), blocks=(blocks, blocks))
+    return {
+        "params": params,
+        "architecture": arch.to_json(),
+        "seconds_per_epoch": 1.5,
+        "flops": 1000,
+        "device": "cpu",
+    }
+
+
+def _study(tmp_path, name: str = "report-test") -> optuna.Study:
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/s.db", study_name=name, direction="maximize"
+    )
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["val_accuracy"])  # as the search does
+    study.set_user_attr("budget", BUDGET)
+    return study
+
+
+def _add_trained(study, params: int, accuracy: float, width: int, blocks: int, **extra) -> None:
+    curve = {1: accuracy / 2, 2: accuracy}
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=accuracy,
+            params={"width": width, "blocks": blocks},
+            distributions=DISTRIBUTIONS,
+            user_attrs={**_attrs(width, blocks, params), **extra},
+            intermediate_values=curve,
+        )
+    )
+
+
+def _add_rejected(study, params: int, width: int) -> None:
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params={"width": width, "blocks": 4},
+            distributions=DISTRIBUTIONS,
+            user_attrs={
+                **_attrs(width, 4, params),
+                "over_budget_by": params - BUDGET,
+                "prune_reason": "over budget",
+            },
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def full_study(tmp_path_factory) -> optuna.Study:
+    """Four complete trials (the hand-made Pareto example), one trial stopped by the pruner,
+    two rejected over-budget candidates and one failed trial; built once, only read by tests."""
+    study = _study(tmp_path_factory.mktemp("full"))
+    _add_trained(study, 100_000, 0.5, 16, 1)
+    _add_trained(study, 200_000, 0.7, 32, 2, test_accuracy=0.69)
+    _add_trained(study, 150_000, 0.4, 24, 1)
+    _add_trained(study, 240_000, 0.65, 48, 3)
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params={"width": 20, "blocks": 2},
+            distributions=DISTRIBUTIONS,
+            user_attrs={
+                **_attrs(20, 2, 120_000),
+                "prune_reason": "pruned by the pruner at epoch 3",
+            },
+            intermediate_values={1: 0.2, 2: 0.45, 3: 0.3},
+        )
+    )
+    _add_rejected(study, 400_000, 100)
+    _add_rejected(study, 900_000, 128)
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"prune_reason": "bug"}))
+    return study
+
+
+def _trace(figure, name: str):
+    matches = [trace for trace in figure.data if trace.name == name]
+    assert len(matches) == 1, f"expected one trace named {name!r}, got {len(matches)}"
+    return matches[0]
+
+
+def test_classification_helpers(full_study):
+    trained = report.trained_trials(full_study)
+    assert [t.number for t in trained] == [0, 1, 2, 3, 4]
+    assert [t.number for t in report.rejected_trials(full_study)] == [5, 6]
+    # The pruned trial's accuracy is its best epoch, not its last one.
+    assert report.trial_accuracy(trained[4]) == pytest.approx(0.45)
+
+
+def test_header_counts_every_kind_of_trial(full_study, tmp_path):
+    text = report.write_report(full_study, tmp_path / "r.html").read_text(encoding="utf-8")
+    header = text[text.index("<table class='summary'>") :]
+    header = header[: header.index("</table>")]
+    counts = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", header))
+    assert counts["trained"] == "5"
+    assert counts["trained to the end"] == "4"
+    assert counts["stopped early by the pruner"] == "1"
+    assert counts["rejected (over budget)"] == "2"
+    assert counts["failed"] == "1"
+    assert counts["best trial"].startswith("trial 1 (complete)")
+
+
+def test_params_figure_has_one_point_per_trained_trial_and_rejects_apart(full_study):
+    figure = report.build_figures(full_study)["params_vs_accuracy"]
+    trained = _trace(figure, report.TRAINED_TRACE)
+    assert len(trained.x) == 5
+    assert sorted(trained.x) == [100_000, 120_000, 150_000, 200_000, 240_000]
+    rejected = _trace(figure, report.REJECTED_TRACE)
+    assert list(rejected.x) == [400_000, 900_000]
+    budget = _trace(figure, report.BUDGET_TRACE)
+    assert list(budget.x) == [BUDGET, BUDGET]
+
+
+def test_pareto_front_of_hand_made_points():
+    points = [(100_000, 0.5), (200_000, 0.7), (150_000, 0.4), (300_000, 0.65)]
+    assert report.pareto_front(points) == [0, 1]
+    # Identical points appear once; equal params keep only the more accurate one.
+    assert report.pareto_front([(10, 0.5), (10, 0.5), (10, 0.6), (5, 0.1)]) == [3, 2]
+    assert report.pareto_front([]) == []
+
+
+def test_pareto_trace_in_study_figure(full_study):
+    figure = report.build_figures(full_study)["params_vs_accuracy"]
+    front = _trace(figure, report.PARETO_TRACE)
+    # The pruned trial (120k, 0.45) is dominated by (100k, 0.5), so the front stays the two
+    # points of the hand-made example.
+    assert list(zip(front.x, front.y)) == [(100_000, 0.5), (200_000, 0.7)]
+
+
+def test_write_report_is_self_contained_and_complete(full_study, tmp_path):
+    path = report.write_report(full_study, tmp_path / "out" / "report.html")
+    assert path.is_file()
+    text = path.read_text(encoding="utf-8")
+    assert "plotly.js v" in text  # the library itself, embedded
+    assert not re.search(r"<script[^>]*src=[\"']https?:", text)
+    assert len(text) > 1_000_000  # the embedded library is megabytes; a CDN link is not
+    for needle in (
+        report.TRAINED_TRACE,
+        report.REJECTED_TRACE,
+        report.PARETO_TRACE,
+        "Parameter importances",
+        "Validation accuracy per epoch",
+        "report-test",
+        "250,000 parameters",
+    ):
+        assert needle in text
+    assert set(report.build_figures(full_study)) == {
+        "history",
+        "params_vs_accuracy",
+        "importances",
+        "intermediate",
+    }
+
+
+def test_plotly_library_embedded_once(full_study, tmp_path):
+    text = report.write_report(full_study, tmp_path / "r.html").read_text(encoding="utf-8")
+    library_start = get_plotlyjs()[:200]
+    assert text.count(library_start) == 1
+
+
+def test_top_table_lists_trials_by_descending_accuracy(full_study, tmp_path):
+    text = report.write_report(full_study, tmp_path / "r.html", top=3).read_text(encoding="utf-8")
+    table = text[text.index("<table class='top'>") :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)[1:]  # skip the header row
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
+    assert [row[1] for row in cells] == ["1", "3", "0"]  # trial numbers
+    accuracies = [float(row[3].rstrip(" %")) for row in cells]
+    assert accuracies == sorted(accuracies, reverse=True) == [70.0, 65.0, 50.0]
+    assert cells[0][7] == "69.00 %"  # the retrained trial's test accuracy
+    assert cells[1][7] == "-"
+    assert cells[0][5] == Architecture(channels=(32, 64), blocks=(2, 2)).describe()
+
+
+def test_study_without_finished_trials_still_gets_a_report(tmp_path):
+    study = _study(tmp_path, name="empty")
+    _add_rejected(study, 300_000, 90)
+    study.add_trial(create_trial(state=TrialState.FAIL))
+    path = report.write_report(study, tmp_path / "empty.html")
+    text = path.read_text(encoding="utf-8")
+    assert report.NO_FINISHED_TRIAL in text
+    figures = report.build_figures(study)
+    assert "history" not in figures and "importances" not in figures
+    # The rejected candidate is still shown, with no trained points beside it.
+    params_figure = figures["params_vs_accuracy"]
+    assert len(_trace(params_figure, report.TRAINED_TRACE).x) == 0
+    assert len(_trace(params_figure, report.REJECTED_TRACE).x) == 1
+
+
+def test_trials_missing_attributes_do_not_break_the_report(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/bare.db", direction="maximize")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.3))
+    study.add_trial(
+        create_trial(state=TrialState.COMPLETE, value=0.6, user_attrs={"architecture": "{not json"})
+    )
+    text = report.write_report(study, tmp_path / "bare.html").read_text(encoding="utf-8")
+    assert "budget</th><td>not recorded" in text
+    assert "unreadable architecture" in text
+    # No parameter counts, so no point can be placed, and the note says why.
+    assert "params_vs_accuracy" not in report.build_figures(study)
+    assert "No trained trial has a recorded parameter count." in text
+    assert "Not computed" in text or "No parameter is shared" in text
+
+
+def test_importances_skipped_with_a_single_complete_trial(tmp_path):
+    study = _study(tmp_path)
+    _add_trained(study, 100_000, 0.5, 16, 1)
+    text = report.write_report(study, tmp_path / "one.html").read_text(encoding="utf-8")
+    assert "Needs at least two complete trials." in text
+    assert "importances" not in report.build_figures(study)
