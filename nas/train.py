@@ -1,0 +1,411 @@
+"""Owns the fixed training recipe: `TrainConfig`, `fit()` and `evaluate()`.
+
+The defaults reproduce RECIPE.md: Adam at 1e-3, batch 64, ReduceLROnPlateau on the validation
+loss (factor 0.1, patience 10), cross entropy, the recipe's augmentation, 150 epochs; after every
+epoch the weights with the lowest validation loss so far are kept.
+
+Claims:
+- `fit` never touches the test split; `evaluate` is called on it once, by the retrain.
+- Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)`,
+  and a checkpoint is written atomically at the end of every epoch, so a run resumed from
+  epoch k ends with the same weights and history as a run never stopped.
+- On CUDA: bf16 autocast, channels_last, fused Adam, the train split resident on the GPU and
+  augmented there in large chunks (`data_path="device"`), and no host synchronisation inside
+  the step loop (losses and accuracies accumulate on the device; one `.item()` per epoch).
+- A non-finite training loss raises `NonFiniteLossError`, which the search turns into a
+  pruned trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from nas.augment import AUGMENTATIONS, BatchAugmenter, normalize_batch, train_transform
+from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from nas.data import Splits, TensorData, make_train_loader
+from nas.errors import UserError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DATA_PATHS = ("auto", "device", "loader")
+DEVICE_CHUNK = 8192  # images augmented at once on the device path: large enough to fill a GPU
+
+EpochCallback = Callable[[dict[str, Any]], "bool | None"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe. Every field is recorded with a study and with each run."""
+
+    epochs: int = 150  # passes over the training split (the reference's final model)
+    batch_size: int = 64  # images per optimizer step (the reference's)
+    optimizer: str = "adam"  # adam (the recipe) | adamw | sgd: the study's comparison
+    lr: float = 1e-3  # optimizer step size
+    momentum: float = 0.9  # SGD momentum; unused by Adam
+    weight_decay: float = 0.0  # L2 penalty (adam) or decoupled decay (adamw); the recipe uses none
+    lr_factor: float = 0.1  # ReduceLROnPlateau: multiply the step size by this on a plateau
+    lr_patience: int = 10  # ReduceLROnPlateau: epochs without a lower val loss before reducing
+    augment: str = "recipe"  # recipe | basic (rotation, flip, crop) | none
+    seed: int = 0  # seeds initial weights, shuffling and augmentation draws
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    workers: int | None = (
+        None  # loader processes for the per-image path; None picks for the machine
+    )
+    amp: bool = True  # bf16 autocast on CUDA; CPU always trains in float32
+    channels_last: bool = True  # NHWC memory layout on CUDA, faster convolutions with bf16
+    data_path: str = "auto"  # auto (device on CUDA, loader on CPU) | device | loader
+    eval_batch_size: int = 1000  # images per batch when evaluating; no gradients, so large
+    compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "lr_patience"):
+            _check(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("batch_size", "eval_batch_size"):
+            _check(
+                getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}"
+            )
+        _check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        _check(0 < self.lr_factor < 1, f"lr_factor must lie in (0, 1), got {self.lr_factor}")
+        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}")
+        _check(self.data_path in DATA_PATHS, f"data_path must be one of {', '.join(DATA_PATHS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        _check(not unknown, f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass
+class FitResult:
+    """What `fit` leaves behind: the history and the lowest-validation-loss weights."""
+
+    history: list[dict[str, Any]]  # one row per epoch: see `fit`
+    best_state: dict[str, torch.Tensor]  # CPU copy of the weights at `best_epoch`
+    best_epoch: int  # epoch (from 1) with the lowest validation loss; 0 if none ran
+    best_val_loss: float
+    best_val_accuracy: float  # highest validation accuracy of any epoch (the search's objective)
+    stopped_early: bool = False  # the callback asked to stop
+    compile_seconds: float = 0.0  # time spent in torch.compile's first steps, apart from epochs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs_completed(self) -> int:
+        return len(self.history)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`, `cpu`, `cuda`, `cuda:N` -> a usable device, or a UserError saying why not."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name} was asked for but no CUDA GPU is visible; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"device {name} does not exist; {torch.cuda.device_count()} GPU(s) are visible"
+            )
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def set_seed(seed: int) -> None:
+    """Seed the generators that initialise weights (call before building the model)."""
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+# ---- where each epoch's training batches come from -----------------------------------------
+
+
+class DeviceBatches:
+    """The train split lives on the device as uint8; each epoch is shuffled and augmented there
+    in large chunks, and batches are slices: no loader processes, no per-batch copies."""
+
+    def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
+        self.batch_size = config.batch_size
+        self.memory_format = _memory_format(config, device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        order = torch.randperm(len(self.labels), generator=generator, device=self.device)
+        chunks = [
+            self.augmenter(self.images[order[start : start + DEVICE_CHUNK]], generator)
+            for start in range(0, len(order), DEVICE_CHUNK)
+        ]
+        images = torch.cat(chunks).contiguous(memory_format=self.memory_format)
+        labels = self.labels[order]
+        for start in range(0, len(labels), self.batch_size):
+            yield images[start : start + self.batch_size], labels[start : start + self.batch_size]
+
+
+class LoaderBatches:
+    """Per-image torchvision transforms in a DataLoader (the CPU path, and the reference's)."""
+
+    def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
+        transform = train_transform(config.augment, splits.mean, splits.std)
+        self.loader = make_train_loader(
+            data,
+            transform,
+            config.batch_size,
+            device=device,
+            workers=config.workers,
+            seed=config.seed,
+        )
+        self.memory_format = _memory_format(config, device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.loader.generator.manual_seed(seed)  # the shuffle order follows from (seed, epoch)
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            yield (
+                images.contiguous(memory_format=self.memory_format),
+                labels.to(self.device, non_blocking=True),
+            )
+
+
+def make_batches(data: TensorData, config: TrainConfig, splits: Splits, device: torch.device):
+    path = config.data_path
+    if path == "auto":
+        path = "device" if device.type == "cuda" else "loader"
+    source = DeviceBatches if path == "device" else LoaderBatches
+    return source(data, config, splits, device)
+
+
+def _memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
+    use = config.channels_last and device.type == "cuda"
+    return torch.channels_last if use else torch.contiguous_format
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    enabled = config.amp and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
+    # fused kernels update every parameter in one launch on CUDA; foreach elsewhere
+    speed = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            **speed,
+        )
+    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **speed)
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: TensorData,
+    splits: Splits,
+    config: TrainConfig,
+    device: torch.device | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction) of `model` on `data`, normalised only."""
+    device = device or resolve_device(config.device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    memory_format = _memory_format(config, device)
+    for start in range(0, len(data), config.eval_batch_size):
+        images = data.images[start : start + config.eval_batch_size].to(device, non_blocking=True)
+        labels = data.labels[start : start + config.eval_batch_size].to(device, non_blocking=True)
+        inputs = normalize_batch(images, splits.mean, splits.std)
+        with _autocast(config, device):
+            logits = model(inputs.contiguous(memory_format=memory_format))
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    model.train(was_training)
+    count = max(1, len(data))
+    return loss_sum.item() / count, correct.item() / count
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    *,
+    callback: EpochCallback | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train `model` on `splits.train`, validating on `splits.val` after every epoch.
+
+    Each history row: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds.
+    `callback(row)` runs after each epoch's checkpoint; returning True stops training (the
+    search uses it for pruning; it may also raise). With `checkpoint_path`, a checkpoint there
+    is resumed from and rewritten atomically after every epoch; `checkpoint_extra` (plain
+    values) is stored alongside, e.g. the architecture.
+    """
+    device = resolve_device(config.device)
+    model.to(device=device, memory_format=_memory_format(config, device))
+    optimizer = make_optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+    )
+    result = FitResult(
+        history=[], best_state={}, best_epoch=0, best_val_loss=math.inf, best_val_accuracy=0.0
+    )
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        _resume(load_checkpoint(checkpoint_path), model, optimizer, scheduler, result)
+
+    step_model = torch.compile(model) if config.compile else model
+    batches = make_batches(splits.train, config, splits, device)
+    first = result.epochs_completed + 1
+    bar = tqdm(
+        range(first, config.epochs + 1),
+        desc="epochs",
+        unit="epoch",
+        disable=not progress,
+        initial=first - 1,
+        total=config.epochs,
+        leave=False,
+    )
+    for epoch in bar:
+        started = time.perf_counter()
+        torch.manual_seed(_epoch_seed(config.seed, epoch))  # per-image transforms draw from it
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_accuracy = _train_epoch(
+            step_model, batches, optimizer, config, device, _epoch_seed(config.seed, epoch)
+        )
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
+        val_loss, val_accuracy = evaluate(model, splits.val, splits, config, device)
+        scheduler.step(val_loss)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
+        result.history.append(row)
+        result.best_val_accuracy = max(result.best_val_accuracy, val_accuracy)
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = val_loss, epoch
+            result.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
+        if checkpoint_path is not None:
+            save_checkpoint(
+                _checkpoint_state(model, optimizer, scheduler, result, config, checkpoint_extra),
+                checkpoint_path,
+            )
+        bar.set_postfix(
+            train=f"{train_accuracy:.1%}", val=f"{val_accuracy:.1%}", loss=f"{val_loss:.3f}"
+        )
+        if callback is not None and callback(row):
+            result.stopped_early = True
+            break
+    bar.close()
+    if not result.best_state:  # zero epochs: the initial weights are the best there are
+        result.best_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+        }
+    return result
+
+
+def _train_epoch(model, batches, optimizer, config, device, seed) -> tuple[float, float]:
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for images, labels in batches.epoch(seed):
+        with _autocast(config, device):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # accumulate on the device: reading a value here would stall the GPU every step
+        loss_sum += loss.detach() * labels.shape[0]
+        correct += (logits.detach().argmax(1) == labels).sum()
+        seen += labels.shape[0]
+    seen = max(1, seen)
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+def _checkpoint_state(model, optimizer, scheduler, result, config, extra) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "history": copy.deepcopy(result.history),
+        "best_state": result.best_state,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "best_val_accuracy": result.best_val_accuracy,
+        "config": config.to_dict(),
+        "rng": rng_state(),
+        "extra": extra or {},
+    }
+
+
+def _resume(state, model, optimizer, scheduler, result: FitResult) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    result.history = list(state["history"])
+    result.best_state = state["best_state"]
+    result.best_epoch = state["best_epoch"]
+    result.best_val_loss = state["best_val_loss"]
+    result.best_val_accuracy = state["best_val_accuracy"]
+    restore_rng_state(state["rng"])

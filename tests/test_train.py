@@ -1,0 +1,150 @@
+"""The training recipe: learning, exact resume, non-finite losses, evaluation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nas.arch import Architecture
+from nas.data import DataConfig, load_splits
+from nas.errors import UserError
+from nas.model import build_model
+from nas.train import NonFiniteLossError, TrainConfig, evaluate, fit, resolve_device, set_seed
+
+TINY = Architecture((8, 16), (1, 1), stem=8)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_splits(DataConfig(dataset="synthetic", synthetic_size=800, synthetic_classes=4))
+
+
+def quick(**overrides) -> TrainConfig:
+    settings = {"epochs": 2, "augment": "none", "device": "cpu", "workers": 0}
+    return TrainConfig(**{**settings, **overrides})
+
+
+def fresh_model(seed: int = 0) -> nn.Module:
+    set_seed(seed)
+    return build_model(Architecture(TINY.channels, TINY.blocks, stem=8, num_classes=4))
+
+
+def test_recipe_defaults_match_the_reference():
+    config = TrainConfig()
+    assert (config.epochs, config.batch_size, config.optimizer, config.lr) == (
+        150,
+        64,
+        "adam",
+        1e-3,
+    )
+    assert (config.lr_factor, config.lr_patience, config.augment) == (0.1, 10, "recipe")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_tiny_net_learns_synthetic_data_well_above_chance(splits):
+    result = fit(fresh_model(), splits, quick(epochs=6), progress=False)
+    assert len(result.history) == 6
+    assert result.best_val_accuracy > 0.6  # chance is 0.25
+    assert set(result.history[0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+    }
+    losses = [row["val_loss"] for row in result.history]
+    assert result.best_val_loss == min(losses)
+    assert result.best_epoch == losses.index(min(losses)) + 1
+
+
+def test_best_weights_are_the_lowest_validation_loss_ones(splits):
+    model = fresh_model()
+    result = fit(model, splits, quick(epochs=3), progress=False)
+    model.load_state_dict(result.best_state)
+    loss, accuracy = evaluate(model, splits.val, splits, quick())
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
+    best_row = result.history[result.best_epoch - 1]
+    assert accuracy == pytest.approx(best_row["val_accuracy"])
+
+
+def test_resume_after_two_epochs_matches_four_straight(tmp_path):
+    splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
+    config = quick(epochs=4, augment="recipe")  # the augmentation draws must resume too
+    straight = fit(fresh_model(), splits, config, progress=False)
+
+    checkpoint = tmp_path / "run.ckpt"
+    fit(
+        fresh_model(),
+        splits,
+        quick(epochs=2, augment="recipe"),
+        checkpoint_path=checkpoint,
+        progress=False,
+    )
+    torch.manual_seed(12345)  # a different process state must not matter
+    resumed = fit(fresh_model(seed=99), splits, config, checkpoint_path=checkpoint, progress=False)
+
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history] == strip
+    for name, tensor in straight.best_state.items():
+        assert torch.equal(tensor, resumed.best_state[name]), name
+
+
+def test_callback_can_stop_training(splits):
+    seen = []
+    result = fit(
+        fresh_model(),
+        splits,
+        quick(epochs=5),
+        progress=False,
+        callback=lambda row: seen.append(row["epoch"]) or row["epoch"] == 2,
+    )
+    assert seen == [1, 2]
+    assert result.stopped_early and result.epochs_completed == 2
+
+
+class NaNModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.linear(x.mean(dim=(2, 3))) * math.nan
+
+
+def test_a_non_finite_loss_raises_its_own_error(splits):
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        fit(NaNModel(), splits, quick(), progress=False)
+
+
+def test_the_device_path_trains_on_cpu_too(splits):
+    result = fit(
+        fresh_model(), splits, quick(epochs=3, data_path="device", augment="basic"), progress=False
+    )
+    assert result.best_val_accuracy > 0.4
+
+
+@pytest.mark.parametrize("name", ["cuda:7", "tpu", "cuda"])
+def test_unusable_devices_are_user_errors(name):
+    if torch.cuda.is_available() and name == "cuda":
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError):
+        resolve_device(name)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"epochs": -1},
+        {"batch_size": 0},
+        {"lr": 0},
+        {"augment": "heavy"},
+        {"optimizer": "lion"},
+        {"lr_factor": 1.5},
+    ],
+)
+def test_bad_settings_are_refused(overrides):
+    with pytest.raises(UserError):
+        TrainConfig(**overrides)
