@@ -9,6 +9,7 @@ Not a test; run it by hand: python benchmarks/bench_augment.py --device cpu --im
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each path; best is kept")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # other processes skew both figures
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
     per_image = max(
         per_image_rate(images, args.workers, args.batch_size, args.device)
@@ -79,7 +81,8 @@ def main() -> None:
     batched = max(batched_rate(images, args.chunk, args.device) for _ in range(args.repeats))
     print(
         f"device={args.device} images={args.images} repeats={args.repeats} "
-        f"torch_threads={torch.get_num_threads()}"
+        f"torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"load_average_1min_before={load_before:.2f}"
     )
     print(f"per-image DataLoader ({args.workers} workers): {per_image:,.0f} images/s")
     print(f"BatchAugmenter (chunks of {args.chunk}): {batched:,.0f} images/s")
