@@ -297,7 +297,10 @@ def test_batch_augmenter_on_cuda_matches_torchvision_for_the_same_draws():
     augmented = augment_batch(images.cuda(), draws, autoaugment_table(32, 32, "cuda")).cpu()
     cpu_draws = type(draws)(*(None if t is None else t.cpu() for t in vars(draws).values()))
     mismatched = sum(
-        not torch.equal(augmented[i], torchvision_reference(image, cpu_draws, i))
+        not torch.equal(augmented[i], torchvision_reference(image.cuda(), cpu_draws, i).cpu())
         for i, image in enumerate(images)
     )
-    assert mismatched <= 2  # CUDA float rounding may move a pixel or two; CPU is exact
+    # Expected exact (same kernels as torchvision on the same device), but cuBLAS may pick a
+    # different kernel for the batched grid than for one image, which could move a nearest-
+    # neighbour tie; not yet run on a GPU, so a couple of images are tolerated.
+    assert mismatched <= 2
