@@ -9,7 +9,15 @@ from nas.space import SearchSpace
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "Architecture", "SearchSpace", "build_model", "count_params", "__version__"]
+__all__ = [
+    "PRESETS",
+    "Architecture",
+    "SearchSpace",
+    "__version__",
+    "build_model",
+    "count_params",
+    "load_model",
+]
 
 
 def __getattr__(name: str):
@@ -18,4 +26,8 @@ def __getattr__(name: str):
         from nas.model import build_model
 
         return build_model
+    if name == "load_model":
+        from nas.retrain import load_model
+
+        return load_model
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

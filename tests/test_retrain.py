@@ -1,0 +1,214 @@
+"""The retrain: outputs of a run folder, resume after SIGKILL, presets, errors, the report."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import nas
+from nas.data import DataConfig, load_splits
+from nas.search import SearchConfig, run_search
+from nas.train import TrainConfig, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+RETRAIN = [sys.executable, str(ROOT / "scripts" / "retrain_best.py")]
+DATA = {"dataset": "synthetic", "synthetic_size": 300, "synthetic_classes": 4}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A finished two-trial study on tiny synthetic data, written by the real search."""
+    folder = tmp_path_factory.mktemp("store")
+    url = f"sqlite:///{folder}/nas.db"
+    config = SearchConfig(
+        budget=20_000,
+        trials=2,
+        space_file=str(ROOT / "search_spaces" / "tiny.yaml"),
+        study="s",
+        storage=url,
+        pruner="none",
+    )
+    recipe = TrainConfig(epochs=1, augment="basic", device="cpu", workers=0)
+    run_search(config, DataConfig(**DATA), recipe)
+    return url, folder
+
+
+def retrain(*args, cwd):
+    return subprocess.run([*RETRAIN, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
+    url, folder = store
+    result = retrain("--storage", url, "--study", "s", "--epochs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    study = optuna.load_study(study_name="s", storage=url)
+    best = study.best_trial
+    run_dir = tmp_path / "runs" / "s" / f"trial-{best.number}"
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [
+            "architecture.json",
+            "checkpoint.ckpt",
+            "curves.html",
+            "history.csv",
+            "metrics.json",
+            "model.safetensors",
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "params",
+        "epochs_completed",
+        "best_epoch",
+        "best_val_loss",
+        "seconds",
+        "device",
+        "config",
+    ):
+        assert key in metrics, key
+    assert metrics["epochs_completed"] == 2 and metrics["config"]["epochs"] == 2
+    assert nas.Architecture.from_json((run_dir / "architecture.json").read_text()) == (
+        nas.Architecture.from_json(best.user_attrs["architecture"])
+    )
+    assert metrics["params"] == best.user_attrs["params"]
+    with (run_dir / "history.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert "plotly" in (run_dir / "curves.html").read_text()[:200_000].lower()
+
+    # the exported model reproduces the recorded test accuracy
+    model = nas.load_model(run_dir)
+    assert not model.training
+    splits = load_splits(DataConfig(**DATA))
+    loss, accuracy = evaluate(model, splits.test, splits, TrainConfig(device="cpu"))
+    assert accuracy == pytest.approx(metrics["test_accuracy"])
+    assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
+
+    # written back to the study: on the trial and as artifacts for the dashboard
+    trial = optuna.load_study(study_name="s", storage=url).trials[best.number]
+    assert trial.user_attrs["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert trial.user_attrs["run_dir"] == str(Path("runs") / "s" / f"trial-{best.number}")
+    assert len(list((folder / "artifacts").iterdir())) == 3
+    assert "--artifact-dir" in result.stdout
+
+    # a finished run is not redone
+    again = retrain("--storage", url, "--study", "s", "--epochs", "2", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "already holds a finished run" in again.stdout
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+
+def test_a_killed_retrain_resumes_without_redoing_epochs(store, tmp_path):
+    url, _ = store
+    out = tmp_path / "run"
+    args = ["--storage", url, "--study", "s", "--epochs", "3", "--out", str(out)]
+    process = subprocess.Popen(
+        [*RETRAIN, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoint = out / "checkpoint.ckpt"
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    from nas.checkpoint import load_checkpoint
+
+    first = load_checkpoint(checkpoint)["history"]
+    assert 1 <= len(first) < 3
+    assert not (out / "metrics.json").exists()
+
+    result = retrain(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with (out / "history.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    # the epochs before the kill were kept, not trained again (their timings are unchanged)
+    for before, row in zip(first, rows):
+        assert float(row["seconds"]) == pytest.approx(before["seconds"])
+
+
+def test_a_preset_with_zero_epochs_is_evaluated_and_exported(tmp_path):
+    data = ["--dataset", "synthetic", "--subset", "50"]
+    result = retrain("--arch", "paper-model5", "--epochs", "0", *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "paper-model5"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 0 and metrics["params"] == 4_970_154
+    state = nas.load_model(run_dir).state_dict()
+    assert (
+        sum(t.numel() for n, t in state.items() if "running" not in n and "num_batches" not in n)
+        == 4_970_154
+    )
+    assert torch.isfinite(torch.tensor(metrics["test_loss"]))
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--study", "nope"], "no study named 'nope'"),
+        (["--study", "s", "--trial", "99"], "has no trial 99"),
+        (["--arch", "paper-model9"], "unknown preset"),
+        (["--arch", "missing.json"], "cannot read architecture file"),
+        (["--study", "s", "--epochs", "-1"], "--epochs must be 0 or more"),
+        (["--study", "s", "--device", "cuda:3"], "cuda"),
+    ],
+)
+def test_retrain_errors_are_one_sentence_with_exit_2(store, tmp_path, args, fragment):
+    url, _ = store
+    before = [(t.number, t.state) for t in optuna.load_study(study_name="s", storage=url).trials]
+    result = retrain("--storage", url, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    after = [(t.number, t.state) for t in optuna.load_study(study_name="s", storage=url).trials]
+    assert after == before
+
+
+def test_a_study_without_finished_trials_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path}/empty.db"
+    optuna.create_study(study_name="empty", storage=url)
+    result = retrain("--storage", url, "--study", "empty", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "has no finished trial" in result.stderr
+
+
+def test_report_command_writes_one_point_per_trained_trial(store, tmp_path):
+    url, _ = store
+    out = tmp_path / "report.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nas",
+            "report",
+            "--study",
+            "s",
+            "--storage",
+            url,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    html = out.read_text()
+    assert '<script src="http' not in html
+    from nas.report import TRAINED_TRACE, build_figures
+
+    study = optuna.load_study(study_name="s", storage=url)
+    figure = build_figures(study)["params_vs_accuracy"]
+    trained = [trace for trace in figure.data if trace.name == TRAINED_TRACE][0]
+    assert len(trained.x) == 2
+    assert TRAINED_TRACE in html
