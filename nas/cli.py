@@ -396,6 +396,8 @@ def print_summary(study, config, report: Path) -> None:
     from nas.search import DEFAULT_STORAGE, DEFAULT_STUDY, trial_counts
 
     trained, _ = trial_counts(study)
+    # a duplicate repeats its original's result: list each architecture once
+    best = [t for t in top_trials(study, len(study.trials)) if "duplicate_of" not in t.user_attrs]
     rows = [
         (
             rank,
@@ -405,7 +407,7 @@ def print_summary(study, config, report: Path) -> None:
             architecture_summary(trial),
             f"{trial.user_attrs.get('seconds_per_epoch', 0):.1f}",
         )
-        for rank, trial in enumerate(top_trials(study, 5), start=1)
+        for rank, trial in enumerate(best[:5], start=1)
         if trial.value is not None
     ]
     print()

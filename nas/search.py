@@ -282,10 +282,13 @@ class Objective:
     def _train(self, trial: optuna.Trial, arch: Architecture) -> float:
         trial.set_user_attr("device", str(self.device))
 
+        history: list[dict[str, Any]] = []
+
         def report(row: dict[str, Any]) -> bool:
+            history.append(row)
             trial.report(row["val_accuracy"], row["epoch"])
             if trial.should_prune():
-                trial.set_user_attr("trained", True)
+                _record_training(trial, history)  # a stopped trial keeps what it measured
                 self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
             return False
 
@@ -302,13 +305,20 @@ class Objective:
             return self._prune(trial, f"out of memory on {self.device}")
         finally:
             del model
-        seconds = [row["seconds"] for row in result.history]
-        trial.set_user_attr("trained", True)
-        trial.set_user_attr("epochs", result.epochs_completed)
-        trial.set_user_attr("best_val_loss", result.best_val_loss)
-        trial.set_user_attr("best_val_accuracy", result.best_val_accuracy)
-        trial.set_user_attr("seconds_per_epoch", sum(seconds) / max(1, len(seconds)))
+        _record_training(trial, result.history)
         return result.best_val_accuracy
+
+
+def _record_training(trial: optuna.Trial, history: list[dict[str, Any]]) -> None:
+    """Mark a trial trained and record its best validation loss/accuracy and epoch time."""
+    seconds = [row["seconds"] for row in history]
+    trial.set_user_attr("trained", True)
+    trial.set_user_attr("epochs", len(history))
+    trial.set_user_attr("best_val_loss", min((row["val_loss"] for row in history), default=None))
+    trial.set_user_attr(
+        "best_val_accuracy", max((row["val_accuracy"] for row in history), default=0.0)
+    )
+    trial.set_user_attr("seconds_per_epoch", sum(seconds) / max(1, len(seconds)))
 
 
 def _free_memory() -> None:

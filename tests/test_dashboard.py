@@ -1,0 +1,134 @@
+"""The real optuna-dashboard, served over loopback against a store the search wrote, shows the
+study: its trials, params, user attributes and per-epoch intermediate values (through the same
+HTTP API its web page reads)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from nas.cli import search_main
+from nas.search import is_trained
+
+pytest.importorskip("optuna_dashboard")
+
+# the search and its stores use Optuna features it still marks experimental
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+SERVE = "from optuna_dashboard._cli import main; main()"  # the `optuna-dashboard` console script
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+@pytest.fixture()
+def store(tmp_path) -> Path:
+    """A store written by a (trimmed) smoke search."""
+    path = tmp_path / "s.db"
+    argv = ["--smoke", "--subset", "48", "--augment", "none", "--trials", "2", "--epochs", "2"]
+    argv += ["--storage", f"sqlite:///{path}"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets on a shared 2-core machine: one thread is much faster
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert search_main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+@pytest.fixture()
+def dashboard(store):
+    """The optuna-dashboard server on a free loopback port; yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE, f"sqlite:///{store}", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise AssertionError(f"optuna-dashboard exited: {server.communicate()[0]!r}")
+            try:
+                get(f"{base}/api/meta")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise AssertionError("optuna-dashboard did not answer within 60 s") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()
+
+
+def test_dashboard_serves_the_study_with_trials_params_attrs_and_curves(store, dashboard):
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{store}")
+
+    summaries = get(f"{dashboard}/api/studies")["study_summaries"]
+    (summary,) = [s for s in summaries if s["study_name"] == "smoke"]
+    assert summary["directions"] == ["maximize"]
+    study_attrs = {a["key"]: a["value"] for a in summary["user_attrs"]}
+    assert study_attrs["budget"] == "20000"
+    assert "space_text" in study_attrs and "recipe" in study_attrs
+
+    detail = get(f"{dashboard}/api/studies/{summary['study_id']}")
+    assert detail["name"] == "smoke"
+    assert detail["objective_names"] == ["val_accuracy"]
+    served = {t["number"]: t for t in detail["trials"]}
+    assert sorted(served) == [t.number for t in study.trials]
+    assert sum(is_trained(t) for t in study.trials) == 2
+    assert any("over_budget_by" in t.user_attrs for t in study.trials)  # seed 0 meets one
+
+    for trial in study.trials:
+        got = served[trial.number]
+        assert got["state"] == trial.state.name.capitalize()
+        assert {p["name"]: p["param_external_value"] for p in got["params"]} == {
+            name: str(value) for name, value in trial.params.items()
+        }
+        attrs = {a["key"]: a["value"] for a in got["user_attrs"]}
+        assert attrs["params"] == str(trial.user_attrs["params"])
+        assert attrs["architecture"] == trial.user_attrs["architecture"]
+        curve = {v["step"]: v["value"] for v in got["intermediate_values"]}
+        assert curve == trial.intermediate_values
+        if is_trained(trial):
+            assert sorted(curve) == [1, 2]
+            assert attrs["best_val_accuracy"] == str(trial.user_attrs["best_val_accuracy"])
+            assert got["values"] == [trial.value]
+        if "over_budget_by" in trial.user_attrs:
+            assert curve == {}
+            assert got["state"] == "Pruned"
+            assert got["constraints"] == [trial.user_attrs["over_budget_by"]]
+    assert detail["has_intermediate_values"] is True
+    assert detail["best_trials"][0]["number"] == study.best_trial.number

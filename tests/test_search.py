@@ -1,0 +1,506 @@
+"""Tests of the search (nas.search and the `search` command line) on real SQLite stores.
+
+Everything runs on the CPU with real Optuna studies in temporary SQLite files, the tiny search
+space and a small synthetic dataset. Interrupts and crashes are real signals sent to a real
+`python -m nas search` process; the store is watched through Optuna while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import nas
+from nas.arch import Architecture, count_params
+from nas.cli import search_main
+from nas.data import DataConfig
+from nas.errors import UserError
+from nas.search import SearchConfig, is_trained, run_search
+from nas.space import SearchSpace
+from nas.train import TrainConfig
+
+# the search and its stores use Optuna features it still marks experimental
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "search_spaces" / "tiny.yaml"
+STUDY = "t"
+BUDGET = 8000  # about half of tiny.yaml's candidates (1,490..33,138 parameters) fit under it
+EPOCHS = 2
+# a quick but complete search: synthetic data, tiny space, no augmentation, the CPU
+FAST = [
+    "--dataset", "synthetic", "--subset", "48", "--augment", "none", "--device", "cpu",
+    "--batch-size", "16", "--space", str(TINY), "--seed", "0",
+]  # fmt: skip
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def search(*argv: str) -> tuple[int, str, str]:
+    """Run the search command in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = search_main(list(argv))
+        except SystemExit as exit_:  # argparse errors exit from parse_args
+            status = exit_.code
+    return status, out.getvalue(), err.getvalue()
+
+
+def with_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    """`argv` with the value after `flag` replaced."""
+    index = argv.index(flag)
+    return [*argv[: index + 1], value, *argv[index + 2 :]]
+
+
+def load(path: Path, study: str = STUDY) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=url_of(path))
+
+
+def snapshot(path: Path) -> dict:
+    """What a store holds: its studies and, per study, every trial's number, state, value, attrs."""
+    storage = optuna.storages.RDBStorage(url_of(path))
+    return {
+        summary.study_name: [
+            (t.number, t.state, t.values, t.user_attrs, t.intermediate_values)
+            for t in storage.get_all_trials(summary._study_id)
+        ]
+        for summary in storage.get_all_studies()
+    }
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    """A consistent copy of a (WAL-mode) SQLite store."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads run these tiny nets ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def searched(one_thread, tmp_path_factory):
+    """A 3-trained-candidate study written by the command line (default TPE sampler)."""
+    folder = tmp_path_factory.mktemp("searched")
+    store = folder / "s.db"
+    argv = [*FAST, "--budget", str(BUDGET), "--trials", "3", "--epochs", str(EPOCHS)]
+    argv += ["--storage", url_of(store), "--study", STUDY]
+    status, out, err = search(*argv)
+    assert status == 0, err
+    return store, argv, out
+
+
+# ---- the budget gate and what a study records -----------------------------------------------
+
+
+def test_no_trained_trial_is_over_budget_and_rejections_are_pruned_without_values(searched):
+    store, _, _ = searched
+    trials = load(store).trials
+    trained = [t for t in trials if is_trained(t)]
+    rejected = [t for t in trials if "over_budget_by" in t.user_attrs]
+    assert len(trained) == 3
+    assert rejected, "the seed-0 study should have met at least one over-budget candidate"
+    for trial in trained:
+        assert trial.user_attrs["params"] <= BUDGET
+        assert trial.user_attrs["constraint"] <= 0
+    for trial in rejected:
+        params = trial.user_attrs["params"]
+        assert trial.state == TrialState.PRUNED
+        assert params > BUDGET
+        assert trial.user_attrs["over_budget_by"] == params - BUDGET > 0
+        assert trial.user_attrs["constraint"] == params - BUDGET
+        assert trial.intermediate_values == {}
+        assert not trial.user_attrs.get("trained")
+        # TPE's constraints_func result is stored by Optuna for the sampler to learn from
+        assert trial.system_attrs["constraints"] == [float(params - BUDGET)]
+    # every trial is either trained or rejected here (no duplicates in 3 trained of 1,008)
+    assert len(trained) + len(rejected) == len(trials)
+
+
+def test_trial_params_rebuild_the_recorded_architecture_and_its_count(searched):
+    store, _, _ = searched
+    study = load(store)
+    space = SearchSpace.from_text(study.user_attrs["space_text"])
+    for trial in study.trials:
+        arch = Architecture.from_json(trial.user_attrs["architecture"])
+        assert space.from_params(trial.params) == arch
+        assert count_params(arch) == trial.user_attrs["params"]
+
+
+def test_study_records_what_a_retrain_needs(searched):
+    store, _, _ = searched
+    study = load(store)
+    attrs = study.user_attrs
+    assert attrs["budget"] == BUDGET
+    assert attrs["space_text"] == TINY.read_text()
+    assert attrs["dataset"]["dataset"] == "synthetic"
+    assert attrs["dataset"]["subset"] == 48
+    assert attrs["recipe"]["epochs"] == EPOCHS
+    assert attrs["recipe"]["augment"] == "none"
+    assert attrs["tool_version"] == nas.__version__
+    assert study.metric_names == ["val_accuracy"]
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_trained_trials_record_attrs_and_per_epoch_val_accuracy(searched):
+    store, _, _ = searched
+    for trial in (t for t in load(store).trials if is_trained(t)):
+        attrs = trial.user_attrs
+        assert trial.state == TrialState.COMPLETE
+        assert attrs["flops"] > 0
+        assert attrs["seconds_per_epoch"] > 0
+        assert attrs["device"] == "cpu"
+        assert math.isfinite(attrs["best_val_loss"]) and attrs["best_val_loss"] > 0
+        assert sorted(trial.intermediate_values) == list(range(1, EPOCHS + 1))
+        assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
+        # the objective is the best per-epoch validation accuracy
+        assert attrs["best_val_accuracy"] == max(trial.intermediate_values.values())
+        assert trial.value == attrs["best_val_accuracy"]
+
+
+def test_search_prints_trials_top_table_and_next_commands(searched):
+    store, _, out = searched
+    study = load(store)
+    for trial in study.trials:
+        assert f"trial {trial.number:>4}" in out
+    assert "rank" in out and "val acc" in out
+    assert f"next:   optuna-dashboard {url_of(store)}" in out
+    assert f"python scripts/retrain_best.py --study {STUDY} --storage {url_of(store)}" in out
+    report = store.parent / f"{STUDY}.html"
+    assert f"report: {report}" in out
+    assert report.read_text().lstrip().lower().startswith("<!doctype html")
+
+
+# ---- resume, the study-wide target, duplicates ---------------------------------------------
+
+
+def test_same_command_twice_trains_nothing_new(searched, tmp_path):
+    store, argv, _ = searched
+    copy = copy_store(store, tmp_path / "s.db")
+    before = snapshot(copy)
+    status, out, err = search(*with_flag(argv, "--storage", url_of(copy)))
+    assert status == 0, err
+    assert snapshot(copy) == before  # nothing sampled, nothing trained, nothing changed
+    assert "study 't': 3 trained" in out
+
+
+def test_an_architecture_already_trained_is_not_trained_again(searched, tmp_path):
+    store, argv, _ = searched
+    copy = copy_store(store, tmp_path / "s.db")
+    study = load(copy)
+    original = next(t for t in study.trials if is_trained(t))
+    first_new = len(study.trials)
+    before = snapshot(copy)
+    study.enqueue_trial(original.params)
+    study.enqueue_trial(original.params)
+
+    argv = with_flag(with_flag(argv, "--storage", url_of(copy)), "--trials", "4")
+    status, out, err = search(*argv)
+    assert status == 0, err
+
+    trials = load(copy).trials
+    duplicates = trials[first_new : first_new + 2]
+    for trial in duplicates:
+        assert trial.params == original.params
+        assert trial.user_attrs["duplicate_of"] == original.number
+        assert not is_trained(trial)
+        assert trial.state == TrialState.COMPLETE
+        assert trial.value == original.value
+        assert trial.intermediate_values == {}
+        assert f"duplicate of trial {original.number}" in out
+    same = [
+        t
+        for t in trials
+        if is_trained(t) and t.user_attrs["architecture"] == original.user_attrs["architecture"]
+    ]
+    assert [t.number for t in same] == [original.number]
+    # --trials counts over the whole study: one more trained candidate, duplicates not counted
+    assert sum(is_trained(t) for t in trials) == 4
+    assert snapshot(copy)[STUDY][:first_new] == before[STUDY]
+    # the final table lists each architecture once, not the original and its duplicates
+    table = out[out.index("rank  trial") :].split("\n\n")[0].splitlines()[2:]
+    numbers = [int(row.split()[1]) for row in table]
+    assert original.number in numbers
+    assert not {t.number for t in duplicates} & set(numbers)
+
+
+# ---- mistakes a user can make ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", ["abc", "0", "-5", "5Q"])
+def test_bad_budget_is_one_sentence_and_exit_2(budget, tmp_path):
+    store = tmp_path / "s.db"
+    status, out, err = search(*FAST, "--budget", budget, "--storage", url_of(store))
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1
+    assert repr(budget) in err and "Traceback" not in err
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("budget, expected", [("5e6", 5_000_000), ("2.5M", 2_500_000)])
+def test_budget_spellings_are_accepted(budget, expected):
+    from nas.cli import search_parser
+
+    assert search_parser().parse_args(["--budget", budget]).budget == expected
+
+
+def _refused(store: Path, *argv: str) -> str:
+    before = snapshot(store)
+    status, _, err = search(*argv, "--storage", url_of(store))
+    assert status == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert snapshot(store) == before  # nothing stored, nothing lost
+    return err
+
+
+def test_budget_under_the_smallest_architecture_is_refused_before_any_trial(searched, tmp_path):
+    store = copy_store(searched[0], tmp_path / "s.db")
+    smallest = count_params(SearchSpace.load(TINY).smallest())
+    err = _refused(store, *FAST, "--budget", str(smallest - 1), "--study", "new", "--epochs", "1")
+    assert f"{smallest:,}" in err and f"{smallest - 1:,}" in err
+    # the same budget for the existing study is refused too, with the same sentence
+    _refused(store, *FAST, "--budget", str(smallest - 1), "--study", STUDY)
+
+
+def test_missing_space_file_is_refused(searched, tmp_path):
+    store = copy_store(searched[0], tmp_path / "s.db")
+    missing = tmp_path / "nope.yaml"
+    err = _refused(
+        store, *with_flag(FAST, "--space", str(missing)), "--budget", str(BUDGET), "--study", STUDY
+    )
+    assert str(missing) in err
+
+
+def test_another_budget_for_an_existing_study_is_refused(searched, tmp_path):
+    store = copy_store(searched[0], tmp_path / "s.db")
+    err = _refused(store, *FAST, "--budget", "9000", "--study", STUDY, "--trials", "5")
+    assert f"{BUDGET:,}" in err and "9,000" in err and "--study" in err
+
+
+def test_another_space_for_an_existing_study_is_refused(searched, tmp_path):
+    store = copy_store(searched[0], tmp_path / "s.db")
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.read_text().replace("blocks: [1, 2]", "blocks: [1, 3]"))
+    err = _refused(
+        store,
+        *with_flag(FAST, "--space", str(other)),
+        "--budget",
+        str(BUDGET),
+        "--study",
+        STUDY,
+        "--trials",
+        "5",
+    )
+    assert "--study" in err
+
+
+def test_a_long_run_of_rejections_ends_with_a_clear_message(tmp_path):
+    store = tmp_path / "s.db"
+    smallest = count_params(SearchSpace.load(TINY).smallest())
+    config = SearchConfig(
+        budget=smallest,  # only the very smallest candidates fit
+        trials=3,
+        space_file=str(TINY),
+        study="rejections",
+        storage=url_of(store),
+        sampler="random",
+        max_rejections=5,
+    )
+    data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
+    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    with pytest.raises(UserError, match=r"the last 5 candidates were all over the budget"):
+        run_search(config, data, recipe)
+    trials = load(store, "rejections").trials
+    assert len(trials) < 20
+    assert all(not is_trained(t) for t in trials[-5:])
+    assert all(t.state == TrialState.PRUNED for t in trials[-5:])
+
+
+def test_a_trial_stopped_by_the_pruner_counts_as_trained_and_keeps_its_measurements(tmp_path):
+    store = tmp_path / "s.db"
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=0,  # create and record the study, train nothing
+        space_file=str(TINY),
+        study="pruned",
+        storage=url_of(store),
+        sampler="random",
+        pruner="median",
+    )
+    data = DataConfig(dataset="synthetic", subset=48)
+    recipe = TrainConfig(epochs=2, batch_size=16, augment="none", device="cpu")
+    run_search(config, data, recipe)
+    study = load(store, "pruned")
+    for index in range(5):  # the median pruner's start-up trials, each perfect from epoch 1
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=1.0,
+                intermediate_values={1: 1.0, 2: 1.0},
+                user_attrs={"trained": True, "architecture": f"earlier-{index}"},
+            )
+        )
+    run_search(dataclasses.replace(config, trials=6), data, recipe)
+
+    (trial,) = [t for t in load(store, "pruned").trials[5:] if is_trained(t)]
+    attrs = trial.user_attrs
+    assert trial.state == TrialState.PRUNED
+    assert attrs["prune_reason"] == "stopped by the pruner after epoch 1"
+    assert list(trial.intermediate_values) == [1]
+    assert attrs["epochs"] == 1
+    assert attrs["best_val_accuracy"] == trial.intermediate_values[1]
+    assert math.isfinite(attrs["best_val_loss"])
+    assert attrs["seconds_per_epoch"] > 0
+    assert attrs["device"] == "cpu"
+
+
+# ---- --smoke -------------------------------------------------------------------------------
+
+
+def test_smoke_runs_end_to_end_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no search_spaces/ here: the shipped tiny.yaml must be found
+    # the smoke settings, trimmed further so the test stays quick
+    status, out, err = search(
+        "--smoke", "--subset", "48", "--augment", "none", "--epochs", "1", "--trials", "2"
+    )
+    assert status == 0, err
+    assert (tmp_path / "studies" / "nas.db").exists()
+    study = load(tmp_path / "studies" / "nas.db", "smoke")
+    assert study.user_attrs["space_text"] == TINY.read_text()
+    assert study.user_attrs["budget"] == 20_000
+    assert sum(is_trained(t) for t in study.trials) == 2
+    assert all(t.params and "params" in t.user_attrs for t in study.trials)
+    assert "rank" in out and "val acc" in out
+    assert "next:   optuna-dashboard sqlite:///studies/nas.db" in out
+    assert "python scripts/retrain_best.py --study smoke" in out
+    assert (tmp_path / "studies" / "smoke.html").stat().st_size > 1000
+
+
+# ---- a killed process and Ctrl-C, with real signals ----------------------------------------
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
+# seed 0 samples 7,586 then 21,162 parameters (both rejected here), then trains 5,138
+SIGNAL_BUDGET = 7000
+
+
+def _command(store: Path, trials: int) -> list[str]:
+    return [
+        sys.executable, "-m", "nas", "search", *with_flag(FAST, "--subset", "64"),
+        "--budget", str(SIGNAL_BUDGET), "--trials", str(trials), "--epochs", "3",
+        "--pruner", "none", "--heartbeat", "1", "--storage", url_of(store), "--study", STUDY,
+    ]  # fmt: skip
+
+
+def _wait_mid_trial(process: subprocess.Popen, store: Path, timeout: float = 90.0) -> int:
+    """Watch the store until a trial is RUNNING with an epoch reported after some trial finished;
+    return that trial's number."""
+    deadline = time.monotonic() + timeout
+    storage = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if storage is None and store.exists():
+            with contextlib.suppress(Exception):  # the process may still be creating tables
+                storage = optuna.storages.RDBStorage(
+                    f"sqlite:///file:{store}?mode=ro&uri=true",
+                    skip_compatibility_check=True,
+                    skip_table_creation=True,
+                )
+        if storage is not None:
+            with contextlib.suppress(KeyError):
+                study_id = storage.get_study_id_from_name(STUDY)
+                trials = storage.get_all_trials(study_id, deepcopy=False)
+                if any(t.state.is_finished() for t in trials):
+                    for trial in trials:
+                        if trial.state == TrialState.RUNNING and trial.intermediate_values:
+                            return trial.number
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"no trial was caught mid-training within {timeout} s")
+
+
+def _finished(store: Path) -> list:
+    return [t for t in snapshot(store)[STUDY] if t[1] in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+@pytest.mark.slow
+def test_killed_search_is_recovered_by_the_same_command(tmp_path):
+    store = tmp_path / "s.db"
+    command = _command(store, trials=1)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        killed = _wait_mid_trial(process, store)
+        process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    finished = _finished(store)
+    assert finished
+    study = load(store)
+    assert study.trials[killed].state == TrialState.RUNNING  # left behind by the dead process
+
+    # with --heartbeat 1 the trial is stale 3 s after its last beat; the rerun's start-up takes
+    # seconds more, so it finds the trial stale at once (sooner, it would wait and poll again)
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - killed_at)))
+    rerun = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False, env=ENV
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    trials = load(store).trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert trials[killed].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1
+    assert retries[0].params == trials[killed].params
+    assert is_trained(retries[0])
+    assert sum(is_trained(t) for t in trials) == 1
+    assert _finished(store)[: len(finished)] == finished  # nothing finished lost or changed
+
+
+def test_ctrl_c_fails_the_running_trial_keeps_the_rest_and_exits_130(tmp_path):
+    store = tmp_path / "s.db"
+    command = _command(store, trials=1)
+    command[1:4] = [str(REPO / "scripts" / "search.py")]  # the script, not python -m nas search
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        running = _wait_mid_trial(process, store)
+        process.send_signal(signal.SIGINT)
+        finished = [t for t in _finished(store) if t[0] < running]
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "rerun the same command to resume" in err
+    assert "Traceback" not in err
+    trials = load(store).trials
+    assert trials[running].state == TrialState.FAIL
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert finished and _finished(store)[: len(finished)] == finished
