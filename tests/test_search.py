@@ -262,7 +262,7 @@ def test_bad_budget_is_one_sentence_and_exit_2(budget, tmp_path):
 
 @pytest.mark.parametrize("budget, expected", [("5e6", 5_000_000), ("2.5M", 2_500_000)])
 def test_budget_spellings_are_accepted(budget, expected):
-    from nas.cli import search_parser
+    from nas.cli_search import search_parser
 
     assert search_parser().parse_args(["--budget", budget]).budget == expected
 

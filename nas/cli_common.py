@@ -1,0 +1,185 @@
+"""Owns what the command-line front ends share: flag parsing helpers, the argparse class that
+turns a bad command line into one sentence, the runner that maps user errors to exit status 2
+and Ctrl-C to 130, and plain-text tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nas.arch import PRESETS, Architecture
+from nas.errors import UserError
+
+EXIT_USAGE = 2  # bad input: flags, files, budgets
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C, the shell's convention (128 + SIGINT)
+
+
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKmMgG]?)\s*$")
+
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def parse_count(text: str) -> int:
+    """`5e6`, `5000000`, `5M`, `500k`, `2.5M` -> a positive whole number."""
+    match = _COUNT.match(str(text))
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a parameter count; write it like 5e6, 5000000, 5M, 500k or 2.5M"
+        )
+    value = float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+    if value <= 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of parameters")
+    return int(value)
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers like 64,128,128,256"
+        ) from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gives one sentence instead of usage plus error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def run(command: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command, turning user errors and Ctrl-C into their exit statuses."""
+    try:
+        return command(args) or 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def add_arch_flags(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", choices=sorted(PRESETS), help="a reference architecture")
+    source.add_argument("--arch", metavar="FILE.json", help="an architecture JSON file")
+    parser.add_argument("--channels", type=parse_int_list, help="widths per layer: 64,128,128,256")
+    parser.add_argument("--blocks", type=parse_int_list, help="blocks per layer: 5,4,3,2")
+    parser.add_argument(
+        "--conv-kernel", type=parse_int_list, default=(3,), help="main kernel(s) (default: 3)"
+    )
+    parser.add_argument(
+        "--skip-kernel", type=parse_int_list, default=(1,), help="shortcut kernel(s) (default: 1)"
+    )
+    parser.add_argument("--stem", type=int, default=32, help="stem width (default: 32)")
+    parser.add_argument("--classes", type=int, default=10, help="classes (default: 10)")
+
+
+def load_arch_file(path: str) -> Architecture:
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise UserError(f"cannot read architecture file {path}: {error.strerror}") from None
+    try:
+        return Architecture.from_json(text)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path} is not a valid architecture: {error}") from None
+
+
+def resolve_preset(name: str) -> Architecture:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def arch_from_flags(args: argparse.Namespace) -> Architecture:
+    if args.preset:
+        return resolve_preset(args.preset)
+    if args.arch:
+        return load_arch_file(args.arch)
+    if not args.channels or not args.blocks:
+        raise UserError("give --preset NAME, --arch FILE.json, or both --channels and --blocks")
+
+    def one_or_many(values: tuple[int, ...]) -> int | tuple[int, ...]:
+        return values[0] if len(values) == 1 else values
+
+    try:
+        return Architecture(
+            channels=args.channels,
+            blocks=args.blocks,
+            conv_kernel=one_or_many(args.conv_kernel),
+            skip_kernel=one_or_many(args.skip_kernel),
+            stem=args.stem,
+            num_classes=args.classes,
+        )
+    except ValueError as error:
+        raise UserError(f"invalid architecture: {error}") from None
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table: numbers right-aligned, text left-aligned."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [all(_is_number(row[i]) for row in cells[1:]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(row, widths, numeric)
+        ).rstrip()
+
+    return "\n".join(
+        [line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]]
+    )
+
+
+def _is_number(text: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?[\d,.]+%?", text))
+
+
+def quiet_optuna() -> None:
+    """Our own progress lines replace Optuna's log; its experimental-API notices are noise here."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def add_data_flags(parser: argparse.ArgumentParser, defaults_from_study: bool = False) -> None:
+    from nas.data import DATASETS
+
+    hint = " (default: the study's)" if defaults_from_study else ""
+    parser.add_argument("--dataset", choices=DATASETS, help=f"dataset (default: cifar10){hint}")
+    parser.add_argument("--data-dir", help=f"dataset folder (default: ./data){hint}")
+    parser.add_argument(
+        "--subset", type=int, help=f"train on only N images, for quick runs (default: all){hint}"
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="accept CIFAR files already in --data-dir without checking their checksums",
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, help="training seed (default: 0)")
+
+
+def data_config_from(args: argparse.Namespace, base: dict | None = None):
+    from nas.data import DataConfig
+
+    settings = dict(base or {})
+    for flag, key in (("dataset", "dataset"), ("data_dir", "data_dir"), ("subset", "subset")):
+        if getattr(args, flag) is not None:
+            settings[key] = getattr(args, flag)
+    if args.no_verify:
+        settings["verify"] = False
+    return DataConfig.from_dict(settings)
