@@ -64,8 +64,16 @@ def trial_accuracy(trial: FrozenTrial) -> float | None:
 
 
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that trained at least one epoch (complete, or pruned with epochs), by number."""
-    return [t for t in study.get_trials(deepcopy=False) if trial_accuracy(t) is not None]
+    """Trials that trained at least one epoch (complete, or pruned with epochs), by number.
+
+    A duplicate (`duplicate_of`) repeats an earlier trial's result without training, so it is
+    left out: each trained architecture appears once.
+    """
+    return [t for t in study.get_trials(deepcopy=False) if _was_trained(t)]
+
+
+def _was_trained(trial: FrozenTrial) -> bool:
+    return trial_accuracy(trial) is not None and "duplicate_of" not in trial.user_attrs
 
 
 def rejected_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -288,7 +296,7 @@ def build_figures(study: optuna.Study) -> dict[str, go.Figure]:
 
 
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    trained = [t for t in trials if trial_accuracy(t) is not None]
+    trained = [t for t in trials if _was_trained(t)]
     return sorted(trained, key=lambda t: (-trial_accuracy(t), t.number))
 
 

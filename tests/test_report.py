@@ -229,3 +229,26 @@ def test_importances_skipped_with_a_single_complete_trial(tmp_path):
     text = report.write_report(study, tmp_path / "one.html").read_text(encoding="utf-8")
     assert "Needs at least two complete trials." in text
     assert "importances" not in report.build_figures(study)
+
+
+def test_duplicates_are_neither_points_nor_top_rows(tmp_path):
+    study = _study(tmp_path, "dups")
+    _add_trained(study, 100_000, 0.5, 16, 1)
+    _add_trained(study, 200_000, 0.7, 32, 2)
+    study.add_trial(  # reuses trial 1's result without training: no intermediate values
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=0.7,
+            params={"width": 32, "blocks": 2},
+            distributions=DISTRIBUTIONS,
+            user_attrs={**_attrs(32, 2, 200_000), "duplicate_of": 1},
+        )
+    )
+    assert [t.number for t in report.trained_trials(study)] == [0, 1]
+    assert [t.number for t in report.top_trials(study)] == [1, 0]
+    trained = [
+        trace
+        for trace in report.build_figures(study)["params_vs_accuracy"].data
+        if trace.name == report.TRAINED_TRACE
+    ][0]
+    assert len(trained.x) == 2
