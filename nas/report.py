@@ -279,7 +279,7 @@ def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
 
 
 def _sections(study: optuna.Study, trials: list[FrozenTrial]) -> list[_Section]:
-    trained = [t for t in trials if trial_accuracy(t) is not None]
+    trained = [t for t in trials if _was_trained(t)]
     return [
         _history_section(trained),
         _params_section(trained, [t for t in trials if is_rejected(t)], _budget(study)),
@@ -307,6 +307,7 @@ def top_trials(study: optuna.Study, count: int = 10) -> list[FrozenTrial]:
 
 _CATEGORIES = (
     "trained to the end",
+    "reused an earlier identical architecture",
     "stopped early by the pruner",
     "rejected (over budget)",
     "pruned before an epoch",
@@ -317,6 +318,8 @@ _CATEGORIES = (
 
 def _category(trial: FrozenTrial) -> str:
     """Which count of the report's header a trial falls in; every trial falls in exactly one."""
+    if "duplicate_of" in trial.user_attrs:
+        return "reused an earlier identical architecture"
     if trial.state == TrialState.COMPLETE:
         return "trained to the end"
     if is_rejected(trial):
@@ -330,7 +333,7 @@ def _category(trial: FrozenTrial) -> str:
 def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     budget = _budget(study)
     counts = Counter(_category(t) for t in trials)
-    trained = [t for t in trials if trial_accuracy(t) is not None]
+    trained = [t for t in trials if _was_trained(t)]
     rows: list[tuple[str, object]] = [
         ("study", study.study_name),
         ("budget", f"{budget:,} parameters" if budget is not None else "not recorded"),
