@@ -1,14 +1,16 @@
 """Owns what the command-line front ends share: flag parsing helpers, the argparse class that
 turns a bad command line into one sentence, the runner that maps user errors to exit status 2
-and Ctrl-C to 130, and plain-text tables.
+and Ctrl-C to 130, the SIGTERM flag (exit 143 at the next safe point), and plain-text tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from nas.arch import PRESETS, Architecture
@@ -18,6 +20,41 @@ EXIT_USAGE = 2  # bad input: flags, files, budgets
 
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, the shell's convention (128 + SIGINT)
+
+
+EXIT_TERMINATED = 143  # SIGTERM, stopped at a safe point (128 + SIGTERM)
+
+
+class StopFlag:
+    """Set by SIGTERM; the long-running loops call it (`flag()`) at their safe points."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+
+    def __call__(self) -> bool:
+        return self.signalled
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[StopFlag]:
+    """Install a SIGTERM handler that only sets a flag, and restore the previous one after.
+
+    Outside the main thread (where Python cannot install handlers) the flag simply never sets.
+    """
+    flag = StopFlag()
+
+    def handler(_signum, _frame) -> None:
+        flag.signalled = True
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKmMgG]?)\s*$")

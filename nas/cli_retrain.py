@@ -1,14 +1,17 @@
 """Owns the retrain front end, `scripts/retrain_best.py` (`nas.cli.retrain_main`): which
-architecture and settings to retrain, and the printed result."""
+architecture and settings to retrain, and the printed result. SIGTERM stops the run after the
+current epoch's checkpoint with exit status 143; the same command resumes it."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nas.arch import count_params
 from nas.cli_common import (
+    EXIT_TERMINATED,
     Parser,
     add_data_flags,
     data_config_from,
@@ -17,6 +20,7 @@ from nas.cli_common import (
     quiet_optuna,
     resolve_preset,
     run,
+    stop_on_sigterm,
 )
 from nas.errors import UserError
 
@@ -102,7 +106,19 @@ def retrain_command(args: argparse.Namespace) -> int:
         f"retraining {arch.describe()} ({count_params(arch):,} parameters) for "
         f"{recipe.epochs} epochs into {run_dir}"
     )
-    metrics = retrain(arch, data, recipe, run_dir, fresh=args.fresh, source=source)
+    from nas.search import StopRequested
+
+    try:
+        with stop_on_sigterm() as stop:
+            metrics = retrain(
+                arch, data, recipe, run_dir, fresh=args.fresh, source=source, should_stop=stop
+            )
+    except StopRequested as stopped:
+        print(
+            f"stopped by SIGTERM after epoch {stopped.epoch}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
     if metrics.get("reused"):
         print(f"{run_dir} already holds a finished run; pass --fresh to train it again")
     artifacts = None

@@ -1,15 +1,27 @@
 """Owns the search front end, `scripts/search.py` (`nas.cli.search_main`): flags, progress
-lines and bar, and the closing summary with the commands to run next."""
+lines and bar, the closing summary with the commands to run next, and `--workers N`: N worker
+processes (this same command with a hidden `--worker-index`) on one store, whose combined
+progress the parent reads from the store and summarises once.
+
+Exit statuses: 0 done, 2 a user error, 130 Ctrl-C, 143 SIGTERM (stopped at a safe point; the
+stopped trial is retried by the next run)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from nas.cli_common import (
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
     Parser,
     add_data_flags,
     data_config_from,
@@ -17,6 +29,7 @@ from nas.cli_common import (
     parse_count,
     quiet_optuna,
     run,
+    stop_on_sigterm,
 )
 from nas.errors import UserError
 
@@ -82,6 +95,13 @@ def search_parser() -> Parser:
         help="seconds between heartbeats of a running trial; a trial silent for 3 heartbeats "
         "is failed and retried (default: 30)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on this machine, all on the same store (default: one per visible "
+        "GPU on CUDA, each on its own device; 1 on the CPU)",
+    )
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the parent
     parser.add_argument("--report", help="HTML report path (default: beside the SQLite store)")
     parser.add_argument(
         "--smoke",
@@ -104,7 +124,7 @@ def search_settings(args: argparse.Namespace):
 
     if args.smoke and args.dataset is None:
         args.dataset = "synthetic"
-    for name in ("trials", "epochs", "subset", "batch_size", "heartbeat"):
+    for name in ("trials", "epochs", "subset", "batch_size", "heartbeat", "workers"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "epochs" else 1):
             raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
@@ -122,7 +142,8 @@ def search_settings(args: argparse.Namespace):
         storage=args.storage,
         sampler=args.sampler,
         pruner=args.pruner,
-        seed=args.seed if args.seed is not None else 0,
+        # each worker samples with its own seed so they do not propose the same candidates
+        seed=(args.seed if args.seed is not None else 0) + (args.worker_index or 0),
         heartbeat=args.heartbeat,
         grace=3 * args.heartbeat,
     )
@@ -151,49 +172,220 @@ def format_outcome(outcome) -> str:
     )
 
 
+STOPPED = (
+    "stopped by SIGTERM: the running trial was marked failed and will be retried; "
+    "rerun the same command to resume"
+)
+INTERRUPTED = (
+    "interrupted: the running trial was marked failed, finished trials are kept; "
+    "rerun the same command to resume"
+)
+
+
+def plan_workers(requested: int | None, device: str) -> list[str]:
+    """The device of each worker: one per visible GPU by default on CUDA (worker i on
+    `cuda:i`), else `requested` (default 1) workers on `device`."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        return [f"cuda:{i % gpus}" for i in range(requested or gpus)]
+    return [device] * (requested or 1)
+
+
 def search_command(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from nas.report import write_report
-    from nas.search import run_search, trial_counts
-
     config, data, recipe = search_settings(args)
     quiet_optuna()
+    if args.worker_index is not None:
+        return worker_command(config, data, recipe)
+    devices = plan_workers(args.workers, recipe.device)
+    workers = f", {len(devices)} workers" if len(devices) > 1 else ""
     print(
         f"study {config.study!r} in {config.storage}: {config.trials} trained candidates "
         f"under {config.budget:,} parameters, {recipe.epochs} epochs each, "
-        f"space {config.space_file}"
+        f"space {config.space_file}{workers}"
     )
-    bars = []  # created on the first event, so an early error prints no empty bar
+    if len(devices) > 1:
+        return parent_command(args, config, data, recipe, devices)
+    return single_command(args, config, data, recipe, devices[0])
 
-    def bar():
-        if not bars:
-            bars.append(tqdm(total=config.trials, desc="trained", unit="trial", dynamic_ncols=True))
-        return bars[0]
 
-    def on_trial(outcome, trained: int) -> None:
+class Progress:
+    """The bar of trained candidates, created on the first event (an early error prints none)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = None
+
+    def get(self):
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, desc="trained", unit="trial", dynamic_ncols=True)
+        return self.bar
+
+    def trial(self, outcome, trained: int) -> None:
+        from tqdm.auto import tqdm
+
         tqdm.write(format_outcome(outcome))
-        bar().n = min(trained, config.trials)
-        bar().refresh()
+        self.set(trained)
+
+    def set(self, trained: int) -> None:
+        self.get().n = min(trained, self.total)
+        self.get().refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def single_command(args, config, data, recipe, device: str) -> int:
+    import dataclasses
+
+    from nas.search import StopRequested, run_search
+
+    recipe = dataclasses.replace(recipe, device=device)
+    progress = Progress(config.trials)
 
     def on_wait(running: int) -> None:
-        bar().set_postfix_str(f"waiting for {running} running trial(s)")
+        progress.get().set_postfix_str(f"waiting for {running} running trial(s)")
 
     try:
-        study = run_search(config, data, recipe, on_trial=on_trial, on_wait=on_wait)
+        with stop_on_sigterm() as stop:
+            study = run_search(
+                config, data, recipe, on_trial=progress.trial, on_wait=on_wait, should_stop=stop
+            )
     except KeyboardInterrupt:
-        bar().close()
-        print(
-            "interrupted: the running trial was marked failed, finished trials are kept; "
-            "rerun the same command to resume",
-            file=sys.stderr,
-        )
+        progress.close()
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
-    bar().n = min(trial_counts(study)[0], config.trials)
-    bar().close()
+    except StopRequested:
+        progress.close()
+        print(STOPPED, file=sys.stderr)
+        return EXIT_TERMINATED
+    return finish(args, config, study, progress)
+
+
+def finish(args, config, study, progress: Progress) -> int:
+    from nas.report import write_report
+    from nas.search import trial_counts
+
+    progress.set(trial_counts(study)[0])
+    progress.close()
     report = write_report(study, args.report or report_path_for(config))
     print_summary(study, config, report)
     return 0
+
+
+def worker_command(config, data, recipe) -> int:
+    """One of the parent's workers: search quietly (the parent reports), stop like the parent."""
+    from nas.search import StopRequested, run_search
+
+    try:
+        with stop_on_sigterm() as stop:
+            run_search(config, data, recipe, should_stop=stop)
+    except StopRequested:
+        return EXIT_TERMINATED
+    return 0
+
+
+def worker_command_line(argv: Sequence[str], index: int, device: str) -> list[str]:
+    # argparse keeps the last value of a repeated flag: these override the user's
+    return [sys.executable, "-m", "nas", "search", *argv]  + [
+        "--workers", "1", "--worker-index", str(index), "--device", device,
+    ]  # fmt: skip
+
+
+def parent_command(args, config, data, recipe, devices: list[str]) -> int:
+    """Start one worker process per device, show their combined progress from the store, stop
+    them on Ctrl-C or SIGTERM, and summarise once when all are done."""
+    from nas.search import prepare_study
+
+    _, study = prepare_study(config, data, recipe)  # user errors surface here, once
+    env = dict(os.environ)
+    if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
+        # share the cores instead of every worker using all of them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+    progress = Progress(config.trials)
+    processes: list[subprocess.Popen] = []
+    logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
+    try:
+        return _supervise(args, config, study, devices, env, progress, processes, logs)
+    finally:
+        for log in logs:
+            log.close()
+
+
+def _supervise(args, config, study, devices, env, progress, processes, logs) -> int:
+    from nas.search import outcome_of, trial_counts
+
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report_new() -> None:
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in seen:
+                seen.add(trial.number)
+                progress.trial(outcome_of(trial), trial_counts(study)[0])
+
+    def send(signum: int) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    stopping = False
+    try:
+        with stop_on_sigterm() as stop:
+            for index, device in enumerate(devices):
+                processes.append(
+                    subprocess.Popen(
+                        worker_command_line(args.argv, index, device),
+                        env=env,
+                        start_new_session=True,  # Ctrl-C reaches the parent, which forwards it
+                        stdout=subprocess.DEVNULL,
+                        stderr=logs[index],
+                    )
+                )
+            while any(process.poll() is None for process in processes):
+                if stop() and not stopping:
+                    stopping = True
+                    send(signal.SIGTERM)
+                report_new()
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        send(signal.SIGINT)
+        for process in processes:
+            process.wait()
+        progress.close()
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    report_new()
+    statuses = [process.returncode for process in processes]
+    if stopping or EXIT_TERMINATED in statuses:
+        progress.close()
+        print(STOPPED, file=sys.stderr)
+        return EXIT_TERMINATED
+    failed = [(index, status) for index, status in enumerate(statuses) if status != 0]
+    if failed:
+        progress.close()
+        index, status = failed[0]
+        logs[index].seek(0)
+        text = logs[index].read().strip()
+        if status == EXIT_USAGE:  # every worker met the same mistake: say it once
+            print(
+                text.splitlines()[-1] if text else "error: a worker refused the settings",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if text:
+            print(text, file=sys.stderr)
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        print(
+            f"error: worker {index} {how}; finished trials are kept, rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
+        return 1
+    return finish(args, config, study, progress)
 
 
 def print_summary(study, config, report: Path) -> None:
@@ -237,5 +429,7 @@ def print_summary(study, config, report: Path) -> None:
 
 def search_main(argv: Sequence[str] | None = None) -> int:
     """`scripts/search.py`: run or resume a budget-gated search."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = search_parser().parse_args(argv)
+    args.argv = argv  # workers rerun the same command line
     return run(search_command, args)

@@ -6,7 +6,9 @@ A run folder holds `model.safetensors` (the lowest-validation-loss weights), `ar
 train vs validation) and `checkpoint.ckpt` (resumable state, rewritten atomically every epoch).
 
 Claims: the same call after a kill resumes from the last finished epoch; a finished run is not
-redone; the test split is evaluated once, with the best weights; `load_model(run_dir)` returns
+redone; `should_stop()` (e.g. set by SIGTERM) is checked after each epoch's checkpoint is written
+and stops the run with `StopRequested`, so the same call resumes it; the test split is evaluated
+once, with the best weights; `load_model(run_dir)` returns
 the exported model in eval mode. The result is written back to the study's trial.
 """
 
@@ -16,6 +18,7 @@ import csv
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from nas.arch import Architecture, count_params
 from nas.data import DataConfig, load_splits
 from nas.errors import UserError
 from nas.model import build_model
+from nas.search import StopRequested
 from nas.train import TrainConfig, evaluate, fit, resolve_device, set_seed
 
 RUN_FILES = (
@@ -145,11 +149,14 @@ def retrain(
     fresh: bool = False,
     progress: bool = True,
     source: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train `arch` with `recipe`, evaluate on the test split, export to `run_dir`.
 
     Returns the metrics dictionary (also written to metrics.json). A run folder whose metrics
     say it finished `recipe.epochs` epochs is returned as it is, with `"reused": True`.
+    When `should_stop()` is true after an epoch (its checkpoint already written), raises
+    `StopRequested(epoch)`; calling again resumes after that epoch.
     """
     run_dir = Path(run_dir)
     done = None if fresh else read_metrics(run_dir)
@@ -163,6 +170,12 @@ def retrain(
     set_seed(recipe.seed)
     model = build_model(arch)
 
+    def after_epoch(row: dict[str, Any]) -> bool:
+        # fit calls this after the epoch's checkpoint is written: stopping here loses nothing
+        if should_stop is not None and should_stop():
+            raise StopRequested(row["epoch"])
+        return False
+
     result = fit(
         model,
         splits,
@@ -170,6 +183,7 @@ def retrain(
         checkpoint_path=run_dir / "checkpoint.ckpt",
         checkpoint_extra={"architecture": arch.to_dict()},
         progress=progress,
+        callback=after_epoch,
     )
     model.load_state_dict(result.best_state)
     test_loss, test_accuracy = evaluate(model, splits.test, splits, recipe, device)

@@ -16,6 +16,13 @@ Claims:
   different budget or space is refused. Trials left RUNNING by a killed process are failed by
   Optuna's heartbeat check and their parameters retried.
 - A non-finite loss or a CUDA out-of-memory error prunes that trial with the reason recorded.
+- Several workers (processes, machines) may run the same study against one store: each asks for
+  a trial only while trained + running trials are under the target, and a trial that lost a
+  race for the last places (a lower-numbered trial got there first) is pruned as "not needed"
+  before training, so the study ends with exactly `trials` trained candidates.
+- `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
+  the running trial is failed with `StopRequested` after its epoch and its parameters enqueued,
+  so the next run retries them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import gc
 import json
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +55,29 @@ DEFAULT_STUDY = "nas"
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 METRIC = "val_accuracy"
+
+
+class StopRequested(Exception):
+    """Raised at a safe point (after an epoch, between trials) when a stop was asked for."""
+
+    def __init__(
+        self,
+        epoch: int | None = None,
+        trial: int | None = None,
+        params: dict[str, Any] | None = None,
+    ):
+        self.epoch = epoch  # the last finished epoch, when stopped inside a training run
+        self.trial = trial  # the search trial that was stopped, if any
+        self.params = params  # and its sampled parameters, to be tried again
+        where = f" after epoch {epoch}" if epoch is not None else ""
+        super().__init__(f"stop requested{where}")
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and, through the storage's callback, re-enqueue) trials whose heartbeat stopped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 @dataclass(frozen=True)
@@ -95,13 +126,15 @@ def make_storage(url: str, config: SearchConfig) -> optuna.storages.BaseStorage:
     else:
         engine_kwargs["pool_pre_ping"] = True  # survive server-side connection drops
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=config.heartbeat,
-            grace_period=config.grace,
-            **_stale_trial_retry(max_retry=2),
-        )
+        with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=config.heartbeat,
+                grace_period=config.grace,
+                **_stale_trial_retry(max_retry=2),
+            )
     except ImportError as error:
         raise UserError(
             f"the storage {url} needs a database driver that is not installed ({error.name}); "
@@ -179,7 +212,9 @@ def open_study(
     )
     recorded = study.user_attrs
     if "budget" not in recorded:
-        study.set_metric_names([METRIC])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
         for key, value in study_record(config, space, data, recipe).items():
             study.set_user_attr(key, value)
         return study
@@ -244,11 +279,22 @@ def find_trained(study: optuna.Study, architecture: str) -> FrozenTrial | None:
 class Objective:
     """Gate, deduplicate, train. Raises TrialPruned for rejected and stopped candidates."""
 
-    def __init__(self, space: SearchSpace, splits: Splits, recipe: TrainConfig, budget: int):
+    def __init__(
+        self,
+        space: SearchSpace,
+        splits: Splits,
+        recipe: TrainConfig,
+        budget: int,
+        *,
+        target: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ):
         self.space = space
         self.splits = splits
         self.recipe = recipe
         self.budget = budget
+        self.target = target  # trained candidates the study should hold (None: no limit)
+        self.should_stop = should_stop
         self.device = resolve_device(recipe.device)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -271,6 +317,9 @@ class Objective:
             if earlier.state == TrialState.COMPLETE:
                 return earlier.value
             return self._prune(trial, f"duplicate of trial {earlier.number}, which was pruned")
+        if self.target is not None and _places_taken_before(trial) >= self.target:
+            # another worker asked at the same moment and got a lower number: it trains, not us
+            return self._prune(trial, "not needed: other workers' trials fill the target")
         return self._train(trial, arch)
 
     def _prune(self, trial: optuna.Trial, reason: str, **attrs: Any):
@@ -287,6 +336,10 @@ class Objective:
         def report(row: dict[str, Any]) -> bool:
             history.append(row)
             trial.report(row["val_accuracy"], row["epoch"])
+            if self.should_stop is not None and self.should_stop():
+                trial.set_user_attr("stopped_after_epoch", row["epoch"])
+                # Optuna marks the trial FAIL; run_search enqueues its parameters again
+                raise StopRequested(row["epoch"], trial.number, trial.params)
             if trial.should_prune():
                 _record_training(trial, history)  # a stopped trial keeps what it measured
                 self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
@@ -307,6 +360,15 @@ class Objective:
             del model
         _record_training(trial, result.history)
         return result.best_val_accuracy
+
+
+def _places_taken_before(trial: optuna.Trial) -> int:
+    """Trained or still running trials numbered before `trial`: they have first claim on the
+    target's places."""
+    return sum(
+        t.number < trial.number and (t.state == TrialState.RUNNING or is_trained(t))
+        for t in trial.study.get_trials(deepcopy=False)
+    )
 
 
 def _record_training(trial: optuna.Trial, history: list[dict[str, Any]]) -> None:
@@ -357,6 +419,19 @@ def outcome_of(trial: FrozenTrial) -> TrialOutcome:
     )
 
 
+def prepare_study(
+    config: SearchConfig, data: DataConfig, recipe: TrainConfig
+) -> tuple[SearchSpace, optuna.Study]:
+    """Load and check the space, open (or create) the study and fail its stale trials: what a
+    search does before any data is loaded, and what a parent of several workers does once."""
+    space = SearchSpace.load(config.space_file)
+    check_feasible(space, config.budget)
+    study = open_study(config, space, data, recipe)
+    # a trial whose worker died while another reached the target must not stay RUNNING
+    fail_stale_trials(study)
+    return space, study
+
+
 def run_search(
     config: SearchConfig,
     data: DataConfig,
@@ -365,34 +440,51 @@ def run_search(
     on_trial: Callable[[TrialOutcome, int], None] | None = None,
     on_wait: Callable[[int], None] | None = None,
     splits: Splits | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> optuna.Study:
-    """Run (or resume) the study until it holds `config.trials` trained candidates."""
-    space = SearchSpace.load(config.space_file)
-    check_feasible(space, config.budget)
-    study = open_study(config, space, data, recipe)
+    """Run (or resume) the study until it holds `config.trials` trained candidates.
+
+    With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
+    after the running trial's epoch (that trial is failed and its parameters enqueued for the
+    next run) or before asking for a new trial.
+    """
+    stop = should_stop or (lambda: False)
+    space, study = prepare_study(config, data, recipe)
     if trial_counts(study)[0] >= config.trials:
         return study
     splits = splits or load_splits(data)
     check_feasible(space, config.budget, splits.num_classes)
-    objective = Objective(space, splits, recipe, config.budget)
+    objective = Objective(
+        space, splits, recipe, config.budget, target=config.trials, should_stop=stop
+    )
     untrained_in_a_row = 0
     finished: list[FrozenTrial] = []  # filled by Optuna's callback after each trial
     while True:
-        optuna.storages.fail_stale_trials(study)
+        fail_stale_trials(study)
         trained, running = trial_counts(study)
         if trained >= config.trials:
             return study
+        if stop():
+            raise StopRequested()
         if trained + running >= config.trials:
             if on_wait is not None:
                 on_wait(running)
-            time.sleep(config.poll)  # another worker's trial may finish the study, or go stale
+            _sleep(config.poll, stop)  # another worker's trial may finish the study, or go stale
             continue
-        study.optimize(
-            objective,
-            n_trials=1,
-            gc_after_trial=True,
-            callbacks=[lambda _study, trial: finished.append(trial)],
-        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=1,
+                gc_after_trial=True,
+                callbacks=[lambda _study, trial: finished.append(trial)],
+            )
+        except StopRequested as stop_request:
+            # Optuna has marked the trial FAIL; the next run (any worker) retries its candidate
+            if stop_request.params:
+                study.enqueue_trial(
+                    stop_request.params, user_attrs={"retry_of": stop_request.trial}
+                )
+            raise
         trial = finished[-1]
         untrained_in_a_row = 0 if is_trained(trial) else untrained_in_a_row + 1
         if on_trial is not None:
@@ -403,3 +495,10 @@ def run_search(
                 f"{config.budget:,} or already trained; raise --budget, widen the space, or "
                 "lower --trials"
             )
+
+
+def _sleep(seconds: float, stop: Callable[[], bool]) -> None:
+    """Sleep, waking early when a stop is requested."""
+    deadline = time.monotonic() + seconds
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
