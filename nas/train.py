@@ -9,9 +9,13 @@ Claims:
 - Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)`,
   and a checkpoint is written atomically at the end of every epoch, so a run resumed from
   epoch k ends with the same weights and history as a run never stopped.
-- On CUDA: bf16 autocast, channels_last, fused Adam, the train split resident on the GPU and
-  augmented there in large chunks (`data_path="device"`), and no host synchronisation inside
-  the step loop (losses and accuracies accumulate on the device; one `.item()` per epoch).
+- On any device by default: the train split held as uint8 where the model is and augmented
+  there in large chunks, with per-image draws (`data_path="device"`; on CPU this is several
+  times cheaper than per-image transforms, see benchmarks/RESULTS.md; `loader` keeps the
+  per-image DataLoader path), channels_last, and no host synchronisation inside the step loop
+  (losses and accuracies accumulate on the device; one `.item()` per epoch).
+- On CUDA also: bf16 autocast, fused Adam, cuDNN autotuning; optional torch.compile with the
+  compile time (the first step) reported apart in `FitResult.compile_seconds`.
 - A non-finite training loss raises `NonFiniteLossError`, which the search turns into a
   pruned trial.
 """
@@ -66,8 +70,8 @@ class TrainConfig:
         None  # loader processes for the per-image path; None picks for the machine
     )
     amp: bool = True  # bf16 autocast on CUDA; CPU always trains in float32
-    channels_last: bool = True  # NHWC memory layout on CUDA, faster convolutions with bf16
-    data_path: str = "auto"  # auto (device on CUDA, loader on CPU) | device | loader
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and CPU
+    data_path: str = "auto"  # auto (= device: batched augmentation) | device | loader (per image)
     eval_batch_size: int = 1000  # images per batch when evaluating; no gradients, so large
     compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
 
@@ -152,30 +156,42 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 class DeviceBatches:
     """The train split lives on the device as uint8; each epoch is shuffled and augmented there
-    in large chunks, and batches are slices: no loader processes, no per-batch copies."""
+    in large chunks, and batches are slices of a chunk: no loader processes, no per-batch copies.
+
+    Chunks hold a whole number of batches and are augmented one ahead of the batches being
+    trained on, so memory stays at two chunks of float images whatever the split's size, and
+    the augmentation's one host sync per chunk finds the device queue nearly drained."""
 
     def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
         self.batch_size = config.batch_size
+        self.chunk = config.batch_size * max(1, DEVICE_CHUNK // config.batch_size)
         self.memory_format = _memory_format(config, device)
         self.device = device
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
+    def _augment(self, indices: torch.Tensor, generator: torch.Generator):
+        images = self.augmenter(self.images[indices], generator)
+        return images.contiguous(memory_format=self.memory_format), self.labels[indices]
+
     def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         order = torch.randperm(len(self.labels), generator=generator, device=self.device)
-        chunks = [
-            self.augmenter(self.images[order[start : start + DEVICE_CHUNK]], generator)
-            for start in range(0, len(order), DEVICE_CHUNK)
-        ]
-        images = torch.cat(chunks).contiguous(memory_format=self.memory_format)
-        labels = self.labels[order]
-        for start in range(0, len(labels), self.batch_size):
-            yield images[start : start + self.batch_size], labels[start : start + self.batch_size]
+        pieces = order.split(self.chunk)
+        ahead = self._augment(pieces[0], generator) if pieces else None
+        for index in range(len(pieces)):
+            images, labels = ahead
+            # the generator draws chunk after chunk in order, so the draws depend only on seed
+            ahead = self._augment(pieces[index + 1], generator) if index + 1 < len(pieces) else None
+            for start in range(0, len(labels), self.batch_size):
+                yield (
+                    images[start : start + self.batch_size],
+                    labels[start : start + self.batch_size],
+                )
 
 
 class LoaderBatches:
@@ -207,17 +223,20 @@ class LoaderBatches:
             )
 
 
+def resolve_data_path(config: TrainConfig) -> str:
+    """`auto` -> `device`: the batched path is the faster one on CUDA and on CPU alike (see
+    benchmarks/RESULTS.md); `loader` keeps the per-image DataLoader path selectable."""
+    return "device" if config.data_path == "auto" else config.data_path
+
+
 def make_batches(data: TensorData, config: TrainConfig, splits: Splits, device: torch.device):
-    path = config.data_path
-    if path == "auto":
-        path = "device" if device.type == "cuda" else "loader"
-    source = DeviceBatches if path == "device" else LoaderBatches
+    source = DeviceBatches if resolve_data_path(config) == "device" else LoaderBatches
     return source(data, config, splits, device)
 
 
 def _memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
-    use = config.channels_last and device.type == "cuda"
-    return torch.channels_last if use else torch.contiguous_format
+    # NHWC pays on CUDA (bf16 tensor cores) and on CPU (oneDNN): benchmarks/RESULTS.md
+    return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
 def _autocast(config: TrainConfig, device: torch.device):
@@ -304,8 +323,11 @@ def fit(
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         _resume(load_checkpoint(checkpoint_path), model, optimizer, scheduler, result)
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest
     step_model = torch.compile(model) if config.compile else model
     batches = make_batches(splits.train, config, splits, device)
+    result.extra["data_path"] = resolve_data_path(config)
     first = result.epochs_completed + 1
     bar = tqdm(
         range(first, config.epochs + 1),
@@ -320,9 +342,16 @@ def fit(
         started = time.perf_counter()
         torch.manual_seed(_epoch_seed(config.seed, epoch))  # per-image transforms draw from it
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy = _train_epoch(
-            step_model, batches, optimizer, config, device, _epoch_seed(config.seed, epoch)
+        train_loss, train_accuracy, compile_seconds = _train_epoch(
+            step_model,
+            batches,
+            optimizer,
+            config,
+            device,
+            _epoch_seed(config.seed, epoch),
+            time_first_step=config.compile and not result.compile_seconds,
         )
+        result.compile_seconds += compile_seconds
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
         val_loss, val_accuracy = evaluate(model, splits.val, splits, config, device)
@@ -334,7 +363,7 @@ def fit(
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
             "lr": lr,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - started - compile_seconds,  # compile time apart
         }
         result.history.append(row)
         result.best_val_accuracy = max(result.best_val_accuracy, val_accuracy)
@@ -362,12 +391,20 @@ def fit(
     return result
 
 
-def _train_epoch(model, batches, optimizer, config, device, seed) -> tuple[float, float]:
+def _train_epoch(
+    model, batches, optimizer, config, device, seed, time_first_step=False
+) -> tuple[float, float, float]:
+    """Mean loss and accuracy of one epoch, and the seconds of its first step when asked (with
+    torch.compile that step compiles the model: its time is reported apart from the epoch)."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for images, labels in batches.epoch(seed):
+    first_step_seconds = 0.0
+    for step, (images, labels) in enumerate(batches.epoch(seed)):
+        if time_first_step and step == 0:
+            _synchronize(device)
+            first_step_started = time.perf_counter()
         with _autocast(config, device):
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels)
@@ -378,8 +415,16 @@ def _train_epoch(model, batches, optimizer, config, device, seed) -> tuple[float
         loss_sum += loss.detach() * labels.shape[0]
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += labels.shape[0]
+        if time_first_step and step == 0:
+            _synchronize(device)
+            first_step_seconds = time.perf_counter() - first_step_started
     seen = max(1, seen)
-    return loss_sum.item() / seen, correct.item() / seen
+    return loss_sum.item() / seen, correct.item() / seen, first_step_seconds
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _checkpoint_state(model, optimizer, scheduler, result, config, extra) -> dict[str, Any]:

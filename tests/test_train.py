@@ -148,3 +148,21 @@ def test_unusable_devices_are_user_errors(name):
 def test_bad_settings_are_refused(overrides):
     with pytest.raises(UserError):
         TrainConfig(**overrides)
+
+
+def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits, monkeypatch):
+    import nas.train
+
+    assert nas.train.resolve_data_path(quick()) == "device"
+    assert nas.train.resolve_data_path(quick(data_path="loader")) == "loader"
+    monkeypatch.setattr(nas.train, "DEVICE_CHUNK", 100)  # several chunks of one 64-image batch
+    config = quick(augment="recipe", batch_size=64)
+    batches = nas.train.make_batches(splits.train, config, splits, torch.device("cpu"))
+    first = list(batches.epoch(seed=3))
+    again = list(batches.epoch(seed=3))
+    assert len(first) == len(batches)
+    labels = torch.cat([labels for _, labels in first])
+    assert sorted(labels.tolist()) == sorted(splits.train.labels.tolist())
+    assert all(images.shape[0] == 64 for images, _ in first[:-1])
+    for (images_a, _), (images_b, _) in zip(first, again, strict=True):
+        assert torch.equal(images_a, images_b)  # the draws follow from the seed alone
