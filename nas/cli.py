@@ -24,8 +24,20 @@ from nas.cli_common import (
 )
 from nas.cli_retrain import retrain_main
 from nas.cli_search import report_path_for, search_main
+from nas.errors import UserError
 
 __all__ = ["main", "retrain_main", "search_main"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (image sizes, sample counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
 
 
 def params_command(args: argparse.Namespace) -> int:
@@ -64,14 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     params = commands.add_parser("params", help="count an architecture's parameters per layer")
     add_arch_flags(params)
-    params.add_argument("--image-size", type=int, default=32, help="input size (default: 32)")
+    params.add_argument(
+        "--image-size", type=positive_int, default=32, help="input size (default: 32)"
+    )
     params.set_defaults(handler=params_command)
 
     space = commands.add_parser("space", help="summarise a search-space file")
     space.add_argument("file", help="a search-space YAML file, e.g. search_spaces/resnet.yaml")
     space.add_argument("--budget", type=parse_count, help="estimate the share under this budget")
     space.add_argument(
-        "--samples", type=int, default=20000, help="samples for the estimate (default: 20000)"
+        "--samples",
+        type=positive_int,
+        default=20000,
+        help="samples for the estimate (default: 20000)",
     )
     space.set_defaults(handler=space_command)
 
@@ -114,5 +131,12 @@ def report_command(args: argparse.Namespace) -> int:
         if args.out
         else report_path_for(SearchConfig(study=args.study, storage=args.storage))
     )
-    print(f"report: {write_report(study, out)}")
+    try:
+        written = write_report(study, out)
+    except OSError as error:  # e.g. --out inside a path that is a file, or no permission
+        raise UserError(
+            f"cannot write the report to {out} ({error.filename}: {error.strerror}); "
+            "pass --out with a writable path"
+        ) from None
+    print(f"report: {written}")
     return 0
