@@ -126,15 +126,7 @@ def make_storage(url: str, config: SearchConfig) -> optuna.storages.BaseStorage:
     else:
         engine_kwargs["pool_pre_ping"] = True  # survive server-side connection drops
     try:
-        with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=config.heartbeat,
-                grace_period=config.grace,
-                **_stale_trial_retry(max_retry=2),
-            )
+        return _open_rdb(url, engine_kwargs, config)
     except ImportError as error:
         raise UserError(
             f"the storage {url} needs a database driver that is not installed ({error.name}); "
@@ -145,6 +137,29 @@ def make_storage(url: str, config: SearchConfig) -> optuna.storages.BaseStorage:
             f"cannot open the storage {url}: {str(error).splitlines()[0]}; "
             "check the URL, e.g. sqlite:///studies/nas.db"
         ) from None
+
+
+def _open_rdb(url: str, engine_kwargs: dict[str, Any], config: SearchConfig) -> RDBStorage:
+    """RDBStorage, retried when another worker is creating the same tables at the same moment
+    (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type")."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=config.heartbeat,
+                    grace_period=config.grace,
+                    **_stale_trial_retry(max_retry=2),
+                )
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _stale_trial_retry(max_retry: int) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""A real PostgreSQL server as the study store: workers on two "machines" (two commands at once,
+one with --workers 2) record the same trial count and states as one worker.
+
+The server is started by the tests on loopback from the system's `initdb`/`pg_ctl` (as the
+`postgres` user when the tests run as root: PostgreSQL refuses to run as root) in a temporary
+folder, and always stopped at the end. `.ci/run` installs PostgreSQL when it is missing; these
+tests skip, saying why, only where no server can be started.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas.data import DataConfig
+from nas.search import SearchConfig, is_trained, run_search
+from nas.train import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "search_spaces" / "tiny.yaml"
+BUDGET = 8000
+TRIALS = 4
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny nets on a shared 2-core machine
+FAST = [
+    "--dataset", "synthetic", "--subset", "48", "--augment", "none", "--device", "cpu",
+    "--batch-size", "16", "--space", str(TINY), "--pruner", "none", "--epochs", "1",
+    "--budget", str(BUDGET), "--trials", str(TRIALS), "--heartbeat", "1", "--study", "t",
+]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A throwaway PostgreSQL cluster on 127.0.0.1:port with trust authentication."""
+
+    def __init__(self, bin_dir: Path, folder: Path, as_user: list[str]):
+        self.bin_dir, self.folder, self.as_user = bin_dir, folder, as_user
+        self.data = folder / "data"
+        self.port = _free_port()
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.as_user, str(self.bin_dir / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.folder,
+        )
+
+    def start(self) -> str | None:
+        """Start the server; None, or why it could not be started."""
+        made = self._run("initdb", "-D", str(self.data), "-U", "nas", "-A", "trust", "--no-sync")
+        if made.returncode != 0:
+            return f"initdb failed: {made.stderr.strip()[-300:]}"
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = str(self.folder / "server.log")
+        started = self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+        if started.returncode != 0:
+            tail = Path(log).read_text()[-300:] if Path(log).exists() else started.stderr
+            return f"pg_ctl start failed: {tail.strip()}"
+        return None
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def database(self, name: str) -> str:
+        """Create database `name`; its SQLAlchemy URL."""
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="nas", dbname="postgres"
+        )
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+        return f"postgresql+psycopg2://nas@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[test]')")
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = Path(found[-1]) if found else (Path(p) if (p := shutil.which("initdb")) else None)
+    if initdb is None:
+        pytest.skip("no PostgreSQL server binaries (initdb); .ci/run installs them with apt-get")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="nas-pg-"))
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use the postgres system user
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        runuser = shutil.which("runuser")
+        if not runuser:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip("running as root and runuser is missing to run the server as postgres")
+        as_user = [runuser, "-u", "postgres", "--"]
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    folder.chmod(0o700)
+    server = Server(initdb.parent, folder, as_user)
+    try:
+        problem = server.start()
+        if problem:
+            pytest.skip(f"could not start a PostgreSQL server: {problem}")
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _summary(url: str) -> dict:
+    trials = optuna.load_study(study_name="t", storage=url).trials
+    trained = [t for t in trials if is_trained(t)]
+    return {
+        "numbers": sorted(t.number for t in trials),
+        "states": {t.state for t in trials},
+        "trained": len(trained),
+        "trained_states": {t.state for t in trained},
+        "architectures": len({t.user_attrs["architecture"] for t in trained}),
+        "over_budget": [t.number for t in trained if t.user_attrs["params"] > BUDGET],
+        "epochs": {tuple(sorted(t.intermediate_values)) for t in trained},
+    }
+
+
+@pytest.mark.slow
+def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, tmp_path):
+    # one worker, in this process
+    single = postgres.database("single")
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=TRIALS,
+        space_file=str(TINY),
+        study="t",
+        storage=single,
+        pruner="none",
+        heartbeat=1,
+        grace=3,
+    )
+    data = DataConfig(dataset="synthetic", subset=48)
+    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_search(config, data, recipe)
+    finally:
+        torch.set_num_threads(threads)
+
+    # three workers: "machine" A runs --workers 2, "machine" B one worker with its own seed
+    many = postgres.database("many")
+    machine_a = subprocess.Popen(
+        [sys.executable, "-m", "nas", "search", *FAST, "--storage", many, "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    machine_b = subprocess.run(
+        [sys.executable, "-m", "nas", "search", *FAST, "--storage", many, "--seed", "7"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+    )
+    out_a, err_a = machine_a.communicate(timeout=240)
+    assert machine_a.returncode == 0, err_a
+    assert machine_b.returncode == 0, machine_b.stderr
+    assert f"study 't': {TRIALS} trained" in out_a
+    assert f"study 't': {TRIALS} trained" in machine_b.stdout
+
+    one, three = _summary(single), _summary(many)
+    for summary in (one, three):
+        assert summary["numbers"] == list(range(len(summary["numbers"])))  # unique, no gaps
+        assert summary["states"] <= {TrialState.COMPLETE, TrialState.PRUNED}  # no RUNNING/FAIL
+        assert summary["over_budget"] == []
+    assert three["trained"] == one["trained"] == TRIALS  # exactly the target, no overshoot
+    assert three["trained_states"] == one["trained_states"] == {TrialState.COMPLETE}
+    assert three["architectures"] == one["architectures"] == TRIALS  # none trained twice
+    assert three["epochs"] == one["epochs"] == {(1,)}

@@ -1,0 +1,204 @@
+"""Several workers on one study: `--workers N` on a real SQLite store while the real
+optuna-dashboard server reads it, the race for the target's last places, stale trials failed
+even when the target is already met, and the flag's errors.
+
+Everything runs on the CPU with the tiny space and small synthetic data; worker processes are
+real `python -m nas search` processes started by the real parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas.cli import search_main
+from nas.data import DataConfig, load_splits
+from nas.search import Objective, SearchConfig, is_trained, make_storage, run_search
+from nas.space import SearchSpace
+from nas.train import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "search_spaces" / "tiny.yaml"
+STUDY = "t"
+BUDGET = 8000
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny nets on a shared 2-core machine
+FAST = [
+    "--dataset", "synthetic", "--subset", "48", "--augment", "none", "--device", "cpu",
+    "--batch-size", "16", "--space", str(TINY), "--seed", "0", "--pruner", "none",
+]  # fmt: skip
+DATA = DataConfig(dataset="synthetic", subset=48)
+RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+
+
+def _config(store: Path, **changes) -> SearchConfig:
+    settings = dict(
+        budget=BUDGET,
+        trials=0,
+        space_file=str(TINY),
+        study=STUDY,
+        storage=f"sqlite:///{store}",
+        pruner="none",
+    )
+    return SearchConfig(**{**settings, **changes})
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    store = tmp_path / "s.db"
+    run_search(_config(store), DATA, RECIPE)  # create and record the study, train nothing
+    study_id = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")._study_id
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from optuna_dashboard._cli import main; main()"]
+        + [f"sqlite:///{store}", "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    base = f"http://127.0.0.1:{port}"
+    answers: list[int] = []  # trial counts the dashboard served while the workers wrote
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                answers.append(len(get(f"{base}/api/studies/{study_id}")["trials"]))
+            except (urllib.error.URLError, ConnectionError) as error:
+                if answers:  # only the server's start-up may refuse connections
+                    errors.append(error)
+            except BaseException as error:  # noqa: BLE001  a 500 or a bad body
+                errors.append(error)
+            time.sleep(0.2)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        search = subprocess.run(
+            [sys.executable, "-m", "nas", "search", *FAST, "--budget", str(BUDGET)]
+            + ["--trials", "6", "--epochs", "1", "--heartbeat", "1", "--workers", "4"]
+            + ["--storage", f"sqlite:///{store}", "--study", STUDY],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=ENV,
+        )
+        time.sleep(0.5)  # one more read of the finished study
+    finally:
+        done.set()
+        reader.join(timeout=15)
+        server.terminate()
+        server.communicate(timeout=10)
+
+    assert search.returncode == 0, search.stderr
+    assert "database is locked" not in search.stderr and "Traceback" not in search.stderr
+    assert search.stdout.count("study 't': 6 trained") == 1  # one summary, from the parent
+    trials = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}").trials
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials)))  # unique, no gaps
+    assert sum(is_trained(t) for t in trials) == 6  # exactly the target: no overshoot
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for trial in trials:  # the parent printed every trial the workers finished
+        assert f"trial {trial.number:>4}" in search.stdout
+    # each worker samples with its own seed: their first candidates differ
+    first = [json.dumps(t.params, sort_keys=True) for t in trials[:4]]
+    assert len(set(first)) == 4
+    # the dashboard kept answering while four processes wrote, and saw the study grow
+    assert not errors, errors[:3]
+    assert len(answers) >= 5 and answers[-1] == len(trials) and min(answers) < len(trials)
+
+
+def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path):
+    """Two workers ask at the same moment for the last place: the lower number trains."""
+    store = tmp_path / "s.db"
+    run_search(_config(store), DATA, RECIPE)
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")
+    ahead = study.ask()  # another worker's trial, numbered first, still RUNNING
+    splits = load_splits(DATA)
+    space = SearchSpace.load(TINY)
+    objective = Objective(space, splits, RECIPE, budget=10**9, target=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        study.optimize(objective, n_trials=1)
+        late = study.trials[-1]
+        assert late.number > ahead.number
+        assert late.state == TrialState.PRUNED and not is_trained(late)
+        assert late.user_attrs["prune_reason"].startswith("not needed")
+        assert late.intermediate_values == {}
+
+        # once the earlier trial is gone without training, the place is free again
+        study.tell(ahead, state=TrialState.FAIL)
+        study.optimize(objective, n_trials=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert is_trained(study.trials[-1])
+
+
+def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
+    store = tmp_path / "s.db"
+    config = _config(store, heartbeat=1, grace=1)
+    run_search(config, DATA, RECIPE)
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")
+    study.add_trial(
+        optuna.trial.create_trial(value=0.5, user_attrs={"trained": True, "architecture": "x"})
+    )
+    # a worker that died mid-trial after its last heartbeat
+    storage = make_storage(config.storage, config)
+    dead = storage.create_new_trial(study._study_id)
+    storage.record_heartbeat(dead)
+    time.sleep(2.5)  # past the grace period (heartbeats are stored to the second)
+
+    run_search(dataclasses_replace(config, trials=1), DATA, RECIPE)  # target met: trains nothing
+    trials = optuna.load_study(study_name=STUDY, storage=config.storage).trials
+    assert [t.state for t in trials if t._trial_id == dead] == [TrialState.FAIL]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(is_trained(t) for t in trials) == 1
+
+
+def dataclasses_replace(config: SearchConfig, **changes) -> SearchConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_worker_count_is_one_sentence_and_exit_2(value, tmp_path, capsys):
+    store = tmp_path / "s.db"
+    try:
+        status = search_main([*FAST, "--workers", value, "--storage", f"sqlite:///{store}"])
+    except SystemExit as exit_:
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and "--workers" in err
+    assert "Traceback" not in err
+    assert not store.exists()
