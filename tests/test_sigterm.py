@@ -113,11 +113,12 @@ def test_sigterm_stops_a_search_after_the_epoch_and_the_rerun_retries_the_trial(
 TINY_ARCH = Architecture(channels=(8, 8), blocks=(1, 1), conv_kernel=3, skip_kernel=1, stem=8)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_retrain_after_a_checkpoint_and_the_rerun_finishes_it(tmp_path):
     arch_file = tmp_path / "tiny.json"
     arch_file.write_text(TINY_ARCH.to_json())
     out = tmp_path / "run"
-    epochs = 40  # far more than the time to the signal; the rerun trains only what is left
+    epochs = 25  # far more than the time to the signal; the rerun trains only what is left
     command = [
         sys.executable, str(REPO / "scripts" / "retrain_best.py"), "--arch", str(arch_file),
         "--dataset", "synthetic", "--subset", "32", "--device", "cpu",
