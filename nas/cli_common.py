@@ -71,6 +71,8 @@ def parse_count(text: str) -> int:
             f"{text!r} is not a parameter count; write it like 5e6, 5000000, 5M, 500k or 2.5M"
         )
     value = float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+    if value > 1e15:  # far beyond any model (and float('1e400') is infinite)
+        raise argparse.ArgumentTypeError(f"{text!r} is too large for a parameter count")
     if value <= 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of parameters")
     return int(value)

@@ -126,8 +126,10 @@ def search_settings(args: argparse.Namespace):
         args.dataset = "synthetic"
     for name in ("trials", "epochs", "subset", "batch_size", "heartbeat", "workers"):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "epochs" else 1):
+        if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if args.study is not None and not args.study.strip():
+        raise UserError("--study must be a non-empty name")
     space_file = pick("space", "search_spaces/resnet.yaml")
     if args.space is None and not Path(space_file).exists():
         # the default spaces ship in the repository beside the package: found from any directory
@@ -193,9 +195,16 @@ def plan_workers(requested: int | None, device: str) -> list[str]:
     return [device] * (requested or 1)
 
 
+def check_report_path(path: Path) -> None:
+    """Refuse a report path that cannot be written before the search, not after it."""
+    if path.is_dir() or any(parent.is_file() for parent in path.parents):
+        raise UserError(f"cannot write the report to {path}: pick a file path with --report")
+
+
 def search_command(args: argparse.Namespace) -> int:
     config, data, recipe = search_settings(args)
     quiet_optuna()
+    check_report_path(Path(args.report or report_path_for(config)))
     if args.worker_index is not None:
         return worker_command(config, data, recipe)
     devices = plan_workers(args.workers, recipe.device)

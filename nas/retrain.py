@@ -121,10 +121,15 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 def prepare_run_dir(run_dir: Path, arch: Architecture, fresh: bool) -> None:
     """Claim the folder for `arch`; refuse one that holds another architecture's run."""
+    if (run_dir.exists() and not run_dir.is_dir()) or any(p.is_file() for p in run_dir.parents):
+        raise UserError(f"the run folder {run_dir} is (or lies inside) a file; pass another --out")
     if fresh and run_dir.exists():
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
     arch_file = run_dir / "architecture.json"
     if arch_file.exists():
         try:
@@ -162,11 +167,11 @@ def retrain(
     done = None if fresh else read_metrics(run_dir)
     if done is not None and done.get("epochs_planned") == recipe.epochs:
         return {**done, "reused": True}
+    device = resolve_device(recipe.device)  # refuse an unusable device before writing anything
     splits = load_splits(data)
     if arch.num_classes != splits.num_classes:  # e.g. a CIFAR-10 preset trained on CIFAR-100
         arch = dataclasses.replace(arch, num_classes=splits.num_classes)
     prepare_run_dir(run_dir, arch, fresh)
-    device = resolve_device(recipe.device)
     set_seed(recipe.seed)
     model = build_model(arch)
 

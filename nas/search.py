@@ -128,8 +128,10 @@ def make_storage(url: str, config: SearchConfig) -> optuna.storages.BaseStorage:
     try:
         return _open_rdb(url, engine_kwargs, config)
     except ImportError as error:
+        # Optuna re-raises its own ImportError; the missing module is named by the cause
+        missing = getattr(error.__cause__ or error.__context__, "name", None) or error.name
         raise UserError(
-            f"the storage {url} needs a database driver that is not installed ({error.name}); "
+            f"the storage {url} needs a database driver that is not installed ({missing}); "
             "install it, e.g. pip install psycopg2-binary for PostgreSQL"
         ) from None
     except Exception as error:  # sqlalchemy's ArgumentError, OperationalError and friends
@@ -441,6 +443,7 @@ def prepare_study(
     search does before any data is loaded, and what a parent of several workers does once."""
     space = SearchSpace.load(config.space_file)
     check_feasible(space, config.budget)
+    resolve_device(recipe.device)  # refuse an unusable device before anything is stored
     study = open_study(config, space, data, recipe)
     # a trial whose worker died while another reached the target must not stay RUNNING
     fail_stale_trials(study)

@@ -576,92 +576,52 @@ def test_a_bad_command_line_is_one_sentence_exit_2_and_the_store_is_unchanged(
     assert list(tmp_path.iterdir()) == []  # no store, report or run folder made on the way
 
 
-XFAIL_BAD = [
+BAD_THAT_MAY_WRITE = [
     pytest.param(
         "retrain",
         ["--device", "cuda:9"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/retrain.py retrain: prepare_run_dir runs before resolve_device, so a "
-            "refused --device leaves runs/<study>/trial-<n>/architecture.json behind",
-        ),
         id="retrain-device-missing-gpu",
     ),
     pytest.param(
         "search",
         ["--study", "new", "--device", "cuda:9"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/search.py run_search: open_study creates and records the new study "
-            "before the data and device are checked, so a refused command leaves an empty study",
-        ),
         id="search-new-study-device-missing-gpu",
     ),
     pytest.param(
         "search",
         ["--budget", "1e400"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/cli_common.py parse_count: float('1e400') is inf and int(inf) raises "
-            "OverflowError out of argparse (a traceback)",
-        ),
         id="search-budget-infinite",
     ),
     pytest.param(
         "search",
         ["--study", "", "--trials", "1"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/cli_search.py search_settings: an empty --study is accepted and a study "
-            "named '' is created and trained",
-        ),
         id="search-study-empty",
     ),
     pytest.param(
         "search",
         ["--study", "new", "--epochs", "0", "--trials", "1"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/cli_search.py search_settings allows --epochs 0 (its message says "
-            "positive): 0-epoch trials are recorded as trained with value 0.0",
-        ),
         id="search-epochs-zero",
     ),
     pytest.param(
         "search",
         ["--trials", "2", "--report", "{file}/r.html"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/cli_search.py search_command: write_report's OSError (a --report path "
-            "inside a file) escapes as a traceback",
-        ),
         id="search-report-under-a-file",
     ),
     pytest.param(
         "retrain",
         ["--out", "{file}"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/retrain.py prepare_run_dir: --out naming a file raises FileExistsError "
-            "from mkdir (a traceback)",
-        ),
         id="retrain-out-is-a-file",
     ),
     pytest.param(
         "retrain",
         ["--out", "{file}/run"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="nas/retrain.py prepare_run_dir: --out inside a file raises "
-            "NotADirectoryError from mkdir (a traceback)",
-        ),
         id="retrain-out-under-a-file",
     ),
 ]
 
 
-@pytest.mark.parametrize("entry, argv", XFAIL_BAD)
-def test_known_bad_command_lines_not_yet_refused(
+@pytest.mark.parametrize("entry, argv", BAD_THAT_MAY_WRITE)
+def test_bad_command_lines_that_reach_the_store_are_refused_before_writing(
     entry, argv, store, bad_dir, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
@@ -676,7 +636,7 @@ def test_known_bad_command_lines_not_yet_refused(
     full = expand(full_argv(entry, argv, work, bad_dir), work, bad_dir)
     try:
         status, _, err = call(ENTRIES[entry], full)
-    except Exception as error:  # noqa: BLE001 - a traceback is the bug being recorded
+    except Exception as error:  # noqa: BLE001 - a traceback would be the bug
         pytest.fail(f"traceback: {type(error).__name__}: {error}")
     assert_one_sentence(status, err)
     assert store_state(work) == before
@@ -685,11 +645,6 @@ def test_known_bad_command_lines_not_yet_refused(
 
 @pytest.mark.skipif(
     importlib.util.find_spec("MySQLdb") is not None, reason="the MySQL driver is installed"
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="nas/search.py make_storage: Optuna re-raises a plain ImportError whose .name is "
-    "None, so the sentence says 'is not installed (None)' instead of naming the driver",
 )
 def test_a_missing_database_driver_is_named(tmp_path):
     status, _, err = call(search_main, [*SEARCH, "--storage", "mysql://u@127.0.0.1:1/x"])
