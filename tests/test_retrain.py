@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import nas
+from nas.cli import retrain_main
 from nas.data import DataConfig, load_splits
 from nas.search import SearchConfig, run_search
 from nas.train import TrainConfig, evaluate
@@ -163,23 +164,28 @@ def test_a_preset_with_zero_epochs_is_evaluated_and_exported(tmp_path):
         (["--study", "s", "--device", "cuda:3"], "cuda"),
     ],
 )
-def test_retrain_errors_are_one_sentence_with_exit_2(store, tmp_path, args, fragment):
+def test_retrain_errors_are_one_sentence_with_exit_2(
+    store, tmp_path, monkeypatch, capsys, args, fragment
+):
+    # in-process for speed: tests/test_faults.py proves "no traceback" in real processes too
     url, _ = store
+    monkeypatch.chdir(tmp_path)
     before = [(t.number, t.state) for t in optuna.load_study(study_name="s", storage=url).trials]
-    result = retrain("--storage", url, *args, cwd=tmp_path)
-    assert result.returncode == 2
-    assert fragment in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert retrain_main(["--storage", url, *args]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     after = [(t.number, t.state) for t in optuna.load_study(study_name="s", storage=url).trials]
     assert after == before
+    assert list(tmp_path.iterdir()) == []  # no run folder left behind
 
 
-def test_a_study_without_finished_trials_is_refused(tmp_path):
+def test_a_study_without_finished_trials_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path}/empty.db"
     optuna.create_study(study_name="empty", storage=url)
-    result = retrain("--storage", url, "--study", "empty", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "has no finished trial" in result.stderr
+    assert retrain_main(["--storage", url, "--study", "empty"]) == 2
+    assert "has no finished trial" in capsys.readouterr().err
 
 
 def test_report_command_writes_one_point_per_trained_trial(store, tmp_path):
