@@ -27,6 +27,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from nas.arch import Architecture, count_params
 from nas.data import DataConfig, load_splits
@@ -176,6 +177,12 @@ def retrain(
     model = build_model(arch)
 
     def after_epoch(row: dict[str, Any]) -> bool:
+        if progress:  # a line per epoch stays on screen: a long run can be read back
+            tqdm.write(
+                f"epoch {row['epoch']:>3}/{recipe.epochs}  train {row['train_loss']:.4f} "
+                f"{row['train_accuracy']:.2%}  val {row['val_loss']:.4f} "
+                f"{row['val_accuracy']:.2%}  lr {row['lr']:.0e}  {row['seconds']:.1f} s"
+            )
         # fit calls this after the epoch's checkpoint is written: stopping here loses nothing
         if should_stop is not None and should_stop():
             raise StopRequested(row["epoch"])
