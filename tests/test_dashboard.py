@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
+from helpers import free_port, get, one_torch_thread
 
 from nas.cli import search_main
 from nas.search import is_trained
@@ -31,31 +29,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 SERVE = "from optuna_dashboard._cli import main; main()"  # the `optuna-dashboard` console script
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200
-        return json.loads(response.read())
-
-
 @pytest.fixture()
 def store(tmp_path) -> Path:
     """A store written by a (trimmed) smoke search."""
     path = tmp_path / "s.db"
     argv = ["--smoke", "--subset", "48", "--augment", "none", "--trials", "2", "--epochs", "2"]
     argv += ["--storage", f"sqlite:///{path}"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets on a shared 2-core machine: one thread is much faster
-    try:
+    with one_torch_thread():  # tiny nets on a shared 2-core machine: one thread is much faster
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             assert search_main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
     return path
 
 

@@ -45,7 +45,10 @@ from nas.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpo
 from nas.cli import main, retrain_main, search_main
 from nas.search import is_trained
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: one torch thread for the module
+]
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
@@ -122,15 +125,6 @@ def finished(path: Path) -> list:
     return [t for t in store_state(path)[STUDY][2] if t[1].is_finished()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads run these tiny nets slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def store(one_thread, tmp_path_factory) -> Path:
     """A study holding 2 trained candidates, written by the real search command; its log is
@@ -161,6 +155,25 @@ def wrapper(patch: str, entry: str, argv: list[str]) -> list[str]:
         """
     )
     return [sys.executable, "-c", source]
+
+
+def run_until_killed(commands: dict[str, list[str]], cwd: Path) -> None:
+    """Run the commands side by side (each pays Python's start-up once, in parallel) and assert
+    that every one died by SIGKILL; a failure names its key and shows its stderr."""
+    processes = {
+        key: subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for key, command in commands.items()
+    }
+    for key, process in processes.items():
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == -signal.SIGKILL, (key, err)
 
 
 # ---- SIGKILL during a checkpoint write ----------------------------------------------------------
@@ -226,20 +239,13 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_good_one_and_the_rerun
     def argv(run: Path) -> list[str]:
         return ["--arch", str(arch_file), *DATA, "--epochs", "2", "--out", str(run)]
 
-    processes = {  # the kills run side by side: each pays Python's start-up once
-        point: subprocess.Popen(
-            wrapper(CHECKPOINT_KILL.format(kill_at=point), "retrain_main", argv(run)),
-            cwd=tmp_path,
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for point, run in runs.items()
-    }
-    for point, process in processes.items():
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == -signal.SIGKILL, (point, err)
+    run_until_killed(
+        {
+            point: wrapper(CHECKPOINT_KILL.format(kill_at=point), "retrain_main", argv(run))
+            for point, run in runs.items()
+        },
+        cwd=tmp_path,
+    )
 
     for point, run in runs.items():
         checkpoint = run / "checkpoint.ckpt"
@@ -336,20 +342,13 @@ def test_sigkill_during_a_store_write_loses_nothing_finished_and_the_rerun_reach
     def argv(path: Path) -> list[str]:
         return [*SEARCH, "--trials", "2", "--heartbeat", "1", "--storage", url_of(path)]
 
-    processes = {
-        method: subprocess.Popen(
-            wrapper(STORE_KILL.format(method=method), "search_main", argv(path)),
-            cwd=tmp_path,
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for method, path in stores.items()
-    }
-    for method, process in processes.items():
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == -signal.SIGKILL, (method, err)
+    run_until_killed(
+        {
+            method: wrapper(STORE_KILL.format(method=method), "search_main", argv(path))
+            for method, path in stores.items()
+        },
+        cwd=tmp_path,
+    )
     killed_at = time.monotonic()
 
     before = {}

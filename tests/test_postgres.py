@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
+from helpers import free_port, one_torch_thread
 from optuna.trial import TrialState
 
 from nas.data import DataConfig
@@ -40,19 +39,13 @@ FAST = [
 ]  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """A throwaway PostgreSQL cluster on 127.0.0.1:port with trust authentication."""
 
     def __init__(self, bin_dir: Path, folder: Path, as_user: list[str]):
         self.bin_dir, self.folder, self.as_user = bin_dir, folder, as_user
         self.data = folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -159,12 +152,8 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
     )
     data = DataConfig(dataset="synthetic", subset=48)
     recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         run_search(config, data, recipe)
-    finally:
-        torch.set_num_threads(threads)
 
     # three workers: "machine" A runs --workers 2, "machine" B one worker with its own seed
     many = postgres.database("many")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
+from helpers import running_with_an_epoch, wait_for_trials
 from optuna.trial import TrialState
 
 import nas
@@ -33,8 +33,11 @@ from nas.search import SearchConfig, is_trained, run_search
 from nas.space import SearchSpace
 from nas.train import TrainConfig
 
-# the search and its stores use Optuna features it still marks experimental
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [
+    # the search and its stores use Optuna features it still marks experimental
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: one torch thread for the module
+]
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
@@ -90,15 +93,6 @@ def copy_store(source: Path, target: Path) -> Path:
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
     return target
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads run these tiny nets ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -415,31 +409,16 @@ def _command(store: Path, trials: int) -> list[str]:
     ]  # fmt: skip
 
 
+def mid_trial(trials: list) -> int | None:
+    """A trial RUNNING with an epoch reported after some trial finished: its number."""
+    if any(t.state.is_finished() for t in trials):
+        return running_with_an_epoch(trials)
+    return None
+
+
 def _wait_mid_trial(process: subprocess.Popen, store: Path, timeout: float = 90.0) -> int:
-    """Watch the store until a trial is RUNNING with an epoch reported after some trial finished;
-    return that trial's number."""
-    deadline = time.monotonic() + timeout
-    storage = None
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        if storage is None and store.exists():
-            with contextlib.suppress(Exception):  # the process may still be creating tables
-                storage = optuna.storages.RDBStorage(
-                    f"sqlite:///file:{store}?mode=ro&uri=true",
-                    skip_compatibility_check=True,
-                    skip_table_creation=True,
-                )
-        if storage is not None:
-            with contextlib.suppress(KeyError):
-                study_id = storage.get_study_id_from_name(STUDY)
-                trials = storage.get_all_trials(study_id, deepcopy=False)
-                if any(t.state.is_finished() for t in trials):
-                    for trial in trials:
-                        if trial.state == TrialState.RUNNING and trial.intermediate_values:
-                            return trial.number
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"no trial was caught mid-training within {timeout} s")
+    """Watch the store until a trial is caught mid-training; return that trial's number."""
+    return wait_for_trials(process, store, STUDY, mid_trial, timeout)
 
 
 def _finished(store: Path) -> list:

@@ -7,7 +7,6 @@ Optuna while the process runs; the tiny space and small synthetic data keep it q
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import running_with_an_epoch, wait_for_trials
 from optuna.trial import TrialState
 
 from nas.arch import Architecture
@@ -46,26 +46,7 @@ def _search_command(store: Path, trials: int, epochs: int) -> list[str]:
 
 def _wait_for_epoch(process: subprocess.Popen, store: Path, timeout: float = 90.0) -> int:
     """Watch the store until a RUNNING trial has reported an epoch; return its number."""
-    deadline = time.monotonic() + timeout
-    storage = None
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        if storage is None and store.exists():
-            with contextlib.suppress(Exception):  # the process may still be creating tables
-                storage = optuna.storages.RDBStorage(
-                    f"sqlite:///file:{store}?mode=ro&uri=true",
-                    skip_compatibility_check=True,
-                    skip_table_creation=True,
-                )
-        if storage is not None:
-            with contextlib.suppress(KeyError):
-                study_id = storage.get_study_id_from_name(STUDY)
-                for trial in storage.get_all_trials(study_id, deepcopy=False):
-                    if trial.state == TrialState.RUNNING and trial.intermediate_values:
-                        return trial.number
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"no trial reported an epoch within {timeout} s")
+    return wait_for_trials(process, store, STUDY, running_with_an_epoch, timeout)
 
 
 @pytest.mark.slow

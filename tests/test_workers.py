@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
+from helpers import free_port, get, one_torch_thread
 from optuna.trial import TrialState
 
 from nas.cli import search_main
@@ -53,18 +52,6 @@ def _config(store: Path, **changes) -> SearchConfig:
         pruner="none",
     )
     return SearchConfig(**{**settings, **changes})
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200
-        return json.loads(response.read())
 
 
 @pytest.mark.slow
@@ -145,9 +132,7 @@ def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path)
     splits = load_splits(DATA)
     space = SearchSpace.load(TINY)
     objective = Objective(space, splits, RECIPE, budget=10**9, target=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         study.optimize(objective, n_trials=1)
         late = study.trials[-1]
         assert late.number > ahead.number
@@ -158,8 +143,6 @@ def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path)
         # once the earlier trial is gone without training, the place is free again
         study.tell(ahead, state=TrialState.FAIL)
         study.optimize(objective, n_trials=1)
-    finally:
-        torch.set_num_threads(threads)
     assert is_trained(study.trials[-1])
 
 

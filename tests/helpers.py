@@ -1,0 +1,86 @@
+"""Plain helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread inside the block: on a shared 2-core machine two threads run the tests'
+    tiny nets much slower (~10x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> dict:
+    """GET `url`: it must answer 200 with a JSON body, which is returned."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def running_with_an_epoch(trials: list[FrozenTrial]) -> int | None:
+    """The number of the first RUNNING trial that has reported an epoch, if any."""
+    for trial in trials:
+        if trial.state == TrialState.RUNNING and trial.intermediate_values:
+            return trial.number
+    return None
+
+
+def wait_for_trials(
+    process: subprocess.Popen,
+    store: Path,
+    study: str,
+    predicate: Callable[[list[FrozenTrial]], T | None],
+    timeout: float = 90.0,
+) -> T:
+    """Watch `study` in the SQLite file `store` (opened read-only through Optuna) while `process`
+    runs, until `predicate(trials)` returns something other than None; return that.
+
+    The process must stay alive meanwhile; on timeout it is killed and the wait fails."""
+    deadline = time.monotonic() + timeout
+    storage = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if storage is None and store.exists():
+            with contextlib.suppress(Exception):  # the process may still be creating tables
+                storage = optuna.storages.RDBStorage(
+                    f"sqlite:///file:{store}?mode=ro&uri=true",
+                    skip_compatibility_check=True,
+                    skip_table_creation=True,
+                )
+        if storage is not None:
+            with contextlib.suppress(KeyError):
+                study_id = storage.get_study_id_from_name(study)
+                found = predicate(storage.get_all_trials(study_id, deepcopy=False))
+                if found is not None:
+                    return found
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"{predicate.__name__} never held within {timeout} s")
