@@ -310,7 +310,7 @@ def parent_command(args, config, data, recipe, devices: list[str]) -> int:
     them on Ctrl-C or SIGTERM, and summarise once when all are done."""
     from nas.search import prepare_study
 
-    _, study = prepare_study(config, data, recipe)  # user errors surface here, once
+    _, study, _ = prepare_study(config, data, recipe)  # user errors surface here, once
     env = dict(os.environ)
     if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
         # share the cores instead of every worker using all of them

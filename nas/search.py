@@ -214,6 +214,18 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
 
 
+# Settings that make trials comparable: a resume must keep them. Devices, workers, folders and
+# the seed may change between runs (each machine of a shared study passes its own --seed).
+COMPARED_DATA = (
+    "dataset", "image_size", "val_fraction", "split_seed", "subset", "synthetic_size",
+    "synthetic_classes",
+)  # fmt: skip
+COMPARED_RECIPE = (
+    "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_factor",
+    "lr_patience", "augment",
+)  # fmt: skip
+
+
 def open_study(
     config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
 ) -> optuna.Study:
@@ -246,6 +258,18 @@ def open_study(
             f"study {config.study!r} was created with another search space "
             f"({recorded.get('space_file')}); {how}"
         )
+    # trials trained on other data or with another recipe would not be comparable
+    for what, now, keys in (
+        ("dataset", data.to_dict(), COMPARED_DATA),
+        ("recipe", recipe.to_dict(), COMPARED_RECIPE),
+    ):
+        before = recorded.get(what, {})
+        for key in keys:
+            if key in before and before[key] != now.get(key):
+                raise UserError(
+                    f"study {config.study!r} was created with {key} = {before[key]!r}, not "
+                    f"{now.get(key)!r}; repeat the original flags to resume, or {how}"
+                )
     return study
 
 
@@ -437,17 +461,20 @@ def outcome_of(trial: FrozenTrial) -> TrialOutcome:
 
 
 def prepare_study(
-    config: SearchConfig, data: DataConfig, recipe: TrainConfig
-) -> tuple[SearchSpace, optuna.Study]:
-    """Load and check the space, open (or create) the study and fail its stale trials: what a
-    search does before any data is loaded, and what a parent of several workers does once."""
+    config: SearchConfig, data: DataConfig, recipe: TrainConfig, splits: Splits | None = None
+) -> tuple[SearchSpace, optuna.Study, Splits]:
+    """Check the space, device and data, then open (or create) the study and fail its stale
+    trials: what a search does first, and what a parent of several workers does once. The data
+    is loaded before the study is touched, so a missing dataset leaves the store as it was."""
     space = SearchSpace.load(config.space_file)
     check_feasible(space, config.budget)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
+    splits = splits or load_splits(data)
+    check_feasible(space, config.budget, splits.num_classes)
     study = open_study(config, space, data, recipe)
     # a trial whose worker died while another reached the target must not stay RUNNING
     fail_stale_trials(study)
-    return space, study
+    return space, study, splits
 
 
 def run_search(
@@ -467,11 +494,9 @@ def run_search(
     next run) or before asking for a new trial.
     """
     stop = should_stop or (lambda: False)
-    space, study = prepare_study(config, data, recipe)
+    space, study, splits = prepare_study(config, data, recipe, splits)
     if trial_counts(study)[0] >= config.trials:
         return study
-    splits = splits or load_splits(data)
-    check_feasible(space, config.budget, splits.num_classes)
     objective = Objective(
         space, splits, recipe, config.budget, target=config.trials, should_stop=stop
     )

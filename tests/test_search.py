@@ -295,6 +295,18 @@ def test_another_budget_for_an_existing_study_is_refused(searched, tmp_path):
     assert f"{BUDGET:,}" in err and "9,000" in err and "--study" in err
 
 
+@pytest.mark.parametrize(
+    "flag, value, recorded",
+    [("--epochs", "3", "epochs = 2"), ("--augment", "recipe", "augment = 'none'")],
+)
+def test_another_recipe_for_an_existing_study_is_refused(searched, tmp_path, flag, value, recorded):
+    # trials trained for other epochs or with other augmentation would not be comparable
+    store = copy_store(searched[0], tmp_path / "s.db")
+    argv = with_flag([*FAST, "--epochs", str(EPOCHS)], flag, value)
+    err = _refused(store, *argv, "--budget", str(BUDGET), "--study", STUDY, "--trials", "5")
+    assert recorded in err and "--study" in err
+
+
 def test_another_space_for_an_existing_study_is_refused(searched, tmp_path):
     store = copy_store(searched[0], tmp_path / "s.db")
     other = tmp_path / "other.yaml"
