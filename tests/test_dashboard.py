@@ -16,10 +16,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import free_port, get, one_torch_thread
 
 from nas.cli import search_main
 from nas.search import is_trained
+
+from helpers import free_port, get, one_torch_thread
 
 pytest.importorskip("optuna_dashboard")
 

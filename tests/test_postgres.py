@@ -20,12 +20,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import free_port, one_torch_thread
 from optuna.trial import TrialState
 
 from nas.data import DataConfig
 from nas.search import SearchConfig, is_trained, run_search
 from nas.train import TrainConfig
+
+from helpers import free_port, one_torch_thread
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"

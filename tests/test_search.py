@@ -21,7 +21,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import running_with_an_epoch, wait_for_trials
 from optuna.trial import TrialState
 
 import nas
@@ -32,6 +31,8 @@ from nas.errors import UserError
 from nas.search import SearchConfig, is_trained, run_search
 from nas.space import SearchSpace
 from nas.train import TrainConfig
+
+from helpers import running_with_an_epoch, wait_for_trials
 
 pytestmark = [
     # the search and its stores use Optuna features it still marks experimental

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import running_with_an_epoch, wait_for_trials
 from optuna.trial import TrialState
 
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint
 from nas.search import is_trained
+
+from helpers import running_with_an_epoch, wait_for_trials
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"

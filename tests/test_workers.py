@@ -20,7 +20,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import free_port, get, one_torch_thread
 from optuna.trial import TrialState
 
 from nas.cli import search_main
@@ -28,6 +27,8 @@ from nas.data import DataConfig, load_splits
 from nas.search import Objective, SearchConfig, is_trained, make_storage, run_search
 from nas.space import SearchSpace
 from nas.train import TrainConfig
+
+from helpers import free_port, get, one_torch_thread
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
