@@ -121,16 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def report_command(args: argparse.Namespace) -> int:
     from nas.report import write_report
     from nas.retrain import load_study
-    from nas.search import SearchConfig, make_storage
+    from nas.storage import make_storage
 
     quiet_optuna()
-    storage = make_storage(args.storage, SearchConfig(storage=args.storage))
+    storage = make_storage(args.storage)
     study = load_study(storage, args.study)
-    out = (
-        Path(args.out)
-        if args.out
-        else report_path_for(SearchConfig(study=args.study, storage=args.storage))
-    )
+    out = Path(args.out) if args.out else report_path_for(args.storage, args.study)
     try:
         written = write_report(study, out)
     except OSError as error:  # e.g. --out inside a path that is a file, or no permission

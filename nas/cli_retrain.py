@@ -28,7 +28,8 @@ RETRAIN_EPOCHS = 150  # the reference study's final training length
 
 
 def retrain_parser() -> Parser:
-    from nas.search import DEFAULT_STORAGE, DEFAULT_STUDY
+    from nas.search import DEFAULT_STUDY
+    from nas.storage import DEFAULT_STORAGE
 
     parser = Parser(
         prog="scripts/retrain_best.py",
@@ -70,7 +71,7 @@ def artifact_dir_for(storage_url: str) -> Path | None:
 
 def retrain_command(args: argparse.Namespace) -> int:
     from nas.retrain import choose_from_study, load_study, record_in_study, retrain
-    from nas.search import SearchConfig, make_storage
+    from nas.storage import make_storage
     from nas.train import TrainConfig
 
     if args.epochs < 0:
@@ -87,7 +88,7 @@ def retrain_command(args: argparse.Namespace) -> int:
         data_base, recipe_base, source = {}, {}, {"arch": args.arch}
         run_dir = Path(args.out or Path("runs") / name)
     else:
-        storage = make_storage(args.storage, SearchConfig(storage=args.storage))
+        storage = make_storage(args.storage)
         study = load_study(storage, args.study)
         choice = choose_from_study(study, args.trial)
         arch, data_base, recipe_base = choice.arch, choice.data, choice.recipe

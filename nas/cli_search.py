@@ -48,7 +48,8 @@ DEFAULT_EPOCHS = 40  # the reference study's per-candidate sweep length; see the
 
 
 def search_parser() -> Parser:
-    from nas.search import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS
+    from nas.search import DEFAULT_STUDY, PRUNERS, SAMPLERS
+    from nas.storage import DEFAULT_STORAGE
 
     parser = Parser(
         prog="scripts/search.py",
@@ -159,10 +160,11 @@ def search_settings(args: argparse.Namespace):
     return config, data_config_from(args), recipe
 
 
-def report_path_for(config) -> Path:
-    if config.storage.startswith("sqlite:///"):
-        return Path(config.storage.removeprefix("sqlite:///")).parent / f"{config.study}.html"
-    return Path("studies") / f"{config.study}.html"
+def report_path_for(storage: str, study: str) -> Path:
+    """Where a study's HTML report goes: beside its SQLite store, else under studies/."""
+    if storage.startswith("sqlite:///"):
+        return Path(storage.removeprefix("sqlite:///")).parent / f"{study}.html"
+    return Path("studies") / f"{study}.html"
 
 
 def format_outcome(outcome) -> str:
@@ -204,7 +206,7 @@ def check_report_path(path: Path) -> None:
 def search_command(args: argparse.Namespace) -> int:
     config, data, recipe = search_settings(args)
     quiet_optuna()
-    check_report_path(Path(args.report or report_path_for(config)))
+    check_report_path(Path(args.report or report_path_for(config.storage, config.study)))
     if args.worker_index is not None:
         return worker_command(config, data, recipe)
     devices = plan_workers(args.workers, recipe.device)
@@ -281,7 +283,7 @@ def finish(args, config, study, progress: Progress) -> int:
 
     progress.set(trial_counts(study)[0])
     progress.close()
-    report = write_report(study, args.report or report_path_for(config))
+    report = write_report(study, args.report or report_path_for(config.storage, config.study))
     print_summary(study, config, report)
     return 0
 
@@ -399,7 +401,8 @@ def _supervise(args, config, study, devices, env, progress, processes, logs) -> 
 
 def print_summary(study, config, report: Path) -> None:
     from nas.report import architecture_summary, rejected_trials, top_trials
-    from nas.search import DEFAULT_STORAGE, DEFAULT_STUDY, trial_counts
+    from nas.search import DEFAULT_STUDY, trial_counts
+    from nas.storage import DEFAULT_STORAGE
 
     trained, _ = trial_counts(study)
     # a duplicate repeats its original's result: list each architecture once

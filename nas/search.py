@@ -1,5 +1,5 @@
-"""Owns the search: study creation (storage, sampler, pruner), the budget gate, the objective,
-stop rules and resume.
+"""Owns the search: study creation (sampler, pruner, records; the store itself is nas.storage),
+the budget gate, the objective, stop rules and resume.
 
 Claims:
 - Feasibility first: a space whose smallest architecture is over the budget is refused before
@@ -29,17 +29,14 @@ from __future__ import annotations
 
 import gc
 import json
-import sqlite3
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
@@ -48,9 +45,9 @@ from nas.data import DataConfig, Splits, load_splits
 from nas.errors import UserError
 from nas.model import build_model
 from nas.space import SearchSpace
+from nas.storage import DEFAULT_STORAGE, fail_stale_trials, make_storage
 from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
 
-DEFAULT_STORAGE = "sqlite:///studies/nas.db"
 DEFAULT_STUDY = "nas"
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
@@ -71,13 +68,6 @@ class StopRequested(Exception):
         self.params = params  # and its sampled parameters, to be tried again
         where = f" after epoch {epoch}" if epoch is not None else ""
         super().__init__(f"stop requested{where}")
-
-
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail (and, through the storage's callback, re-enqueue) trials whose heartbeat stopped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
 
 
 @dataclass(frozen=True)
@@ -113,77 +103,6 @@ class TrialOutcome:
 
 
 # ---- storage and study -------------------------------------------------------------------------
-
-
-def make_storage(url: str, config: SearchConfig) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`; RDB storages get heartbeats and stale-trial retries."""
-    if url.startswith("sqlite:///"):
-        _prepare_sqlite(url)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # wait up to a minute for another writer instead of failing with "database is locked"
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True  # survive server-side connection drops
-    try:
-        return _open_rdb(url, engine_kwargs, config)
-    except ImportError as error:
-        # Optuna re-raises its own ImportError; the missing module is named by the cause
-        missing = getattr(error.__cause__ or error.__context__, "name", None) or error.name
-        raise UserError(
-            f"the storage {url} needs a database driver that is not installed ({missing}); "
-            "install it, e.g. pip install psycopg2-binary for PostgreSQL"
-        ) from None
-    except Exception as error:  # sqlalchemy's ArgumentError, OperationalError and friends
-        raise UserError(
-            f"cannot open the storage {url}: {str(error).splitlines()[0]}; "
-            "check the URL, e.g. sqlite:///studies/nas.db"
-        ) from None
-
-
-def _open_rdb(url: str, engine_kwargs: dict[str, Any], config: SearchConfig) -> RDBStorage:
-    """RDBStorage, retried when another worker is creating the same tables at the same moment
-    (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type")."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=config.heartbeat,
-                    grace_period=config.grace,
-                    **_stale_trial_retry(max_retry=2),
-                )
-        except (IntegrityError, ProgrammingError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _stale_trial_retry(max_retry: int) -> dict[str, Any]:
-    """Re-enqueue a stale trial's parameters, under whichever name this Optuna spells it."""
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        return {"heartbeat_stale_trial_callback": callback}
-    callback = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
-    return {"failed_trial_callback": callback}
-
-
-def _prepare_sqlite(url: str) -> None:
-    path = Path(url.removeprefix("sqlite:///"))
-    if str(path) in ("", ":memory:"):
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL lets a dashboard read while workers write; it is a property of the file, set once
-        with sqlite3.connect(path, timeout=60) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-    except (OSError, sqlite3.Error) as error:
-        raise UserError(f"cannot create the SQLite store {path}: {error}") from None
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -230,7 +149,7 @@ def open_study(
     config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
 ) -> optuna.Study:
     """Create the study or resume it, refusing a resume with another budget or space."""
-    storage = make_storage(config.storage, config)
+    storage = make_storage(config.storage, config.heartbeat, config.grace)
     study = optuna.create_study(
         study_name=config.study,
         storage=storage,

@@ -24,8 +24,9 @@ from optuna.trial import TrialState
 
 from nas.cli import search_main
 from nas.data import DataConfig, load_splits
-from nas.search import Objective, SearchConfig, is_trained, make_storage, run_search
+from nas.search import Objective, SearchConfig, is_trained, run_search
 from nas.space import SearchSpace
+from nas.storage import make_storage
 from nas.train import TrainConfig
 
 from helpers import free_port, get, one_torch_thread
@@ -156,7 +157,7 @@ def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
         optuna.trial.create_trial(value=0.5, user_attrs={"trained": True, "architecture": "x"})
     )
     # a worker that died mid-trial after its last heartbeat
-    storage = make_storage(config.storage, config)
+    storage = make_storage(config.storage, config.heartbeat, config.grace)
     dead = storage.create_new_trial(study._study_id)
     storage.record_heartbeat(dead)
     time.sleep(2.5)  # past the grace period (heartbeats are stored to the second)
