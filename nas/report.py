@@ -244,7 +244,9 @@ def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Sect
         return _Section("importances", title, None, "Needs at least two complete trials.")
     evaluator, method = _importance_evaluator()
     try:
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except Exception as error:  # optuna raises several types for degenerate studies
         return _Section("importances", title, None, f"Not computed: {error}")
     if not importances:
