@@ -294,15 +294,17 @@ def record_in_study(
     run_dir: Path,
     artifact_dir: Path | None,
 ) -> None:
-    """Put the test accuracy and run folder on the trial, and the run's files as artifacts."""
-    study.set_user_attr(
-        f"retrain_trial_{trial.number}",
-        {"test_accuracy": metrics["test_accuracy"], "run_dir": str(run_dir)},
-    )
+    """Put the test accuracy and run folder on the trial, and the run's files as artifacts.
+
+    Recording the same finished run again (a rerun that found it done) uploads nothing twice."""
+    key = f"retrain_trial_{trial.number}"
+    record = {"test_accuracy": metrics["test_accuracy"], "run_dir": str(run_dir)}
+    already_uploaded = study.user_attrs.get(key) == {**record, "artifacts": True}
+    upload = artifact_dir is not None and not already_uploaded
     with _finished_trial_updates(storage):
         storage.set_trial_user_attr(trial._trial_id, "test_accuracy", metrics["test_accuracy"])
         storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
-        if artifact_dir is not None:
+        if upload:
             from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
             artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -314,6 +316,7 @@ def record_in_study(
                     study_or_trial=trial,
                     storage=storage,
                 )
+    study.set_user_attr(key, {**record, "artifacts": upload or already_uploaded})
 
 
 class _finished_trial_updates:

@@ -107,6 +107,7 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     assert again.returncode == 0
     assert "already holds a finished run" in again.stdout
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert len(list((folder / "artifacts").iterdir())) == 3  # nothing uploaded twice
 
 
 def test_a_killed_retrain_resumes_without_redoing_epochs(store, tmp_path):
