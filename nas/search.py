@@ -306,6 +306,7 @@ class Objective:
             return False
 
         model = None
+        out_of_memory = False
         try:
             set_seed(self.recipe.seed)
             model = build_model(arch)
@@ -313,11 +314,12 @@ class Objective:
         except NonFiniteLossError as error:
             return self._prune(trial, f"non-finite loss: {error}")
         except torch.cuda.OutOfMemoryError:
-            model = None
-            _free_memory()
-            return self._prune(trial, f"out of memory on {self.device}")
+            out_of_memory = True  # handled below: the traceback still holds the tensors here
         finally:
             del model
+        if out_of_memory:
+            _free_memory()
+            return self._prune(trial, f"out of memory on {self.device}")
         _record_training(trial, result.history)
         return result.best_val_accuracy
 
