@@ -34,7 +34,7 @@ from nas.data import DataConfig, load_splits
 from nas.errors import UserError
 from nas.model import build_model
 from nas.search import StopRequested
-from nas.train import TrainConfig, evaluate, fit, resolve_device, set_seed
+from nas.train import HISTORY_COLUMNS, TrainConfig, evaluate, fit, resolve_device, set_seed
 
 RUN_FILES = (
     "model.safetensors",
@@ -43,15 +43,6 @@ RUN_FILES = (
     "history.csv",
     "curves.html",
     "checkpoint.ckpt",
-)
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
 )
 
 

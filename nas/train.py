@@ -41,6 +41,10 @@ from nas.data import Splits, TensorData, make_train_loader
 from nas.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# the keys of every history row `fit` records, in the order a CSV shows them
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+)  # fmt: skip
 DATA_PATHS = ("auto", "device", "loader")
 DEVICE_CHUNK = 8192  # images augmented at once on the device path: large enough to fill a GPU
 
