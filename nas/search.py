@@ -21,8 +21,8 @@ Claims:
   race for the last places (a lower-numbered trial got there first) is pruned as "not needed"
   before training, so the study ends with exactly `trials` trained candidates.
 - `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
-  the running trial is failed with `StopRequested` after its epoch and its parameters enqueued,
-  so the next run retries them.
+  the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
+  or by Ctrl-C has its parameters enqueued, so the next run retries it first.
 """
 
 from __future__ import annotations
@@ -57,15 +57,8 @@ METRIC = "val_accuracy"
 class StopRequested(Exception):
     """Raised at a safe point (after an epoch, between trials) when a stop was asked for."""
 
-    def __init__(
-        self,
-        epoch: int | None = None,
-        trial: int | None = None,
-        params: dict[str, Any] | None = None,
-    ):
+    def __init__(self, epoch: int | None = None):
         self.epoch = epoch  # the last finished epoch, when stopped inside a training run
-        self.trial = trial  # the search trial that was stopped, if any
-        self.params = params  # and its sampled parameters, to be tried again
         where = f" after epoch {epoch}" if epoch is not None else ""
         super().__init__(f"stop requested{where}")
 
@@ -252,12 +245,14 @@ class Objective:
         self.space = space
         self.splits = splits
         self.recipe = recipe
+        self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
         self.budget = budget
         self.target = target  # trained candidates the study should hold (None: no limit)
         self.should_stop = should_stop
         self.device = resolve_device(recipe.device)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.training = None
         arch = self.space.suggest(trial, num_classes=self.splits.num_classes)
         params = count_params(arch)
         architecture = json.dumps(arch.to_dict(), separators=(",", ":"))
@@ -290,6 +285,17 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, arch: Architecture) -> float:
         trial.set_user_attr("device", str(self.device))
+        # kept when an interrupt or a stop request escapes, so run_search can enqueue a retry
+        self.training = (trial.number, dict(trial.params))
+        try:
+            value = self._fit(trial, arch)
+        except optuna.TrialPruned:
+            self.training = None
+            raise
+        self.training = None
+        return value
+
+    def _fit(self, trial: optuna.Trial, arch: Architecture) -> float:
 
         history: list[dict[str, Any]] = []
 
@@ -299,7 +305,7 @@ class Objective:
             if self.should_stop is not None and self.should_stop():
                 trial.set_user_attr("stopped_after_epoch", row["epoch"])
                 # Optuna marks the trial FAIL; run_search enqueues its parameters again
-                raise StopRequested(row["epoch"], trial.number, trial.params)
+                raise StopRequested(row["epoch"])
             if trial.should_prune():
                 _record_training(trial, history)  # a stopped trial keeps what it measured
                 self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
@@ -442,12 +448,12 @@ def run_search(
                 gc_after_trial=True,
                 callbacks=[lambda _study, trial: finished.append(trial)],
             )
-        except StopRequested as stop_request:
-            # Optuna has marked the trial FAIL; the next run (any worker) retries its candidate
-            if stop_request.params:
-                study.enqueue_trial(
-                    stop_request.params, user_attrs={"retry_of": stop_request.trial}
-                )
+        except (StopRequested, KeyboardInterrupt):
+            # Optuna has marked the interrupted trial FAIL; the next run (any worker) retries
+            # its candidate first, so the work resumes where it stopped
+            if objective.training is not None:
+                number, params = objective.training
+                study.enqueue_trial(params, user_attrs={"retry_of": number})
             raise
         trial = finished[-1]
         untrained_in_a_row = 0 if is_trained(trial) else untrained_in_a_row + 1

@@ -496,3 +496,7 @@ def test_ctrl_c_fails_the_running_trial_keeps_the_rest_and_exits_130(tmp_path):
     assert trials[running].state == TrialState.FAIL
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     assert finished and _finished(store)[: len(finished)] == finished
+    # the interrupted candidate waits to be retried first by the next run
+    (waiting,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert waiting.user_attrs["retry_of"] == running
+    assert waiting.system_attrs["fixed_params"] == trials[running].params
