@@ -206,7 +206,8 @@ def check_report_path(path: Path) -> None:
 def search_command(args: argparse.Namespace) -> int:
     config, data, recipe = search_settings(args)
     quiet_optuna()
-    check_report_path(Path(args.report or report_path_for(config.storage, config.study)))
+    args.report = Path(args.report or report_path_for(config.storage, config.study))
+    check_report_path(args.report)
     if args.worker_index is not None:
         return worker_command(config, data, recipe)
     devices = plan_workers(args.workers, recipe.device)
@@ -283,7 +284,7 @@ def finish(args, config, study, progress: Progress) -> int:
 
     progress.set(trial_counts(study)[0])
     progress.close()
-    report = write_report(study, args.report or report_path_for(config.storage, config.study))
+    report = write_report(study, args.report)  # resolved and checked by search_command
     print_summary(study, config, report)
     return 0
 
@@ -400,24 +401,21 @@ def _supervise(args, config, study, devices, env, progress, processes, logs) -> 
 
 
 def print_summary(study, config, report: Path) -> None:
-    from nas.report import architecture_summary, rejected_trials, top_trials
+    from nas.report import architecture_summary, rejected_trials, top_trials, trial_accuracy
     from nas.search import DEFAULT_STUDY, trial_counts
     from nas.storage import DEFAULT_STORAGE
 
     trained, _ = trial_counts(study)
-    # a duplicate repeats its original's result: list each architecture once
-    best = [t for t in top_trials(study, len(study.trials)) if "duplicate_of" not in t.user_attrs]
-    rows = [
+    rows = [  # top_trials lists each trained architecture once, best first
         (
             rank,
             trial.number,
-            f"{trial.value:.2%}",
+            f"{trial_accuracy(trial):.2%}",
             f"{trial.user_attrs.get('params', 0):,}",
             architecture_summary(trial),
             f"{trial.user_attrs.get('seconds_per_epoch', 0):.1f}",
         )
-        for rank, trial in enumerate(best[:5], start=1)
-        if trial.value is not None
+        for rank, trial in enumerate(top_trials(study, 5), start=1)
     ]
     print()
     if rows:
