@@ -1,9 +1,10 @@
 """Owns checkpoint files: atomic writes, verified safe loads, and the random-number state.
 
 Claims:
-- `save_checkpoint` never leaves a half-written file under the checkpoint's name: it writes a
-  temporary file in the same folder, flushes it to disk, then `os.replace`s it over the old one,
-  so a process killed mid-write leaves the last good checkpoint in place.
+- `save_checkpoint` never leaves a half-written file under the checkpoint's name: it writes
+  through `nas.files.write_atomic` (a temporary file in the same folder, flushed to disk, then
+  `os.replace`d over the old one), so a process killed mid-write leaves the last good
+  checkpoint in place.
 - `load_checkpoint` detects a truncated or corrupt file (the file carries a SHA-256 digest of its
   payload) and raises `CheckpointError` instead of using it; the payload is read with
   `torch.load(weights_only=True)`, so a checkpoint holding a malicious pickle is refused, never
@@ -19,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from nas.errors import UserError
+from nas.files import write_atomic
 
 MAGIC = b"NASCKPT1"  # identifies the format (and its version) before anything is unpickled
 DIGEST_BYTES = 32  # SHA-256
@@ -40,23 +40,10 @@ class CheckpointError(UserError):
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write `state` to `path` atomically: the old file stays until the new one is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    payload = buffer.getvalue()
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(MAGIC)
-            file.write(hashlib.sha256(payload).digest())
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the name points at it
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    payload = buffer.getbuffer()  # a view: the blob below is the only copy
+    write_atomic(path, b"".join((MAGIC, hashlib.sha256(payload).digest(), payload)))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,10 +9,8 @@ Claims:
 - Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)`,
   and a checkpoint is written atomically at the end of every epoch, so a run resumed from
   epoch k ends with the same weights and history as a run never stopped.
-- On any device by default: the train split held as uint8 where the model is and augmented
-  there in large chunks, with per-image draws (`data_path="device"`; on CPU this is several
-  times cheaper than per-image transforms, see benchmarks/RESULTS.md; `loader` keeps the
-  per-image DataLoader path), channels_last, and no host synchronisation inside the step loop
+- Each epoch's batches come from `nas.batches` (by default augmented in chunks where the model
+  is, in the layout `memory_format` picks); the step loop holds no host synchronisation
   (losses and accuracies accumulate on the device; one `.item()` per epoch).
 - On CUDA also: bf16 autocast, fused Adam, cuDNN autotuning; optional torch.compile with the
   compile time (the first step) reported apart in `FitResult.compile_seconds`.
@@ -25,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from nas.augment import AUGMENTATIONS, BatchAugmenter, normalize_batch, train_transform
+from nas.augment import AUGMENTATIONS, normalize_batch
+from nas.batches import DATA_PATHS, make_batches, memory_format, resolve_data_path
 from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from nas.data import Splits, TensorData, make_train_loader
+from nas.data import Splits, TensorData
 from nas.errors import UserError
+from nas.settings import kept
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # the keys of every history row `fit` records, in the order a CSV shows them
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
 )  # fmt: skip
-DATA_PATHS = ("auto", "device", "loader")
-DEVICE_CHUNK = 8192  # images augmented at once on the device path: large enough to fill a GPU
 
 EpochCallback = Callable[[dict[str, Any]], "bool | None"]
 
@@ -59,22 +57,26 @@ class NonFiniteLossError(RuntimeError):
 class TrainConfig:
     """The training recipe. Every field is recorded with a study and with each run."""
 
-    epochs: int = 150  # passes over the training split (the reference's final model)
-    batch_size: int = 64  # images per optimizer step (the reference's)
-    optimizer: str = "adam"  # adam (the recipe) | adamw | sgd: the study's comparison
-    lr: float = 1e-3  # optimizer step size
-    momentum: float = 0.9  # SGD momentum; unused by Adam
-    weight_decay: float = 0.0  # L2 penalty (adam) or decoupled decay (adamw); the recipe uses none
-    lr_factor: float = 0.1  # ReduceLROnPlateau: multiply the step size by this on a plateau
-    lr_patience: int = 10  # ReduceLROnPlateau: epochs without a lower val loss before reducing
-    augment: str = "recipe"  # recipe | basic (rotation, flip, crop) | none
+    epochs: int = kept(150)  # passes over the training split (the reference's final model)
+    batch_size: int = kept(64)  # images per optimizer step (the reference's)
+    optimizer: str = kept("adam")  # adam (the recipe) | adamw | sgd: the study's comparison
+    lr: float = kept(1e-3)  # optimizer step size
+    momentum: float = kept(0.9)  # SGD momentum; unused by Adam
+    weight_decay: float = kept(0.0)  # L2 penalty (adam) or decoupled decay (adamw); recipe: none
+    lr_factor: float = kept(0.1)  # ReduceLROnPlateau: multiply the step size by this on a plateau
+    lr_patience: int = kept(10)  # ReduceLROnPlateau: epochs with no lower val loss before reducing
+    augment: str = kept("recipe")  # recipe | basic (rotation, flip, crop) | none
     seed: int = 0  # seeds initial weights, shuffling and augmentation draws
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     workers: int | None = (
         None  # loader processes for the per-image path; None picks for the machine
     )
     amp: bool = True  # bf16 autocast on CUDA; CPU always trains in float32
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and CPU
+    # NHWC memory layout. None (the default): on CUDA (bf16 tensor cores want it), off on the
+    # CPU, where oneDNN 3.12 (torch 2.14) corrupts the heap in the backward pass of a 1x1
+    # stride-2 convolution on small channels_last batches on AVX-512 CPUs (issue 10); the
+    # contiguous layout costs a few per cent there (benchmarks/RESULTS.md). True forces NHWC.
+    channels_last: bool | None = None
     data_path: str = "auto"  # auto (= device: batched augmentation) | device | loader (per image)
     eval_batch_size: int = 1000  # images per batch when evaluating; no gradients, so large
     compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
@@ -155,94 +157,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-# ---- where each epoch's training batches come from -----------------------------------------
-
-
-class DeviceBatches:
-    """The train split lives on the device as uint8; each epoch is shuffled and augmented there
-    in large chunks, and batches are slices of a chunk: no loader processes, no per-batch copies.
-
-    Chunks hold a whole number of batches and are augmented one ahead of the batches being
-    trained on, so memory stays at two chunks of float images whatever the split's size, and
-    the augmentation's one host sync per chunk finds the device queue nearly drained."""
-
-    def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
-        self.augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
-        self.batch_size = config.batch_size
-        self.chunk = config.batch_size * max(1, DEVICE_CHUNK // config.batch_size)
-        self.memory_format = _memory_format(config, device)
-        self.device = device
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def _augment(self, indices: torch.Tensor, generator: torch.Generator):
-        images = self.augmenter(self.images[indices], generator)
-        return images.contiguous(memory_format=self.memory_format), self.labels[indices]
-
-    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        order = torch.randperm(len(self.labels), generator=generator, device=self.device)
-        pieces = order.split(self.chunk)
-        ahead = self._augment(pieces[0], generator) if pieces else None
-        for index in range(len(pieces)):
-            images, labels = ahead
-            # the generator draws chunk after chunk in order, so the draws depend only on seed
-            ahead = self._augment(pieces[index + 1], generator) if index + 1 < len(pieces) else None
-            for start in range(0, len(labels), self.batch_size):
-                yield (
-                    images[start : start + self.batch_size],
-                    labels[start : start + self.batch_size],
-                )
-
-
-class LoaderBatches:
-    """Per-image torchvision transforms in a DataLoader (the CPU path, and the reference's)."""
-
-    def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
-        transform = train_transform(config.augment, splits.mean, splits.std)
-        self.loader = make_train_loader(
-            data,
-            transform,
-            config.batch_size,
-            device=device,
-            workers=config.workers,
-            seed=config.seed,
-        )
-        self.memory_format = _memory_format(config, device)
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.loader.generator.manual_seed(seed)  # the shuffle order follows from (seed, epoch)
-        for images, labels in self.loader:
-            images = images.to(self.device, non_blocking=True)
-            yield (
-                images.contiguous(memory_format=self.memory_format),
-                labels.to(self.device, non_blocking=True),
-            )
-
-
-def resolve_data_path(config: TrainConfig) -> str:
-    """`auto` -> `device`: the batched path is the faster one on CUDA and on CPU alike (see
-    benchmarks/RESULTS.md); `loader` keeps the per-image DataLoader path selectable."""
-    return "device" if config.data_path == "auto" else config.data_path
-
-
-def make_batches(data: TensorData, config: TrainConfig, splits: Splits, device: torch.device):
-    source = DeviceBatches if resolve_data_path(config) == "device" else LoaderBatches
-    return source(data, config, splits, device)
-
-
-def _memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
-    # NHWC pays on CUDA (bf16 tensor cores) and on CPU (oneDNN): benchmarks/RESULTS.md
-    return torch.channels_last if config.channels_last else torch.contiguous_format
-
-
 def _autocast(config: TrainConfig, device: torch.device):
     enabled = config.amp and device.type == "cuda"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -280,13 +194,13 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    memory_format = _memory_format(config, device)
+    layout = memory_format(config, device)
     for start in range(0, len(data), config.eval_batch_size):
         images = data.images[start : start + config.eval_batch_size].to(device, non_blocking=True)
         labels = data.labels[start : start + config.eval_batch_size].to(device, non_blocking=True)
         inputs = normalize_batch(images, splits.mean, splits.std)
         with _autocast(config, device):
-            logits = model(inputs.contiguous(memory_format=memory_format))
+            logits = model(inputs.contiguous(memory_format=layout))
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
@@ -316,7 +230,7 @@ def fit(
     values) is stored alongside, e.g. the architecture.
     """
     device = resolve_device(config.device)
-    model.to(device=device, memory_format=_memory_format(config, device))
+    model.to(device=device, memory_format=memory_format(config, device))
     optimizer = make_optimizer(model, config, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience

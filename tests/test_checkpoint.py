@@ -90,10 +90,11 @@ def test_a_process_killed_mid_write_leaves_the_last_good_checkpoint(tmp_path):
         f"""
         import os, signal, torch
         import nas.checkpoint as checkpoint
+        import nas.files as files
         real_fsync = os.fsync
         def die(fd):  # the new file is written but not yet renamed: the worst moment
             os.kill(os.getpid(), signal.SIGKILL)
-        checkpoint.os.fsync = die
+        files.os.fsync = die
         checkpoint.save_checkpoint({{"epoch": 2, "w": torch.ones(10_000_000)}}, {str(path)!r})
         """
     )

@@ -178,11 +178,12 @@ def run_until_killed(commands: dict[str, list[str]], cwd: Path) -> None:
 
 # ---- SIGKILL during a checkpoint write ----------------------------------------------------------
 
-# `nas.checkpoint` sees `os` through a proxy; on the second save (epoch 2: a good checkpoint of
-# epoch 1 is on disk) the proxy kills the process at the named moment of the write
+# `nas.files` (through which every checkpoint is written) sees `os` through a proxy; on the
+# second save (epoch 2: a good checkpoint of epoch 1 is on disk) the proxy kills the process at
+# the named moment of the write
 CHECKPOINT_KILL = """
     import os, signal
-    import nas.checkpoint as checkpoint
+    import nas.files as files
 
     KILL_AT = {kill_at!r}
     saves = []
@@ -199,7 +200,7 @@ CHECKPOINT_KILL = """
             return self.file.__exit__(*exc)
         def write(self, data):
             self.writes += 1
-            if self.writes == 3:  # magic, digest, then the payload
+            if self.writes == 1:  # the whole file (magic, digest, payload) in one write
                 self.file.write(data[: len(data) // 2])
                 self.file.flush()
                 os.fsync(self.file.fileno())
@@ -224,7 +225,7 @@ CHECKPOINT_KILL = """
                 die()  # the new checkpoint is complete and on disk, but not yet under its name
             return os.replace(source, target)
 
-    checkpoint.os = KillingOs()
+    files.os = KillingOs()
 """
 
 KILL_POINTS = ("write", "replace")  # a kill at fsync leaves what one at replace does

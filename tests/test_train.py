@@ -1,6 +1,11 @@
 """The training recipe: learning, exact resume, non-finite losses, evaluation."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +15,17 @@ from nas.arch import Architecture
 from nas.data import DataConfig, load_splits
 from nas.errors import UserError
 from nas.model import build_model
-from nas.train import NonFiniteLossError, TrainConfig, evaluate, fit, resolve_device, set_seed
+from nas.train import (
+    NonFiniteLossError,
+    TrainConfig,
+    evaluate,
+    fit,
+    memory_format,
+    resolve_device,
+    set_seed,
+)
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = Architecture((8, 16), (1, 1), stem=8)
 
 
@@ -151,13 +165,13 @@ def test_bad_settings_are_refused(overrides):
 
 
 def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits, monkeypatch):
-    import nas.train
+    import nas.batches
 
-    assert nas.train.resolve_data_path(quick()) == "device"
-    assert nas.train.resolve_data_path(quick(data_path="loader")) == "loader"
-    monkeypatch.setattr(nas.train, "DEVICE_CHUNK", 100)  # several chunks of one 64-image batch
+    assert nas.batches.resolve_data_path(quick()) == "device"
+    assert nas.batches.resolve_data_path(quick(data_path="loader")) == "loader"
+    monkeypatch.setattr(nas.batches, "DEVICE_CHUNK", 100)  # several chunks of one 64-image batch
     config = quick(augment="recipe", batch_size=64)
-    batches = nas.train.make_batches(splits.train, config, splits, torch.device("cpu"))
+    batches = nas.batches.make_batches(splits.train, config, splits, torch.device("cpu"))
     first = list(batches.epoch(seed=3))
     again = list(batches.epoch(seed=3))
     assert len(first) == len(batches)
@@ -166,3 +180,48 @@ def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits, mon
     assert all(images.shape[0] == 64 for images, _ in first[:-1])
     for (images_a, _), (images_b, _) in zip(first, again, strict=True):
         assert torch.equal(images_a, images_b)  # the draws follow from the seed alone
+
+
+def test_the_default_layout_is_nhwc_on_cuda_only_and_can_be_forced():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert memory_format(TrainConfig(), cpu) == torch.contiguous_format
+    assert memory_format(TrainConfig(), cuda) == torch.channels_last
+    assert memory_format(TrainConfig(channels_last=True), cpu) == torch.channels_last
+    assert memory_format(TrainConfig(channels_last=False), cuda) == torch.contiguous_format
+
+
+def test_the_oneDNN_crash_case_of_issue_10_trains_and_exits_cleanly(tmp_path):
+    """On AVX-512 CPUs, torch 2.14.1's oneDNN corrupted the heap (a segfault, or "free():
+    invalid next size") in the backward pass of this architecture's 1x1 stride-2 shortcut in
+    channels_last with two threads, on the 7-image last batch that subsets of 135 and 71 leave.
+    It must train and exit 0 on every CPU: run as a user would, in its own process."""
+    arch = tmp_path / "A.json"
+    arch.write_text('{"channels": [8, 16], "blocks": [1, 1], "stem": 8}')
+    for subset in (135, 71):
+        out = tmp_path / f"run-{subset}"
+        finished = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "retrain_best.py"),
+                "--arch",
+                str(arch),
+                "--dataset",
+                "synthetic",
+                "--subset",
+                str(subset),
+                "--epochs",
+                "4",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ],  # fmt: skip
+            cwd=tmp_path,
+            env={**os.environ, "OMP_NUM_THREADS": "2"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        assert (out / "model.safetensors").is_file()
+        assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 4
