@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return build_model
     if name == "load_model":
-        from nas.retrain import load_model
+        from nas.model import load_model
 
         return load_model
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""`python -m nas ...`: the package's command line (see nas.cli)."""
+"""`python -m nas ...` is the `nas` command (nas.cli)."""
 
 import sys
 

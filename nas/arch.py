@@ -218,7 +218,7 @@ def param_table(arch: Architecture, image_size: int = 32) -> list[tuple[str, tup
     return rows
 
 
-def count_flops(arch: Architecture, image_size: int = 32) -> int:
+def count_macs(arch: Architecture, image_size: int = 32) -> int:
     """Multiply-accumulates of one forward pass on a square image (convolutions and head).
 
     BatchNorm, ReLU and pooling are left out: they are a rounding error next to the convolutions.

@@ -1,6 +1,6 @@
-"""Owns the command lines: `python -m nas {params,space,search,retrain,report}`, and the entry
-points of the two scripts (`search_main`, `retrain_main`, defined in nas.cli_search and
-nas.cli_retrain and re-exported here).
+"""Owns the one command-line tree, `nas {search,retrain,report,params,space}` (the console
+script `nas` and `python -m nas`), and `search_main`/`retrain_main`, which the README's
+`scripts/search.py` and `scripts/retrain_best.py` call with their own arguments.
 
 Claims: a mistake the user can make (a `UserError`, a bad flag) ends with one sentence on stderr
 and exit status 2, never a traceback; Ctrl-C ends with exit status 130.
@@ -9,6 +9,7 @@ and exit status 2, never a traceback; Ctrl-C ends with exit status 130.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,28 +17,93 @@ from nas.arch import count_params, param_table
 from nas.cli_common import (
     Parser,
     add_arch_flags,
+    add_storage_flags,
     arch_from_flags,
     format_table,
     parse_count,
+    positive_int,
     quiet_optuna,
     run,
+    storage_from,
 )
-from nas.cli_retrain import retrain_main
-from nas.cli_search import report_path_for, search_main
+from nas.cli_retrain import add_retrain_parser
+from nas.cli_search import add_search_parser, report_path_for
 from nas.errors import UserError
 
-__all__ = ["main", "retrain_main", "search_main"]
+DESCRIPTION = (
+    "Search ResNet image classifiers for the most accurate one under a parameter budget, "
+    "then retrain, report and inspect. Run `nas COMMAND --help` for a command's flags."
+)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (image sizes, sample counts)."""
+def build_parser() -> Parser:
+    parser = Parser(prog="nas", description=DESCRIPTION)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
+    add_search_parser(commands)
+    add_retrain_parser(commands)
+
+    report = commands.add_parser(
+        "report",
+        help="write a study's self-contained HTML report",
+        description="Write a study's self-contained HTML report (opens offline).",
+    )
+    add_storage_flags(report)
+    report.add_argument("--out", help="HTML file (default: beside the SQLite store)")
+    report.set_defaults(handler=report_command)
+
+    params = commands.add_parser(
+        "params",
+        help="count an architecture's parameters per layer",
+        description="Count an architecture's parameters exactly, per layer, without building it.",
+    )
+    add_arch_flags(params)
+    params.add_argument(
+        "--image-size", type=positive_int, default=32, help="input size (default: %(default)s)"
+    )
+    params.set_defaults(handler=params_command)
+
+    space = commands.add_parser(
+        "space",
+        help="summarise a search space, or list the built-in ones",
+        description="Summarise a search space: its size, smallest and largest architectures, "
+        "and the share of candidates under a budget.",
+    )
+    space.add_argument(
+        "space",
+        nargs="?",
+        default="resnet",
+        help="a built-in space's name or a YAML file (default: %(default)s)",
+    )
+    space.add_argument("--list", action="store_true", help="list the built-in spaces")
+    space.add_argument("--budget", type=parse_count, help="estimate the share under this budget")
+    space.add_argument(
+        "--samples",
+        type=positive_int,
+        default=20000,
+        help="samples for the estimate (default: %(default)s)",
+    )
+    space.set_defaults(handler=space_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad command line (2): a status, not an exit
+        return exit_.code if isinstance(exit_.code, int) else 2
+    return run(args.handler, args)
+
+
+def search_main(argv: Sequence[str] | None = None) -> int:
+    """`scripts/search.py ARGS` is `nas search ARGS`."""
+    return main(["search", *(sys.argv[1:] if argv is None else argv)])
+
+
+def retrain_main(argv: Sequence[str] | None = None) -> int:
+    """`scripts/retrain_best.py ARGS` is `nas retrain ARGS`."""
+    return main(["retrain", *(sys.argv[1:] if argv is None else argv)])
 
 
 def params_command(args: argparse.Namespace) -> int:
@@ -53,11 +119,19 @@ def params_command(args: argparse.Namespace) -> int:
 
 
 def space_command(args: argparse.Namespace) -> int:
-    from nas.space import SearchSpace
+    from nas.space import SearchSpace, builtin_spaces
 
-    space = SearchSpace.load(args.file)
+    if args.list:
+        rows = []
+        for name, text in builtin_spaces().items():
+            space = SearchSpace.from_text(text, source=name)
+            smallest, largest = count_params(space.smallest()), count_params(space.largest())
+            rows.append((name, f"{space.size():,}", f"{smallest:,}", f"{largest:,}"))
+        print(format_table(("space", "architectures", "fewest params", "most params"), rows))
+        return 0
+    space = SearchSpace.resolve(args.space)
     smallest, largest = space.smallest(), space.largest()
-    print(f"search space {space.name} ({args.file})")
+    print(f"search space {space.name} ({space.source})")
     print(f"distinct architectures: {space.size():,}")
     print(f"smallest: {count_params(smallest):,} parameters  ({smallest.describe()})")
     print(f"largest:  {count_params(largest):,} parameters  ({largest.describe()})")
@@ -70,63 +144,15 @@ def space_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="python -m nas", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    params = commands.add_parser("params", help="count an architecture's parameters per layer")
-    add_arch_flags(params)
-    params.add_argument(
-        "--image-size", type=positive_int, default=32, help="input size (default: 32)"
-    )
-    params.set_defaults(handler=params_command)
-
-    space = commands.add_parser("space", help="summarise a search-space file")
-    space.add_argument("file", help="a search-space YAML file, e.g. search_spaces/resnet.yaml")
-    space.add_argument("--budget", type=parse_count, help="estimate the share under this budget")
-    space.add_argument(
-        "--samples",
-        type=positive_int,
-        default=20000,
-        help="samples for the estimate (default: 20000)",
-    )
-    space.set_defaults(handler=space_command)
-
-    report = commands.add_parser("report", help="write a study's self-contained HTML report")
-    report.add_argument("--study", default="nas", help="study name (default: nas)")
-    report.add_argument(
-        "--storage",
-        default="sqlite:///studies/nas.db",
-        help="Optuna storage URL (default: sqlite:///studies/nas.db)",
-    )
-    report.add_argument("--out", help="HTML file (default: beside the SQLite store)")
-    report.set_defaults(handler=report_command)
-
-    commands.add_parser(
-        "search", help="run a search (same flags as scripts/search.py)", add_help=False
-    )
-    commands.add_parser(
-        "retrain", help="retrain (same flags as scripts/retrain_best.py)", add_help=False
-    )
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "search":
-        return search_main(rest)
-    if args.command == "retrain":
-        return retrain_main(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return run(args.handler, args)
-
-
 def report_command(args: argparse.Namespace) -> int:
     from nas.report import write_report
     from nas.retrain import load_study
-    from nas.storage import make_storage
+    from nas.storage import open_storage
 
     quiet_optuna()
-    storage = make_storage(args.storage)
-    study = load_study(storage, args.study)
-    out = Path(args.out) if args.out else report_path_for(args.storage, args.study)
+    url = storage_from(args)
+    study = load_study(open_storage(url, create=False), args.study)
+    out = Path(args.out) if args.out else report_path_for(url, args.study)
     try:
         written = write_report(study, out)
     except OSError as error:  # e.g. --out inside a path that is a file, or no permission

@@ -1,61 +1,20 @@
-"""Owns what the command-line front ends share: flag parsing helpers, the argparse class that
-turns a bad command line into one sentence, the runner that maps user errors to exit status 2
-and Ctrl-C to 130, the SIGTERM flag (exit 143 at the next safe point), and plain-text tables.
+"""Owns what the commands of `nas` share: flag types and flag groups (architecture, data,
+storage) whose defaults come from the config dataclasses, the argparse class that turns a bad
+command line into one sentence, the runner that maps user errors to exit status 2 and Ctrl-C to
+130, the SIGTERM flag (exit 143 at the next safe point), plain-text tables, and whether output
+goes to a terminal (progress bars) or a log (plain lines).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nas.arch import PRESETS, Architecture
-from nas.errors import UserError
-
-EXIT_USAGE = 2  # bad input: flags, files, budgets
-
-
-EXIT_INTERRUPTED = 130  # Ctrl-C, the shell's convention (128 + SIGINT)
-
-
-EXIT_TERMINATED = 143  # SIGTERM, stopped at a safe point (128 + SIGTERM)
-
-
-class StopFlag:
-    """Set by SIGTERM; the long-running loops call it (`flag()`) at their safe points."""
-
-    def __init__(self) -> None:
-        self.signalled = False
-
-    def __call__(self) -> bool:
-        return self.signalled
-
-
-@contextmanager
-def stop_on_sigterm() -> Iterator[StopFlag]:
-    """Install a SIGTERM handler that only sets a flag, and restore the previous one after.
-
-    Outside the main thread (where Python cannot install handlers) the flag simply never sets.
-    """
-    flag = StopFlag()
-
-    def handler(_signum, _frame) -> None:
-        flag.signalled = True
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
+from nas.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
 
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKmMgG]?)\s*$")
 
@@ -78,6 +37,31 @@ def parse_count(text: str) -> int:
     return int(value)
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {minimum} or more")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"  # argparse names the type in its errors
+    return parse
+
+
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)
+
+
+def interactive() -> bool:
+    """True when a person watches a terminal: progress bars then; plain lines in a log."""
+    return sys.stderr.isatty()
+
+
 def parse_int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(item) for item in text.split(","))
@@ -88,7 +72,12 @@ def parse_int_list(text: str) -> tuple[int, ...]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line gives one sentence instead of usage plus error."""
+    """argparse, but a bad command line gives one sentence instead of usage plus error, and a
+    flag must be spelled out (no prefixes: workers and scripts rely on exact names)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
@@ -118,8 +107,18 @@ def add_arch_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-kernel", type=parse_int_list, default=(1,), help="shortcut kernel(s) (default: 1)"
     )
-    parser.add_argument("--stem", type=int, default=32, help="stem width (default: 32)")
-    parser.add_argument("--classes", type=int, default=10, help="classes (default: 10)")
+    parser.add_argument(
+        "--stem",
+        type=positive_int,
+        default=Architecture.stem,
+        help="stem width (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=whole_number(2),
+        default=Architecture.num_classes,
+        help="classes (default: %(default)s)",
+    )
 
 
 def load_arch_file(path: str) -> Architecture:
@@ -191,25 +190,60 @@ def quiet_optuna() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
 
-def add_data_flags(parser: argparse.ArgumentParser, defaults_from_study: bool = False) -> None:
-    from nas.data import DATASETS
+def add_storage_flags(parser: argparse.ArgumentParser) -> None:
+    from nas.search import DEFAULT_STUDY
+    from nas.storage import DEFAULT_STORAGE, STORAGE_ENV
 
-    hint = " (default: the study's)" if defaults_from_study else ""
-    parser.add_argument("--dataset", choices=DATASETS, help=f"dataset (default: cifar10){hint}")
-    parser.add_argument("--data-dir", help=f"dataset folder (default: ./data){hint}")
     parser.add_argument(
-        "--subset", type=int, help=f"train on only N images, for quick runs (default: all){hint}"
+        "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
+    )
+    parser.add_argument(
+        "--storage",
+        help=f"any Optuna storage URL (default: ${STORAGE_ENV} when set, else {DEFAULT_STORAGE}); "
+        f"put a URL with a password in ${STORAGE_ENV} to keep it off the command line",
+    )
+
+
+def storage_from(args: argparse.Namespace) -> str:
+    from nas.storage import default_storage
+
+    if args.storage is not None and not args.storage.strip():
+        raise UserError("--storage must be a storage URL, e.g. sqlite:///studies/nas.db")
+    return args.storage or default_storage()
+
+
+def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """Dataset and device flags. `inherited`: unset flags take the study's values."""
+    from nas.data import DATASETS, DataConfig
+    from nas.train import TrainConfig
+
+    def default(value: object) -> str:
+        return "the study's" if inherited else str(value)
+
+    parser.add_argument(
+        "--dataset", choices=DATASETS, help=f"dataset (default: {default(DataConfig.dataset)})"
+    )
+    parser.add_argument(
+        "--data-dir", help=f"dataset folder (default: {default(DataConfig.data_dir)})"
+    )
+    parser.add_argument(
+        "--subset",
+        type=positive_int,
+        help=f"train on only N images, for quick runs (default: {default('all')})",
     )
     parser.add_argument(
         "--no-verify",
         action="store_true",
         help="accept CIFAR files already in --data-dir without checking their checksums",
     )
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--seed", type=int, help="training seed (default: 0)")
+    parser.add_argument(
+        "--device", help=f"auto, cpu, cuda or cuda:N (default: {TrainConfig.device})"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, help=f"training seed (default: {TrainConfig.seed})"
+    )
 
 
 def data_config_from(args: argparse.Namespace, base: dict | None = None):

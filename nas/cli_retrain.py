@@ -1,57 +1,55 @@
-"""Owns the retrain front end, `scripts/retrain_best.py` (`nas.cli.retrain_main`): which
-architecture and settings to retrain, and the printed result. SIGTERM stops the run after the
-current epoch's checkpoint with exit status 143; the same command resumes it."""
+"""Owns `nas retrain`: which architecture and settings to retrain (a study's best or chosen
+trial, or a named architecture), the per-epoch lines, and the printed result. SIGTERM stops the
+run after the current epoch's checkpoint with exit status 143; the same command resumes it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from nas.arch import count_params
 from nas.cli_common import (
-    EXIT_TERMINATED,
     Parser,
     add_data_flags,
+    add_storage_flags,
     data_config_from,
     format_table,
+    interactive,
     load_arch_file,
+    non_negative_int,
     quiet_optuna,
     resolve_preset,
-    run,
-    stop_on_sigterm,
+    storage_from,
 )
-from nas.errors import UserError
-
-RETRAIN_EPOCHS = 150  # the reference study's final training length
+from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
 
 
-def retrain_parser() -> Parser:
-    from nas.search import DEFAULT_STUDY
-    from nas.storage import DEFAULT_STORAGE
+def add_retrain_parser(commands) -> None:
+    from nas.train import TrainConfig
 
-    parser = Parser(
-        prog="scripts/retrain_best.py",
-        description="Train a study's best architecture (or a named one) for long, evaluate it on "
-        "the test set, and export it to a run folder. Rerun the same command to resume.",
+    parser: Parser = commands.add_parser(
+        "retrain",
+        help="train a study's best architecture (or a named one) for long and evaluate it",
+        description="Train a study's best architecture (or a named one) for long, evaluate it "
+        "on the test set, and export it to a run folder. Rerun the same command to resume.",
     )
-    parser.add_argument("--study", default=DEFAULT_STUDY, help=f"(default: {DEFAULT_STUDY})")
+    add_storage_flags(parser)
     parser.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        help=f"Optuna storage URL (default: {DEFAULT_STORAGE})",
+        "--trial", type=non_negative_int, help="retrain this trial (default: the best one)"
     )
-    parser.add_argument("--trial", type=int, help="retrain this trial (default: the best one)")
     parser.add_argument(
         "--arch",
         metavar="PRESET|FILE.json",
         help="train a named architecture without a study, e.g. paper-model1",
     )
     parser.add_argument(
-        "--epochs", type=int, default=RETRAIN_EPOCHS, help=f"(default: {RETRAIN_EPOCHS})"
+        "--epochs",
+        type=non_negative_int,
+        default=TrainConfig.epochs,
+        help="training epochs (default: %(default)s, the reference study's final length)",
     )
-    add_data_flags(parser, defaults_from_study=True)
+    add_data_flags(parser, inherited=True)
     parser.add_argument(
         "--out", help="run folder (default: runs/<study>/trial-<n>, or runs/<preset>)"
     )
@@ -60,24 +58,39 @@ def retrain_parser() -> Parser:
         "--artifact-dir",
         help="where the dashboard's artifacts go (default: artifacts/ beside the SQLite store)",
     )
-    return parser
+    parser.set_defaults(handler=retrain_command)
 
 
 def artifact_dir_for(storage_url: str) -> Path | None:
-    if storage_url.startswith("sqlite:///"):
-        return Path(storage_url.removeprefix("sqlite:///")).parent / "artifacts"
-    return None
+    from nas.storage import sqlite_path
+
+    store = sqlite_path(storage_url)
+    return store.parent / "artifacts" if store is not None else None
+
+
+def print_epoch(row: dict, epochs: int) -> None:
+    """One line per epoch: on a terminal above the bar, in a log as a plain line."""
+    line = (
+        f"epoch {row['epoch']:>3}/{epochs}  train {row['train_loss']:.4f} "
+        f"{row['train_accuracy']:.2%}  val {row['val_loss']:.4f} "
+        f"{row['val_accuracy']:.2%}  lr {row['lr']:.0e}  {row['seconds']:.1f} s"
+    )
+    if interactive():
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
+    else:
+        print(line, flush=True)
 
 
 def retrain_command(args: argparse.Namespace) -> int:
     from nas.retrain import choose_from_study, load_study, record_in_study, retrain
-    from nas.storage import make_storage
+    from nas.storage import display_url, open_storage
     from nas.train import TrainConfig
 
-    if args.epochs < 0:
-        raise UserError(f"--epochs must be 0 or more, got {args.epochs}")
     quiet_optuna()
-    study = storage = choice = None
+    storage_url = storage_from(args)
+    study = choice = None
     if args.arch:
         if args.trial is not None:
             raise UserError("give either --arch or --trial, not both")
@@ -88,32 +101,35 @@ def retrain_command(args: argparse.Namespace) -> int:
         data_base, recipe_base, source = {}, {}, {"arch": args.arch}
         run_dir = Path(args.out or Path("runs") / name)
     else:
-        storage = make_storage(args.storage)
-        study = load_study(storage, args.study)
+        study = load_study(open_storage(storage_url, create=False), args.study)
         choice = choose_from_study(study, args.trial)
         arch, data_base, recipe_base = choice.arch, choice.data, choice.recipe
-        source = {"study": args.study, "storage": args.storage, "trial": choice.trial.number}
+        source = {
+            "study": args.study,
+            "storage": display_url(storage_url),
+            "trial": choice.trial.number,
+        }
         run_dir = Path(args.out or Path("runs") / args.study / f"trial-{choice.trial.number}")
     data = data_config_from(args, data_base)
     recipe = TrainConfig.from_dict(
         {
             **recipe_base,
             "epochs": args.epochs,
-            "device": args.device or "auto",
+            "device": args.device or TrainConfig.device,
             **({"seed": args.seed} if args.seed is not None else {}),
         }
     )
     print(
         f"retraining {arch.describe()} ({count_params(arch):,} parameters) for "
-        f"{recipe.epochs} epochs into {run_dir}"
+        f"{recipe.epochs} epochs into {run_dir}",
+        flush=True,
     )
-    from nas.search import StopRequested
-
     try:
         with stop_on_sigterm() as stop:
             metrics = retrain(
-                arch, data, recipe, run_dir, fresh=args.fresh, source=source, should_stop=stop
-            )
+                arch, data, recipe, run_dir, fresh=args.fresh, source=source, should_stop=stop,
+                progress=interactive(), on_epoch=lambda row: print_epoch(row, recipe.epochs),
+            )  # fmt: skip
     except StopRequested as stopped:
         print(
             f"stopped by SIGTERM after epoch {stopped.epoch}; rerun the same command to resume",
@@ -124,8 +140,8 @@ def retrain_command(args: argparse.Namespace) -> int:
         print(f"{run_dir} already holds a finished run; pass --fresh to train it again")
     artifacts = None
     if study is not None:
-        artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(args.storage)
-        record_in_study(study, storage, choice.trial, metrics, run_dir, artifacts)
+        artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(storage_url)
+        record_in_study(study, choice.trial, metrics, run_dir, artifacts)
     rows = [
         ("test accuracy", f"{metrics['test_accuracy']:.2%}"),
         ("test loss", f"{metrics['test_loss']:.4f}"),
@@ -137,14 +153,8 @@ def retrain_command(args: argparse.Namespace) -> int:
     print(format_table(("result", ""), rows))
     print(f"run folder: {run_dir}")
     if study is not None:
-        dashboard = f"optuna-dashboard {args.storage}"
+        dashboard = f"optuna-dashboard {display_url(storage_url)}"
         if artifacts is not None:
             dashboard += f" --artifact-dir {artifacts}"
         print(f"dashboard:  {dashboard}")
     return 0
-
-
-def retrain_main(argv: Sequence[str] | None = None) -> int:
-    """`scripts/retrain_best.py`: retrain, evaluate and export the best architecture."""
-    args = retrain_parser().parse_args(argv)
-    return run(retrain_command, args)

@@ -6,15 +6,24 @@ even, and any input size, so the main path and the shortcut of a block always ag
 `padding="same"` rule for even kernels, which PyTorch refuses with stride 2). The parameter
 count is exactly `nas.arch.count_params(arch)`; the tests check it for every preset and hundreds
 of sampled architectures.
+
+Also owns `load_model(run_dir)`: a finished run folder's model for inference, which imports
+neither Optuna nor the search, so deployment code pays only for torch and safetensors.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import STEM_KERNEL, Architecture, LayerSpec
+from nas.errors import UserError
+
+RUN_ARCHITECTURE = "architecture.json"  # a run folder's architecture (Architecture.to_json)
+RUN_WEIGHTS = "model.safetensors"  # a run folder's best weights
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -104,3 +113,24 @@ class ResNet(nn.Module):
 def build_model(arch: Architecture) -> ResNet:
     """A freshly initialised model for `arch` (PyTorch's default initialisation, as the study)."""
     return ResNet(arch)
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> ResNet:
+    """The model of a finished run folder, in eval mode with its best weights."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    try:
+        arch = Architecture.from_json((run_dir / RUN_ARCHITECTURE).read_text())
+        state = load_file(str(run_dir / RUN_WEIGHTS), device=str(device))
+    except FileNotFoundError as error:
+        raise UserError(
+            f"{run_dir} is not a finished run folder: {Path(error.filename).name} is missing"
+        ) from None
+    except ValueError as error:
+        raise UserError(
+            f"{run_dir / RUN_ARCHITECTURE} is not a valid architecture: {error}"
+        ) from None
+    model = build_model(arch).to(device)
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,15 +1,16 @@
 """Owns the study report: plotly figures of a search and one self-contained HTML file.
 
-`write_report(study, path)` reads a study through optuna only (the records contract in
-DESIGN.md: trial user attrs `params`, `architecture`, `seconds_per_epoch`, `over_budget_by`,
-`test_accuracy`; per-epoch validation accuracy as intermediate values) and writes one HTML file
+`write_report(study, path)` reads a study through Optuna's public API and the records contract
+(`nas.records`: the trial and study keys, `classify`, the retrain results recorded on the
+study; per-epoch validation accuracy as intermediate values) and writes one HTML file
 with plotly.js embedded once, so it opens offline. It holds the optimisation history, parameters
 against validation accuracy with the budget line, the Pareto front and the rejected over-budget
 candidates, parameter importances, per-epoch curves, and a table of the top trials.
 
-Claims: every figure is built from the same trial classification (`trained_trials`,
-`rejected_trials`), the params figure has exactly one point per trained trial, and a study with
-no finished trial, or with trials missing attributes, still gets a report instead of an error.
+Claims: every figure and count is built from the one trial classification
+(`records.classify`, the same the search and the retrain use), the params figure has exactly
+one point per trained trial, and a study with no finished trial, or with trials missing
+attributes, still gets a report instead of an error.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from optuna.importance import (
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
+from nas import records
 from nas.arch import Architecture
+from nas.files import write_atomic
 
 # Trace names are part of the report's interface: tests and readers find traces by them.
 TRAINED_TRACE = "trained trials"
@@ -43,42 +46,26 @@ BUDGET_TRACE = "budget"
 NO_FINISHED_TRIAL = "No trial has finished yet."
 
 
-def is_rejected(trial: FrozenTrial) -> bool:
-    """A candidate the budget gate refused before training: PRUNED with `over_budget_by`."""
-    return trial.state == TrialState.PRUNED and "over_budget_by" in trial.user_attrs
-
-
 def trial_accuracy(trial: FrozenTrial) -> float | None:
-    """Validation accuracy of a trained trial, None for any other trial.
-
-    A complete trial's accuracy is its value; a trial the pruner stopped early has its best
-    per-epoch value, the only accuracy it ever reached.
-    """
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
-        return float(trial.value)
-    if trial.state == TrialState.PRUNED and not is_rejected(trial):
-        finite = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
-        if finite:
-            return float(max(finite))
-    return None
+    """Validation accuracy a trained trial ranks by (`records.accuracy`), None otherwise."""
+    return records.accuracy(trial)
 
 
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that trained at least one epoch (complete, or pruned with epochs), by number.
+    """Trials that trained (to the end, or until the pruner stopped them), by number.
 
-    A duplicate (`duplicate_of`) repeats an earlier trial's result without training, so it is
-    left out: each trained architecture appears once.
-    """
-    return [t for t in study.get_trials(deepcopy=False) if _was_trained(t)]
-
-
-def _was_trained(trial: FrozenTrial) -> bool:
-    return trial_accuracy(trial) is not None and "duplicate_of" not in trial.user_attrs
+    A duplicate repeats an earlier trial's result without training, so each trained
+    architecture appears once."""
+    return [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
 
 
 def rejected_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Candidates rejected over the budget, by number."""
-    return [t for t in study.get_trials(deepcopy=False) if is_rejected(t)]
+    return [t for t in study.get_trials(deepcopy=False) if _is_rejected(t)]
+
+
+def _is_rejected(trial: FrozenTrial) -> bool:
+    return records.classify(trial) == records.TrialKind.REJECTED
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -101,7 +88,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def architecture_summary(trial: FrozenTrial) -> str:
     """The one-line `Architecture.describe()` of a trial, or a dash when it is missing or bad."""
-    text = trial.user_attrs.get("architecture")
+    text = trial.user_attrs.get(records.ARCHITECTURE)
     if not isinstance(text, str):
         return "-"
     try:
@@ -110,14 +97,11 @@ def architecture_summary(trial: FrozenTrial) -> str:
         return "unreadable architecture"
 
 
-def _params(trial: FrozenTrial) -> int | None:
-    value = trial.user_attrs.get("params")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+_params = records.params_of
 
 
 def _budget(study: optuna.Study) -> int | None:
-    value = study.user_attrs.get("budget")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return records.budget_of(study.user_attrs)
 
 
 _ACCURACY_AXIS = {"yaxis_title": "validation accuracy", "yaxis_tickformat": ".0%"}
@@ -135,11 +119,11 @@ def _hover(trial: FrozenTrial) -> str:
         f"{params:,} params" if params is not None else "params unknown",
         f"val accuracy {_percent(trial_accuracy(trial))}",
     ]
-    if is_rejected(trial):
-        excess = trial.user_attrs["over_budget_by"]
+    if _is_rejected(trial):
+        excess = trial.user_attrs[records.OVER_BUDGET_BY]
         lines[-1] = f"rejected: {excess:,} over budget" if isinstance(excess, int) else "rejected"
-    if "duplicate_of" in trial.user_attrs:
-        lines.append(f"same architecture as trial {trial.user_attrs['duplicate_of']}")
+    if records.DUPLICATE_OF in trial.user_attrs:
+        lines.append(f"same architecture as trial {trial.user_attrs[records.DUPLICATE_OF]}")
     return "<br>".join(lines)
 
 
@@ -281,10 +265,10 @@ def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
 
 
 def _sections(study: optuna.Study, trials: list[FrozenTrial]) -> list[_Section]:
-    trained = [t for t in trials if _was_trained(t)]
+    trained = [t for t in trials if records.is_trained(t)]
     return [
         _history_section(trained),
-        _params_section(trained, [t for t in trials if is_rejected(t)], _budget(study)),
+        _params_section(trained, [t for t in trials if _is_rejected(t)], _budget(study)),
         _importance_section(study, trials),
         _intermediate_section(trained),
     ]
@@ -298,7 +282,7 @@ def build_figures(study: optuna.Study) -> dict[str, go.Figure]:
 
 
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    trained = [t for t in trials if _was_trained(t)]
+    trained = [t for t in trials if records.is_trained(t)]
     return sorted(trained, key=lambda t: (-trial_accuracy(t), t.number))
 
 
@@ -307,41 +291,16 @@ def top_trials(study: optuna.Study, count: int = 10) -> list[FrozenTrial]:
     return _ranked(study.get_trials(deepcopy=False))[:count]
 
 
-_CATEGORIES = (
-    "trained to the end",
-    "reused an earlier identical architecture",
-    "stopped early by the pruner",
-    "rejected (over budget)",
-    "pruned before an epoch",
-    "failed",
-    "running or waiting",
-)
-
-
-def _category(trial: FrozenTrial) -> str:
-    """Which count of the report's header a trial falls in; every trial falls in exactly one."""
-    if "duplicate_of" in trial.user_attrs:
-        return "reused an earlier identical architecture"
-    if trial.state == TrialState.COMPLETE:
-        return "trained to the end"
-    if is_rejected(trial):
-        return "rejected (over budget)"
-    if trial.state == TrialState.PRUNED:
-        trained = trial_accuracy(trial) is not None
-        return "stopped early by the pruner" if trained else "pruned before an epoch"
-    return "failed" if trial.state == TrialState.FAIL else "running or waiting"
-
-
 def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     budget = _budget(study)
-    counts = Counter(_category(t) for t in trials)
-    trained = [t for t in trials if _was_trained(t)]
+    counts = Counter(records.classify(t) for t in trials)
+    trained = [t for t in trials if records.is_trained(t)]
     rows: list[tuple[str, object]] = [
         ("study", study.study_name),
         ("budget", f"{budget:,} parameters" if budget is not None else "not recorded"),
-        ("dataset", study.user_attrs.get("dataset", "not recorded")),
+        ("dataset", study.user_attrs.get(records.DATASET, "not recorded")),
         ("trained", len(trained)),
-        *((category, counts[category]) for category in _CATEGORIES),
+        *((kind.value, counts[kind]) for kind in records.TrialKind),
     ]
     # The best complete trial, as optuna's `study.best_trial` (the one a retrain picks).
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
@@ -355,7 +314,7 @@ def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     return f"<table class='summary'>{body}</table>"
 
 
-def _top_table_html(trials: list[FrozenTrial], count: int) -> str:
+def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) -> str:
     ranked = _ranked(trials)[:count]
     if not ranked:
         return f"<p>{NO_FINISHED_TRIAL}</p>"
@@ -364,8 +323,9 @@ def _top_table_html(trials: list[FrozenTrial], count: int) -> str:
     rows = []
     for rank, trial in enumerate(ranked, start=1):
         params = _params(trial)
-        seconds = trial.user_attrs.get("seconds_per_epoch")
-        test = trial.user_attrs.get("test_accuracy")
+        seconds = trial.user_attrs.get(records.SECONDS_PER_EPOCH)
+        retrained = records.retrain_record(study.user_attrs, trial)
+        test = retrained["test_accuracy"] if retrained else None
         cells = [
             str(rank),
             str(trial.number),
@@ -412,7 +372,7 @@ def render_report(study: optuna.Study, top: int = 10) -> str:
             )
             parts.append(figure_html)
     parts.append(f"<h2>Top {top} trials by validation accuracy</h2>")
-    parts.append(_top_table_html(trials, top))
+    parts.append(_top_table_html(study, trials, top))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -420,11 +380,6 @@ def render_report(study: optuna.Study, top: int = 10) -> str:
 def write_report(study: optuna.Study, path: str | Path, top: int = 10) -> Path:
     """Write the report of `study` to `path` (parents created) and return the path.
 
-    Written beside it and renamed, so a reader (or a crash) never leaves half a report.
+    Written atomically (`nas.files`), so a reader (or a crash) never sees half a report.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(render_report(study, top), encoding="utf-8")
-    partial.replace(target)
-    return target
+    return write_atomic(path, render_report(study, top))

@@ -1,49 +1,54 @@
-"""Owns the retrain: rebuild the best (or a named) architecture, train it long, evaluate it once
-on the test set, and export a finished run folder.
+"""Owns the retrain: pick an architecture from a study (or take a named one), train it long,
+evaluate it once on the test set, write a finished run folder, and record the result on the
+study.
 
 A run folder holds `model.safetensors` (the lowest-validation-loss weights), `architecture.json`,
 `metrics.json`, `history.csv` (one row per epoch), `curves.html` (loss and accuracy per epoch,
 train vs validation) and `checkpoint.ckpt` (resumable state, rewritten atomically every epoch).
+Every file is written through `nas.files.write_atomic`.
 
 Claims: the same call after a kill resumes from the last finished epoch; a finished run is not
 redone; `should_stop()` (e.g. set by SIGTERM) is checked after each epoch's checkpoint is written
 and stops the run with `StopRequested`, so the same call resumes it; the test split is evaluated
-once, with the best weights; `load_model(run_dir)` returns
-the exported model in eval mode. The result is written back to the study's trial.
+once, with the best weights. A retrain of a study inherits the study's data and the recipe
+settings a resume keeps (`nas.settings.kept`), never its devices or speed switches. The result
+is recorded on the study through Optuna's public API only (`records.retrain_record`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
-from optuna.trial import FrozenTrial, TrialState
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from optuna.trial import FrozenTrial
 
+from nas import records
 from nas.arch import Architecture, count_params
 from nas.data import DataConfig, load_splits
-from nas.errors import UserError
-from nas.model import build_model
-from nas.search import StopRequested
+from nas.errors import StopRequested, UserError
+from nas.files import write_atomic
+from nas.model import RUN_ARCHITECTURE, RUN_WEIGHTS, build_model
+from nas.settings import kept_names
 from nas.train import HISTORY_COLUMNS, TrainConfig, evaluate, fit, resolve_device, set_seed
 
 RUN_FILES = (
-    "model.safetensors",
-    "architecture.json",
+    RUN_WEIGHTS,
+    RUN_ARCHITECTURE,
     "metrics.json",
     "history.csv",
     "curves.html",
     "checkpoint.ckpt",
 )
+ARTIFACT_FILES = ("curves.html", "metrics.json", "history.csv")  # shown by optuna-dashboard
 
 
 @dataclass(frozen=True)
@@ -53,20 +58,20 @@ class StudyChoice:
     arch: Architecture
     trial: FrozenTrial
     data: dict[str, Any]  # the study's DataConfig as a dict
-    recipe: dict[str, Any]  # the study's TrainConfig as a dict
+    recipe: dict[str, Any]  # the study's kept TrainConfig settings
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
-        known = f"the store holds: {', '.join(names)}" if names else "the store holds no study"
-        raise UserError(f"there is no study named {name!r}; {known}") from None
+    """An existing study, or a UserError naming the studies the store holds."""
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        known = f"the store holds: {', '.join(sorted(names))}" if names else "the store is empty"
+        raise UserError(f"there is no study named {name!r}; {known}")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def choose_from_study(study: optuna.Study, trial_number: int | None = None) -> StudyChoice:
-    """The best finished trial, or trial `trial_number`, with the study's recorded settings."""
+    """The best trained trial, or trial `trial_number`, with the study's recorded settings."""
     trials = study.get_trials(deepcopy=False)
     if trial_number is not None:
         matches = [t for t in trials if t.number == trial_number]
@@ -76,29 +81,31 @@ def choose_from_study(study: optuna.Study, trial_number: int | None = None) -> S
                 f"its trials are numbered 0 to {len(trials) - 1}"
             )
         trial = matches[0]
-        if "architecture" not in trial.user_attrs:
+        if records.ARCHITECTURE not in trial.user_attrs:
             raise UserError(f"trial {trial_number} recorded no architecture; pick another --trial")
     else:
-        finished = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        # the objective's best: a pruner-stopped trial ranks on fewer epochs, so only COMPLETE
+        finished = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
         if not finished:
             raise UserError(
-                f"study {study.study_name!r} has no finished trial yet; "
-                "run scripts/search.py until one completes"
+                f"study {study.study_name!r} has no trial trained to the end yet; "
+                "run the search (nas search) until one completes"
             )
-        trial = max(finished, key=lambda t: (t.value, -t.number))
+        trial = max(finished, key=lambda t: (records.accuracy(t), -t.number))
     try:
-        arch = Architecture.from_json(trial.user_attrs["architecture"])
+        arch = Architecture.from_json(trial.user_attrs[records.ARCHITECTURE])
     except (KeyError, ValueError, TypeError):
         raise UserError(f"trial {trial.number} holds no readable architecture") from None
+    study_recipe = study.user_attrs.get(records.RECIPE, {})
     return StudyChoice(
         arch=arch,
         trial=trial,
-        data=dict(study.user_attrs.get("dataset", {})),
-        recipe=dict(study.user_attrs.get("recipe", {})),
+        data=dict(study.user_attrs.get(records.DATASET, {})),
+        recipe={k: study_recipe[k] for k in kept_names(TrainConfig) if k in study_recipe},
     )
 
 
-# ---- the run ----------------------------------------------------------------------------------
+# ---- the run -----------------------------------------------------------------------------
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -122,7 +129,7 @@ def prepare_run_dir(run_dir: Path, arch: Architecture, fresh: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
-    arch_file = run_dir / "architecture.json"
+    arch_file = run_dir / RUN_ARCHITECTURE
     if arch_file.exists():
         try:
             existing = Architecture.from_json(arch_file.read_text())
@@ -134,7 +141,7 @@ def prepare_run_dir(run_dir: Path, arch: Architecture, fresh: bool) -> None:
                 "pass --out with a new folder, or --fresh to overwrite it"
             )
     else:
-        _write_text(arch_file, arch.to_json() + "\n")
+        write_atomic(arch_file, arch.to_json() + "\n")
 
 
 def retrain(
@@ -147,13 +154,14 @@ def retrain(
     progress: bool = True,
     source: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train `arch` with `recipe`, evaluate on the test split, export to `run_dir`.
 
     Returns the metrics dictionary (also written to metrics.json). A run folder whose metrics
     say it finished `recipe.epochs` epochs is returned as it is, with `"reused": True`.
-    When `should_stop()` is true after an epoch (its checkpoint already written), raises
-    `StopRequested(epoch)`; calling again resumes after that epoch.
+    `on_epoch(row)` sees every epoch's history row. When `should_stop()` is true after an epoch
+    (its checkpoint already written), raises `StopRequested(epoch)`; calling again resumes.
     """
     run_dir = Path(run_dir)
     done = None if fresh else read_metrics(run_dir)
@@ -168,12 +176,8 @@ def retrain(
     model = build_model(arch)
 
     def after_epoch(row: dict[str, Any]) -> bool:
-        if progress:  # a line per epoch stays on screen: a long run can be read back
-            tqdm.write(
-                f"epoch {row['epoch']:>3}/{recipe.epochs}  train {row['train_loss']:.4f} "
-                f"{row['train_accuracy']:.2%}  val {row['val_loss']:.4f} "
-                f"{row['val_accuracy']:.2%}  lr {row['lr']:.0e}  {row['seconds']:.1f} s"
-            )
+        if on_epoch is not None:
+            on_epoch(row)
         # fit calls this after the epoch's checkpoint is written: stopping here loses nothing
         if should_stop is not None and should_stop():
             raise StopRequested(row["epoch"])
@@ -209,25 +213,26 @@ def retrain(
         "dataset": data.to_dict(),
         "source": source or {},
     }
+    from safetensors.torch import save
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in result.best_state.items()}
-    save_file(state, str(run_dir / "model.safetensors"))
-    write_history_csv(run_dir / "history.csv", result.history)
-    write_curves(run_dir / "curves.html", result.history, title=arch.describe())
-    _write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / RUN_WEIGHTS, save(state))
+    write_atomic(run_dir / "history.csv", history_csv(result.history))
+    write_atomic(run_dir / "curves.html", curves_html(result.history, title=arch.describe()))
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    temporary = path.with_suffix(".csv.tmp")
-    with temporary.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(temporary, path)
+def history_csv(history: list[dict[str, Any]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
 
 
-def write_curves(path: Path, history: list[dict[str, Any]], title: str) -> None:
-    """Loss and accuracy per epoch, train vs validation, as one self-contained HTML file."""
+def curves_html(history: list[dict[str, Any]], title: str) -> str:
+    """Loss and accuracy per epoch, train vs validation, as one self-contained HTML page."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -248,79 +253,42 @@ def write_curves(path: Path, history: list[dict[str, Any]], title: str) -> None:
             )
     figure.update_xaxes(title_text="epoch")
     figure.update_layout(title=title, template="plotly_white")
-    temporary = path.with_suffix(".html.tmp")
-    figure.write_html(str(temporary), include_plotlyjs=True, full_html=True)
-    os.replace(temporary, path)
+    return figure.to_html(include_plotlyjs=True, full_html=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The exported model of a run folder, in eval mode with its best weights."""
-    run_dir = Path(run_dir)
-    try:
-        arch = Architecture.from_json((run_dir / "architecture.json").read_text())
-        state = load_file(str(run_dir / "model.safetensors"), device=str(device))
-    except FileNotFoundError as error:
-        raise UserError(
-            f"{run_dir} is not a finished run folder: {Path(error.filename).name} is missing"
-        ) from None
-    model = build_model(arch).to(device)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-# ---- writing back to the study ------------------------------------------------------------------
+# ---- recording on the study --------------------------------------------------------------
 
 
 def record_in_study(
     study: optuna.Study,
-    storage: optuna.storages.BaseStorage,
     trial: FrozenTrial,
     metrics: dict[str, Any],
     run_dir: Path,
     artifact_dir: Path | None,
 ) -> None:
-    """Put the test accuracy and run folder on the trial, and the run's files as artifacts.
+    """Record the retrain's test accuracy and run folder on the study (a finished trial is
+    immutable in Optuna), and attach the run's curves, metrics and history as study artifacts
+    named `trial-<n>-<file>` for optuna-dashboard.
 
     Recording the same finished run again (a rerun that found it done) uploads nothing twice."""
-    key = f"retrain_trial_{trial.number}"
-    record = {"test_accuracy": metrics["test_accuracy"], "run_dir": str(run_dir)}
+    key = records.retrain_key(trial.number)
+    record = {
+        "test_accuracy": metrics["test_accuracy"],
+        "test_loss": metrics["test_loss"],
+        "run_dir": str(run_dir),
+        "epochs": metrics["epochs_completed"],
+    }
     already_uploaded = study.user_attrs.get(key) == {**record, "artifacts": True}
     upload = artifact_dir is not None and not already_uploaded
-    with _finished_trial_updates(storage):
-        storage.set_trial_user_attr(trial._trial_id, "test_accuracy", metrics["test_accuracy"])
-        storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
-        if upload:
-            from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    if upload:
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-            artifact_dir.mkdir(parents=True, exist_ok=True)
-            store = FileSystemArtifactStore(str(artifact_dir))
-            for name in ("curves.html", "metrics.json", "history.csv"):
-                upload_artifact(
-                    artifact_store=store,
-                    file_path=str(run_dir / name),
-                    study_or_trial=trial,
-                    storage=storage,
-                )
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(str(artifact_dir))
+        with tempfile.TemporaryDirectory() as folder:
+            for name in ARTIFACT_FILES:
+                # an artifact is named by its file: say which trial's run it comes from
+                named = Path(folder) / f"trial-{trial.number}-{name}"
+                shutil.copyfile(run_dir / name, named)
+                upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)
     study.set_user_attr(key, {**record, "artifacts": upload or already_uploaded})
-
-
-class _finished_trial_updates:
-    """Optuna refuses attribute writes to finished trials; a retrain's result belongs with the
-    trial it retrained, so this lifts that one check on our own storage object meanwhile."""
-
-    def __init__(self, storage: optuna.storages.BaseStorage):
-        self.storage = storage
-
-    def __enter__(self):
-        self.storage.check_trial_is_updatable = lambda *_args, **_kwargs: None
-        return self.storage
-
-    def __exit__(self, *_exc):
-        del self.storage.check_trial_is_updatable
-        return False

@@ -1,25 +1,15 @@
-"""Owns the search: study creation (sampler, pruner, records; the store itself is nas.storage),
-the budget gate, the objective, stop rules and resume.
+"""Owns the search: study creation (sampler, pruner, the study's records; the store itself is
+nas.storage), stop rules and resume. What one trial does is nas.objective.
 
 Claims:
 - Feasibility first: a space whose smallest architecture is over the budget is refused before
   any trial exists.
-- The budget gate counts a candidate's parameters analytically from the sampled values before
-  any model, tensor or data is touched; an over-budget candidate becomes a PRUNED trial with
-  `params` and `over_budget_by` set and no intermediate values, and its excess is handed to the
-  sampler as a constraint (`constraints_func`; values <= 0 are feasible).
-- `--trials` counts trained candidates over the whole study (every run, every worker); a run
-  asks for no new trial once trained + running trials reach the target.
-- An architecture already trained in the study is not trained again: the trial reuses the
-  earlier result and records `duplicate_of`.
+- `trials` counts trained candidates (`records.TrialKind.trained`) over the whole study (every
+  run, every worker); a run asks for no new trial once trained + running trials reach it.
 - A study remembers its budget, space text, dataset, recipe and tool version; resuming with a
-  different budget or space is refused. Trials left RUNNING by a killed process are failed by
-  Optuna's heartbeat check and their parameters retried.
-- A non-finite loss or a CUDA out-of-memory error prunes that trial with the reason recorded.
-- Several workers (processes, machines) may run the same study against one store: each asks for
-  a trial only while trained + running trials are under the target, and a trial that lost a
-  race for the last places (a lower-numbered trial got there first) is pruned as "not needed"
-  before training, so the study ends with exactly `trials` trained candidates.
+  different budget, space, or any setting declared `kept` on `DataConfig`/`TrainConfig` is
+  refused. Trials left RUNNING by a killed process are failed by Optuna's heartbeat check and
+  their parameters retried.
 - `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
   the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
   or by Ctrl-C has its parameters enqueued, so the next run retries it first.
@@ -27,8 +17,6 @@ Claims:
 
 from __future__ import annotations
 
-import gc
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -36,31 +24,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import __version__
-from nas.arch import Architecture, count_flops, count_params
+from nas import __version__, records
+from nas.arch import count_params
 from nas.data import DataConfig, Splits, load_splits
-from nas.errors import UserError
-from nas.model import build_model
+from nas.errors import StopRequested, UserError
+from nas.objective import Objective
+from nas.settings import kept_values
 from nas.space import SearchSpace
-from nas.storage import DEFAULT_STORAGE, fail_stale_trials, make_storage
-from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
+from nas.storage import DEFAULT_STORAGE, check_url, fail_stale_trials, open_storage
+from nas.train import TrainConfig, resolve_device
 
 DEFAULT_STUDY = "nas"
+SEARCH_EPOCHS = 40  # epochs per candidate: the reference study's block-size sweep (README)
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
-METRIC = "val_accuracy"
-
-
-class StopRequested(Exception):
-    """Raised at a safe point (after an epoch, between trials) when a stop was asked for."""
-
-    def __init__(self, epoch: int | None = None):
-        self.epoch = epoch  # the last finished epoch, when stopped inside a training run
-        where = f" after epoch {epoch}" if epoch is not None else ""
-        super().__init__(f"stop requested{where}")
+MAX_STUDY_NAME = 200  # characters: the report is written to a file named after the study
 
 
 @dataclass(frozen=True)
@@ -69,18 +49,32 @@ class SearchConfig:
 
     budget: int = 5_000_000  # most parameters a candidate may have
     trials: int = 50  # trained candidates the study should hold, counted over every run
-    space_file: str = "search_spaces/resnet.yaml"  # the YAML search space
+    space: str = "resnet"  # a built-in space's name (nas space --list) or a YAML file's path
     study: str = DEFAULT_STUDY  # study name inside the storage
     storage: str = DEFAULT_STORAGE  # any Optuna storage URL
     sampler: str = "tpe"  # tpe | random | nsga2
     pruner: str = "median"  # median | hyperband | none
     seed: int = 0  # sampler seed (each worker offsets it)
-    max_rejections: int = (
-        500  # consecutive untrained candidates (over budget, duplicates) before giving up
-    )
+    max_rejections: int = 500  # untrained candidates in a row (over budget, duplicates) before
+    # giving up: the space is then almost all over the budget
     heartbeat: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace: int = 90  # seconds without a heartbeat after which a RUNNING trial is stale
     poll: float = 5.0  # seconds between checks while other workers' trials are running
+
+    def __post_init__(self) -> None:
+        if not self.study.strip():
+            raise UserError("the study name must not be empty; pass --study NAME")
+        if len(self.study) > MAX_STUDY_NAME:
+            raise UserError(
+                f"the study name is {len(self.study):,} characters long; "
+                f"use at most {MAX_STUDY_NAME}"
+            )
+        if self.seed < 0:
+            raise UserError(f"the seed must be 0 or more, got {self.seed}")
+        if self.trials < 0:  # 0 creates and records the study, and trains nothing
+            raise UserError(f"trials must be 0 or more, got {self.trials}")
+        if self.heartbeat < 1:
+            raise UserError(f"the heartbeat must be 1 second or more, got {self.heartbeat}")
 
 
 @dataclass
@@ -88,14 +82,14 @@ class TrialOutcome:
     """What the search reports about each finished trial (for progress lines)."""
 
     number: int
-    state: str  # COMPLETE | PRUNED | FAIL
+    kind: records.TrialKind
     params: int
     val_accuracy: float | None
     seconds: float
     note: str  # why it was pruned, or which trial it duplicates
 
 
-# ---- storage and study -------------------------------------------------------------------------
+# ---- the study ---------------------------------------------------------------------------
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -114,7 +108,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def budget_constraint(trial: FrozenTrial) -> tuple[float]:
     """Parameters over the budget (<= 0 is feasible), as recorded by the gate."""
-    return (float(trial.user_attrs.get("constraint", 0.0)),)
+    return (float(trial.user_attrs.get(records.CONSTRAINT, 0.0)),)
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -126,23 +120,11 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
 
 
-# Settings that make trials comparable: a resume must keep them. Devices, workers, folders and
-# the seed may change between runs (each machine of a shared study passes its own --seed).
-COMPARED_DATA = (
-    "dataset", "image_size", "val_fraction", "split_seed", "subset", "synthetic_size",
-    "synthetic_classes",
-)  # fmt: skip
-COMPARED_RECIPE = (
-    "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_factor",
-    "lr_patience", "augment",
-)  # fmt: skip
-
-
 def open_study(
     config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
 ) -> optuna.Study:
-    """Create the study or resume it, refusing a resume with another budget or space."""
-    storage = make_storage(config.storage, config.heartbeat, config.grace)
+    """Create the study or resume it, refusing a resume whose trials would not compare."""
+    storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
     study = optuna.create_study(
         study_name=config.study,
         storage=storage,
@@ -152,37 +134,45 @@ def open_study(
         load_if_exists=True,
     )
     recorded = study.user_attrs
-    if "budget" not in recorded:
+    if records.BUDGET not in recorded:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC])
+            study.set_metric_names([records.METRIC_NAME])
         for key, value in study_record(config, space, data, recipe).items():
             study.set_user_attr(key, value)
         return study
+    check_resume(config, recorded, space, data, recipe)
+    return study
+
+
+def check_resume(
+    config: SearchConfig,
+    recorded: dict[str, Any],
+    space: SearchSpace,
+    data: DataConfig,
+    recipe: TrainConfig,
+) -> None:
+    """Refuse settings under which the study's trials would not be comparable."""
     how = f"pass --study NEW_NAME to start a new study (the store keeps {config.study!r})"
-    if recorded["budget"] != config.budget:
+    if recorded[records.BUDGET] != config.budget:
         raise UserError(
-            f"study {config.study!r} was created with a budget of {recorded['budget']:,} "
-            f"parameters, not {config.budget:,}; {how}"
+            f"study {config.study!r} was created with a budget of "
+            f"{recorded[records.BUDGET]:,} parameters, not {config.budget:,}; {how}"
         )
-    if recorded.get("space_text") != space.text:
+    if recorded.get(records.SPACE_TEXT) != space.text:
         raise UserError(
             f"study {config.study!r} was created with another search space "
-            f"({recorded.get('space_file')}); {how}"
+            f"({recorded.get(records.SPACE_FILE)}); {how}"
         )
-    # trials trained on other data or with another recipe would not be comparable
-    for what, now, keys in (
-        ("dataset", data.to_dict(), COMPARED_DATA),
-        ("recipe", recipe.to_dict(), COMPARED_RECIPE),
-    ):
+    for what, now in ((records.DATASET, kept_values(data)), (records.RECIPE, kept_values(recipe))):
         before = recorded.get(what, {})
-        for key in keys:
-            if key in before and before[key] != now.get(key):
+        for key, value in now.items():
+            # a setting the earlier version did not record compares equal to its default
+            if key in before and before[key] != value:
                 raise UserError(
                     f"study {config.study!r} was created with {key} = {before[key]!r}, not "
-                    f"{now.get(key)!r}; repeat the original flags to resume, or {how}"
+                    f"{value!r}; repeat the original flags to resume, or {how}"
                 )
-    return study
 
 
 def study_record(
@@ -190,174 +180,47 @@ def study_record(
 ) -> dict[str, Any]:
     """Everything a retrain needs besides the study name."""
     return {
-        "budget": config.budget,
-        "space_file": config.space_file,
-        "space_text": space.text,
-        "dataset": data.to_dict(),
-        "recipe": recipe.to_dict(),
-        "search": {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
-        "tool_version": __version__,
+        records.BUDGET: config.budget,
+        records.SPACE_FILE: config.space,
+        records.SPACE_TEXT: space.text,
+        records.DATASET: data.to_dict(),
+        records.RECIPE: recipe.to_dict(),
+        records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
+        records.TOOL_VERSION: __version__,
     }
 
 
-# ---- counting ----------------------------------------------------------------------------------
-
-
-def is_trained(trial: FrozenTrial) -> bool:
-    """Trials whose candidate was really trained (to the end or until the pruner stopped it)."""
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and bool(
-        trial.user_attrs.get("trained")
-    )
+# ---- counting ----------------------------------------------------------------------------
 
 
 def trial_counts(study: optuna.Study) -> tuple[int, int]:
     """(trained trials, running trials) over the whole study."""
     trials = study.get_trials(deepcopy=False)
-    trained = sum(is_trained(t) for t in trials)
+    trained = sum(records.is_trained(t) for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return trained, running
 
 
-def find_trained(study: optuna.Study, architecture: str) -> FrozenTrial | None:
-    """An earlier trial that trained this exact architecture, if any."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if is_trained(trial) and trial.user_attrs.get("architecture") == architecture:
-            return trial
-    return None
-
-
-# ---- the objective -----------------------------------------------------------------------------
-
-
-class Objective:
-    """Gate, deduplicate, train. Raises TrialPruned for rejected and stopped candidates."""
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        splits: Splits,
-        recipe: TrainConfig,
-        budget: int,
-        *,
-        target: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ):
-        self.space = space
-        self.splits = splits
-        self.recipe = recipe
-        self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
-        self.budget = budget
-        self.target = target  # trained candidates the study should hold (None: no limit)
-        self.should_stop = should_stop
-        self.device = resolve_device(recipe.device)
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        self.training = None
-        arch = self.space.suggest(trial, num_classes=self.splits.num_classes)
-        params = count_params(arch)
-        architecture = json.dumps(arch.to_dict(), separators=(",", ":"))
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("architecture", architecture)
-        trial.set_user_attr("flops", count_flops(arch, self.splits.image_shape[-1]))
-        trial.set_user_attr("constraint", params - self.budget)
-        if params > self.budget:
-            return self._prune(trial, "over budget", over_budget_by=params - self.budget)
-
-        earlier = find_trained(trial.study, architecture)
-        if earlier is not None:
-            trial.set_user_attr("duplicate_of", earlier.number)
-            for key in ("best_val_loss", "best_val_accuracy", "seconds_per_epoch", "device"):
-                if key in earlier.user_attrs:
-                    trial.set_user_attr(key, earlier.user_attrs[key])
-            if earlier.state == TrialState.COMPLETE:
-                return earlier.value
-            return self._prune(trial, f"duplicate of trial {earlier.number}, which was pruned")
-        if self.target is not None and _places_taken_before(trial) >= self.target:
-            # another worker asked at the same moment and got a lower number: it trains, not us
-            return self._prune(trial, "not needed: other workers' trials fill the target")
-        return self._train(trial, arch)
-
-    def _prune(self, trial: optuna.Trial, reason: str, **attrs: Any):
-        trial.set_user_attr("prune_reason", reason)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        raise optuna.TrialPruned(reason)
-
-    def _train(self, trial: optuna.Trial, arch: Architecture) -> float:
-        trial.set_user_attr("device", str(self.device))
-        # kept when an interrupt or a stop request escapes, so run_search can enqueue a retry
-        self.training = (trial.number, dict(trial.params))
-        try:
-            value = self._fit(trial, arch)
-        except optuna.TrialPruned:
-            self.training = None
-            raise
-        self.training = None
-        return value
-
-    def _fit(self, trial: optuna.Trial, arch: Architecture) -> float:
-
-        history: list[dict[str, Any]] = []
-
-        def report(row: dict[str, Any]) -> bool:
-            history.append(row)
-            trial.report(row["val_accuracy"], row["epoch"])
-            if self.should_stop is not None and self.should_stop():
-                trial.set_user_attr("stopped_after_epoch", row["epoch"])
-                # Optuna marks the trial FAIL; run_search enqueues its parameters again
-                raise StopRequested(row["epoch"])
-            if trial.should_prune():
-                _record_training(trial, history)  # a stopped trial keeps what it measured
-                self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
-            return False
-
-        model = None
-        out_of_memory = False
-        try:
-            set_seed(self.recipe.seed)
-            model = build_model(arch)
-            result = fit(model, self.splits, self.recipe, callback=report, progress=False)
-        except NonFiniteLossError as error:
-            return self._prune(trial, f"non-finite loss: {error}")
-        except torch.cuda.OutOfMemoryError:
-            out_of_memory = True  # handled below: the traceback still holds the tensors here
-        finally:
-            del model
-        if out_of_memory:
-            _free_memory()
-            return self._prune(trial, f"out of memory on {self.device}")
-        _record_training(trial, result.history)
-        return result.best_val_accuracy
-
-
-def _places_taken_before(trial: optuna.Trial) -> int:
-    """Trained or still running trials numbered before `trial`: they have first claim on the
-    target's places."""
-    return sum(
-        t.number < trial.number and (t.state == TrialState.RUNNING or is_trained(t))
-        for t in trial.study.get_trials(deepcopy=False)
+def outcome_of(trial: FrozenTrial) -> TrialOutcome:
+    kind = records.classify(trial)
+    attrs = trial.user_attrs
+    seconds = (
+        (trial.datetime_complete - trial.datetime_start).total_seconds()
+        if (trial.datetime_complete and trial.datetime_start)
+        else 0.0
     )
+    note = attrs.get(records.PRUNE_REASON, "")
+    if kind == records.TrialKind.DUPLICATE and not note:
+        note = f"duplicate of trial {attrs[records.DUPLICATE_OF]}"
+    if kind == records.TrialKind.DUPLICATE:
+        accuracy = attrs.get(records.BEST_VAL_ACCURACY)  # the earlier trial's, copied
+    else:
+        accuracy = records.accuracy(trial)
+    params = records.params_of(trial) or 0
+    return TrialOutcome(trial.number, kind, params, accuracy, seconds, note)
 
 
-def _record_training(trial: optuna.Trial, history: list[dict[str, Any]]) -> None:
-    """Mark a trial trained and record its best validation loss/accuracy and epoch time."""
-    seconds = [row["seconds"] for row in history]
-    trial.set_user_attr("trained", True)
-    trial.set_user_attr("epochs", len(history))
-    trial.set_user_attr("best_val_loss", min((row["val_loss"] for row in history), default=None))
-    trial.set_user_attr(
-        "best_val_accuracy", max((row["val_accuracy"] for row in history), default=0.0)
-    )
-    trial.set_user_attr("seconds_per_epoch", sum(seconds) / max(1, len(seconds)))
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-# ---- the loop ----------------------------------------------------------------------------------
+# ---- the loop ----------------------------------------------------------------------------
 
 
 def check_feasible(space: SearchSpace, budget: int, num_classes: int = 10) -> None:
@@ -369,31 +232,14 @@ def check_feasible(space: SearchSpace, budget: int, num_classes: int = 10) -> No
         )
 
 
-def outcome_of(trial: FrozenTrial) -> TrialOutcome:
-    attrs = trial.user_attrs
-    seconds = (
-        (trial.datetime_complete - trial.datetime_start).total_seconds()
-        if (trial.datetime_complete and trial.datetime_start)
-        else 0.0
-    )
-    note = attrs.get("prune_reason", "")
-    if "duplicate_of" in attrs and not note:
-        note = f"duplicate of trial {attrs['duplicate_of']}"
-    accuracy = (
-        attrs.get("best_val_accuracy") if attrs.get("trained") or "duplicate_of" in attrs else None
-    )
-    return TrialOutcome(
-        trial.number, trial.state.name, attrs.get("params", 0), accuracy, seconds, note
-    )
-
-
 def prepare_study(
     config: SearchConfig, data: DataConfig, recipe: TrainConfig, splits: Splits | None = None
 ) -> tuple[SearchSpace, optuna.Study, Splits]:
     """Check the space, device and data, then open (or create) the study and fail its stale
     trials: what a search does first, and what a parent of several workers does once. The data
     is loaded before the study is touched, so a missing dataset leaves the store as it was."""
-    space = SearchSpace.load(config.space_file)
+    check_url(config.storage)
+    space = SearchSpace.resolve(config.space)
     check_feasible(space, config.budget)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
     splits = splits or load_splits(data)
@@ -453,10 +299,10 @@ def run_search(
             # its candidate first, so the work resumes where it stopped
             if objective.training is not None:
                 number, params = objective.training
-                study.enqueue_trial(params, user_attrs={"retry_of": number})
+                study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
             raise
         trial = finished[-1]
-        untrained_in_a_row = 0 if is_trained(trial) else untrained_in_a_row + 1
+        untrained_in_a_row = 0 if records.is_trained(trial) else untrained_in_a_row + 1
         if on_trial is not None:
             on_trial(outcome_of(trial), trial_counts(study)[0])
         if untrained_in_a_row >= config.max_rejections:

@@ -1,9 +1,13 @@
 """Owns the search-space format: the only YAML reader, its validation, and sampling from it.
 
-A search space file (see search_spaces/resnet.yaml and the README) names, for the ResNet family
+A search space file (see nas/spaces/resnet.yaml and the README) names, for the ResNet family
 of `nas.arch`: the stem width, the range of residual layer counts, width choices and block-count
 ranges (one for every layer, or one per layer), conv and skip kernel choices, and whether the
 kernels are shared by all layers or chosen per layer.
+
+Built-in spaces ship inside the package (`nas/spaces/*.yaml`, mirrored in the repository's
+`search_spaces/` for reading and copying) and are named by their file stem: `SearchSpace.resolve`
+takes a built-in name (`resnet`, `tiny`) or a path, from any working directory.
 
 Claims: `SearchSpace.load` refuses any malformed file with a `SpaceError` naming the file, the key
 and the problem; `suggest(trial)` samples through Optuna's `suggest_int`/`suggest_categorical`
@@ -18,6 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,19 @@ KNOWN_KEYS = (
     "kernels",
 )
 KERNEL_MODES = ("shared", "per_layer")
+
+BUILTIN_SUFFIX = ".yaml"
+
+
+def builtin_spaces() -> dict[str, str]:
+    """The spaces shipped with the package: name -> YAML text."""
+    folder = resources.files("nas") / "spaces"
+    return {
+        entry.name.removesuffix(BUILTIN_SUFFIX): entry.read_text(encoding="utf-8")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(BUILTIN_SUFFIX)
+    }
+
 
 # A decision function: (parameter name, choices or inclusive int range) -> chosen value
 PickInt = Callable[[str, int, int], int]
@@ -66,14 +84,28 @@ class SearchSpace:
     # ---- reading -------------------------------------------------------------------------
 
     @classmethod
+    def resolve(cls, name_or_path: str | Path) -> SearchSpace:
+        """A built-in space by name (`resnet`, `tiny`), else the YAML file at that path."""
+        text = str(name_or_path)
+        builtin = builtin_spaces()
+        if text in builtin:
+            return cls.from_text(builtin[text], source=f"the built-in space {text!r}")
+        if not Path(text).exists() and "/" not in text and not text.endswith((".yaml", ".yml")):
+            raise SpaceError(
+                f"there is no built-in search space named {text!r}; choose one of "
+                f"{', '.join(builtin)} (nas space --list) or pass a YAML file's path"
+            )
+        return cls.load(text)
+
+    @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
         path = Path(path)
         try:
             text = path.read_text()
         except FileNotFoundError:
             raise SpaceError(
-                f"search space file {path} does not exist; pass --space with a YAML file "
-                "such as search_spaces/resnet.yaml"
+                f"search space file {path} does not exist; pass --space with a YAML file's "
+                f"path or a built-in space's name ({', '.join(builtin_spaces())})"
             ) from None
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
             raise SpaceError(f"search space file {path} cannot be read: {error}") from None

@@ -1,15 +1,25 @@
-"""Owns the study store: opening any Optuna storage URL, with what several workers and a
-reading dashboard need, and the heartbeat-based recovery of trials whose process died.
+"""Owns the study store: storage URLs (parsed with SQLAlchemy, shown with the password masked),
+opening any Optuna storage with what several workers and a reading dashboard need, and the
+heartbeat-based recovery of trials whose process died.
 
-Claims: a SQLite store is switched to WAL (a dashboard reads while workers write) and waits up
-to a minute for another writer instead of failing with "database is locked"; a server store
-pings its connections before use; opening retries while another worker creates the same tables;
-a trial whose heartbeat stops for the grace period is failed and its parameters re-enqueued;
-a bad URL or a missing database driver is one sentence (`UserError`).
+Claims:
+- A storage URL is parsed by SQLAlchemy's `make_url`, never by string prefixes; wherever the
+  tool shows or stores one, the password is masked (`display_url`). `NAS_STORAGE` in the
+  environment is the default store, so a password need not appear on a command line.
+- A SQLite store is switched to WAL (a dashboard reads while workers write) and waits up to a
+  minute for another writer instead of failing with "database is locked"; a server store pings
+  its connections before use; opening retries while another worker creates the same tables.
+- Read-only use (`create=False`: reports, retrains, listings) never creates a store: a missing
+  SQLite file or an empty database is one sentence, and nothing is written.
+- A trial whose heartbeat stops for the grace period is failed and its parameters re-enqueued.
+- A malformed URL, a missing driver or an unreachable database is one sentence (`UserError`);
+  any other error is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 import time
 import warnings
@@ -22,6 +32,61 @@ from optuna.storages import RDBStorage
 from nas.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///studies/nas.db"
+STORAGE_ENV = "NAS_STORAGE"  # environment variable naming the store when --storage is not given
+
+
+def default_storage() -> str:
+    """The store a command uses when none is named: `$NAS_STORAGE`, else the SQLite default."""
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def parse_url(url: str):
+    """SQLAlchemy's URL object for `url`, or a UserError saying what a storage URL looks like."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise UserError(
+            f"{display_url(url)!r} is not a storage URL; write one like "
+            "sqlite:///studies/nas.db or postgresql+psycopg2://USER@HOST/DB"
+        ) from None
+
+
+def check_url(url: str) -> None:
+    """Refuse a malformed URL or one whose database driver is missing, touching nothing: what
+    a command checks before it loads data or trains."""
+    from sqlalchemy.exc import NoSuchModuleError
+
+    parsed = parse_url(url)
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError) as error:
+        missing = getattr(error, "name", None) or parsed.drivername
+        raise UserError(
+            f"the storage {display_url(url)} needs a database driver that is not installed "
+            f"({missing}); install it, e.g. pip install psycopg2-binary for PostgreSQL"
+        ) from None
+
+
+def display_url(url: str) -> str:
+    """`url` as it may be printed, logged or stored: with its password masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # unparsable: mask whatever sits between "user:" and "@"
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store, None for an in-memory one or another database."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -31,31 +96,48 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def make_storage(url: str, heartbeat: int = 30, grace: int = 90) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url` with heartbeats every `heartbeat` seconds; a RUNNING trial
-    silent for `grace` seconds is stale: failed, and its parameters re-enqueued."""
-    if url.startswith("sqlite:///"):
-        _prepare_sqlite(url)
+def open_storage(
+    url: str, *, heartbeat: int = 30, grace: int = 90, create: bool = True
+) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`. With `create`, the store (file, tables) is made when
+    missing, and RUNNING trials beat every `heartbeat` seconds and are stale after `grace`
+    seconds of silence. Without it, a missing store is a UserError and nothing is written."""
+    shown = display_url(url)
+    parsed = parse_url(url)
+    path = sqlite_path(url)
+    if path is not None and not create and not path.is_file():
+        raise UserError(
+            f"there is no study store at {path}; run a search first (nas search) or pass "
+            "--storage with the store's URL"
+        )
+    if path is not None and create:
+        _prepare_sqlite(path)
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    if parsed.get_backend_name() == "sqlite":
         # wait up to a minute for another writer instead of failing with "database is locked"
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True  # survive server-side connection drops
+    from sqlalchemy.exc import DBAPIError, NoSuchModuleError
+
     try:
-        return _open_rdb(url, engine_kwargs, heartbeat, grace)
-    except ImportError as error:
+        if create:
+            return _open_rdb(url, engine_kwargs, heartbeat, grace)
+        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+    except (ImportError, NoSuchModuleError) as error:
         # Optuna re-raises its own ImportError; the missing module is named by the cause
-        missing = getattr(error.__cause__ or error.__context__, "name", None) or error.name
+        missing = getattr(error.__cause__ or error.__context__, "name", None)
+        missing = missing or getattr(error, "name", None) or parsed.drivername
         raise UserError(
-            f"the storage {url} needs a database driver that is not installed ({missing}); "
+            f"the storage {shown} needs a database driver that is not installed ({missing}); "
             "install it, e.g. pip install psycopg2-binary for PostgreSQL"
         ) from None
-    except Exception as error:  # sqlalchemy's ArgumentError, OperationalError and friends
-        raise UserError(
-            f"cannot open the storage {url}: {str(error).splitlines()[0]}; "
-            "check the URL, e.g. sqlite:///studies/nas.db"
-        ) from None
+    except DBAPIError as error:  # cannot connect, no such database, no tables (read-only)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        if parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        what = "reach" if create else "read a study store from"
+        raise UserError(f"cannot {what} the storage {shown}: {reason}") from None
 
 
 def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: int) -> RDBStorage:
@@ -90,10 +172,7 @@ def _stale_trial_retry(max_retry: int) -> dict[str, Any]:
     return {"failed_trial_callback": callback}
 
 
-def _prepare_sqlite(url: str) -> None:
-    path = Path(url.removeprefix("sqlite:///"))
-    if str(path) in ("", ":memory:"):
-        return
+def _prepare_sqlite(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # WAL lets a dashboard read while workers write; it is a property of the file, set once

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Retrain the best architecture of a study: a thin wrapper over nas.cli.retrain_main."""
+"""`python scripts/retrain_best.py ARGS` is `nas retrain ARGS`: retrain a study's best model."""
 
 import sys
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Search ResNet architectures under a parameter budget: a thin wrapper over nas.cli.search_main."""
+"""`python scripts/search.py ARGS` is `nas search ARGS`: run or resume a budget-gated search."""
 
 import sys
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from nas.arch import PRESETS, Architecture, count_flops, count_params, param_table
+from nas.arch import PRESETS, Architecture, count_macs, count_params, param_table
 
 
 def test_paper_model1_has_the_reference_count():
@@ -83,10 +83,10 @@ def test_param_table_sums_to_the_count_and_tracks_shapes():
     ]
 
 
-def test_flops_of_paper_model1_match_the_reference_estimate():
+def test_macs_of_paper_model1_match_the_reference_estimate():
     # RECIPE/issue 7: one training step of paper-model1 is about 4.70 GFLOP per image, i.e.
     # 3 x forward multiply-accumulates x 2 FLOP per MAC.
-    gflop_per_training_image = count_flops(PRESETS["paper-model1"]) * 2 * 3 / 1e9
+    gflop_per_training_image = count_macs(PRESETS["paper-model1"]) * 2 * 3 / 1e9
     assert gflop_per_training_image == pytest.approx(4.70, abs=0.01)
 
 

@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from nas.cli import search_main
-from nas.search import is_trained
+from nas.records import is_trained
 
 from helpers import free_port, get, one_torch_thread
 

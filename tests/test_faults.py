@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 from nas.arch import Architecture
 from nas.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
 from nas.cli import main, retrain_main, search_main
-from nas.search import is_trained
+from nas.records import is_trained
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -90,16 +90,20 @@ def store_state(path: Path) -> dict:
     per trial its number, state, values, params, attributes and intermediate values."""
     storage = optuna.storages.RDBStorage(url_of(path), skip_compatibility_check=True)
     try:
+        ids = {
+            name: storage.get_study_id_from_name(name)
+            for name in optuna.get_all_study_names(storage)
+        }
         return {
-            summary.study_name: (
-                storage.get_study_user_attrs(summary._study_id),
-                storage.get_study_directions(summary._study_id),
+            name: (
+                storage.get_study_user_attrs(study_id),
+                storage.get_study_directions(study_id),
                 [
                     (t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values)
-                    for t in storage.get_all_trials(summary._study_id)
+                    for t in storage.get_all_trials(study_id)
                 ],
             )
-            for summary in storage.get_all_studies()
+            for name, study_id in ids.items()
         }
     finally:
         storage.remove_session()
@@ -178,9 +182,9 @@ def run_until_killed(commands: dict[str, list[str]], cwd: Path) -> None:
 
 # ---- SIGKILL during a checkpoint write ----------------------------------------------------------
 
-# `nas.files` (through which every checkpoint is written) sees `os` through a proxy; on the
-# second save (epoch 2: a good checkpoint of epoch 1 is on disk) the proxy kills the process at
-# the named moment of the write
+# `nas.files` (through which every file, checkpoints included, is written) sees `os` through a
+# proxy; on the second checkpoint save (epoch 2: a good checkpoint of epoch 1 is on disk) the
+# proxy kills the process at the named moment of the write
 CHECKPOINT_KILL = """
     import os, signal
     import nas.files as files
@@ -212,9 +216,11 @@ CHECKPOINT_KILL = """
     class KillingOs:
         def __getattr__(self, name):
             return getattr(os, name)
-        def fdopen(self, *args, **kwargs):
-            saves.append(1)
-            file = os.fdopen(*args, **kwargs)
+        def fdopen(self, fd, *args, **kwargs):
+            # every file goes through nas.files: count the checkpoint's saves only
+            if ".checkpoint.ckpt." in os.readlink(f"/proc/self/fd/{{fd}}"):
+                saves.append(1)
+            file = os.fdopen(fd, *args, **kwargs)
             return HalfWrites(file) if KILL_AT == "write" and len(saves) == 2 else file
         def fsync(self, fd):
             if KILL_AT == "fsync" and len(saves) == 2:
@@ -495,7 +501,7 @@ BAD = [
     ("search-pruner", "search", ["--pruner", "foo"], "foo"),
     ("search-flag-unknown", "search", ["--bugdet", "5M"], "--bugdet"),
     ("retrain-trial-missing", "retrain", ["--trial", "999"], "no trial 999"),
-    ("retrain-trial-negative", "retrain", ["--trial", "-1"], "no trial -1"),
+    ("retrain-trial-negative", "retrain", ["--trial", "-1"], "'-1' must be 0 or more"),
     ("retrain-trial-word", "retrain", ["--trial", "x"], "--trial"),
     ("retrain-study-missing", "retrain", ["--study", "nope"], "'nope'"),
     ("retrain-preset-unknown", "retrain", ["--arch", "nope"], "unknown preset"),
@@ -682,6 +688,6 @@ def test_real_processes_give_one_sentence_exit_2_and_never_run_a_malicious_check
     for name, process in processes.items():
         _, err = process.communicate(timeout=120)
         assert_one_sentence(process.returncode, err)
-        assert err.startswith(("error: ", "scripts/search.py: ")), (name, err)
+        assert err.startswith(("error: ", "nas search: ", "nas retrain: ")), (name, err)
     assert not marker.exists()
     assert (malicious / "checkpoint.ckpt").read_bytes() == blob

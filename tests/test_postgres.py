@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
@@ -23,7 +24,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.data import DataConfig
-from nas.search import SearchConfig, is_trained, run_search
+from nas.records import is_trained
+from nas.search import SearchConfig, run_search
 from nas.train import TrainConfig
 
 from helpers import free_port, one_torch_thread
@@ -144,7 +146,7 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
     config = SearchConfig(
         budget=BUDGET,
         trials=TRIALS,
-        space_file=str(TINY),
+        space=str(TINY),
         study="t",
         storage=single,
         pruner="none",
@@ -177,8 +179,8 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
     out_a, err_a = machine_a.communicate(timeout=240)
     assert machine_a.returncode == 0, err_a
     assert machine_b.returncode == 0, machine_b.stderr
-    assert f"study 't': {TRIALS} trained" in out_a
-    assert f"study 't': {TRIALS} trained" in machine_b.stdout
+    assert f"study 't': {TRIALS} trained candidates" in out_a
+    assert f"study 't': {TRIALS} trained candidates" in machine_b.stdout
 
     one, three = _summary(single), _summary(many)
     for summary in (one, three):
@@ -189,3 +191,72 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
     assert three["trained_states"] == one["trained_states"] == {TrialState.COMPLETE}
     assert three["architectures"] == one["architectures"] == TRIALS  # none trained twice
     assert three["epochs"] == one["epochs"] == {(1,)}
+
+
+def _command_lines_holding(secret: str, besides: int) -> set[str]:
+    """The command lines of this machine's processes (other than pid `besides`) holding
+    `secret`, as `ps` would show them to every user."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in (besides, os.getpid()):
+            continue
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if secret in line:
+            found.add(line)
+    return found
+
+
+def test_a_storage_password_reaches_no_output_file_or_worker_command_line(postgres, tmp_path):
+    secret = "Pa55-w0rd-never-shown"
+    url = postgres.database("secret").replace("nas@", f"nas:{secret}@")  # trust: accepted
+    search = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "search.py"),
+            *FAST,
+            "--workers",
+            "2",
+            "--storage",
+            url,
+        ],  # fmt: skip
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    leaked: set[str] = set()
+    while search.poll() is None:  # the workers' command lines, as long as they live
+        leaked |= _command_lines_holding(secret, besides=search.pid)
+        time.sleep(0.1)
+    out, err = search.communicate()
+    assert search.returncode == 0, err
+    assert leaked == set()
+    assert secret not in out + err and "nas:***@" in out
+
+    # the retrain takes the URL from the environment alone: on no command line at all
+    retrained = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "retrain_best.py"),
+            "--study",
+            "t",
+            "--epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env={**ENV, "NAS_STORAGE": url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert retrained.returncode == 0, retrained.stderr
+    assert secret not in retrained.stdout + retrained.stderr
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "metrics.json" for path in written)
+    assert [path for path in written if secret.encode() in path.read_bytes()] == []
+    study = optuna.load_study(study_name="t", storage=url)
+    assert secret not in repr((study.user_attrs, [t.user_attrs for t in study.trials]))

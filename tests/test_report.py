@@ -83,7 +83,9 @@ def full_study(tmp_path_factory) -> optuna.Study:
             distributions=DISTRIBUTIONS,
             user_attrs={
                 **_attrs(20, 2, 120_000),
-                "prune_reason": "pruned by the pruner at epoch 3",
+                "trained": True,  # as the search records a candidate the pruner stopped
+                "best_val_accuracy": 0.45,
+                "prune_reason": "stopped by the pruner after epoch 3",
             },
             intermediate_values={1: 0.2, 2: 0.45, 3: 0.3},
         )
@@ -117,7 +119,7 @@ def test_header_counts_every_kind_of_trial(full_study, tmp_path):
     assert counts["trained to the end"] == "4"
     assert counts["stopped early by the pruner"] == "1"
     assert counts["rejected (over budget)"] == "2"
-    assert counts["failed"] == "1"
+    assert counts["failed or broke"] == "1"
     assert counts["best trial"].startswith("trial 1 (complete)")
 
 

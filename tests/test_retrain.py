@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import nas
+from nas import records
 from nas.cli import retrain_main
 from nas.data import DataConfig, load_splits
 from nas.search import SearchConfig, run_search
@@ -32,7 +33,7 @@ def store(tmp_path_factory):
     config = SearchConfig(
         budget=20_000,
         trials=2,
-        space_file=str(ROOT / "search_spaces" / "tiny.yaml"),
+        space=str(ROOT / "search_spaces" / "tiny.yaml"),
         study="s",
         storage=url,
         pruner="none",
@@ -95,10 +96,13 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     assert accuracy == pytest.approx(metrics["test_accuracy"])
     assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
 
-    # written back to the study: on the trial and as artifacts for the dashboard
-    trial = optuna.load_study(study_name="s", storage=url).trials[best.number]
-    assert trial.user_attrs["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    assert trial.user_attrs["run_dir"] == str(Path("runs") / "s" / f"trial-{best.number}")
+    # recorded on the study (public API: a finished trial stays as the search left it) and
+    # attached as study artifacts for the dashboard
+    study = optuna.load_study(study_name="s", storage=url)
+    record = records.retrain_record(study.user_attrs, study.trials[best.number])
+    assert record["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert record["run_dir"] == str(Path("runs") / "s" / f"trial-{best.number}")
+    assert study.trials[best.number].user_attrs == best.user_attrs
     assert len(list((folder / "artifacts").iterdir())) == 3
     assert "--artifact-dir" in result.stdout
 
@@ -161,7 +165,7 @@ def test_a_preset_with_zero_epochs_is_evaluated_and_exported(tmp_path):
         (["--study", "s", "--trial", "99"], "has no trial 99"),
         (["--arch", "paper-model9"], "unknown preset"),
         (["--arch", "missing.json"], "cannot read architecture file"),
-        (["--study", "s", "--epochs", "-1"], "--epochs must be 0 or more"),
+        (["--study", "s", "--epochs", "-1"], "--epochs: '-1' must be 0 or more"),
         (["--study", "s", "--device", "cuda:3"], "cuda"),
     ],
 )
@@ -186,7 +190,7 @@ def test_a_study_without_finished_trials_is_refused(tmp_path, monkeypatch, capsy
     url = f"sqlite:///{tmp_path}/empty.db"
     optuna.create_study(study_name="empty", storage=url)
     assert retrain_main(["--storage", url, "--study", "empty"]) == 2
-    assert "has no finished trial" in capsys.readouterr().err
+    assert "has no trial trained to the end yet" in capsys.readouterr().err
 
 
 def test_report_command_writes_one_point_per_trained_trial(store, tmp_path):

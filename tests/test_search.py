@@ -28,7 +28,8 @@ from nas.arch import Architecture, count_params
 from nas.cli import search_main
 from nas.data import DataConfig
 from nas.errors import UserError
-from nas.search import SearchConfig, is_trained, run_search
+from nas.records import is_trained
+from nas.search import SearchConfig, run_search
 from nas.space import SearchSpace
 from nas.train import TrainConfig
 
@@ -165,7 +166,7 @@ def test_trained_trials_record_attrs_and_per_epoch_val_accuracy(searched):
     for trial in (t for t in load(store).trials if is_trained(t)):
         attrs = trial.user_attrs
         assert trial.state == TrialState.COMPLETE
-        assert attrs["flops"] > 0
+        assert attrs["macs"] > 0
         assert attrs["seconds_per_epoch"] > 0
         assert attrs["device"] == "cpu"
         assert math.isfinite(attrs["best_val_loss"]) and attrs["best_val_loss"] > 0
@@ -183,7 +184,7 @@ def test_search_prints_trials_top_table_and_next_commands(searched):
         assert f"trial {trial.number:>4}" in out
     assert "rank" in out and "val acc" in out
     assert f"next:   optuna-dashboard {url_of(store)}" in out
-    assert f"python scripts/retrain_best.py --study {STUDY} --storage {url_of(store)}" in out
+    assert f"nas retrain --study {STUDY} --storage {url_of(store)}" in out
     report = store.parent / f"{STUDY}.html"
     assert f"report: {report}" in out
     assert report.read_text().lstrip().lower().startswith("<!doctype html")
@@ -199,7 +200,7 @@ def test_same_command_twice_trains_nothing_new(searched, tmp_path):
     status, out, err = search(*with_flag(argv, "--storage", url_of(copy)))
     assert status == 0, err
     assert snapshot(copy) == before  # nothing sampled, nothing trained, nothing changed
-    assert "study 't': 3 trained" in out
+    assert "study 't': 3 trained candidates" in out
 
 
 def test_an_architecture_already_trained_is_not_trained_again(searched, tmp_path):
@@ -257,9 +258,9 @@ def test_bad_budget_is_one_sentence_and_exit_2(budget, tmp_path):
 
 @pytest.mark.parametrize("budget, expected", [("5e6", 5_000_000), ("2.5M", 2_500_000)])
 def test_budget_spellings_are_accepted(budget, expected):
-    from nas.cli_search import search_parser
+    from nas.cli import build_parser
 
-    assert search_parser().parse_args(["--budget", budget]).budget == expected
+    assert build_parser().parse_args(["search", "--budget", budget]).budget == expected
 
 
 def _refused(store: Path, *argv: str) -> str:
@@ -331,7 +332,7 @@ def test_a_long_run_of_rejections_ends_with_a_clear_message(tmp_path):
     config = SearchConfig(
         budget=smallest,  # only the very smallest candidates fit
         trials=3,
-        space_file=str(TINY),
+        space=str(TINY),
         study="rejections",
         storage=url_of(store),
         sampler="random",
@@ -352,7 +353,7 @@ def test_a_trial_stopped_by_the_pruner_counts_as_trained_and_keeps_its_measureme
     config = SearchConfig(
         budget=BUDGET,
         trials=0,  # create and record the study, train nothing
-        space_file=str(TINY),
+        space=str(TINY),
         study="pruned",
         storage=url_of(store),
         sampler="random",
@@ -402,7 +403,7 @@ def test_smoke_runs_end_to_end_from_any_directory(tmp_path, monkeypatch):
     assert all(t.params and "params" in t.user_attrs for t in study.trials)
     assert "rank" in out and "val acc" in out
     assert "next:   optuna-dashboard sqlite:///studies/nas.db" in out
-    assert "python scripts/retrain_best.py --study smoke" in out
+    assert "nas retrain --study smoke" in out
     assert (tmp_path / "studies" / "smoke.html").stat().st_size > 1000
 
 

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint
-from nas.search import is_trained
+from nas.records import is_trained
 
 from helpers import running_with_an_epoch, wait_for_trials
 

@@ -24,9 +24,11 @@ from optuna.trial import TrialState
 
 from nas.cli import search_main
 from nas.data import DataConfig, load_splits
-from nas.search import Objective, SearchConfig, is_trained, run_search
+from nas.objective import Objective
+from nas.records import is_trained
+from nas.search import SearchConfig, run_search
 from nas.space import SearchSpace
-from nas.storage import make_storage
+from nas.storage import open_storage
 from nas.train import TrainConfig
 
 from helpers import free_port, get, one_torch_thread
@@ -48,7 +50,7 @@ def _config(store: Path, **changes) -> SearchConfig:
     settings = dict(
         budget=BUDGET,
         trials=0,
-        space_file=str(TINY),
+        space=str(TINY),
         study=STUDY,
         storage=f"sqlite:///{store}",
         pruner="none",
@@ -109,7 +111,8 @@ def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
 
     assert search.returncode == 0, search.stderr
     assert "database is locked" not in search.stderr and "Traceback" not in search.stderr
-    assert search.stdout.count("study 't': 5 trained") == 1  # one summary, from the parent
+    summary = "study 't': 5 trained candidates"
+    assert search.stdout.count(summary) == 1  # one summary, from the parent
     trials = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}").trials
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials)))  # unique, no gaps
@@ -157,14 +160,15 @@ def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
         optuna.trial.create_trial(value=0.5, user_attrs={"trained": True, "architecture": "x"})
     )
     # a worker that died mid-trial after its last heartbeat
-    storage = make_storage(config.storage, config.heartbeat, config.grace)
-    dead = storage.create_new_trial(study._study_id)
+    storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
+    dead = storage.create_new_trial(storage.get_study_id_from_name(STUDY))
     storage.record_heartbeat(dead)
     time.sleep(2.5)  # past the grace period (heartbeats are stored to the second)
 
     run_search(dataclasses_replace(config, trials=1), DATA, RECIPE)  # target met: trains nothing
     trials = optuna.load_study(study_name=STUDY, storage=config.storage).trials
-    assert [t.state for t in trials if t._trial_id == dead] == [TrialState.FAIL]
+    dead_number = storage.get_trial_number_from_id(dead)
+    assert [t.state for t in trials if t.number == dead_number] == [TrialState.FAIL]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(is_trained(t) for t in trials) == 1
 

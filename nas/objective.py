@@ -1,0 +1,175 @@
+"""Owns what one trial of the search does: gate the candidate on the budget, reuse an identical
+architecture's result, or train it, recording each step under the keys of `nas.records`.
+
+Claims:
+- The budget gate counts a candidate's parameters analytically from the sampled values before
+  any model, tensor or data is touched; an over-budget candidate becomes a PRUNED trial with
+  `params` and `over_budget_by` set and no intermediate values, and its excess is the
+  trial's constraint (values <= 0 are feasible).
+- An architecture already trained in the study is not trained again: the trial reuses the
+  earlier result and records `duplicate_of`.
+- A trial that lost the race for the study's last places (a lower-numbered trial got there
+  first) is pruned as not needed before training, so the study ends with exactly its target.
+- A non-finite loss or a CUDA out-of-memory error prunes the trial with the reason recorded
+  (it is then FAILED in `records.classify`: no model worth ranking).
+- `should_stop()` is checked after every epoch: the trial then fails with `StopRequested`, and
+  `Objective.training` still names it, so the search can enqueue its parameters again.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from nas import records
+from nas.arch import Architecture, count_macs, count_params
+from nas.data import Splits
+from nas.errors import StopRequested
+from nas.model import build_model
+from nas.space import SearchSpace
+from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
+
+
+def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenTrial | None:
+    """An earlier trial that trained this exact architecture, if any."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if records.is_trained(trial) and trial.user_attrs.get(records.ARCHITECTURE) == architecture:
+            return trial
+    return None
+
+
+class Objective:
+    """Gate, deduplicate, train. Raises TrialPruned for rejected and stopped candidates."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        splits: Splits,
+        recipe: TrainConfig,
+        budget: int,
+        *,
+        target: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ):
+        self.space = space
+        self.splits = splits
+        self.recipe = recipe
+        self.budget = budget
+        self.target = target  # trained candidates the study should hold (None: no limit)
+        self.should_stop = should_stop
+        self.device = resolve_device(recipe.device)
+        self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.training = None
+        arch = self.space.suggest(trial, num_classes=self.splits.num_classes)
+        params = count_params(arch)
+        architecture = arch.to_json()
+        trial.set_user_attr(records.PARAMS, params)
+        trial.set_user_attr(records.ARCHITECTURE, architecture)
+        trial.set_user_attr(records.MACS, count_macs(arch, self.splits.image_shape[-1]))
+        trial.set_user_attr(records.CONSTRAINT, params - self.budget)
+        if params > self.budget:
+            excess = params - self.budget
+            return self._prune(trial, "over budget", **{records.OVER_BUDGET_BY: excess})
+
+        earlier = find_trained(trial.study, architecture)
+        if earlier is not None:
+            trial.set_user_attr(records.DUPLICATE_OF, earlier.number)
+            for key in records.COPIED_BY_DUPLICATES:
+                if key in earlier.user_attrs:
+                    trial.set_user_attr(key, earlier.user_attrs[key])
+            if earlier.state == TrialState.COMPLETE:
+                return earlier.value
+            return self._prune(trial, f"duplicate of trial {earlier.number}, which was pruned")
+        if self.target is not None and _places_taken_before(trial) >= self.target:
+            # another worker asked at the same moment and got a lower number: it trains, not us
+            return self._prune(
+                trial,
+                "not needed: other workers' trials fill the target",
+                **{records.NOT_NEEDED: True},
+            )
+        return self._train(trial, arch)
+
+    def _prune(self, trial: optuna.Trial, reason: str, **attrs: Any):
+        trial.set_user_attr(records.PRUNE_REASON, reason)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        raise optuna.TrialPruned(reason)
+
+    def _train(self, trial: optuna.Trial, arch: Architecture) -> float:
+        trial.set_user_attr(records.DEVICE, str(self.device))
+        # kept when an interrupt or a stop request escapes, so the search can enqueue a retry
+        self.training = (trial.number, dict(trial.params))
+        try:
+            value = self._fit(trial, arch)
+        except optuna.TrialPruned:
+            self.training = None
+            raise
+        self.training = None
+        return value
+
+    def _fit(self, trial: optuna.Trial, arch: Architecture) -> float:
+        history: list[dict[str, Any]] = []
+
+        def report(row: dict[str, Any]) -> bool:
+            history.append(row)
+            trial.report(row["val_accuracy"], row["epoch"])
+            if self.should_stop is not None and self.should_stop():
+                trial.set_user_attr(records.STOPPED_AFTER_EPOCH, row["epoch"])
+                # Optuna marks the trial FAIL; the search enqueues its parameters again
+                raise StopRequested(row["epoch"])
+            if trial.should_prune():
+                record_training(trial, history)  # a stopped trial keeps what it measured
+                self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
+            return False
+
+        model = None
+        out_of_memory = False
+        try:
+            set_seed(self.recipe.seed)
+            model = build_model(arch)
+            result = fit(model, self.splits, self.recipe, callback=report, progress=False)
+        except NonFiniteLossError as error:
+            return self._prune(trial, f"non-finite loss: {error}")
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True  # handled below: the traceback still holds the tensors here
+        finally:
+            del model
+        if out_of_memory:
+            _free_memory()
+            return self._prune(trial, f"out of memory on {self.device}")
+        record_training(trial, result.history)
+        return result.best_val_accuracy
+
+
+def _places_taken_before(trial: optuna.Trial) -> int:
+    """Trained or still running trials numbered before `trial`: they have first claim on the
+    target's places."""
+    return sum(
+        t.number < trial.number and (t.state == TrialState.RUNNING or records.is_trained(t))
+        for t in trial.study.get_trials(deepcopy=False)
+    )
+
+
+def record_training(trial: optuna.Trial, history: list[dict[str, Any]]) -> None:
+    """Mark a trial trained and record its best validation loss/accuracy and epoch time."""
+    seconds = [row["seconds"] for row in history]
+    trial.set_user_attr(records.TRAINED, True)
+    trial.set_user_attr(records.EPOCHS, len(history))
+    best_loss = min((row["val_loss"] for row in history), default=None)
+    trial.set_user_attr(records.BEST_VAL_LOSS, best_loss)
+    best_accuracy = max((row["val_accuracy"] for row in history), default=0.0)
+    trial.set_user_attr(records.BEST_VAL_ACCURACY, best_accuracy)
+    trial.set_user_attr(records.SECONDS_PER_EPOCH, sum(seconds) / max(1, len(seconds)))
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,167 @@
+"""Owns the records contract: every key the tool writes on a study or a trial, and the one
+classification of a trial that the search, its summary, the report and the retrain share.
+
+A study in the store is the tool's whole memory: a retrain needs only the study name, a report
+only the store, a resume only the command. So what each record means is decided here, once:
+
+- Trial user attributes (`PARAMS`, `ARCHITECTURE`, ...) are written by the search as it gates,
+  deduplicates and trains a candidate; study user attributes (`BUDGET`, `SPACE_TEXT`,
+  `DATASET`, `RECIPE`, ...) when the study is created. Per-epoch validation accuracy is the
+  trial's intermediate values.
+- `classify(trial)` puts every trial in exactly one `TrialKind`. "Trained" means the candidate
+  was trained and produced a model that ranks: to the end (COMPLETE) or until the pruner
+  stopped it. A trial whose training broke (a non-finite loss, out of memory), even after some
+  epochs, is FAILED: it produced no model worth ranking and does not count toward `--trials`.
+- A retrain's result is recorded on the study (`retrain_record`), keyed by the trial number,
+  through Optuna's public API: a finished trial is immutable in Optuna, and we keep it so.
+
+Studies written by the earlier version of the tool read the same (their trials carry the same
+keys; their retrain results on the trial itself are still found).
+
+Imports no other module of `nas`, and of Optuna only its trial types.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+# ---- trial user attributes ---------------------------------------------------------------
+
+PARAMS = "params"  # exact parameter count (int), set before the budget gate
+ARCHITECTURE = "architecture"  # the Architecture as compact JSON: machines read this one
+MACS = "macs"  # multiply-accumulates per image (1 MAC = 2 FLOPs); "flops" in older studies
+CONSTRAINT = "constraint"  # parameters over the budget; <= 0 is feasible (the sampler's view)
+OVER_BUDGET_BY = "over_budget_by"  # set only on candidates the budget gate rejected
+DUPLICATE_OF = "duplicate_of"  # the trial number whose identical architecture was trained
+NOT_NEEDED = "not_needed"  # True: lost the race for the study's last places to other workers
+PRUNE_REASON = "prune_reason"  # one line: why the trial was pruned or stopped
+RETRY_OF = "retry_of"  # enqueued again after this trial was interrupted (Ctrl-C, SIGTERM)
+STOPPED_AFTER_EPOCH = "stopped_after_epoch"  # a stop request ended the trial after this epoch
+TRAINED = "trained"  # True once the candidate trained to the end or until the pruner stopped it
+EPOCHS = "epochs"  # epochs the candidate trained
+BEST_VAL_LOSS = "best_val_loss"  # lowest validation loss over its epochs
+BEST_VAL_ACCURACY = "best_val_accuracy"  # highest validation accuracy over its epochs
+SECONDS_PER_EPOCH = "seconds_per_epoch"  # mean wall seconds of its epochs
+DEVICE = "device"  # where it trained, e.g. cuda:0
+# What a duplicate copies from the trial it repeats.
+COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEVICE)
+
+# ---- study user attributes ---------------------------------------------------------------
+
+BUDGET = "budget"  # the parameter budget (int)
+SPACE_FILE = "space_file"  # the space's name or path as given (for messages)
+SPACE_TEXT = "space_text"  # the space file's text: a resume must use the same
+DATASET = "dataset"  # DataConfig.to_dict()
+RECIPE = "recipe"  # TrainConfig.to_dict()
+SEARCH = "search"  # sampler, pruner, seed of the first run
+TOOL_VERSION = "tool_version"  # nas.__version__ that created the study
+RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
+
+METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
+
+
+class TrialKind(Enum):
+    """What became of a trial. Every trial is exactly one kind."""
+
+    TRAINED = "trained to the end"
+    STOPPED = "stopped early by the pruner"  # trained some epochs: it ranks with its best epoch
+    DUPLICATE = "reused an earlier identical architecture"
+    REJECTED = "rejected (over budget)"
+    NOT_NEEDED = "not needed (other workers filled the target)"
+    FAILED = "failed or broke"  # Optuna FAIL, or training broke: non-finite loss, out of memory
+    RUNNING = "running or waiting"
+
+    @property
+    def trained(self) -> bool:
+        """Counts toward `--trials`, is plotted and ranked."""
+        return self in (TrialKind.TRAINED, TrialKind.STOPPED)
+
+
+def classify(trial: FrozenTrial) -> TrialKind:
+    """The one answer to "what became of this trial" (see `TrialKind`)."""
+    attrs = trial.user_attrs
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return TrialKind.RUNNING
+    if trial.state == TrialState.FAIL:
+        return TrialKind.FAILED
+    if OVER_BUDGET_BY in attrs:
+        return TrialKind.REJECTED
+    if DUPLICATE_OF in attrs:
+        return TrialKind.DUPLICATE
+    if attrs.get(NOT_NEEDED) or str(attrs.get(PRUNE_REASON, "")).startswith("not needed"):
+        return TrialKind.NOT_NEEDED  # the second test reads studies of the earlier version
+    if trial.state == TrialState.COMPLETE:
+        return TrialKind.TRAINED
+    if attrs.get(TRAINED):
+        return TrialKind.STOPPED
+    return TrialKind.FAILED  # pruned without a usable model: its training broke
+
+
+def is_trained(trial: FrozenTrial) -> bool:
+    return classify(trial).trained
+
+
+def accuracy(trial: FrozenTrial) -> float | None:
+    """The validation accuracy a trained trial is ranked by, None for any other kind.
+
+    A complete trial's value; for one the pruner stopped, the best accuracy of its epochs."""
+    kind = classify(trial)
+    if kind == TrialKind.TRAINED and trial.value is not None:
+        return float(trial.value)
+    if kind == TrialKind.STOPPED:
+        recorded = trial.user_attrs.get(BEST_VAL_ACCURACY)
+        if _is_number(recorded):
+            return float(recorded)
+        finite = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
+        return max(finite) if finite else None
+    return None
+
+
+def params_of(trial: FrozenTrial) -> int | None:
+    value = trial.user_attrs.get(PARAMS)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def macs_of(trial: FrozenTrial) -> int | None:
+    """Multiply-accumulates per image; studies of the earlier version stored them as `flops`."""
+    for key in (MACS, "flops"):
+        value = trial.user_attrs.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def budget_of(study_attrs: dict[str, Any]) -> int | None:
+    value = study_attrs.get(BUDGET)
+    return int(value) if _is_number(value) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---- retrain results ---------------------------------------------------------------------
+
+
+def retrain_key(trial_number: int) -> str:
+    return f"{RETRAIN_PREFIX}{trial_number}"
+
+
+def retrain_record(study_attrs: dict[str, Any], trial: FrozenTrial) -> dict[str, Any] | None:
+    """The retrain result of `trial` ({test_accuracy, run_dir, ...}), if it was retrained.
+
+    Recorded on the study by this version; studies of the earlier version wrote
+    `test_accuracy` and `run_dir` onto the trial itself, which is read too."""
+    record = study_attrs.get(retrain_key(trial.number))
+    if isinstance(record, dict) and _is_number(record.get("test_accuracy")):
+        return record
+    if _is_number(trial.user_attrs.get("test_accuracy")):
+        return {
+            "test_accuracy": trial.user_attrs["test_accuracy"],
+            "run_dir": trial.user_attrs.get("run_dir"),
+        }
+    return None

@@ -1,0 +1,187 @@
+"""Owns local worker processes: N searches on one store, started, watched and stopped together.
+
+`run_workers` starts one `python -m nas.workers` process per device. Each worker reads its
+settings (the search, data and recipe configs, its index and device) from the environment
+variable `NAS_WORKER_SETTINGS`, never from its command line: a storage URL's password stays out
+of `ps`. Each samples with the search seed plus its index. The parent reports every finished
+trial from the store as it appears, forwards Ctrl-C and SIGTERM to the workers, and turns their
+exit statuses into one result.
+
+Exit statuses of a worker: 0 done, 2 a user error (its one sentence on stderr), 143 stopped by
+SIGTERM at a safe point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nas.data import DataConfig
+from nas.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    StopRequested,
+    UserError,
+    stop_on_sigterm,
+)
+from nas.search import SearchConfig, TrialOutcome, outcome_of, prepare_study, run_search
+from nas.train import TrainConfig
+
+SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "recipe": ...}
+
+
+def plan_devices(requested: int | None, device: str) -> list[str]:
+    """The device of each worker: one per visible GPU by default on CUDA (worker i on
+    `cuda:i`), else `requested` (default 1) workers on `device`."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        return [f"cuda:{i % gpus}" for i in range(requested or gpus)]
+    return [device] * (requested or 1)
+
+
+@dataclass
+class WorkersResult:
+    """How the workers ended: `status` is 0, EXIT_USAGE, EXIT_TERMINATED or 1 (a crash)."""
+
+    status: int
+    message: str = ""  # for a non-zero status: what to tell the user
+
+
+def worker_environment(
+    config: SearchConfig, data: DataConfig, recipe: TrainConfig, index: int, device: str
+) -> dict[str, str]:
+    env = dict(os.environ)
+    settings = {
+        # each worker samples with its own seed so they do not propose the same candidates
+        "search": dataclasses.asdict(dataclasses.replace(config, seed=config.seed + index)),
+        "data": data.to_dict(),
+        "recipe": dataclasses.asdict(dataclasses.replace(recipe, device=device)),
+    }
+    env[SETTINGS_ENV] = json.dumps(settings)
+    return env
+
+
+def run_workers(
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: TrainConfig,
+    devices: list[str],
+    *,
+    on_trial: Callable[[TrialOutcome, int], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> WorkersResult:
+    """Run one worker per device until the study holds `config.trials` trained candidates.
+
+    Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
+    trials; the KeyboardInterrupt is re-raised once they have exited."""
+    from nas.search import trial_counts
+
+    _, study, _ = prepare_study(config, data, recipe)  # user errors surface here, once
+    cpu_only = all(device == "cpu" for device in devices)
+    logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
+    processes: list[subprocess.Popen] = []
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report_new() -> None:
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in seen:
+                seen.add(trial.number)
+                if on_trial is not None:
+                    on_trial(outcome_of(trial), trial_counts(study)[0])
+
+    def send(signum: int) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    stopping = False
+    try:
+        for index, device in enumerate(devices):
+            env = worker_environment(config, data, recipe, index, device)
+            if cpu_only and "OMP_NUM_THREADS" not in env:
+                # share the cores instead of every worker using all of them
+                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "nas.workers"],
+                    env=env,
+                    start_new_session=True,  # Ctrl-C reaches the parent, which forwards it
+                    stdout=subprocess.DEVNULL,
+                    stderr=logs[index],
+                )
+            )
+        while any(process.poll() is None for process in processes):
+            if should_stop() and not stopping:
+                stopping = True
+                send(signal.SIGTERM)
+            report_new()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        send(signal.SIGINT)
+        for process in processes:
+            process.wait()
+        raise
+    finally:
+        texts = []
+        for log in logs:
+            log.seek(0)
+            texts.append(log.read().strip())
+            log.close()
+    report_new()
+    statuses = [process.returncode for process in processes]
+    if stopping or EXIT_TERMINATED in statuses:
+        return WorkersResult(EXIT_TERMINATED)
+    failed = [(index, status) for index, status in enumerate(statuses) if status != 0]
+    if not failed:
+        return WorkersResult(0)
+    index, status = failed[0]
+    text = texts[index]
+    if status == EXIT_USAGE:  # every worker met the same mistake: say it once
+        return WorkersResult(EXIT_USAGE, text.splitlines()[-1] if text else "a worker refused")
+    how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+    message = (f"{text}\n" if text else "") + (
+        f"worker {index} {how}; finished trials are kept, rerun the same command to resume"
+    )
+    return WorkersResult(1, message)
+
+
+def worker_main() -> int:
+    """One worker: search quietly with the settings in `NAS_WORKER_SETTINGS` (the parent
+    reports), stop like the parent."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        settings = json.loads(os.environ[SETTINGS_ENV])
+        config = SearchConfig(**settings["search"])
+        data = DataConfig.from_dict(settings["data"])
+        recipe = TrainConfig.from_dict(settings["recipe"])
+    except (KeyError, ValueError, TypeError):
+        print(f"error: a worker needs its settings in ${SETTINGS_ENV}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with stop_on_sigterm() as stop:
+            run_search(config, data, recipe, should_stop=stop)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StopRequested:
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:  # forwarded by the parent; the running trial is already failed
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

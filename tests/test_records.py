@@ -1,0 +1,176 @@
+"""The records contract: one classification of every kind of trial the search writes, and the
+search summary, the report and the retrain all reading it the same way."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from nas import records, report
+from nas.arch import Architecture
+from nas.cli_search import print_summary
+from nas.records import TrialKind
+from nas.retrain import choose_from_study
+from nas.search import SearchConfig, outcome_of, trial_counts
+
+BUDGET = 50_000
+DISTRIBUTIONS = {"width": IntDistribution(8, 64)}
+
+
+def _arch(width: int) -> dict:
+    arch = Architecture(channels=(width, width), blocks=(1, 1), stem=8)
+    return {records.ARCHITECTURE: arch.to_json(), records.PARAMS: 1000 * width}
+
+
+def _trained_attrs(width: int, accuracy: float) -> dict:
+    return {
+        **_arch(width),
+        records.CONSTRAINT: 1000 * width - BUDGET,
+        records.DEVICE: "cpu",
+        records.TRAINED: True,
+        records.EPOCHS: 2,
+        records.BEST_VAL_LOSS: 1.0,
+        records.BEST_VAL_ACCURACY: accuracy,
+        records.SECONDS_PER_EPOCH: 2.0,
+    }
+
+
+# every kind the search writes, exactly as nas.objective and the search loop write it
+WRITTEN = {
+    "trained": dict(
+        state=TrialState.COMPLETE,
+        value=0.60,
+        user_attrs=_trained_attrs(16, 0.60),
+        intermediate_values={1: 0.5, 2: 0.6},
+    ),
+    "trained-better": dict(
+        state=TrialState.COMPLETE,
+        value=0.70,
+        user_attrs=_trained_attrs(24, 0.70),
+        intermediate_values={1: 0.6, 2: 0.7},
+    ),
+    "stopped by the pruner": dict(
+        state=TrialState.PRUNED,
+        user_attrs={
+            **_trained_attrs(32, 0.80),
+            records.EPOCHS: 1,
+            records.PRUNE_REASON: "stopped by the pruner after epoch 1",
+        },
+        intermediate_values={1: 0.8},
+    ),
+    "duplicate": dict(
+        state=TrialState.COMPLETE,
+        value=0.70,
+        user_attrs={**_arch(24), records.DUPLICATE_OF: 1, records.BEST_VAL_ACCURACY: 0.70},
+    ),
+    "rejected": dict(
+        state=TrialState.PRUNED,
+        user_attrs={
+            **_arch(60),
+            records.OVER_BUDGET_BY: 10_000,
+            records.PRUNE_REASON: "over budget",
+        },
+    ),
+    "not needed": dict(
+        state=TrialState.PRUNED,
+        user_attrs={
+            **_arch(40),
+            records.NOT_NEEDED: True,
+            records.PRUNE_REASON: "not needed: other workers' trials fill the target",
+        },
+    ),
+    # a non-finite loss in epoch 2, after an epoch 1 whose accuracy beats every trained trial
+    "non-finite after one epoch": dict(
+        state=TrialState.PRUNED,
+        user_attrs={
+            **_arch(48),
+            records.DEVICE: "cpu",
+            records.PRUNE_REASON: "non-finite loss: the training loss became nan in epoch 2",
+        },
+        intermediate_values={1: 0.99},
+    ),
+    "stopped by SIGTERM": dict(
+        state=TrialState.FAIL,
+        user_attrs={**_arch(20), records.STOPPED_AFTER_EPOCH: 1},
+        intermediate_values={1: 0.95},
+    ),
+}
+EXPECTED = {
+    "trained": TrialKind.TRAINED,
+    "trained-better": TrialKind.TRAINED,
+    "stopped by the pruner": TrialKind.STOPPED,
+    "duplicate": TrialKind.DUPLICATE,
+    "rejected": TrialKind.REJECTED,
+    "not needed": TrialKind.NOT_NEEDED,
+    "non-finite after one epoch": TrialKind.FAILED,
+    "stopped by SIGTERM": TrialKind.FAILED,
+    "running": TrialKind.RUNNING,
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> optuna.Study:
+    url = f"sqlite:///{tmp_path_factory.mktemp('records')}/s.db"
+    study = optuna.create_study(study_name="kinds", storage=url, direction="maximize")
+    study.set_user_attr(records.BUDGET, BUDGET)
+    for written in WRITTEN.values():
+        width = Architecture.from_json(written["user_attrs"][records.ARCHITECTURE]).channels[0]
+        study.add_trial(
+            create_trial(params={"width": width}, distributions=DISTRIBUTIONS, **written)
+        )
+    running = study.ask()  # a trial another worker is training right now
+    running.set_user_attr(records.ARCHITECTURE, Architecture((8, 8), (1, 1)).to_json())
+    return study
+
+
+def test_every_kind_the_search_writes_is_classified_once(study):
+    kinds = [records.classify(t) for t in study.trials]
+    assert kinds == list(EXPECTED.values())
+    assert set(kinds) == set(TrialKind)  # the fixture covers every kind
+
+
+def test_the_search_counts_and_reports_each_trial_as_classified(study, capsys):
+    assert trial_counts(study) == (3, 1)  # trained + stopped by the pruner; one running
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert [outcome_of(t).kind for t in finished] == [records.classify(t) for t in finished]
+    broke = outcome_of(study.trials[6])
+    assert broke.val_accuracy is None  # never shown as a trained accuracy
+    config = SearchConfig(budget=BUDGET, study="kinds", storage="sqlite:///unused.db")
+    print_summary(study, config, Path("r.html"))
+    out = capsys.readouterr().out
+    table = out[: out.index("\nstudy")]
+    assert sorted(int(n) for n in re.findall(r"^\s+\d+\s+(\d+)\s", table, re.M)) == [0, 1, 2]
+    assert "study 'kinds': 3 trained candidates" in out
+    counted = Counter(records.classify(t) for t in study.trials)
+    for kind, count in counted.items():
+        assert f"{count} {kind.name.lower().replace('_', ' ')}" in out
+
+
+def test_the_report_shows_and_counts_each_trial_as_classified(study, tmp_path):
+    text = report.write_report(study, tmp_path / "r.html").read_text(encoding="utf-8")
+    header = text[text.index("<table class='summary'>") :]
+    header = dict(
+        re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", header[: header.index("</table>")])
+    )
+    counted = Counter(records.classify(t) for t in study.trials)
+    for kind in TrialKind:
+        assert header[kind.value] == str(counted[kind]), kind
+    assert header["trained"] == "3"
+    trained = {0, 1, 2}
+    assert {t.number for t in report.top_trials(study, 20)} == trained
+    figure = report.build_figures(study)["params_vs_accuracy"]
+    points = next(trace for trace in figure.data if trace.name == report.TRAINED_TRACE)
+    assert sorted(points.x) == sorted(study.trials[n].user_attrs[records.PARAMS] for n in trained)
+    assert max(points.y) == pytest.approx(0.80)  # the 0.99 and 0.95 of broken trials are absent
+
+
+def test_the_retrain_picks_the_best_trial_trained_to_the_end(study):
+    choice = choose_from_study(study)
+    assert choice.trial.number == 1  # not the stopped (0.80), broken (0.99) or failed (0.95)
+    assert records.classify(choice.trial) == TrialKind.TRAINED
