@@ -19,6 +19,7 @@ Claims:
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from nas.data import Splits
 from nas.errors import StopRequested
 from nas.model import build_model
 from nas.space import SearchSpace
+from nas.storage import worker_record
 from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
 
 
@@ -66,12 +68,16 @@ class Objective:
         self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # first: if this process dies from here on, other runs can tell (storage.StaleTrialReaper)
+        trial.set_user_attr(records.WORKER, worker_record())
         self.training = None
         arch = self.space.suggest(trial, num_classes=self.splits.num_classes)
         params = count_params(arch)
-        architecture = arch.to_json()
+        # one line: the dashboard shows attributes on one line (and older studies compare it)
+        architecture = json.dumps(arch.to_dict(), separators=(",", ":"))
         trial.set_user_attr(records.PARAMS, params)
         trial.set_user_attr(records.ARCHITECTURE, architecture)
+        trial.set_user_attr(records.ARCH_LINE, arch.describe())
         trial.set_user_attr(records.MACS, count_macs(arch, self.splits.image_shape[-1]))
         trial.set_user_attr(records.CONSTRAINT, params - self.budget)
         if params > self.budget:

@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 PARAMS = "params"  # exact parameter count (int), set before the budget gate
 ARCHITECTURE = "architecture"  # the Architecture as compact JSON: machines read this one
+ARCH_LINE = "arch"  # the printed form, e.g. 64,128,128,256 / 5,4,3,2 / k3 / s3: people read this
 MACS = "macs"  # multiply-accumulates per image (1 MAC = 2 FLOPs); "flops" in older studies
 CONSTRAINT = "constraint"  # parameters over the budget; <= 0 is feasible (the sampler's view)
 OVER_BUDGET_BY = "over_budget_by"  # set only on candidates the budget gate rejected
@@ -47,6 +48,7 @@ BEST_VAL_LOSS = "best_val_loss"  # lowest validation loss over its epochs
 BEST_VAL_ACCURACY = "best_val_accuracy"  # highest validation accuracy over its epochs
 SECONDS_PER_EPOCH = "seconds_per_epoch"  # mean wall seconds of its epochs
 DEVICE = "device"  # where it trained, e.g. cuda:0
+WORKER = "worker"  # {"host", "pid"} of the process running the trial: set first, before training
 # What a duplicate copies from the trial it repeats.
 COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEVICE)
 

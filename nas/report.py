@@ -318,7 +318,10 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
     ranked = _ranked(trials)[:count]
     if not ranked:
         return f"<p>{NO_FINISHED_TRIAL}</p>"
-    columns = "rank|trial|state|val accuracy|params|architecture|s / epoch|test accuracy"
+    columns = (
+        "rank|trial|state|best val accuracy (any epoch)|params|architecture|s / epoch"
+        "|test accuracy (retrain)|run folder"
+    )
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns.split("|"))
     rows = []
     for rank, trial in enumerate(ranked, start=1):
@@ -335,6 +338,7 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
             architecture_summary(trial),
             f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-",
             _percent(test) if isinstance(test, (int, float)) else "-",
+            str(retrained.get("run_dir") or "-") if retrained else "-",
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"<table class='top'><tr>{head}</tr>{''.join(rows)}</table>"

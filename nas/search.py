@@ -33,7 +33,7 @@ from nas.errors import StopRequested, UserError
 from nas.objective import Objective
 from nas.settings import kept_values
 from nas.space import SearchSpace
-from nas.storage import DEFAULT_STORAGE, check_url, fail_stale_trials, open_storage
+from nas.storage import DEFAULT_STORAGE, StaleTrialReaper, check_url, open_storage
 from nas.train import TrainConfig, resolve_device
 
 DEFAULT_STUDY = "nas"
@@ -60,6 +60,7 @@ class SearchConfig:
     heartbeat: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace: int = 90  # seconds without a heartbeat after which a RUNNING trial is stale
     poll: float = 5.0  # seconds between checks while other workers' trials are running
+    max_wait: float = 3600.0  # seconds to wait for other workers' trials that report no epoch
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -246,7 +247,7 @@ def prepare_study(
     check_feasible(space, config.budget, splits.num_classes)
     study = open_study(config, space, data, recipe)
     # a trial whose worker died while another reached the target must not stay RUNNING
-    fail_stale_trials(study)
+    StaleTrialReaper(config.grace)(study)
     return space, study, splits
 
 
@@ -275,18 +276,22 @@ def run_search(
     )
     untrained_in_a_row = 0
     finished: list[FrozenTrial] = []  # filled by Optuna's callback after each trial
+    reap = StaleTrialReaper(config.grace)
+    waiting = WaitWatch(config.max_wait)
     while True:
-        fail_stale_trials(study)
+        reap(study)
         trained, running = trial_counts(study)
         if trained >= config.trials:
             return study
         if stop():
             raise StopRequested()
         if trained + running >= config.trials:
+            waiting.check(study)  # a UserError once other workers' trials stop progressing
             if on_wait is not None:
                 on_wait(running)
             _sleep(config.poll, stop)  # another worker's trial may finish the study, or go stale
             continue
+        waiting.reset()
         try:
             study.optimize(
                 objective,
@@ -310,6 +315,35 @@ def run_search(
                 f"the last {untrained_in_a_row} candidates were all over the budget of "
                 f"{config.budget:,} or already trained; raise --budget, widen the space, or "
                 "lower --trials"
+            )
+
+
+class WaitWatch:
+    """Bounds the wait for other workers' trials: the search gives up, with a message, once
+    they have reported no epoch and none has finished for `max_wait` seconds."""
+
+    def __init__(self, max_wait: float):
+        self.max_wait = max_wait
+        self.since: float | None = None  # when the running trials were last seen to progress
+        self.last: tuple = ()
+
+    def reset(self) -> None:
+        self.since, self.last = None, ()
+
+    def check(self, study: optuna.Study) -> None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        progress = tuple((t.number, len(t.intermediate_values)) for t in running)
+        now = time.monotonic()
+        if self.since is None or progress != self.last:
+            self.since, self.last = now, progress
+            return
+        if now - self.since >= self.max_wait:
+            numbers = ", ".join(str(t.number) for t in running)
+            raise UserError(
+                f"waited {(now - self.since) / 60:.0f} minutes for trial(s) {numbers}, which "
+                "other processes are running, without a new epoch; if those processes are "
+                "gone, their trials are failed once their heartbeats are stale (rerun then), "
+                "else rerun when they finish or raise --trials"
             )
 
 

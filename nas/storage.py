@@ -11,7 +11,8 @@ Claims:
   its connections before use; opening retries while another worker creates the same tables.
 - Read-only use (`create=False`: reports, retrains, listings) never creates a store: a missing
   SQLite file or an empty database is one sentence, and nothing is written.
-- A trial whose heartbeat stops for the grace period is failed and its parameters re-enqueued.
+- A trial whose heartbeat stops for the grace period, or whose process is gone before its
+  first heartbeat (`StaleTrialReaper`), is failed and its parameters re-enqueued.
 - A malformed URL, a missing driver or an unreachable database is one sentence (`UserError`);
   any other error is a bug and keeps its traceback.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import time
 import warnings
@@ -28,7 +30,9 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
+from nas import records
 from nas.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///studies/nas.db"
@@ -47,7 +51,7 @@ def parse_url(url: str):
 
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         raise UserError(
             f"{display_url(url)!r} is not a storage URL; write one like "
             "sqlite:///studies/nas.db or postgresql+psycopg2://USER@HOST/DB"
@@ -77,7 +81,7 @@ def display_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # unparsable: mask whatever sits between "user:" and "@"
+    except (ArgumentError, ValueError):  # unparsable: mask whatever sits between "user:" and "@"
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
@@ -89,11 +93,71 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail (and, through the storage's callback, re-enqueue) trials whose heartbeat stopped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+class StaleTrialReaper:
+    """Fails the RUNNING trials whose process is gone, and re-enqueues their candidates.
+
+    Optuna's heartbeat check (`optuna.storages.fail_stale_trials`) fails a trial whose
+    heartbeat stopped, but never one that has no heartbeat at all: a process killed between
+    creating its trial and the heartbeat thread's first write leaves a RUNNING trial forever,
+    under every Optuna version. So, besides Optuna's check, each call fails:
+    - a trial whose objective recorded this machine's host and a process id that no longer
+      exists (`records.WORKER`): at once;
+    - a trial whose objective never started (no `records.WORKER`) and that this reaper has seen
+      RUNNING for `grace` seconds: a live objective records its worker within milliseconds.
+    Trials of live processes, and those of other machines (their heartbeats decide), are left.
+    """
+
+    def __init__(self, grace: float, max_retry: int = 2):
+        self.grace = grace
+        self.max_retry = max_retry
+        self.first_seen: dict[int, float] = {}  # trial number -> when first seen without worker
+
+    def __call__(self, study: optuna.Study) -> list[int]:
+        """Fail stale trials; returns the numbers this call failed (besides Optuna's)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now, seen, reaped = time.monotonic(), {}, []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get(records.WORKER)
+            if isinstance(worker, dict):
+                if worker.get("host") != socket.gethostname() or _alive(worker.get("pid")):
+                    continue
+            else:
+                seen[trial.number] = self.first_seen.get(trial.number, now)
+                if now - seen[trial.number] < self.grace:
+                    continue
+            if self._fail(study, trial.number):
+                reaped.append(trial.number)
+        self.first_seen = seen
+        return reaped
+
+    def _fail(self, study: optuna.Study, number: int) -> bool:
+        try:
+            failed = study.tell(number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # finished meanwhile (Optuna's types vary by version)
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _stale_trial_callback(self.max_retry)(study, failed)  # re-enqueue, as Optuna would
+        return True
+
+
+def worker_record() -> dict[str, Any]:
+    """What a trial's objective records first (`records.WORKER`): where it runs."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def open_storage(
@@ -154,7 +218,7 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: in
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat,
                     grace_period=grace,
-                    **_stale_trial_retry(max_retry=2),
+                    **_stale_trial_retry_kwargs(max_retry=2),
                 )
         except (IntegrityError, ProgrammingError):
             if attempt == 4:
@@ -163,12 +227,17 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: in
     raise AssertionError("unreachable")
 
 
-def _stale_trial_retry(max_retry: int) -> dict[str, Any]:
+def _stale_trial_callback(max_retry: int):
     """Re-enqueue a stale trial's parameters, under whichever name this Optuna spells it."""
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    return optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+
+
+def _stale_trial_retry_kwargs(max_retry: int) -> dict[str, Any]:
+    callback = _stale_trial_callback(max_retry)
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
         return {"heartbeat_stale_trial_callback": callback}
-    callback = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
     return {"failed_trial_callback": callback}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import optuna
+import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
@@ -29,6 +31,14 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def unavailable(reason: str) -> None:
+    """A test's server or tool cannot start here: skip, saying why; under CI (CI=true) fail, so
+    a CI machine without it is red instead of silently testing less."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run this test)")
+    pytest.skip(reason)
 
 
 def free_port() -> int:

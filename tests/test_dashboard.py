@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,14 +21,18 @@ import pytest
 from nas.cli import search_main
 from nas.records import is_trained
 
-from helpers import free_port, get, one_torch_thread
-
-pytest.importorskip("optuna_dashboard")
+from helpers import free_port, get, one_torch_thread, unavailable
 
 # the search and its stores use Optuna features it still marks experimental
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-SERVE = "from optuna_dashboard._cli import main; main()"  # the `optuna-dashboard` console script
+def dashboard_command() -> list[str]:
+    """The `optuna-dashboard` console script installed beside this Python, as a user runs it."""
+    script = Path(sys.executable).parent / "optuna-dashboard"
+    found = str(script) if script.exists() else shutil.which("optuna-dashboard")
+    if found is None:
+        unavailable("optuna-dashboard is not installed (pip install -e '.[test]')")
+    return [found]
 
 
 @pytest.fixture()
@@ -47,7 +52,7 @@ def dashboard(store):
     """The optuna-dashboard server on a free loopback port; yields its base URL."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, f"sqlite:///{store}", "--host", "127.0.0.1"]
+        [*dashboard_command(), f"sqlite:///{store}", "--host", "127.0.0.1"]
         + ["--port", str(port), "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -4,7 +4,7 @@ one with --workers 2) record the same trial count and states as one worker.
 The server is started by the tests on loopback from the system's `initdb`/`pg_ctl` (as the
 `postgres` user when the tests run as root: PostgreSQL refuses to run as root) in a temporary
 folder, and always stopped at the end. `.ci/run` installs PostgreSQL when it is missing; these
-tests skip, saying why, only where no server can be started.
+tests skip, saying why, only where no server can be started, and fail instead under CI.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from nas.records import is_trained
 from nas.search import SearchConfig, run_search
 from nas.train import TrainConfig
 
-from helpers import free_port, one_torch_thread
+from helpers import free_port, one_torch_thread, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
@@ -94,11 +94,14 @@ class Server:
 
 @pytest.fixture(scope="session")
 def postgres():
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[test]')")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        unavailable("psycopg2 is not installed (pip install -e '.[test]')")
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     initdb = Path(found[-1]) if found else (Path(p) if (p := shutil.which("initdb")) else None)
     if initdb is None:
-        pytest.skip("no PostgreSQL server binaries (initdb); .ci/run installs them with apt-get")
+        unavailable("no PostgreSQL server binaries (initdb); .ci/run installs them with apt-get")
     as_user: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="nas-pg-"))
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use the postgres system user
@@ -106,11 +109,11 @@ def postgres():
             user = pwd.getpwnam("postgres")
         except KeyError:
             shutil.rmtree(folder, ignore_errors=True)
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+            unavailable("running as root and there is no 'postgres' user to run the server as")
         runuser = shutil.which("runuser")
         if not runuser:
             shutil.rmtree(folder, ignore_errors=True)
-            pytest.skip("running as root and runuser is missing to run the server as postgres")
+            unavailable("running as root and runuser is missing to run the server as postgres")
         as_user = [runuser, "-u", "postgres", "--"]
         os.chown(folder, user.pw_uid, user.pw_gid)
     folder.chmod(0o700)
@@ -118,7 +121,7 @@ def postgres():
     try:
         problem = server.start()
         if problem:
-            pytest.skip(f"could not start a PostgreSQL server: {problem}")
+            unavailable(f"could not start a PostgreSQL server: {problem}")
         yield server
     finally:
         server.stop()

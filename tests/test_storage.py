@@ -1,0 +1,113 @@
+"""The study store: URLs shown without passwords, read-only opening that creates nothing, and
+the reaper that fails RUNNING trials whose process is gone (even before their first heartbeat),
+on real SQLite stores."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import records
+from nas.errors import UserError
+from nas.search import WaitWatch
+from nas.storage import StaleTrialReaper, display_url, open_storage, sqlite_path, worker_record
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    # these tests ask() for trials as a killed worker leaves them, outside Study.optimize
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used"),
+]
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        (
+            "postgresql+psycopg2://nas:s3cret@db:5432/nas",
+            "postgresql+psycopg2://nas:***@db:5432/nas",
+        ),
+        ("mysql://root:p%40ss@localhost/x", "mysql://root:***@localhost/x"),
+        ("sqlite:///studies/nas.db", "sqlite:///studies/nas.db"),
+        ("not a url user:pw@host", "not a url user:pw@host"),  # nothing URL-like to mask
+        ("weird://user:pw@host:notaport/db", "weird://user:***@host:notaport/db"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url, shown):
+    assert display_url(url) == shown
+
+
+def test_sqlite_paths_come_from_sqlalchemy_not_string_prefixes():
+    assert sqlite_path("sqlite:///studies/nas.db") == Path("studies/nas.db")
+    assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert sqlite_path("sqlite://") is None
+    assert sqlite_path("postgresql://u@h/db") is None
+
+
+def test_reading_a_missing_store_creates_nothing(tmp_path):
+    with pytest.raises(UserError, match="there is no study store at"):
+        open_storage(f"sqlite:///{tmp_path}/missing.db", create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    return optuna.create_study(
+        study_name="s", storage=open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=60, grace=120)
+    )
+
+
+def _finished_pid() -> int:
+    """The pid of a process that has ended (and been waited for): nothing runs under it."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_trial_whose_local_process_is_gone_is_failed_and_retried_at_once(tmp_path):
+    study = _study(tmp_path)
+    study.enqueue_trial({"x": 3})
+    dead = study.ask()  # what a killed worker leaves: RUNNING, no heartbeat, params fixed
+    dead.suggest_int("x", 0, 9)
+    dead.set_user_attr(records.WORKER, {**worker_record(), "pid": _finished_pid()})
+    alive = study.ask()
+    alive.set_user_attr(records.WORKER, worker_record())  # this process: alive
+    elsewhere = study.ask()
+    elsewhere.set_user_attr(records.WORKER, {"host": "another-machine", "pid": 1})
+
+    assert StaleTrialReaper(grace=3600)(study) == [dead.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states[dead.number] == TrialState.FAIL
+    assert states[alive.number] == states[elsewhere.number] == TrialState.RUNNING
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    again = study.ask()  # the next trial asked for is the retry, with the dead one's candidate
+    assert again.number == retry.number
+    assert again.suggest_int("x", 0, 9) == 3
+
+
+def test_a_trial_that_never_started_its_objective_is_failed_after_the_grace(tmp_path):
+    study = _study(tmp_path)
+    orphan = study.ask()  # killed before its objective's first line: no worker, no heartbeat
+    reap = StaleTrialReaper(grace=0.3)
+    assert reap(study) == []  # first seen now
+    assert study.trials[orphan.number].state == TrialState.RUNNING
+    time.sleep(0.4)
+    assert reap(study) == [orphan.number]
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert reap(study) == []  # nothing twice
+
+
+def test_waiting_for_trials_that_make_no_progress_ends_with_a_message(tmp_path):
+    study = _study(tmp_path)
+    running = study.ask()
+    watch = WaitWatch(max_wait=0.2)
+    watch.check(study)
+    running.report(0.5, 1)  # an epoch: progress restarts the clock
+    time.sleep(0.25)
+    watch.check(study)
+    time.sleep(0.25)
+    with pytest.raises(UserError, match=rf"trial\(s\) {running.number}, which other processes"):
+        watch.check(study)
