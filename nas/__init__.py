@@ -17,6 +17,7 @@ __all__ = [
     "build_model",
     "count_params",
     "load_model",
+    "predict",
 ]
 
 
@@ -30,4 +31,8 @@ def __getattr__(name: str):
         from nas.model import load_model
 
         return load_model
+    if name == "predict":
+        from nas.inference import predict
+
+        return predict
     raise AttributeError(f"module 'nas' has no attribute {name!r}")
