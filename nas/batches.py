@@ -8,8 +8,12 @@ Claims:
   there in chunks of about `DEVICE_CHUNK` images with per-image draws; memory stays at two chunks
   of float images whatever the split's size, with one host sync per chunk, none per batch.
 - Each source yields every training image once per epoch, and the epoch's shuffle order and
-  augmentation draws follow from the seed given to `epoch(seed)` (plus, on the loader path, the
-  torch seed the trainer sets for the epoch), so a resumed run sees the same batches.
+  augmentation draws follow from the seed given to `epoch(seed)` alone, so a resumed run sees
+  the same batches. On the loader path each batch carries its own seed, drawn from the epoch's
+  seed with the shuffle, and its images are transformed under it (in whichever worker process
+  gets the batch, persistent or not); so the batches do not depend on the number of workers,
+  on which worker takes which batch, or on what the workers did in earlier epochs.
+- Both paths apply `TrainConfig.augment` with its AutoAugment `policy` and `flip` setting.
 - Batches arrive on the device in `memory_format(config, device)`, the layout training and
   evaluation use: NHWC on CUDA, contiguous on the CPU, unless `TrainConfig.channels_last` says.
 """
@@ -17,13 +21,14 @@ Claims:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.augment import BatchAugmenter, train_transform
-from nas.data import Splits, TensorData, make_train_loader
+from nas.data import DataError, Splits, TensorData, default_workers
 
 if TYPE_CHECKING:
     from nas.train import TrainConfig
@@ -49,7 +54,9 @@ class DeviceBatches:
     def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
-        self.augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
+        self.augmenter = BatchAugmenter(
+            config.augment, splits.mean, splits.std, policy=config.policy, flip=config.flip
+        )
         self.batch_size = config.batch_size
         self.chunk = config.batch_size * max(1, DEVICE_CHUNK // config.batch_size)
         self.layout = memory_format(config, device)
@@ -78,27 +85,85 @@ class DeviceBatches:
                 )
 
 
+SeededBatch = tuple[int, list[int]]  # (the batch's seed, its images' indices)
+
+
+class SeededBatchSampler(Sampler[SeededBatch]):
+    """The batches of one epoch: a shuffle of the split cut into batches, each with a seed, all
+    drawn from one generator seeded with the epoch's seed (`set_seed`, before iterating)."""
+
+    def __init__(self, count: int, batch_size: int) -> None:
+        self.count = count
+        self.batch_size = batch_size
+        self.seed = 0
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return math.ceil(self.count / self.batch_size)
+
+    def __iter__(self) -> Iterator[SeededBatch]:
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(self.count, generator=generator).tolist()
+        seeds = torch.randint(0, 2**62, (len(self),), generator=generator).tolist()
+        for number, start in enumerate(range(0, self.count, self.batch_size)):
+            yield seeds[number], order[start : start + self.batch_size]
+
+
+class SeededTransformedBatches(Dataset):
+    """Maps a `SeededBatch` to (images, labels): each image goes through `transform` (uint8
+    CHW -> float CHW, drawing from torch's global generator), which is seeded with the batch's
+    seed for the batch and given back its previous state afterwards."""
+
+    def __init__(self, data: TensorData, transform: Callable[[torch.Tensor], torch.Tensor]):
+        self.data = data
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, batch: SeededBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        seed, indices = batch
+        with torch.random.fork_rng(devices=[]):  # the caller's CPU generator state comes back
+            torch.default_generator.manual_seed(seed)  # the CPU generator only, not CUDA's
+            images = torch.stack([self.transform(self.data.images[i]) for i in indices])
+        return images, self.data.labels[indices]
+
+
 class LoaderBatches:
-    """Per-image torchvision transforms in a DataLoader (the CPU path, and the reference's)."""
+    """Per-image torchvision transforms in a DataLoader (the CPU path, and the reference's).
+
+    Workers persist between epochs (no process start per epoch); what they produce follows from
+    the epoch's seed alone through each batch's seed (`SeededBatchSampler`)."""
 
     def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
-        transform = train_transform(config.augment, splits.mean, splits.std)
-        self.loader = make_train_loader(
-            data,
-            transform,
-            config.batch_size,
-            device=device,
-            workers=config.workers,
-            seed=config.seed,
+        if config.workers is not None and config.workers < 0:
+            raise DataError(
+                f"The number of loader workers must be 0 or more, got {config.workers}."
+            )
+        transform = train_transform(
+            config.augment, splits.mean, splits.std, policy=config.policy, flip=config.flip
+        )
+        workers = default_workers(device) if config.workers is None else config.workers
+        self.sampler = SeededBatchSampler(len(data), config.batch_size)
+        self.loader = DataLoader(
+            SeededTransformedBatches(data, transform),
+            batch_size=None,  # the sampler hands over whole batches; the dataset stacks them
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
+            persistent_workers=workers > 0,  # keep workers between epochs: no restart per epoch
+            generator=torch.Generator(),  # the workers' base seed: not torch's global generator
         )
         self.layout = memory_format(config, device)
         self.device = device
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.sampler)
 
     def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.loader.generator.manual_seed(seed)  # the shuffle order follows from (seed, epoch)
+        self.sampler.set_seed(seed)  # read when the loader starts the epoch's iteration
         for images, labels in self.loader:
             images = images.to(self.device, non_blocking=True)
             yield (

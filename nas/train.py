@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from nas.augment import AUGMENTATIONS, normalize_batch
+from nas.augment import AUGMENTATIONS, POLICY_NAMES, normalize_batch
 from nas.batches import DATA_PATHS, make_batches, memory_format, resolve_data_path
 from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from nas.data import Splits, TensorData
@@ -66,6 +66,8 @@ class TrainConfig:
     lr_factor: float = kept(0.1)  # ReduceLROnPlateau: multiply the step size by this on a plateau
     lr_patience: int = kept(10)  # ReduceLROnPlateau: epochs with no lower val loss before reducing
     augment: str = kept("recipe")  # recipe | basic (rotation, flip, crop) | none
+    policy: str = kept("cifar10")  # AutoAugment policy: cifar10 | svhn | imagenet
+    flip: bool = kept(True)  # random horizontal flips (off for digits and text)
     seed: int = 0  # seeds initial weights, shuffling and augmentation draws
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     workers: int | None = (
@@ -92,6 +94,8 @@ class TrainConfig:
         _check(0 < self.lr_factor < 1, f"lr_factor must lie in (0, 1), got {self.lr_factor}")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         _check(self.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}")
+        _check(self.policy in POLICY_NAMES, f"policy must be one of {', '.join(POLICY_NAMES)}")
+        _check(isinstance(self.flip, bool), f"flip must be true or false, got {self.flip!r}")
         _check(self.data_path in DATA_PATHS, f"data_path must be one of {', '.join(DATA_PATHS)}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,7 +262,7 @@ def fit(
     )
     for epoch in bar:
         started = time.perf_counter()
-        torch.manual_seed(_epoch_seed(config.seed, epoch))  # per-image transforms draw from it
+        torch.manual_seed(_epoch_seed(config.seed, epoch))  # any other global draw too
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_accuracy, compile_seconds = _train_epoch(
             step_model,

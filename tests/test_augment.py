@@ -1,36 +1,38 @@
-"""Tests for nas.augment: the per-image path, normalisation and the batched path."""
+"""Tests for nas.augment: the per-image path, normalisation and the batched path (rotation,
+flip, crop and the whole recipe with each AutoAugment policy), checked against torchvision
+through its public API only; the policies themselves: tests/test_autoaugment.py."""
 
 import pytest
 import torch
+from augment_reference import NEAREST, random_images, torchvision_op, varied_images
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from nas.augment import (
     AUGMENTATIONS,
-    AUTOAUGMENT_BINS,
-    AUTOAUGMENT_SPACE,
-    CIFAR10_POLICY,
     CROP_PADDING,
     FLIP_PROBABILITY,
+    POLICY_NAMES,
     ROTATION_DEGREES,
     BatchAugmenter,
-    apply_autoaugment_op,
     augment_batch,
-    autoaugment_table,
     draw_augmentations,
     eval_transform,
     normalize_batch,
     rotate_flip_crop_batch,
     train_transform,
 )
+from nas.autoaugment import (
+    AUTOAUGMENT_BINS,
+    AUTOAUGMENT_SPACE,
+    POLICIES,
+    autoaugment_table,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
-
-
-def random_images(count: int, height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (count, 3, height, width), dtype=torch.uint8, generator=generator)
 
 
 def reference_normalize(images: torch.Tensor) -> torch.Tensor:
@@ -80,6 +82,53 @@ def test_unknown_mode_names_the_allowed_ones():
         train_transform("autoaugment", MEAN, STD)
 
 
+def test_unknown_policy_names_the_allowed_ones():
+    assert POLICY_NAMES == ("cifar10", "svhn", "imagenet")
+    for make in (train_transform, BatchAugmenter):
+        with pytest.raises(ValueError, match="cifar10, svhn, imagenet"):
+            make("recipe", MEAN, STD, policy="mnist")
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+@pytest.mark.parametrize("flip", [True, False])
+def test_per_image_pipeline_uses_the_policy_and_the_flip_setting(policy, flip):
+    steps = train_transform("recipe", MEAN, STD, policy=policy, flip=flip).pipeline(32, 32)
+    autoaugments = [step for step in steps.transforms if isinstance(step, v2.AutoAugment)]
+    assert [step.policy for step in autoaugments] == [v2.AutoAugmentPolicy(policy)]
+    flips = [step for step in steps.transforms if isinstance(step, v2.RandomHorizontalFlip)]
+    assert len(flips) == flip
+    basic = train_transform("basic", MEAN, STD, policy=policy, flip=flip).pipeline(32, 32)
+    assert not any(isinstance(step, v2.AutoAugment) for step in basic.transforms)
+
+
+def left_to_right_ramp() -> torch.Tensor:
+    """An image dark on the left and bright on the right: no rotation of 5 degrees or crop of 2
+    pixels can swap the halves' brightness, a horizontal flip always does."""
+    ramp = torch.linspace(0, 255, 32).round().to(torch.uint8)
+    return ramp.expand(3, 32, 32).contiguous()
+
+
+def flipped(outputs: torch.Tensor) -> torch.Tensor:
+    """Per normalised output (N, 3, H, W): whether its left half is the brighter one."""
+    half = outputs.shape[-1] // 2
+    return outputs[..., :half].mean(dim=(1, 2, 3)) > outputs[..., half:].mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_flips_happen_only_when_asked_on_both_paths(flip):
+    torch.manual_seed(0)
+    ramp = left_to_right_ramp()
+    per_image = torch.stack(
+        [train_transform("basic", MEAN, STD, flip=flip)(ramp) for _ in range(40)]
+    )
+    batched = BatchAugmenter("basic", MEAN, STD, flip=flip)(
+        ramp.expand(200, -1, -1, -1).contiguous(), torch.Generator().manual_seed(0)
+    )
+    for outputs in (per_image, batched):
+        share = flipped(outputs).float().mean().item()
+        assert (0.2 < share < 0.8) if flip else share == 0.0, share
+
+
 def test_eval_transform_and_normalize_batch_agree():
     images = random_images(5)
     batch = normalize_batch(images, MEAN, STD)
@@ -93,66 +142,7 @@ def test_eval_transform_and_normalize_batch_agree():
 # Batched path
 # ---------------------------------------------------------------------------------------------
 
-NEAREST = v2.InterpolationMode.NEAREST
-
-
-def torchvision_autoaugment() -> v2.AutoAugment:
-    return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-
-
-def varied_images(count: int, seed: int = 0) -> torch.Tensor:
-    """Random images plus low-contrast and dark ones, so AutoContrast, Equalize, Posterize and
-    Solarize have something non-trivial to do."""
-    images = random_images(count, seed=seed)
-    images[1::3] = images[1::3] // 4 + 100  # low contrast
-    images[2::3] = images[2::3] // 8  # dark
-    return images
-
-
-def test_policy_and_magnitudes_are_torchvisions():
-    autoaugment = torchvision_autoaugment()
-    assert CIFAR10_POLICY == tuple(tuple(sub_policy) for sub_policy in autoaugment._policies)
-    ops = {op for sub_policy in CIFAR10_POLICY for op, _, _ in sub_policy}
-    for op in ops:
-        for height, width in [(32, 32), (24, 40)]:
-            ours, our_signed = AUTOAUGMENT_SPACE[op]
-            theirs, their_signed = autoaugment._AUGMENTATION_SPACE[op]
-            assert our_signed == their_signed
-            expected = theirs(AUTOAUGMENT_BINS, height, width)
-            got = ours(AUTOAUGMENT_BINS, height, width)
-            assert (got is None) == (expected is None)
-            if expected is not None:
-                assert torch.equal(got, expected)
-
-
-def policy_actions() -> list[tuple[str, float]]:
-    return list(autoaugment_table(32, 32).actions)
-
-
-def test_table_covers_both_signs_of_every_signed_op():
-    table = autoaugment_table(32, 32)
-    for policy_index, sub_policy in enumerate(CIFAR10_POLICY):
-        for slot, (op, _, _) in enumerate(sub_policy):
-            positive = table.actions[table.action_index[policy_index, slot, 0]]
-            negative = table.actions[table.action_index[policy_index, slot, 1]]
-            assert positive[0] == negative[0] == op
-            signed = AUTOAUGMENT_SPACE[op][1]
-            assert negative[1] == (-positive[1] if signed else positive[1])
-    # 13 ops; signed ones come in pairs; a duplicate action would be grouped twice
-    assert len(set(table.actions)) == len(table.actions)
-
-
-@pytest.mark.parametrize("op, magnitude", policy_actions(), ids=lambda value: str(value))
-def test_each_policy_operation_matches_torchvision(op, magnitude):
-    # Exact on uint8: the batched call runs the same functional op on the whole group.
-    images = varied_images(9)
-    autoaugment = torchvision_autoaugment()
-    batched = apply_autoaugment_op(images, op, magnitude)
-    for image, ours in zip(images, batched, strict=True):
-        theirs = autoaugment._apply_image_or_video_transform(
-            image, op, magnitude, interpolation=autoaugment.interpolation, fill=autoaugment._fill
-        )
-        assert torch.equal(ours, theirs), (op, magnitude)
+# ---- rotation, flip, crop and the whole recipe ----------------------------------------------
 
 
 def test_rotation_matches_torchvision():
@@ -185,36 +175,43 @@ def test_flip_and_crop_match_torchvision():
 
 
 def torchvision_reference(image: torch.Tensor, draws, index: int) -> torch.Tensor:
-    """The recipe on one image through torchvision's own per-image code, for given draws."""
+    """The recipe on one image through torchvision's per-image functional ops, for given
+    draws; the sub-policy and its magnitudes are the ones the tests above tie to torchvision."""
     height, width = image.shape[-2:]
     out = TF.rotate(image, float(draws.angles[index]), interpolation=NEAREST, fill=0)
     if draws.flips[index]:
         out = TF.horizontal_flip(out)
     out = TF.pad(out, [CROP_PADDING], fill=0)
     out = TF.crop(out, int(draws.crop_tops[index]), int(draws.crop_lefts[index]), height, width)
-    autoaugment = torchvision_autoaugment()
-    sub_policy = autoaugment._policies[int(draws.sub_policies[index])]
+    sub_policy = POLICIES[draws.policy][int(draws.sub_policies[index])]
     for slot, (op, _, magnitude_bin) in enumerate(sub_policy):
         if not draws.applied[index, slot]:
             continue
-        magnitudes_fn, signed = autoaugment._AUGMENTATION_SPACE[op]
-        magnitudes = magnitudes_fn(10, height, width)
+        magnitudes_fn, signed = AUTOAUGMENT_SPACE[op]
+        magnitudes = magnitudes_fn(AUTOAUGMENT_BINS, height, width)
         magnitude = 0.0 if magnitudes is None else float(magnitudes[magnitude_bin])
         if signed and draws.negated[index, slot]:
             magnitude *= -1
-        out = autoaugment._apply_image_or_video_transform(
-            out, op, magnitude, interpolation=autoaugment.interpolation, fill=autoaugment._fill
-        )
+        out = torchvision_op(out, op, magnitude)
     return out
 
 
-@pytest.mark.parametrize("size", [(32, 32), (24, 40)])
-def test_whole_recipe_matches_torchvision_for_the_same_draws(size):
-    # 250 images: every sub-policy about 10 times, so every group of both slots is exercised.
-    images = varied_images(250) if size == (32, 32) else random_images(250, *size)
+@pytest.mark.parametrize(
+    "policy, size, count, flip",
+    [
+        # 250 images: every sub-policy about 10 times, so every group of both slots is exercised
+        ("cifar10", (32, 32), 250, True),
+        ("cifar10", (24, 40), 250, True),
+        ("svhn", (32, 32), 250, False),
+        ("imagenet", (32, 32), 250, True),
+    ],
+)
+def test_whole_recipe_matches_torchvision_for_the_same_draws(policy, size, count, flip):
+    images = varied_images(count) if size == (32, 32) else random_images(count, *size)
     generator = torch.Generator().manual_seed(3)
-    draws = draw_augmentations(len(images), True, generator=generator)
-    augmented = augment_batch(images, draws, autoaugment_table(*size))
+    draws = draw_augmentations(len(images), policy, generator=generator, flip=flip)
+    assert bool(draws.flips.any()) == flip
+    augmented = augment_batch(images, draws, autoaugment_table(*size, policy=policy))
     for index, image in enumerate(images):
         assert torch.equal(augmented[index], torchvision_reference(image, draws, index)), index
 
@@ -229,9 +226,10 @@ def chi_square(counts: torch.Tensor) -> float:
 CHI2_CRITICAL = {4: 18.47, 9: 27.88, 24: 51.18}
 
 
-def test_draw_statistics():
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_draw_statistics(policy):
     count = 20_000
-    draws = draw_augmentations(count, True, generator=torch.Generator().manual_seed(7))
+    draws = draw_augmentations(count, policy, generator=torch.Generator().manual_seed(7))
 
     def within(rate: float, expected: float, samples: int) -> bool:
         standard_error = max(expected * (1 - expected), 0.01) ** 0.5 / samples**0.5
@@ -239,7 +237,7 @@ def test_draw_statistics():
 
     sub_policy_counts = torch.bincount(draws.sub_policies, minlength=25).float()
     assert chi_square(sub_policy_counts) < CHI2_CRITICAL[24]
-    for policy_index, sub_policy in enumerate(CIFAR10_POLICY):
+    for policy_index, sub_policy in enumerate(POLICIES[policy]):
         chosen = draws.sub_policies == policy_index
         for slot, (_, probability, _) in enumerate(sub_policy):
             rate = draws.applied[chosen, slot].float().mean().item()
@@ -257,6 +255,12 @@ def test_draw_statistics():
     assert chi_square(pairs) < CHI2_CRITICAL[24]
 
 
+def test_without_flips_no_image_is_flipped_and_without_a_policy_no_autoaugment():
+    draws = draw_augmentations(1000, None, generator=torch.Generator().manual_seed(7), flip=False)
+    assert not draws.flips.any()
+    assert draws.policy is draws.sub_policies is draws.applied is draws.negated is None
+
+
 @pytest.mark.parametrize("mode", ["recipe", "basic"])
 def test_batch_randomness_is_per_image_and_seeded(mode):
     images = random_images(1).expand(16, -1, -1, -1).contiguous()
@@ -268,6 +272,16 @@ def test_batch_randomness_is_per_image_and_seeded(mode):
     assert torch.equal(out, again)
     other = augmenter(images, torch.Generator().manual_seed(1))
     assert not torch.equal(out, other)
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_batch_augmenter_applies_its_policy(policy):
+    images = varied_images(40)
+    augmenter = BatchAugmenter("recipe", MEAN, STD, policy=policy, flip=False)
+    out = augmenter(images, torch.Generator().manual_seed(4))
+    draws = draw_augmentations(40, policy, generator=torch.Generator().manual_seed(4), flip=False)
+    expected = augment_batch(images, draws, autoaugment_table(32, 32, policy=policy))
+    assert torch.equal(out, normalize_batch(expected, MEAN, STD))
 
 
 @pytest.mark.parametrize("mode", AUGMENTATIONS)
@@ -290,17 +304,21 @@ def test_batch_augmenter_rejects_bad_input():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_batch_augmenter_on_cuda_matches_torchvision_for_the_same_draws():
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_batch_augmenter_on_cuda_matches_torchvision_for_the_same_draws(policy):
     images = varied_images(250)
     generator = torch.Generator(device="cuda").manual_seed(3)
-    draws = draw_augmentations(len(images), True, "cuda", generator)
-    augmented = augment_batch(images.cuda(), draws, autoaugment_table(32, 32, "cuda")).cpu()
-    cpu_draws = type(draws)(*(None if t is None else t.cpu() for t in vars(draws).values()))
+    draws = draw_augmentations(len(images), policy, "cuda", generator)
+    table = autoaugment_table(32, 32, "cuda", policy=policy)
+    augmented = augment_batch(images.cuda(), draws, table).cpu()
+    cpu_draws = type(draws)(
+        **{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in vars(draws).items()}
+    )
     mismatched = sum(
         not torch.equal(augmented[i], torchvision_reference(image.cuda(), cpu_draws, i).cpu())
         for i, image in enumerate(images)
     )
     # Expected exact (same kernels as torchvision on the same device), but cuBLAS may pick a
     # different kernel for the batched grid than for one image, which could move a nearest-
-    # neighbour tie; not yet run on a GPU, so a couple of images are tolerated.
+    # neighbour tie; so a couple of images are tolerated.
     assert mismatched <= 2
