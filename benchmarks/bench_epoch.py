@@ -9,13 +9,18 @@ format, `.item()` after every step for the running loss and accuracy, a validati
 epoch, a deep copy of the best weights.
 (b) Ours: `nas.train.fit` with the default `TrainConfig` for the device (auto data path, AMP and
 channels_last on CUDA), same architecture, same data, same number of epochs.
+(c) The floor: the same model's training steps (the recipe's optimizer, autocast and memory
+layout, batch 64) on tensors augmented and normalised once, before the clock starts, already
+in memory where the model is, plus the validation forward pass: no data work at all. Ours
+minus the floor is what our epoch spends on data (augmentation, shuffling, normalisation) and
+bookkeeping, the most a faster data path could still save.
 
 Both train the same architecture from the same initial weights on the same in-memory data
 (synthetic, made by `nas.data`, no download; or CIFAR-10 with `--dataset cifar10`).
 Epoch 1 is warm-up (DataLoader start, allocator, cuDNN autotuning, compilation) and is reported
 apart; the figures are the mean of the later epochs. Epoch seconds include the validation pass.
 Not a test; run it by hand, e.g.
-    python benchmarks/bench_epoch.py --device cpu --images 4000 --epochs 3
+    python benchmarks/bench_epoch.py --device cpu --images 2000 --epochs 3 --threads 1
     python benchmarks/bench_epoch.py --device cuda --arch paper-model1 --dataset cifar10
 """
 
@@ -29,16 +34,20 @@ import platform
 import time
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from nas.arch import PRESETS, Architecture, count_params
+from nas.augment import BatchAugmenter, normalize_batch
+from nas.batches import DEVICE_CHUNK, memory_format
 from nas.data import DataConfig, Splits, TensorData, load_splits
 from nas.model import build_model
-from nas.train import TrainConfig, fit, resolve_device, set_seed
+from nas.train import TrainConfig, fit, make_optimizer, resolve_device, set_seed
 
-# On CPU paper-model1 (4.7 GFLOP per image forward) trains at a few images/s on a small machine,
+# On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
+# images/s on a small machine,
 # so the CPU default is a narrow member of the same family (4 layers, 3x3 kernels and skips).
 CPU_ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)
 CUDA_ARCH = "paper-model1"
@@ -120,6 +129,62 @@ def reference_epochs(model, splits: Splits, epochs: int, workers: int, device):
     return seconds, best_state
 
 
+def floor_epochs(model, splits: Splits, config: TrainConfig, epochs: int, device) -> list[float]:
+    """The floor: wall seconds of each epoch of `model`'s training steps on tensors augmented
+    (the recipe, batched, the same draws for every epoch) and normalised once beforehand,
+    already on `device` in the training layout, plus the validation forward pass; the same
+    optimizer, autocast and batch size as `fit`, and one host sync per epoch."""
+    layout = memory_format(config, device)
+    augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    images = splits.train.images.to(device)
+    train = torch.cat(
+        [augmenter(chunk, generator) for chunk in images.split(DEVICE_CHUNK)]
+    ).contiguous(memory_format=layout)
+    labels = splits.train.labels.to(device)
+    val = normalize_batch(splits.val.images.to(device), splits.mean, splits.std)
+    val = val.contiguous(memory_format=layout)
+    val_labels = splits.val.labels.to(device)
+    model = model.to(device=device, memory_format=layout)
+    optimizer = make_optimizer(model, config, device)
+    cuda = device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device.type, torch.bfloat16, enabled=config.amp and cuda)
+
+    seconds = []
+    for _ in range(epochs):
+        if cuda:
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, len(labels), config.batch_size):
+            batch = slice(start, start + config.batch_size)
+            with autocast():
+                loss = F.cross_entropy(model(train[batch]).float(), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+        model.eval()
+        with torch.no_grad(), autocast():
+            for start in range(0, len(val_labels), config.eval_batch_size):
+                batch = slice(start, start + config.eval_batch_size)
+                loss_sum += F.cross_entropy(model(val[batch]).float(), val_labels[batch])
+        loss_sum.item()  # the one host sync per epoch, as in `fit`
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def overhead_text(ours: float, floor: float) -> str:
+    """Our epoch's overhead over the floor, in seconds and as a share of our epoch."""
+    return (
+        f"our overhead over the floor: {ours - floor:.2f} s/epoch "
+        f"({(ours - floor) / ours:.0%} of our epoch; ours/floor {ours / floor:.2f})"
+    )
+
+
 def pick_arch(args) -> tuple[str, Architecture]:
     if args.channels:
         channels = tuple(int(c) for c in args.channels.split(","))
@@ -181,6 +246,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="ours with torch.compile")
     parser.add_argument("--skip-reference", action="store_true", help="time only ours")
     parser.add_argument("--skip-ours", action="store_true", help="time only the reference")
+    parser.add_argument("--skip-floor", action="store_true", help="do not time the floor")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -223,9 +289,17 @@ def main() -> None:
         print(f"ours (nas.train.fit, data_path={path}, compile={args.compile}): {text}")
         if args.compile:
             print(f"compile time, apart from the epochs: {result.compile_seconds:.1f} s")
-    if len(results) == 2:
+    if not args.skip_floor:
+        config = TrainConfig(device=str(device), seed=args.seed)
+        set_seed(args.seed)
+        seconds = floor_epochs(build_model(arch), splits, config, args.epochs, device)
+        results["floor"], text = summary(seconds, train_n, val_n)
+        print(f"floor (steps on tensors augmented beforehand, no data work): {text}")
+    if "reference" in results and "ours" in results:
         print(f"ratio ours/reference: {results['ours'] / results['reference']:.2f} "
               f"(speed-up {results['reference'] / results['ours']:.1f}x)")  # fmt: skip
+    if "ours" in results and "floor" in results:
+        print(overhead_text(results["ours"], results["floor"]))
     load = os.getloadavg()
     print(f"load_average_after={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}")
 

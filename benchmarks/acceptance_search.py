@@ -1,0 +1,130 @@
+"""The checks of `gpu_acceptance.py` that run a real search: the out-of-memory prune inside
+`run_search`, and one worker process per visible GPU (`run_workers`). Each takes the run's
+`Context` and returns a `Result` (see acceptance_checks.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+from acceptance_checks import Context, Result
+
+from nas import records
+from nas.arch import count_params
+from nas.data import DataConfig
+from nas.train import TrainConfig
+
+OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny
+name: oom
+stem: 16
+layers: [2, 2]
+channels: [16, 512]
+blocks: [1, 8]
+conv_kernel: [3]
+skip_kernel: [1]
+"""
+OOM_BATCH = 8192  # 512 channels x 8 blocks at 32x32: ~75 MB of activations per image, ~600 GB
+
+
+def check_oom(ctx: Context) -> Result:
+    """A real search (`run_search`) whose first candidate does not fit in the GPU's memory:
+    it is pruned with its reason, and the next candidate trains in the same process."""
+    from nas.search import SearchConfig, open_study, run_search
+    from nas.space import SearchSpace
+
+    if not ctx.cuda:
+        return Result("oom", "skipped", "skipped: needs CUDA")
+    space_file = ctx.scratch / "oom.yaml"
+    space_file.write_text(OOM_SPACE)
+    space = SearchSpace.load(space_file)
+    config = SearchConfig(
+        budget=count_params(space.largest()), trials=1, space=str(space_file), study="oom",
+        storage=f"sqlite:///{ctx.scratch / 'oom.db'}", sampler="random", pruner="none",
+    )  # fmt: skip
+    data = DataConfig(dataset="synthetic", synthetic_size=OOM_BATCH + 1024, subset=OOM_BATCH)
+    recipe = TrainConfig(epochs=1, batch_size=OOM_BATCH, augment="none", device=str(ctx.device))
+    study = open_study(config, space, data, recipe)
+    shared = {"layers": 2, "conv_kernel": 3, "skip_kernel": 1}
+    study.enqueue_trial(
+        {**shared, "channels_1": 512, "blocks_1": 8, "channels_2": 512, "blocks_2": 8}
+    )
+    study.enqueue_trial(
+        {**shared, "channels_1": 16, "blocks_1": 1, "channels_2": 16, "blocks_2": 1}
+    )
+    torch.cuda.empty_cache()
+    study = run_search(config, data, recipe)
+    trials = study.get_trials(deepcopy=False)
+    first, second = trials[0], trials[1] if len(trials) > 1 else None
+    reason = first.user_attrs.get(records.PRUNE_REASON, "")
+    failed = records.classify(first) == records.TrialKind.FAILED
+    pruned = failed and reason.startswith("out of memory")
+    trained = second is not None and records.is_trained(second)
+    left = torch.cuda.memory_allocated(ctx.device) / 2**20
+    summary = (
+        f"trial 0 ({count_params(space.from_params(first.params)):,} parameters, batch "
+        f"{OOM_BATCH}): {first.state.name.lower()}, {reason or 'no reason recorded'!r}; trial 1 "
+        f"{'trained' if trained else 'did not train'} in the same process; {left:.0f} MiB still "
+        "allocated after"
+    )
+    figures = {
+        "first_reason": reason, "first_state": first.state.name,
+        "second_trained": trained, "allocated_mib_after": left, "trials": len(trials),
+    }  # fmt: skip
+    return Result("oom", "passed" if pruned and trained else "failed", summary, figures)
+
+
+def check_workers(ctx: Context) -> Result:
+    """`--workers`' default: one worker process per visible GPU, each on its own device, all
+    on one store, until the study holds its trials. On the CPU (only when asked): one worker."""
+    from nas.search import SearchConfig
+    from nas.workers import plan_devices, run_workers
+
+    if not ctx.cuda and "workers" not in ctx.requested:
+        return Result(
+            "workers", "skipped",
+            "skipped on --cpu: one worker per GPU needs CUDA, and a worker process takes 10-40 s "
+            "to start on 2 cores (--cpu --only workers runs one)",
+        )  # fmt: skip
+    devices = plan_devices(None, "cuda" if ctx.cuda else "cpu")
+    config = SearchConfig(
+        budget=20_000, trials=2 * len(devices) if ctx.cuda else 1, space="tiny", study="workers",
+        storage=f"sqlite:///{ctx.scratch / 'workers.db'}", pruner="none",
+    )  # fmt: skip
+    data = DataConfig(dataset="synthetic", subset=128 if ctx.cuda else 64)
+    recipe = TrainConfig(epochs=1, augment="recipe", device=devices[0])
+    if ctx.cuda:
+        torch.cuda.empty_cache()  # the workers need the memory this process cached
+    with _environment(OMP_NUM_THREADS="1") if not ctx.cuda else contextlib.nullcontext():
+        result = run_workers(config, data, recipe, devices)  # CPU: a tiny net, one thread
+    import optuna
+
+    study = optuna.load_study(study_name="workers", storage=config.storage)
+    trained = [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
+    used = sorted({t.user_attrs.get(records.DEVICE) for t in trained})
+    ok = result.status == 0 and len(trained) >= config.trials and set(devices) <= set(used)
+    summary = (
+        f"{len(devices)} worker(s) on {', '.join(devices)}: exit {result.status}, "
+        f"{len(trained)} trained trials on {', '.join(map(str, used)) or 'no device'}"
+    )
+    if result.status:
+        summary += f" ({result.message.splitlines()[-1] if result.message else 'no message'})"
+    figures = {"devices": devices, "status": result.status, "trained": len(trained),
+               "devices_used": used}  # fmt: skip
+    return Result("workers", "passed" if ok else "failed", summary, figures)
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Environment variables set for the block (child processes inherit them), then restored."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,162 @@
+"""The cost estimate printed before a search or a retrain (nas.estimate): its arithmetic, the
+data sizes it counts without loading, the lines a slow CPU run gets, and that quick runs (the
+tests' own) are not timed at all."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+from PIL import Image
+
+from nas.arch import PRESETS, Architecture, count_params
+from nas.cli import main
+from nas.data import DataConfig, load_splits
+from nas.estimate import (
+    ADVICE_HOURS,
+    DataShape,
+    RunPlan,
+    announce_retrain_cost,
+    announce_search_cost,
+    cost_lines,
+    data_shape,
+    time_training_step,
+    trained_so_far,
+)
+from nas.search import SearchConfig, open_study
+from nas.space import SearchSpace
+from nas.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
+SHAPE = DataShape(train_images=640, val_images=300, test_images=100, image_size=32, num_classes=10)
+ARCH = Architecture(channels=(8, 8), blocks=(1, 1), conv_kernel=3, skip_kernel=1, stem=8)
+
+
+def test_the_arithmetic_counts_steps_and_a_third_of_a_step_per_validation_image():
+    plan = RunPlan(runs=3, epochs=4, batch_size=64, shape=SHAPE)
+    assert plan.steps_per_epoch == 10
+    # per epoch: 10 steps of 0.2 s, and 300 validation images at a third of 0.2/64 s each
+    assert plan.seconds(0.2) == pytest.approx(3 * 4 * (10 * 0.2 + 300 * 0.2 / 64 / 3))
+    retrain = RunPlan(runs=1, epochs=4, batch_size=64, shape=SHAPE, test_pass=True)
+    assert retrain.seconds(0.2) == pytest.approx(4 * 2.3125 + 100 * 0.2 / 64 / 3)
+
+
+def test_the_estimate_scales_linearly_with_trials_epochs_and_workers_on_gpus():
+    plan = RunPlan(runs=5, epochs=10, batch_size=64, shape=SHAPE)
+    base = plan.seconds(0.1)
+    assert replace(plan, runs=10).seconds(0.1) == pytest.approx(2 * base)
+    assert replace(plan, epochs=30).seconds(0.1) == pytest.approx(3 * base)
+    assert replace(plan, parallel=2).seconds(0.1) == pytest.approx(base / 2)
+    assert plan.seconds(0.3) == pytest.approx(3 * base)
+    assert replace(plan, runs=0).seconds(0.1) == 0
+
+
+def test_data_sizes_are_counted_as_load_splits_makes_them(tmp_path):
+    synthetic = DataConfig(dataset="synthetic", synthetic_size=200, synthetic_classes=3, subset=50)
+    folder = tmp_path / "images"
+    for split, count in (("train", 12), ("test", 3)):
+        for name in ("cat", "dog"):
+            (folder / split / name).mkdir(parents=True)
+            for index in range(count):
+                Image.new("RGB", (8, 8)).save(folder / split / name / f"{index}.png")
+    images = DataConfig(dataset="imagefolder", data_dir=str(folder), image_size=8)
+    for config in (synthetic, images):
+        splits = load_splits(config)
+        assert data_shape(config) == DataShape(
+            len(splits.train), len(splits.val), len(splits.test), config.image_size,
+            splits.num_classes,
+        )  # fmt: skip
+    assert data_shape(DataConfig()) == DataShape(45_000, 5_000, 10_000, 32, 10)
+    assert data_shape(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "no"))) is None
+
+
+def test_a_slow_cpu_search_gets_its_cost_and_the_flags_that_bring_it_down():
+    plan = RunPlan(runs=50, epochs=40, batch_size=64, shape=replace(SHAPE, train_images=45_000))
+    lines = cost_lines(plan, 2.0, "cpu (2 cores, 2 threads)", ARCH, search=True)
+    assert plan.seconds(2.0) > ADVICE_HOURS * 3600
+    assert len(lines) == 2
+    estimate, advice = lines
+    days = plan.seconds(2.0) / 86400
+    assert estimate.startswith(f"estimated cost on cpu (2 cores, 2 threads): about {days:.1f} days")
+    assert "50 trials x 40 epochs x 704 steps of 64 at 2 s per step" in estimate
+    assert f"{count_params(ARCH):,} parameters" in estimate
+    for flag in ("--smoke", "--subset N", "--epochs N", "--trials N", "--device cuda"):
+        assert flag in advice
+    cheaper = replace(plan, epochs=10, shape=replace(plan.shape, train_images=5000))
+    assert f"--subset 5000 --epochs 10: about {cheaper.seconds(2.0) / 3600:.1f} h" in advice
+    # the same run on a GPU, or a short one on the CPU: the estimate only
+    assert len(cost_lines(plan, 2.0, "cuda:0 (NVIDIA H100)", ARCH, search=True)) == 1
+    assert len(cost_lines(replace(plan, runs=1), 0.01, "cpu", ARCH, search=True)) == 1
+    retrain = cost_lines(replace(plan, runs=1), 20.0, "cpu", ARCH, search=False)
+    assert len(retrain) == 2 and "--smoke" not in retrain[1] and "--trials" not in retrain[1]
+    assert "for 40 epochs" in retrain[0]
+
+
+def test_a_timed_step_is_quick_and_positive():
+    started = time.monotonic()
+    timing = time_training_step(ARCH, TrainConfig(batch_size=16, device="cpu"), 32, budget=0.3)
+    assert time.monotonic() - started < 5
+    assert timing.seconds > 0 and timing.steps >= 1 and timing.timed_batch <= 16
+
+
+def test_quick_runs_like_the_tests_are_not_timed(tmp_path):
+    config = SearchConfig(
+        space=str(TINY), budget=8000, trials=5, storage=f"sqlite:///{tmp_path}/s.db"
+    )
+    data = DataConfig(dataset="synthetic", subset=48)
+    recipe = TrainConfig(epochs=2, batch_size=16, augment="none", device="cpu")
+    started = time.monotonic()
+    assert announce_search_cost(config, data, recipe, ["cpu"], out=pytest.fail) == []
+    assert announce_retrain_cost(ARCH, data, recipe, out=pytest.fail) == []
+    assert announce_retrain_cost(ARCH, data, replace(recipe, epochs=0), out=pytest.fail) == []
+    assert time.monotonic() - started < 0.5
+    assert list(tmp_path.iterdir()) == []  # the store was not touched
+
+
+def test_nothing_is_printed_where_the_run_itself_will_refuse():
+    data = DataConfig(dataset="synthetic")
+    recipe = TrainConfig(epochs=40, device="cpu")
+    over = SearchConfig(space=str(TINY), budget=100)  # under the smallest candidate
+    assert announce_search_cost(over, data, recipe, ["cpu"], out=pytest.fail) == []
+    missing = SearchConfig(space="missing.yaml")
+    assert announce_search_cost(missing, data, recipe, ["cpu"], out=pytest.fail) == []
+    no_gpu = replace(recipe, epochs=150, device="cuda:9")  # long enough to be timed
+    assert announce_retrain_cost(PRESETS["paper-model1"], data, no_gpu, out=pytest.fail) == []
+
+
+def test_trials_a_resumed_study_trained_are_counted_off(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    config = SearchConfig(space=str(TINY), budget=8000, storage=url, study="s")
+    assert trained_so_far(url, "s") == 0  # no store yet: nothing is created
+    assert not (tmp_path / "s.db").exists()
+    data, recipe = DataConfig(dataset="synthetic"), TrainConfig(device="cpu")
+    study = open_study(config, SearchSpace.load(TINY), data, recipe)
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert trained_so_far(url, "s") == 2
+    assert trained_so_far(url, "other") == 0
+
+
+def test_a_long_search_prints_its_estimate_right_after_its_first_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/s.db"
+    data, recipe = DataConfig(dataset="synthetic"), TrainConfig(device="cpu")
+    space = SearchSpace.load(TINY)
+    open_study(SearchConfig(space=str(TINY), budget=8000, storage=url), space, data, recipe)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["search", "--dataset", "synthetic", "--device", "cpu", "--space", str(TINY)]
+    argv += ["--budget", "9000", "--storage", url]  # 50 trials x 40 epochs; then refused
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(argv) == 2
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("study 'nas'")
+    assert lines[1].startswith("estimated cost on cpu") and "50 trials x 40 epochs" in lines[1]
+    assert "8,000" in err.getvalue()  # the run's own refusal follows, unchanged
