@@ -15,6 +15,7 @@ no optuna.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -140,15 +141,67 @@ class Architecture:
         return cls.from_dict(data)
 
     def describe(self) -> str:
-        """A short one-line summary, e.g. `64,128,128,256 / 5,4,3,2 / k3 / s3`."""
+        """The printed form, e.g. `64,128,128,256 / 5,4,3,2 / k3 / s3`: channels, blocks, conv
+        and skip kernels (one value when every layer shares it), then whatever differs from the
+        defaults (`stem16`, `classes100`, `in1`). `Architecture.parse` reads it back exactly."""
 
         def compact(values: tuple[int, ...]) -> str:
             return str(values[0]) if len(set(values)) == 1 else ",".join(map(str, values))
 
-        return (
-            f"{','.join(map(str, self.channels))} / {','.join(map(str, self.blocks))}"
-            f" / k{compact(self.conv_kernel)} / s{compact(self.skip_kernel)}"
-        )
+        parts = [
+            ",".join(map(str, self.channels)),
+            ",".join(map(str, self.blocks)),
+            f"k{compact(self.conv_kernel)}",
+            f"s{compact(self.skip_kernel)}",
+        ]
+        for tag, name in _OPTIONAL_TAGS.items():
+            if getattr(self, name) != _DEFAULTS[name]:
+                parts.append(f"{tag}{getattr(self, name)}")
+        return " / ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> Architecture:
+        """The architecture of a printed form (`describe()`), spaces allowed:
+        `64,128,128,256/5,4,3,2/k3/s3`, per-layer kernels `k3,3,5,5`, and `stem16`,
+        `classes100`, `in1` where they differ from the defaults. ValueError says what is wrong."""
+        parts = [part.strip() for part in str(text).split("/")]
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise ValueError(
+                f"{text!r} is not an architecture; write it like 64,128,128,256/5,4,3,2/k3/s3"
+            )
+        settings: dict[str, Any] = {
+            "channels": _int_list(parts[0], "channels", text),
+            "blocks": _int_list(parts[1], "blocks", text),
+        }
+        tags = {"k": "conv_kernel", "s": "skip_kernel", **_OPTIONAL_TAGS}
+        for part in parts[2:]:
+            match = re.fullmatch(r"([a-z]+)\s*([\d,\s]+)", part)
+            if match is None or match.group(1) not in tags:
+                known = ", ".join(f"{tag}N" for tag in tags)
+                raise ValueError(f"{part!r} in {text!r} is not one of {known}")
+            name = tags[match.group(1)]
+            if name in settings:
+                raise ValueError(f"{text!r} gives {match.group(1)} twice")
+            values = _int_list(match.group(2), name, text)
+            if name in ("conv_kernel", "skip_kernel"):
+                settings[name] = values[0] if len(values) == 1 else values
+            elif len(values) == 1:
+                settings[name] = values[0]
+            else:
+                raise ValueError(f"{name} takes one number in {text!r}")
+        return cls(**settings)
+
+
+def _int_list(text: str, name: str, whole: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ValueError(f"{name} in {whole!r} must be comma-separated numbers") from None
+
+
+# the printed form's tags for fields shown only where they differ from their defaults
+_OPTIONAL_TAGS = {"stem": "stem", "classes": "num_classes", "in": "in_channels"}
+_DEFAULTS = {f.name: f.default for f in fields(Architecture)}
 
 
 @dataclass(frozen=True)
@@ -237,14 +290,32 @@ def count_macs(arch: Architecture, image_size: int = 32) -> int:
     return macs + arch.channels[-1] * arch.num_classes
 
 
+_MODEL1 = Architecture((64, 128, 128, 256), (5, 4, 3, 2), conv_kernel=3, skip_kernel=3)
+_MODEL5 = Architecture((32, 64, 128, 128, 256), (5, 4, 4, 3, 2), conv_kernel=3, skip_kernel=3)
+
 PRESETS: dict[str, Architecture] = {
-    # The reference study's models (RECIPE.md); model4 and model6 reuse model1/model5's shape.
-    "paper-model1": Architecture((64, 128, 128, 256), (5, 4, 3, 2), conv_kernel=3, skip_kernel=3),
+    # The reference study's final models (RECIPE.md); model 4 and 6 reuse model 1 and 5's
+    # shapes with another recipe (PRESET_RECIPES).
+    "paper-model1": _MODEL1,
     "paper-model2": Architecture((32, 64, 128, 256), (10, 8, 6, 2), conv_kernel=3, skip_kernel=3),
     "paper-model3": Architecture((32, 128, 128, 256), (10, 4, 4, 2), conv_kernel=3, skip_kernel=3),
-    "paper-model5": Architecture(
-        (32, 64, 128, 128, 256), (5, 4, 4, 3, 2), conv_kernel=3, skip_kernel=3
-    ),
+    "paper-model4": _MODEL1,
+    "paper-model5": _MODEL5,
+    "paper-model6": _MODEL5,
     # The classic ResNet-18 layout on a 32-channel stem, for comparison (11M parameters).
     "resnet18": Architecture((64, 128, 256, 512), (2, 2, 2, 2), conv_kernel=3, skip_kernel=1),
+}
+# Each preset's departures from the reference recipe (TrainConfig field -> value).
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    "paper-model4": {"augment": "none"},  # trained without augmentation
+    "paper-model6": {"optimizer": "sgd", "momentum": 0.9},  # SGD with momentum, not Adam
+}
+# The reference study's test accuracy of each of its final models, in percent (150 epochs).
+REPORTED_ACCURACY: dict[str, float] = {
+    "paper-model1": 94.63,
+    "paper-model2": 94.39,
+    "paper-model3": 94.10,
+    "paper-model4": 84.02,
+    "paper-model5": 93.77,
+    "paper-model6": 93.79,
 }

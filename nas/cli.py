@@ -26,6 +26,8 @@ from nas.cli_common import (
     run,
     storage_from,
 )
+from nas.cli_doctor import add_doctor_parser
+from nas.cli_export import add_export_parser, add_predict_parser
 from nas.cli_retrain import add_retrain_parser
 from nas.cli_search import add_search_parser, report_path_for
 from nas.errors import UserError
@@ -43,6 +45,8 @@ def build_parser() -> Parser:
     )
     add_search_parser(commands)
     add_retrain_parser(commands)
+    add_export_parser(commands)
+    add_predict_parser(commands)
 
     report = commands.add_parser(
         "report",
@@ -85,6 +89,7 @@ def build_parser() -> Parser:
         help="samples for the estimate (default: %(default)s)",
     )
     space.set_defaults(handler=space_command)
+    add_doctor_parser(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from nas.arch import PRESETS, Architecture
 from nas.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
@@ -98,7 +99,12 @@ def run(command: Callable[[argparse.Namespace], int | None], args: argparse.Name
 def add_arch_flags(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", choices=sorted(PRESETS), help="a reference architecture")
-    source.add_argument("--arch", metavar="FILE.json", help="an architecture JSON file")
+    source.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="a preset, an architecture JSON file, or a printed architecture like "
+        "64,128,128,256/5,4,3,2/k3/s3",
+    )
     parser.add_argument("--channels", type=parse_int_list, help="widths per layer: 64,128,128,256")
     parser.add_argument("--blocks", type=parse_int_list, help="blocks per layer: 5,4,3,2")
     parser.add_argument(
@@ -118,6 +124,122 @@ def add_arch_flags(parser: argparse.ArgumentParser) -> None:
         type=whole_number(2),
         default=Architecture.num_classes,
         help="classes (default: %(default)s)",
+    )
+
+
+def add_recipe_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """The recipe's knobs; unset flags keep the reference recipe (or, `inherited`, the study's
+    or the preset's). Defaults come from `TrainConfig`."""
+    from nas.augment import AUGMENTATIONS, POLICY_NAMES
+    from nas.train import OPTIMIZERS, TrainConfig
+
+    def default(value: object) -> str:
+        return f"the study's or preset's, else {value}" if inherited else str(value)
+
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help=f"optimizer (default: {default(TrainConfig.optimizer)})",
+    )
+    parser.add_argument(
+        "--lr", type=positive_float, help=f"learning rate (default: {default(TrainConfig.lr)})"
+    )
+    parser.add_argument(
+        "--momentum",
+        type=non_negative_float,
+        help=f"SGD momentum (default: {default(TrainConfig.momentum)})",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        help=f"weight decay (default: {default(TrainConfig.weight_decay)})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"images per step (default: {default(TrainConfig.batch_size)})",
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        help="training augmentation: recipe (rotation, flip, crop, AutoAugment), basic (no "
+        f"AutoAugment) or none (default: {default(TrainConfig.augment)})",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        help="AutoAugment policy: torchvision's CIFAR-10, SVHN (digits) or ImageNet one "
+        f"(default: {default('cifar10')})",
+    )
+    parser.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_const",
+        const=False,
+        help="no random horizontal flips (digits, text)",
+    )
+
+
+RECIPE_FLAGS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "augment",
+    "policy",
+    "flip",
+)
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe settings the command line sets explicitly (TrainConfig field -> value)."""
+    return {name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None}
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def arch_from_text(text: str) -> tuple[Architecture, str, dict[str, Any]]:
+    """`--arch`: a preset's name, an architecture JSON file, or the printed form
+    (`64,128,128,256/5,4,3,2/k3/s3`). Returns the architecture, a name for its run folder, and
+    the preset's recipe (empty for the other two)."""
+    from nas.arch import PRESET_RECIPES
+
+    if text in PRESETS:
+        return PRESETS[text], text, dict(PRESET_RECIPES.get(text, {}))
+    if text.endswith(".json") or Path(text).is_file():
+        return load_arch_file(text), Path(text).stem, {}
+    if "/" in text:
+        try:
+            arch = Architecture.parse(text)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"invalid architecture: {error}") from None
+        return arch, re.sub(r"[^0-9A-Za-z,._-]+", "_", arch.describe()).strip("_"), {}
+    raise UserError(
+        f"unknown preset or architecture {text!r}: give a preset ({', '.join(sorted(PRESETS))}), "
+        "an architecture JSON file, or a printed architecture like 64,128,128,256/5,4,3,2/k3/s3"
     )
 
 
@@ -142,7 +264,7 @@ def arch_from_flags(args: argparse.Namespace) -> Architecture:
     if args.preset:
         return resolve_preset(args.preset)
     if args.arch:
-        return load_arch_file(args.arch)
+        return arch_from_text(args.arch)[0]
     if not args.channels or not args.blocks:
         raise UserError("give --preset NAME, --arch FILE.json, or both --channels and --blocks")
 

@@ -12,14 +12,15 @@ from nas.arch import count_params
 from nas.cli_common import (
     Parser,
     add_data_flags,
+    add_recipe_flags,
     add_storage_flags,
+    arch_from_text,
     data_config_from,
     format_table,
     interactive,
-    load_arch_file,
     non_negative_int,
     quiet_optuna,
-    resolve_preset,
+    recipe_overrides,
     storage_from,
 )
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -40,8 +41,9 @@ def add_retrain_parser(commands) -> None:
     )
     parser.add_argument(
         "--arch",
-        metavar="PRESET|FILE.json",
-        help="train a named architecture without a study, e.g. paper-model1",
+        metavar="ARCH",
+        help="train an architecture without a study: a preset (paper-model1), a JSON file, or "
+        "a printed architecture like 64,128,128,256/5,4,3,2/k3/s3",
     )
     parser.add_argument(
         "--epochs",
@@ -50,6 +52,7 @@ def add_retrain_parser(commands) -> None:
         help="training epochs (default: %(default)s, the reference study's final length)",
     )
     add_data_flags(parser, inherited=True)
+    add_recipe_flags(parser, inherited=True)
     parser.add_argument(
         "--out", help="run folder (default: runs/<study>/trial-<n>, or runs/<preset>)"
     )
@@ -83,6 +86,31 @@ def print_epoch(row: dict, epochs: int) -> None:
         print(line, flush=True)
 
 
+def describe_inputs(data, recipe, inherited: dict, overrides: dict, from_study: bool) -> None:
+    """Say what the run trains on and with, before it starts: the data (dataset, subset,
+    split) and the recipe, naming what the command line changed from the study or preset."""
+    subset = f"{data.subset:,} training images" if data.subset else "all training images"
+    print(
+        f"data:   {data.dataset} in {data.data_dir}, {subset}, "
+        f"{data.val_fraction:.0%} held out for validation (split seed {data.split_seed})"
+        + (" (the study's)" if from_study else "")
+    )
+    print(
+        f"recipe: {recipe.optimizer} lr {recipe.lr:g}"
+        + (f" momentum {recipe.momentum:g}" if recipe.optimizer == "sgd" else "")
+        + f", weight decay {recipe.weight_decay:g}, batch {recipe.batch_size}, "
+        f"augmentation {recipe.augment}"
+    )
+    changed = [
+        f"{key} {value!r} (was {inherited[key]!r})" if key in inherited else f"{key} {value!r}"
+        for key, value in overrides.items()
+        if inherited.get(key, getattr(type(recipe), key, None)) != value
+    ]
+    if changed:
+        source = "the study's recipe" if from_study else "the recipe"
+        print(f"        changed from {source}: {', '.join(changed)}", flush=True)
+
+
 def retrain_command(args: argparse.Namespace) -> int:
     from nas.retrain import choose_from_study, load_study, record_in_study, retrain
     from nas.storage import display_url, open_storage
@@ -94,11 +122,8 @@ def retrain_command(args: argparse.Namespace) -> int:
     if args.arch:
         if args.trial is not None:
             raise UserError("give either --arch or --trial, not both")
-        if args.arch.endswith(".json"):
-            arch, name = load_arch_file(args.arch), Path(args.arch).stem
-        else:
-            arch, name = resolve_preset(args.arch), args.arch
-        data_base, recipe_base, source = {}, {}, {"arch": args.arch}
+        arch, name, recipe_base = arch_from_text(args.arch)
+        data_base, source = {}, {"arch": args.arch}
         run_dir = Path(args.out or Path("runs") / name)
     else:
         study = load_study(open_storage(storage_url, create=False), args.study)
@@ -111,9 +136,11 @@ def retrain_command(args: argparse.Namespace) -> int:
         }
         run_dir = Path(args.out or Path("runs") / args.study / f"trial-{choice.trial.number}")
     data = data_config_from(args, data_base)
+    overrides = recipe_overrides(args)
     recipe = TrainConfig.from_dict(
         {
             **recipe_base,
+            **overrides,
             "epochs": args.epochs,
             "device": args.device or TrainConfig.device,
             **({"seed": args.seed} if args.seed is not None else {}),
@@ -124,6 +151,10 @@ def retrain_command(args: argparse.Namespace) -> int:
         f"{recipe.epochs} epochs into {run_dir}",
         flush=True,
     )
+    describe_inputs(data, recipe, recipe_base, overrides, from_study=study is not None)
+    from nas.estimate import announce_retrain_cost
+
+    announce_retrain_cost(arch, data, recipe)
     try:
         with stop_on_sigterm() as stop:
             metrics = retrain(
@@ -142,6 +173,10 @@ def retrain_command(args: argparse.Namespace) -> int:
     if study is not None:
         artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(storage_url)
         record_in_study(study, choice.trial, metrics, run_dir, artifacts)
+        from nas.cli_search import report_path_for
+        from nas.report import write_report
+
+        report = write_report(study, report_path_for(storage_url, args.study))  # now with it
     rows = [
         ("test accuracy", f"{metrics['test_accuracy']:.2%}"),
         ("test loss", f"{metrics['test_loss']:.4f}"),
@@ -157,4 +192,5 @@ def retrain_command(args: argparse.Namespace) -> int:
         if artifacts is not None:
             dashboard += f" --artifact-dir {artifacts}"
         print(f"dashboard:  {dashboard}")
+        print(f"report:     {report}")
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from nas.cli_common import (
     Parser,
     add_data_flags,
+    add_recipe_flags,
     add_storage_flags,
     data_config_from,
     format_table,
@@ -23,6 +24,7 @@ from nas.cli_common import (
     parse_count,
     positive_int,
     quiet_optuna,
+    recipe_overrides,
     storage_from,
 )
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -49,7 +51,6 @@ INTERRUPTED = (
 
 def add_search_parser(commands) -> None:
     from nas.search import PRUNERS, SAMPLERS, SEARCH_EPOCHS, SearchConfig
-    from nas.train import TrainConfig
 
     parser: Parser = commands.add_parser(
         "search",
@@ -82,18 +83,7 @@ def add_search_parser(commands) -> None:
     add_storage_flags(parser)
     parser.set_defaults(study=None)  # --smoke names its own study unless one is given
     add_data_flags(parser)
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=TrainConfig.batch_size,
-        help="batch size (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--augment",
-        choices=("recipe", "basic", "none"),
-        default=TrainConfig.augment,
-        help="training augmentation (default: %(default)s)",
-    )
+    add_recipe_flags(parser)
     parser.add_argument(
         "--sampler",
         choices=SAMPLERS,
@@ -118,6 +108,13 @@ def add_search_parser(commands) -> None:
         type=positive_int,
         help="worker processes on this machine, all on the same store (default: one per "
         "visible GPU on CUDA, each on its own device; 1 on the CPU)",
+    )
+    parser.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="do not train the reference study's models first (a new study trains those "
+        "its space holds within the budget before sampling)",
     )
     parser.add_argument("--report", help="HTML report path (default: beside the SQLite store)")
     parser.add_argument(
@@ -152,15 +149,17 @@ def search_settings(args: argparse.Namespace):
         sampler=args.sampler,
         pruner=args.pruner,
         seed=args.seed if args.seed is not None else SearchConfig.seed,
+        warm_start=args.warm_start,
         heartbeat=heartbeat,
         grace=3 * heartbeat,
     )
-    recipe = TrainConfig(
-        epochs=pick("epochs", SEARCH_EPOCHS),
-        batch_size=args.batch_size,
-        augment=args.augment,
-        seed=args.seed if args.seed is not None else TrainConfig.seed,
-        device=pick("device", TrainConfig.device),
+    recipe = TrainConfig.from_dict(
+        {
+            **recipe_overrides(args),
+            "epochs": pick("epochs", SEARCH_EPOCHS),
+            "seed": args.seed if args.seed is not None else TrainConfig.seed,
+            "device": pick("device", TrainConfig.device),
+        }
     )
     return config, data_config_from(args), recipe
 
@@ -216,6 +215,15 @@ class Progress:
         else:
             print(line, flush=True)
 
+    def note(self, line: str) -> None:
+        """A line that is not a trial: above the bar on a terminal, plain in a log."""
+        if self.live:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
+
     def waiting(self, running: int) -> None:
         if self.live:
             self._bar().set_postfix_str(f"waiting for {running} running trial(s)")
@@ -246,6 +254,10 @@ def search_command(args: argparse.Namespace) -> int:
         f"space {config.space}{workers}",
         flush=True,
     )
+    if not args.smoke:  # the smoke run's minute needs no estimate
+        from nas.estimate import announce_search_cost
+
+        announce_search_cost(config, data, recipe, devices)
     progress = Progress(config.trials)
     try:
         if len(devices) > 1:
@@ -270,7 +282,7 @@ def _in_this_process(config, data, recipe, progress: Progress) -> int:
         with stop_on_sigterm() as stop:
             run_search(
                 config, data, recipe, on_trial=progress.trial, on_wait=progress.waiting,
-                should_stop=stop,
+                should_stop=stop, announce=progress.note,
             )  # fmt: skip
     except StopRequested:
         progress.close()
@@ -284,8 +296,9 @@ def _with_workers(config, data, recipe, devices, progress: Progress) -> int:
 
     with stop_on_sigterm() as stop:
         result = run_workers(
-            config, data, recipe, devices, on_trial=progress.trial, should_stop=stop
-        )
+            config, data, recipe, devices, on_trial=progress.trial, should_stop=stop,
+            announce=progress.note,
+        )  # fmt: skip
     if result.status == EXIT_TERMINATED:
         progress.close()
         print(STOPPED, file=sys.stderr)
@@ -342,6 +355,9 @@ def print_summary(study, config, report: Path) -> None:
         f"\nstudy {config.study!r}: {trained} trained candidates (target {config.trials}), "
         f"{len(study.trials)} trials in all ({counts})"
     )
+    from nas.fidelity import study_fidelity
+
+    print(study_fidelity(study).advice())
     shown = display_url(config.storage)
     print(f"store:  {shown}")
     print(f"report: {report}")

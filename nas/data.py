@@ -216,7 +216,9 @@ def make_train_loader(
     workers: int | None,
     seed: int,
 ) -> DataLoader:
-    """A shuffling loader over `data`; the epoch order (and worker seeds) follow from `seed`.
+    """A plain shuffling loader over `data` (the first epoch's order follows from `seed`; with
+    persistent workers later epochs do not: training uses nas.batches.LoaderBatches, which
+    seeds every batch from (seed, epoch); this one stays for benchmarks/bench_loader.py).
 
     `transform` maps one uint8 CHW image to a float CHW tensor; None yields the uint8 image.
     """

@@ -32,6 +32,7 @@ from nas.arch import Architecture, count_macs, count_params
 from nas.data import Splits
 from nas.errors import StopRequested
 from nas.model import build_model
+from nas.samplers import record_constraint
 from nas.space import SearchSpace
 from nas.storage import worker_record
 from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
@@ -80,6 +81,7 @@ class Objective:
         trial.set_user_attr(records.ARCH_LINE, arch.describe())
         trial.set_user_attr(records.MACS, count_macs(arch, self.splits.image_shape[-1]))
         trial.set_user_attr(records.CONSTRAINT, params - self.budget)
+        record_constraint(trial, params - self.budget)  # how the samplers learn the budget
         if params > self.budget:
             excess = params - self.budget
             return self._prune(trial, "over budget", **{records.OVER_BUDGET_BY: excess})

@@ -40,6 +40,7 @@ OVER_BUDGET_BY = "over_budget_by"  # set only on candidates the budget gate reje
 DUPLICATE_OF = "duplicate_of"  # the trial number whose identical architecture was trained
 NOT_NEEDED = "not_needed"  # True: lost the race for the study's last places to other workers
 PRUNE_REASON = "prune_reason"  # one line: why the trial was pruned or stopped
+WARM_START = "warm_start"  # the reference model (preset name) a warm start queued first
 RETRY_OF = "retry_of"  # enqueued again after this trial was interrupted (Ctrl-C, SIGTERM)
 STOPPED_AFTER_EPOCH = "stopped_after_epoch"  # a stop request ended the trial after this epoch
 TRAINED = "trained"  # True once the candidate trained to the end or until the pruner stopped it

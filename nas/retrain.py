@@ -37,6 +37,7 @@ from nas.data import DataConfig, load_splits
 from nas.errors import StopRequested, UserError
 from nas.files import write_atomic
 from nas.model import RUN_ARCHITECTURE, RUN_WEIGHTS, build_model
+from nas.model_card import MODEL_CARD, model_card
 from nas.settings import kept_names
 from nas.train import HISTORY_COLUMNS, TrainConfig, evaluate, fit, resolve_device, set_seed
 
@@ -47,6 +48,7 @@ RUN_FILES = (
     "history.csv",
     "curves.html",
     "checkpoint.ckpt",
+    "MODEL.md",
 )
 ARTIFACT_FILES = ("curves.html", "metrics.json", "history.csv")  # shown by optuna-dashboard
 
@@ -203,7 +205,11 @@ def retrain(
         "epochs_planned": recipe.epochs,
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss if result.best_epoch else None,
-        "best_val_accuracy": result.best_val_accuracy,
+        # the accuracy of best_epoch (the weights kept), and the highest any epoch reached
+        "best_val_accuracy": (
+            result.history[result.best_epoch - 1]["val_accuracy"] if result.best_epoch else None
+        ),
+        "highest_val_accuracy": result.best_val_accuracy,
         "seconds": seconds,
         "seconds_per_epoch": seconds / max(1, result.epochs_completed),
         "device": str(device),
@@ -218,8 +224,10 @@ def retrain(
     state = {k: v.detach().to("cpu").contiguous() for k, v in result.best_state.items()}
     write_atomic(run_dir / RUN_WEIGHTS, save(state))
     write_atomic(run_dir / "history.csv", history_csv(result.history))
-    write_atomic(run_dir / "curves.html", curves_html(result.history, title=arch.describe()))
+    title = curves_title(arch, metrics)
+    write_atomic(run_dir / "curves.html", curves_html(result.history, title=title))
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(run_dir / MODEL_CARD, model_card(arch, metrics, run_dir))
     return metrics
 
 
@@ -231,19 +239,35 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     return text.getvalue()
 
 
+def curves_title(arch: Architecture, metrics: dict[str, Any]) -> str:
+    """What the curves are of: study and trial (or the named architecture), architecture,
+    parameters and test accuracy."""
+    source = metrics.get("source") or {}
+    if "study" in source:
+        what = f"study {source['study']}, trial {source['trial']}"
+    else:
+        what = str(source.get("arch", "retrain"))
+    return (
+        f"{what}: {arch.describe()}, {metrics['params']:,} parameters, "
+        f"test accuracy {100 * metrics['test_accuracy']:.2f} %"
+    )
+
+
 def curves_html(history: list[dict[str, Any]], title: str) -> str:
-    """Loss and accuracy per epoch, train vs validation, as one self-contained HTML page."""
+    """Loss and accuracy (in percent, as the report and the console show it) per epoch, train
+    vs validation, as one self-contained HTML page of a fixed size that reads on any window."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     epochs = [row["epoch"] for row in history]
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy (%)"))
     for column, metric in ((1, "loss"), (2, "accuracy")):
+        scale = 100 if metric == "accuracy" else 1
         for split, dash in (("train", "solid"), ("val", "dash")):
             figure.add_trace(
                 go.Scatter(
                     x=epochs,
-                    y=[row[f"{split}_{metric}"] for row in history],
+                    y=[scale * row[f"{split}_{metric}"] for row in history],
                     name=f"{split} {metric}",
                     mode="lines+markers",
                     line={"dash": dash},
@@ -251,9 +275,16 @@ def curves_html(history: list[dict[str, Any]], title: str) -> str:
                 row=1,
                 col=column,
             )
-    figure.update_xaxes(title_text="epoch")
-    figure.update_layout(title=title, template="plotly_white")
-    return figure.to_html(include_plotlyjs=True, full_html=True)
+    figure.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, len(epochs) // 10))
+    figure.update_yaxes(title_text="%", ticksuffix=" %", row=1, col=2)
+    figure.update_layout(
+        title={"text": title, "font": {"size": 15}},
+        template="plotly_white",
+        width=1100,
+        height=450,
+        autosize=False,
+    )
+    return figure.to_html(include_plotlyjs=True, full_html=True, default_width="1100px")
 
 
 # ---- recording on the study --------------------------------------------------------------

@@ -27,10 +27,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__, records
-from nas.arch import count_params
+from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_params
 from nas.data import DataConfig, Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective
+from nas.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler  # noqa: F401 (re-exported)
 from nas.settings import kept_values
 from nas.space import SearchSpace
 from nas.storage import DEFAULT_STORAGE, StaleTrialReaper, check_url, open_storage
@@ -38,8 +39,6 @@ from nas.train import TrainConfig, resolve_device
 
 DEFAULT_STUDY = "nas"
 SEARCH_EPOCHS = 40  # epochs per candidate: the reference study's block-size sweep (README)
-SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
 MAX_STUDY_NAME = 200  # characters: the report is written to a file named after the study
 
 
@@ -61,6 +60,7 @@ class SearchConfig:
     grace: int = 90  # seconds without a heartbeat after which a RUNNING trial is stale
     poll: float = 5.0  # seconds between checks while other workers' trials are running
     max_wait: float = 3600.0  # seconds to wait for other workers' trials that report no epoch
+    warm_start: bool = True  # a new study first trains the reference models the space holds
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -93,43 +93,19 @@ class TrialOutcome:
 # ---- the study ---------------------------------------------------------------------------
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=budget_constraint)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        multivariate=True,  # widths and block counts interact through the budget
-        group=True,  # 4- and 5-layer candidates have different parameters
-        constraints_func=budget_constraint,
-        n_startup_trials=10,
-    )
-
-
-def budget_constraint(trial: FrozenTrial) -> tuple[float]:
-    """Parameters over the budget (<= 0 is feasible), as recorded by the gate."""
-    return (float(trial.user_attrs.get(records.CONSTRAINT, 0.0)),)
-
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
-    # compare with the median only after a few full trials and a third of the epochs
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
-
-
 def open_study(
-    config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
+    config: SearchConfig,
+    space: SearchSpace,
+    data: DataConfig,
+    recipe: TrainConfig,
+    announce: Callable[[str], None] | None = None,
 ) -> optuna.Study:
     """Create the study or resume it, refusing a resume whose trials would not compare."""
     storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
     study = optuna.create_study(
         study_name=config.study,
         storage=storage,
-        sampler=make_sampler(config.sampler, config.seed),
+        sampler=make_sampler(config.sampler, config.seed, config.trials),
         pruner=make_pruner(config.pruner, recipe.epochs),
         direction="maximize",
         load_if_exists=True,
@@ -141,6 +117,16 @@ def open_study(
             study.set_metric_names([records.METRIC_NAME])
         for key, value in study_record(config, space, data, recipe).items():
             study.set_user_attr(key, value)
+        if config.warm_start:
+            queued = enqueue_reference_models(study, space, config.budget)
+            if announce is not None:
+                announce(
+                    f"warm start: {', '.join(queued)} (the reference study's models) train "
+                    "first; --no-warm-start turns this off"
+                    if queued
+                    else f"warm start: the space {space.name} holds none of the reference "
+                    "study's models within the budget; starting from sampled candidates"
+                )
         return study
     check_resume(config, recorded, space, data, recipe)
     return study
@@ -174,6 +160,30 @@ def check_resume(
                     f"study {config.study!r} was created with {key} = {before[key]!r}, not "
                     f"{value!r}; repeat the original flags to resume, or {how}"
                 )
+
+
+def warm_start_models(space: SearchSpace, budget: int) -> list[tuple[str, dict[str, int]]]:
+    """The reference study's models that `space` can express within `budget`, best reported
+    accuracy first, each architecture once, with the trial parameters that build it."""
+    chosen: list[tuple[str, dict[str, int]]] = []
+    # the search trains with its own recipe: presets that differ only in theirs are left out
+    names = [name for name in REPORTED_ACCURACY if name not in PRESET_RECIPES]
+    for name in sorted(names, key=lambda n: -REPORTED_ACCURACY[n]):
+        params = space.params_for(PRESETS[name])
+        if params is None or count_params(PRESETS[name]) > budget:
+            continue
+        chosen.append((name, params))
+    return chosen
+
+
+def enqueue_reference_models(study: optuna.Study, space: SearchSpace, budget: int) -> list[str]:
+    """Queue the reference models first (`records.WARM_START` names each): a search then
+    starts from what the reference study found by hand instead of from random candidates.
+    Returns their names."""
+    models = warm_start_models(space, budget)
+    for name, params in models:
+        study.enqueue_trial(params, user_attrs={records.WARM_START: name})
+    return [name for name, _ in models]
 
 
 def study_record(
@@ -234,7 +244,11 @@ def check_feasible(space: SearchSpace, budget: int, num_classes: int = 10) -> No
 
 
 def prepare_study(
-    config: SearchConfig, data: DataConfig, recipe: TrainConfig, splits: Splits | None = None
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: TrainConfig,
+    splits: Splits | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> tuple[SearchSpace, optuna.Study, Splits]:
     """Check the space, device and data, then open (or create) the study and fail its stale
     trials: what a search does first, and what a parent of several workers does once. The data
@@ -245,7 +259,7 @@ def prepare_study(
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
     splits = splits or load_splits(data)
     check_feasible(space, config.budget, splits.num_classes)
-    study = open_study(config, space, data, recipe)
+    study = open_study(config, space, data, recipe, announce)
     # a trial whose worker died while another reached the target must not stay RUNNING
     StaleTrialReaper(config.grace)(study)
     return space, study, splits
@@ -260,6 +274,7 @@ def run_search(
     on_wait: Callable[[int], None] | None = None,
     splits: Splits | None = None,
     should_stop: Callable[[], bool] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds `config.trials` trained candidates.
 
@@ -268,7 +283,7 @@ def run_search(
     next run) or before asking for a new trial.
     """
     stop = should_stop or (lambda: False)
-    space, study, splits = prepare_study(config, data, recipe, splits)
+    space, study, splits = prepare_study(config, data, recipe, splits, announce)
     if trial_counts(study)[0] >= config.trials:
         return study
     objective = Objective(

@@ -219,6 +219,39 @@ class SearchSpace:
 
         return self.decide(look_up, look_up, num_classes)
 
+    def params_for(self, arch: Architecture) -> dict[str, int] | None:
+        """The trial parameters under which this space builds exactly `arch` (for enqueuing
+        it), or None when the space cannot express it."""
+        wanted: dict[str, int] = {"layers": arch.num_layers, "stem": arch.stem}
+        for index, (width, blocks) in enumerate(zip(arch.channels, arch.blocks), start=1):
+            wanted[f"channels_{index}"], wanted[f"blocks_{index}"] = width, blocks
+        for name in ("conv_kernel", "skip_kernel"):
+            kernels = getattr(arch, name)
+            if self.kernels_per_layer:
+                wanted.update({f"{name}_{i}": k for i, k in enumerate(kernels, start=1)})
+            elif len(set(kernels)) == 1:
+                wanted[name] = kernels[0]
+        chosen: dict[str, int] = {}
+
+        class Outside(Exception):
+            pass
+
+        def pick(name: str, allowed: Callable[[int], bool]) -> int:
+            if name not in wanted or not allowed(wanted[name]):
+                raise Outside
+            chosen[name] = wanted[name]
+            return wanted[name]
+
+        try:
+            built = self.decide(
+                lambda name, low, high: pick(name, lambda value: low <= value <= high),
+                lambda name, choices: pick(name, lambda value: value in choices),
+                arch.num_classes,
+            )
+        except Outside:
+            return None
+        return chosen if built == arch else None
+
     # ---- extremes and size ---------------------------------------------------------------
 
     def _extreme(self, layers: int, pick: Callable[[Sequence[int]], int], num_classes: int):

@@ -80,6 +80,7 @@ def run_workers(
     *,
     on_trial: Callable[[TrialOutcome, int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    announce: Callable[[str], None] | None = None,
 ) -> WorkersResult:
     """Run one worker per device until the study holds `config.trials` trained candidates.
 
@@ -87,7 +88,8 @@ def run_workers(
     trials; the KeyboardInterrupt is re-raised once they have exited."""
     from nas.search import trial_counts
 
-    _, study, _ = prepare_study(config, data, recipe)  # user errors surface here, once
+    # user errors surface here, once; a new study is created (and warm-started) here
+    _, study, _ = prepare_study(config, data, recipe, announce=announce)
     cpu_only = all(device == "cpu" for device in devices)
     logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
     processes: list[subprocess.Popen] = []

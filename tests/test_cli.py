@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nas.cli import build_parser, main
+from nas.data import DataConfig
 from nas.space import SearchSpace, builtin_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +51,19 @@ def test_the_top_level_help_lists_the_commands_not_the_module_docstring():
 
 
 def test_defaults_are_the_config_dataclasses_own():
-    from nas.search import SearchConfig
+    from nas.cli_search import search_settings
+    from nas.search import SEARCH_EPOCHS, SearchConfig
     from nas.train import TrainConfig
 
-    search = build_parser().parse_args(["search"])
-    assert (search.batch_size, search.augment) == (TrainConfig.batch_size, TrainConfig.augment)
-    assert (search.sampler, search.pruner) == (SearchConfig.sampler, SearchConfig.pruner)
+    config, data, recipe = search_settings(build_parser().parse_args(["search"]))
+    assert recipe == TrainConfig(epochs=SEARCH_EPOCHS)  # the reference recipe, 40 epochs
+    assert (config.sampler, config.pruner, config.budget, config.space) == (
+        SearchConfig.sampler,
+        SearchConfig.pruner,
+        SearchConfig.budget,
+        SearchConfig.space,
+    )
+    assert data == DataConfig()
     assert build_parser().parse_args(["retrain"]).epochs == TrainConfig.epochs == 150
 
 

@@ -1,12 +1,14 @@
-"""`python -m nas params` and `python -m nas space`: what a user sees, and exit statuses."""
+"""`nas params`, `nas space` and `--arch`: what a user sees, and exit statuses."""
 
+import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from nas.arch import PRESETS
+from nas.arch import PRESETS, Architecture
 from nas.cli import main, parse_count
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +76,113 @@ def test_bad_command_lines_give_one_sentence_and_exit_2(argv, fragment):
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("space", ["resnet", "tiny"])
+def test_the_printed_form_reads_back_as_the_same_architecture(space):
+    from nas.arch import count_params
+    from nas.space import SearchSpace
+
+    rng = random.Random(0)
+    sampled = SearchSpace.resolve(space)
+    for _ in range(300):
+        arch = sampled.sample(rng)
+        text = arch.describe()
+        assert Architecture.parse(text) == arch, text
+        assert Architecture.parse(text.replace(" ", "")) == arch  # spaces are optional
+        assert count_params(Architecture.parse(text)) == count_params(arch)
+
+
+def test_the_printed_form_says_what_differs_from_the_defaults():
+    arch = Architecture((8, 16, 12), (1, 2, 2), conv_kernel=(2, 3, 3), stem=8, num_classes=100)
+    assert arch.describe() == "8,16,12 / 1,2,2 / k2,3,3 / s1 / stem8 / classes100"
+    assert PRESETS["paper-model1"].describe() == "64,128,128,256 / 5,4,3,2 / k3 / s3"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("64,128", "unknown preset or architecture"),
+        ("64/5/q3", "is not one of"),
+        ("64/5/k3/k5", "gives k twice"),
+        ("64,x/5,4", "comma-separated numbers"),
+        ("64,128/5", "blocks has 1 entries"),
+    ],
+)
+def test_a_bad_printed_form_is_one_sentence(text, fragment, capsys):
+    assert main(["params", "--arch", text]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_params_takes_the_printed_form_pasted_from_the_search(capsys):
+    assert main(["params", "--arch", "64,128,128,256 / 5,4,3,2 / k3 / s3"]) == 0
+    assert "total: 4,951,338 parameters" in capsys.readouterr().out
+
+
+def test_every_final_model_of_the_reference_study_is_a_preset_with_its_recipe():
+    from nas.arch import PRESET_RECIPES, REPORTED_ACCURACY, count_params
+
+    assert sorted(REPORTED_ACCURACY) == [f"paper-model{n}" for n in range(1, 7)]
+    assert PRESETS["paper-model4"] == PRESETS["paper-model1"]
+    assert PRESET_RECIPES["paper-model4"] == {"augment": "none"}
+    assert PRESETS["paper-model6"] == PRESETS["paper-model5"]
+    assert PRESET_RECIPES["paper-model6"] == {"optimizer": "sgd", "momentum": 0.9}
+    assert count_params(PRESETS["paper-model1"]) == 4_951_338
+
+
+def test_a_retrain_takes_a_printed_architecture_and_records_the_recipe_it_was_given(tmp_path):
+    out = tmp_path / "run"
+    status = main(
+        [
+            "retrain",
+            "--arch",
+            "8,16/1,1/k3/s3/stem8",
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            "0.8",
+            "--augment",
+            "none",
+            "--lr",
+            "0.01",
+            "--dataset",
+            "synthetic",
+            "--subset",
+            "48",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]  # fmt: skip
+    )
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    recipe = metrics["config"]
+    assert (recipe["optimizer"], recipe["momentum"], recipe["augment"], recipe["lr"]) == (
+        "sgd",
+        0.8,
+        "none",
+        0.01,
+    )
+    assert Architecture.from_json((out / "architecture.json").read_text()) == Architecture.parse(
+        "8,16/1,1/k3/s3/stem8"
+    )
+
+
+def test_a_preset_brings_its_recipe_and_a_flag_overrides_it(tmp_path, capsys, monkeypatch):
+    from nas.arch import PRESET_RECIPES
+
+    monkeypatch.setitem(PRESETS, "tiny-sgd", Architecture((8, 8), (1, 1), stem=8))
+    monkeypatch.setitem(PRESET_RECIPES, "tiny-sgd", {"optimizer": "sgd", "momentum": 0.9})
+    common = ["--dataset", "synthetic", "--subset", "48", "--epochs", "1", "--device", "cpu"]
+    assert main(["retrain", "--arch", "tiny-sgd", *common, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]["optimizer"] == "sgd"
+    flags = ["--optimizer", "adamw", "--out", str(tmp_path / "b")]
+    assert main(["retrain", "--arch", "tiny-sgd", *common, *flags]) == 0
+    assert "changed from the recipe: optimizer 'adamw' (was 'sgd')" in capsys.readouterr().out
+    assert (
+        json.loads((tmp_path / "b" / "metrics.json").read_text())["config"]["optimizer"] == "adamw"
+    )

@@ -26,6 +26,7 @@ from helpers import free_port, get, one_torch_thread, unavailable
 # the search and its stores use Optuna features it still marks experimental
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
+
 def dashboard_command() -> list[str]:
     """The `optuna-dashboard` console script installed beside this Python, as a user runs it."""
     script = Path(sys.executable).parent / "optuna-dashboard"

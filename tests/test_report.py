@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import optuna
 import pytest
@@ -254,3 +257,83 @@ def test_duplicates_are_neither_points_nor_top_rows(tmp_path):
         if trace.name == report.TRAINED_TRACE
     ][0]
     assert len(trained.x) == 2
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _render(page: Path) -> tuple[str, str]:
+    """The DOM after the page's scripts ran in headless Chromium, and the console's log."""
+    result = subprocess.run(
+        [
+            _browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    return result.stdout, "\n".join(console)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium here (apt-get install chromium)")
+def test_the_report_and_the_curves_render_their_charts_in_a_real_browser(full_study, tmp_path):
+    from nas.retrain import curves_html
+
+    page = report.write_report(full_study, tmp_path / "r.html")
+    dom, console = _render(page)
+    assert console == ""  # no error, no warning from the page's scripts
+    # every figure drew its SVG (plotly draws one "main-svg" pair per figure)
+    assert dom.count('class="main-svg"') >= 2 * len(report.build_figures(full_study))
+    assert "Caution: computed from 4 trained trials" in dom
+
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 2 / e,
+            "train_accuracy": 0.2 * e,
+            "val_loss": 2.1 / e,
+            "val_accuracy": 0.18 * e,
+            "lr": 1e-3,
+            "seconds": 1.0,
+        }  # fmt: skip
+        for e in range(1, 5)
+    ]
+    curves = tmp_path / "curves.html"
+    curves.write_text(curves_html(history, title="study s, trial 3: 8,8 / 1,1 / k3 / s1"))
+    dom, console = _render(curves)
+    assert console == ""
+    assert dom.count('class="main-svg"') >= 2
+    assert "study s, trial 3" in dom and "72" in dom  # accuracy shown in percent (0.72 -> 72 %)
+
+
+def test_the_report_shows_rank_fidelity_once_five_trials_ran_every_epoch(tmp_path):
+    study = _study(tmp_path, "fidelity")
+    study.set_user_attr("recipe", {"epochs": 3, "optimizer": "adam", "lr": 0.001})
+    finals = [0.50, 0.60, 0.55, 0.70, 0.65, 0.40]
+    for index, final in enumerate(finals):  # epoch 2 already ranks them as epoch 3 does
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=final,
+                params={"width": 16 + index, "blocks": 1},
+                distributions=DISTRIBUTIONS,
+                user_attrs={**_attrs(16 + index, 1, 100_000 + index), "trained": True},
+                intermediate_values={1: 0.3 + 0.01 * (index % 2), 2: final - 0.05, 3: final},
+            )
+        )
+    text = report.write_report(study, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Rank fidelity" in text
+    assert "fidelity" in report.build_figures(study)
+    assert "ranking at epoch 2 already agrees with epoch 3" in text
+    assert "over 6 trials" in text

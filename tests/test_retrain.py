@@ -57,6 +57,7 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     run_dir = tmp_path / "runs" / "s" / f"trial-{best.number}"
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [
+            "MODEL.md",
             "architecture.json",
             "checkpoint.ckpt",
             "curves.html",
@@ -86,7 +87,17 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     with (run_dir / "history.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert "plotly" in (run_dir / "curves.html").read_text()[:200_000].lower()
+    # the name says what it is: the validation accuracy of the epoch whose weights were kept
+    best_row = rows[metrics["best_epoch"] - 1]
+    assert metrics["best_val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]))
+    assert metrics["highest_val_accuracy"] == max(float(row["val_accuracy"]) for row in rows)
+    curves = (run_dir / "curves.html").read_text()
+    assert "plotly" in curves[:200_000].lower()
+    assert f"study s, trial {best.number}" in curves and "test accuracy" in curves
+    # teammates can read the model: the user's umask, not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
     # the exported model reproduces the recorded test accuracy
     model = nas.load_model(run_dir)
@@ -105,6 +116,10 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     assert study.trials[best.number].user_attrs == best.user_attrs
     assert len(list((folder / "artifacts").iterdir())) == 3
     assert "--artifact-dir" in result.stdout
+    # the study's report is refreshed: the retrained trial's test accuracy and run folder
+    page = (folder / "s.html").read_text()
+    assert f"{100 * metrics['test_accuracy']:.2f} %" in page
+    assert str(Path("runs") / "s" / f"trial-{best.number}") in page
 
     # a finished run is not redone
     again = retrain("--storage", url, "--study", "s", "--epochs", "2", cwd=tmp_path)

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -501,3 +502,127 @@ def test_ctrl_c_fails_the_running_trial_keeps_the_rest_and_exits_130(tmp_path):
     (waiting,) = [t for t in trials if t.state == TrialState.WAITING]
     assert waiting.user_attrs["retry_of"] == running
     assert waiting.system_attrs["fixed_params"] == trials[running].params
+
+
+# ---- warm start ------------------------------------------------------------------------------
+
+
+def _new_study(tmp_path: Path, space: str, **overrides) -> tuple[optuna.Study, list[str]]:
+    config = SearchConfig(
+        budget=5_000_000,
+        trials=0,  # create and record the study, train nothing
+        space=space,
+        study="warm",
+        storage=url_of(tmp_path / "w.db"),
+        **overrides,
+    )
+    notes: list[str] = []
+    run_search(config, DataConfig(dataset="synthetic", subset=48), TrainConfig(device="cpu"),
+               announce=notes.append)  # fmt: skip
+    return load(tmp_path / "w.db", "warm"), notes
+
+
+def test_a_new_study_trains_the_reference_models_its_space_holds_first(tmp_path):
+    study, notes = _new_study(tmp_path, "resnet")
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["warm_start"] for t in queued] == [
+        "paper-model1",
+        "paper-model2",
+        "paper-model3",
+        "paper-model5",
+    ]  # fmt: skip  (best reported accuracy first; model 4 and 6 repeat 1 and 5's shapes)
+    trial = study.ask()  # what the search's first trial samples
+    assert trial.number == 0
+    assert SearchSpace.resolve("resnet").suggest(trial) == nas.PRESETS["paper-model1"]
+    assert "warm start: paper-model1, paper-model2" in notes[0]
+
+
+def test_no_warm_start_and_a_space_without_reference_models_sample_from_the_start(tmp_path):
+    plain, notes = _new_study(tmp_path / "a", "resnet", warm_start=False)
+    assert plain.get_trials(states=(TrialState.WAITING,)) == [] and notes == []
+    tiny, notes = _new_study(tmp_path / "b", str(TINY))
+    assert tiny.get_trials(states=(TrialState.WAITING,)) == []
+    assert notes == [
+        "warm start: the space tiny holds none of the reference study's models within the "
+        "budget; starting from sampled candidates"
+    ]
+
+
+# ---- recipe flags ----------------------------------------------------------------------------
+
+
+def _digit_folder(root: Path) -> Path:
+    """A tiny image folder of two hand-drawn digit shapes, 0 (a ring) and 1 (a bar), 12x12."""
+    from PIL import Image, ImageDraw
+
+    for split, count in (("train", 24), ("test", 6)):
+        for label in ("0", "1"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                image = Image.new("L", (12, 12))
+                draw = ImageDraw.Draw(image)
+                shift = index % 3
+                if label == "0":
+                    draw.ellipse((2 + shift, 2, 9 + shift - 1, 10), outline=255, width=2)
+                else:
+                    draw.line((5 + shift, 1, 5 + shift, 10), fill=255, width=2)
+                image.save(folder / f"{index}.png")
+    return root
+
+
+def test_a_search_records_its_augmentation_policy_and_a_resume_must_keep_it(tmp_path):
+    data = _digit_folder(tmp_path / "digits")
+    store = url_of(tmp_path / "s.db")
+    argv = ["--dataset", "imagefolder", "--data-dir", str(data), "--space", str(TINY),
+            "--budget", str(BUDGET), "--trials", "1", "--epochs", "1", "--batch-size", "16",
+            "--device", "cpu", "--storage", store, "--study", "digits", "--policy", "svhn",
+            "--no-flip"]  # fmt: skip
+    status, _, err = search(*argv)
+    assert status == 0, err
+    recipe = optuna.load_study(study_name="digits", storage=store).user_attrs["recipe"]
+    assert (recipe["augment"], recipe["policy"], recipe["flip"]) == ("recipe", "svhn", False)
+    status, _, err = search(*[a for a in argv if a != "--no-flip"])  # flips on: refused
+    assert status == 2 and "flip = False, not True" in err
+    changed = argv[: argv.index("--policy")] + ["--policy", "cifar10", "--no-flip"]
+    status, _, err = search(*changed)
+    assert status == 2 and "policy = 'svhn', not 'cifar10'" in err
+
+
+def test_a_smoke_search_raises_no_deprecation_and_writes_a_plain_log(tmp_path):
+    """Optuna's and torch's deprecation notices arrive as FutureWarning/DeprecationWarning: as
+    errors here, so a search that leans on a deprecated API fails this test, on every supported
+    Optuna. Its output, read from a pipe as a log file would, has no carriage returns."""
+    log = tmp_path / "log.txt"
+    with log.open("w") as out:
+        finished = subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "error::FutureWarning",
+                "-W",
+                "error::DeprecationWarning",
+                "-m",
+                "nas",
+                "search",
+                "--smoke",
+                "--subset",
+                "48",
+                "--epochs",
+                "1",
+                "--trials",
+                "2",
+                "--augment",
+                "none",
+            ],  # fmt: skip
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=300,
+        )
+    text = log.read_text()
+    assert finished.returncode == 0, text[-3000:]
+    assert "\r" not in text
+    assert "Warning" not in text
+    assert re.search(r"^trial\s+\d+ .*\[2/2 trained\]$", text, re.M), text

@@ -1,0 +1,313 @@
+"""Owns the report's figures: plotly figures of a study's trials, each built from the one
+trial classification (`records.classify`), with integer trial and epoch axes, accuracy axes
+fitted to the data, and rejected candidates apart from the accuracy scale.
+
+`build_figures(study)` returns them by key; `sections(study, trials)` pairs each with its
+heading and any note (why it is missing, or a caution) for `nas.report`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+import optuna
+import plotly.graph_objects as go
+from optuna.importance import (
+    BaseImportanceEvaluator,
+    FanovaImportanceEvaluator,
+    PedAnovaImportanceEvaluator,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from nas import records
+from nas.arch import Architecture
+
+# Trace names are part of the report's interface: tests and readers find traces by them.
+TRAINED_TRACE = "trained trials"
+PARETO_TRACE = "Pareto front"
+REJECTED_TRACE = "rejected (over budget)"
+BUDGET_TRACE = "budget"
+NO_FINISHED_TRIAL = "No trial has finished yet."
+
+trial_accuracy = records.accuracy
+
+
+def _is_rejected(trial: FrozenTrial) -> bool:
+    return records.classify(trial) == records.TrialKind.REJECTED
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (parameters, accuracy) points no other point dominates, fewest params first.
+
+    A point is dominated when another has no more parameters and no less accuracy and differs in
+    one of them. Of identical points only the first is kept, so the front line has no repeats.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front: list[int] = []
+    best_accuracy = -math.inf
+    for index in order:
+        # Sorted by params, then accuracy descending: a point is on the front exactly when it
+        # beats the accuracy of everything with fewer (or equal) parameters seen before it.
+        if points[index][1] > best_accuracy:
+            front.append(index)
+            best_accuracy = points[index][1]
+    return front
+
+
+def architecture_summary(trial: FrozenTrial) -> str:
+    """The one-line `Architecture.describe()` of a trial, or a dash when it is missing or bad."""
+    text = trial.user_attrs.get(records.ARCHITECTURE)
+    if not isinstance(text, str):
+        return "-"
+    try:
+        return Architecture.from_json(text).describe()
+    except (ValueError, TypeError):
+        return "unreadable architecture"
+
+
+_params = records.params_of
+
+
+def _budget(study: optuna.Study) -> int | None:
+    return records.budget_of(study.user_attrs)
+
+
+_ACCURACY_AXIS = {"yaxis_title": "validation accuracy", "yaxis_tickformat": ".0%"}
+IMPORTANCE_MIN_TRIALS = 10  # complete trials below which importances come with a caution
+
+
+def _integer_axis(values: list[int]) -> dict:
+    """Ticks on whole numbers only (trials, epochs): never 0.5 or 1.2."""
+    span = max(values, default=1) - min(values, default=0)
+    return {"tickmode": "linear", "tick0": 0, "dtick": max(1, math.ceil(span / 10))}
+
+
+def _fitted(values: list[float]) -> list[float]:
+    """An accuracy axis range around the data, with a margin, kept within 0..1."""
+    low, high = min(values), max(values)
+    margin = max(0.02, 0.1 * (high - low))
+    return [max(0.0, low - margin), min(1.0, high + margin)]
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def hover_text(trial: FrozenTrial) -> str:
+    params = _params(trial)
+    lines = [
+        f"trial {trial.number} ({trial.state.name.lower()})",
+        architecture_summary(trial),
+        f"{params:,} params" if params is not None else "params unknown",
+        f"val accuracy {percent(trial_accuracy(trial))}",
+    ]
+    if _is_rejected(trial):
+        excess = trial.user_attrs[records.OVER_BUDGET_BY]
+        lines[-1] = f"rejected: {excess:,} over budget" if isinstance(excess, int) else "rejected"
+    if records.WARM_START in trial.user_attrs:
+        lines.append(f"warm start: the reference model {trial.user_attrs[records.WARM_START]}")
+    if records.DUPLICATE_OF in trial.user_attrs:
+        lines.append(f"same architecture as trial {trial.user_attrs[records.DUPLICATE_OF]}")
+    return "<br>".join(lines)
+
+
+@dataclass
+class _Section:
+    """One part of the report: a figure, or a note saying why there is none."""
+
+    key: str
+    title: str
+    figure: go.Figure | None
+    note: str = ""
+
+
+def _scatter(trials: list[FrozenTrial], x: list, y: list, name: str, **style) -> go.Scatter:
+    """A scatter trace whose hover text describes each trial."""
+    return go.Scatter(
+        x=x, y=y, name=name, text=[hover_text(t) for t in trials], hoverinfo="text", **style
+    )
+
+
+def _state_symbols(trials: list[FrozenTrial]) -> list[str]:
+    # Open markers for trials the pruner stopped: their accuracy is from fewer epochs.
+    return ["circle" if t.state == TrialState.COMPLETE else "circle-open" for t in trials]
+
+
+def _history_section(trained: list[FrozenTrial]) -> _Section:
+    title = "Optimisation history"
+    if not trained:
+        return _Section("history", title, None, NO_FINISHED_TRIAL)
+    numbers, accuracies = [t.number for t in trained], [trial_accuracy(t) for t in trained]
+    markers = {"symbol": _state_symbols(trained), "size": 8}
+    figure = go.Figure(
+        _scatter(trained, numbers, accuracies, "trial", mode="markers", marker=markers)
+    )
+    # Best so far over complete trials only: a pruned trial is never the one retrained.
+    complete = [t for t in trained if t.state == TrialState.COMPLETE]
+    best_so_far = list(accumulate((trial_accuracy(t) for t in complete), max))
+    if complete:
+        x = [t.number for t in complete]
+        figure.add_trace(
+            _scatter(complete, x, best_so_far, "best so far", mode="lines", line_shape="hv")
+        )
+    figure.update_layout(xaxis_title="trial", xaxis=_integer_axis(numbers), **_ACCURACY_AXIS)
+    figure.update_yaxes(range=_fitted(accuracies))
+    return _Section("history", title, figure)
+
+
+def _params_section(
+    trained: list[FrozenTrial], rejected: list[FrozenTrial], budget: int | None
+) -> _Section:
+    """Trained trials on the accuracy scale; rejected candidates in a strip of their own below
+    it (they never trained: they have no accuracy), on the same parameter axis."""
+    from plotly.subplots import make_subplots
+
+    title = "Parameters vs validation accuracy"
+    # A trial without a recorded parameter count cannot be placed on this figure.
+    placed = [t for t in trained if _params(t) is not None]
+    rejected = [t for t in rejected if _params(t) is not None]
+    if not placed and not rejected:
+        note = "No trained trial has a recorded parameter count." if trained else NO_FINISHED_TRIAL
+        return _Section("params_vs_accuracy", title, None, note)
+    figure = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, row_heights=[0.82, 0.18], vertical_spacing=0.04
+    )
+    params = [_params(t) for t in placed]
+    accuracies = [trial_accuracy(t) for t in placed]
+    markers = {"symbol": _state_symbols(placed), "size": 8}
+    figure.add_trace(
+        _scatter(placed, params, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
+        row=1,
+        col=1,
+    )
+    front = pareto_front(list(zip(params, accuracies)))
+    if front:
+        on_front = [placed[i] for i in front]
+        x, y = [params[i] for i in front], [accuracies[i] for i in front]
+        # A staircase: accuracy only rises at the next point of the front.
+        style = {"mode": "lines+markers", "line_shape": "hv"}
+        figure.add_trace(_scatter(on_front, x, y, PARETO_TRACE, **style), row=1, col=1)
+    if rejected:
+        x = [_params(t) for t in rejected]
+        cross = {"symbol": "x", "color": "grey", "size": 8}
+        figure.add_trace(
+            _scatter(rejected, x, [""] * len(x), REJECTED_TRACE, mode="markers", marker=cross),
+            row=2,
+            col=1,
+        )
+    accuracy_range = _fitted(accuracies) if accuracies else [0.0, 1.0]
+    if budget is not None:
+        line = {"dash": "dash", "color": "red"}
+        figure.add_trace(
+            go.Scatter(
+                x=[budget, budget], y=accuracy_range, mode="lines", line=line, name=BUDGET_TRACE
+            ),
+            row=1,
+            col=1,
+        )
+        figure.add_vline(x=budget, line=line, row=2, col=1)
+    # Log scale: candidates span orders of magnitude, rejected ones especially.
+    figure.update_xaxes(type="log", row=1, col=1)
+    figure.update_xaxes(type="log", title_text="parameters", row=2, col=1)
+    figure.update_yaxes(
+        title_text="validation accuracy", tickformat=".0%", range=accuracy_range, row=1, col=1
+    )
+    figure.update_yaxes(showticklabels=False, title_text="rejected", row=2, col=1)
+    return _Section("params_vs_accuracy", title, figure)
+
+
+def _importance_evaluator() -> tuple[BaseImportanceEvaluator, str]:
+    """Seeded fANOVA (optuna's default) if scikit-learn, not one of our dependencies, is
+    installed; else PED-ANOVA, which needs nothing beyond optuna. Both are deterministic."""
+    try:
+        return FanovaImportanceEvaluator(seed=0), "fANOVA"
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return PedAnovaImportanceEvaluator(), "PED-ANOVA"
+
+
+def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Section:
+    title = "Parameter importances"
+    complete = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
+    if len(complete) < 2:
+        return _Section("importances", title, None, "Needs at least two complete trials.")
+    evaluator, method = _importance_evaluator()
+    try:
+        with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except Exception as error:  # optuna raises several types for degenerate studies
+        return _Section("importances", title, None, f"Not computed: {error}")
+    if not importances:
+        return _Section("importances", title, None, "No parameter is shared by the trials.")
+    names = list(importances)[::-1]  # most important at the top of a horizontal bar chart
+    figure = go.Figure(
+        go.Bar(x=[importances[n] for n in names], y=names, orientation="h", name="importance")
+    )
+    figure.update_layout(xaxis_title=f"importance ({method})", yaxis_title="parameter")
+    caution = ""
+    if len(complete) < IMPORTANCE_MIN_TRIALS:
+        caution = (
+            f"Caution: computed from {len(complete)} trained trials; below "
+            f"{IMPORTANCE_MIN_TRIALS} these importances are mostly noise."
+        )
+    return _Section("importances", title, figure, caution)
+
+
+def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
+    title = "Validation accuracy per epoch"
+    curves = [t for t in trained if t.intermediate_values]
+    if not curves:
+        return _Section("intermediate", title, None, "No trial has reported an epoch yet.")
+    figure = go.Figure()
+    for trial in curves:
+        epochs = sorted(trial.intermediate_values)
+        figure.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[trial.intermediate_values[e] for e in epochs],
+                mode="lines+markers",
+                name=f"trial {trial.number}",
+                hovertext=architecture_summary(trial),
+            )
+        )
+    epochs = sorted({e for t in curves for e in t.intermediate_values})
+    values = [v for t in curves for v in t.intermediate_values.values() if math.isfinite(v)]
+    figure.update_layout(xaxis_title="epoch", xaxis=_integer_axis(epochs), **_ACCURACY_AXIS)
+    if values:
+        figure.update_yaxes(range=_fitted(values))
+    return _Section("intermediate", title, figure)
+
+
+def sections(study: optuna.Study, trials: list[FrozenTrial]) -> list[_Section]:
+    trained = [t for t in trials if records.is_trained(t)]
+    return [
+        _history_section(trained),
+        _params_section(trained, [t for t in trials if _is_rejected(t)], _budget(study)),
+        _importance_section(study, trials),
+        _intermediate_section(trained),
+        _fidelity_section(study, trials),
+    ]
+
+
+def _fidelity_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Section:
+    """Would fewer epochs have ranked the candidates the same? (nas.fidelity)"""
+    from nas.fidelity import fidelity_figure, rank_fidelity, recipe_epochs
+
+    title = "Rank fidelity: epoch k vs the last epoch"
+    result = rank_fidelity(trials, recipe_epochs(study.user_attrs))
+    if not result.enough_trials:
+        return _Section("fidelity", title, None, result.advice())
+    return _Section("fidelity", title, fidelity_figure(result), result.advice())
+
+
+def build_figures(study: optuna.Study) -> dict[str, go.Figure]:
+    """The report's figures by key (`history`, `params_vs_accuracy`, `importances`,
+    `intermediate`, `fidelity`); a figure the study has no data for is left out."""
+    parts = sections(study, study.get_trials(deepcopy=False))
+    return {part.key: part.figure for part in parts if part.figure is not None}

@@ -1,0 +1,182 @@
+"""Owns how candidates are proposed: the samplers and pruners of a study and how the budget
+reaches them.
+
+Claims:
+- `make_sampler(name, seed, trials)` sizes the sampler from the study's target (`--trials`,
+  trained candidates): TPE samples at random until `tpe_startup(trials)` candidates were
+  really trained (`records.is_trained`; over-budget rejections, duplicates and "not needed"
+  trials do not count, where Optuna's own `n_startup_trials` would count every finished
+  trial), then models; NSGA-II's population is `nsga2_population(trials)` trained candidates,
+  so a study of tens of trials goes through several generations instead of never leaving its
+  random first one (Optuna's default population is 50).
+- How the budget reaches each sampler: every gated trial carries its excess over the budget as
+  a constraint (<= 0 feasible). On Optuna >= 5 the objective records it with
+  `record_constraint` (`Trial.set_constraint`) and no sampler gets `constraints_func` (which
+  5.0 deprecates); on Optuna 4.x `record_constraint` does nothing and TPE's `constraints_func`
+  reads `records.CONSTRAINT`. Rejected candidates stay PRUNED trials: TPE puts them (and the
+  infeasible ones) in its "bad" group, so over-budget regions get rarer; NSGA-II builds its
+  populations from COMPLETE trials only, so a rejected child never becomes a parent and every
+  parent is within the budget (benchmarks/bench_samplers.py measures both; figures in
+  benchmarks/RESULTS.md). NSGA-II gets no constraint: its COMPLETE trials are all feasible.
+- Only public Optuna API: the TPE wrapper overrides `BaseSampler`'s public hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from nas import records
+
+SAMPLERS = ("tpe", "random", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+BUDGET_CONSTRAINT = "params_over_budget"  # the constraint's key on Optuna >= 5 (set_constraint)
+HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5.0
+
+TPE_STARTUP_MAX = 10  # random trained candidates before TPE models (Optuna's default count)
+TPE_STARTUP_MIN = 2  # fewest: TPE needs a couple of trained candidates to split good from bad
+TPE_GOOD_SHARE = 0.25  # TPE's "good" group: this share of the finished trials (Optuna: 0.1)
+TPE_GOOD_MAX = 25  # ... but at most this many (Optuna's cap)
+NSGA2_POPULATION_MAX = 50  # Optuna's default population, kept for studies of 250+ trials
+NSGA2_POPULATION_MIN = 4  # fewest: at least twice the crossover's 2 parents
+TARGET_SHARE = 5  # startup and population are a fifth of the target: 50 trials -> 10
+
+
+def tpe_startup(trials: int) -> int:
+    """Trained candidates TPE draws at random before it models: a fifth of the target."""
+    return max(TPE_STARTUP_MIN, min(TPE_STARTUP_MAX, trials // TARGET_SHARE))
+
+
+def tpe_gamma(finished: int) -> int:
+    """How many of the `finished` trials TPE models as good. Rejected trials count in
+    `finished`, so Optuna's 10 % would be, with most of the space over the budget, a few
+    trained candidates at the budget's edge, around which half of TPE's proposals fall over;
+    a quarter spreads the good group over the feasible region (bench_samplers.py: over-budget
+    share of the last 40 proposals 0.38 -> 0.24, capacity scorer, 5 seeds)."""
+    return min(math.ceil(TPE_GOOD_SHARE * finished), TPE_GOOD_MAX)
+
+
+def nsga2_population(trials: int) -> int:
+    """NSGA-II's population (trained candidates per generation): a fifth of the target, so a
+    study of `trials` goes through about five generations."""
+    return max(NSGA2_POPULATION_MIN, min(NSGA2_POPULATION_MAX, trials // TARGET_SHARE))
+
+
+def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """The sampler `name` (one of SAMPLERS), seeded, sized for a target of `trials`."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        population = nsga2_population(trials)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    return TrainedStartupTPESampler(
+        n_trained_startup=tpe_startup(trials),
+        seed=seed,
+        multivariate=True,  # widths and block counts interact through the budget
+        group=True,  # 4- and 5-layer candidates have different parameters
+        gamma=tpe_gamma,
+        **constraint_kwargs(),
+    )
+
+
+def constraint_kwargs() -> dict[str, Any]:
+    """What a constrained sampler's constructor needs: `constraints_func` before Optuna 5 only
+    (5.0 deprecates it and reads the constraints `record_constraint` sets)."""
+    return {} if HAS_SET_CONSTRAINT else {"constraints_func": budget_constraint}
+
+
+def budget_constraint(trial: FrozenTrial) -> tuple[float]:
+    """Parameters over the budget (<= 0 is feasible), as recorded by the gate (Optuna 4.x)."""
+    return (float(trial.user_attrs.get(records.CONSTRAINT, 0.0)),)
+
+
+def record_constraint(trial: optuna.Trial, excess: float) -> None:
+    """Give the samplers a gated trial's parameters over the budget (<= 0 is feasible).
+
+    Call it for every gated trial, next to `records.CONSTRAINT`. On Optuna >= 5 it sets the
+    trial's constraint; on 4.x it does nothing (the sampler's `constraints_func` reads
+    `records.CONSTRAINT`)."""
+    if HAS_SET_CONSTRAINT:
+        trial.set_constraint(BUDGET_CONSTRAINT, float(excess))
+
+
+def constraint_of(trial: FrozenTrial) -> float | None:
+    """The constraint Optuna stored for the samplers, on either version (None if none)."""
+    if HAS_SET_CONSTRAINT:
+        return trial.constraints.get(BUDGET_CONSTRAINT)
+    stored = trial.system_attrs.get("constraints")  # Optuna 4.x: constraints_func's result
+    return float(stored[0]) if stored else None
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
+    # compare with the median only after a few full trials and a third of the epochs
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Finished trials that trained a candidate (`records.is_trained`)."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return sum(records.is_trained(trial) for trial in finished)
+
+
+class TrainedStartupTPESampler(optuna.samplers.TPESampler):
+    """TPE that samples at random until `n_trained_startup` candidates were trained.
+
+    Optuna's `n_startup_trials` counts every COMPLETE or PRUNED trial, so with a budget that
+    rejects most of the space TPE would model after a handful of trained candidates. Here the
+    choice is made once per trial, in `before_trial`, from the trained count at that moment;
+    the start-up draws come from a `RandomSampler` with the same seed."""
+
+    def __init__(self, *, n_trained_startup: int, seed: int | None = None, **tpe_options: Any):
+        super().__init__(n_startup_trials=0, seed=seed, **tpe_options)
+        self.n_trained_startup = n_trained_startup
+        self.startup_sampler = optuna.samplers.RandomSampler(seed=seed)
+        self.random_trials: set[int] = set()  # trial numbers drawn at random (start-up)
+
+    def is_startup(self, trial: FrozenTrial) -> bool:
+        """Whether `trial` is (or was) drawn at random by this sampler."""
+        return trial.number in self.random_trials
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        if trained_count(study) < self.n_trained_startup:
+            self.random_trials.add(trial.number)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if self.is_startup(trial):
+            return {}
+        return super().infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if self.is_startup(trial):
+            return {}
+        return super().sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        if self.is_startup(trial):
+            return self.startup_sampler.sample_independent(
+                study, trial, param_name, param_distribution
+            )
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        super().reseed_rng()
+        self.startup_sampler.reseed_rng()
