@@ -13,17 +13,19 @@ Claims:
   a constraint (<= 0 feasible). On Optuna >= 5 the objective records it with
   `record_constraint` (`Trial.set_constraint`) and no sampler gets `constraints_func` (which
   5.0 deprecates); on Optuna 4.x `record_constraint` does nothing and TPE's `constraints_func`
-  reads `records.CONSTRAINT`. Rejected candidates stay PRUNED trials: TPE puts them (and the
-  infeasible ones) in its "bad" group, so over-budget regions get rarer; NSGA-II builds its
-  populations from COMPLETE trials only, so a rejected child never becomes a parent and every
-  parent is within the budget (benchmarks/bench_samplers.py measures both; figures in
-  benchmarks/RESULTS.md). NSGA-II gets no constraint: its COMPLETE trials are all feasible.
+  reads `records.CONSTRAINT`. Rejected candidates stay PRUNED trials without intermediate
+  values, so `records.classify`, the report and the median pruner's start-up (COMPLETE trials
+  only) see them as before. TPE puts them, infeasible, in its "bad" group, so over-budget
+  regions get rarer. NSGA-II builds its populations from COMPLETE trials only, so a rejected
+  child never becomes a parent and every parent is within the budget; it needs no constraint
+  (its COMPLETE trials are all feasible). Finishing rejections as COMPLETE with a worst value
+  and the constraint was measured too and did no better (benchmarks/RESULTS.md), at the cost
+  of fake COMPLETE trials in the store.
 - Only public Optuna API: the TPE wrapper overrides `BaseSampler`'s public hooks.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import optuna
@@ -39,31 +41,23 @@ HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 
 
 TPE_STARTUP_MAX = 10  # random trained candidates before TPE models (Optuna's default count)
 TPE_STARTUP_MIN = 2  # fewest: TPE needs a couple of trained candidates to split good from bad
-TPE_GOOD_SHARE = 0.25  # TPE's "good" group: this share of the finished trials (Optuna: 0.1)
-TPE_GOOD_MAX = 25  # ... but at most this many (Optuna's cap)
 NSGA2_POPULATION_MAX = 50  # Optuna's default population, kept for studies of 250+ trials
 NSGA2_POPULATION_MIN = 4  # fewest: at least twice the crossover's 2 parents
-TARGET_SHARE = 5  # startup and population are a fifth of the target: 50 trials -> 10
+TPE_STARTUP_SHARE = 5  # TPE's random start-up: a fifth of the target (50 trials -> 10)
+NSGA2_POPULATION_SHARE = 8  # NSGA-II's population: an eighth of the target (50 trials -> 6)
 
 
 def tpe_startup(trials: int) -> int:
     """Trained candidates TPE draws at random before it models: a fifth of the target."""
-    return max(TPE_STARTUP_MIN, min(TPE_STARTUP_MAX, trials // TARGET_SHARE))
-
-
-def tpe_gamma(finished: int) -> int:
-    """How many of the `finished` trials TPE models as good. Rejected trials count in
-    `finished`, so Optuna's 10 % would be, with most of the space over the budget, a few
-    trained candidates at the budget's edge, around which half of TPE's proposals fall over;
-    a quarter spreads the good group over the feasible region (bench_samplers.py: over-budget
-    share of the last 40 proposals 0.38 -> 0.24, capacity scorer, 5 seeds)."""
-    return min(math.ceil(TPE_GOOD_SHARE * finished), TPE_GOOD_MAX)
+    return max(TPE_STARTUP_MIN, min(TPE_STARTUP_MAX, trials // TPE_STARTUP_SHARE))
 
 
 def nsga2_population(trials: int) -> int:
-    """NSGA-II's population (trained candidates per generation): a fifth of the target, so a
-    study of `trials` goes through about five generations."""
-    return max(NSGA2_POPULATION_MIN, min(NSGA2_POPULATION_MAX, trials // TARGET_SHARE))
+    """NSGA-II's population: COMPLETE trials per generation, an eighth of the target. Only
+    COMPLETE trials count, not the rejected ones nor those the pruner stopped, so a study of
+    `trials` goes through a few generations; with a fifth (10 for 50 trials) the first
+    generation took most of an 80-proposal study (benchmarks/RESULTS.md)."""
+    return max(NSGA2_POPULATION_MIN, min(NSGA2_POPULATION_MAX, trials // NSGA2_POPULATION_SHARE))
 
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
@@ -78,7 +72,6 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
         seed=seed,
         multivariate=True,  # widths and block counts interact through the budget
         group=True,  # 4- and 5-layer candidates have different parameters
-        gamma=tpe_gamma,
         **constraint_kwargs(),
     )
 

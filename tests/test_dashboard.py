@@ -20,6 +20,7 @@ import pytest
 
 from nas.cli import search_main
 from nas.records import is_trained
+from nas.samplers import HAS_SET_CONSTRAINT
 
 from helpers import free_port, get, one_torch_thread, unavailable
 
@@ -118,6 +119,7 @@ def test_dashboard_serves_the_study_with_trials_params_attrs_and_curves(store, d
         if "over_budget_by" in trial.user_attrs:
             assert curve == {}
             assert got["state"] == "Pruned"
-            assert got["constraints"] == [trial.user_attrs["over_budget_by"]]
+            if not HAS_SET_CONSTRAINT:  # optuna-dashboard 0.21 shows only 4.x's constraints
+                assert got["constraints"] == [trial.user_attrs["over_budget_by"]]
     assert detail["has_intermediate_values"] is True
     assert detail["best_trials"][0]["number"] == study.best_trial.number
