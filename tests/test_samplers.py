@@ -1,0 +1,175 @@
+"""nas.samplers: TPE's start-up counts trained candidates, NSGA-II's population is sized from
+the target, the constraint reaches the samplers without a deprecation warning on the installed
+Optuna, and over-budget proposals get rarer as a study learns (a small bench_samplers run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import records
+from nas.samplers import (
+    PRUNERS,
+    SAMPLERS,
+    TrainedStartupTPESampler,
+    constraint_of,
+    make_pruner,
+    make_sampler,
+    nsga2_population,
+    record_constraint,
+    tpe_startup,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 100  # the toy gate below: x * 200 parameters, so x > 0.5 is over the budget
+
+
+def load_bench():
+    """benchmarks/bench_samplers.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_samplers", ROOT / "benchmarks" / "bench_samplers.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def new_study(tmp_path: Path, sampler: optuna.samplers.BaseSampler, name: str = "s"):
+    return optuna.create_study(
+        study_name=name,
+        storage=f"sqlite:///{tmp_path / 'samplers.db'}",
+        sampler=sampler,
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def finish(study: optuna.Study, x: float | None = None) -> optuna.trial.FrozenTrial:
+    """One trial through the toy gate: over the budget it is rejected (PRUNED, as the search
+    records it), else it is trained with value 1 - x (smaller is better)."""
+    if x is not None:
+        study.enqueue_trial({"x": x})
+    trial = study.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    params = round(x * 200)
+    trial.set_user_attr(records.PARAMS, params)
+    trial.set_user_attr(records.CONSTRAINT, params - BUDGET)
+    record_constraint(trial, params - BUDGET)
+    if params > BUDGET:
+        trial.set_user_attr(records.OVER_BUDGET_BY, params - BUDGET)
+        return study.tell(trial, state=TrialState.PRUNED)
+    trial.set_user_attr(records.TRAINED, True)
+    return study.tell(trial, 1.0 - x)
+
+
+def draws(study: optuna.Study, count: int) -> list[float]:
+    """What the sampler proposes next, `count` times, without changing the study (each
+    proposal is told FAIL, which neither TPE nor the trained count sees)."""
+    proposed = []
+    for _ in range(count):
+        trial = study.ask()
+        proposed.append(trial.suggest_float("x", 0.0, 1.0))
+        study.tell(trial, state=TrialState.FAIL)
+    return proposed
+
+
+def test_tpe_samples_at_random_until_enough_candidates_were_trained(tmp_path):
+    sampler = make_sampler("tpe", seed=3, trials=15)
+    startup = tpe_startup(15)
+    assert isinstance(sampler, TrainedStartupTPESampler) and startup == 3
+    study = new_study(tmp_path, sampler)
+    for x in (0.02, 0.04):  # trained, at the low end (the best): one short of the start-up
+        finish(study, x)
+    for index in range(9):  # with them, more than Optuna's own start-up of 10 trials
+        finish(study, 0.6 + 0.04 * index)
+    kinds = [records.classify(t) for t in study.trials]
+    assert kinds.count(records.TrialKind.TRAINED) == startup - 1
+    assert kinds.count(records.TrialKind.REJECTED) == 9
+
+    # one trained candidate short: still uniform over [0, 1], so about half over 0.5
+    random_draws = draws(study, 8)
+    assert sum(x > 0.5 for x in random_draws) >= 2, random_draws
+
+    finish(study, 0.06)  # the start-up's last trained candidate: TPE now models
+    modelled = draws(study, 8)
+    assert sum(x > 0.5 for x in modelled) <= 1, modelled
+
+
+def test_tpe_startup_is_a_fifth_of_the_target_between_2_and_10():
+    assert [tpe_startup(t) for t in (0, 4, 10, 25, 50, 100, 1000)] == [2, 2, 2, 5, 10, 10, 10]
+
+
+def test_nsga2_population_is_an_eighth_of_the_target_between_4_and_50():
+    assert [nsga2_population(t) for t in (0, 20, 50, 100, 400, 1000)] == [4, 4, 6, 12, 50, 50]
+
+
+@pytest.mark.parametrize("trials", [1, 20, 50, 400])
+def test_nsga2_population_is_sized_from_the_target(trials):
+    sampler = make_sampler("nsga2", seed=0, trials=trials)
+    parents = optuna.samplers.nsgaii.UniformCrossover().n_parents  # the default crossover
+    assert sampler.population_size == nsga2_population(trials)
+    assert parents * 2 <= sampler.population_size <= max(parents * 2, trials)
+
+
+def test_nsga2_leaves_its_first_generation_in_a_study_of_tens_of_trials(tmp_path):
+    """With Optuna's default population (50), a study of tens of trained candidates never leaves
+    generation 0: a random search. Sized from a target of 20, 12 trained candidates reach
+    generation 2; rejected candidates (PRUNED) take no place in a generation."""
+    assert optuna.samplers.NSGAIISampler().population_size == 50
+    sampler = make_sampler("nsga2", seed=0, trials=20)
+    assert sampler.population_size == 4
+    study = new_study(tmp_path, sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for index in range(18):
+            if index % 3 == 2:
+                finish(study, 0.99)  # rejected
+                continue
+            trial = study.ask()  # trained (no gate here: NSGA-II's children may fall over)
+            study.tell(trial, trial.suggest_float("x", 0.0, 1.0))
+    trained = study.get_trials(states=(TrialState.COMPLETE,))
+    generations = [sampler.get_trial_generation(study, t) for t in trained]
+    assert generations == [0] * 4 + [1] * 4 + [2] * 4
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_each_sampler_builds_and_learns_without_deprecation_warnings(tmp_path, name):
+    """On the installed Optuna: 4.x gets constraints_func (experimental there), 5.x gets the
+    constraint from Trial.set_constraint, and neither warns of a deprecation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        study = new_study(tmp_path, make_sampler(name, seed=0, trials=10))
+        finished = [finish(study) for _ in range(12)]  # past TPE's start-up and NSGA-II's
+        for pruner in PRUNERS:
+            make_pruner(pruner, epochs=3)
+    rejected = [t for t in finished if records.classify(t) == records.TrialKind.REJECTED]
+    trained = [t for t in finished if records.is_trained(t)]
+    assert rejected and trained
+    if name == "tpe":  # the constraint reached the sampler (the other two use none)
+        for trial in rejected + trained:
+            assert constraint_of(study.trials[trial.number]) == trial.user_attrs[records.CONSTRAINT]
+
+
+@pytest.mark.slow  # 80 trials on SQLite: about 15 s
+def test_over_budget_proposals_get_rarer_as_tpe_learns(tmp_path):
+    """One study of benchmarks/bench_samplers.py (resnet space, 5M budget, random scores as in
+    issue 12, the median pruner, seed 0): TPE's last 40 of 80 proposals are over the budget at
+    most half as often as its first 20, which are random (uniform samples: about 70 %)."""
+    bench = load_bench()
+    setup = bench.BenchSetup(scorer="random")
+    assert (setup.proposals, setup.early, setup.late, setup.budget) == (80, 20, 40, 5_000_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        run = bench.run_study(setup, "tpe", seed=0, folder=tmp_path)
+    assert len(run.rejected) == 80
+    assert run.early_share(20) >= 0.6
+    assert run.late_share(40) <= run.early_share(20) / 2
