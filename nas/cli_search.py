@@ -50,7 +50,8 @@ INTERRUPTED = (
 
 
 def add_search_parser(commands) -> None:
-    from nas.search import PRUNERS, SAMPLERS, SEARCH_EPOCHS, SearchConfig
+    from nas.samplers import PRUNERS, SAMPLERS
+    from nas.search import SEARCH_EPOCHS, SearchConfig
 
     parser: Parser = commands.add_parser(
         "search",

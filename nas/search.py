@@ -32,7 +32,7 @@ from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_params
 from nas.data import DataConfig, Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective
-from nas.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler  # noqa: F401 (re-exported)
+from nas.samplers import make_pruner, make_sampler
 from nas.settings import kept_values
 from nas.space import SearchSpace
 from nas.storage import DEFAULT_STORAGE, StaleTrialReaper, check_url, open_storage
@@ -323,9 +323,10 @@ def run_search(
                 study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
             raise
         trial = finished[-1]
-        if records.is_trained(trial):
+        trained_now = records.is_trained(trial)
+        if trained_now:
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
-        untrained_in_a_row = 0 if records.is_trained(trial) else untrained_in_a_row + 1
+        untrained_in_a_row = 0 if trained_now else untrained_in_a_row + 1
         if on_trial is not None:
             on_trial(outcome_of(trial), trial_counts(study)[0])
         if untrained_in_a_row >= config.max_rejections:
