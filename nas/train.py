@@ -161,9 +161,13 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def _autocast(config: TrainConfig, device: torch.device):
+def autocast_for(config: TrainConfig, device: torch.device):
+    """The autocast training and evaluation run under: bf16 on CUDA when `config.amp`."""
     enabled = config.amp and device.type == "cuda"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+_autocast = autocast_for  # the name this module's loops use
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):

@@ -1,0 +1,377 @@
+"""Owns measuring what a candidate costs on the hardware (issue 14): the inference latency of one
+forward pass, and the peak memory of one training step.
+
+Latency (`measure_latency`): a freshly built model (`nas.model.build_model`) in eval mode under
+`torch.inference_mode`, fed a contiguous NCHW float32 batch (the layout `nas.export` exports),
+on the asked device. Claims:
+- It is quiet and leaves the process as it found it: torch's intra-op threads are pinned to
+  `LatencySetup.threads` and restored afterwards (also when the measurement raises), the global
+  random state is untouched (the weights and the input are drawn inside `torch.random.fork_rng`),
+  Python's garbage collector collects the young generations first and is held off while
+  timing, nothing is printed.
+- It is as reproducible as the machine lets it be: warm-up (at least `WARMUP_RUNS` runs and
+  `WARMUP_SECONDS`), then timed runs until at least `MIN_RUNS` runs and `MIN_SECONDS`; the
+  result is the median with the quartiles as its spread. On the CPU with one thread each run
+  is timed by the thread's own CPU time, which leaves out the time other processes hold the
+  core (on a shared machine that alone made two measurements differ 2-3x); elsewhere by the
+  wall clock (`time.perf_counter`, with `torch.cuda.synchronize` around each run on CUDA).
+  `Latency.clock` says which. `benchmarks/bench_latency.py` shows how well two measurements
+  agree on this machine and what one costs (benchmarks/RESULTS.md); a small model costs well
+  under a second. What no timer leaves out: other processes evicting the model from the
+  caches and sharing memory bandwidth, which still slow a run on a busy machine.
+- It is bounded: at most `MAX_RUNS` timed runs, and a model so slow that `MAX_SECONDS` pass
+  stops after `FEW_RUNS` runs.
+
+Training memory (`training_memory`): on CUDA it is measured (`torch.cuda.max_memory_allocated`
+over two training steps the way `nas.train.fit` takes them); anywhere else it is estimated
+from the architecture alone (`estimate_training_memory`, whose docstring gives the model) and
+labelled `measured=False`. Neither counts the data path's own device memory (`nas.batches`
+keeps the training split and two augmented chunks on the device), torch's or CUDA's fixed
+overhead (the CUDA context, cuDNN workspaces), or the allocator's rounding.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nas.arch import Architecture, count_params
+from nas.batches import memory_format
+from nas.errors import UserError
+from nas.model import build_model
+from nas.train import TrainConfig, autocast_for, make_optimizer, resolve_device
+
+MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
+FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU
+LABEL_BYTES = 8  # int64 class labels
+
+WARMUP_RUNS = 3  # untimed forward passes before timing (allocator, oneDNN primitive caches)
+WARMUP_SECONDS = 0.1  # and at least this long, so the CPU clock and caches settle
+MIN_RUNS = 15  # timed runs at the least: the quartiles need a few per quarter
+MIN_SECONDS = 0.5  # timed wall seconds at the least, so short runs span many scheduler slices
+MAX_RUNS = 500  # timed runs at the most (a 1 ms model reaches MIN_SECONDS before)
+MAX_SECONDS = 3.0  # a model this slow stops timing after FEW_RUNS runs, not MIN_RUNS
+FEW_RUNS = 5  # timed runs at the least for a model slower than MAX_SECONDS / MIN_RUNS
+
+YOUNG_GENERATIONS = 1  # gc.collect(1) before timing: generations 0 and 1, not the full heap
+WALL_CLOCK = "wall"  # runs timed by time.perf_counter (CUDA, several CPU threads)
+CPU_CLOCK = "thread cpu"  # runs timed by the thread's CPU time (the CPU, one thread)
+
+# optimizer state in float32 copies of the weights (nas.train.make_optimizer's optimizers)
+OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}  # Adam: two moments; SGD: momentum buffer
+
+
+def _dict_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `data` that `cls` takes, or a ValueError naming what is missing or unknown."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be read from a dict, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return dict(data)
+
+
+# ---- latency ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencySetup:
+    """Where and how latency is measured; part of what a cached latency is valid for."""
+
+    device: str = "cpu"  # where latency is measured: "cpu" or "cuda"/"cuda:N"
+    batch: int = 1  # images per timed forward pass
+    threads: int = 1  # torch intra-op threads while timing on the CPU (pinned, restored after)
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"the latency {name} must be a whole number of 1 or more")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencySetup:
+        return cls(**_dict_fields(cls, data))
+
+    def describe(self) -> str:
+        """E.g. `cpu, batch 1, 1 thread` (threads only where they matter: on the CPU)."""
+        text = f"{self.device}, batch {self.batch}"
+        if self.device.split(":")[0] == "cpu":
+            text += f", {self.threads} thread{'s' if self.threads != 1 else ''}"
+        return text
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One latency measurement: milliseconds per forward pass of `LatencySetup.batch` images."""
+
+    median_ms: float  # median of the timed runs, milliseconds per forward pass of `batch` images
+    low_ms: float  # 25th percentile of the timed runs
+    high_ms: float  # 75th percentile of the timed runs
+    runs: int  # timed runs
+    seconds: float  # wall seconds the whole measurement took (build, warm-up, runs)
+    clock: str = WALL_CLOCK  # what timed the runs: WALL_CLOCK or CPU_CLOCK (see _timer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Latency:
+        return cls(**_dict_fields(cls, data))
+
+    def describe(self) -> str:
+        """E.g. `1.84 ms (1.80-1.90, 30 runs)`: median, quartiles, timed runs."""
+        return f"{self.median_ms:.2f} ms ({self.low_ms:.2f}-{self.high_ms:.2f}, {self.runs} runs)"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timer(device: torch.device, threads: int) -> Callable[[], float]:
+    """The clock a run is timed with: on the CPU with one thread, the thread's own CPU time
+    (`time.thread_time`: torch computes in the calling thread, so on an idle core it equals
+    the wall time, and on a shared one it leaves out the slices the OS gives other processes);
+    otherwise the wall clock (`time.perf_counter`), whose time waiting for a GPU or for worker
+    threads is part of the latency."""
+    return time.thread_time if device.type == "cpu" and threads == 1 else time.perf_counter
+
+
+def _time_runs(model, inputs, device: torch.device, timer: Callable[[], float]) -> list[float]:
+    """Seconds of each timed forward pass, after the warm-up (see the module docstring)."""
+    started = time.perf_counter()
+    warmups = 0
+    while warmups < WARMUP_RUNS or time.perf_counter() - started < WARMUP_SECONDS:
+        model(inputs)
+        warmups += 1
+    _synchronize(device)
+    times: list[float] = []
+    timing_started = time.perf_counter()
+    while len(times) < MAX_RUNS:
+        elapsed = time.perf_counter() - timing_started  # the bounds count wall seconds
+        if len(times) >= MIN_RUNS and elapsed >= MIN_SECONDS:
+            break
+        if len(times) >= FEW_RUNS and elapsed >= MAX_SECONDS:
+            break
+        run_started = timer()
+        model(inputs)
+        _synchronize(device)
+        times.append(timer() - run_started)
+    return times
+
+
+def measure_latency(arch: Architecture, image_size: int, setup: LatencySetup) -> Latency:
+    """The latency of `arch` on `image_size`-pixel square images under `setup`.
+
+    Raises UserError for a device that cannot be used here (e.g. cuda without a GPU).
+    """
+    started = time.perf_counter()
+    device = resolve_device(setup.device)
+    threads = torch.get_num_threads()
+    timer = _timer(device, setup.threads)
+    collecting = gc.isenabled()
+    # the young generations hold what a previous candidate left; a full collection takes
+    # ~0.4 s with torch loaded here (300k objects), longer than the whole measurement
+    gc.collect(YOUNG_GENERATIONS)
+    try:
+        torch.set_num_threads(setup.threads)
+        with torch.random.fork_rng(devices=[]):  # weights and input leave the global RNG alone
+            model = build_model(arch).eval().to(device)
+            inputs = torch.randn(setup.batch, arch.in_channels, image_size, image_size)
+        inputs = inputs.to(device).contiguous()  # NCHW float32, as nas.export's graphs take
+        gc.disable()  # no collection pauses inside the timed runs
+        with torch.inference_mode():
+            times = _time_runs(model, inputs, device, timer)
+    finally:
+        if collecting:
+            gc.enable()
+        torch.set_num_threads(threads)
+    del model, inputs
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    low, median, high = statistics.quantiles(times, n=4, method="inclusive")
+    return Latency(
+        median_ms=median * 1000,
+        low_ms=low * 1000,
+        high_ms=high * 1000,
+        runs=len(times),
+        seconds=time.perf_counter() - started,
+        clock=CPU_CLOCK if timer is time.thread_time else WALL_CLOCK,
+    )
+
+
+# ---- training memory -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """The peak memory of one training step, measured (CUDA) or estimated (anywhere else)."""
+
+    megabytes: float  # peak bytes / MB of one training step
+    measured: bool  # True: measured on CUDA (torch.cuda.max_memory_allocated); False: estimated
+    device: str  # the device it is for, e.g. "cpu", "cuda:0"
+    parts: dict[str, float]  # MB per part; an estimate: weights, gradients, optimizer,
+    # activations, input; a measurement: peak (and weights, from the parameter count)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingMemory:
+        values = _dict_fields(cls, data)
+        values["parts"] = {str(key): float(value) for key, value in values["parts"].items()}
+        return cls(**values)
+
+    def describe(self) -> str:
+        """E.g. `212.4 MB (estimated for cpu: weights 19.1, gradients 19.1, optimizer 38.1,
+        activations 135.0, input 0.8)` or `198.0 MB (measured on cuda:0)`."""
+        if self.measured:
+            return f"{self.megabytes:.1f} MB (measured on {self.device})"
+        parts = ", ".join(f"{name} {value:.1f}" for name, value in self.parts.items())
+        return f"{self.megabytes:.1f} MB (estimated for {self.device}: {parts})"
+
+
+def _padded(channels: int, size: int, kernel: int) -> int:
+    """Floats of the copy `F.pad` makes for an even kernel (nas.model.PaddedConv2d); 0 if odd."""
+    return 0 if kernel % 2 else channels * (size + kernel - 1) ** 2
+
+
+def activation_floats(arch: Architecture, image_size: int) -> tuple[int, int]:
+    """(floats per image, floats per step) that autograd keeps for the backward pass of a
+    training step of `build_model(arch)` in float32, by the model in `estimate_training_memory`."""
+    size = image_size
+    per_image = 2 * arch.stem * size * size  # stem: conv output (BN's input), ReLU's output
+    bn_channels = arch.stem  # channels of every BatchNorm
+    for spec in arch.layer_specs():
+        for block_index in range(spec.blocks):
+            stride = spec.stride if block_index == 0 else 1
+            in_width = spec.in_channels if block_index == 0 else spec.out_channels
+            in_size, size = size, -(-size // stride)  # every convolution keeps ceil(size/stride)
+            out = spec.out_channels * size * size
+            # conv1 output, ReLU output, conv2 output, the block's final ReLU output
+            per_image += 4 * out
+            per_image += _padded(in_width, in_size, spec.conv_kernel)  # conv1's padded input
+            per_image += _padded(spec.out_channels, size, spec.conv_kernel)  # conv2's
+            bn_channels += 2 * spec.out_channels
+            if spec.block_needs_projection(block_index):
+                per_image += out  # the shortcut convolution's output (its BN's input)
+                per_image += _padded(in_width, in_size, spec.skip_kernel)
+                bn_channels += spec.out_channels
+    per_image += arch.channels[-1] + arch.num_classes  # pooled features, log-softmax output
+    # every BN keeps its batch mean and inverse std per channel; the loss its total weight
+    return per_image, 2 * bn_channels + 1
+
+
+def estimate_training_memory(
+    arch: Architecture, image_size: int, batch_size: int, optimizer: str, momentum: float = 0.9
+) -> TrainingMemory:
+    """The peak memory of a float32 training step of `arch` (the CPU's), from the numbers alone.
+
+    The model, part by part (4 bytes a float):
+    - weights: `count_params(arch)` floats; gradients: as many (`fit` frees the last step's
+      gradients only after the next forward pass, so they coexist with the activations);
+    - optimizer: Adam and AdamW keep two moments per weight, SGD one momentum buffer (none when
+      `momentum` is 0);
+    - activations: what autograd saves for the backward pass, per image times `batch_size`:
+      in the stem the convolution's output (BatchNorm keeps its input) and the ReLU's output;
+      in every block the outputs of conv1, its ReLU, conv2, the shortcut convolution (where
+      there is one) and the final ReLU (a convolution keeps its input, which another layer
+      already kept; BatchNorm keeps its input; ReLU its output; the addition nothing); a
+      convolution with an even kernel also keeps the padded copy of its input that
+      `PaddedConv2d` makes; then the pooled features and the log-softmax output; plus per step
+      each BatchNorm's batch mean and inverse standard deviation, and the loss's total weight;
+    - input: the float32 image batch and its int64 labels.
+    Left out: the gradients of the activations alive during the backward pass (a few tensors of
+    one layer's size at a time), the optimizer's temporaries, BatchNorm's running statistics
+    (2 floats per channel), and what the module docstring lists. tests/test_costs.py checks
+    the activations against what autograd really saves.
+    """
+    if optimizer not in OPTIMIZER_COPIES:
+        raise UserError(f"optimizer must be one of {', '.join(OPTIMIZER_COPIES)}, got {optimizer}")
+    weights = count_params(arch) * FLOAT_BYTES
+    copies = 0 if optimizer == "sgd" and momentum == 0 else OPTIMIZER_COPIES[optimizer]
+    per_image, per_step = activation_floats(arch, image_size)
+    parts_bytes = {
+        "weights": weights,
+        "gradients": weights,
+        "optimizer": copies * weights,
+        "activations": (per_image * batch_size + per_step) * FLOAT_BYTES,
+        "input": batch_size * (arch.in_channels * image_size**2 * FLOAT_BYTES + LABEL_BYTES),
+    }
+    return TrainingMemory(
+        megabytes=sum(parts_bytes.values()) / MB,
+        measured=False,
+        device="cpu",
+        parts={name: value / MB for name, value in parts_bytes.items()},
+    )
+
+
+def training_memory(
+    arch: Architecture, image_size: int, recipe: TrainConfig, device: str
+) -> TrainingMemory:
+    """The peak memory of a training step of `arch` at `recipe.batch_size` on `device`:
+    measured on CUDA, else `estimate_training_memory` labelled with the device."""
+    target = resolve_device(device)
+    if target.type != "cuda":
+        estimate = estimate_training_memory(
+            arch, image_size, recipe.batch_size, recipe.optimizer, recipe.momentum
+        )
+        return TrainingMemory(estimate.megabytes, False, str(target), estimate.parts)
+    if target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    return _measure_cuda_memory(arch, image_size, recipe, target)
+
+
+def _measure_cuda_memory(
+    arch: Architecture, image_size: int, recipe: TrainConfig, device: torch.device
+) -> TrainingMemory:
+    """Peak allocated bytes over two training steps as `nas.train.fit` takes them (its layout,
+    autocast and optimizer). Two steps, because the optimizer's state appears in the first
+    step's `optimizer.step()` and the last step's gradients live through the next forward
+    pass: the second step is the steady state every later step repeats. Without torch.compile
+    (`recipe.compile` is not applied). A CUDA out-of-memory error propagates after the
+    clean-up: the candidate does not fit this GPU at all."""
+    gc.collect(YOUNG_GENERATIONS)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    layout = memory_format(recipe, device)
+    model = optimizer = images = labels = logits = loss = None
+    try:
+        with torch.random.fork_rng(devices=[device]):  # the draws leave the global RNG alone
+            model = build_model(arch).to(device=device, memory_format=layout).train()
+            optimizer = make_optimizer(model, recipe, device)
+            shape = (recipe.batch_size, arch.in_channels, image_size, image_size)
+            images = torch.randn(shape, device=device).contiguous(memory_format=layout)
+            labels = torch.randint(0, arch.num_classes, (recipe.batch_size,), device=device)
+            for _ in range(2):
+                with autocast_for(recipe, device):
+                    logits = model(images)
+                    loss = F.cross_entropy(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+    finally:
+        del model, optimizer, images, labels, logits, loss
+        gc.collect(YOUNG_GENERATIONS)
+        torch.cuda.empty_cache()
+    return TrainingMemory(
+        megabytes=peak / MB,
+        measured=True,
+        device=str(device),
+        parts={"peak": peak / MB, "weights": count_params(arch) * FLOAT_BYTES / MB},
+    )
