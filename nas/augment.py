@@ -28,12 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from nas.autoaugment import (
     POLICIES,
@@ -43,6 +42,12 @@ from nas.autoaugment import (
     check_policy,
 )
 from nas.autoaugment import POLICY_NAMES as POLICY_NAMES  # the names settings and flags accept
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
+# torchvision is imported where its transforms are used, not here: importing it costs a command
+# that never augments (nas params, nas space, --help) about 2.5 s of CPU (it loads torch._dynamo)
 
 AUGMENTATIONS = ("recipe", "basic", "none")
 
@@ -60,6 +65,8 @@ def _check_mode(mode: str) -> None:
 
 
 def _to_normalized_float(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    from torchvision.transforms import v2
+
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
@@ -81,6 +88,8 @@ class PerImageTrainTransform:
 
     def pipeline(self, height: int, width: int) -> v2.Compose:
         """The torchvision pipeline for images of (height, width), built once per size."""
+        from torchvision.transforms import v2
+
         size = (height, width)
         if size not in self._pipelines:
             steps: list[v2.Transform] = []
@@ -112,6 +121,8 @@ def train_transform(
 
 def eval_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Tensor], Tensor]:
     """Per-image evaluation transform: normalisation only."""
+    from torchvision.transforms import v2
+
     return v2.Compose(_to_normalized_float(mean, std))
 
 
@@ -119,6 +130,8 @@ def normalize_batch(images: Tensor, mean: Sequence[float], std: Sequence[float])
     """uint8 ``(N, 3, H, W)`` on any device -> normalised float32 on the same device.
 
     Uses the same functional ops as `eval_transform`, so both give identical numbers."""
+    from torchvision.transforms.v2 import functional as TF
+
     scaled = TF.to_dtype(images, torch.float32, scale=True)
     return TF.normalize(scaled, list(mean), list(std))
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
+
+# torchvision is imported in `apply_autoaugment_op`, its one user: a command that never augments
+# (nas params, nas space, --help) then skips its import (about 2.5 s of CPU: it loads torch._dynamo)
 
 SubPolicy = tuple[tuple[str, float, int | None], tuple[str, float, int | None]]
 
@@ -174,6 +175,9 @@ def apply_autoaugment_op(images: Tensor, op: str, magnitude: float) -> Tensor:
     The ``v2.functional`` call torchvision's AutoAugment makes for the op, with AutoAugment's
     defaults (nearest interpolation, fill None, i.e. zeros); these ops treat every image of a
     batch on its own (histograms, means, min/max are per image)."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
+
     nearest = v2.InterpolationMode.NEAREST
     if op in ("ShearX", "ShearY"):
         # torchvision shears by atan(magnitude) degrees about the top-left corner
