@@ -3,7 +3,7 @@
 Runs real Optuna studies on real SQLite stores (in a temporary folder; TMPDIR=/dev/shm makes
 them faster) with the samplers and pruner of `nas.samplers` and the search's gate
 (`SearchSpace.suggest`, `count_params`, the records of `nas.records`, the constraint through
-`nas.samplers.record_constraint`, duplicates through `nas.objective.find_trained`), but
+`nas.samplers.record_constraints`, duplicates through `nas.objective.find_trained`), but
 replaces training by a cheap deterministic scorer, so a study of 80 proposals takes seconds:
 
 - `capacity`: a smooth, saturating function of the parameter count, as validation accuracy
@@ -49,7 +49,7 @@ from nas.samplers import (
     make_pruner,
     make_sampler,
     nsga2_population,
-    record_constraint,
+    record_constraints,
     tpe_startup,
 )
 from nas.space import SearchSpace
@@ -92,11 +92,12 @@ def make_objective(
         architecture = arch.to_json()
         trial.set_user_attr(records.PARAMS, params)
         trial.set_user_attr(records.ARCHITECTURE, architecture)
-        trial.set_user_attr(records.CONSTRAINT, params - budget)
-        record_constraint(trial, params - budget)
+        relative = (params - budget) / budget  # as nas.budgets.Verdict.relative
+        trial.set_user_attr(records.CONSTRAINT, relative)
+        record_constraints(trial, {"params": relative})
         if params > budget:
             trial.set_user_attr(records.PRUNE_REASON, "over budget")
-            trial.set_user_attr(records.OVER_BUDGET_BY, params - budget)
+            trial.set_user_attr(records.OVER_BUDGET_BY, {"params": params - budget})
             if rejected_complete:
                 return WORST_SCORE
             raise optuna.TrialPruned("over budget")

@@ -24,6 +24,7 @@ from nas.cli_common import (
     positive_int,
     quiet_optuna,
     run,
+    storage_flag,
     storage_from,
 )
 from nas.cli_doctor import add_doctor_parser
@@ -159,7 +160,7 @@ def report_command(args: argparse.Namespace) -> int:
     study = load_study(open_storage(url, create=False), args.study)
     out = Path(args.out) if args.out else report_path_for(url, args.study)
     try:
-        written = write_report(study, out)
+        written = write_report(study, out, storage_flag=storage_flag(url))
     except OSError as error:  # e.g. --out inside a path that is a file, or no permission
         raise UserError(
             f"cannot write the report to {out} ({error.filename}: {error.strerror}); "

@@ -23,19 +23,27 @@ _COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKmMgG]?)\s*$")
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
 
-def parse_count(text: str) -> int:
-    """`5e6`, `5000000`, `5M`, `500k`, `2.5M` -> a positive whole number."""
-    match = _COUNT.match(str(text))
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a parameter count; write it like 5e6, 5000000, 5M, 500k or 2.5M"
-        )
-    value = float(match.group(1)) * _SUFFIX[match.group(2).lower()]
-    if value > 1e15:  # far beyond any model (and float('1e400') is infinite)
-        raise argparse.ArgumentTypeError(f"{text!r} is too large for a parameter count")
-    if value <= 0 or value != int(value):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of parameters")
-    return int(value)
+def count_of(what: str) -> Callable[[str], int]:
+    """argparse type: `5e6`, `5000000`, `5M`, `500k`, `2.5M`, `1.2G` -> a positive whole number
+    of `what` (e.g. "parameters", "MACs")."""
+
+    def parse(text: str) -> int:
+        match = _COUNT.match(str(text))
+        if not match:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of {what}; write it like 5e6, 5000000, 5M, 500k or 2.5M"
+            )
+        value = float(match.group(1)) * _SUFFIX[match.group(2).lower()]
+        if value > 1e15:  # far beyond any model (and float('1e400') is infinite)
+            raise argparse.ArgumentTypeError(f"{text!r} is too large a number of {what}")
+        if value <= 0 or value != int(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number of {what}")
+        return int(value)
+
+    return parse
+
+
+parse_count = count_of("parameters")
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -326,6 +334,14 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
         help=f"any Optuna storage URL (default: ${STORAGE_ENV} when set, else {DEFAULT_STORAGE}); "
         f"put a URL with a password in ${STORAGE_ENV} to keep it off the command line",
     )
+
+
+def storage_flag(url: str) -> str:
+    """How a printed command names the store: "" for the default one ($NAS_STORAGE or the
+    built-in default), else the URL with any password masked."""
+    from nas.storage import default_storage, display_url
+
+    return "" if url == default_storage() else display_url(url)
 
 
 def storage_from(args: argparse.Namespace) -> str:

@@ -21,6 +21,7 @@ from nas.cli_common import (
     non_negative_int,
     quiet_optuna,
     recipe_overrides,
+    storage_flag,
     storage_from,
 )
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -37,7 +38,15 @@ def add_retrain_parser(commands) -> None:
     )
     add_storage_flags(parser)
     parser.add_argument(
-        "--trial", type=non_negative_int, help="retrain this trial (default: the best one)"
+        "--trial", type=non_negative_int, help="retrain this trial (default: --pick's choice)"
+    )
+    parser.add_argument(
+        "--pick",
+        nargs="+",
+        metavar="HOW",
+        help="which trained trial: best (the most accurate, default) or smallest-within PCT "
+        "(the cheapest within PCT accuracy points of the best, on the study's Pareto front's "
+        "cost: parameters, or what --objective pareto lowered)",
     )
     parser.add_argument(
         "--arch",
@@ -111,6 +120,29 @@ def describe_inputs(data, recipe, inherited: dict, overrides: dict, from_study: 
         print(f"        changed from {source}: {', '.join(changed)}", flush=True)
 
 
+def parse_pick(words: list[str] | None):
+    """`--pick best` | `--pick smallest-within PCT` -> `nas.front.Pick`."""
+    from nas.front import Pick
+
+    if not words or words == ["best"]:
+        return Pick()
+    if words[0] == "smallest-within" and len(words) == 2:
+        try:
+            points = float(words[1])
+        except ValueError:
+            points = -1.0
+        if 0 <= points <= 100:
+            return Pick("smallest-within", points)
+        raise UserError(
+            f"--pick smallest-within takes accuracy points from 0 to 100, like 1 or 0.5, "
+            f"not {words[1]!r}"
+        )
+    raise UserError(
+        f"--pick takes best or smallest-within PCT (e.g. --pick smallest-within 1), "
+        f"not {' '.join(words)!r}"
+    )
+
+
 def retrain_command(args: argparse.Namespace) -> int:
     from nas.retrain import choose_from_study, load_study, record_in_study, retrain
     from nas.storage import display_url, open_storage
@@ -119,15 +151,19 @@ def retrain_command(args: argparse.Namespace) -> int:
     quiet_optuna()
     storage_url = storage_from(args)
     study = choice = None
+    pick = parse_pick(args.pick)
+    if args.pick and args.trial is not None:
+        raise UserError("give either --pick or --trial, not both")
     if args.arch:
-        if args.trial is not None:
-            raise UserError("give either --arch or --trial, not both")
+        if args.trial is not None or args.pick:
+            other = "--trial" if args.trial is not None else "--pick"
+            raise UserError(f"give either --arch or {other}, not both")
         arch, name, recipe_base = arch_from_text(args.arch)
         data_base, source = {}, {"arch": args.arch}
         run_dir = Path(args.out or Path("runs") / name)
     else:
         study = load_study(open_storage(storage_url, create=False), args.study)
-        choice = choose_from_study(study, args.trial)
+        choice = choose_from_study(study, args.trial, pick)
         arch, data_base, recipe_base = choice.arch, choice.data, choice.recipe
         source = {
             "study": args.study,
@@ -146,6 +182,8 @@ def retrain_command(args: argparse.Namespace) -> int:
             **({"seed": args.seed} if args.seed is not None else {}),
         }
     )
+    if choice is not None and args.trial is None:
+        print(f"picked trial {choice.trial.number}: {choice.why}", flush=True)
     print(
         f"retraining {arch.describe()} ({count_params(arch):,} parameters) for "
         f"{recipe.epochs} epochs into {run_dir}",
@@ -176,7 +214,9 @@ def retrain_command(args: argparse.Namespace) -> int:
         from nas.cli_search import report_path_for
         from nas.report import write_report
 
-        report = write_report(study, report_path_for(storage_url, args.study))  # now with it
+        report = write_report(  # now with the retrain's result
+            study, report_path_for(storage_url, args.study), storage_flag=storage_flag(storage_url)
+        )
     rows = [
         ("test accuracy", f"{metrics['test_accuracy']:.2%}"),
         ("test loss", f"{metrics['test_loss']:.4f}"),

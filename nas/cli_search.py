@@ -18,13 +18,16 @@ from nas.cli_common import (
     add_data_flags,
     add_recipe_flags,
     add_storage_flags,
+    count_of,
     data_config_from,
     format_table,
     interactive,
     parse_count,
+    positive_float,
     positive_int,
     quiet_optuna,
     recipe_overrides,
+    storage_flag,
     storage_from,
 )
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -37,6 +40,9 @@ SMOKE = {  # --smoke: the whole flow on a CPU in about a minute, no dataset need
     "device": "cpu",
     "study": "smoke",
     "budget": 20_000,  # tiny spans 1.5k..33k parameters: some candidates get rejected
+    # 28 steps per epoch instead of 14: in 2 epochs larger candidates then learn more than
+    # smaller ones, as in a real search (at 64, the smallest often won: a front of one or two)
+    "batch_size": 32,
 }
 
 STOPPED = (
@@ -94,9 +100,10 @@ def add_search_parser(commands) -> None:
     parser.add_argument(
         "--pruner",
         choices=PRUNERS,
-        default=SearchConfig.pruner,
-        help="how weak candidates are stopped early (default: %(default)s)",
+        help=f"how weak candidates are stopped early (default: {SearchConfig.pruner}; none "
+        "with --objective pareto, which Optuna cannot prune)",
     )
+    add_budget_flags(parser)
     parser.add_argument(
         "--heartbeat",
         type=positive_int,
@@ -121,10 +128,68 @@ def add_search_parser(commands) -> None:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="a complete search on synthetic data with the tiny space, 2 epochs, 4 trials, "
-        "on the CPU, in about a minute",
+        help="a complete search on synthetic data with the tiny space, 2 epochs, batch 32, "
+        "4 trials, on the CPU, in about a minute",
     )
     parser.set_defaults(handler=search_command)
+
+
+def add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """The budgets beyond parameters and the objective (issue 14; `nas.budgets`)."""
+    from nas.budgets import MINIMIZABLE, OBJECTIVES
+    from nas.search import SearchConfig
+
+    group = parser.add_argument_group(
+        "budgets and objective",
+        "Every budget is checked before a candidate trains; a candidate over any is rejected "
+        "with a reason naming it. A study keeps its budgets: resume with the same flags.",
+    )
+    group.add_argument(
+        "--max-macs",
+        type=count_of("MACs"),
+        help="most multiply-accumulates per image: 300M, 1.2G, 5e8 (default: no limit)",
+    )
+    group.add_argument(
+        "--max-latency-ms",
+        type=positive_float,
+        help="most milliseconds per inference (median of timed runs after warm-up, eval mode, "
+        "measured once per architecture; default: no limit)",
+    )
+    group.add_argument(
+        "--latency-device",
+        default=SearchConfig.latency_device,
+        help="where latency is measured: cpu (this machine's) or cuda (default: %(default)s)",
+    )
+    group.add_argument(
+        "--latency-batch",
+        type=positive_int,
+        default=SearchConfig.latency_batch,
+        help="images per timed inference (default: %(default)s)",
+    )
+    group.add_argument(
+        "--latency-threads",
+        type=positive_int,
+        default=SearchConfig.latency_threads,
+        help="CPU threads while timing, pinned so measurements repeat (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-memory-mb",
+        type=positive_float,
+        help="most MB (2^20 bytes) of peak memory in one training step at the recipe's batch "
+        "size: measured on CUDA, estimated on the CPU (default: no limit)",
+    )
+    group.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=SearchConfig.objective,
+        help="accuracy: the most accurate model within the budgets; pareto: the best model at "
+        "every size, accuracy up and --minimize down (default: %(default)s)",
+    )
+    group.add_argument(
+        "--minimize",
+        choices=MINIMIZABLE,
+        help=f"the cost --objective pareto lowers (default: {SearchConfig.minimize})",
+    )
 
 
 def search_settings(args: argparse.Namespace):
@@ -140,6 +205,14 @@ def search_settings(args: argparse.Namespace):
 
     if args.smoke and args.dataset is None:
         args.dataset = "synthetic"
+    pareto = args.objective == "pareto"
+    if args.minimize is not None and not pareto:
+        raise UserError("--minimize applies to --objective pareto; add --objective pareto")
+    if pareto and args.pruner not in (None, "none"):
+        raise UserError(
+            f"--pruner {args.pruner} cannot work with --objective pareto: Optuna prunes no "
+            "study of several objectives, so every candidate trains to the end; drop --pruner"
+        )
     heartbeat = args.heartbeat
     config = SearchConfig(
         budget=pick("budget", SearchConfig.budget),
@@ -148,14 +221,23 @@ def search_settings(args: argparse.Namespace):
         study=pick("study", DEFAULT_STUDY),
         storage=storage_from(args),
         sampler=args.sampler,
-        pruner=args.pruner,
+        pruner="none" if pareto else (args.pruner or SearchConfig.pruner),
         seed=args.seed if args.seed is not None else SearchConfig.seed,
         warm_start=args.warm_start,
         heartbeat=heartbeat,
         grace=3 * heartbeat,
+        max_macs=args.max_macs,
+        max_latency_ms=args.max_latency_ms,
+        max_memory_mb=args.max_memory_mb,
+        latency_device=args.latency_device,
+        latency_batch=args.latency_batch,
+        latency_threads=args.latency_threads,
+        objective=args.objective,
+        minimize=args.minimize or SearchConfig.minimize,
     )
     recipe = TrainConfig.from_dict(
         {
+            **({"batch_size": SMOKE["batch_size"]} if args.smoke else {}),
             **recipe_overrides(args),
             "epochs": pick("epochs", SEARCH_EPOCHS),
             "seed": args.seed if args.seed is not None else TrainConfig.seed,
@@ -249,10 +331,15 @@ def search_command(args: argparse.Namespace) -> int:
     check_report_path(report)
     devices = plan_devices(args.workers, recipe.device)
     workers = f", {len(devices)} workers" if len(devices) > 1 else ""
+    from nas.budgets import cost_label
+
+    goal = (
+        f"Pareto (accuracy up, {cost_label(config.minimize)} down)" if config.pareto else "accuracy"
+    )
     print(
         f"study {config.study!r} in {display_url(config.storage)}: {config.trials} trained "
-        f"candidates under {config.budget:,} parameters, {recipe.epochs} epochs each, "
-        f"space {config.space}{workers}",
+        f"candidates within {config.budgets().describe()}, {recipe.epochs} epochs each, "
+        f"space {config.space}, objective {goal}{workers}",
         flush=True,
     )
     if not args.smoke:  # the smoke run's minute needs no estimate
@@ -320,9 +407,32 @@ def finish(config, report_path: Path, progress: Progress) -> int:
     study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))
     progress.set(trial_counts(study)[0])
     progress.close()
-    report = write_report(study, report_path)
+    report = write_report(study, report_path, storage_flag=storage_flag(config.storage))
     print_summary(study, config, report)
     return 0
+
+
+FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
+
+
+def print_front(study, config) -> None:
+    """The best model at every size: the study's Pareto front with the command for each."""
+    from nas import records
+    from nas.budgets import cost_label
+    from nas.report import FRONT_TITLE, front_rows
+
+    rows = front_rows(study, study.get_trials(deepcopy=False), storage_flag(config.storage))
+    if len(rows) < 2 and not config.pareto:
+        return  # one trial is the best at every size: the table above says it all
+    cost = records.objective_of(study.user_attrs)[1]
+    print(f"\n{FRONT_TITLE} (validation accuracy vs {cost_label(cost)}, cheapest first):")
+    shown = [
+        (trial.number, f"{records.accuracy(trial):.2%}", costs[records.COSTS.index(cost)], command)
+        for trial, costs, command in rows[:FRONT_ROWS]
+    ]
+    print(format_table(("trial", "val acc", cost_label(cost), "retrain it"), shown))
+    if len(rows) > FRONT_ROWS:
+        print(f"... and {len(rows) - FRONT_ROWS} more in the report")
 
 
 def print_summary(study, config, report: Path) -> None:
@@ -356,6 +466,15 @@ def print_summary(study, config, report: Path) -> None:
         f"\nstudy {config.study!r}: {trained} trained candidates (target {config.trials}), "
         f"{len(study.trials)} trials in all ({counts})"
     )
+    broken = Counter(
+        name for t in study.get_trials(deepcopy=False) for name in records.over_budget(t)
+    )
+    if broken:  # which budgets the rejected candidates broke (one may break several)
+        from nas.budgets import cost_label
+
+        over = ", ".join(f"{cost_label(name)} {n}" for name, n in broken.items())
+        print(f"rejected candidates by the budget they broke: {over}")
+    print_front(study, config)
     from nas.fidelity import study_fidelity
 
     print(study_fidelity(study).advice())

@@ -158,7 +158,7 @@ def full_length_curves(trials: Iterable[FrozenTrial], epochs: int) -> dict[int, 
     for trial in trials:
         if records.classify(trial) != records.TrialKind.TRAINED:
             continue
-        values = trial.intermediate_values
+        values = records.curve(trial)
         if len(values) != epochs:
             continue
         curve = [values.get(epoch) for epoch in range(1, epochs + 1)]
@@ -177,7 +177,7 @@ def rank_fidelity(
     trials = list(trials)
     if epochs is None:
         epochs = max(
-            (max(t.intermediate_values, default=0) for t in trials if records.is_trained(t)),
+            (max(records.curve(t), default=0) for t in trials if records.is_trained(t)),
             default=0,
         )
     if epochs < 1:  # no trial has trained an epoch yet

@@ -1,11 +1,15 @@
-"""Owns what one trial of the search does: gate the candidate on the budget, reuse an identical
+"""Owns what one trial of the search does: gate the candidate on the budgets, reuse an identical
 architecture's result, or train it, recording each step under the keys of `nas.records`.
 
 Claims:
-- The budget gate counts a candidate's parameters analytically from the sampled values before
-  any model, tensor or data is touched; an over-budget candidate becomes a PRUNED trial with
-  `params` and `over_budget_by` set and no intermediate values, and its excess is the
-  trial's constraint (values <= 0 are feasible).
+- The budget gate (`nas.budgets.Gate`) checks every budget before any training: parameters and
+  MACs analytically from the sampled values, latency and CUDA memory measured once per
+  architecture. An over-budget candidate becomes a PRUNED trial with its costs, `excess` and
+  `over_budget_by` (the budgets it broke) set, a reason naming them, and no intermediate values;
+  its excesses are the trial's constraints (values <= 0 are feasible).
+- In a Pareto study (`pareto_cost` set) a trained trial's values are (validation accuracy, that
+  cost); its per-epoch accuracy is recorded as `records.CURVE` (Optuna keeps no intermediate
+  values, and prunes nothing, with several objectives).
 - An architecture already trained in the study is not trained again: the trial reuses the
   earlier result and records `duplicate_of`.
 - A trial that lost the race for the study's last places (a lower-numbered trial got there
@@ -28,11 +32,11 @@ import torch
 from optuna.trial import TrialState
 
 from nas import records
-from nas.arch import Architecture, count_macs, count_params
+from nas.arch import Architecture, count_params
+from nas.budgets import Budgets, Gate, record_verdict
 from nas.data import Splits
 from nas.errors import StopRequested
 from nas.model import build_model
-from nas.samplers import record_constraint
 from nas.space import SearchSpace
 from nas.storage import worker_record
 from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
@@ -46,6 +50,18 @@ def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenT
     return None
 
 
+def find_measured(study: optuna.Study, architecture: str) -> dict[str, Any] | None:
+    """The attributes of an earlier trial of this architecture that measured its latency or
+    memory (any state: a rejected one measured it too), so the gate measures it once."""
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if attrs.get(records.ARCHITECTURE) == architecture and (
+            records.LATENCY in attrs or records.MEMORY in attrs
+        ):
+            return attrs
+    return None
+
+
 class Objective:
     """Gate, deduplicate, train. Raises TrialPruned for rejected and stopped candidates."""
 
@@ -54,37 +70,39 @@ class Objective:
         space: SearchSpace,
         splits: Splits,
         recipe: TrainConfig,
-        budget: int,
+        budgets: Budgets,
         *,
+        pareto_cost: str | None = None,
         target: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ):
         self.space = space
         self.splits = splits
         self.recipe = recipe
-        self.budget = budget
+        self.budgets = budgets
+        self.pareto_cost = pareto_cost  # the cost a Pareto study lowers (None: accuracy only)
         self.target = target  # trained candidates the study should hold (None: no limit)
         self.should_stop = should_stop
         self.device = resolve_device(recipe.device)
+        self.gate = Gate(budgets, splits.image_shape[-1], recipe, str(self.device))
         self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         # first: if this process dies from here on, other runs can tell (storage.StaleTrialReaper)
         trial.set_user_attr(records.WORKER, worker_record())
         self.training = None
         arch = self.space.suggest(trial, num_classes=self.splits.num_classes)
-        params = count_params(arch)
         # one line: the dashboard shows attributes on one line (and older studies compare it)
         architecture = json.dumps(arch.to_dict(), separators=(",", ":"))
-        trial.set_user_attr(records.PARAMS, params)
+        trial.set_user_attr(records.PARAMS, count_params(arch))
         trial.set_user_attr(records.ARCHITECTURE, architecture)
         trial.set_user_attr(records.ARCH_LINE, arch.describe())
-        trial.set_user_attr(records.MACS, count_macs(arch, self.splits.image_shape[-1]))
-        trial.set_user_attr(records.CONSTRAINT, params - self.budget)
-        record_constraint(trial, params - self.budget)  # how the samplers learn the budget
-        if params > self.budget:
-            excess = params - self.budget
-            return self._prune(trial, "over budget", **{records.OVER_BUDGET_BY: excess})
+        verdict = self.gate.check(arch, lambda: find_measured(trial.study, architecture))
+        record_verdict(trial, verdict)  # costs, excesses and the samplers' constraints
+        if verdict.broken:
+            broken = {name: verdict.excess[name] for name in verdict.broken}
+            reason = verdict.reason(self.gate.limits)
+            return self._prune(trial, reason, **{records.OVER_BUDGET_BY: broken})
 
         earlier = find_trained(trial.study, architecture)
         if earlier is not None:
@@ -93,7 +111,7 @@ class Objective:
                 if key in earlier.user_attrs:
                     trial.set_user_attr(key, earlier.user_attrs[key])
             if earlier.state == TrialState.COMPLETE:
-                return earlier.value
+                return earlier.values if self.pareto_cost else earlier.value
             return self._prune(trial, f"duplicate of trial {earlier.number}, which was pruned")
         if self.target is not None and _places_taken_before(trial) >= self.target:
             # another worker asked at the same moment and got a lower number: it trains, not us
@@ -102,7 +120,8 @@ class Objective:
                 "not needed: other workers' trials fill the target",
                 **{records.NOT_NEEDED: True},
             )
-        return self._train(trial, arch)
+        cost = verdict.costs[self.pareto_cost] if self.pareto_cost else None
+        return self._train(trial, arch, cost)
 
     def _prune(self, trial: optuna.Trial, reason: str, **attrs: Any):
         trial.set_user_attr(records.PRUNE_REASON, reason)
@@ -110,7 +129,10 @@ class Objective:
             trial.set_user_attr(key, value)
         raise optuna.TrialPruned(reason)
 
-    def _train(self, trial: optuna.Trial, arch: Architecture) -> float:
+    def _train(
+        self, trial: optuna.Trial, arch: Architecture, cost: float | None
+    ) -> float | list[float]:
+        """Train; the trial's value, or (accuracy, `cost`) in a Pareto study."""
         trial.set_user_attr(records.DEVICE, str(self.device))
         # kept when an interrupt or a stop request escapes, so the search can enqueue a retry
         self.training = (trial.number, dict(trial.params))
@@ -120,6 +142,8 @@ class Objective:
             self.training = None
             raise
         self.training = None
+        if self.pareto_cost:
+            return [value, float(cost)]
         return value
 
     def _fit(self, trial: optuna.Trial, arch: Architecture) -> float:
@@ -127,12 +151,16 @@ class Objective:
 
         def report(row: dict[str, Any]) -> bool:
             history.append(row)
-            trial.report(row["val_accuracy"], row["epoch"])
+            if self.pareto_cost:  # Optuna keeps no intermediate values with several objectives
+                curve = [r["val_accuracy"] for r in history]
+                trial.set_user_attr(records.CURVE, curve)
+            else:
+                trial.report(row["val_accuracy"], row["epoch"])
             if self.should_stop is not None and self.should_stop():
                 trial.set_user_attr(records.STOPPED_AFTER_EPOCH, row["epoch"])
                 # Optuna marks the trial FAIL; the search enqueues its parameters again
                 raise StopRequested(row["epoch"])
-            if trial.should_prune():
+            if not self.pareto_cost and trial.should_prune():
                 record_training(trial, history)  # a stopped trial keeps what it measured
                 self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
             return False

@@ -35,8 +35,15 @@ PARAMS = "params"  # exact parameter count (int), set before the budget gate
 ARCHITECTURE = "architecture"  # the Architecture as compact JSON: machines read this one
 ARCH_LINE = "arch"  # the printed form, e.g. 64,128,128,256 / 5,4,3,2 / k3 / s3: people read this
 MACS = "macs"  # multiply-accumulates per image (1 MAC = 2 FLOPs); "flops" in older studies
-CONSTRAINT = "constraint"  # parameters over the budget; <= 0 is feasible (the sampler's view)
-OVER_BUDGET_BY = "over_budget_by"  # set only on candidates the budget gate rejected
+LATENCY_MS = "latency_ms"  # median inference latency in ms (when the study measures latency)
+LATENCY = "latency"  # that measurement in full: quartiles, runs, seconds (nas.costs.Latency)
+MEMORY_MB = "memory_mb"  # peak training-step memory in MB (when the study has a memory budget)
+MEMORY = "memory"  # that figure in full: measured on CUDA or estimated (nas.costs.TrainingMemory)
+EXCESS = "excess"  # {budget: cost - limit} for every budget checked; <= 0 is within it
+CONSTRAINT = "constraint"  # all budgets in one number, <= 0 feasible (Optuna 4.x samplers' view)
+OVER_BUDGET_BY = "over_budget_by"  # {budget: excess} of the budgets a rejected candidate broke
+# (studies of the earlier version: an int, the parameters over the one budget)
+CURVE = "val_accuracy_curve"  # per-epoch validation accuracy where Optuna keeps none (Pareto)
 DUPLICATE_OF = "duplicate_of"  # the trial number whose identical architecture was trained
 NOT_NEEDED = "not_needed"  # True: lost the race for the study's last places to other workers
 PRUNE_REASON = "prune_reason"  # one line: why the trial was pruned or stopped
@@ -56,6 +63,8 @@ COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEV
 # ---- study user attributes ---------------------------------------------------------------
 
 BUDGET = "budget"  # the parameter budget (int)
+BUDGETS = "budgets"  # every budget and how latency is measured (nas.budgets.Budgets.to_dict)
+OBJECTIVE = "objective"  # {"objective": "accuracy" | "pareto", "minimize": cost name}
 SPACE_FILE = "space_file"  # the space's name or path as given (for messages)
 SPACE_TEXT = "space_text"  # the space file's text: a resume must use the same
 DATASET = "dataset"  # DataConfig.to_dict()
@@ -65,6 +74,7 @@ TOOL_VERSION = "tool_version"  # nas.__version__ that created the study
 RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
+COSTS = ("params", "macs", "latency", "memory")  # what a budget limits and a Pareto search lowers
 
 
 class TrialKind(Enum):
@@ -113,8 +123,8 @@ def accuracy(trial: FrozenTrial) -> float | None:
 
     A complete trial's value; for one the pruner stopped, the best accuracy of its epochs."""
     kind = classify(trial)
-    if kind == TrialKind.TRAINED and trial.value is not None:
-        return float(trial.value)
+    if kind == TrialKind.TRAINED and trial.values:
+        return float(trial.values[0])  # a Pareto study's first objective is the accuracy
     if kind == TrialKind.STOPPED:
         recorded = trial.user_attrs.get(BEST_VAL_ACCURACY)
         if _is_number(recorded):
@@ -122,6 +132,17 @@ def accuracy(trial: FrozenTrial) -> float | None:
         finite = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
         return max(finite) if finite else None
     return None
+
+
+def curve(trial: FrozenTrial) -> dict[int, float]:
+    """Validation accuracy by epoch: Optuna's intermediate values, or, in a Pareto study (where
+    Optuna keeps none: it cannot prune several objectives), the recorded `CURVE`."""
+    if trial.intermediate_values:
+        return dict(trial.intermediate_values)
+    recorded = trial.user_attrs.get(CURVE)
+    if isinstance(recorded, list):
+        return {epoch: float(v) for epoch, v in enumerate(recorded, start=1) if _is_number(v)}
+    return {}
 
 
 def params_of(trial: FrozenTrial) -> int | None:
@@ -138,9 +159,50 @@ def macs_of(trial: FrozenTrial) -> int | None:
     return None
 
 
+def cost_of(trial: FrozenTrial, name: str) -> float | None:
+    """A trial's recorded cost `name` (one of COSTS), None where it was not measured."""
+    if name == "params":
+        return params_of(trial)
+    if name == "macs":
+        return macs_of(trial)
+    value = trial.user_attrs.get({"latency": LATENCY_MS, "memory": MEMORY_MB}[name])
+    return float(value) if _is_number(value) else None
+
+
+def over_budget(trial: FrozenTrial) -> dict[str, float]:
+    """{budget: excess} of the budgets a rejected trial broke ({} for any other trial)."""
+    recorded = trial.user_attrs.get(OVER_BUDGET_BY)
+    if _is_number(recorded):
+        return {"params": recorded}  # the earlier version had one budget
+    return dict(recorded) if isinstance(recorded, dict) else {}
+
+
 def budget_of(study_attrs: dict[str, Any]) -> int | None:
     value = study_attrs.get(BUDGET)
     return int(value) if _is_number(value) else None
+
+
+def budget_limits(study_attrs: dict[str, Any]) -> dict[str, float]:
+    """{cost: limit} of every budget a study has (only parameters in older studies)."""
+    limits: dict[str, float] = {}
+    params = budget_of(study_attrs)
+    if params is not None:
+        limits["params"] = params
+    recorded = study_attrs.get(BUDGETS)
+    if isinstance(recorded, dict):
+        for name, key in (("macs", "macs"), ("latency", "latency_ms"), ("memory", "memory_mb")):
+            if _is_number(recorded.get(key)):
+                limits[name] = recorded[key]
+    return limits
+
+
+def objective_of(study_attrs: dict[str, Any]) -> tuple[str, str]:
+    """(objective, the cost a Pareto search lowers): ("accuracy", "params") for older studies
+    and single-objective ones, whose front is drawn over parameters."""
+    recorded = study_attrs.get(OBJECTIVE)
+    if isinstance(recorded, dict) and recorded.get("minimize") in COSTS:
+        return str(recorded.get("objective", "accuracy")), recorded["minimize"]
+    return "accuracy", "params"
 
 
 def _is_number(value: Any) -> bool:

@@ -6,7 +6,8 @@ nas.report_figures), and the trial lists the search summary shares with it.
 study; per-epoch validation accuracy as intermediate values) and writes one HTML file
 with plotly.js embedded once, so it opens offline. It holds the optimisation history, parameters
 against validation accuracy with the budget line, the Pareto front and the rejected over-budget
-candidates, parameter importances, per-epoch curves, and a table of the top trials.
+candidates, parameter importances, per-epoch curves, "the best model at every size" (the
+front's trials with the command that retrains each), and a table of the top trials.
 
 Claims: every figure and count is built from the one trial classification
 (`records.classify`, the same the search and the retrain use), the params figure has exactly
@@ -25,7 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from nas import records
+from nas.budgets import cost_label, describe_limits, format_cost
 from nas.files import write_atomic
+from nas.front import front, retrain_command
 from nas.report_figures import (  # noqa: F401  (trace names are part of the report's interface)
     BUDGET_TRACE,
     NO_FINISHED_TRIAL,
@@ -109,12 +112,20 @@ def _recipe_label(recipe: object) -> str:
 
 
 def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
-    budget = records.budget_of(study.user_attrs)
+    limits = records.budget_limits(study.user_attrs)
     counts = Counter(records.classify(t) for t in trials)
     trained = [t for t in trials if records.is_trained(t)]
+    budgets = describe_limits(limits)
+    objective, cost = records.objective_of(study.user_attrs)
     rows: list[tuple[str, object]] = [
         ("study", study.study_name),
-        ("budget", f"{budget:,} parameters" if budget is not None else "not recorded"),
+        ("budgets", budgets or "not recorded"),
+        (
+            "objective",
+            f"Pareto: validation accuracy up, {cost_label(cost)} down"
+            if objective == "pareto"
+            else "validation accuracy",
+        ),
         ("data", _data_label(study.user_attrs.get(records.DATASET))),
         ("recipe", _recipe_label(study.user_attrs.get(records.RECIPE))),
         ("trained", len(trained)),
@@ -162,6 +173,49 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
     return f"<table class='top'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+FRONT_TITLE = "The best model at every size"
+
+
+def front_rows(study: optuna.Study, trials: list[FrozenTrial], storage_flag: str = ""):
+    """(trial, its costs as text, the command that retrains it) for each trial on the study's
+    Pareto front, cheapest first: what the report's table and the search summary list."""
+    cost = records.objective_of(study.user_attrs)[1]
+    rows = []
+    for trial in front(trials, cost):
+        costs = [records.cost_of(trial, name) for name in records.COSTS]
+        rows.append(
+            (
+                trial,
+                [format_cost(n, v) if v is not None else "-" for n, v in zip(records.COSTS, costs)],
+                retrain_command(study.study_name, trial.number, storage_flag),
+            )
+        )
+    return rows
+
+
+def _front_table_html(study: optuna.Study, trials: list[FrozenTrial], storage_flag: str) -> str:
+    rows = front_rows(study, trials, storage_flag)
+    if not rows:
+        return f"<p>{NO_FINISHED_TRIAL}</p>"
+    # the costs the study measured: latency and memory only where a budget asked for them
+    shown = [i for i in range(len(records.COSTS)) if any(row[1][i] != "-" for row in rows)]
+    columns = ["trial", "val accuracy", *(cost_label(records.COSTS[i]) for i in shown)]
+    columns += ["architecture", "retrain it"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for trial, costs, command in rows:
+        cells = [str(trial.number), percent(trial_accuracy(trial)), *(costs[i] for i in shown)]
+        cells.append(architecture_summary(trial))
+        text = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        body.append(f"<tr>{text}<td><code>{html.escape(command)}</code></td></tr>")
+    cost = cost_label(records.objective_of(study.user_attrs)[1])
+    note = (
+        f"<p class='note'>Each row is a trial no other trial beats in both validation accuracy "
+        f"and {html.escape(cost)}, cheapest first; trials trained to the end only.</p>"
+    )
+    return f"<table class='front'><tr>{head}</tr>{''.join(body)}</table>{note}"
+
+
 def _warm_start_mark(trial: FrozenTrial) -> str:
     preset = trial.user_attrs.get(records.WARM_START)
     return f" (warm start: {preset})" if preset else ""
@@ -175,8 +229,9 @@ p.note { color: #555; font-style: italic; }
 """
 
 
-def render_report(study: optuna.Study, top: int = 10) -> str:
-    """The whole report as one HTML document with plotly.js embedded once."""
+def render_report(study: optuna.Study, top: int = 10, storage_flag: str = "") -> str:
+    """The whole report as one HTML document with plotly.js embedded once. `storage_flag`: the
+    store as the retrain commands must name it ("" when it is the default)."""
     trials = study.get_trials(deepcopy=False)  # read once: every part describes the same trials
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -198,15 +253,19 @@ def render_report(study: optuna.Study, top: int = 10) -> str:
             parts.append(figure_html)
         if section.note:  # below its figure, where a reader looks next
             parts.append(f"<p class='note'>{html.escape(section.note)}</p>")
+    parts.append(f"<h2>{FRONT_TITLE}</h2>")
+    parts.append(_front_table_html(study, trials, storage_flag))
     parts.append(f"<h2>Top {top} trials by validation accuracy</h2>")
     parts.append(_top_table_html(study, trials, top))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(study: optuna.Study, path: str | Path, top: int = 10) -> Path:
+def write_report(
+    study: optuna.Study, path: str | Path, top: int = 10, storage_flag: str = ""
+) -> Path:
     """Write the report of `study` to `path` (parents created) and return the path.
 
     Written atomically (`nas.files`), so a reader (or a crash) never sees half a report.
     """
-    return write_atomic(path, render_report(study, top))
+    return write_atomic(path, render_report(study, top, storage_flag))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -25,6 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
 from nas.arch import Architecture
+from nas.budgets import cost_label, format_cost
+from nas.front import front, pareto_front  # noqa: F401  (pareto_front: the report's interface)
 
 # Trace names are part of the report's interface: tests and readers find traces by them.
 TRAINED_TRACE = "trained trials"
@@ -40,24 +41,6 @@ def _is_rejected(trial: FrozenTrial) -> bool:
     return records.classify(trial) == records.TrialKind.REJECTED
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (parameters, accuracy) points no other point dominates, fewest params first.
-
-    A point is dominated when another has no more parameters and no less accuracy and differs in
-    one of them. Of identical points only the first is kept, so the front line has no repeats.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
-    front: list[int] = []
-    best_accuracy = -math.inf
-    for index in order:
-        # Sorted by params, then accuracy descending: a point is on the front exactly when it
-        # beats the accuracy of everything with fewer (or equal) parameters seen before it.
-        if points[index][1] > best_accuracy:
-            front.append(index)
-            best_accuracy = points[index][1]
-    return front
-
-
 def architecture_summary(trial: FrozenTrial) -> str:
     """The one-line `Architecture.describe()` of a trial, or a dash when it is missing or bad."""
     text = trial.user_attrs.get(records.ARCHITECTURE)
@@ -70,10 +53,6 @@ def architecture_summary(trial: FrozenTrial) -> str:
 
 
 _params = records.params_of
-
-
-def _budget(study: optuna.Study) -> int | None:
-    return records.budget_of(study.user_attrs)
 
 
 _ACCURACY_AXIS = {"yaxis_title": "validation accuracy", "yaxis_tickformat": ".0%"}
@@ -105,11 +84,14 @@ def hover_text(trial: FrozenTrial) -> str:
         f"{params:,} params" if params is not None else "params unknown",
         f"val accuracy {percent(trial_accuracy(trial))}",
     ]
+    costs = [(name, records.cost_of(trial, name)) for name in ("macs", "latency", "memory")]
+    lines[3:3] = [format_cost(name, value) for name, value in costs if value is not None]
     if _is_rejected(trial):
-        excess = trial.user_attrs[records.OVER_BUDGET_BY]
-        lines[-1] = f"rejected: {excess:,} over budget" if isinstance(excess, int) else "rejected"
+        broken = records.over_budget(trial).items()
+        over = ", ".join(f"{cost_label(name)} +{format_cost(name, v)}" for name, v in broken)
+        lines[-1] = f"rejected, over budget: {over}" if over else "rejected"
     if records.WARM_START in trial.user_attrs:
-        lines.append(f"warm start: the reference model {trial.user_attrs[records.WARM_START]}")
+        lines.append(f"warm start: {trial.user_attrs[records.WARM_START]}")
     if records.DUPLICATE_OF in trial.user_attrs:
         lines.append(f"same architecture as trial {trial.user_attrs[records.DUPLICATE_OF]}")
     return "<br>".join(lines)
@@ -159,40 +141,44 @@ def _history_section(trained: list[FrozenTrial]) -> _Section:
     return _Section("history", title, figure)
 
 
-def _params_section(
-    trained: list[FrozenTrial], rejected: list[FrozenTrial], budget: int | None
+def _front_section(
+    trained: list[FrozenTrial], rejected: list[FrozenTrial], cost: str, limit: float | None
 ) -> _Section:
-    """Trained trials on the accuracy scale; rejected candidates in a strip of their own below
-    it (they never trained: they have no accuracy), on the same parameter axis."""
+    """Trained trials on the accuracy scale against the study's cost, with the Pareto front and
+    the cost's budget line; rejected candidates in a strip of their own below it (they never
+    trained: they have no accuracy), on the same cost axis."""
     from plotly.subplots import make_subplots
 
-    title = "Parameters vs validation accuracy"
-    # A trial without a recorded parameter count cannot be placed on this figure.
-    placed = [t for t in trained if _params(t) is not None]
-    rejected = [t for t in rejected if _params(t) is not None]
+    label = cost_label(cost)
+    title = f"{label[0].upper()}{label[1:]} vs validation accuracy, and the Pareto front"
+    key = f"{cost}_vs_accuracy"
+    # A trial without a recorded cost cannot be placed on this figure.
+    placed = [t for t in trained if records.cost_of(t, cost) is not None]
+    rejected = [t for t in rejected if records.cost_of(t, cost) is not None]
     if not placed and not rejected:
-        note = "No trained trial has a recorded parameter count." if trained else NO_FINISHED_TRIAL
-        return _Section("params_vs_accuracy", title, None, note)
+        what = "parameter count" if cost == "params" else label
+        note = f"No trained trial has a recorded {what}." if trained else NO_FINISHED_TRIAL
+        return _Section(key, title, None, note)
     figure = make_subplots(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.82, 0.18], vertical_spacing=0.04
     )
-    params = [_params(t) for t in placed]
+    costs = [records.cost_of(t, cost) for t in placed]
     accuracies = [trial_accuracy(t) for t in placed]
     markers = {"symbol": _state_symbols(placed), "size": 8}
     figure.add_trace(
-        _scatter(placed, params, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
+        _scatter(placed, costs, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
         row=1,
         col=1,
     )
-    front = pareto_front(list(zip(params, accuracies)))
-    if front:
-        on_front = [placed[i] for i in front]
-        x, y = [params[i] for i in front], [accuracies[i] for i in front]
+    on_front = front(placed, cost)
+    if on_front:
+        x = [records.cost_of(t, cost) for t in on_front]
+        y = [trial_accuracy(t) for t in on_front]
         # A staircase: accuracy only rises at the next point of the front.
         style = {"mode": "lines+markers", "line_shape": "hv"}
         figure.add_trace(_scatter(on_front, x, y, PARETO_TRACE, **style), row=1, col=1)
     if rejected:
-        x = [_params(t) for t in rejected]
+        x = [records.cost_of(t, cost) for t in rejected]
         cross = {"symbol": "x", "color": "grey", "size": 8}
         figure.add_trace(
             _scatter(rejected, x, [""] * len(x), REJECTED_TRACE, mode="markers", marker=cross),
@@ -200,24 +186,33 @@ def _params_section(
             col=1,
         )
     accuracy_range = _fitted(accuracies) if accuracies else [0.0, 1.0]
-    if budget is not None:
+    if limit is not None:
         line = {"dash": "dash", "color": "red"}
         figure.add_trace(
             go.Scatter(
-                x=[budget, budget], y=accuracy_range, mode="lines", line=line, name=BUDGET_TRACE
+                x=[limit, limit], y=accuracy_range, mode="lines", line=line, name=BUDGET_TRACE
             ),
             row=1,
             col=1,
         )
-        figure.add_vline(x=budget, line=line, row=2, col=1)
+        figure.add_vline(x=limit, line=line, row=2, col=1)
     # Log scale: candidates span orders of magnitude, rejected ones especially.
     figure.update_xaxes(type="log", row=1, col=1)
-    figure.update_xaxes(type="log", title_text="parameters", row=2, col=1)
+    figure.update_xaxes(type="log", title_text=_axis_title(cost), row=2, col=1)
     figure.update_yaxes(
         title_text="validation accuracy", tickformat=".0%", range=accuracy_range, row=1, col=1
     )
     figure.update_yaxes(showticklabels=False, title_text="rejected", row=2, col=1)
-    return _Section("params_vs_accuracy", title, figure)
+    return _Section(key, title, figure)
+
+
+def _axis_title(cost: str) -> str:
+    return {
+        "params": "parameters",
+        "macs": "multiply-accumulates per image",
+        "latency": "latency (ms, median)",
+        "memory": "training-step memory (MB)",
+    }[cost]
 
 
 def _importance_evaluator() -> tuple[BaseImportanceEvaluator, str]:
@@ -240,7 +235,11 @@ def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Sect
     try:
         with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
             warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            # a Pareto study has two objectives: importances for its accuracy
+            target = records.accuracy if len(study.directions) > 1 else None
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=evaluator, target=target
+            )
     except Exception as error:  # optuna raises several types for degenerate studies
         return _Section("importances", title, None, f"Not computed: {error}")
     if not importances:
@@ -261,23 +260,25 @@ def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Sect
 
 def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
     title = "Validation accuracy per epoch"
-    curves = [t for t in trained if t.intermediate_values]
+    curves = {t.number: records.curve(t) for t in trained}
+    curves = {number: curve for number, curve in curves.items() if curve}
     if not curves:
         return _Section("intermediate", title, None, "No trial has reported an epoch yet.")
     figure = go.Figure()
-    for trial in curves:
-        epochs = sorted(trial.intermediate_values)
+    by_number = {t.number: t for t in trained}
+    for number, curve in curves.items():
+        epochs = sorted(curve)
         figure.add_trace(
             go.Scatter(
                 x=epochs,
-                y=[trial.intermediate_values[e] for e in epochs],
+                y=[curve[e] for e in epochs],
                 mode="lines+markers",
-                name=f"trial {trial.number}",
-                hovertext=architecture_summary(trial),
+                name=f"trial {number}",
+                hovertext=architecture_summary(by_number[number]),
             )
         )
-    epochs = sorted({e for t in curves for e in t.intermediate_values})
-    values = [v for t in curves for v in t.intermediate_values.values() if math.isfinite(v)]
+    epochs = sorted({e for curve in curves.values() for e in curve})
+    values = [v for curve in curves.values() for v in curve.values() if math.isfinite(v)]
     figure.update_layout(xaxis_title="epoch", xaxis=_integer_axis(epochs), **_ACCURACY_AXIS)
     if values:
         figure.update_yaxes(range=_fitted(values))
@@ -286,9 +287,11 @@ def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
 
 def sections(study: optuna.Study, trials: list[FrozenTrial]) -> list[_Section]:
     trained = [t for t in trials if records.is_trained(t)]
+    cost = records.objective_of(study.user_attrs)[1]
+    limit = records.budget_limits(study.user_attrs).get(cost)
     return [
         _history_section(trained),
-        _params_section(trained, [t for t in trials if _is_rejected(t)], _budget(study)),
+        _front_section(trained, [t for t in trials if _is_rejected(t)], cost, limit),
         _importance_section(study, trials),
         _intermediate_section(trained),
         _fidelity_section(study, trials),
@@ -307,7 +310,8 @@ def _fidelity_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Sectio
 
 
 def build_figures(study: optuna.Study) -> dict[str, go.Figure]:
-    """The report's figures by key (`history`, `params_vs_accuracy`, `importances`,
-    `intermediate`, `fidelity`); a figure the study has no data for is left out."""
+    """The report's figures by key (`history`, `<cost>_vs_accuracy` for the study's cost, e.g.
+    `params_vs_accuracy`, `importances`, `intermediate`, `fidelity`); a figure the study has no
+    data for is left out."""
     parts = sections(study, study.get_trials(deepcopy=False))
     return {part.key: part.figure for part in parts if part.figure is not None}

@@ -33,9 +33,11 @@ from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch import Architecture, count_params
+from nas.budgets import format_cost
 from nas.data import DataConfig, load_splits
 from nas.errors import StopRequested, UserError
 from nas.files import write_atomic
+from nas.front import Pick, pick_trial
 from nas.model import RUN_ARCHITECTURE, RUN_WEIGHTS, build_model
 from nas.model_card import MODEL_CARD, model_card
 from nas.settings import kept_names
@@ -61,6 +63,7 @@ class StudyChoice:
     trial: FrozenTrial
     data: dict[str, Any]  # the study's DataConfig as a dict
     recipe: dict[str, Any]  # the study's kept TrainConfig settings
+    why: str = ""  # how it was picked, in words
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -72,9 +75,13 @@ def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def choose_from_study(study: optuna.Study, trial_number: int | None = None) -> StudyChoice:
-    """The best trained trial, or trial `trial_number`, with the study's recorded settings."""
+def choose_from_study(
+    study: optuna.Study, trial_number: int | None = None, pick: Pick | None = None
+) -> StudyChoice:
+    """Trial `trial_number`, or the trained trial `pick` names (`nas.front`: the most accurate,
+    or the cheapest within some points of it), with the study's recorded settings."""
     trials = study.get_trials(deepcopy=False)
+    why = f"trial {trial_number}, as asked"
     if trial_number is not None:
         matches = [t for t in trials if t.number == trial_number]
         if not matches:
@@ -86,14 +93,16 @@ def choose_from_study(study: optuna.Study, trial_number: int | None = None) -> S
         if records.ARCHITECTURE not in trial.user_attrs:
             raise UserError(f"trial {trial_number} recorded no architecture; pick another --trial")
     else:
-        # the objective's best: a pruner-stopped trial ranks on fewer epochs, so only COMPLETE
-        finished = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
-        if not finished:
+        # a pruner-stopped trial ranks on fewer epochs, so only trials trained to the end
+        cost = records.objective_of(study.user_attrs)[1]
+        pick = pick or Pick()
+        trial = pick_trial(trials, cost, pick)
+        if trial is None:
             raise UserError(
                 f"study {study.study_name!r} has no trial trained to the end yet; "
                 "run the search (nas search) until one completes"
             )
-        trial = max(finished, key=lambda t: (records.accuracy(t), -t.number))
+        why = _pick_words(trial, cost, pick)
     try:
         arch = Architecture.from_json(trial.user_attrs[records.ARCHITECTURE])
     except (KeyError, ValueError, TypeError):
@@ -104,7 +113,15 @@ def choose_from_study(study: optuna.Study, trial_number: int | None = None) -> S
         trial=trial,
         data=dict(study.user_attrs.get(records.DATASET, {})),
         recipe={k: study_recipe[k] for k in kept_names(TrainConfig) if k in study_recipe},
+        why=why,
     )
+
+
+def _pick_words(trial: FrozenTrial, cost: str, pick: Pick) -> str:
+    """`the cheapest trial within 1 point of the most accurate: val 93.10 %, 1,234 params`."""
+    value = records.cost_of(trial, cost)
+    spent = f", {format_cost(cost, value)}" if value is not None else ""
+    return f"{pick.describe()}: val accuracy {records.accuracy(trial):.2%}{spent}"
 
 
 # ---- the run -----------------------------------------------------------------------------

@@ -9,11 +9,12 @@ Claims:
   trial), then models; NSGA-II's population is `nsga2_population(trials)` trained candidates,
   so a study of tens of trials goes through several generations instead of never leaving its
   random first one (Optuna's default population is 50).
-- How the budget reaches each sampler: every gated trial carries its excess over the budget as
-  a constraint (<= 0 feasible). On Optuna >= 5 the objective records it with
-  `record_constraint` (`Trial.set_constraint`) and no sampler gets `constraints_func` (which
-  5.0 deprecates); on Optuna 4.x `record_constraint` does nothing and TPE's `constraints_func`
-  reads `records.CONSTRAINT`. Rejected candidates stay PRUNED trials without intermediate
+- How the budgets reach each sampler: every gated trial carries its excess over each budget,
+  as a share of that budget, as constraints (<= 0 feasible; `nas.budgets`). On Optuna >= 5 the
+  objective records them with `record_constraints` (`Trial.set_constraint`, one per budget) and
+  no sampler gets `constraints_func` (which 5.0 deprecates); on Optuna 4.x
+  `record_constraints` does nothing and TPE's `constraints_func` reads `records.CONSTRAINT`,
+  the budgets in one number. Rejected candidates stay PRUNED trials without intermediate
   values, so `records.classify`, the report and the median pruner's start-up (COMPLETE trials
   only) see them as before. TPE puts them, infeasible, in its "bad" group, so over-budget
   regions get rarer. NSGA-II builds its populations from COMPLETE trials only, so a rejected
@@ -36,7 +37,7 @@ from nas import records
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
-BUDGET_CONSTRAINT = "params_over_budget"  # the constraint's key on Optuna >= 5 (set_constraint)
+CONSTRAINT_SUFFIX = "_excess"  # Optuna >= 5: constraint `<cost>_excess` per budget (set_constraint)
 HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5.0
 
 TPE_STARTUP_MAX = 10  # random trained candidates before TPE models (Optuna's default count)
@@ -78,29 +79,36 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
 
 def constraint_kwargs() -> dict[str, Any]:
     """What a constrained sampler's constructor needs: `constraints_func` before Optuna 5 only
-    (5.0 deprecates it and reads the constraints `record_constraint` sets)."""
+    (5.0 deprecates it and reads the constraints `record_constraints` sets)."""
     return {} if HAS_SET_CONSTRAINT else {"constraints_func": budget_constraint}
 
 
 def budget_constraint(trial: FrozenTrial) -> tuple[float]:
-    """Parameters over the budget (<= 0 is feasible), as recorded by the gate (Optuna 4.x)."""
+    """Every budget in one number (<= 0 feasible), as recorded by the gate (Optuna 4.x)."""
     return (float(trial.user_attrs.get(records.CONSTRAINT, 0.0)),)
 
 
-def record_constraint(trial: optuna.Trial, excess: float) -> None:
-    """Give the samplers a gated trial's parameters over the budget (<= 0 is feasible).
+def record_constraints(trial: optuna.Trial, relative_excess: dict[str, float]) -> None:
+    """Give the samplers a gated trial's excess over each budget, as a share of the budget
+    (<= 0 is feasible; `nas.budgets.Verdict.relative`).
 
-    Call it for every gated trial, next to `records.CONSTRAINT`. On Optuna >= 5 it sets the
-    trial's constraint; on 4.x it does nothing (the sampler's `constraints_func` reads
-    `records.CONSTRAINT`)."""
+    Call it for every gated trial, next to `records.CONSTRAINT`. On Optuna >= 5 it sets one
+    constraint per budget (`<cost>_excess`); on 4.x it does nothing (the sampler's
+    `constraints_func` reads `records.CONSTRAINT`, the same budgets in one number)."""
     if HAS_SET_CONSTRAINT:
-        trial.set_constraint(BUDGET_CONSTRAINT, float(excess))
+        for name, value in relative_excess.items():
+            trial.set_constraint(f"{name}{CONSTRAINT_SUFFIX}", float(value))
 
 
 def constraint_of(trial: FrozenTrial) -> float | None:
-    """The constraint Optuna stored for the samplers, on either version (None if none)."""
+    """The budgets as the samplers see them, in one number (None if none was stored): on
+    Optuna >= 5 the per-budget constraints combined as `Verdict.constraint` combines them."""
     if HAS_SET_CONSTRAINT:
-        return trial.constraints.get(BUDGET_CONSTRAINT)
+        values = [v for k, v in trial.constraints.items() if k.endswith(CONSTRAINT_SUFFIX)]
+        if not values:
+            return None
+        over = [v for v in values if v > 0]
+        return sum(over) if over else max(values)
     stored = trial.system_attrs.get("constraints")  # Optuna 4.x: constraints_func's result
     return float(stored[0]) if stored else None
 

@@ -1,15 +1,20 @@
-"""Owns the search: study creation (sampler, pruner, the study's records; the store itself is
-nas.storage), stop rules and resume. What one trial does is nas.objective.
+"""Owns the search: its settings (`SearchConfig`), the loop that asks for trials until the study
+holds its target, stop rules and resume. What a study records and what a resume must match is
+nas.study_setup; what one trial does is nas.objective; the store itself is nas.storage.
 
 Claims:
-- Feasibility first: a space whose smallest architecture is over the budget is refused before
-  any trial exists.
+- Feasibility first: a space whose smallest architecture is over the parameter or MAC budget is
+  refused before any trial exists.
+- Budgets (`nas.budgets`): parameters always, MACs, latency and training memory when asked;
+  `objective="pareto"` makes a two-objective study (validation accuracy up, `minimize` down)
+  whose samplers see every budget as a constraint and which prunes nothing (Optuna cannot prune
+  several objectives).
 - `trials` counts trained candidates (`records.TrialKind.trained`) over the whole study (every
   run, every worker); a run asks for no new trial once trained + running trials reach it.
-- A study remembers its budget, space text, dataset, recipe and tool version; resuming with a
-  different budget, space, or any setting declared `kept` on `DataConfig`/`TrainConfig` is
-  refused. Trials left RUNNING by a killed process are failed by Optuna's heartbeat check and
-  their parameters retried.
+- A study remembers its budgets, objective, space text, dataset, recipe and tool version;
+  resuming with a different budget, objective, space, or any setting declared `kept` on
+  `DataConfig`/`TrainConfig` is refused. Trials left RUNNING by a killed process are failed by
+  Optuna's heartbeat check and their parameters retried.
 - `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
   the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
   or by Ctrl-C has its parameters enqueued, so the next run retries it first.
@@ -19,23 +24,21 @@ from __future__ import annotations
 
 import gc
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import __version__, records
-from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_params
+from nas import records
+from nas.arch import count_macs, count_params
+from nas.budgets import LATENCY_DEVICES, MINIMIZABLE, OBJECTIVES, Budgets, format_cost
 from nas.data import DataConfig, Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective
-from nas.samplers import make_pruner, make_sampler
-from nas.settings import kept_values
 from nas.space import SearchSpace
-from nas.storage import DEFAULT_STORAGE, StaleTrialReaper, check_url, open_storage
+from nas.storage import DEFAULT_STORAGE, StaleTrialReaper, check_url
+from nas.study_setup import open_study
 from nas.train import TrainConfig, resolve_device
 
 DEFAULT_STUDY = "nas"
@@ -62,6 +65,14 @@ class SearchConfig:
     poll: float = 5.0  # seconds between checks while other workers' trials are running
     max_wait: float = 3600.0  # seconds to wait for other workers' trials that report no epoch
     warm_start: bool = True  # a new study first trains the reference models the space holds
+    max_macs: int | None = None  # most multiply-accumulates per image (None: no MAC budget)
+    max_latency_ms: float | None = None  # most ms per forward pass on latency_device
+    max_memory_mb: float | None = None  # most MB of peak memory in one training step
+    latency_device: str = "cpu"  # where latency is measured: this machine's CPU, or cuda
+    latency_batch: int = 1  # images per timed forward pass
+    latency_threads: int = 1  # CPU threads while timing latency (pinned: measurements repeat)
+    objective: str = "accuracy"  # accuracy | pareto (accuracy up and `minimize` down)
+    minimize: str = "params"  # the cost a Pareto search lowers: params | macs | latency
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -77,6 +88,38 @@ class SearchConfig:
             raise UserError(f"trials must be 0 or more, got {self.trials}")
         if self.heartbeat < 1:
             raise UserError(f"the heartbeat must be 1 second or more, got {self.heartbeat}")
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"the objective must be one of {', '.join(OBJECTIVES)}")
+        if self.minimize not in MINIMIZABLE:
+            raise UserError(f"--minimize must be one of {', '.join(MINIMIZABLE)}")
+        if self.latency_device.split(":")[0] not in LATENCY_DEVICES:
+            raise UserError(
+                f"--latency-device must be cpu or cuda (or cuda:N), not {self.latency_device!r}"
+            )
+        for name, limit in (
+            ("--max-macs", self.max_macs),
+            ("--max-latency-ms", self.max_latency_ms),
+            ("--max-memory-mb", self.max_memory_mb),
+        ):
+            if limit is not None and not limit > 0:
+                raise UserError(f"{name} must be more than 0, got {limit}")
+
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
+
+    def budgets(self) -> Budgets:
+        """The budgets every candidate is held to, and how latency is measured."""
+        return Budgets(
+            params=self.budget,
+            macs=self.max_macs,
+            latency_ms=self.max_latency_ms,
+            memory_mb=self.max_memory_mb,
+            latency_device=self.latency_device,
+            latency_batch=self.latency_batch,
+            latency_threads=self.latency_threads,
+            measure_latency=self.pareto and self.minimize == "latency",
+        )
 
 
 @dataclass
@@ -89,117 +132,6 @@ class TrialOutcome:
     val_accuracy: float | None
     seconds: float
     note: str  # why it was pruned, or which trial it duplicates
-
-
-# ---- the study ---------------------------------------------------------------------------
-
-
-def open_study(
-    config: SearchConfig,
-    space: SearchSpace,
-    data: DataConfig,
-    recipe: TrainConfig,
-    announce: Callable[[str], None] | None = None,
-) -> optuna.Study:
-    """Create the study or resume it, refusing a resume whose trials would not compare."""
-    storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
-    study = optuna.create_study(
-        study_name=config.study,
-        storage=storage,
-        sampler=make_sampler(config.sampler, config.seed, config.trials),
-        pruner=make_pruner(config.pruner, recipe.epochs),
-        direction="maximize",
-        load_if_exists=True,
-    )
-    recorded = study.user_attrs
-    if records.BUDGET not in recorded:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([records.METRIC_NAME])
-        for key, value in study_record(config, space, data, recipe).items():
-            study.set_user_attr(key, value)
-        if config.warm_start:
-            queued = enqueue_reference_models(study, space, config.budget)
-            if announce is not None:
-                announce(
-                    f"warm start: {', '.join(queued)} (the reference study's models) train "
-                    "first; --no-warm-start turns this off"
-                    if queued
-                    else f"warm start: the space {space.name} holds none of the reference "
-                    "study's models within the budget; starting from sampled candidates"
-                )
-        return study
-    check_resume(config, recorded, space, data, recipe)
-    return study
-
-
-def check_resume(
-    config: SearchConfig,
-    recorded: dict[str, Any],
-    space: SearchSpace,
-    data: DataConfig,
-    recipe: TrainConfig,
-) -> None:
-    """Refuse settings under which the study's trials would not be comparable."""
-    how = f"pass --study NEW_NAME to start a new study (the store keeps {config.study!r})"
-    if recorded[records.BUDGET] != config.budget:
-        raise UserError(
-            f"study {config.study!r} was created with a budget of "
-            f"{recorded[records.BUDGET]:,} parameters, not {config.budget:,}; {how}"
-        )
-    if recorded.get(records.SPACE_TEXT) != space.text:
-        raise UserError(
-            f"study {config.study!r} was created with another search space "
-            f"({recorded.get(records.SPACE_FILE)}); {how}"
-        )
-    for what, now in ((records.DATASET, kept_values(data)), (records.RECIPE, kept_values(recipe))):
-        before = recorded.get(what, {})
-        for key, value in now.items():
-            # a setting the earlier version did not record compares equal to its default
-            if key in before and before[key] != value:
-                raise UserError(
-                    f"study {config.study!r} was created with {key} = {before[key]!r}, not "
-                    f"{value!r}; repeat the original flags to resume, or {how}"
-                )
-
-
-def warm_start_models(space: SearchSpace, budget: int) -> list[tuple[str, dict[str, int]]]:
-    """The reference study's models that `space` can express within `budget`, best reported
-    accuracy first, each architecture once, with the trial parameters that build it."""
-    chosen: list[tuple[str, dict[str, int]]] = []
-    # the search trains with its own recipe: presets that differ only in theirs are left out
-    names = [name for name in REPORTED_ACCURACY if name not in PRESET_RECIPES]
-    for name in sorted(names, key=lambda n: -REPORTED_ACCURACY[n]):
-        params = space.params_for(PRESETS[name])
-        if params is None or count_params(PRESETS[name]) > budget:
-            continue
-        chosen.append((name, params))
-    return chosen
-
-
-def enqueue_reference_models(study: optuna.Study, space: SearchSpace, budget: int) -> list[str]:
-    """Queue the reference models first (`records.WARM_START` names each): a search then
-    starts from what the reference study found by hand instead of from random candidates.
-    Returns their names."""
-    models = warm_start_models(space, budget)
-    for name, params in models:
-        study.enqueue_trial(params, user_attrs={records.WARM_START: name})
-    return [name for name, _ in models]
-
-
-def study_record(
-    config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
-) -> dict[str, Any]:
-    """Everything a retrain needs besides the study name."""
-    return {
-        records.BUDGET: config.budget,
-        records.SPACE_FILE: config.space,
-        records.SPACE_TEXT: space.text,
-        records.DATASET: data.to_dict(),
-        records.RECIPE: recipe.to_dict(),
-        records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
-        records.TOOL_VERSION: __version__,
-    }
 
 
 # ---- counting ----------------------------------------------------------------------------
@@ -235,13 +167,28 @@ def outcome_of(trial: FrozenTrial) -> TrialOutcome:
 # ---- the loop ----------------------------------------------------------------------------
 
 
-def check_feasible(space: SearchSpace, budget: int, num_classes: int = 10) -> None:
+def check_feasible(
+    space: SearchSpace,
+    budget: int,
+    num_classes: int = 10,
+    max_macs: int | None = None,
+    image_size: int = 32,
+) -> None:
     smallest = count_params(space.smallest(num_classes))
     if smallest > budget:
         raise UserError(
             f"the smallest architecture in {space.source} has {smallest:,} parameters, over the "
             f"budget of {budget:,}; raise --budget or use a space with smaller widths"
         )
+    if max_macs is not None:
+        fewest_macs = space.smallest(num_classes, by=lambda a: count_macs(a, image_size))
+        macs = count_macs(fewest_macs, image_size)
+        if macs > max_macs:
+            raise UserError(
+                f"the cheapest architecture in {space.source} needs {format_cost('macs', macs)} "
+                f"per image, over --max-macs {format_cost('macs', max_macs)}; raise --max-macs "
+                "or use a space with smaller widths"
+            )
 
 
 def prepare_study(
@@ -258,8 +205,11 @@ def prepare_study(
     space = SearchSpace.resolve(config.space)
     check_feasible(space, config.budget)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
+    if config.budgets().latency_measured:
+        resolve_device(config.latency_device)  # the same for the latency device
     splits = splits or load_splits(data)
-    check_feasible(space, config.budget, splits.num_classes)
+    size = splits.image_shape[-1]
+    check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
     study = open_study(config, space, data, recipe, announce)
     # a trial whose worker died while another reached the target must not stay RUNNING
     StaleTrialReaper(config.grace)(study)
@@ -288,7 +238,13 @@ def run_search(
     if trial_counts(study)[0] >= config.trials:
         return study
     objective = Objective(
-        space, splits, recipe, config.budget, target=config.trials, should_stop=stop
+        space,
+        splits,
+        recipe,
+        config.budgets(),
+        pareto_cost=config.minimize if config.pareto else None,
+        target=config.trials,
+        should_stop=stop,
     )
     untrained_in_a_row = 0
     finished: list[FrozenTrial] = []  # filled by Optuna's callback after each trial
@@ -331,9 +287,9 @@ def run_search(
             on_trial(outcome_of(trial), trial_counts(study)[0])
         if untrained_in_a_row >= config.max_rejections:
             raise UserError(
-                f"the last {untrained_in_a_row} candidates were all over the budget of "
-                f"{config.budget:,} or already trained; raise --budget, widen the space, or "
-                "lower --trials"
+                f"the last {untrained_in_a_row} candidates were all over the budgets "
+                f"({config.budgets().describe()}) or already trained; raise a budget, widen "
+                "the space, or lower --trials"
             )
 
 
@@ -351,7 +307,7 @@ class WaitWatch:
 
     def check(self, study: optuna.Study) -> None:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        progress = tuple((t.number, len(t.intermediate_values)) for t in running)
+        progress = tuple((t.number, len(records.curve(t))) for t in running)
         now = time.monotonic()
         if self.since is None or progress != self.last:
             self.since, self.last = now, progress

@@ -261,12 +261,28 @@ class SearchSpace:
             num_classes,
         )
 
-    def smallest(self, num_classes: int = 10) -> Architecture:
-        """The architecture with the fewest parameters the space allows."""
+    def smallest(
+        self, num_classes: int = 10, by: Callable[[Architecture], int] = count_params
+    ) -> Architecture:
+        """The architecture with the fewest parameters the space allows (or the least of another
+        cost `by` that grows with every width, block count and kernel size, such as MACs)."""
         candidates = [
             self._extreme(n, min, num_classes) for n in range(self.min_layers, self.max_layers + 1)
         ]
-        return min(candidates, key=count_params)
+        return min(candidates, key=by)
+
+    def at_fraction(self, fraction: float, num_classes: int = 10) -> Architecture:
+        """Every choice (layer count, widths, blocks, kernels, stem) at `fraction` of its range:
+        0 the least of each, 1 the most; a rung on a ladder of sizes through the space."""
+
+        def position(low: int, high: int) -> int:
+            return low + round(fraction * (high - low))
+
+        return self.decide(
+            lambda _name, low, high: position(low, high),
+            lambda _name, choices: sorted(choices)[position(0, len(choices) - 1)],
+            num_classes,
+        )
 
     def largest(self, num_classes: int = 10) -> Architecture:
         """The architecture with the most parameters the space allows."""

@@ -120,6 +120,6 @@ def test_dashboard_serves_the_study_with_trials_params_attrs_and_curves(store, d
             assert curve == {}
             assert got["state"] == "Pruned"
             if not HAS_SET_CONSTRAINT:  # optuna-dashboard 0.21 shows only 4.x's constraints
-                assert got["constraints"] == [trial.user_attrs["over_budget_by"]]
+                assert got["constraints"] == [trial.user_attrs["constraint"]]  # all budgets
     assert detail["has_intermediate_values"] is True
     assert detail["best_trials"][0]["number"] == study.best_trial.number

@@ -220,7 +220,7 @@ def test_trials_missing_attributes_do_not_break_the_report(tmp_path):
         create_trial(state=TrialState.COMPLETE, value=0.6, user_attrs={"architecture": "{not json"})
     )
     text = report.write_report(study, tmp_path / "bare.html").read_text(encoding="utf-8")
-    assert "budget</th><td>not recorded" in text
+    assert "budgets</th><td>not recorded" in text
     assert "unreadable architecture" in text
     # No parameter counts, so no point can be placed, and the note says why.
     assert "params_vs_accuracy" not in report.build_figures(study)

@@ -22,7 +22,7 @@ from nas.samplers import (
     make_pruner,
     make_sampler,
     nsga2_population,
-    record_constraint,
+    record_constraints,
     tpe_startup,
 )
 
@@ -60,10 +60,11 @@ def finish(study: optuna.Study, x: float | None = None) -> optuna.trial.FrozenTr
     x = trial.suggest_float("x", 0.0, 1.0)
     params = round(x * 200)
     trial.set_user_attr(records.PARAMS, params)
-    trial.set_user_attr(records.CONSTRAINT, params - BUDGET)
-    record_constraint(trial, params - BUDGET)
+    relative = (params - BUDGET) / BUDGET  # as nas.budgets.Verdict.relative
+    trial.set_user_attr(records.CONSTRAINT, relative)
+    record_constraints(trial, {"params": relative})
     if params > BUDGET:
-        trial.set_user_attr(records.OVER_BUDGET_BY, params - BUDGET)
+        trial.set_user_attr(records.OVER_BUDGET_BY, {"params": params - BUDGET})
         return study.tell(trial, state=TrialState.PRUNED)
     trial.set_user_attr(records.TRAINED, True)
     return study.tell(trial, 1.0 - x)

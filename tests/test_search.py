@@ -128,13 +128,15 @@ def test_no_trained_trial_is_over_budget_and_rejections_are_pruned_without_value
         params = trial.user_attrs["params"]
         assert trial.state == TrialState.PRUNED
         assert params > BUDGET
-        assert trial.user_attrs["over_budget_by"] == params - BUDGET > 0
-        assert trial.user_attrs["constraint"] == params - BUDGET
+        assert trial.user_attrs["over_budget_by"] == {"params": params - BUDGET}
+        assert trial.user_attrs["excess"] == {"params": params - BUDGET}
+        assert trial.user_attrs["prune_reason"] == f"over budget: params {params:,} > {BUDGET:,}"
+        assert trial.user_attrs["constraint"] == pytest.approx((params - BUDGET) / BUDGET)
         assert trial.intermediate_values == {}
         assert not trial.user_attrs.get("trained")
-        # the excess reaches the sampler as Optuna's constraint (set_constraint on Optuna 5,
-        # constraints_func's stored result on 4.x)
-        assert constraint_of(trial) == float(params - BUDGET)
+        # the excess, as a share of the budget, reaches the sampler as Optuna's constraint
+        # (set_constraint on Optuna 5, constraints_func's stored result on 4.x)
+        assert constraint_of(trial) == pytest.approx((params - BUDGET) / BUDGET)
     # every trial is either trained or rejected here (no duplicates in 3 trained of 1,008)
     assert len(trained) + len(rejected) == len(trials)
 

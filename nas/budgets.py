@@ -1,0 +1,256 @@
+"""Owns the budgets a candidate must meet before it trains, and the gate that checks them.
+
+A search has a parameter budget and, optionally, budgets on multiply-accumulates per image,
+inference latency and training memory (`Budgets`). The gate (`Gate.check`) measures a
+candidate's costs and compares each with its budget:
+
+- cheap, analytic costs first: parameters and MACs (`nas.arch`), and training memory on a
+  device that is not CUDA (an analytic estimate, labelled so: `nas.costs`);
+- only when all of those are within their budgets, the measured ones: latency on the latency
+  device, training memory on CUDA. A candidate the analytic budgets reject costs no timing.
+- A measurement is made once per architecture: `Gate.check` takes what an earlier trial of the
+  same architecture recorded (any run, any worker: the study is the cache), since a study's
+  budgets and latency setup are fixed for its life (a resume with others is refused).
+
+Each checked cost gives an excess (cost - limit, <= 0 within the budget) and a relative excess
+(excess / limit): the samplers learn every budget from the relative ones, so a millisecond and a
+million parameters weigh alike. A rejection names each budget it broke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nas import records
+from nas.arch import Architecture, count_macs, count_params
+
+MINIMIZABLE = ("params", "macs", "latency")  # what --objective pareto may lower (--minimize)
+OBJECTIVES = ("accuracy", "pareto")  # --objective
+LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device
+
+_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency", "memory": "memory"}
+
+
+def format_cost(name: str, value: float) -> str:
+    """A cost as people read it: `1,234,567 params`, `41.3M MACs`, `2.31 ms`, `212.4 MB`."""
+    if name == "params":
+        return f"{int(value):,} params"
+    if name == "macs":
+        return f"{value / 1e6:,.1f}M MACs"
+    if name == "latency":
+        return f"{value:.2f} ms"
+    return f"{value:,.1f} MB"
+
+
+_SHORT = {"params": "params", "macs": "MACs", "latency": "latency", "memory": "memory"}
+_UNITS = {"params": "", "macs": "", "latency": " ms", "memory": " MB"}
+
+
+def _number(name: str, value: float) -> str:
+    """A cost's number without its name: `21,162`, `41.3M`, `2.31`, `212.4`."""
+    if name == "params":
+        return f"{int(value):,}"
+    if name == "macs":
+        return f"{value / 1e6:,.1f}M"
+    return f"{value:,.2f}" if name == "latency" else f"{value:,.1f}"
+
+
+_NOUNS = {"params": "parameters", "macs": "MACs", "latency": "ms latency", "memory": "MB memory"}
+
+
+def describe_limits(limits: dict[str, float]) -> str:
+    """`5,000,000 parameters, 300.0M MACs, 2.00 ms latency, 512.0 MB memory`."""
+    return ", ".join(f"{_number(name, value)} {_NOUNS[name]}" for name, value in limits.items())
+
+
+def cost_label(name: str) -> str:
+    """The cost's name in a sentence or a column: parameters, MACs, latency, memory."""
+    return _LABELS[name]
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The limits a study holds every candidate to (None: no budget on that cost), and how its
+    latency is measured."""
+
+    params: int = 5_000_000  # most parameters (always set)
+    macs: int | None = None  # most multiply-accumulates per image
+    latency_ms: float | None = None  # most milliseconds per forward pass (median)
+    memory_mb: float | None = None  # most MB of peak memory in one training step
+    latency_device: str = "cpu"  # where latency is measured: this machine's CPU, or cuda
+    latency_batch: int = 1  # images per timed forward pass
+    latency_threads: int = 1  # CPU threads while timing: pinned, so measurements repeat
+    measure_latency: bool = False  # also without a latency budget (a Pareto search lowers it)
+
+    def limits(self) -> dict[str, float]:
+        """{cost: limit} of the budgets set, in `records.COSTS` order."""
+        values = {
+            "params": self.params,
+            "macs": self.macs,
+            "latency": self.latency_ms,
+            "memory": self.memory_mb,
+        }
+        return {name: limit for name, limit in values.items() if limit is not None}
+
+    @property
+    def latency_measured(self) -> bool:
+        return self.latency_ms is not None or self.measure_latency
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the study records; a resume must match it. The latency setup is part of it only
+        where latency is measured (else another --latency-device changes nothing)."""
+        recorded: dict[str, Any] = {
+            "params": self.params,
+            "macs": self.macs,
+            "latency_ms": self.latency_ms,
+            "memory_mb": self.memory_mb,
+        }
+        if self.latency_measured:
+            recorded.update(
+                latency_device=self.latency_device,
+                latency_batch=self.latency_batch,
+                latency_threads=self.latency_threads,
+            )
+        return recorded
+
+    def describe(self) -> str:
+        """`5,000,000 parameters, 2.00 ms latency (cpu, batch 1, 1 thread)`."""
+        text = describe_limits(self.limits())
+        if self.latency_ms is not None:
+            text = text.replace(" ms latency", f" ms latency ({self.latency_setup_text()})")
+        return text
+
+    def latency_setup_text(self) -> str:
+        threads = f"{self.latency_threads} thread{'s' if self.latency_threads > 1 else ''}"
+        return f"{self.latency_device}, batch {self.latency_batch}, {threads}"
+
+
+@dataclass
+class Verdict:
+    """A candidate's costs against the budgets."""
+
+    costs: dict[str, float] = field(default_factory=dict)  # cost name -> value, as measured
+    details: dict[str, dict] = field(default_factory=dict)  # latency/memory measurements in full
+    excess: dict[str, float] = field(default_factory=dict)  # cost - limit, per budget checked
+    relative: dict[str, float] = field(default_factory=dict)  # excess / limit, per budget checked
+    reused: bool = False  # the measurements came from an earlier trial of the architecture
+
+    @property
+    def broken(self) -> dict[str, float]:
+        """{budget: excess} of the budgets the candidate is over."""
+        return {name: value for name, value in self.excess.items() if value > 0}
+
+    def constraint(self) -> float:
+        """Every budget in one number, <= 0 when all are met: the sum of the relative excesses
+        over budget, else the tightest margin (Optuna 4.x samplers take one tuple per trial)."""
+        over = [v for v in self.relative.values() if v > 0]
+        return sum(over) if over else max(self.relative.values(), default=0.0)
+
+    def reason(self, limits: dict[str, float]) -> str:
+        """`over budget: latency 3.21 > 2.00 ms, MACs 412.3M > 300.0M`: each budget broken."""
+        broken = [
+            f"{_SHORT[name]} {_number(name, self.costs[name])} > "
+            f"{_number(name, limits[name])}{_UNITS[name]}"
+            for name in self.broken
+        ]
+        return "over budget: " + ", ".join(broken)
+
+
+Measure = Callable[[], Any]
+
+
+class Gate:
+    """Measures a candidate's costs, cheapest first, and compares them with the budgets.
+
+    `image_size` is the data's; memory is for `recipe` (its batch size and optimizer) on
+    `train_device`, where the search trains."""
+
+    def __init__(self, budgets: Budgets, image_size: int, recipe, train_device: str):
+        self.budgets = budgets
+        self.limits = budgets.limits()
+        self.image_size = image_size
+        self.recipe = recipe
+        self.train_device = str(train_device)
+
+    def check(
+        self, arch: Architecture, earlier: Callable[[], dict[str, Any] | None] | None = None
+    ) -> Verdict:
+        """The candidate's verdict. `earlier()` returns the attributes an earlier trial of the
+        same architecture recorded (None if none): its measurements are reused."""
+        verdict = Verdict()
+        verdict.costs["params"] = count_params(arch)
+        verdict.costs["macs"] = count_macs(arch, self.image_size)
+        memory_measured = self.budgets.memory_mb is not None and self._memory_is_measured()
+        if self.budgets.memory_mb is not None and not memory_measured:
+            self._memory(arch, verdict, None)  # analytic: as cheap as counting parameters
+        self._compare(verdict)
+        if verdict.broken:
+            return verdict  # no timing for a candidate the analytic budgets already reject
+        recorded = earlier() if earlier is not None else None
+        if self.budgets.latency_measured:
+            self._latency(arch, verdict, recorded)
+        if memory_measured:
+            self._memory(arch, verdict, recorded)
+        self._compare(verdict)
+        return verdict
+
+    def _memory_is_measured(self) -> bool:
+        return self.train_device.startswith("cuda")
+
+    def _latency(self, arch: Architecture, verdict: Verdict, recorded: dict | None) -> None:
+        from nas.costs import Latency, LatencySetup, measure_latency
+
+        if recorded and isinstance(recorded.get(records.LATENCY), dict):
+            latency = Latency.from_dict(recorded[records.LATENCY])
+            verdict.reused = True
+        else:
+            setup = LatencySetup(
+                device=self.budgets.latency_device,
+                batch=self.budgets.latency_batch,
+                threads=self.budgets.latency_threads,
+            )
+            latency = measure_latency(arch, self.image_size, setup)
+        verdict.costs["latency"] = latency.median_ms
+        verdict.details["latency"] = latency.to_dict()
+
+    def _memory(self, arch: Architecture, verdict: Verdict, recorded: dict | None) -> None:
+        from nas.costs import TrainingMemory, training_memory
+
+        if recorded and isinstance(recorded.get(records.MEMORY), dict):
+            memory = TrainingMemory.from_dict(recorded[records.MEMORY])
+            verdict.reused = True
+        else:
+            memory = training_memory(arch, self.image_size, self.recipe, self.train_device)
+        verdict.costs["memory"] = memory.megabytes
+        verdict.details["memory"] = memory.to_dict()
+
+    def _compare(self, verdict: Verdict) -> None:
+        for name, limit in self.limits.items():
+            if name in verdict.costs:
+                excess = verdict.costs[name] - limit
+                verdict.excess[name] = _plain(excess)  # as the store keeps it
+                verdict.relative[name] = excess / limit
+
+
+def record_verdict(trial, verdict: Verdict) -> None:
+    """Write a verdict on a trial (`records` keys); the constraints go to the samplers through
+    `nas.samplers.record_constraints`."""
+    from nas.samplers import record_constraints
+
+    trial.set_user_attr(records.MACS, int(verdict.costs["macs"]))
+    if "latency" in verdict.costs:
+        trial.set_user_attr(records.LATENCY_MS, verdict.costs["latency"])
+        trial.set_user_attr(records.LATENCY, verdict.details["latency"])
+    if "memory" in verdict.costs:
+        trial.set_user_attr(records.MEMORY_MB, verdict.costs["memory"])
+        trial.set_user_attr(records.MEMORY, verdict.details["memory"])
+    trial.set_user_attr(records.EXCESS, verdict.excess)
+    trial.set_user_attr(records.CONSTRAINT, verdict.constraint())
+    record_constraints(trial, verdict.relative)
+
+
+def _plain(value: float) -> float | int:
+    """Counts stay integers in the store; measured values keep four decimals."""
+    return int(value) if float(value).is_integer() else round(value, 4)

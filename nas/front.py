@@ -1,0 +1,99 @@
+"""Owns the Pareto front of a study: "the best model at every size", and the retrain picks
+that read it (`--pick best`, `--pick smallest-within PCT`).
+
+The front is drawn over the study's cost (`records.objective_of`: what a Pareto search lowers;
+parameters for an accuracy search) from the trials trained to the end (`TrialKind.TRAINED`): a
+trial the pruner stopped ranks on fewer epochs, so it is neither on the front nor picked, as
+`nas retrain` never picks it by default either. A trial is on the front when no other trial
+is at least as accurate and at most as costly, and better in one of the two; of identical
+points the earliest trial stays. Cheapest first.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
+
+from nas import records
+
+PICKS = ("best", "smallest-within")  # --pick
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Which trained trial a retrain takes: the most accurate, or the cheapest within `points`
+    percentage points of the most accurate."""
+
+    how: str = "best"
+    points: float = 0.0  # percentage points below the best accuracy (smallest-within)
+
+    def describe(self) -> str:
+        if self.how == "best":
+            return "the most accurate trial"
+        return f"the cheapest trial within {self.points:g} points of the most accurate"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, accuracy) points no other point dominates, cheapest first.
+
+    A point is dominated when another has no more cost and no less accuracy and differs in
+    one of them. Of identical points only the first is kept, so the front line has no repeats.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front: list[int] = []
+    best_accuracy = -math.inf
+    for index in order:
+        # Sorted by cost, then accuracy descending: a point is on the front exactly when it
+        # beats the accuracy of everything as cheap or cheaper seen before it.
+        if points[index][1] > best_accuracy:
+            front.append(index)
+            best_accuracy = points[index][1]
+    return front
+
+
+def ranked_trials(trials: Sequence[FrozenTrial], cost: str) -> list[FrozenTrial]:
+    """Trials trained to the end that recorded `cost`, by number."""
+    return [
+        t
+        for t in trials
+        if records.classify(t) == records.TrialKind.TRAINED
+        and records.accuracy(t) is not None
+        and records.cost_of(t, cost) is not None
+    ]
+
+
+def front(trials: Sequence[FrozenTrial], cost: str) -> list[FrozenTrial]:
+    """The trials on the Pareto front of accuracy against `cost`, cheapest first."""
+    candidates = ranked_trials(trials, cost)
+    points = [(records.cost_of(t, cost), records.accuracy(t)) for t in candidates]
+    return [candidates[i] for i in pareto_front(points)]
+
+
+def pick_trial(trials: Sequence[FrozenTrial], cost: str, pick: Pick) -> FrozenTrial | None:
+    """The trial `pick` names (None when no trial was trained to the end).
+
+    best: the highest validation accuracy (the earliest of equals). smallest-within: of the
+    trials within `pick.points` percentage points of that accuracy, the one with the least
+    `cost` (the more accurate, then the earliest, of equals)."""
+    complete = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
+    if not complete:
+        return None
+    best = max(complete, key=lambda t: (records.accuracy(t), -t.number))
+    if pick.how == "best":
+        return best
+    floor = records.accuracy(best) - pick.points / 100
+    # a float margin, so "within 1 point" keeps 0.93 against 0.94 despite binary rounding
+    near = [t for t in ranked_trials(trials, cost) if records.accuracy(t) >= floor - 1e-12]
+    if not near:
+        return best  # the best recorded no cost (a study of the earlier version)
+    return min(near, key=lambda t: (records.cost_of(t, cost), -records.accuracy(t), t.number))
+
+
+def retrain_command(study_name: str, trial_number: int, storage_flag: str = "") -> str:
+    """The command that retrains one trial: `nas retrain --study S --trial N [--storage URL]`."""
+    command = f"nas retrain --study {shlex.quote(study_name)} --trial {trial_number}"
+    return f"{command} --storage {storage_flag}" if storage_flag else command

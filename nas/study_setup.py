@@ -1,0 +1,244 @@
+"""Owns what a study records when it is created and what a resume must match: the study's
+directions, sampler and pruner, its records (`records.BUDGET`, `BUDGETS`, `OBJECTIVE`, the
+space text, data, recipe, tool version), the warm start with the reference models, and the
+refusal of a resume whose trials would not compare with the study's.
+
+Claims: a study created with some budgets, objective, space or kept data/recipe setting is never
+resumed with others (one sentence naming the difference, and nothing stored changes); a study of
+the earlier version (parameter budget only, accuracy objective) resumes with those.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from nas import __version__, records
+from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_macs, count_params
+from nas.budgets import Budgets, format_cost
+from nas.data import DataConfig
+from nas.errors import UserError
+from nas.samplers import make_pruner, make_sampler
+from nas.settings import kept_values
+from nas.space import SearchSpace
+from nas.storage import open_storage
+from nas.train import TrainConfig
+
+if TYPE_CHECKING:
+    from nas.search import SearchConfig
+
+
+def open_study(
+    config: SearchConfig,
+    space: SearchSpace,
+    data: DataConfig,
+    recipe: TrainConfig,
+    announce: Callable[[str], None] | None = None,
+) -> optuna.Study:
+    """Create the study or resume it, refusing a resume whose trials would not compare."""
+    storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
+    study = optuna.create_study(
+        study_name=config.study,
+        storage=storage,
+        sampler=make_sampler(config.sampler, config.seed, config.trials),
+        # Optuna cannot prune a study of several objectives
+        pruner=make_pruner("none" if config.pareto else config.pruner, recipe.epochs),
+        directions=["maximize", "minimize"] if config.pareto else ["maximize"],
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs
+    if records.BUDGET not in recorded:
+        names = [records.METRIC_NAME, config.minimize] if config.pareto else [records.METRIC_NAME]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+        for key, value in study_record(config, space, data, recipe).items():
+            study.set_user_attr(key, value)
+        if config.warm_start and config.pareto:
+            rungs = enqueue_size_ladder(study, space, config.budgets())
+            if announce is not None and rungs:
+                announce(
+                    f"warm start: a ladder of {len(rungs)} sizes ({', '.join(rungs)}) trains "
+                    "first, so the front spans the space from the start"
+                )
+        if config.warm_start:
+            queued = enqueue_reference_models(study, space, config.budgets())
+            if announce is not None and (queued or not config.pareto):
+                announce(
+                    f"warm start: {', '.join(queued)} (the reference study's models) train "
+                    "first; --no-warm-start turns this off"
+                    if queued
+                    else f"warm start: the space {space.name} holds none of the reference "
+                    "study's models within the budget; starting from sampled candidates"
+                )
+        return study
+    check_resume(config, recorded, space, data, recipe)
+    return study
+
+
+def check_resume(
+    config: SearchConfig,
+    recorded: dict[str, Any],
+    space: SearchSpace,
+    data: DataConfig,
+    recipe: TrainConfig,
+) -> None:
+    """Refuse settings under which the study's trials would not be comparable."""
+    how = f"pass --study NEW_NAME to start a new study (the store keeps {config.study!r})"
+    if recorded[records.BUDGET] != config.budget:
+        raise UserError(
+            f"study {config.study!r} was created with a budget of "
+            f"{recorded[records.BUDGET]:,} parameters, not {config.budget:,}; {how}"
+        )
+    # studies of the earlier version had the parameter budget only, and accuracy as objective
+    before = recorded.get(records.BUDGETS, {"params": config.budget})
+    for key, value in config.budgets().to_dict().items():
+        if before.get(key) != value:
+            raise UserError(
+                f"study {config.study!r} was created with {_budget_words(key, before.get(key))}, "
+                f"not {_budget_words(key, value)}; repeat the original flags to resume, or {how}"
+            )
+    objective = recorded.get(records.OBJECTIVE, {"objective": "accuracy", "minimize": "params"})
+    now = _objective_record(config)
+    if objective != now:
+        raise UserError(
+            f"study {config.study!r} was created with {_objective_words(objective)}, not "
+            f"{_objective_words(now)}; {how}"
+        )
+    if recorded.get(records.SPACE_TEXT) != space.text:
+        raise UserError(
+            f"study {config.study!r} was created with another search space "
+            f"({recorded.get(records.SPACE_FILE)}); {how}"
+        )
+    for what, now in ((records.DATASET, kept_values(data)), (records.RECIPE, kept_values(recipe))):
+        before = recorded.get(what, {})
+        for key, value in now.items():
+            # a setting the earlier version did not record compares equal to its default
+            if key in before and before[key] != value:
+                raise UserError(
+                    f"study {config.study!r} was created with {key} = {before[key]!r}, not "
+                    f"{value!r}; repeat the original flags to resume, or {how}"
+                )
+
+
+_BUDGET_KEYS = {"params": "params", "macs": "macs", "latency_ms": "latency", "memory_mb": "memory"}
+
+
+def _budget_words(key: str, value: Any) -> str:
+    """`a latency budget of 2.00 ms`, `no MAC budget`, `latency measured on cpu`."""
+    if key in _BUDGET_KEYS:
+        name = _BUDGET_KEYS[key]
+        label = {"params": "parameter", "macs": "MAC"}.get(name, name)
+        if value is None:
+            return f"no {label} budget"
+        return f"a {label} budget of {format_cost(name, value)}"
+    if value is None:
+        return "no latency measured"
+    return f"latency measured with {key.replace('latency_', '')} {value}"
+
+
+def _objective_record(config: SearchConfig) -> dict[str, str]:
+    minimize = config.minimize if config.pareto else "params"  # accuracy: fronts over params
+    return {"objective": config.objective, "minimize": minimize}
+
+
+def _objective_words(record: dict[str, Any]) -> str:
+    if record.get("objective") == "pareto":
+        return f"--objective pareto --minimize {record.get('minimize')}"
+    return "--objective accuracy"
+
+
+def warm_start_models(
+    space: SearchSpace, budgets: Budgets | int, image_size: int = 32
+) -> list[tuple[str, dict[str, int]]]:
+    """The reference study's models that `space` can express within the analytic budgets
+    (parameters, MACs; the gate checks the measured ones), best reported accuracy first, each
+    architecture once, with the trial parameters that build it."""
+    if isinstance(budgets, int):
+        budgets = Budgets(params=budgets)
+    chosen: list[tuple[str, dict[str, int]]] = []
+    # the search trains with its own recipe: presets that differ only in theirs are left out
+    names = [name for name in REPORTED_ACCURACY if name not in PRESET_RECIPES]
+    for name in sorted(names, key=lambda n: -REPORTED_ACCURACY[n]):
+        params = space.params_for(PRESETS[name])
+        if params is None or count_params(PRESETS[name]) > budgets.params:
+            continue
+        if budgets.macs is not None and count_macs(PRESETS[name], image_size) > budgets.macs:
+            continue
+        chosen.append((name, params))
+    return chosen
+
+
+def enqueue_reference_models(
+    study: optuna.Study, space: SearchSpace, budgets: Budgets | int
+) -> list[str]:
+    """Queue the reference models first (`records.WARM_START` names each): a search then
+    starts from what the reference study found by hand instead of from random candidates.
+    Returns their names."""
+    models = warm_start_models(space, budgets)
+    for name, params in models:
+        study.enqueue_trial(params, user_attrs={records.WARM_START: name})
+    return [name for name, _ in models]
+
+
+LADDER_RUNGS = 3  # a Pareto study's first candidates: the cheapest, the middle, the largest
+LADDER_GRID = 20  # steps of the search for the largest rung within the budgets
+
+
+def size_ladder(
+    space: SearchSpace, budgets: Budgets, num_classes: int = 10, image_size: int = 32
+) -> list[tuple[str, dict[str, int]]]:
+    """Architectures from the space's cheapest to its largest within the analytic budgets
+    (`SearchSpace.at_fraction`), evenly spaced, with the trial parameters that build each.
+
+    A Pareto search needs the front's ends as much as its middle; random first candidates
+    cluster around the space's typical size, so the ladder anchors both ends from the start."""
+
+    def fits(arch) -> bool:
+        within = count_params(arch) <= budgets.params
+        return within and (budgets.macs is None or count_macs(arch, image_size) <= budgets.macs)
+
+    grid = [space.at_fraction(step / LADDER_GRID, num_classes) for step in range(LADDER_GRID + 1)]
+    fitting = [arch for arch in grid if fits(arch)]
+    if not fitting:
+        return []
+    low, high = count_params(fitting[0]), count_params(fitting[-1])
+    # rungs evenly spaced in log parameters: sizes span orders of magnitude
+    targets = [low * (high / low) ** (i / (LADDER_RUNGS - 1)) for i in range(LADDER_RUNGS)]
+    rungs: list[tuple[str, dict[str, int]]] = []
+    for target in targets:
+        arch = min(fitting, key=lambda a: abs(math.log(count_params(a) / target)))
+        params = space.params_for(arch)
+        if params is not None and params not in [p for _, p in rungs]:
+            rungs.append((f"{count_params(arch):,} params", params))
+    return rungs
+
+
+def enqueue_size_ladder(study: optuna.Study, space: SearchSpace, budgets: Budgets) -> list[str]:
+    """Queue `size_ladder`'s rungs, cheapest first (`records.WARM_START` names each); returns
+    their names."""
+    rungs = size_ladder(space, budgets)
+    for name, params in rungs:
+        study.enqueue_trial(params, user_attrs={records.WARM_START: f"size ladder, {name}"})
+    return [name for name, _ in rungs]
+
+
+def study_record(
+    config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
+) -> dict[str, Any]:
+    """Everything a retrain needs besides the study name."""
+    return {
+        records.BUDGET: config.budget,
+        records.BUDGETS: config.budgets().to_dict(),
+        records.OBJECTIVE: _objective_record(config),
+        records.SPACE_FILE: config.space,
+        records.SPACE_TEXT: space.text,
+        records.DATASET: data.to_dict(),
+        records.RECIPE: recipe.to_dict(),
+        records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
+        records.TOOL_VERSION: __version__,
+    }

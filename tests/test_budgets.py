@@ -1,0 +1,232 @@
+"""Tests of the budgets beyond parameters (issue 14: nas.budgets, the gate in nas.objective, the
+study's records and resume checks in nas.search) on real SQLite stores, real Optuna studies,
+the tiny search space and small synthetic data on the CPU. Latency is really measured
+(nas.costs); no test asserts a timing, only what the gate does with what it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import records
+from nas.arch import Architecture, count_macs, count_params
+from nas.budgets import Budgets, Gate, Verdict, describe_limits
+from nas.cli import search_main
+from nas.data import DataConfig
+from nas.errors import UserError
+from nas.objective import Objective
+from nas.samplers import constraint_of
+from nas.search import SearchConfig, run_search
+from nas.space import SearchSpace
+from nas.train import TrainConfig
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: one torch thread for the module
+]
+
+SMALL = Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
+LARGE = Architecture((16, 16, 16), (2, 2, 2), conv_kernel=3, skip_kernel=3, stem=8)
+RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=60)
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+# ---- the gate --------------------------------------------------------------------------------
+
+
+def test_a_candidate_over_an_analytic_budget_is_rejected_without_being_timed():
+    macs = count_macs(LARGE, 32)
+    budgets = Budgets(params=10**9, macs=macs - 1, latency_ms=1e6)
+    verdict = Gate(budgets, 32, RECIPE, "cpu").check(LARGE, earlier=lambda: pytest.fail("read"))
+    assert verdict.broken == {"macs": 1}
+    assert "latency" not in verdict.costs  # no timing once MACs reject it
+    assert verdict.reason(budgets.limits()) == (
+        f"over budget: MACs {macs / 1e6:,.1f}M > {(macs - 1) / 1e6:,.1f}M"
+    )
+    assert verdict.constraint() == pytest.approx(1 / (macs - 1))
+
+
+def test_a_candidate_within_the_analytic_budgets_is_timed_and_compared_with_every_budget():
+    budgets = Budgets(params=count_params(SMALL), macs=count_macs(SMALL, 32), latency_ms=1e-6)
+    verdict = Gate(budgets, 32, RECIPE, "cpu").check(SMALL)
+    assert verdict.excess["params"] == 0 and verdict.excess["macs"] == 0  # at the limit: within
+    assert set(verdict.broken) == {"latency"}  # no model runs in a nanosecond
+    latency = verdict.details["latency"]
+    assert latency["median_ms"] == verdict.costs["latency"] > 0
+    assert verdict.reason(budgets.limits()).startswith("over budget: latency ")
+    assert verdict.reason(budgets.limits()).endswith(" > 0.00 ms")
+    # the samplers see each budget as a share of it: a millisecond weighs like a parameter
+    assert verdict.relative["latency"] == pytest.approx(verdict.costs["latency"] / 1e-6 - 1)
+
+
+def test_an_earlier_trials_measurement_is_reused_not_repeated():
+    recorded = {
+        records.LATENCY: {"median_ms": 123.0, "low_ms": 120.0, "high_ms": 125.0, "runs": 15,
+                          "seconds": 2.0},
+    }  # fmt: skip
+    budgets = Budgets(params=10**9, latency_ms=100.0)
+    verdict = Gate(budgets, 32, RECIPE, "cpu").check(SMALL, earlier=lambda: recorded)
+    assert verdict.reused
+    assert verdict.costs["latency"] == 123.0  # a new measurement of SMALL would be ~1 ms
+    assert verdict.broken == {"latency": 23.0}
+
+
+def test_training_memory_on_the_cpu_is_an_estimate_labelled_so():
+    budgets = Budgets(params=10**9, memory_mb=0.001)
+    verdict = Gate(budgets, 32, RECIPE, "cpu").check(SMALL)
+    assert set(verdict.broken) == {"memory"}
+    assert verdict.details["memory"]["measured"] is False
+    assert "latency" not in verdict.costs  # no latency budget: nothing timed
+
+
+def test_the_constraint_combines_budgets_as_shares_of_each():
+    verdict = Verdict(relative={"params": -0.5, "latency": -0.1})
+    assert verdict.constraint() == -0.1  # all met: the tightest margin
+    verdict = Verdict(relative={"params": 0.25, "macs": -0.5, "latency": 0.5})
+    assert verdict.constraint() == 0.75  # over two: their excesses add up
+
+
+def test_budgets_record_the_latency_setup_only_where_latency_is_measured():
+    plain = Budgets(params=1000, macs=10**6)
+    assert plain.to_dict() == {"params": 1000, "macs": 10**6, "latency_ms": None, "memory_mb": None}
+    timed = Budgets(params=1000, latency_ms=2.0, latency_batch=8)
+    assert timed.to_dict()["latency_batch"] == 8 and timed.to_dict()["latency_device"] == "cpu"
+    assert describe_limits(timed.limits()) == "1,000 parameters, 2.00 ms latency"
+    assert timed.describe() == "1,000 parameters, 2.00 ms latency (cpu, batch 8, 1 thread)"
+
+
+# ---- a search with several budgets (the issue's acceptance) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def budgeted(tmp_path_factory) -> tuple[Path, SearchConfig, optuna.Study]:
+    """A search with a parameter, a MAC and a latency budget together on synthetic data."""
+    store = tmp_path_factory.mktemp("budgets") / "b.db"
+    config = SearchConfig(
+        budget=20_000,
+        max_macs=5_000_000,  # tiny's candidates need 1.7M..12M MACs
+        max_latency_ms=1.5,  # tiny's candidates take ~1..3 ms on one core
+        trials=3,
+        space="tiny",
+        study="budgets",
+        storage=url_of(store),
+        sampler="random",
+        warm_start=False,
+    )
+    study = run_search(config, DATA, RECIPE)
+    return store, config, study
+
+
+def test_only_candidates_within_every_budget_train_and_rejections_name_what_they_broke(budgeted):
+    _, config, study = budgeted
+    limits = {"params": 20_000, "macs": 5_000_000, "latency": 1.5}
+    trained = [t for t in study.trials if records.is_trained(t)]
+    rejected = [t for t in study.trials if records.classify(t) == records.TrialKind.REJECTED]
+    assert len(trained) == 3
+    assert rejected, "random seed 0 meets candidates over the MAC budget in tiny"
+    for trial in trained:
+        assert trial.user_attrs["params"] <= limits["params"]
+        assert trial.user_attrs["macs"] <= limits["macs"]
+        assert trial.user_attrs["latency_ms"] <= limits["latency"]  # timed before training
+        assert set(trial.user_attrs["excess"]) == {"params", "macs", "latency"}
+        assert constraint_of(trial) <= 0
+    for trial in rejected:
+        broken = trial.user_attrs["over_budget_by"]
+        assert broken and all(value > 0 for value in broken.values())
+        for name, value in broken.items():
+            assert trial.user_attrs["excess"][name] == pytest.approx(value)
+        reason = trial.user_attrs["prune_reason"]
+        names = {"params": "params ", "macs": "MACs ", "latency": "latency "}
+        assert reason.startswith("over budget: ")
+        assert [n for n in names if names[n] in reason] == [n for n in names if n in broken]
+        if "params" in broken or "macs" in broken:  # analytic budgets reject before timing
+            assert "latency_ms" not in trial.user_attrs
+        assert trial.state == TrialState.PRUNED and trial.intermediate_values == {}
+        assert constraint_of(trial) > 0
+
+
+def test_the_study_records_every_budget_and_refuses_a_resume_with_another(budgeted):
+    _, config, study = budgeted
+    recorded = study.user_attrs[records.BUDGETS]
+    assert recorded["macs"] == 5_000_000 and recorded["latency_ms"] == 1.5
+    assert recorded["latency_device"] == "cpu" and recorded["latency_threads"] == 1
+    assert records.budget_limits(study.user_attrs) == {
+        "params": 20_000,
+        "macs": 5_000_000,
+        "latency": 1.5,
+    }
+    trials_before = len(study.trials)
+    for change, words in (
+        ({"max_latency_ms": 2.0}, "a latency budget of 1.50 ms, not a latency budget of 2.00 ms"),
+        ({"max_macs": None}, "a MAC budget of 5.0M MACs, not no MAC budget"),
+        ({"max_memory_mb": 100.0}, "no memory budget, not a memory budget of 100.0 MB"),
+        ({"latency_batch": 4}, "latency measured with batch 1, not latency measured with batch"),
+        ({"objective": "pareto"}, "--objective accuracy, not --objective pareto --minimize"),
+    ):
+        with pytest.raises(UserError, match=words):
+            run_search(dataclasses.replace(config, **change), DATA, RECIPE)
+    reloaded = optuna.load_study(study_name=config.study, storage=config.storage)
+    assert len(reloaded.trials) == trials_before  # nothing stored was touched
+    run_search(config, DATA, RECIPE)  # the same budgets resume (the target is met: no trial)
+    assert len(optuna.load_study(study_name=config.study, storage=config.storage).trials) == (
+        trials_before
+    )
+
+
+def test_a_repeated_architecture_reuses_the_measured_latency(tmp_path):
+    study = optuna.create_study(storage=url_of(tmp_path / "r.db"), direction="maximize")
+    space = SearchSpace.resolve("tiny")
+    params = space.params_for(SMALL)
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    budgets = Budgets(params=10**6, latency_ms=1e-6)  # rejects both after timing them
+    objective = Objective(space, _splits(), RECIPE, budgets)
+    study.optimize(objective, n_trials=2)
+    first, second = study.trials
+    assert first.user_attrs["over_budget_by"].keys() == {"latency"}
+    assert second.user_attrs[records.LATENCY] == first.user_attrs[records.LATENCY]  # not re-timed
+
+
+def _splits():
+    from nas.data import load_splits
+
+    return load_splits(DATA)
+
+
+def test_a_space_with_nothing_under_the_mac_budget_is_refused_before_any_trial(tmp_path):
+    store = tmp_path / "m.db"
+    config = SearchConfig(
+        budget=10**6, max_macs=1000, trials=1, space="tiny", study="m", storage=url_of(store)
+    )
+    with pytest.raises(UserError, match=r"the cheapest architecture in .* over --max-macs"):
+        run_search(config, DATA, RECIPE)
+    assert not store.exists() or optuna.get_all_study_names(url_of(store)) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-macs", "lots"], "'lots' is not a number of MACs"),
+        (["--max-latency-ms", "0"], "'0' must be above 0"),
+        (["--minimize", "macs"], "--minimize applies to --objective pareto"),
+        (["--objective", "pareto", "--pruner", "median"], "Optuna prunes no study of several"),
+        (["--latency-device", "tpu"], "--latency-device must be cpu or cuda"),
+    ],
+)
+def test_bad_budget_flags_get_one_sentence_and_exit_2(tmp_path, capsys, argv, message):
+    store = tmp_path / "x.db"
+    status = search_main(["--smoke", "--storage", url_of(store), *argv])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not store.exists()
