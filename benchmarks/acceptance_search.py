@@ -1,6 +1,7 @@
 """The checks of `gpu_acceptance.py` that run a real search: the out-of-memory prune inside
-`run_search`, and one worker process per visible GPU (`run_workers`). Each takes the run's
-`Context` and returns a `Result` (see acceptance_checks.py).
+`run_search`, one worker process per visible GPU (`run_workers`), and the hardware budgets
+(latency and training memory measured on the device, a search held to them). Each takes the
+run's `Context` and returns a `Result` (see acceptance_checks.py).
 """
 
 from __future__ import annotations
@@ -113,6 +114,63 @@ def check_workers(ctx: Context) -> Result:
     figures = {"devices": devices, "status": result.status, "trained": len(trained),
                "devices_used": used}  # fmt: skip
     return Result("workers", "passed" if ok else "failed", summary, figures)
+
+
+LATENCY_AGREEMENT = 0.10  # two latency measurements of one architecture agree within this share
+
+
+def check_costs(ctx: Context) -> Result:
+    """Issue 14 on the device: latency measured twice agrees within 10 %; training memory is
+    measured on CUDA (on the CPU: estimated, and labelled so) and compared with the analytic
+    estimate; a search with a memory and a latency budget on the device trains only candidates
+    within both."""
+    import dataclasses
+
+    import optuna
+    from acceptance_checks import arch_named
+
+    from nas.costs import LatencySetup, estimate_training_memory, measure_latency, training_memory
+    from nas.search import SearchConfig, run_search
+
+    device = "cuda" if ctx.cuda else "cpu"
+    arch = arch_named(ctx.sizes.train_arch)
+    setup = LatencySetup(device=device, batch=1, threads=1)
+    first, second = (measure_latency(arch, 32, setup) for _ in range(2))
+    disagreement = abs(first.median_ms - second.median_ms) / min(first.median_ms, second.median_ms)
+    recipe = TrainConfig(batch_size=64, device=device)
+    memory = training_memory(arch, 32, recipe, device)
+    estimate = estimate_training_memory(arch, 32, 64, recipe.optimizer)
+    store = ctx.scratch / "costs.db"
+    config = SearchConfig(
+        budget=20_000, trials=2, space="tiny", study="costs", storage=f"sqlite:///{store}",
+        sampler="random", warm_start=False, max_latency_ms=4 * first.median_ms,
+        latency_device=device, max_memory_mb=2 * estimate.megabytes,
+    )  # fmt: skip
+    data = DataConfig(dataset="synthetic", subset=128)
+    run_search(config, data, dataclasses.replace(recipe, epochs=1, augment="none"))
+    study = optuna.load_study(study_name="costs", storage=config.storage)
+    trained = [t for t in study.trials if records.is_trained(t)]
+    within = all(
+        t.user_attrs[records.LATENCY_MS] <= config.max_latency_ms
+        and t.user_attrs[records.MEMORY_MB] <= config.max_memory_mb
+        for t in trained
+    )
+    measured_where_promised = memory.measured == ctx.cuda
+    ok = disagreement <= LATENCY_AGREEMENT and within and len(trained) == 2
+    ok = ok and measured_where_promised
+    summary = (
+        f"{ctx.sizes.train_arch} latency on {device}: {first.describe()} then "
+        f"{second.describe()} ({disagreement:.1%} apart); training memory at batch 64: "
+        f"{memory.describe()}; CPU estimate {estimate.megabytes:.1f} MB "
+        f"({estimate.megabytes / memory.megabytes:.2f}x); budgeted search: {len(trained)} "
+        f"trained, all within: {within}"
+    )
+    figures = {
+        "latency_ms": [first.median_ms, second.median_ms], "disagreement": disagreement,
+        "latency_seconds": [first.seconds, second.seconds], "memory": memory.to_dict(),
+        "estimate": estimate.to_dict(), "trained_within_budgets": within,
+    }  # fmt: skip
+    return Result("costs", "passed" if ok else "failed", summary, figures)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,9 @@ acceptance_search.py):
 - oom: a real search whose first candidate does not fit in GPU memory prunes it with its
   reason, and the next candidate trains in the same process.
 - workers: one worker process per visible GPU on one store.
+- costs: latency measured twice on the device agrees within 10 %; training memory measured on
+  CUDA vs the analytic estimate; a search with latency and memory budgets trains only
+  candidates within both (issue 14).
 - epoch: paper-model1 seconds per epoch of the reference plain loop (PIL per image, DataLoader,
   fp32, batch 64) vs ours vs the floor (bench_epoch.py's functions), images/s, share of the
   bf16 peak (training FLOPs per image ~ 3 x 2 x MACs), the 150-epoch retrain time it implies;
@@ -192,6 +195,7 @@ CHECKS = {
     "compile": checks.check_compile,
     "oom": search_checks.check_oom,
     "workers": search_checks.check_workers,
+    "costs": search_checks.check_costs,
     "epoch": check_epoch,
     "profile": check_profile,
 }
