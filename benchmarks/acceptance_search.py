@@ -156,8 +156,10 @@ def check_costs(ctx: Context) -> Result:
         for t in trained
     )
     measured_where_promised = memory.measured == ctx.cuda
-    ok = disagreement <= LATENCY_AGREEMENT and within and len(trained) == 2
-    ok = ok and measured_where_promised
+    # on --cpu (CI's shared runners) the agreement is reported, not required: other processes
+    # on the same cores move CPU timings by tens of percent (benchmarks/RESULTS.md)
+    agrees = disagreement <= LATENCY_AGREEMENT or not ctx.cuda
+    ok = agrees and within and len(trained) == 2 and measured_where_promised
     summary = (
         f"{ctx.sizes.train_arch} latency on {device}: {first.describe()} then "
         f"{second.describe()} ({disagreement:.1%} apart); training memory at batch 64: "

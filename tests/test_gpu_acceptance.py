@@ -15,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.py"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-CHECKS = ["augment", "bf16", "fused_adam", "compile", "oom", "workers", "epoch", "profile"]
+CHECKS = [
+    "augment", "bf16", "fused_adam", "compile", "oom", "workers", "costs", "epoch", "profile",
+]  # fmt: skip
 
 
 @pytest.mark.slow  # 20-45 s on a shared 2-core CPU, most of it importing torch and training
@@ -44,5 +46,7 @@ def test_the_cpu_acceptance_passes_and_writes_its_json(tmp_path):
     epoch = by_name["epoch"]["figures"]
     assert min(epoch["reference_mean"], epoch["ours_mean"], epoch["floor_mean"]) > 0
     assert by_name["oom"]["summary"] == "skipped: needs CUDA"
+    costs = by_name["costs"]["figures"]  # issue 14: measured on the CPU, the memory estimated
+    assert costs["memory"]["measured"] is False and costs["trained_within_budgets"] is True
     assert RESULTS.read_bytes() == results_before  # --cpu without --record records nothing
     assert list(tmp_path.iterdir()) == [out]
