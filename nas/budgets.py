@@ -123,8 +123,11 @@ class Budgets:
         return text
 
     def latency_setup_text(self) -> str:
-        threads = f"{self.latency_threads} thread{'s' if self.latency_threads > 1 else ''}"
-        return f"{self.latency_device}, batch {self.latency_batch}, {threads}"
+        """`cpu, batch 1, 1 thread`; on CUDA the CPU threads do not matter."""
+        text = f"{self.latency_device}, batch {self.latency_batch}"
+        if self.latency_device != "cpu":
+            return text
+        return f"{text}, {self.latency_threads} thread{'s' if self.latency_threads > 1 else ''}"
 
 
 @dataclass

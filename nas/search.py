@@ -205,8 +205,11 @@ def prepare_study(
     space = SearchSpace.resolve(config.space)
     check_feasible(space, config.budget)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
-    if config.budgets().latency_measured:
-        resolve_device(config.latency_device)  # the same for the latency device
+    if config.budgets().latency_measured:  # the same for the latency device
+        try:
+            resolve_device(config.latency_device)
+        except UserError as error:
+            raise UserError(f"--latency-device: {error}") from None
     splits = splits or load_splits(data)
     size = splits.image_shape[-1]
     check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
