@@ -8,6 +8,10 @@ import torch
 from nas.arch import PRESETS, Architecture, count_params
 from nas.model import build_model
 
+# conftest.py: one torch thread; with two, another busy process on a 2-core machine made each
+# forward/backward case take 1-4 s instead of 0.1 s
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def random_architecture(rng: random.Random) -> Architecture:
     layers = rng.randint(1, 6)
