@@ -13,10 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nas.arch import count_params, param_table
+from nas.arch import count_macs, count_params, param_table
 from nas.cli_common import (
     Parser,
     add_arch_flags,
+    add_latency_flags,
     add_storage_flags,
     arch_from_flags,
     format_table,
@@ -67,6 +68,21 @@ def build_parser() -> Parser:
     params.add_argument(
         "--image-size", type=positive_int, default=32, help="input size (default: %(default)s)"
     )
+    from nas.train import TrainConfig
+
+    params.add_argument(
+        "--costs",
+        action="store_true",
+        help="also the training-step memory (estimated) and the latency measured on this "
+        "machine, as a search's --max-memory-mb and --max-latency-ms see them",
+    )
+    params.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=TrainConfig.batch_size,
+        help="training batch for the memory estimate (default: %(default)s)",
+    )
+    add_latency_flags(params)
     params.set_defaults(handler=params_command)
 
     space = commands.add_parser(
@@ -121,6 +137,15 @@ def params_command(args: argparse.Namespace) -> int:
     print(arch.describe())
     print(format_table(("part", "output", "params"), rows))
     print(f"total: {count_params(arch):,} parameters")
+    print(f"MACs per image: {count_macs(arch, args.image_size) / 1e6:,.1f}M")
+    if args.costs:
+        from nas.costs import LatencySetup, estimate_training_memory, measure_latency
+
+        memory = estimate_training_memory(arch, args.image_size, args.batch_size, "adam")
+        print(f"training memory, batch {args.batch_size}, Adam: {memory.describe()}")
+        setup = LatencySetup(args.latency_device, args.latency_batch, args.latency_threads)
+        latency = measure_latency(arch, args.image_size, setup)
+        print(f"latency ({setup.describe()}): {latency.describe()}")
     return 0
 
 

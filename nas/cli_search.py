@@ -16,6 +16,7 @@ from pathlib import Path
 from nas.cli_common import (
     Parser,
     add_data_flags,
+    add_latency_flags,
     add_recipe_flags,
     add_storage_flags,
     count_of,
@@ -155,23 +156,7 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
         help="most milliseconds per inference (median of timed runs after warm-up, eval mode, "
         "measured once per architecture; default: no limit)",
     )
-    group.add_argument(
-        "--latency-device",
-        default=SearchConfig.latency_device,
-        help="where latency is measured: cpu (this machine's) or cuda (default: %(default)s)",
-    )
-    group.add_argument(
-        "--latency-batch",
-        type=positive_int,
-        default=SearchConfig.latency_batch,
-        help="images per timed inference (default: %(default)s)",
-    )
-    group.add_argument(
-        "--latency-threads",
-        type=positive_int,
-        default=SearchConfig.latency_threads,
-        help="CPU threads while timing, pinned so measurements repeat (default: %(default)s)",
-    )
+    add_latency_flags(group)
     group.add_argument(
         "--max-memory-mb",
         type=positive_float,

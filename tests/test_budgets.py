@@ -239,3 +239,18 @@ def test_bad_budget_flags_get_one_sentence_and_exit_2(tmp_path, capsys, argv, me
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not store.exists()
+
+
+def test_params_costs_prints_what_the_budgets_would_see(capsys):
+    from nas.cli import main
+    from nas.costs import estimate_training_memory
+
+    assert main(["params", "--arch", SMALL.describe()]) == 0
+    plain = capsys.readouterr().out
+    assert f"MACs per image: {count_macs(SMALL, 32) / 1e6:,.1f}M" in plain
+    assert "latency" not in plain  # timing only when asked
+    assert main(["params", "--arch", SMALL.describe(), "--costs", "--batch-size", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    memory = estimate_training_memory(SMALL, 32, 16, "adam").describe()
+    assert f"training memory, batch 16, Adam: {memory}" in lines
+    assert lines[-1].startswith("latency (cpu, batch 1, 1 thread): ") and " ms (" in lines[-1]
