@@ -13,3 +13,13 @@ def one_thread():
     module's `pytestmark`): on a shared 2-core machine two threads run tiny nets ~10x slower."""
     with one_torch_thread():
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_for_every_test():
+    """One torch thread for the whole session, in every module (the same as `one_thread`):
+    measured on the 2-core machine, tests/test_model.py took 40 s with two threads and 13 s with
+    one while one other process was busy. A test that needs more threads sets them inside
+    itself, or runs a process with OMP_NUM_THREADS (the issue-10 case in test_train.py)."""
+    with one_torch_thread():
+        yield
