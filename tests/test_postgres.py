@@ -1,5 +1,7 @@
 """A real PostgreSQL server as the study store: workers on two "machines" (two commands at once,
-one with --workers 2) record the same trial count and states as one worker.
+one with --workers 2) record the same trial count and states as one worker, and the password
+in their storage URL reaches no worker's command line, output, file or attribute. The two
+machines run once for the module (`machines`); both tests read what they left.
 
 The server is started by the tests on loopback from the system's `initdb`/`pg_ctl` (as the
 `postgres` user when the tests run as root: PostgreSQL refuses to run as root) in a temporary
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -142,8 +145,80 @@ def _summary(url: str) -> dict:
     }
 
 
+def _command_lines_holding(secret: str, besides: set[int]) -> set[str]:
+    """The command lines of this machine's processes (other than the pids `besides`) holding
+    `secret`, as `ps` would show them to every user."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in besides | {os.getpid()}:
+            continue
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if secret in line:
+            found.add(line)
+    return found
+
+
+SECRET = "Pa55-w0rd-never-shown"
+
+
+@dataclass
+class Machines:
+    """What the two "machines" left: the URL they shared, their folder (their working folder,
+    and the retrain's), what they printed, the command lines holding the password that were
+    seen while they ran, and the study's summary right after them."""
+
+    url: str
+    folder: Path
+    outputs: dict[str, subprocess.CompletedProcess]
+    leaked: set[str]
+    summary: dict
+
+
+@pytest.fixture(scope="module")
+def machines(postgres, tmp_path_factory) -> Machines:
+    """Three workers on two "machines", run once for both tests of the module (each start of a
+    worker process costs ~7 s of CPU on 2 cores): A is `scripts/search.py --workers 2` (a parent
+    and two worker processes), B one `python -m nas search` with its own seed, both at once on
+    the same database, both given its URL with a password on their command lines."""
+    folder = tmp_path_factory.mktemp("machines")
+    url = postgres.database("many").replace("nas@", f"nas:{SECRET}@")  # trust: accepted
+    commands = {
+        "A": [sys.executable, str(REPO / "scripts" / "search.py"), *FAST, "--workers", "2"],
+        "B": [sys.executable, "-m", "nas", "search", *FAST, "--seed", "7"],
+    }
+    processes = {
+        name: subprocess.Popen(
+            [*command, "--storage", url],
+            cwd=folder,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, command in commands.items()
+    }
+    leaked: set[str] = set()
+    deadline = time.monotonic() + 240
+    try:  # the workers' command lines, as long as they live
+        while any(p.poll() is None for p in processes.values()) and time.monotonic() < deadline:
+            leaked |= _command_lines_holding(SECRET, besides={p.pid for p in processes.values()})
+            time.sleep(0.1)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    outputs = {
+        name: subprocess.CompletedProcess(process.args, process.returncode, *process.communicate())
+        for name, process in processes.items()
+    }
+    return Machines(url, folder, outputs, leaked, _summary(url))
+
+
 @pytest.mark.slow
-def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, tmp_path):
+def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, machines):
     # one worker, in this process
     single = postgres.database("single")
     config = SearchConfig(
@@ -162,30 +237,11 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
         run_search(config, data, recipe)
 
     # three workers: "machine" A runs --workers 2, "machine" B one worker with its own seed
-    many = postgres.database("many")
-    machine_a = subprocess.Popen(
-        [sys.executable, "-m", "nas", "search", *FAST, "--storage", many, "--workers", "2"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    machine_b = subprocess.run(
-        [sys.executable, "-m", "nas", "search", *FAST, "--storage", many, "--seed", "7"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=ENV,
-    )
-    out_a, err_a = machine_a.communicate(timeout=240)
-    assert machine_a.returncode == 0, err_a
-    assert machine_b.returncode == 0, machine_b.stderr
-    assert f"study 't': {TRIALS} trained candidates" in out_a
-    assert f"study 't': {TRIALS} trained candidates" in machine_b.stdout
+    for name, finished in machines.outputs.items():
+        assert finished.returncode == 0, (name, finished.stderr)
+        assert f"study 't': {TRIALS} trained candidates" in finished.stdout, name
 
-    one, three = _summary(single), _summary(many)
+    one, three = _summary(single), machines.summary
     for summary in (one, three):
         assert summary["numbers"] == list(range(len(summary["numbers"])))  # unique, no gaps
         assert summary["states"] <= {TrialState.COMPLETE, TrialState.PRUNED}  # no RUNNING/FAIL
@@ -196,49 +252,15 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
     assert three["epochs"] == one["epochs"] == {(1,)}
 
 
-def _command_lines_holding(secret: str, besides: int) -> set[str]:
-    """The command lines of this machine's processes (other than pid `besides`) holding
-    `secret`, as `ps` would show them to every user."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in (besides, os.getpid()):
-            continue
-        try:
-            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # the process ended meanwhile
-            continue
-        if secret in line:
-            found.add(line)
-    return found
-
-
-def test_a_storage_password_reaches_no_output_file_or_worker_command_line(postgres, tmp_path):
-    secret = "Pa55-w0rd-never-shown"
-    url = postgres.database("secret").replace("nas@", f"nas:{secret}@")  # trust: accepted
-    search = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "search.py"),
-            *FAST,
-            "--workers",
-            "2",
-            "--storage",
-            url,
-        ],  # fmt: skip
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    leaked: set[str] = set()
-    while search.poll() is None:  # the workers' command lines, as long as they live
-        leaked |= _command_lines_holding(secret, besides=search.pid)
-        time.sleep(0.1)
-    out, err = search.communicate()
-    assert search.returncode == 0, err
-    assert leaked == set()
-    assert secret not in out + err and "nas:***@" in out
+def test_a_storage_password_reaches_no_output_file_or_worker_command_line(machines):
+    """The searches of `machines` had the password on their own command lines: it must reach
+    no worker's command line (A's two workers), none of their output, no file and no attribute;
+    then a retrain that takes the URL from the environment alone."""
+    for name, finished in machines.outputs.items():
+        assert finished.returncode == 0, (name, finished.stderr)
+        assert SECRET not in finished.stdout + finished.stderr, name
+    assert machines.leaked == set()
+    assert "nas:***@" in machines.outputs["A"].stdout
 
     # the retrain takes the URL from the environment alone: on no command line at all
     retrained = subprocess.run(
@@ -250,16 +272,16 @@ def test_a_storage_password_reaches_no_output_file_or_worker_command_line(postgr
             "--epochs",
             "1",
         ],
-        cwd=tmp_path,
-        env={**ENV, "NAS_STORAGE": url},
+        cwd=machines.folder,
+        env={**ENV, "NAS_STORAGE": machines.url},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert retrained.returncode == 0, retrained.stderr
-    assert secret not in retrained.stdout + retrained.stderr
-    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert SECRET not in retrained.stdout + retrained.stderr
+    written = [path for path in machines.folder.rglob("*") if path.is_file()]
     assert any(path.name == "metrics.json" for path in written)
-    assert [path for path in written if secret.encode() in path.read_bytes()] == []
-    study = optuna.load_study(study_name="t", storage=url)
-    assert secret not in repr((study.user_attrs, [t.user_attrs for t in study.trials]))
+    assert [path for path in written if SECRET.encode() in path.read_bytes()] == []
+    study = optuna.load_study(study_name="t", storage=machines.url)
+    assert SECRET not in repr((study.user_attrs, [t.user_attrs for t in study.trials]))
