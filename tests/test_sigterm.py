@@ -3,6 +3,8 @@ exit status 143, nothing finished lost, and the same command resumes.
 
 Real signals to real `python -m nas` processes; stores are real SQLite files watched through
 Optuna while the process runs; the tiny space and small synthetic data keep it quick on a CPU.
+The reruns are the same command lines run in this process (a fresh interpreter would only add
+its ~7 s of imports: what the rerun must prove is the resume, not the process).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from optuna.trial import TrialState
 
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint
+from nas.cli import retrain_main, search_main
 from nas.records import is_trained
 
-from helpers import running_with_an_epoch, wait_for_trials
+from helpers import run_in_process, running_with_an_epoch, wait_for_trials
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
@@ -51,7 +54,9 @@ def _wait_for_epoch(process: subprocess.Popen, store: Path, timeout: float = 90.
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_search_after_the_epoch_and_the_rerun_retries_the_trial(tmp_path):
+def test_sigterm_stops_a_search_after_the_epoch_and_the_rerun_retries_the_trial(
+    tmp_path, monkeypatch
+):
     store = tmp_path / "s.db"
     command = _search_command(store, trials=1, epochs=4)
     process = subprocess.Popen(
@@ -79,10 +84,10 @@ def test_sigterm_stops_a_search_after_the_epoch_and_the_rerun_retries_the_trial(
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert sum(is_trained(t) for t in study.trials) == 0
 
-    rerun = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False, env=ENV
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    monkeypatch.chdir(tmp_path)
+    assert command[1:4] == ["-m", "nas", "search"]
+    status, _, err = run_in_process(search_main, command[4:])  # the same command, in this process
+    assert status == 0, err
     trials = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}").trials
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     (retried,) = [t for t in trials if t.user_attrs.get("retry_of") == stopped]
@@ -96,7 +101,9 @@ TINY_ARCH = Architecture(channels=(8, 8), blocks=(1, 1), conv_kernel=3, skip_ker
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_retrain_after_a_checkpoint_and_the_rerun_finishes_it(tmp_path):
+def test_sigterm_stops_a_retrain_after_a_checkpoint_and_the_rerun_finishes_it(
+    tmp_path, monkeypatch
+):
     arch_file = tmp_path / "tiny.json"
     arch_file.write_text(TINY_ARCH.to_json())
     out = tmp_path / "run"
@@ -129,8 +136,9 @@ def test_sigterm_stops_a_retrain_after_a_checkpoint_and_the_rerun_finishes_it(tm
     assert "Traceback" not in err
     assert not (out / "metrics.json").exists()
 
-    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=ENV)
-    assert rerun.returncode == 0, rerun.stderr
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_in_process(retrain_main, command[2:])  # the same command, in this process
+    assert status == 0, err
     with (out / "history.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
