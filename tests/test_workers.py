@@ -63,7 +63,7 @@ def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
     pytest.importorskip("optuna_dashboard")
     store = tmp_path / "s.db"
     run_search(_config(store), DATA, RECIPE)  # create and record the study, train nothing
-    study_id = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")._study_id
+    study_id = open_storage(f"sqlite:///{store}").get_study_id_from_name(STUDY)
 
     port = free_port()
     server = subprocess.Popen(
