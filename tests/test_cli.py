@@ -135,12 +135,3 @@ def test_more_bad_input_is_one_sentence(argv, fragment, tmp_path):
     assert fragment in err
     assert "pw@" not in err
     assert list(tmp_path.iterdir()) == []
-
-
-def test_inference_imports_neither_optuna_nor_the_search():
-    code = (
-        "import nas, sys; nas.load_model; "
-        "print(sorted(m for m in ('optuna', 'nas.search', 'nas.retrain') if m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "[]", result.stderr
