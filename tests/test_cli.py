@@ -1,13 +1,15 @@
 """The one command line, `nas {search,retrain,report,params,space}`: help a user reads, built-in
-spaces by name from any folder, read-only commands that never create a store, and inference
-that never imports the search."""
+spaces by name from any folder, read-only commands that never create a store. The commands run
+in this process (`helpers.run_in_process`, in a temporary working folder): that `python -m nas`
+exits with the same statuses in a real process is test_faults.py's; that inference imports no
+search is test_export.py's."""
 
 from __future__ import annotations
 
 import re
-import subprocess
+import runpy
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -16,16 +18,26 @@ from nas.cli import build_parser, main
 from nas.data import DataConfig
 from nas.space import SearchSpace, builtin_spaces
 
+from helpers import run_in_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def nas_process(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nas", *argv], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def one_sentence(result: subprocess.CompletedProcess) -> str:
+def nas_process(*argv: str, cwd: Path) -> Ran:
+    """`nas ARGV` run from the folder `cwd`, in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        return Ran(*run_in_process(main, list(argv)))
+
+
+def one_sentence(result: Ran) -> str:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -67,16 +79,13 @@ def test_defaults_are_the_config_dataclasses_own():
     assert build_parser().parse_args(["retrain"]).epochs == TrainConfig.epochs == 150
 
 
-def test_the_scripts_are_the_same_commands():
+def test_the_scripts_are_the_same_commands(monkeypatch, capsys):
     for script, command in (("search.py", "search"), ("retrain_best.py", "retrain")):
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / script), "--help"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0
-        assert result.stdout.startswith(f"usage: nas {command}")
+        monkeypatch.setattr(sys, "argv", [script, "--help"])
+        with pytest.raises(SystemExit) as exited:  # the script's own `sys.exit(main())`
+            runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
+        assert exited.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: nas {command}")
 
 
 def test_space_list_names_the_built_in_spaces(capsys):
