@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -15,10 +16,12 @@ import torch
 
 import nas
 from nas import records
-from nas.cli import retrain_main
+from nas.cli import main, retrain_main
 from nas.data import DataConfig, load_splits
 from nas.search import SearchConfig, run_search
 from nas.train import TrainConfig, evaluate
+
+from helpers import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RETRAIN = [sys.executable, str(ROOT / "scripts" / "retrain_best.py")]
@@ -43,8 +46,19 @@ def store(tmp_path_factory):
     return url, folder
 
 
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def retrain(*args, cwd):
-    return subprocess.run([*RETRAIN, *args], capture_output=True, text=True, cwd=cwd)
+    """`scripts/retrain_best.py ARGS` from the folder `cwd`, in this process (a real process
+    is the kill test's point, below; a fresh interpreter costs seconds of torch import)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        return Ran(*run_in_process(retrain_main, list(args)))
 
 
 def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
@@ -211,23 +225,12 @@ def test_a_study_without_finished_trials_is_refused(tmp_path, monkeypatch, capsy
 def test_report_command_writes_one_point_per_trained_trial(store, tmp_path):
     url, _ = store
     out = tmp_path / "report.html"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nas",
-            "report",
-            "--study",
-            "s",
-            "--storage",
-            url,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        status, _, err = run_in_process(
+            main, ["report", "--study", "s", "--storage", url, "--out", str(out)]
+        )
+    result = Ran(status, "", err)
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     assert '<script src="http' not in html
