@@ -22,6 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.budgets import Budgets
 from nas.cli import search_main
 from nas.data import DataConfig, load_splits
 from nas.objective import Objective
@@ -136,7 +137,7 @@ def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path)
     ahead = study.ask()  # another worker's trial, numbered first, still RUNNING
     splits = load_splits(DATA)
     space = SearchSpace.load(TINY)
-    objective = Objective(space, splits, RECIPE, budget=10**9, target=1)
+    objective = Objective(space, splits, RECIPE, Budgets(params=10**9), target=1)
     with one_torch_thread():
         study.optimize(objective, n_trials=1)
         late = study.trials[-1]
