@@ -217,7 +217,7 @@ def machines(postgres, tmp_path_factory) -> Machines:
     return Machines(url, folder, outputs, leaked, _summary(url))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a real PostgreSQL server and four worker processes: ~35 s on 2 cores
 def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, machines):
     # one worker, in this process
     single = postgres.database("single")
@@ -252,6 +252,7 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
     assert three["epochs"] == one["epochs"] == {(1,)}
 
 
+@pytest.mark.slow  # the same server and processes, then a real retrain process: ~15 s more
 def test_a_storage_password_reaches_no_output_file_or_worker_command_line(machines):
     """The searches of `machines` had the password on their own command lines: it must reach
     no worker's command line (A's two workers), none of their output, no file and no attribute;

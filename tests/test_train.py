@@ -192,6 +192,7 @@ def test_the_default_layout_is_nhwc_on_cuda_only_and_can_be_forced():
     assert memory_format(TrainConfig(channels_last=False), cuda) == torch.contiguous_format
 
 
+@pytest.mark.slow  # two real retrain processes (a fresh interpreter each): ~11-15 s on 2 cores
 def test_the_oneDNN_crash_case_of_issue_10_trains_and_exits_cleanly(tmp_path):
     """On AVX-512 CPUs, torch 2.14.1's oneDNN corrupted the heap (a segfault, or "free():
     invalid next size") in the backward pass of this architecture's 1x1 stride-2 shortcut in
