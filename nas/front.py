@@ -34,7 +34,8 @@ class Pick:
     def describe(self) -> str:
         if self.how == "best":
             return "the most accurate trial"
-        return f"the cheapest trial within {self.points:g} points of the most accurate"
+        unit = "point" if self.points == 1 else "points"
+        return f"the cheapest trial within {self.points:g} accuracy {unit} of the most accurate"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

@@ -177,7 +177,7 @@ def test_retrain_pick_smallest_within_retrains_that_trial(pareto, tmp_path, caps
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert status == 0
-    assert f"picked trial {expected.number}: the cheapest trial within 1 points" in printed
+    assert f"picked trial {expected.number}: the cheapest trial within 1 accuracy point" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["params"] == expected.user_attrs["params"]
     assert metrics["source"]["trial"] == expected.number
