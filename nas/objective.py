@@ -11,7 +11,8 @@ Claims:
   cost); its per-epoch accuracy is recorded as `records.CURVE` (Optuna keeps no intermediate
   values, and prunes nothing, with several objectives).
 - An architecture already trained in the study is not trained again: the trial reuses the
-  earlier result and records `duplicate_of`.
+  earlier result and records `duplicate_of`. One that a lower-numbered trial is training right
+  now (another worker) is pruned as its duplicate, so two workers never train it side by side.
 - A trial that lost the race for the study's last places (a lower-numbered trial got there
   first) is pruned as not needed before training, so the study ends with exactly its target.
 - A non-finite loss or a CUDA out-of-memory error prunes the trial with the reason recorded
@@ -47,6 +48,15 @@ def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenT
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         if records.is_trained(trial) and trial.user_attrs.get(records.ARCHITECTURE) == architecture:
             return trial
+    return None
+
+
+def find_training(study: optuna.Study, architecture: str, number: int) -> int | None:
+    """A lower-numbered trial of this architecture that is still running (another worker's),
+    if any: two workers sampling the same candidate at once would otherwise both train it."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number < number and trial.user_attrs.get(records.ARCHITECTURE) == architecture:
+            return trial.number
     return None
 
 
@@ -104,6 +114,13 @@ class Objective:
             reason = verdict.reason(self.gate.limits)
             return self._prune(trial, reason, **{records.OVER_BUDGET_BY: broken})
 
+        twin = find_training(trial.study, architecture, trial.number)
+        if twin is not None:  # another worker trains it right now: its result will be the one
+            return self._prune(
+                trial,
+                f"duplicate of trial {twin}, still training",
+                **{records.DUPLICATE_OF: twin},
+            )
         earlier = find_trained(trial.study, architecture)
         if earlier is not None:
             trial.set_user_attr(records.DUPLICATE_OF, earlier.number)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import math
 import os
 import re
@@ -246,6 +247,34 @@ def test_an_architecture_already_trained_is_not_trained_again(searched, tmp_path
     numbers = [int(row.split()[1]) for row in table]
     assert original.number in numbers
     assert not {t.number for t in duplicates} & set(numbers)
+
+
+def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_path):
+    """Two workers that sample the same candidate at once: the later trial defers to the
+    running one (a duplicate, pruned, not counted) instead of training it a second time."""
+    from nas.budgets import Budgets
+    from nas.data import load_splits
+    from nas.objective import Objective
+
+    study = optuna.create_study(storage=url_of(tmp_path / "w.db"), direction="maximize")
+    space = SearchSpace.resolve("tiny")
+    params = space.params_for(Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8))
+    data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
+    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    objective = Objective(space, load_splits(data), recipe, Budgets(params=BUDGET))
+    study.enqueue_trial(params)
+    running = study.ask()  # the other worker's trial, mid-training
+    space.suggest(running)
+    architecture = Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
+    running.set_user_attr("architecture", json.dumps(architecture.to_dict(), separators=(",", ":")))
+    study.enqueue_trial(params)
+    study.optimize(objective, n_trials=1)
+    second = study.trials[-1]
+    assert second.state == TrialState.PRUNED and not is_trained(second)
+    assert second.user_attrs["duplicate_of"] == running.number
+    reason = f"duplicate of trial {running.number}, still training"
+    assert second.user_attrs["prune_reason"] == reason
+    assert "trained" not in second.user_attrs and second.intermediate_values == {}
 
 
 # ---- mistakes a user can make ---------------------------------------------------------------
