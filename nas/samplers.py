@@ -27,6 +27,7 @@ Claims:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -95,7 +96,13 @@ def record_constraints(trial: optuna.Trial, relative_excess: dict[str, float]) -
     Call it for every gated trial, next to `records.CONSTRAINT`. On Optuna >= 5 it sets one
     constraint per budget (`<cost>_excess`); on 4.x it does nothing (the sampler's
     `constraints_func` reads `records.CONSTRAINT`, the same budgets in one number)."""
-    if HAS_SET_CONSTRAINT:
+    if not HAS_SET_CONSTRAINT:
+        return
+    with warnings.catch_warnings():
+        # a trial retried after its process died (the storage's RetryFailedTrialCallback) has
+        # its constraints copied over: the same architecture under the same budgets, so the
+        # same values; Optuna keeps the first and would warn the user about each
+        warnings.filterwarnings("ignore", "The constraint value is ignored", UserWarning)
         for name, value in relative_excess.items():
             trial.set_constraint(f"{name}{CONSTRAINT_SUFFIX}", float(value))
 
