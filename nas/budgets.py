@@ -35,17 +35,12 @@ _LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency", "memory
 
 def format_cost(name: str, value: float) -> str:
     """A cost as people read it: `1,234,567 params`, `41.3M MACs`, `2.31 ms`, `212.4 MB`."""
-    if name == "params":
-        return f"{int(value):,} params"
-    if name == "macs":
-        return f"{value / 1e6:,.1f}M MACs"
-    if name == "latency":
-        return f"{value:.2f} ms"
-    return f"{value:,.1f} MB"
+    return f"{_number(name, value)}{_UNITS_FULL[name]}"
 
 
 _SHORT = {"params": "params", "macs": "MACs", "latency": "latency", "memory": "memory"}
 _UNITS = {"params": "", "macs": "", "latency": " ms", "memory": " MB"}
+_UNITS_FULL = {**_UNITS, "params": " params", "macs": " MACs"}
 
 
 def _number(name: str, value: float) -> str:

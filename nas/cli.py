@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nas.arch import count_macs, count_params, param_table
+from nas.cli_budgets import add_latency_flags
 from nas.cli_common import (
     Parser,
     add_arch_flags,
-    add_latency_flags,
     add_storage_flags,
     arch_from_flags,
     format_table,

@@ -336,30 +336,6 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_latency_flags(parser) -> None:
-    """How latency is measured (`nas search`'s budgets, `nas params --costs`); defaults from
-    `nas.search.SearchConfig`."""
-    from nas.search import SearchConfig
-
-    parser.add_argument(
-        "--latency-device",
-        default=SearchConfig.latency_device,
-        help="where latency is measured: cpu (this machine's) or cuda (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latency-batch",
-        type=positive_int,
-        default=SearchConfig.latency_batch,
-        help="images per timed inference (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latency-threads",
-        type=positive_int,
-        default=SearchConfig.latency_threads,
-        help="CPU threads while timing, pinned so measurements repeat (default: %(default)s)",
-    )
-
-
 def storage_flag(url: str) -> str:
     """How a printed command names the store: "" for the default one ($NAS_STORAGE or the
     built-in default), else the URL with any password masked."""

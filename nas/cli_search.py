@@ -16,15 +16,11 @@ from pathlib import Path
 from nas.cli_common import (
     Parser,
     add_data_flags,
-    add_latency_flags,
     add_recipe_flags,
     add_storage_flags,
-    count_of,
     data_config_from,
-    format_table,
     interactive,
     parse_count,
-    positive_float,
     positive_int,
     quiet_optuna,
     recipe_overrides,
@@ -104,6 +100,8 @@ def add_search_parser(commands) -> None:
         help=f"how weak candidates are stopped early (default: {SearchConfig.pruner}; none "
         "with --objective pareto, which Optuna cannot prune)",
     )
+    from nas.cli_budgets import add_budget_flags
+
     add_budget_flags(parser)
     parser.add_argument(
         "--heartbeat",
@@ -133,48 +131,6 @@ def add_search_parser(commands) -> None:
         "4 trials, on the CPU, in about a minute",
     )
     parser.set_defaults(handler=search_command)
-
-
-def add_budget_flags(parser: argparse.ArgumentParser) -> None:
-    """The budgets beyond parameters and the objective (issue 14; `nas.budgets`)."""
-    from nas.budgets import MINIMIZABLE, OBJECTIVES
-    from nas.search import SearchConfig
-
-    group = parser.add_argument_group(
-        "budgets and objective",
-        "Every budget is checked before a candidate trains; a candidate over any is rejected "
-        "with a reason naming it. A study keeps its budgets: resume with the same flags.",
-    )
-    group.add_argument(
-        "--max-macs",
-        type=count_of("MACs"),
-        help="most multiply-accumulates per image: 300M, 1.2G, 5e8 (default: no limit)",
-    )
-    group.add_argument(
-        "--max-latency-ms",
-        type=positive_float,
-        help="most milliseconds per inference (median of timed runs after warm-up, eval mode, "
-        "measured once per architecture; default: no limit)",
-    )
-    add_latency_flags(group)
-    group.add_argument(
-        "--max-memory-mb",
-        type=positive_float,
-        help="most MB (2^20 bytes) of peak memory in one training step at the recipe's batch "
-        "size: measured on CUDA, estimated on the CPU (default: no limit)",
-    )
-    group.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default=SearchConfig.objective,
-        help="accuracy: the most accurate model within the budgets; pareto: the best model at "
-        "every size, accuracy up and --minimize down (default: %(default)s)",
-    )
-    group.add_argument(
-        "--minimize",
-        choices=MINIMIZABLE,
-        help=f"the cost --objective pareto lowers (default: {SearchConfig.minimize})",
-    )
 
 
 def search_settings(args: argparse.Namespace):
@@ -393,83 +349,7 @@ def finish(config, report_path: Path, progress: Progress) -> int:
     progress.set(trial_counts(study)[0])
     progress.close()
     report = write_report(study, report_path, storage_flag=storage_flag(config.storage))
+    from nas.cli_summary import print_summary
+
     print_summary(study, config, report)
     return 0
-
-
-FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
-
-
-def print_front(study, config) -> None:
-    """The best model at every size: the study's Pareto front with the command for each."""
-    from nas import records
-    from nas.budgets import cost_label
-    from nas.report import FRONT_TITLE, front_rows
-
-    rows = front_rows(study, study.get_trials(deepcopy=False), storage_flag(config.storage))
-    if len(rows) < 2 and not config.pareto:
-        return  # one trial is the best at every size: the table above says it all
-    cost = records.objective_of(study.user_attrs)[1]
-    print(f"\n{FRONT_TITLE} (validation accuracy vs {cost_label(cost)}, cheapest first):")
-    shown = [
-        (trial.number, f"{records.accuracy(trial):.2%}", costs[records.COSTS.index(cost)], command)
-        for trial, costs, command in rows[:FRONT_ROWS]
-    ]
-    print(format_table(("trial", "val acc", cost_label(cost), "retrain it"), shown))
-    if len(rows) > FRONT_ROWS:
-        print(f"... and {len(rows) - FRONT_ROWS} more in the report")
-
-
-def print_summary(study, config, report: Path) -> None:
-    from collections import Counter
-
-    from nas import records
-    from nas.report import architecture_summary, top_trials
-    from nas.search import DEFAULT_STUDY
-    from nas.storage import default_storage, display_url
-
-    rows = [  # top_trials lists each trained architecture once, best first
-        (
-            rank,
-            trial.number,
-            f"{records.accuracy(trial):.2%}",
-            f"{records.params_of(trial) or 0:,}",
-            architecture_summary(trial),
-            f"{trial.user_attrs.get(records.SECONDS_PER_EPOCH, 0):.1f}",
-        )
-        for rank, trial in enumerate(top_trials(study, 5), start=1)
-    ]
-    print()
-    if rows:
-        print(format_table(("rank", "trial", "val acc", "params", "architecture", "s/epoch"), rows))
-    else:
-        print("no trial has finished training yet")
-    kinds = Counter(records.classify(t) for t in study.get_trials(deepcopy=False))
-    counts = ", ".join(f"{n} {kind.name.lower().replace('_', ' ')}" for kind, n in kinds.items())
-    trained = sum(n for kind, n in kinds.items() if kind.trained)
-    print(
-        f"\nstudy {config.study!r}: {trained} trained candidates (target {config.trials}), "
-        f"{len(study.trials)} trials in all ({counts})"
-    )
-    broken = Counter(
-        name for t in study.get_trials(deepcopy=False) for name in records.over_budget(t)
-    )
-    if broken:  # which budgets the rejected candidates broke (one may break several)
-        from nas.budgets import cost_label
-
-        over = ", ".join(f"{cost_label(name)} {n}" for name, n in broken.items())
-        print(f"rejected candidates by the budget they broke: {over}")
-    print_front(study, config)
-    from nas.fidelity import study_fidelity
-
-    print(study_fidelity(study).advice())
-    shown = display_url(config.storage)
-    print(f"store:  {shown}")
-    print(f"report: {report}")
-    retrain = "nas retrain"
-    if config.study != DEFAULT_STUDY:
-        retrain += f" --study {config.study}"
-    if config.storage != default_storage():  # else $NAS_STORAGE or the default names it
-        retrain += f" --storage {shown}"
-    print(f"next:   optuna-dashboard {shown}")
-    print(f"        {retrain}")

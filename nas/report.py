@@ -38,7 +38,6 @@ from nas.report_figures import (  # noqa: F401  (trace names are part of the rep
     architecture_summary,
     build_figures,
     hover_text,
-    pareto_front,
     percent,
     sections,
 )

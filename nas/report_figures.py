@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas import records
 from nas.arch import Architecture
 from nas.budgets import cost_label, format_cost
-from nas.front import front, pareto_front  # noqa: F401  (pareto_front: the report's interface)
+from nas.front import front
 
 # Trace names are part of the report's interface: tests and readers find traces by them.
 TRAINED_TRACE = "trained trials"

@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 
 from nas import records, report
 from nas.arch import Architecture
-from nas.cli_search import print_summary
+from nas.cli_summary import print_summary
 from nas.records import TrialKind
 from nas.retrain import choose_from_study
 from nas.search import SearchConfig, outcome_of, trial_counts

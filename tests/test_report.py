@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from nas import report
 from nas.arch import Architecture
+from nas.front import pareto_front
 
 BUDGET = 250_000
 DISTRIBUTIONS = {"width": IntDistribution(8, 128), "blocks": IntDistribution(1, 4)}
@@ -139,10 +140,10 @@ def test_params_figure_has_one_point_per_trained_trial_and_rejects_apart(full_st
 
 def test_pareto_front_of_hand_made_points():
     points = [(100_000, 0.5), (200_000, 0.7), (150_000, 0.4), (300_000, 0.65)]
-    assert report.pareto_front(points) == [0, 1]
+    assert pareto_front(points) == [0, 1]
     # Identical points appear once; equal params keep only the more accurate one.
-    assert report.pareto_front([(10, 0.5), (10, 0.5), (10, 0.6), (5, 0.1)]) == [3, 2]
-    assert report.pareto_front([]) == []
+    assert pareto_front([(10, 0.5), (10, 0.5), (10, 0.6), (5, 0.1)]) == [3, 2]
+    assert pareto_front([]) == []
 
 
 def test_pareto_trace_in_study_figure(full_study):

@@ -1,0 +1,75 @@
+"""Owns the command-line flags of the budgets beyond parameters and of the objective
+(`nas search`; `nas.budgets`), and of how latency is measured (also `nas params --costs`).
+Defaults come from `nas.search.SearchConfig`."""
+
+from __future__ import annotations
+
+import argparse
+
+from nas.cli_common import count_of, positive_float, positive_int
+
+
+def add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """The budgets beyond parameters and the objective (issue 14; `nas.budgets`)."""
+    from nas.budgets import MINIMIZABLE, OBJECTIVES
+    from nas.search import SearchConfig
+
+    group = parser.add_argument_group(
+        "budgets and objective",
+        "Every budget is checked before a candidate trains; a candidate over any is rejected "
+        "with a reason naming it. A study keeps its budgets: resume with the same flags.",
+    )
+    group.add_argument(
+        "--max-macs",
+        type=count_of("MACs"),
+        help="most multiply-accumulates per image: 300M, 1.2G, 5e8 (default: no limit)",
+    )
+    group.add_argument(
+        "--max-latency-ms",
+        type=positive_float,
+        help="most milliseconds per inference (median of timed runs after warm-up, eval mode, "
+        "measured once per architecture; default: no limit)",
+    )
+    add_latency_flags(group)
+    group.add_argument(
+        "--max-memory-mb",
+        type=positive_float,
+        help="most MB (2^20 bytes) of peak memory in one training step at the recipe's batch "
+        "size: measured on CUDA, estimated on the CPU (default: no limit)",
+    )
+    group.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=SearchConfig.objective,
+        help="accuracy: the most accurate model within the budgets; pareto: the best model at "
+        "every size, accuracy up and --minimize down (default: %(default)s)",
+    )
+    group.add_argument(
+        "--minimize",
+        choices=MINIMIZABLE,
+        help=f"the cost --objective pareto lowers (default: {SearchConfig.minimize})",
+    )
+
+
+def add_latency_flags(parser) -> None:
+    """How latency is measured (`nas search`'s budgets, `nas params --costs`); defaults from
+    `nas.search.SearchConfig`."""
+    from nas.search import SearchConfig
+
+    parser.add_argument(
+        "--latency-device",
+        default=SearchConfig.latency_device,
+        help="where latency is measured: cpu (this machine's) or cuda (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-batch",
+        type=positive_int,
+        default=SearchConfig.latency_batch,
+        help="images per timed inference (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-threads",
+        type=positive_int,
+        default=SearchConfig.latency_threads,
+        help="CPU threads while timing, pinned so measurements repeat (default: %(default)s)",
+    )

@@ -1,0 +1,79 @@
+"""Owns what a finished search prints: the top trials, what became of every trial (and which
+budgets the rejected ones broke), the best model at every size with the command that retrains
+each, the rank-fidelity advice, and the commands to run next."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from nas import records
+from nas.budgets import cost_label
+from nas.cli_common import format_table, storage_flag
+from nas.fidelity import study_fidelity
+from nas.report import FRONT_TITLE, architecture_summary, front_rows, top_trials
+from nas.search import DEFAULT_STUDY
+from nas.storage import display_url
+
+FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
+
+
+def print_front(study, trials, config) -> None:
+    """The best model at every size: the study's Pareto front with the command for each."""
+    rows = front_rows(study, trials, storage_flag(config.storage))
+    if len(rows) < 2 and not config.pareto:
+        return  # one trial is the best at every size: the table above says it all
+    cost = records.objective_of(study.user_attrs)[1]
+    print(f"\n{FRONT_TITLE} (validation accuracy vs {cost_label(cost)}, cheapest first):")
+    shown = [
+        (trial.number, f"{records.accuracy(trial):.2%}", costs[records.COSTS.index(cost)], command)
+        for trial, costs, command in rows[:FRONT_ROWS]
+    ]
+    print(format_table(("trial", "val acc", cost_label(cost), "retrain it"), shown))
+    if len(rows) > FRONT_ROWS:
+        print(f"... and {len(rows) - FRONT_ROWS} more in the report")
+
+
+def print_summary(study, config, report: Path) -> None:
+    """The top trials, what became of every trial, the front, the rank-fidelity advice, and the
+    commands to run next."""
+    trials = study.get_trials(deepcopy=False)  # read once: every part describes the same trials
+    rows = [  # top_trials lists each trained architecture once, best first
+        (
+            rank,
+            trial.number,
+            f"{records.accuracy(trial):.2%}",
+            f"{records.params_of(trial) or 0:,}",
+            architecture_summary(trial),
+            f"{trial.user_attrs.get(records.SECONDS_PER_EPOCH, 0):.1f}",
+        )
+        for rank, trial in enumerate(top_trials(study, 5), start=1)
+    ]
+    print()
+    if rows:
+        print(format_table(("rank", "trial", "val acc", "params", "architecture", "s/epoch"), rows))
+    else:
+        print("no trial has finished training yet")
+    kinds = Counter(records.classify(t) for t in trials)
+    counts = ", ".join(f"{n} {kind.name.lower().replace('_', ' ')}" for kind, n in kinds.items())
+    trained = sum(n for kind, n in kinds.items() if kind.trained)
+    print(
+        f"\nstudy {config.study!r}: {trained} trained candidates (target {config.trials}), "
+        f"{len(trials)} trials in all ({counts})"
+    )
+    broken = Counter(name for t in trials for name in records.over_budget(t))
+    if broken:  # which budgets the rejected candidates broke (one may break several)
+        over = ", ".join(f"{cost_label(name)} {n}" for name, n in broken.items())
+        print(f"rejected candidates by the budget they broke: {over}")
+    print_front(study, trials, config)
+    print(study_fidelity(study).advice())
+    shown = display_url(config.storage)
+    print(f"store:  {shown}")
+    print(f"report: {report}")
+    retrain = "nas retrain"
+    if config.study != DEFAULT_STUDY:
+        retrain += f" --study {config.study}"
+    if storage_flag(config.storage):  # else $NAS_STORAGE or the default names it
+        retrain += f" --storage {storage_flag(config.storage)}"
+    print(f"next:   optuna-dashboard {shown}")
+    print(f"        {retrain}")
