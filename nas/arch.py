@@ -7,7 +7,7 @@ conv(k) -> BN plus a shortcut (identity, or a skip-kernel convolution + BN where
 stride or width) then ReLU; global average pooling and a linear head. Convolutions have no bias.
 
 Claims: `count_params(arch)` equals `sum(p.numel() for p in build_model(arch).parameters())` for
-every valid architecture, computed from the numbers alone (no torch, microseconds), so the search
+every valid architecture, computed from the numbers alone (nothing is built), so the search
 can reject an over-budget candidate before anything is built. This module imports no torch and
 no optuna.
 """

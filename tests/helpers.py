@@ -34,6 +34,20 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+class TorchCalls(torch.overrides.TorchFunctionMode):
+    """Records the name of every torch function and tensor method called inside the block
+    (`names`), through torch's public `TorchFunctionMode`: e.g. to count host synchronisations
+    (`item`, `cpu`, `tolist`) or to show that nothing ran a model."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
 def unavailable(reason: str) -> None:
     """A test's server or tool cannot start here: skip, saying why; under CI (CI=true) fail, so
     a CI machine without it is red instead of silently testing less."""

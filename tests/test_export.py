@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -300,13 +301,16 @@ def test_predict_names_the_classes_of_a_folder_and_skips_a_corrupt_file(
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_predict_errors_are_one_sentence(colour_run, tmp_path, capsys):
+def test_predict_errors_are_one_sentence_naming_the_file(colour_run, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"nothing")
-    for args in ([str(colour_run), str(tmp_path / "missing.png")],
-                 [str(colour_run), str(tmp_path / "broken.png")],
-                 [str(tmp_path), str(tmp_path / "broken.png")]):  # fmt: skip
-        assert main(["predict", *args]) == 2
-        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+    missing, broken = tmp_path / "missing.png", tmp_path / "broken.png"
+    for args, named in (([colour_run, missing], missing),
+                        ([colour_run, broken], broken),
+                        ([tmp_path, broken], tmp_path)):  # fmt: skip
+        assert main(["predict", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+        assert str(named) in err  # the unreadable image is named by its "skipped:" line
 
 
 def test_inference_imports_no_optuna():
@@ -320,3 +324,12 @@ def test_inference_imports_no_optuna():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_export_shows_no_deprecation_notice(synthetic_run, tmp_path, fmt, capfd):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every notice, also one shown earlier in this process
+        export_run(synthetic_run, fmt, out=tmp_path / f"model.{fmt}")
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert capfd.readouterr().err == ""

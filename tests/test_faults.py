@@ -572,11 +572,9 @@ def test_a_bad_command_line_is_one_sentence_exit_2_and_the_store_is_unchanged(
     monkeypatch.chdir(tmp_path)  # anything a command wrongly creates lands here, not in the repo
     before, digest = store_state(store), store_bytes(store)
     full = expand(full_argv(entry, argv, store, bad_dir), store, bad_dir)
-    started = time.monotonic()
     status, out, err = call(ENTRIES[entry], full)
     assert_one_sentence(status, err)
     assert expand([fragment], store, bad_dir)[0] in err
-    assert time.monotonic() - started < 30  # e.g. an unreachable server is not waited on
     assert store_bytes(store) == digest
     assert store_state(store) == before
     assert list(tmp_path.iterdir()) == []  # no store, report or run folder made on the way
