@@ -18,7 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from optuna.trial import TrialState
 from nas.data import DataConfig
 from nas.records import is_trained
 from nas.search import SearchConfig, run_search
+from nas.storage import open_storage
 from nas.train import TrainConfig
 
 from helpers import free_port, one_torch_thread, unavailable
@@ -37,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
 BUDGET = 8000
 TRIALS = 4
+WORKERS_AT_ONCE = 6  # threads opening one empty database together
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny nets on a shared 2-core machine
 FAST = [
     "--dataset", "synthetic", "--subset", "48", "--augment", "none", "--device", "cpu",
@@ -286,3 +290,43 @@ def test_a_storage_password_reaches_no_output_file_or_worker_command_line(machin
     assert [path for path in written if SECRET.encode() in path.read_bytes()] == []
     study = optuna.load_study(study_name="t", storage=machines.url)
     assert SECRET not in repr((study.user_attrs, [t.user_attrs for t in study.trials]))
+
+
+def _terminate_connections(server: Server, database: str) -> int:
+    """End every server connection to `database` (as an administrator or a restart would):
+    how many were ended."""
+    import psycopg2
+
+    admin = psycopg2.connect(host="127.0.0.1", port=server.port, user="nas", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+        ended = cursor.fetchone()[0]
+    admin.close()
+    return ended
+
+
+@pytest.mark.slow  # a real PostgreSQL server (~5 s to start on 2 cores)
+def test_a_connection_the_server_dropped_is_replaced_before_use(postgres):
+    url = postgres.database("dropped")
+    study = optuna.create_study(study_name="d", storage=open_storage(url))
+    assert _terminate_connections(postgres, "dropped") >= 1  # the storage's pooled connection
+    study.set_user_attr("after", 1)  # fails with "terminating connection" on the dead one
+    assert optuna.load_study(study_name="d", storage=url).user_attrs == {"after": 1}
+
+
+@pytest.mark.slow  # a real PostgreSQL server (~5 s to start on 2 cores)
+def test_workers_opening_an_empty_database_at_once_all_get_the_store(postgres):
+    url = postgres.database("race")
+    ready = threading.Barrier(WORKERS_AT_ONCE)
+
+    def open_at_once(_: int) -> str:
+        ready.wait()  # all create the tables at the same moment, as workers started together
+        return type(open_storage(url)).__name__
+
+    with ThreadPoolExecutor(WORKERS_AT_ONCE) as pool:
+        opened = list(pool.map(open_at_once, range(WORKERS_AT_ONCE)))
+    assert opened == ["RDBStorage"] * WORKERS_AT_ONCE

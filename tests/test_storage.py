@@ -4,7 +4,9 @@ on real SQLite stores."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +54,27 @@ def test_reading_a_missing_store_creates_nothing(tmp_path):
     with pytest.raises(UserError, match="there is no study store at"):
         open_storage(f"sqlite:///{tmp_path}/missing.db", create=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_store_is_in_wal_mode(tmp_path):
+    open_storage(f"sqlite:///{tmp_path}/s.db")
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_write_waits_for_another_writer_instead_of_failing(tmp_path):
+    study = _study(tmp_path)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction holds the lock
+    # longer than sqlite3's own 5 s default wait, so only the store's longer wait gets through
+    release = threading.Timer(6.0, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        study.set_user_attr("written", True)  # raises "database is locked" without the wait
+    finally:
+        release.join()
+        other.close()
+    assert study.user_attrs["written"] is True
 
 
 def _study(tmp_path: Path) -> optuna.Study:
