@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ import optuna
 import pytest
 import torch
 
+import nas.doctor
 from nas.cli import main
+from nas.doctor import training
 from nas.storage import STORAGE_ENV, open_storage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,3 +129,26 @@ def test_a_training_step_that_cannot_run_is_the_named_failure(tmp_path, monkeypa
 def test_a_bad_seconds_value_is_one_sentence():
     status, _, err = doctor("--seconds", "0")
     assert status == 2 and "--seconds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_training_steps_leave_the_global_random_state_as_it_was():
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    check = training("cpu", seconds=0.05)
+    assert check.status == "ok", check
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_failing_import_and_low_disk_are_the_named_failures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "plotly", None)  # Python's own "cannot import" marker
+    free_gib = shutil.disk_usage(tmp_path).free / 2**30
+    monkeypatch.setattr(nas.doctor, "MIN_FREE_GIB", 2 * free_gib + 1)  # more than this disk has
+    status, out, err = doctor("--seconds", "0.1", "--device", "cpu")
+    assert status == 1
+    table = rows(out)
+    assert table["plotly"][0] == "FAILED" and "plotly" in table["plotly"][1]
+    assert table["disk"][0] == "FAILED"
+    assert {name for name, (state, _) in table.items() if state == "FAILED"} == {"plotly", "disk"}
+    assert err.strip() == "error: unhealthy: plotly, disk failed"
