@@ -8,19 +8,24 @@ benchmarks/bench_latency.py. The CUDA memory measurement cannot run on a CPU-onl
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import random
+import time
 from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import nas.costs
 from nas.arch import Architecture, count_params
 from nas.costs import (
     CPU_CLOCK,
+    FEW_RUNS,
     MB,
     MIN_RUNS,
+    WALL_CLOCK,
     Latency,
     LatencySetup,
     TrainingMemory,
@@ -141,6 +146,55 @@ def test_a_latency_measurement_is_bounded_ordered_and_leaves_the_threads_and_rng
     assert latency.seconds >= latency.low_ms * latency.runs / 1000
     batch = measure_latency(TINY, 16, LatencySetup(batch=4))
     assert batch.runs >= MIN_RUNS and batch.median_ms > 0
+
+
+class Probe(torch.nn.Module):
+    """A stand-in for the candidate (put where `nas.costs` builds it): each forward pass
+    records whether Python's garbage collector was on, then sleeps `sleep` seconds."""
+
+    def __init__(self, sleep: float = 0.0):
+        super().__init__()
+        self.sleep = sleep
+        self.collector_on: list[bool] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.collector_on.append(gc.isenabled())
+        time.sleep(self.sleep)
+        return images.sum()
+
+
+def probed(monkeypatch, probe: Probe) -> Probe:
+    monkeypatch.setattr(nas.costs, "build_model", lambda arch: probe)
+    return probe
+
+
+def test_the_collector_is_held_off_while_timing_and_nothing_is_printed(monkeypatch, capfd):
+    probe = probed(monkeypatch, Probe())
+    assert gc.isenabled()
+    latency = measure_latency(TINY, 16, LatencySetup(threads=1))
+    assert gc.isenabled()  # on again after
+    assert len(probe.collector_on) >= latency.runs >= MIN_RUNS  # warm-up and timed runs
+    assert not any(probe.collector_on)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_slow_model_stops_after_few_runs_on_either_clock(monkeypatch):
+    # a 50 ms model past MAX_SECONDS = 0.2 s: timing stops at FEW_RUNS, not at MIN_RUNS
+    monkeypatch.setattr(nas.costs, "MAX_SECONDS", 0.2)
+    probed(monkeypatch, Probe(sleep=0.05))
+    one = measure_latency(TINY, 16, LatencySetup(threads=1))
+    assert one.runs == FEW_RUNS and one.clock == CPU_CLOCK
+    assert one.median_ms < 25  # a sleep takes no CPU time: the thread's clock leaves it out
+    two = measure_latency(TINY, 16, LatencySetup(threads=2))
+    assert two.runs == FEW_RUNS and two.clock == WALL_CLOCK
+    assert two.median_ms >= 50  # the wall clock counts the sleep
+
+
+def test_a_fast_model_stops_at_max_runs(monkeypatch):
+    monkeypatch.setattr(nas.costs, "MAX_RUNS", 40)
+    monkeypatch.setattr(nas.costs, "MIN_SECONDS", 60.0)  # never reached by 40 trivial passes
+    probed(monkeypatch, Probe())
+    assert measure_latency(TINY, 16, LatencySetup(threads=1)).runs == 40
 
 
 def test_the_threads_are_restored_when_the_measurement_fails():
