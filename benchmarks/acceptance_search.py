@@ -41,12 +41,12 @@ def check_oom(ctx: Context) -> Result:
     space_file.write_text(OOM_SPACE)
     space = SearchSpace.load(space_file)
     config = SearchConfig(
-        budget=count_params(space.largest()), trials=1, space=str(space_file), study="oom",
+        budget=count_params(space.largest(10)), trials=1, space=str(space_file), study="oom",
         storage=f"sqlite:///{ctx.scratch / 'oom.db'}", sampler="random", pruner="none",
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", synthetic_size=OOM_BATCH + 1024, subset=OOM_BATCH)
     recipe = TrainConfig(epochs=1, batch_size=OOM_BATCH, augment="none", device=str(ctx.device))
-    study = open_study(config, space, data, recipe)
+    study = open_study(config, space, data, recipe, num_classes=10, image_size=32)
     shared = {"layers": 2, "conv_kernel": 3, "skip_kernel": 1}
     study.enqueue_trial(
         {**shared, "channels_1": 512, "blocks_1": 8, "channels_2": 512, "blocks_2": 8}
@@ -64,7 +64,7 @@ def check_oom(ctx: Context) -> Result:
     trained = second is not None and records.is_trained(second)
     left = torch.cuda.memory_allocated(ctx.device) / 2**20
     summary = (
-        f"trial 0 ({count_params(space.from_params(first.params)):,} parameters, batch "
+        f"trial 0 ({count_params(space.from_params(first.params, 10)):,} parameters, batch "
         f"{OOM_BATCH}): {first.state.name.lower()}, {reason or 'no reason recorded'!r}; trial 1 "
         f"{'trained' if trained else 'did not train'} in the same process; {left:.0f} MiB still "
         "allocated after"

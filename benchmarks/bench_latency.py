@@ -57,8 +57,8 @@ MEMORY_BATCH = 64  # --memory: the recipe's batch size
 def architectures(resnet: int, tiny: int, seed: int) -> list[Architecture]:
     rng = random.Random(seed)
     chosen = [PRESETS[name] for name in PRESET_NAMES]
-    chosen += [SearchSpace.resolve("resnet").sample(rng) for _ in range(resnet)]
-    chosen += [SearchSpace.resolve("tiny").sample(rng) for _ in range(tiny)]
+    chosen += [SearchSpace.resolve("resnet").sample(rng, 10) for _ in range(resnet)]
+    chosen += [SearchSpace.resolve("tiny").sample(rng, 10) for _ in range(tiny)]
     return chosen
 
 

@@ -87,7 +87,7 @@ def make_objective(
     `rejected_complete`, a rejected candidate is COMPLETE with the worst score (option B)."""
 
     def objective(trial: optuna.Trial) -> float:
-        arch = space.suggest(trial)
+        arch = space.suggest(trial, 10)  # CIFAR-10
         params = count_params(arch)
         architecture = arch.to_json()
         trial.set_user_attr(records.PARAMS, params)
@@ -267,7 +267,7 @@ def main() -> None:
     )
     print(
         f"space={first.space} budget={first.budget:,} "
-        f"uniform_share_over={1 - space.fraction_under(first.budget):.2f} "
+        f"uniform_share_over={1 - space.fraction_under(first.budget, 10):.2f} "
         f"target={first.target} (tpe random start-up: {tpe_startup(first.target)} trained; "
         f"nsga2 population: {nsga2_population(first.target)}) proposals={first.proposals} "
         f"seeds=0..{args.seeds - 1} pruner={first.pruner} epochs={first.epochs} "

@@ -1,15 +1,23 @@
 """Owns `Architecture`, the description of one ResNet of the searched family, and its exact size.
 
-The family (RECIPE.md): a 3x3 stem convolution to `stem` channels with BatchNorm and ReLU; then
+The family (RECIPE.md): a stem convolution to `stem` channels with BatchNorm and ReLU; then
 residual layers, layer i holding `blocks[i]` basic blocks of `channels[i]` output channels, the
 first block of every layer after the first with stride 2; a basic block is conv(k) -> BN -> ReLU ->
 conv(k) -> BN plus a shortcut (identity, or a skip-kernel convolution + BN where the block changes
 stride or width) then ReLU; global average pooling and a linear head. Convolutions have no bias.
 
+Two stems (`stem_type`, `STEMS`): `cifar` (the default, RECIPE.md's) is a 3x3 stride-1 convolution,
+so layer 1 sees the image at full resolution, right for 32-px images; `imagenet` is torchvision's
+ResNet stem, a 7x7 stride-2 convolution then a 3x3 stride-2 max-pool, so layer 1 sees a quarter of
+the side: 16 px from 64-px images, 24 from 96, 56 from 224, where the CIFAR stem would run every
+block of layer 1 at 16 to 49 times the pixels.
+
 Claims: `count_params(arch)` equals `sum(p.numel() for p in build_model(arch).parameters())` for
-every valid architecture, computed from the numbers alone (nothing is built), so the search
-can reject an over-budget candidate before anything is built. This module imports no torch and
-no optuna.
+every valid architecture and both stems, computed from the numbers alone (nothing is built),
+so the search can reject an over-budget candidate before anything is built; `count_macs(arch,
+size)` equals the multiply-accumulates of the built model's convolutions and head counted from
+their shapes during a forward pass, at any image size. This module imports no torch and no
+optuna.
 """
 
 from __future__ import annotations
@@ -19,8 +27,29 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-STEM_KERNEL = 3  # the stem convolution is always 3x3 (RECIPE.md)
 KERNEL_RANGE = (1, 7)  # inclusive range of conv and skip kernel sizes the model builder supports
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The stem's shape: its convolution, and whether a max-pool follows the ReLU."""
+
+    kernel: int  # the stem convolution's kernel size
+    stride: int  # the stem convolution's stride
+    pool: bool  # a POOL_KERNEL x POOL_KERNEL stride-2 max-pool (padding 1) after the ReLU
+
+    def output_size(self, image_size: int) -> int:
+        """Pixels per side into layer 1: each stride-2 step keeps ceil(size / 2)."""
+        size = -(-image_size // self.stride)
+        return -(-size // 2) if self.pool else size
+
+
+POOL_KERNEL = 3  # the imagenet stem's max-pool: 3x3, stride 2, padding 1 (torchvision's)
+DEFAULT_STEM_TYPE = "cifar"
+STEMS = {
+    "cifar": StemSpec(kernel=3, stride=1, pool=False),  # full resolution into layer 1 (32 px)
+    "imagenet": StemSpec(kernel=7, stride=2, pool=True),  # a quarter of the side (64-224 px)
+}
 
 
 def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
@@ -65,6 +94,7 @@ class Architecture:
     stem: int = 32  # output channels of the 3x3 stem convolution
     num_classes: int = 10  # outputs of the linear head
     in_channels: int = 3  # channels of the input images (3 for RGB)
+    stem_type: str = DEFAULT_STEM_TYPE  # a key of STEMS: cifar (3x3, stride 1) or imagenet (/4)
 
     def __post_init__(self) -> None:
         channels = _positive_ints("channels", self.channels)
@@ -88,6 +118,12 @@ class Architecture:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.stem_type not in STEMS:
+            raise ValueError(f"stem_type must be one of {', '.join(STEMS)}, got {self.stem_type!r}")
+
+    @property
+    def stem_spec(self) -> StemSpec:
+        return STEMS[self.stem_type]
 
     @property
     def num_layers(self) -> int:
@@ -112,7 +148,12 @@ class Architecture:
         return specs
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """Every field; `stem_type` only where it is not the default, so an architecture from
+        before stems were a choice keeps its exact JSON (the search finds duplicates by it)."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        if self.stem_type == DEFAULT_STEM_TYPE:
+            del data["stem_type"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
@@ -143,7 +184,8 @@ class Architecture:
     def describe(self) -> str:
         """The printed form, e.g. `64,128,128,256 / 5,4,3,2 / k3 / s3`: channels, blocks, conv
         and skip kernels (one value when every layer shares it), then whatever differs from the
-        defaults (`stem16`, `classes100`, `in1`). `Architecture.parse` reads it back exactly."""
+        defaults (`stem16`, `classes100`, `in1`, `imagenet-stem`). `Architecture.parse` reads it
+        back exactly."""
 
         def compact(values: tuple[int, ...]) -> str:
             return str(values[0]) if len(set(values)) == 1 else ",".join(map(str, values))
@@ -157,13 +199,16 @@ class Architecture:
         for tag, name in _OPTIONAL_TAGS.items():
             if getattr(self, name) != _DEFAULTS[name]:
                 parts.append(f"{tag}{getattr(self, name)}")
+        if self.stem_type != DEFAULT_STEM_TYPE:
+            parts.append(f"{self.stem_type}{STEM_SUFFIX}")
         return " / ".join(parts)
 
     @classmethod
     def parse(cls, text: str) -> Architecture:
         """The architecture of a printed form (`describe()`), spaces allowed:
         `64,128,128,256/5,4,3,2/k3/s3`, per-layer kernels `k3,3,5,5`, and `stem16`,
-        `classes100`, `in1` where they differ from the defaults. ValueError says what is wrong."""
+        `classes100`, `in1`, `imagenet-stem` where they differ from the defaults. ValueError says
+        what is wrong."""
         parts = [part.strip() for part in str(text).split("/")]
         if len(parts) < 2 or not parts[0] or not parts[1]:
             raise ValueError(
@@ -175,9 +220,14 @@ class Architecture:
         }
         tags = {"k": "conv_kernel", "s": "skip_kernel", **_OPTIONAL_TAGS}
         for part in parts[2:]:
+            if part.removesuffix(STEM_SUFFIX) in STEMS and part.endswith(STEM_SUFFIX):
+                if "stem_type" in settings:
+                    raise ValueError(f"{text!r} names the stem type twice")
+                settings["stem_type"] = part.removesuffix(STEM_SUFFIX)
+                continue
             match = re.fullmatch(r"([a-z]+)\s*([\d,\s]+)", part)
             if match is None or match.group(1) not in tags:
-                known = ", ".join(f"{tag}N" for tag in tags)
+                known = ", ".join([*(f"{tag}N" for tag in tags), *(t + STEM_SUFFIX for t in STEMS)])
                 raise ValueError(f"{part!r} in {text!r} is not one of {known}")
             name = tags[match.group(1)]
             if name in settings:
@@ -201,6 +251,7 @@ def _int_list(text: str, name: str, whole: str) -> tuple[int, ...]:
 
 # the printed form's tags for fields shown only where they differ from their defaults
 _OPTIONAL_TAGS = {"stem": "stem", "classes": "num_classes", "in": "in_channels"}
+STEM_SUFFIX = "-stem"  # the printed form names a stem type other than cifar, e.g. imagenet-stem
 _DEFAULTS = {f.name: f.default for f in fields(Architecture)}
 
 
@@ -244,7 +295,7 @@ def layer_params(spec: LayerSpec) -> int:
 
 
 def stem_params(arch: Architecture) -> int:
-    return _conv_bn(arch.in_channels, arch.stem, STEM_KERNEL)
+    return _conv_bn(arch.in_channels, arch.stem, arch.stem_spec.kernel)  # the pool has none
 
 
 def head_params(arch: Architecture) -> int:
@@ -260,9 +311,9 @@ def count_params(arch: Architecture) -> int:
     )
 
 
-def param_table(arch: Architecture, image_size: int = 32) -> list[tuple[str, tuple[int, ...], int]]:
+def param_table(arch: Architecture, image_size: int) -> list[tuple[str, tuple[int, ...], int]]:
     """Rows of (part, output shape for one square image, parameters): stem, each layer, head."""
-    size = image_size
+    size = arch.stem_spec.output_size(image_size)
     rows = [("stem", (arch.stem, size, size), stem_params(arch))]
     for index, spec in enumerate(arch.layer_specs()):
         size = -(-size // spec.stride)  # convolutions keep ceil(size / stride) pixels
@@ -271,13 +322,15 @@ def param_table(arch: Architecture, image_size: int = 32) -> list[tuple[str, tup
     return rows
 
 
-def count_macs(arch: Architecture, image_size: int = 32) -> int:
+def count_macs(arch: Architecture, image_size: int) -> int:
     """Multiply-accumulates of one forward pass on a square image (convolutions and head).
 
     BatchNorm, ReLU and pooling are left out: they are a rounding error next to the convolutions.
     """
-    size = image_size
-    macs = arch.in_channels * arch.stem * STEM_KERNEL**2 * size * size
+    stem = arch.stem_spec
+    size = -(-image_size // stem.stride)  # the stem convolution's output side
+    macs = arch.in_channels * arch.stem * stem.kernel**2 * size * size
+    size = stem.output_size(image_size)
     for spec in arch.layer_specs():
         for block_index in range(spec.blocks):
             stride = spec.stride if block_index == 0 else 1

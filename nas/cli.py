@@ -149,25 +149,33 @@ def params_command(args: argparse.Namespace) -> int:
     return 0
 
 
+SPACE_CLASSES = 10  # `nas space` counts parameters with CIFAR-10's head, the default dataset's
+
+
 def space_command(args: argparse.Namespace) -> int:
     from nas.space import SearchSpace, builtin_spaces
 
+    classes = SPACE_CLASSES
     if args.list:
         rows = []
         for name, text in builtin_spaces().items():
             space = SearchSpace.from_text(text, source=name)
-            smallest, largest = count_params(space.smallest()), count_params(space.largest())
-            rows.append((name, f"{space.size():,}", f"{smallest:,}", f"{largest:,}"))
-        print(format_table(("space", "architectures", "fewest params", "most params"), rows))
+            smallest = count_params(space.smallest(classes))
+            largest = count_params(space.largest(classes))
+            size = f"{space.size():,}"
+            rows.append((name, size, f"{smallest:,}", f"{largest:,}", space.description))
+        header = ("space", "architectures", "fewest params", "most params", "for")
+        print(format_table(header, rows))
+        print(f"(parameters with a {classes}-class head)")
         return 0
     space = SearchSpace.resolve(args.space)
-    smallest, largest = space.smallest(), space.largest()
+    smallest, largest = space.smallest(classes), space.largest(classes)
     print(f"search space {space.name} ({space.source})")
-    print(f"distinct architectures: {space.size():,}")
+    print(f"distinct architectures: {space.size():,} (parameters with a {classes}-class head)")
     print(f"smallest: {count_params(smallest):,} parameters  ({smallest.describe()})")
     print(f"largest:  {count_params(largest):,} parameters  ({largest.describe()})")
     if args.budget is not None:
-        share = space.fraction_under(args.budget, samples=args.samples)
+        share = space.fraction_under(args.budget, classes, samples=args.samples)
         print(
             f"under a budget of {args.budget:,}: about {share:.1%} of uniformly sampled "
             f"candidates ({args.samples:,} samples)"

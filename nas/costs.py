@@ -250,8 +250,19 @@ def _padded(channels: int, size: int, kernel: int) -> int:
 def activation_floats(arch: Architecture, image_size: int) -> tuple[int, int]:
     """(floats per image, floats per step) that autograd keeps for the backward pass of a
     training step of `build_model(arch)` in float32, by the model in `estimate_training_memory`."""
-    size = image_size
+    stem = arch.stem_spec
+    size = -(-image_size // stem.stride)  # the stem convolution's output side
     per_image = 2 * arch.stem * size * size  # stem: conv output (BN's input), ReLU's output
+    if stem.pool:
+        size = stem.output_size(image_size)
+        per_image += 2 * arch.stem * size * size  # the max-pool's int64 indices (8 bytes each)
+        # its output is kept by the first convolutions that read it unpadded (odd kernels)
+        first = arch.layer_specs()[0]
+        unpadded = [first.conv_kernel]
+        if first.block_needs_projection(0):
+            unpadded.append(first.skip_kernel)
+        if any(kernel % 2 for kernel in unpadded):
+            per_image += arch.stem * size * size
     bn_channels = arch.stem  # channels of every BatchNorm
     for spec in arch.layer_specs():
         for block_index in range(spec.blocks):
@@ -284,7 +295,9 @@ def estimate_training_memory(
     - optimizer: Adam and AdamW keep two moments per weight, SGD one momentum buffer (none when
       `momentum` is 0);
     - activations: what autograd saves for the backward pass, per image times `batch_size`:
-      in the stem the convolution's output (BatchNorm keeps its input) and the ReLU's output;
+      in the stem the convolution's output (BatchNorm keeps its input) and the ReLU's output,
+      and with the imagenet stem the max-pool's int64 indices and its output (unless only
+      even-kernel convolutions read it, which keep their padded copy instead);
       in every block the outputs of conv1, its ReLU, conv2, the shortcut convolution (where
       there is one) and the final ReLU (a convolution keeps its input, which another layer
       already kept; BatchNorm keeps its input; ReLU its output; the addition nothing); a

@@ -222,10 +222,15 @@ def _scale_to_batch(seconds: float, batch: int, probe_seconds: float, probe: int
 
 
 def typical_candidate(
-    space, budget: int, num_classes: int, samples: int = CANDIDATE_SAMPLES, seed: int = 0
+    space,
+    budget: int,
+    num_classes: int,
+    image_size: int,
+    samples: int = CANDIDATE_SAMPLES,
+    seed: int = 0,
 ) -> Architecture | None:
-    """The median by MACs (what training time follows) of `samples` uniformly sampled
-    candidates under the budget; None if the space has hardly any under it."""
+    """The median by MACs at `image_size` (what training time follows) of `samples` uniformly
+    sampled candidates under the budget; None if the space has hardly any under it."""
     rng = random.Random(seed)
     under = []
     for _ in range(samples * 20):  # a budget that rejects 95 % of the space still gives some
@@ -236,7 +241,7 @@ def typical_candidate(
                 break
     if not under:
         return None
-    return sorted(under, key=count_macs)[len(under) // 2]
+    return sorted(under, key=lambda arch: count_macs(arch, image_size))[len(under) // 2]
 
 
 def trained_so_far(storage_url: str, study_name: str) -> int:
@@ -358,7 +363,9 @@ def announce_search_cost(
         if shape is None:
             return []
         space = SearchSpace.resolve(config.space)
-        arch = typical_candidate(space, config.budget, shape.num_classes, seed=config.seed)
+        arch = typical_candidate(
+            space, config.budget, shape.num_classes, shape.image_size, seed=config.seed
+        )
         if arch is None:
             return []
         recipe = replace(recipe, device=devices[0])

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import STEM_KERNEL, Architecture, LayerSpec
+from nas.arch import POOL_KERNEL, Architecture, LayerSpec
 from nas.errors import UserError
 
 RUN_ARCHITECTURE = "architecture.json"  # a run folder's architecture (Architecture.to_json)
@@ -88,17 +88,26 @@ def build_layer(spec: LayerSpec) -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
+def build_stem(arch: Architecture) -> nn.Sequential:
+    """Convolution, BN, ReLU, then (imagenet stem) a max-pool that keeps ceil(size / 2) pixels."""
+    spec = arch.stem_spec
+    parts = [
+        PaddedConv2d(arch.in_channels, arch.stem, spec.kernel, spec.stride),
+        nn.BatchNorm2d(arch.stem),
+        nn.ReLU(inplace=True),
+    ]
+    if spec.pool:
+        parts.append(nn.MaxPool2d(POOL_KERNEL, stride=2, padding=POOL_KERNEL // 2))
+    return nn.Sequential(*parts)
+
+
 class ResNet(nn.Module):
     """Stem, residual layers, global average pooling, linear head."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
         self.arch = arch
-        self.stem = nn.Sequential(
-            PaddedConv2d(arch.in_channels, arch.stem, STEM_KERNEL),
-            nn.BatchNorm2d(arch.stem),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = build_stem(arch)
         self.layers = nn.Sequential(*(build_layer(spec) for spec in arch.layer_specs()))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(arch.channels[-1], arch.num_classes)

@@ -168,12 +168,9 @@ def outcome_of(trial: FrozenTrial) -> TrialOutcome:
 
 
 def check_feasible(
-    space: SearchSpace,
-    budget: int,
-    num_classes: int = 10,
-    max_macs: int | None = None,
-    image_size: int = 32,
+    space: SearchSpace, budget: int, num_classes: int, max_macs: int | None, image_size: int
 ) -> None:
+    """Refuse a space whose cheapest architecture is over the parameter or MAC budget."""
     smallest = count_params(space.smallest(num_classes))
     if smallest > budget:
         raise UserError(
@@ -203,7 +200,9 @@ def prepare_study(
     is loaded before the study is touched, so a missing dataset leaves the store as it was."""
     check_url(config.storage)
     space = SearchSpace.resolve(config.space)
-    check_feasible(space, config.budget)
+    # refused before the data loads where even a one-class head is over the parameter budget;
+    # the exact check (the data's classes, MACs at its image size) follows the loading
+    check_feasible(space, config.budget, 1, None, 0)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
     if config.budgets().latency_measured:  # the same for the latency device
         try:
@@ -213,7 +212,9 @@ def prepare_study(
     splits = splits or load_splits(data)
     size = splits.image_shape[-1]
     check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
-    study = open_study(config, space, data, recipe, announce)
+    study = open_study(
+        config, space, data, recipe, announce, num_classes=splits.num_classes, image_size=size
+    )
     # a trial whose worker died while another reached the target must not stay RUNNING
     StaleTrialReaper(config.grace)(study)
     return space, study, splits

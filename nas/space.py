@@ -1,18 +1,20 @@
 """Owns the search-space format: the only YAML reader, its validation, and sampling from it.
 
 A search space file (see nas/spaces/resnet.yaml and the README) names, for the ResNet family
-of `nas.arch`: the stem width, the range of residual layer counts, width choices and block-count
-ranges (one for every layer, or one per layer), conv and skip kernel choices, and whether the
-kernels are shared by all layers or chosen per layer.
+of `nas.arch`: the stem width and stem type (`cifar`, `imagenet`: one, or a list to search), the
+range of residual layer counts, width choices and block-count ranges (one for every layer, or one
+per layer), conv and skip kernel choices, whether the kernels are shared by all layers or chosen
+per layer, and a one-line `description` of what the space is for (`nas space --list` shows it).
 
 Built-in spaces ship inside the package (`nas/spaces/*.yaml`, mirrored in the repository's
 `search_spaces/` for reading and copying) and are named by their file stem: `SearchSpace.resolve`
-takes a built-in name (`resnet`, `tiny`) or a path, from any working directory.
+takes a built-in name (`resnet`, `tiny`, `large-images`) or a path, from any working directory.
 
 Claims: `SearchSpace.load` refuses any malformed file with a `SpaceError` naming the file, the key
 and the problem; `suggest(trial)` samples through Optuna's `suggest_int`/`suggest_categorical`
-with stable parameter names (`layers`, `stem`, `channels_1`, `blocks_1`, `conv_kernel` or
-`conv_kernel_1`, ...); `smallest()`/`largest()` are exact, because for a fixed layer count the
+with stable parameter names (`layers`, `stem`, `stem_type`, `channels_1`, `blocks_1`,
+`conv_kernel` or `conv_kernel_1`, ...; `stem` and `stem_type` only where the space offers more
+than one); `smallest()`/`largest()` are exact, because for a fixed layer count and stem type the
 parameter count never decreases when a width, block count or kernel grows. No torch, no optuna
 import: a trial is anything with Optuna's `suggest_int`/`suggest_categorical` methods.
 """
@@ -28,12 +30,14 @@ from typing import Any
 
 import yaml
 
-from nas.arch import KERNEL_RANGE, Architecture, count_params
+from nas.arch import DEFAULT_STEM_TYPE, KERNEL_RANGE, STEMS, Architecture, count_params
 from nas.errors import UserError
 
 KNOWN_KEYS = (
     "name",
+    "description",
     "stem",
+    "stem_type",
     "layers",
     "channels",
     "blocks",
@@ -58,7 +62,7 @@ def builtin_spaces() -> dict[str, str]:
 
 # A decision function: (parameter name, choices or inclusive int range) -> chosen value
 PickInt = Callable[[str, int, int], int]
-PickChoice = Callable[[str, Sequence[int]], int]
+PickChoice = Callable[[str, Sequence[Any]], Any]  # int choices, and the stem type's names
 
 
 class SpaceError(UserError):
@@ -78,6 +82,8 @@ class SearchSpace:
     conv_kernels: tuple[int, ...]  # main-convolution kernel choices
     skip_kernels: tuple[int, ...]  # projection-shortcut kernel choices
     kernels_per_layer: bool  # True: each layer draws its own kernels; False: one pair for all
+    stem_types: tuple[str, ...] = (DEFAULT_STEM_TYPE,)  # stem types to choose from (keys of STEMS)
+    description: str = ""  # what the space is for, one line (nas space --list)
     text: str = ""  # the file's text, recorded with a study so it can be rebuilt exactly
     source: str = "<text>"  # where the text came from, for error messages
 
@@ -85,7 +91,7 @@ class SearchSpace:
 
     @classmethod
     def resolve(cls, name_or_path: str | Path) -> SearchSpace:
-        """A built-in space by name (`resnet`, `tiny`), else the YAML file at that path."""
+        """A built-in space by name (`resnet`, `tiny`, ...), else the YAML file at that path."""
         text = str(name_or_path)
         builtin = builtin_spaces()
         if text in builtin:
@@ -145,9 +151,13 @@ class SearchSpace:
             raise fail("kernels", f"must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
         stem = data.get("stem", 32)
         stem_choices = _choices([stem] if _is_int(stem) else stem, "stem", fail)
+        stem_types = _stem_types(data.get("stem_type", DEFAULT_STEM_TYPE), fail)
         name = data.get("name", Path(source).stem)
         if not isinstance(name, str) or not name:
             raise fail("name", "must be a non-empty string")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise fail("description", f"must be one line of text, got {description!r}")
         return cls(
             name=name,
             stem_choices=stem_choices,
@@ -158,18 +168,21 @@ class SearchSpace:
             conv_kernels=conv_kernels,
             skip_kernels=skip_kernels,
             kernels_per_layer=mode == "per_layer",
+            stem_types=stem_types,
+            description=" ".join(description.split()),
             text=text,
             source=source,
         )
 
     # ---- sampling ------------------------------------------------------------------------
 
-    def decide(
-        self, pick_int: PickInt, pick_choice: PickChoice, num_classes: int = 10
-    ) -> Architecture:
+    def decide(self, pick_int: PickInt, pick_choice: PickChoice, num_classes: int) -> Architecture:
         """The one place that walks the space; `suggest` and `sample` differ only in who picks."""
         layers = pick_int("layers", self.min_layers, self.max_layers)
         stem = pick_choice("stem", self.stem_choices) if len(self.stem_choices) > 1 else None
+        stem_type = self.stem_types[0]
+        if len(self.stem_types) > 1:
+            stem_type = pick_choice("stem_type", self.stem_types)
         channels, blocks = [], []
         for index in range(layers):
             channels.append(pick_choice(f"channels_{index + 1}", self.channel_choices[index]))
@@ -191,9 +204,10 @@ class SearchSpace:
             skip_kernel=skip,
             stem=stem if stem is not None else self.stem_choices[0],
             num_classes=num_classes,
+            stem_type=stem_type,
         )
 
-    def suggest(self, trial: Any, num_classes: int = 10) -> Architecture:
+    def suggest(self, trial: Any, num_classes: int) -> Architecture:
         """Sample an architecture through an Optuna trial (records the params on the trial)."""
         return self.decide(
             trial.suggest_int,
@@ -201,7 +215,7 @@ class SearchSpace:
             num_classes,
         )
 
-    def sample(self, rng: random.Random, num_classes: int = 10) -> Architecture:
+    def sample(self, rng: random.Random, num_classes: int) -> Architecture:
         """Sample uniformly like Optuna's random sampler, without a study (for estimates)."""
         return self.decide(
             lambda _name, low, high: rng.randint(low, high),
@@ -209,20 +223,24 @@ class SearchSpace:
             num_classes,
         )
 
-    def from_params(self, params: dict[str, int], num_classes: int = 10) -> Architecture:
+    def from_params(self, params: dict[str, Any], num_classes: int) -> Architecture:
         """The architecture a trial's recorded `params` describe."""
 
-        def look_up(name: str, *_: Any) -> int:
+        def look_up(name: str, *_: Any) -> Any:
             if name not in params:
                 raise SpaceError(f"{self.source}: parameter {name} is missing from the trial")
-            return int(params[name])
+            return params[name] if name == "stem_type" else int(params[name])
 
         return self.decide(look_up, look_up, num_classes)
 
-    def params_for(self, arch: Architecture) -> dict[str, int] | None:
+    def params_for(self, arch: Architecture) -> dict[str, Any] | None:
         """The trial parameters under which this space builds exactly `arch` (for enqueuing
         it), or None when the space cannot express it."""
-        wanted: dict[str, int] = {"layers": arch.num_layers, "stem": arch.stem}
+        wanted: dict[str, Any] = {
+            "layers": arch.num_layers,
+            "stem": arch.stem,
+            "stem_type": arch.stem_type,
+        }
         for index, (width, blocks) in enumerate(zip(arch.channels, arch.blocks), start=1):
             wanted[f"channels_{index}"], wanted[f"blocks_{index}"] = width, blocks
         for name in ("conv_kernel", "skip_kernel"):
@@ -231,12 +249,12 @@ class SearchSpace:
                 wanted.update({f"{name}_{i}": k for i, k in enumerate(kernels, start=1)})
             elif len(set(kernels)) == 1:
                 wanted[name] = kernels[0]
-        chosen: dict[str, int] = {}
+        chosen: dict[str, Any] = {}
 
         class Outside(Exception):
             pass
 
-        def pick(name: str, allowed: Callable[[int], bool]) -> int:
+        def pick(name: str, allowed: Callable[[Any], bool]) -> Any:
             if name not in wanted or not allowed(wanted[name]):
                 raise Outside
             chosen[name] = wanted[name]
@@ -254,24 +272,26 @@ class SearchSpace:
 
     # ---- extremes and size ---------------------------------------------------------------
 
-    def _extreme(self, layers: int, pick: Callable[[Sequence[int]], int], num_classes: int):
-        return self.decide(
-            lambda name, low, high: layers if name == "layers" else pick((low, high)),
-            lambda _name, choices: pick(choices),
-            num_classes,
-        )
+    def _extremes(self, pick: Callable[[Sequence[int]], int], num_classes: int):
+        """For every layer count and stem type, every other choice at `pick` (min or max)."""
+        return [
+            self.decide(
+                lambda name, low, high, n=layers: n if name == "layers" else pick((low, high)),
+                lambda name, choices, t=stem_type: t if name == "stem_type" else pick(choices),
+                num_classes,
+            )
+            for layers in range(self.min_layers, self.max_layers + 1)
+            for stem_type in self.stem_types
+        ]
 
     def smallest(
-        self, num_classes: int = 10, by: Callable[[Architecture], int] = count_params
+        self, num_classes: int, by: Callable[[Architecture], int] = count_params
     ) -> Architecture:
         """The architecture with the fewest parameters the space allows (or the least of another
         cost `by` that grows with every width, block count and kernel size, such as MACs)."""
-        candidates = [
-            self._extreme(n, min, num_classes) for n in range(self.min_layers, self.max_layers + 1)
-        ]
-        return min(candidates, key=by)
+        return min(self._extremes(min, num_classes), key=by)
 
-    def at_fraction(self, fraction: float, num_classes: int = 10) -> Architecture:
+    def at_fraction(self, fraction: float, num_classes: int) -> Architecture:
         """Every choice (layer count, widths, blocks, kernels, stem) at `fraction` of its range:
         0 the least of each, 1 the most; a rung on a ladder of sizes through the space."""
 
@@ -284,19 +304,16 @@ class SearchSpace:
             num_classes,
         )
 
-    def largest(self, num_classes: int = 10) -> Architecture:
+    def largest(self, num_classes: int) -> Architecture:
         """The architecture with the most parameters the space allows."""
-        candidates = [
-            self._extreme(n, max, num_classes) for n in range(self.min_layers, self.max_layers + 1)
-        ]
-        return max(candidates, key=count_params)
+        return max(self._extremes(max, num_classes), key=count_params)
 
     def size(self) -> int:
         """Number of distinct parameter combinations (architectures) the space holds."""
         kernel_pairs = len(self.conv_kernels) * len(self.skip_kernels)
         total = 0
         for layers in range(self.min_layers, self.max_layers + 1):
-            combos = len(self.stem_choices)
+            combos = len(self.stem_choices) * len(self.stem_types)
             for index in range(layers):
                 low, high = self.block_ranges[index]
                 combos *= len(self.channel_choices[index]) * (high - low + 1)
@@ -305,7 +322,7 @@ class SearchSpace:
         return total
 
     def fraction_under(
-        self, budget: int, samples: int = 20000, seed: int = 0, num_classes: int = 10
+        self, budget: int, num_classes: int, samples: int = 20000, seed: int = 0
     ) -> float:
         """Estimated share of uniformly sampled candidates with at most `budget` parameters."""
         rng = random.Random(seed)
@@ -339,6 +356,19 @@ def _choices(value: Any, key: str, fail) -> tuple[int, ...]:
     if len(set(value)) != len(value):
         raise fail(key, f"choices repeat a value: {value}")
     return tuple(value)
+
+
+def _stem_types(value: Any, fail) -> tuple[str, ...]:
+    """`stem_type: imagenet` or a list to search, such as `[cifar, imagenet]`."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise fail("stem_type", f"must be one of {', '.join(STEMS)} or a list of them")
+    for item in items:
+        if item not in STEMS:
+            raise fail("stem_type", f"must be one of {', '.join(STEMS)}, got {item!r}")
+    if len(set(items)) != len(items):
+        raise fail("stem_type", f"choices repeat a value: {items}")
+    return tuple(items)
 
 
 def _int_range(value: Any, key: str, fail) -> tuple[int, int]:

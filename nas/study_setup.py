@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -38,8 +39,12 @@ def open_study(
     data: DataConfig,
     recipe: TrainConfig,
     announce: Callable[[str], None] | None = None,
+    *,
+    num_classes: int,
+    image_size: int,
 ) -> optuna.Study:
-    """Create the study or resume it, refusing a resume whose trials would not compare."""
+    """Create the study or resume it, refusing a resume whose trials would not compare.
+    `num_classes` and `image_size` are the loaded data's: the warm start's costs depend on them."""
     storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
     study = optuna.create_study(
         study_name=config.study,
@@ -59,14 +64,16 @@ def open_study(
         for key, value in study_record(config, space, data, recipe).items():
             study.set_user_attr(key, value)
         if config.warm_start and config.pareto:
-            rungs = enqueue_size_ladder(study, space, config.budgets())
+            rungs = enqueue_size_ladder(study, space, config.budgets(), num_classes, image_size)
             if announce is not None and rungs:
                 announce(
                     f"warm start: a ladder of {len(rungs)} sizes ({', '.join(rungs)}) trains "
                     "first, so the front spans the space from the start"
                 )
         if config.warm_start:
-            queued = enqueue_reference_models(study, space, config.budgets())
+            queued = enqueue_reference_models(
+                study, space, config.budgets(), num_classes, image_size
+            )
             if announce is not None and (queued or not config.pareto):
                 announce(
                     f"warm start: {', '.join(queued)} (the reference study's models) train "
@@ -153,33 +160,39 @@ def _objective_words(record: dict[str, Any]) -> str:
 
 
 def warm_start_models(
-    space: SearchSpace, budgets: Budgets | int, image_size: int = 32
-) -> list[tuple[str, dict[str, int]]]:
+    space: SearchSpace, budgets: Budgets | int, num_classes: int, image_size: int
+) -> list[tuple[str, dict[str, Any]]]:
     """The reference study's models that `space` can express within the analytic budgets
-    (parameters, MACs; the gate checks the measured ones), best reported accuracy first, each
-    architecture once, with the trial parameters that build it."""
+    (parameters, MACs; the gate checks the measured ones) with the data's classes and image
+    size, best reported accuracy first, each architecture once, with the trial parameters that
+    build it."""
     if isinstance(budgets, int):
         budgets = Budgets(params=budgets)
-    chosen: list[tuple[str, dict[str, int]]] = []
+    chosen: list[tuple[str, dict[str, Any]]] = []
     # the search trains with its own recipe: presets that differ only in theirs are left out
     names = [name for name in REPORTED_ACCURACY if name not in PRESET_RECIPES]
     for name in sorted(names, key=lambda n: -REPORTED_ACCURACY[n]):
-        params = space.params_for(PRESETS[name])
-        if params is None or count_params(PRESETS[name]) > budgets.params:
+        arch = replace(PRESETS[name], num_classes=num_classes)  # the head the data needs
+        params = space.params_for(arch)
+        if params is None or count_params(arch) > budgets.params:
             continue
-        if budgets.macs is not None and count_macs(PRESETS[name], image_size) > budgets.macs:
+        if budgets.macs is not None and count_macs(arch, image_size) > budgets.macs:
             continue
         chosen.append((name, params))
     return chosen
 
 
 def enqueue_reference_models(
-    study: optuna.Study, space: SearchSpace, budgets: Budgets | int
+    study: optuna.Study,
+    space: SearchSpace,
+    budgets: Budgets | int,
+    num_classes: int,
+    image_size: int,
 ) -> list[str]:
     """Queue the reference models first (`records.WARM_START` names each): a search then
     starts from what the reference study found by hand instead of from random candidates.
     Returns their names."""
-    models = warm_start_models(space, budgets)
+    models = warm_start_models(space, budgets, num_classes, image_size)
     for name, params in models:
         study.enqueue_trial(params, user_attrs={records.WARM_START: name})
     return [name for name, _ in models]
@@ -190,8 +203,8 @@ LADDER_GRID = 20  # steps of the search for the largest rung within the budgets
 
 
 def size_ladder(
-    space: SearchSpace, budgets: Budgets, num_classes: int = 10, image_size: int = 32
-) -> list[tuple[str, dict[str, int]]]:
+    space: SearchSpace, budgets: Budgets, num_classes: int, image_size: int
+) -> list[tuple[str, dict[str, Any]]]:
     """Architectures from the space's cheapest to its largest within the analytic budgets
     (`SearchSpace.at_fraction`), evenly spaced, with the trial parameters that build each.
 
@@ -209,7 +222,7 @@ def size_ladder(
     low, high = count_params(fitting[0]), count_params(fitting[-1])
     # rungs evenly spaced in log parameters: sizes span orders of magnitude
     targets = [low * (high / low) ** (i / (LADDER_RUNGS - 1)) for i in range(LADDER_RUNGS)]
-    rungs: list[tuple[str, dict[str, int]]] = []
+    rungs: list[tuple[str, dict[str, Any]]] = []
     for target in targets:
         arch = min(fitting, key=lambda a: abs(math.log(count_params(a) / target)))
         params = space.params_for(arch)
@@ -218,10 +231,12 @@ def size_ladder(
     return rungs
 
 
-def enqueue_size_ladder(study: optuna.Study, space: SearchSpace, budgets: Budgets) -> list[str]:
+def enqueue_size_ladder(
+    study: optuna.Study, space: SearchSpace, budgets: Budgets, num_classes: int, image_size: int
+) -> list[str]:
     """Queue `size_ladder`'s rungs, cheapest first (`records.WARM_START` names each); returns
     their names."""
-    rungs = size_ladder(space, budgets)
+    rungs = size_ladder(space, budgets, num_classes, image_size)
     for name, params in rungs:
         study.enqueue_trial(params, user_attrs={records.WARM_START: f"size ladder, {name}"})
     return [name for name, _ in rungs]

@@ -10,6 +10,7 @@ import pytest
 
 from nas.arch import PRESETS, Architecture
 from nas.cli import main, parse_count
+from nas.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,19 @@ def test_space_summary_counts_and_estimates(capsys):
     assert "under a budget of 20,000" in out
 
 
+def test_the_space_list_names_each_built_in_space_and_what_it_is_for(capsys):
+    assert main(["space", "--list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "images of 64-224 px" in rows["large-images"]
+    assert {"resnet", "tiny", "large-images"} <= set(rows)
+    # every shipped space says what it is for, and the repository's copy is the package's
+    for name in ("resnet", "tiny", "large-images"):
+        assert (ROOT / "search_spaces" / f"{name}.yaml").resolve() == (
+            ROOT / "nas" / "spaces" / f"{name}.yaml"
+        )
+        assert SearchSpace.resolve(name).description, name
+
+
 RESNET_YAML = str(ROOT / "search_spaces" / "resnet.yaml")
 
 
@@ -91,7 +105,7 @@ def test_bad_command_lines_give_one_sentence_and_exit_2(argv, fragment, tmp_path
     assert len(err.getvalue().strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("space", ["resnet", "tiny"])
+@pytest.mark.parametrize("space", ["resnet", "tiny", "large-images"])
 def test_the_printed_form_reads_back_as_the_same_architecture(space):
     from nas.arch import count_params
     from nas.space import SearchSpace
@@ -99,7 +113,7 @@ def test_the_printed_form_reads_back_as_the_same_architecture(space):
     rng = random.Random(0)
     sampled = SearchSpace.resolve(space)
     for _ in range(300):
-        arch = sampled.sample(rng)
+        arch = sampled.sample(rng, 10)
         text = arch.describe()
         assert Architecture.parse(text) == arch, text
         assert Architecture.parse(text.replace(" ", "")) == arch  # spaces are optional
@@ -110,6 +124,10 @@ def test_the_printed_form_says_what_differs_from_the_defaults():
     arch = Architecture((8, 16, 12), (1, 2, 2), conv_kernel=(2, 3, 3), stem=8, num_classes=100)
     assert arch.describe() == "8,16,12 / 1,2,2 / k2,3,3 / s1 / stem8 / classes100"
     assert PRESETS["paper-model1"].describe() == "64,128,128,256 / 5,4,3,2 / k3 / s3"
+    pooled = Architecture((8, 16), (1, 2), stem_type="imagenet")
+    assert pooled.describe() == "8,16 / 1,2 / k3 / s1 / imagenet-stem"
+    assert Architecture.parse("8,16/1,2/imagenet-stem") == pooled
+    assert Architecture.parse("8,16/1,2/cifar-stem") == Architecture((8, 16), (1, 2))
 
 
 @pytest.mark.parametrize(
@@ -120,6 +138,8 @@ def test_the_printed_form_says_what_differs_from_the_defaults():
         ("64/5/k3/k5", "gives k twice"),
         ("64,x/5,4", "comma-separated numbers"),
         ("64,128/5", "blocks has 1 entries"),
+        ("64/5/resnet-stem", "imagenet-stem"),
+        ("64/5/imagenet-stem/cifar-stem", "names the stem type twice"),
     ],
 )
 def test_a_bad_printed_form_is_one_sentence(text, fragment, capsys):

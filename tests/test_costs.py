@@ -45,6 +45,15 @@ TINY = Architecture((8, 16), (1, 2), conv_kernel=3, skip_kernel=1, stem=8)
 EVEN = Architecture((8, 12, 16), (2, 1, 2), conv_kernel=2, skip_kernel=(2, 1, 4), stem=8)
 # identity shortcuts only in the first layer, odd per-layer kernels
 MIXED = Architecture((8, 8, 16), (2, 2, 1), conv_kernel=(3, 5, 1), skip_kernel=3, stem=8)
+# the imagenet stem (a 7x7 stride-2 convolution and a max-pool that keeps its indices), its
+# output read only by an even kernel, by an odd projection, by an odd main convolution
+POOLED = Architecture((8, 16), (2, 1), conv_kernel=4, skip_kernel=1, stem=8, stem_type="imagenet")
+POOLED_SKIP = Architecture(
+    (16, 8), (1, 1), conv_kernel=2, skip_kernel=3, stem=8, stem_type="imagenet"
+)
+POOLED_ODD = Architecture(
+    (8, 8), (1, 2), conv_kernel=3, skip_kernel=2, stem=4, stem_type="imagenet"
+)
 
 
 @contextlib.contextmanager
@@ -59,7 +68,7 @@ def torch_threads(count: int) -> Iterator[None]:
 
 def _sampled(space: str, count: int) -> list[Architecture]:
     rng = random.Random(14)
-    return [SearchSpace.resolve(space).sample(rng) for _ in range(count)]
+    return [SearchSpace.resolve(space).sample(rng, 10) for _ in range(count)]
 
 
 def saved_for_backward(arch: Architecture, image_size: int, batch: int) -> int:
@@ -84,7 +93,16 @@ def saved_for_backward(arch: Architecture, image_size: int, batch: int) -> int:
 
 @pytest.mark.parametrize(
     "arch",
-    [TINY, EVEN, MIXED, *_sampled("tiny", 3), *_sampled("resnet", 1)],
+    [
+        TINY,
+        EVEN,
+        MIXED,
+        POOLED,
+        POOLED_SKIP,
+        POOLED_ODD,
+        *_sampled("tiny", 3),
+        *_sampled("resnet", 1),
+    ],
     ids=lambda a: a.describe().replace(" ", ""),
 )
 @pytest.mark.parametrize("image_size,batch", [(32, 3), (15, 2)])

@@ -153,7 +153,7 @@ def test_trials_a_resumed_study_trained_are_counted_off(tmp_path):
     assert trained_so_far(url, "s") == 0  # no store yet: nothing is created
     assert not (tmp_path / "s.db").exists()
     data, recipe = DataConfig(dataset="synthetic"), TrainConfig(device="cpu")
-    study = open_study(config, SearchSpace.load(TINY), data, recipe)
+    study = open_study(config, SearchSpace.load(TINY), data, recipe, num_classes=10, image_size=32)
     for value in (0.5, 0.6):
         study.add_trial(optuna.trial.create_trial(value=value))
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
@@ -168,7 +168,8 @@ def test_a_long_search_prints_its_estimate_right_after_its_first_line(tmp_path, 
     url = f"sqlite:///{tmp_path}/s.db"
     data, recipe = DataConfig(dataset="synthetic"), TrainConfig(device="cpu")
     space = SearchSpace.load(TINY)
-    open_study(SearchConfig(space=str(TINY), budget=8000, storage=url), space, data, recipe)
+    config = SearchConfig(space=str(TINY), budget=8000, storage=url)
+    open_study(config, space, data, recipe, num_classes=10, image_size=32)
     out, err = io.StringIO(), io.StringIO()
     argv = ["search", "--dataset", "synthetic", "--device", "cpu", "--space", str(TINY)]
     argv += ["--budget", "9000", "--storage", url]  # 50 trials x 40 epochs; then refused

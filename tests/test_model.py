@@ -1,11 +1,13 @@
-"""The model builder against the analytic counter, for presets and sampled architectures."""
+"""The model builder against the analytic counters, for presets and sampled architectures of
+both stems: parameters against `numel`, MACs against a count taken from the built model's
+convolutions and linear layers as a forward pass runs them (forward hooks, module shapes only)."""
 
 import random
 
 import pytest
 import torch
 
-from nas.arch import PRESETS, Architecture, count_params
+from nas.arch import PRESETS, STEMS, Architecture, count_macs, count_params, param_table
 from nas.model import build_model
 
 # conftest.py: one torch thread; with two, another busy process on a 2-core machine made each
@@ -13,7 +15,7 @@ from nas.model import build_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def random_architecture(rng: random.Random) -> Architecture:
+def random_architecture(rng: random.Random, stem_type: str | None = None) -> Architecture:
     layers = rng.randint(1, 6)
     per_layer = rng.random() < 0.5
     kernels = [rng.randint(1, 7) for _ in range(layers)]
@@ -25,6 +27,7 @@ def random_architecture(rng: random.Random) -> Architecture:
         skip_kernel=skips if per_layer else skips[0],
         stem=rng.choice([4, 6, 8]),
         num_classes=rng.choice([2, 10, 100]),
+        stem_type=stem_type or rng.choice(sorted(STEMS)),
     )
 
 
@@ -42,11 +45,91 @@ def test_preset_count_matches_the_built_model(name):
 
 
 def test_hundreds_of_sampled_architectures_count_exactly():
-    kernels_seen = set()
+    kernels_seen, stems_seen = set(), set()
     for arch in SAMPLED:
         kernels_seen.update(arch.conv_kernel + arch.skip_kernel)
+        stems_seen.add(arch.stem_type)
         assert parameter_total(build_model(arch)) == count_params(arch), arch
     assert kernels_seen == set(range(1, 8))  # odd and even kernels were all exercised
+    assert stems_seen == set(STEMS)
+
+
+def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one image's forward pass, from each convolution's and linear
+    layer's own shapes as it runs: output elements x (input channels / groups) x kernel area
+    for a convolution, in x out features for a linear layer. Knows nothing of nas.arch."""
+    total = 0
+
+    def count(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        per_image = output.numel() // output.shape[0]
+        if isinstance(module, torch.nn.Conv2d):
+            kernel_area = module.kernel_size[0] * module.kernel_size[1]
+            total += per_image * (module.in_channels // module.groups) * kernel_area
+        else:
+            total += per_image * module.in_features
+
+    handles = [
+        module.register_forward_hook(count)
+        for module in model.modules()
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.randn(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+# tiny sampled nets (3-12 channels), fewer at 224 px where a forward pass costs more
+MAC_CASES = [
+    (stem_type, size, seed)
+    for stem_type in sorted(STEMS)
+    for size, samples in ((32, 8), (64, 5), (224, 3))
+    for seed in range(samples)
+]
+
+
+@pytest.mark.parametrize("stem_type, image_size, seed", MAC_CASES)
+def test_counted_params_and_macs_match_the_built_model(stem_type, image_size, seed):
+    arch = random_architecture(random.Random(1000 + seed), stem_type)
+    model = build_model(arch)
+    assert parameter_total(model) == count_params(arch)
+    assert hook_counted_macs(model, image_size) == count_macs(arch, image_size), arch.describe()
+
+
+@pytest.mark.parametrize("stem_type", sorted(STEMS))
+@pytest.mark.parametrize("image_size", [32, 64, 224, 97])
+def test_the_param_table_shapes_are_the_built_model_s(stem_type, image_size):
+    arch = Architecture((4, 6, 8), (1, 1, 1), conv_kernel=2, stem=4, stem_type=stem_type)
+    model = build_model(arch).eval()
+    x = torch.randn(1, 3, image_size, image_size)
+    with torch.no_grad():
+        shapes = [tuple(model.stem(x).shape[1:])]
+        x = model.stem(x)
+        for layer in model.layers:
+            x = layer(x)
+            shapes.append(tuple(x.shape[1:]))
+    assert [shape for _, shape, _ in param_table(arch, image_size)][:-1] == shapes
+
+
+def test_the_imagenet_stem_is_a_strided_7x7_convolution_and_a_max_pool():
+    arch = Architecture((8,), (1,), stem=16, stem_type="imagenet")
+    stem = build_model(arch).stem
+    assert [type(part).__name__ for part in stem] == [
+        "PaddedConv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "MaxPool2d",
+    ]
+    assert stem[0].kernel_size == (7, 7) and stem[0].stride == (2, 2)
+    # 7x7 conv: 3 x 16 x 49 weights, BN 2 x 16; the pool has none
+    assert count_params(arch) - count_params(Architecture((8,), (1,), stem=16)) == 3 * 16 * 40
+    # a quarter of the side into layer 1: 224 -> 112 -> 56, and odd sizes round up
+    assert build_model(arch).features(torch.randn(1, 3, 224, 224)).shape[-1] == 56
+    assert build_model(arch).features(torch.randn(1, 3, 33, 33)).shape[-1] == 9
 
 
 @pytest.mark.parametrize("index", range(0, 300, 6))

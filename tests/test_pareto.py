@@ -225,16 +225,16 @@ def test_a_pareto_search_on_latency_lowers_the_measured_latency(tmp_path):
 
 def test_a_new_pareto_study_first_trains_a_ladder_of_sizes_across_the_budget(tmp_path):
     space = SearchSpace.resolve("tiny")
-    rungs = size_ladder(space, Budgets(params=20_000))
+    rungs = size_ladder(space, Budgets(params=20_000), 10, 32)
     sizes = [int(name.split()[0].replace(",", "")) for name, _ in rungs]
     assert len(rungs) == 3 and sizes == sorted(sizes)
-    assert sizes[0] == count_params(space.smallest())  # the front's cheap end
+    assert sizes[0] == count_params(space.smallest(10))  # the front's cheap end
     assert 15_000 < sizes[-1] <= 20_000  # its large end: near the budget, never over it
-    macs_bound = size_ladder(space, Budgets(params=20_000, macs=4_000_000))
+    macs_bound = size_ladder(space, Budgets(params=20_000, macs=4_000_000), 10, 32)
     assert macs_bound
     for _, params in macs_bound:
-        arch = space.decide(lambda n, lo, hi, p=params: p[n], lambda n, c, p=params: p[n])
-        assert count_macs(arch) <= 4_000_000
+        arch = space.decide(lambda n, lo, hi, p=params: p[n], lambda n, c, p=params: p[n], 10)
+        assert count_macs(arch, 32) <= 4_000_000
     config = SearchConfig(
         budget=20_000, trials=0, space="tiny", study="ladder", storage=url_of(tmp_path / "l.db"),
         objective="pareto",

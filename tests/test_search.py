@@ -148,7 +148,7 @@ def test_trial_params_rebuild_the_recorded_architecture_and_its_count(searched):
     space = SearchSpace.from_text(study.user_attrs["space_text"])
     for trial in study.trials:
         arch = Architecture.from_json(trial.user_attrs["architecture"])
-        assert space.from_params(trial.params) == arch
+        assert space.from_params(trial.params, arch.num_classes) == arch
         assert count_params(arch) == trial.user_attrs["params"]
 
 
@@ -264,7 +264,7 @@ def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_pat
     objective = Objective(space, load_splits(data), recipe, Budgets(params=BUDGET))
     study.enqueue_trial(params)
     running = study.ask()  # the other worker's trial, mid-training
-    space.suggest(running)
+    space.suggest(running, 10)
     architecture = Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
     running.set_user_attr("architecture", json.dumps(architecture.to_dict(), separators=(",", ":")))
     study.enqueue_trial(params)
@@ -309,7 +309,7 @@ def _refused(store: Path, *argv: str) -> str:
 
 def test_budget_under_the_smallest_architecture_is_refused_before_any_trial(searched, tmp_path):
     store = copy_store(searched[0], tmp_path / "s.db")
-    smallest = count_params(SearchSpace.load(TINY).smallest())
+    smallest = count_params(SearchSpace.load(TINY).smallest(10))
     err = _refused(store, *FAST, "--budget", str(smallest - 1), "--study", "new", "--epochs", "1")
     assert f"{smallest:,}" in err and f"{smallest - 1:,}" in err
     # the same budget for the existing study is refused too, with the same sentence
@@ -362,7 +362,7 @@ def test_another_space_for_an_existing_study_is_refused(searched, tmp_path):
 
 def test_a_long_run_of_rejections_ends_with_a_clear_message(tmp_path):
     store = tmp_path / "s.db"
-    smallest = count_params(SearchSpace.load(TINY).smallest())
+    smallest = count_params(SearchSpace.load(TINY).smallest(10))
     config = SearchConfig(
         budget=smallest,  # only the very smallest candidates fit
         trials=3,
@@ -566,7 +566,7 @@ def test_a_new_study_trains_the_reference_models_its_space_holds_first(tmp_path)
     ]  # fmt: skip  (best reported accuracy first; model 4 and 6 repeat 1 and 5's shapes)
     trial = study.ask()  # what the search's first trial samples
     assert trial.number == 0
-    assert SearchSpace.resolve("resnet").suggest(trial) == nas.PRESETS["paper-model1"]
+    assert SearchSpace.resolve("resnet").suggest(trial, 10) == nas.PRESETS["paper-model1"]
     assert "warm start: paper-model1, paper-model2" in notes[0]
 
 

@@ -37,13 +37,66 @@ def test_reference_space_matches_the_issue_and_a_5m_budget_rejects_part_of_it():
     assert min(widths) == 32 and max(widths) == 512
     assert {r for pair in space.block_ranges for r in pair} >= {1, 10}
     assert space.conv_kernels == (3, 4, 5) and space.skip_kernels == (1, 2, 3)
-    assert count_params(space.smallest()) < 5_000_000 < count_params(space.largest())
-    assert 0.1 < space.fraction_under(5_000_000, samples=3000) < 0.9
+    assert count_params(space.smallest(10)) < 5_000_000 < count_params(space.largest(10))
+    assert 0.1 < space.fraction_under(5_000_000, 10, samples=3000) < 0.9
+
+
+LARGE_IMAGES = ROOT / "search_spaces" / "large-images.yaml"
+
+
+@pytest.mark.parametrize("image_size, classes", [(64, 200), (96, 10)])  # Tiny-ImageNet, STL-10
+def test_the_large_images_space_fits_5m_at_64_and_96_px(image_size, classes):
+    from nas.arch import count_macs
+    from nas.search import check_feasible
+
+    space = SearchSpace.load(LARGE_IMAGES)
+    assert space.stem_types == ("cifar", "imagenet")
+    smallest = space.smallest(classes)
+    assert count_params(smallest) <= 5_000_000 < count_params(space.largest(classes))
+    assert 0.1 < space.fraction_under(5_000_000, classes, samples=3000) < 0.9
+    # the search's own check passes with 5M parameters and a MAC budget that only the imagenet
+    # stem's quarter-side layer 1 meets at this size
+    cheapest = space.smallest(classes, by=lambda a: count_macs(a, image_size))
+    assert cheapest.stem_type == "imagenet"
+    macs = count_macs(cheapest, image_size)
+    assert macs < count_macs(smallest, image_size) / 4
+    check_feasible(space, 5_000_000, classes, macs, image_size)
+
+
+def test_a_searched_stem_type_is_a_parameter_and_extremes_cover_both_stems(tmp_path):
+    text = VALID + "stem_type: [cifar, imagenet]\nstem: [4, 6]\n"
+    space = SearchSpace.load(write(tmp_path, text))
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
+    arch = space.suggest(trial, 10)
+    assert trial.params["stem_type"] == arch.stem_type
+    assert space.from_params(trial.params, 10) == arch
+    assert space.params_for(arch) == trial.params
+    values = {
+        "layers": [2, 3],
+        "stem": [4, 6],
+        "stem_type": ["cifar", "imagenet"],
+        **{f"channels_{i}": [8, 16] for i in (1, 2, 3)},
+        **{f"blocks_{i}": [1, 2] for i in (1, 2, 3)},
+        "conv_kernel": [3],
+        "skip_kernel": [1],
+    }
+    counts = set()
+    for combo in itertools.product(*values.values()):
+        counts.add(count_params(space.from_params(dict(zip(values, combo)), 10)))
+    # the imagenet stem's 7x7 convolution has more parameters: the largest is imagenet's
+    assert count_params(space.smallest(10)) == min(counts)
+    assert space.largest(10).stem_type == "imagenet"
+    assert count_params(space.largest(10)) == max(counts)
+    assert space.size() == 2 * 2 * (4 * 4 + 4 * 4 * 4)
+    # a space of one stem type cannot express the other
+    cifar_only = SearchSpace.load(write(tmp_path, VALID))
+    assert cifar_only.params_for(arch.__class__((8, 8), (1, 1), stem_type="imagenet")) is None
+    assert "stem_type" not in cifar_only.params_for(arch.__class__((8, 8), (1, 1), stem=32))
 
 
 def test_tiny_space_holds_only_small_nets():
     space = SearchSpace.load(TINY)
-    assert count_params(space.largest()) < 50_000
+    assert count_params(space.largest(10)) < 50_000
 
 
 def test_smallest_and_largest_are_exact_on_an_enumerable_space(tmp_path):
@@ -69,9 +122,9 @@ stem: [4, 6]
     counts = set()
     for combo in itertools.product(*values.values()):
         params = dict(zip(values, combo))
-        counts.add(count_params(space.from_params(params)))
-    assert count_params(space.smallest()) == min(counts)
-    assert count_params(space.largest()) == max(counts)
+        counts.add(count_params(space.from_params(params, 10)))
+    assert count_params(space.smallest(10)) == min(counts)
+    assert count_params(space.largest(10)) == max(counts)
     # 1 layer: 2 stems x 2 widths x 2 blocks x 4 kernel pairs; 2 layers: 2x2x2x2x3x4
     assert space.size() == 2 * 2 * 2 * 4 + 2 * 2 * 2 * 2 * 3 * 4
 
@@ -95,7 +148,7 @@ def test_suggest_uses_stable_names_and_stays_in_the_space():
 def test_per_layer_kernels_get_one_parameter_per_layer(tmp_path):
     space = SearchSpace.load(write(tmp_path, VALID + "skip_kernel: [1, 2]\nkernels: per_layer\n"))
     trial = optuna.create_study().ask()
-    arch = space.suggest(trial)
+    arch = space.suggest(trial, 10)
     names = {f"conv_kernel_{i}" for i in range(1, arch.num_layers + 1)}
     assert names <= set(trial.params)
     assert "conv_kernel" not in trial.params
@@ -130,6 +183,10 @@ def test_the_reference_presets_lie_in_the_reference_space():
         (VALID.replace("blocks: [1, 2]\n", ""), "blocks: is required"),
         ("- just\n- a list\n", "must be a YAML mapping"),
         (VALID.replace("layers: [2, 3]", "layers: [0, 3]"), "at least 1"),
+        (VALID + "stem_type: resnet\n", "stem_type: must be one of cifar, imagenet"),
+        (VALID + "stem_type: [cifar, cifar]\n", "stem_type: choices repeat"),
+        (VALID + "stem_type: []\n", "stem_type: must be one of"),
+        (VALID + "description: [a, b]\n", "description: must be one line"),
     ],
 )
 def test_malformed_files_give_one_sentence_naming_file_and_key(tmp_path, text, fragment):
