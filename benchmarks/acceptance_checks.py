@@ -12,12 +12,12 @@ import contextlib
 import dataclasses
 import math
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nas.arch import PRESETS, Architecture
 from nas.augment import (
@@ -30,7 +30,15 @@ from nas.augment import (
 from nas.batches import memory_format
 from nas.data import Splits, TensorData
 from nas.model import build_model
-from nas.train import TrainConfig, make_optimizer, set_seed
+from nas.precision import (
+    BF16_MIN_CAPABILITY,
+    Precision,
+    choose_precision,
+    cudnn_autotuning,
+    device_capability,
+)
+from nas.step import TrainingStep, make_optimizer
+from nas.train import TrainConfig, set_seed
 
 try:  # AutoAugment's ops moved from nas.augment to their own module
     from nas.autoaugment import apply_autoaugment_op, autoaugment_table
@@ -57,11 +65,12 @@ class Sizes:
     """How big each check runs: the GPU acceptance, or the CPU's quick proof that it runs."""
 
     augment_images: int  # images every augmentation op is compared on
-    train_arch: str  # preset of the bf16/fused-Adam checks ("cpu-tiny": CPU_ARCH)
-    amp_steps: int  # training steps of the bf16-vs-fp32 comparison
+    train_arch: str  # preset of the precision/fused-Adam checks ("cpu-tiny": CPU_ARCH)
+    amp_steps: int  # training steps of the reduced-precision-vs-fp32 loss comparison
     amp_window: int  # steps per window whose mean losses are compared
     amp_tolerance: float  # largest allowed difference of a window's mean loss (nats)
     adam_steps: int  # steps of the fused-vs-foreach comparison
+    timed_steps: int  # steps timed per precision (after as many warm-up steps)
     epoch_arch: str  # preset timed per epoch ("cpu-small": bench_epoch's CPU model)
     epoch_images: int | None  # train + val images for the epoch timing; None: all of CIFAR-10
     reference_epochs: int  # epochs of the reference loop (the first is warm-up)
@@ -73,14 +82,14 @@ class Sizes:
 
 GPU_SIZES = Sizes(
     augment_images=4096, train_arch="paper-model1", amp_steps=300, amp_window=25,
-    amp_tolerance=0.15, adam_steps=20, epoch_arch="paper-model1", epoch_images=None,
+    amp_tolerance=0.15, adam_steps=20, timed_steps=30, epoch_arch="paper-model1", epoch_images=None,
     reference_epochs=2, ours_epochs=3, reference_workers=2, compile_images=10_000,
     profile_images=10_000,
 )  # fmt: skip
 CPU_SIZES = Sizes(
     augment_images=48, train_arch="cpu-tiny", amp_steps=16, amp_window=8, amp_tolerance=0.15,
-    adam_steps=6, epoch_arch="cpu-tiny", epoch_images=400, reference_epochs=2, ours_epochs=2,
-    reference_workers=0, compile_images=256, profile_images=128,
+    adam_steps=6, timed_steps=3, epoch_arch="cpu-tiny", epoch_images=400, reference_epochs=2,
+    ours_epochs=2, reference_workers=0, compile_images=256, profile_images=128,
 )  # fmt: skip
 
 
@@ -93,7 +102,7 @@ class Context:
     splits: Splits
     data_note: str  # which data the figures come from
     scratch: Path  # a temporary folder for stores
-    peak_flops: float | None  # the device's dense bf16 peak, for the share of peak
+    peak_flops: float | None  # the device's dense peak in the precision it trains in
     force_profile: bool = False
     requested: tuple[str, ...] = ()  # checks named with --only: run even where --cpu skips them
     shared: dict[str, Any] = field(default_factory=dict)  # figures later checks read
@@ -248,10 +257,11 @@ def fixed_batches(ctx: Context, steps: int, batch: int = 64):
     )
 
 
-def train_losses(arch, ctx: Context, batches, amp: bool, optimizer_kind: str = "recipe"):
-    """Per-step training losses of `arch` from seed 0 on `batches`: the recipe's optimizer
-    (`make_optimizer`: fused Adam on CUDA), or torch's Adam with `fused` or `foreach`."""
-    config = TrainConfig(device=str(ctx.device), amp=amp)
+def train_losses(arch, ctx: Context, batches, precision: Precision, optimizer_kind="recipe"):
+    """Per-step training losses of `arch` from seed 0 on `batches` under `precision`: the
+    recipe's optimizer (`make_optimizer`: fused Adam on CUDA), or torch's Adam with `fused` or
+    `foreach`."""
+    config = TrainConfig(device=str(ctx.device))
     layout = memory_format(config, ctx.device)
     set_seed(0)
     model = build_model(arch).to(device=ctx.device, memory_format=layout)
@@ -259,47 +269,114 @@ def train_losses(arch, ctx: Context, batches, amp: bool, optimizer_kind: str = "
         optimizer = make_optimizer(model, config, ctx.device)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **{optimizer_kind: True})
-    losses = []
-    for images, labels in batches:
-        with torch.autocast(ctx.device.type, torch.bfloat16, enabled=amp and ctx.cuda):
-            loss = F.cross_entropy(model(images.contiguous(memory_format=layout)).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
+    step = TrainingStep(model, optimizer, precision)
+    losses = [
+        step(images.contiguous(memory_format=layout), labels)[0] for images, labels in batches
+    ]
     return torch.stack(losses).float().cpu(), model, optimizer
 
 
-def check_bf16(ctx: Context) -> Result:
-    """bf16 autocast training follows plain fp32 training: the mean loss of every window of
-    steps differs by at most the tolerance, and both runs end lower than they began. On the
-    CPU `amp` changes nothing (it trains in float32), so the comparison is fp32 against fp32."""
+def step_seconds(arch, ctx: Context, batches, precision: Precision) -> float:
+    """Mean seconds of one training step of `arch` under `precision` (cuDNN autotuning on, as
+    `fit` trains), over `batches` after as many warm-up steps, synchronised at both ends."""
+    config = TrainConfig(device=str(ctx.device))
+    layout = memory_format(config, ctx.device)
+    set_seed(0)
+    model = build_model(arch).to(device=ctx.device, memory_format=layout)
+    step = TrainingStep(model, make_optimizer(model, config, ctx.device), precision)
+    inputs = [(images.contiguous(memory_format=layout), labels) for images, labels in batches]
+    with cudnn_autotuning(ctx.cuda):
+        for images, labels in inputs:  # warm-up: autotuning, allocator
+            step(images, labels)
+        _synchronize(ctx.device)
+        started = time.perf_counter()
+        for images, labels in inputs:
+            step(images, labels)
+        _synchronize(ctx.device)
+    return (time.perf_counter() - started) / len(inputs)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# A reduced-precision step may be this much slower than fp32 before the check fails: small
+# nets are launch-bound and time the same in both (noise), while the slow emulated bf16 path
+# below compute 8.0 takes several times fp32's time.
+MAX_STEP_RATIO = 1.10
+
+
+def precision_verdict(
+    chosen: str, capability: tuple[int, int] | None, seconds: float, fp32_seconds: float
+) -> tuple[bool, str]:
+    """Whether the precision a run trains in is the right one for the GPU and pays off: bf16
+    only at compute >= 8.0 (fp16 below), and its step at most `MAX_STEP_RATIO` x fp32's.
+    On the CPU (no capability) fp32 is right and there is nothing faster to compare."""
+    if capability is None:
+        ok = chosen == "fp32"
+        return ok, f"{chosen} on the CPU" + ("" if ok else ": the CPU trains in fp32")
+    compute = f"{capability[0]}.{capability[1]}"
+    expected = "bf16" if tuple(capability) >= BF16_MIN_CAPABILITY else "fp16"
+    if chosen != expected:
+        return False, f"{chosen} at compute {compute}: expected {expected}"
+    ratio = seconds / fp32_seconds
+    ok = ratio <= MAX_STEP_RATIO
+    return ok, (
+        f"{chosen} at compute {compute}, step {seconds * 1000:.1f} ms vs fp32 "
+        f"{fp32_seconds * 1000:.1f} ms ({ratio:.2f}x, at most {MAX_STEP_RATIO:.2f}x allowed)"
+    )
+
+
+def check_precision(ctx: Context) -> Result:
+    """The precision a run trains in here (`nas.precision`, `--precision auto`) is right for
+    the GPU's compute capability, pays off in step time against fp32 on the same model (so a
+    slow emulated path fails), and its training follows plain fp32 (TF32 off): the mean loss
+    of every window of steps differs by at most the tolerance, and both runs learn."""
     sizes = ctx.sizes
     arch = arch_named(sizes.train_arch)
+    capability = device_capability(ctx.device)
+    chosen = choose_precision("auto", ctx.device.type, capability)
+    fp32 = choose_precision("fp32", ctx.device.type, capability)
     batches = fixed_batches(ctx, sizes.amp_steps)
     with full_fp32(ctx.device):
-        fp32, _, _ = train_losses(arch, ctx, batches, amp=False)
-    bf16, _, _ = train_losses(arch, ctx, batches, amp=True)
+        reference, _, _ = train_losses(arch, ctx, batches, fp32)
+    reduced, _, _ = train_losses(arch, ctx, batches, chosen)
     windows = sizes.amp_steps // sizes.amp_window
-    means = [t[: windows * sizes.amp_window].view(windows, -1).mean(1) for t in (fp32, bf16)]
+    means = [
+        t[: windows * sizes.amp_window].view(windows, -1).mean(1) for t in (reference, reduced)
+    ]
     gap = float((means[0] - means[1]).abs().max())
-    finite = bool(torch.isfinite(fp32).all() and torch.isfinite(bf16).all())
+    finite = bool(torch.isfinite(reference).all() and torch.isfinite(reduced).all())
     learning = all(float(m[-1]) < float(m[0]) for m in means)
-    compared = "bf16 autocast against fp32 (TF32 off)" if ctx.cuda else "fp32 against fp32"
-    ok = finite and learning and gap <= sizes.amp_tolerance
+    timing = fixed_batches(ctx, sizes.timed_steps)
+    seconds = {
+        name: step_seconds(arch, ctx, timing, p)
+        for name, p in (("fp32", fp32), (chosen.name, chosen))
+    }
+    if ctx.cuda and chosen.name != "bf16":  # what bf16 would cost here: the slow path, shown
+        bf16 = choose_precision("bf16", "cuda", capability)
+        seconds["bf16 (not used)"] = step_seconds(arch, ctx, timing, bf16)
+    right, verdict = precision_verdict(
+        chosen.name, capability, seconds[chosen.name], seconds["fp32"]
+    )
+    ok = right and finite and learning and gap <= sizes.amp_tolerance
     summary = (
-        f"{sizes.train_arch}, {sizes.amp_steps} steps of 64, {compared}: largest gap between "
-        f"{sizes.amp_window}-step mean losses {gap:.3f} (tolerance {sizes.amp_tolerance}); "
-        f"loss {float(means[0][0]):.3f} -> {float(means[0][-1]):.3f} (fp32), "
-        f"{float(means[1][0]):.3f} -> {float(means[1][-1]):.3f} (autocast)"
+        f"{chosen.describe()}; {verdict}; {sizes.train_arch}, {sizes.amp_steps} steps of 64 "
+        f"against fp32 (TF32 off): largest gap between {sizes.amp_window}-step mean losses "
+        f"{gap:.3f} (tolerance {sizes.amp_tolerance}); loss {float(means[0][0]):.3f} -> "
+        f"{float(means[0][-1]):.3f} (fp32), {float(means[1][0]):.3f} -> {float(means[1][-1]):.3f} "
+        f"({chosen.name})"
     )
     figures = {
-        "arch": sizes.train_arch, "compared": compared, "steps": sizes.amp_steps,
-        "window": sizes.amp_window, "tolerance_nats": sizes.amp_tolerance, "max_gap": gap,
-        "fp32_window_means": means[0].tolist(), "bf16_window_means": means[1].tolist(),
+        "precision": chosen.name, "reason": chosen.reason, "capability": capability,
+        "step_seconds": seconds, "max_step_ratio": MAX_STEP_RATIO, "verdict": verdict,
+        "arch": sizes.train_arch, "steps": sizes.amp_steps, "window": sizes.amp_window,
+        "tolerance_nats": sizes.amp_tolerance, "max_gap": gap,
+        "fp32_window_means": means[0].tolist(), "reduced_window_means": means[1].tolist(),
         "finite": finite, "both_learn": learning,
     }  # fmt: skip
-    return Result("bf16", "passed" if ok else "failed", summary, figures)
+    return Result("precision", "passed" if ok else "failed", summary, figures)
 
 
 def check_fused_adam(ctx: Context) -> Result:
@@ -309,10 +386,11 @@ def check_fused_adam(ctx: Context) -> Result:
     a wrong update would differ by far more)."""
     arch = arch_named(ctx.sizes.train_arch)
     batches = fixed_batches(ctx, ctx.sizes.adam_steps)
+    fp32 = choose_precision("fp32", ctx.device.type, None)
     with full_fp32(ctx.device):
-        recipe, _, optimizer = train_losses(arch, ctx, batches, amp=False)
-        fused, _, _ = train_losses(arch, ctx, batches, amp=False, optimizer_kind="fused")
-        foreach, _, _ = train_losses(arch, ctx, batches, amp=False, optimizer_kind="foreach")
+        recipe, _, optimizer = train_losses(arch, ctx, batches, fp32)
+        fused, _, _ = train_losses(arch, ctx, batches, fp32, optimizer_kind="fused")
+        foreach, _, _ = train_losses(arch, ctx, batches, fp32, optimizer_kind="foreach")
     uses_fused = bool(optimizer.defaults.get("fused"))
     gap = float((fused - foreach).abs().max())
     ok = gap <= 1e-2 and bool(torch.isfinite(fused).all()) and (uses_fused or not ctx.cuda)

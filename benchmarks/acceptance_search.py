@@ -103,17 +103,32 @@ def check_workers(ctx: Context) -> Result:
 
     study = optuna.load_study(study_name="workers", storage=config.storage)
     trained = [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
-    used = sorted({t.user_attrs.get(records.DEVICE) for t in trained})
-    ok = result.status == 0 and len(trained) >= config.trials and set(devices) <= set(used)
-    summary = (
-        f"{len(devices)} worker(s) on {', '.join(devices)}: exit {result.status}, "
-        f"{len(trained)} trained trials on {', '.join(map(str, used)) or 'no device'}"
-    )
+    used = sorted({str(t.user_attrs.get(records.DEVICE)) for t in trained})
+    ok, verdict = workers_verdict(devices, used, result.status, len(trained), config.trials)
+    summary = f"{len(devices)} worker(s) on {', '.join(devices)}: {verdict}"
     if result.status:
         summary += f" ({result.message.splitlines()[-1] if result.message else 'no message'})"
     figures = {"devices": devices, "status": result.status, "trained": len(trained),
                "devices_used": used}  # fmt: skip
     return Result("workers", "passed" if ok else "failed", summary, figures)
+
+
+def workers_verdict(
+    planned: list[str], used: list[str], status: int, trained: int, target: int
+) -> tuple[bool, str]:
+    """Whether the workers did their job, whatever order they started in: every worker exited
+    0, the study holds its trained trials, and each trial trained on a device a worker was
+    given. A worker that started after the others had trained every trial trains none: said,
+    not failed."""
+    strangers = sorted(set(used) - set(planned))
+    idle = sorted(set(planned) - set(used))
+    ok = status == 0 and trained >= target and bool(used) and not strangers
+    text = f"exit {status}, {trained} of {target} trials trained on {', '.join(used) or 'none'}"
+    if strangers:
+        text += f"; {', '.join(strangers)} not among the workers' devices"
+    if idle:
+        text += f"; {', '.join(idle)} trained none (started after the others had finished)"
+    return ok, text
 
 
 LATENCY_AGREEMENT = 0.10  # two latency measurements of one architecture agree within this share
@@ -132,7 +147,7 @@ def check_costs(ctx: Context) -> Result:
     from nas.costs import LatencySetup, estimate_training_memory, measure_latency, training_memory
     from nas.search import SearchConfig, run_search
 
-    device = "cuda" if ctx.cuda else "cpu"
+    device = str(ctx.device)  # the GPU the acceptance was given, not GPU 0
     arch = arch_named(ctx.sizes.train_arch)
     setup = LatencySetup(device=device, batch=1, threads=1)
     first, second = (measure_latency(arch, 32, setup) for _ in range(2))

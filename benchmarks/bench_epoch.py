@@ -7,13 +7,15 @@ ToTensor, Normalize, in a DataLoader with `--workers` processes (the study: 2), 
 Adam 1e-3, ReduceLROnPlateau on the validation loss, float32, the model in the default memory
 format, `.item()` after every step for the running loss and accuracy, a validation pass every
 epoch, a deep copy of the best weights.
-(b) Ours: `nas.train.fit` with the default `TrainConfig` for the device (auto data path, AMP and
-channels_last on CUDA), same architecture, same data, same number of epochs.
-(c) The floor: the same model's training steps (the recipe's optimizer, autocast and memory
-layout, batch 64) on tensors augmented and normalised once, before the clock starts, already
-in memory where the model is, plus the validation forward pass: no data work at all. Ours
-minus the floor is what our epoch spends on data (augmentation, shuffling, normalisation) and
-bookkeeping, the most a faster data path could still save.
+(b) Ours: `nas.train.fit` with the default `TrainConfig` for the device (auto data path; on
+CUDA the precision `nas.precision` picks and channels_last), same architecture, same data,
+same number of epochs.
+(c) The floor: the same model's training steps (`nas.step.TrainingStep`: the recipe's
+optimizer, precision and memory layout, batch 64) on tensors augmented and normalised once,
+before the clock starts, already in memory where the model is, plus the validation forward
+pass: no data work at all. Ours minus the floor is what our epoch spends on data
+(augmentation, shuffling, normalisation) and bookkeeping, the most a faster data path could
+still save.
 
 Both train the same architecture from the same initial weights on the same in-memory data
 (synthetic, made by `nas.data`, no download; or CIFAR-10 with `--dataset cifar10`).
@@ -44,7 +46,9 @@ from nas.augment import BatchAugmenter, normalize_batch
 from nas.batches import DEVICE_CHUNK, memory_format
 from nas.data import DataConfig, Splits, TensorData, load_splits
 from nas.model import build_model
-from nas.train import TrainConfig, fit, make_optimizer, resolve_device, set_seed
+from nas.precision import cudnn_autotuning
+from nas.step import TrainingStep, float_logits, make_optimizer, recipe_precision
+from nas.train import TrainConfig, fit, resolve_device, set_seed
 
 # On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
 # images/s on a small machine,
@@ -133,7 +137,7 @@ def floor_epochs(model, splits: Splits, config: TrainConfig, epochs: int, device
     """The floor: wall seconds of each epoch of `model`'s training steps on tensors augmented
     (the recipe, batched, the same draws for every epoch) and normalised once beforehand,
     already on `device` in the training layout, plus the validation forward pass; the same
-    optimizer, autocast and batch size as `fit`, and one host sync per epoch."""
+    optimizer, precision, training step and batch size as `fit`, and one host sync per epoch."""
     layout = memory_format(config, device)
     augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -146,34 +150,28 @@ def floor_epochs(model, splits: Splits, config: TrainConfig, epochs: int, device
     val = val.contiguous(memory_format=layout)
     val_labels = splits.val.labels.to(device)
     model = model.to(device=device, memory_format=layout)
-    optimizer = make_optimizer(model, config, device)
+    precision = recipe_precision(config, device)
+    step = TrainingStep(model, make_optimizer(model, config, device), precision)
     cuda = device.type == "cuda"
-
-    def autocast():
-        return torch.autocast(device.type, torch.bfloat16, enabled=config.amp and cuda)
-
     seconds = []
-    for _ in range(epochs):
-        if cuda:
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, len(labels), config.batch_size):
-            batch = slice(start, start + config.batch_size)
-            with autocast():
-                loss = F.cross_entropy(model(train[batch]).float(), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-        model.eval()
-        with torch.no_grad(), autocast():
-            for start in range(0, len(val_labels), config.eval_batch_size):
-                batch = slice(start, start + config.eval_batch_size)
-                loss_sum += F.cross_entropy(model(val[batch]).float(), val_labels[batch])
-        loss_sum.item()  # the one host sync per epoch, as in `fit`
-        seconds.append(time.perf_counter() - started)
+    with cudnn_autotuning(cuda):  # as `fit` trains
+        for _ in range(epochs):
+            if cuda:
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            for start in range(0, len(labels), config.batch_size):
+                batch = slice(start, start + config.batch_size)
+                loss_sum += step(train[batch], labels[batch])[0]
+            model.eval()
+            with torch.no_grad():
+                for start in range(0, len(val_labels), config.eval_batch_size):
+                    batch = slice(start, start + config.eval_batch_size)
+                    logits = float_logits(model, val[batch], precision)
+                    loss_sum += F.cross_entropy(logits, val_labels[batch])
+            loss_sum.item()  # the one host sync per epoch, as in `fit`
+            seconds.append(time.perf_counter() - started)
     return seconds
 
 

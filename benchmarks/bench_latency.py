@@ -34,7 +34,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from nas.arch import PRESETS, Architecture, count_macs, count_params
 from nas.costs import (
@@ -47,8 +46,10 @@ from nas.costs import (
     measure_latency,
 )
 from nas.model import build_model
+from nas.precision import precision_for
 from nas.space import SearchSpace
-from nas.train import TrainConfig, make_optimizer
+from nas.step import TrainingStep, make_optimizer
+from nas.train import TrainConfig
 
 PRESET_NAMES = ("paper-model1", "paper-model5", "resnet18")  # the fixed candidates
 MEMORY_BATCH = 64  # --memory: the recipe's batch size
@@ -174,17 +175,17 @@ def memory_row(arch: Architecture, image_size: int, batch: int) -> str:
     for module in model.modules():
         module.register_forward_pre_hook(sample)
         module.register_forward_hook(sample)
-    optimizer = make_optimizer(model, TrainConfig(), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    step = TrainingStep(
+        model, make_optimizer(model, TrainConfig(), cpu), precision_for("fp32", cpu)
+    )
     images = torch.randn(batch, arch.in_channels, image_size, image_size)
     labels = torch.randint(0, arch.num_classes, (batch,))
     for _ in range(3):
+        # sampled in every forward hook and saved tensor, then after the optimizer's update
+        # (the gradients and the optimizer state, all alive at once)
         with torch.autograd.graph.saved_tensors_hooks(sampled, sampled):
-            loss = F.cross_entropy(model(images), labels)
-            sample()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sample()
-        optimizer.step()
+            step(images, labels)
         sample()
     rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_base) * 1024  # KiB on Linux
     estimate = estimate_training_memory(arch, image_size, batch, "adam").megabytes

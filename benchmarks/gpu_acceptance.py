@@ -7,7 +7,9 @@ Checks, in order (details and tolerances in acceptance_checks.py and
 acceptance_search.py):
 - augment: batched augmentation on the GPU equals the CPU result for the same draws, per
   AutoAugment op, for rotate/flip/crop and for the whole recipe (mismatches counted).
-- bf16: bf16 autocast training follows fp32 (TF32 off) in loss over 300 steps of paper-model1.
+- precision: the precision `--precision auto` trains in is the right one for the GPU's compute
+  capability (bf16 at 8.0 and up, fp16 below), its step is at most 1.1x fp32's on the same
+  model (a slow emulated path fails), and it follows fp32 (TF32 off) in loss over 300 steps.
 - fused_adam: the recipe's optimizer is fused Adam, and it trains like foreach Adam.
 - compile: `fit` with torch.compile trains, its compile time reported apart from the epochs.
 - oom: a real search whose first candidate does not fit in GPU memory prunes it with its
@@ -18,15 +20,18 @@ acceptance_search.py):
   candidates within both (issue 14).
 - epoch: paper-model1 seconds per epoch of the reference plain loop (PIL per image, DataLoader,
   fp32, batch 64) vs ours vs the floor (bench_epoch.py's functions), images/s, share of the
-  bf16 peak (training FLOPs per image ~ 3 x 2 x MACs), the 150-epoch retrain time it implies;
+  GPU's dense peak in the precision it trains in (looked up by the GPU's full name,
+  `peak_tflops`; training FLOPs per image ~ 3 x 2 x MACs), the 150-epoch retrain time;
   targets: <= 2.0 s per epoch and <= 5 minutes for 150 epochs on one H100.
 - profile: where an epoch's time goes (torch.profiler), when the 2.0 s target is missed.
 
 Writes a JSON of every result (`--out`) and, on a GPU (or with `--record`), appends a dated
-section to benchmarks/RESULTS.md. Exit status 0 when every check passed or was skipped for a
-stated reason, 1 naming the failing checks otherwise (`--require-targets`: also when a target
-is missed). `--cpu` runs the same checks small on the CPU with synthetic data (under a minute
-on 2 cores; the GPU-only ones say why they skip), so CI proves the script still runs.
+section to benchmarks/RESULTS.md. The data every check uses is printed first (CIFAR-10, or
+synthetic images of CIFAR-10's sizes when it is missing, said so). Exit status 0 when every
+check passed or was skipped for a stated reason, 1 naming the failing checks otherwise
+(`--require-targets`: also when a target is missed). `--cpu` runs the same checks small on
+the CPU with synthetic data (under a minute on 2 cores; the GPU-only ones say why they skip),
+so CI proves the script still runs.
 """
 
 from __future__ import annotations
@@ -53,13 +58,22 @@ from nas.arch import count_macs
 from nas.data import DataConfig, DataError, load_splits
 from nas.files import write_atomic
 from nas.model import build_model
+from nas.precision import precision_for
 from nas.train import TrainConfig, fit, set_seed
 
 HERE = Path(__file__).resolve().parent
 EPOCH_TARGET_SECONDS = 2.0  # paper-model1, one H100, batch 64, the full recipe (issue 16)
 RETRAIN_TARGET_SECONDS = 300.0  # 150 epochs of it
 RETRAIN_EPOCHS = 150  # the recipe's final training length
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per GPU name
+# Dense tensor-core peak (no sparsity) in the precision `--precision auto` trains in there:
+# bf16 from compute 8.0, fp16 below (T4, V100). By the full name torch reports, first match;
+# the variants differ (an H100 PCIe has 756 of the SXM's 989). From NVIDIA's datasheets.
+PEAK_TFLOPS = (
+    (r"H100.*PCIe", 756.0), (r"H100.*NVL", 835.0), (r"H100.*(SXM|HBM3)", 989.0),
+    (r"H200.*NVL", 835.0), (r"GH200|H200", 989.0),
+    (r"A100", 312.0), (r"A10(?![0-9G])", 125.0), (r"L40S", 362.0), (r"L40(?!S)", 181.0),
+    (r"\bL4\b", 121.0), (r"\bT4\b", 65.0), (r"V100.*SXM", 125.0), (r"V100.*PCIE", 112.0),
+)  # fmt: skip
 CATEGORIES = (  # where time goes, by op or kernel name (first match)
     ("convolution", r"conv|cudnn|gemm|xmma|wgrad|dgrad|implicit"),
     ("batch norm", r"batch_norm|batchnorm|bn_"),
@@ -106,12 +120,12 @@ def check_epoch(ctx: Context) -> Result:
         "speedup_over_reference": ref_mean / ours_mean,
         "overhead_over_floor": ours_mean - floor_mean,
         "images_per_second": train_n / ours_mean, "macs_per_image": macs,
-        "share_of_bf16_peak": share, "implied_retrain_seconds": retrain,
+        "share_of_peak": share, "implied_retrain_seconds": retrain,
         "data_path": fitted.extra.get("data_path"),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if ctx.cuda else None,
         "texts": {"reference": ref_text, "ours": ours_text, "floor": floor_text},
     }  # fmt: skip
-    peak = f", {share:.1%} of the bf16 peak" if share is not None else ""
+    peak = f", {share:.1%} of the dense peak" if share is not None else ""
     line = (
         f"{sizes.epoch_arch}, {train_n:,}+{val_n:,} images: reference {ref_mean:.2f} s, ours "
         f"{ours_mean:.2f} s ({ref_mean / ours_mean:.1f}x), floor {floor_mean:.2f} s; "
@@ -190,7 +204,7 @@ def check_profile(ctx: Context) -> Result:
 
 CHECKS = {
     "augment": checks.check_augment,
-    "bf16": checks.check_bf16,
+    "precision": checks.check_precision,
     "fused_adam": checks.check_fused_adam,
     "compile": checks.check_compile,
     "oom": search_checks.check_oom,
@@ -211,8 +225,13 @@ def load_data(args, sizes) -> tuple:
         return splits, f"CIFAR-10 from {args.data_dir}"
     except DataError as error:
         splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=50_000))
-        note = f"synthetic 32x32 images, CIFAR-10's sizes (CIFAR-10 unusable: {error})"
+        note = f"SYNTHETIC 32x32 images of CIFAR-10's sizes, not CIFAR-10 ({error})"
         return splits, note
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The GPU's dense peak (`PEAK_TFLOPS`) by the full name torch reports; None if unknown."""
+    return next((tf for pattern, tf in PEAK_TFLOPS if re.search(pattern, device_name)), None)
 
 
 def peak_flops(args, device: torch.device) -> float | None:
@@ -221,7 +240,18 @@ def peak_flops(args, device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((tf * 1e12 for gpu, tf in PEAK_BF16_TFLOPS.items() if gpu in name), None)
+    tflops = peak_tflops(name)
+    if tflops is None:
+        print(f"peak of {name} unknown: pass --peak-tflops for the share of peak", flush=True)
+    return tflops * 1e12 if tflops is not None else None
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+def precision_line(device: torch.device) -> str:
+    return precision_for("auto", device, warn=False).describe()
 
 
 def run_check(name: str, ctx: Context) -> Result:
@@ -259,6 +289,7 @@ def results_section(report: dict) -> str:
     section = (
         f"\n## GPU acceptance {report['date']}: {report['device_name']}\n\n"
         f"Command: `{report['command']}` (torch {report['torch']}, CUDA {report['cuda']}, "
+        f"precision {report['precision']}, "
         f"load average before {report['load_average_before']}; {report['seconds']:.0f} s in "
         f"all; data: {report['data']}).\n\n| check | status | s | result |\n|---|---|---|---|\n"
         f"{rows}\n"
@@ -281,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda or cuda:N (GPU runs)")
     parser.add_argument("--only", help="comma-separated checks to run (default: all)")
     parser.add_argument("--profile", action="store_true", help="profile even if the target is met")
-    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak (its precision)")
     parser.add_argument("--threads", type=int, help="torch threads (default: 1 with --cpu)")
     parser.add_argument("--require-targets", action="store_true", help="exit 1 on a missed target")
     args = parser.parse_args(argv)
@@ -300,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = checks.CPU_SIZES if args.cpu else checks.GPU_SIZES
     started, load = time.perf_counter(), os.getloadavg()
     splits, data_note = load_data(args, sizes)
+    print(f"data: {data_note}", flush=True)
+    print(
+        f"device: {device} ({device_name(device)}), trains in {precision_line(device)}", flush=True
+    )
     with checks.scratch_folder() as scratch:
         ctx = Context(
             device, sizes, splits, data_note, Path(scratch), peak_flops(args, device),
@@ -310,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="minutes"),
         "command": " ".join(["python", *[a for a in sys.argv if a]]),
         "mode": "cpu" if args.cpu else "gpu", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "device_name": device_name(device), "precision": precision_line(device),
         "torch": torch.__version__, "cuda": torch.version.cuda, "data": data_note,
         "load_average_before": ",".join(f"{x:.2f}" for x in load),
         "seconds": time.perf_counter() - started,

@@ -3,9 +3,11 @@ forward pass, and the peak memory of one training step.
 
 Latency (`measure_latency`): a freshly built model (`nas.model.build_model`) in eval mode under
 `torch.inference_mode`, fed a contiguous NCHW float32 batch (the layout `nas.export` exports),
-on the asked device. Claims:
+on the asked device, cuDNN autotuning off (its heuristic picks the same algorithms in every
+process). Claims:
 - It is quiet and leaves the process as it found it: torch's intra-op threads are pinned to
-  `LatencySetup.threads` and restored afterwards (also when the measurement raises), the global
+  `LatencySetup.threads` and cuDNN autotuning is turned off, both restored afterwards (also
+  when the measurement raises), the global
   random state is untouched (the weights and the input are drawn inside `torch.random.fork_rng`),
   Python's garbage collector collects the young generations first and is held off while
   timing, nothing is printed.
@@ -23,7 +25,8 @@ on the asked device. Claims:
   stops after `FEW_RUNS` runs.
 
 Training memory (`training_memory`): on CUDA it is measured (`torch.cuda.max_memory_allocated`
-over two training steps the way `nas.train.fit` takes them); anywhere else it is estimated
+over two training steps of `nas.step.TrainingStep` under the run's precision, cuDNN
+autotuning on for those steps only, as `nas.train.fit` runs them); anywhere else it is estimated
 from the architecture alone (`estimate_training_memory`, whose docstring gives the model) and
 labelled `measured=False`. Neither counts the data path's own device memory (`nas.batches`
 keeps the training split and two augmented chunks on the device), torch's or CUDA's fixed
@@ -40,13 +43,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nas.arch import Architecture, count_params
 from nas.batches import memory_format
 from nas.errors import UserError
 from nas.model import build_model
-from nas.train import TrainConfig, autocast_for, make_optimizer, resolve_device
+from nas.precision import cudnn_autotuning
+from nas.step import TrainingStep, make_optimizer, recipe_precision
+from nas.train import TrainConfig, resolve_device
 
 MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
 FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU
@@ -64,7 +68,7 @@ YOUNG_GENERATIONS = 1  # gc.collect(1) before timing: generations 0 and 1, not t
 WALL_CLOCK = "wall"  # runs timed by time.perf_counter (CUDA, several CPU threads)
 CPU_CLOCK = "thread cpu"  # runs timed by the thread's CPU time (the CPU, one thread)
 
-# optimizer state in float32 copies of the weights (nas.train.make_optimizer's optimizers)
+# optimizer state in float32 copies of the weights (nas.step.make_optimizer's optimizers)
 OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}  # Adam: two moments; SGD: momentum buffer
 
 
@@ -191,7 +195,9 @@ def measure_latency(arch: Architecture, image_size: int, setup: LatencySetup) ->
             inputs = torch.randn(setup.batch, arch.in_channels, image_size, image_size)
         inputs = inputs.to(device).contiguous()  # NCHW float32, as nas.export's graphs take
         gc.disable()  # no collection pauses inside the timed runs
-        with torch.inference_mode():
+        # cuDNN's heuristics pick the algorithms: the same ones in every process and for every
+        # candidate, where autotuning's pick follows timing noise (its own flag restored after)
+        with torch.inference_mode(), cudnn_autotuning(False):
             times = _time_runs(model, inputs, device, timer)
     finally:
         if collecting:
@@ -350,36 +356,33 @@ def _measure_cuda_memory(
     arch: Architecture, image_size: int, recipe: TrainConfig, device: torch.device
 ) -> TrainingMemory:
     """Peak allocated bytes over two training steps as `nas.train.fit` takes them (its layout,
-    autocast and optimizer). Two steps, because the optimizer's state appears in the first
-    step's `optimizer.step()` and the last step's gradients live through the next forward
-    pass: the second step is the steady state every later step repeats. Without torch.compile
-    (`recipe.compile` is not applied). A CUDA out-of-memory error propagates after the
-    clean-up: the candidate does not fit this GPU at all."""
+    precision, optimizer and `nas.step.TrainingStep`, with cuDNN autotuning). Two steps,
+    because the optimizer's state appears in the first step's `optimizer.step()` and the last
+    step's gradients live through the next forward pass: the second step is the steady state
+    every later step repeats. Without torch.compile (`recipe.compile` is not applied). A CUDA
+    out-of-memory error propagates after the clean-up: the candidate does not fit this GPU."""
     gc.collect(YOUNG_GENERATIONS)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     layout = memory_format(recipe, device)
-    model = optimizer = images = labels = logits = loss = None
+    model = step = images = labels = None
     try:
-        with torch.random.fork_rng(devices=[device]):  # the draws leave the global RNG alone
+        # the draws leave the global RNG alone; autotuning as `fit` runs, for this block only
+        with torch.random.fork_rng(devices=[device]), cudnn_autotuning(True):
             model = build_model(arch).to(device=device, memory_format=layout).train()
-            optimizer = make_optimizer(model, recipe, device)
+            precision = recipe_precision(recipe, device, warn=False)
+            step = TrainingStep(model, make_optimizer(model, recipe, device), precision)
             shape = (recipe.batch_size, arch.in_channels, image_size, image_size)
             images = torch.randn(shape, device=device).contiguous(memory_format=layout)
             labels = torch.randint(0, arch.num_classes, (recipe.batch_size,), device=device)
             for _ in range(2):
-                with autocast_for(recipe, device):
-                    logits = model(images)
-                    loss = F.cross_entropy(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                step(images, labels)
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
     finally:
-        del model, optimizer, images, labels, logits, loss
+        del model, step, images, labels
         gc.collect(YOUNG_GENERATIONS)
         torch.cuda.empty_cache()
     return TrainingMemory(

@@ -1,6 +1,7 @@
 """Owns `nas doctor`'s checks: what a user pastes into a bug report. Versions (Python, torch,
 CUDA, cuDNN, torchvision, Optuna, optuna-dashboard, plotly), the GPUs with their memory and
-bf16 support, whether the default dataset is present, whether the default store opens (and its
+compute capability, the precision a run would train in on the chosen device and why, whether
+the default dataset is present, whether the default store opens (and its
 journal mode), free disk where runs go, and a few seconds of training steps on the chosen
 device with images/s.
 
@@ -11,8 +12,11 @@ Claims:
   downloads the one and creates the other). A failing import, a store that exists but does not
   open, a training step that errors or gives a non-finite loss, and less than `MIN_FREE_GIB` of
   disk are: each such line is marked failed, by name.
-- The training steps run on random tensors with the recipe's optimizer, autocast and memory
-  layout (as `nas.train` uses them), and leave the global random state as it was.
+- The precision line is `nas.precision`'s choice for `--precision auto` on the chosen device
+  (fp32 on a CPU), with its reason (the device type, the compute capability).
+- The training steps are `nas.step.TrainingStep`s on random tensors with the recipe's
+  optimizer, that precision and memory layout (as `nas.train` uses them), and leave the
+  global random state as it was.
 """
 
 from __future__ import annotations
@@ -100,8 +104,10 @@ def versions() -> list[Check]:
 
 
 def gpus() -> list[Check]:
-    """Each visible GPU with its memory, compute capability and bf16 support."""
+    """Each visible GPU with its memory, compute capability and the precision auto picks."""
     import torch
+
+    from nas.precision import choose_precision
 
     if not torch.cuda.is_available():
         return [Check("GPU", "none visible: training runs on the CPU", "info")]
@@ -109,12 +115,12 @@ def gpus() -> list[Check]:
     for index in range(torch.cuda.device_count()):
         try:
             props = torch.cuda.get_device_properties(index)
-            bf16 = "bf16" if (props.major, props.minor) >= (8, 0) else "no bf16 (fp32 only)"
+            chosen = choose_precision("auto", "cuda", (props.major, props.minor)).name
             checks.append(
                 Check(
                     f"GPU {index}",
                     f"{props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                    f"compute {props.major}.{props.minor}, {bf16}",
+                    f"compute {props.major}.{props.minor}, trains in {chosen}",
                 )
             )
         except Exception as error:  # noqa: BLE001 - a GPU that cannot be queried is a finding
@@ -180,6 +186,19 @@ def disk(folder: Path) -> Check:
     return Check("disk", text, "ok" if free >= MIN_FREE_GIB else "FAILED")
 
 
+def precision(device_name: str = "auto") -> Check:
+    """The precision a run with `--precision auto` trains in on the device, and why."""
+    try:
+        from nas.precision import precision_for
+        from nas.train import resolve_device
+
+        device = resolve_device(device_name)
+        chosen = precision_for("auto", device, warn=False)
+    except Exception as error:  # noqa: BLE001 - the training line fails for it, by name
+        return Check("precision", f"unknown: {failed('', error).value}", "info")
+    return Check("precision", f"{chosen.name} on {device} ({chosen.reason})")
+
+
 def training(device_name: str = "auto", seconds: float = TRAIN_SECONDS) -> Check:
     """Training steps of `DOCTOR_ARCH` for `seconds` on the device: images/s, or the error."""
     try:
@@ -190,7 +209,7 @@ def training(device_name: str = "auto", seconds: float = TRAIN_SECONDS) -> Check
         device = resolve_device(device_name)
         config = TrainConfig(device=str(device))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            steps, elapsed, loss = _train_for(config, device, seconds)
+            steps, elapsed, loss, chosen = _train_for(config, device, seconds)
     except Exception as error:  # noqa: BLE001 - whatever breaks the step is the finding
         return failed("training", error)
     if not math.isfinite(loss):
@@ -198,46 +217,40 @@ def training(device_name: str = "auto", seconds: float = TRAIN_SECONDS) -> Check
     rate = steps * DOCTOR_BATCH / elapsed
     return Check(
         "training",
-        f"{device}: {rate:,.0f} images/s ({steps} steps of {DOCTOR_BATCH} in {elapsed:.1f} s, "
-        f"{count_params(DOCTOR_ARCH):,}-parameter net, loss {loss:.3f})",
+        f"{device}, {chosen}: {rate:,.0f} images/s ({steps} steps of {DOCTOR_BATCH} in "
+        f"{elapsed:.1f} s, {count_params(DOCTOR_ARCH):,}-parameter net, loss {loss:.3f})",
     )
 
 
-def _train_for(config, device, seconds: float) -> tuple[int, float, float]:
-    """(steps, seconds, last loss) of training on random images until `seconds` have passed."""
+def _train_for(config, device, seconds: float) -> tuple[int, float, float, str]:
+    """(steps, seconds, last loss, precision) of training on random images until `seconds`
+    have passed."""
     import torch
-    import torch.nn.functional as F
 
     from nas.batches import memory_format
     from nas.model import build_model
-    from nas.train import make_optimizer
+    from nas.precision import cudnn_autotuning
+    from nas.step import TrainingStep, make_optimizer, recipe_precision
 
     cuda = device.type == "cuda"
     layout = memory_format(config, device)
     model = build_model(DOCTOR_ARCH).to(device=device, memory_format=layout)
-    optimizer = make_optimizer(model, config, device)
+    chosen = recipe_precision(config, device)
+    step = TrainingStep(model, make_optimizer(model, config, device), chosen)
     images = torch.randn(DOCTOR_BATCH, 3, 32, 32, device=device).contiguous(memory_format=layout)
     labels = torch.randint(0, DOCTOR_ARCH.num_classes, (DOCTOR_BATCH,), device=device)
-
-    def step() -> torch.Tensor:
-        with torch.autocast(device.type, torch.bfloat16, enabled=config.amp and cuda):
-            loss = F.cross_entropy(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    step()  # warm-up: allocator, kernel selection
-    if cuda:
-        torch.cuda.synchronize(device)
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or steps == 0:
-        loss = step()
-        steps += 1
-        if cuda and steps % 10 == 0:
-            torch.cuda.synchronize(device)  # keep the clock honest: the queue stays short
-    last = float(loss.item())
-    return steps, time.perf_counter() - started, last
+    with cudnn_autotuning(cuda):  # as a training run has it
+        step(images, labels)  # warm-up: allocator, kernel selection
+        if cuda:
+            torch.cuda.synchronize(device)
+        steps, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or steps == 0:
+            loss, _ = step(images, labels)
+            steps += 1
+            if cuda and steps % 10 == 0:
+                torch.cuda.synchronize(device)  # keep the clock honest: the queue stays short
+        last = float(loss.item())
+    return steps, time.perf_counter() - started, last, chosen.name
 
 
 def run_checks(
@@ -268,6 +281,7 @@ def run_checks(
             add(*probe())
         except Exception as error:  # noqa: BLE001 - a check that breaks is itself a finding
             add(failed(name, error))
+    add(precision(device))
     add(store(storage_url or default_storage()))
     add(disk(Path(runs_folder)))
     add(training(device, seconds))

@@ -137,9 +137,10 @@ class StepTiming:
 def time_training_step(
     arch: Architecture, recipe, image_size: int, *, budget: float = TIMING_SECONDS
 ) -> StepTiming:
-    """Time the recipe's training step (optimizer, autocast and memory layout as `nas.train`
-    uses them) for `arch` on random images at `recipe.device`; the global random state is
-    left as it was.
+    """Time the recipe's training step (`nas.step.TrainingStep` under the run's precision, with
+    its optimizer and memory layout, cuDNN autotuning on as `nas.train.fit` runs) for `arch` on
+    random images at `recipe.device`; the global random state and the autotuning setting are
+    left as they were.
 
     A warm-up step and a timed step on `PROBE_BATCH` images tell how long a full batch would
     take; where that is over `STEP_SECONDS_TARGET` (a large model on a CPU) fewer images are
@@ -148,41 +149,36 @@ def time_training_step(
     (never more than `budget`); the fastest counts, since other processes only add time."""
     import torch
 
+    from nas.precision import cudnn_autotuning
     from nas.train import resolve_device
 
     device = resolve_device(recipe.device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []), cudnn_autotuning(cuda):
         timing = _timed_steps(arch, recipe, image_size, device, budget)
-    if device.type == "cuda":
+    if cuda:
         torch.cuda.empty_cache()  # the model and its batches are gone: give the memory back
     return timing
 
 
 def _timed_steps(arch: Architecture, recipe, image_size: int, device, budget: float):
     import torch
-    import torch.nn.functional as F
 
     from nas.batches import memory_format
     from nas.model import build_model
-    from nas.train import make_optimizer
+    from nas.step import TrainingStep, make_optimizer, recipe_precision
 
     cuda = device.type == "cuda"
     layout = memory_format(recipe, device)
     model = build_model(arch).to(device=device, memory_format=layout)
-    optimizer = make_optimizer(model, recipe, device)
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # as `fit` sets it: time the kernels it picks
+    precision = recipe_precision(recipe, device, warn=False)  # the run itself warns
+    step = TrainingStep(model, make_optimizer(model, recipe, device), precision)
 
     def timed(batch: int) -> float:
         started = time.perf_counter()
         images = torch.randn(batch, 3, image_size, image_size, device=device)
         labels = torch.randint(0, arch.num_classes, (batch,), device=device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=recipe.amp and cuda):
-            logits = model(images.contiguous(memory_format=layout))
-            loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(images.contiguous(memory_format=layout), labels)
         if cuda:
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
@@ -321,11 +317,14 @@ def _print(line: str) -> None:
     print(line, flush=True)  # before the run's own lines, also in a log
 
 
-def _device_label(device) -> str:
+def _device_label(device, recipe) -> str:
     import torch
 
+    from nas.step import recipe_precision
+
     if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
+        precision = recipe_precision(recipe, device, warn=False).name
+        return f"{device} ({torch.cuda.get_device_name(device)}, {precision})"
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
@@ -344,7 +343,7 @@ def _estimate(
         return []
     device = resolve_device(recipe.device)
     timing = time_training_step(arch, recipe, plan.shape.image_size)
-    lines = cost_lines(plan, timing.seconds, _device_label(device), arch, search=search)
+    lines = cost_lines(plan, timing.seconds, _device_label(device, recipe), arch, search=search)
     for line in lines:
         out(line)
     return lines

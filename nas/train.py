@@ -7,15 +7,32 @@ epoch the weights with the lowest validation loss so far are kept.
 Claims:
 - `fit` never touches the test split; `evaluate` is called on it once, by the retrain.
 - Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)`,
-  and a checkpoint is written atomically at the end of every epoch, so a run resumed from
-  epoch k ends with the same weights and history as a run never stopped.
+  and a checkpoint is written atomically at the end of every epoch. On the CPU a run resumed
+  from epoch k ends with bit-for-bit the same weights and history as a run never stopped,
+  also when the checkpoint was saved on CUDA with fused optimizer kernels (the optimizer takes
+  this device's update implementation back after loading).
 - Each epoch's batches come from `nas.batches` (by default augmented in chunks where the model
-  is, in the layout `memory_format` picks); the step loop holds no host synchronisation
-  (losses and accuracies accumulate on the device; one `.item()` per epoch).
-- On CUDA also: bf16 autocast, fused Adam, cuDNN autotuning; optional torch.compile with the
-  compile time (the first step) reported apart in `FitResult.compile_seconds`.
+  is, in the layout `memory_format` picks); every step is `nas.step.TrainingStep` under the
+  precision `nas.precision` picks for the device (bf16 at compute 8.0 and up, fp16 with a
+  gradient scaler below, fp32 on the CPU), and the loop holds no host synchronisation (losses
+  and accuracies accumulate on the device; one `.item()` per epoch).
+- The checkpoint holds the fp16 gradient scaler's state, restored on resume; a resume may run
+  in another precision or on another device (the precision is a device setting).
+- cuDNN autotuning is on for a CUDA run and off on the CPU, for the run only: the process's
+  setting is restored when `fit` returns or raises.
+- `evaluate` takes loss and accuracy of float32 logits, as the float32 export computes them.
+- With `compile`, the model is compiled for static shapes and a smaller last batch runs
+  eagerly (no recompilation); the compile time (the first step) is reported apart in
+  `FitResult.compile_seconds`, not in epoch 1's seconds.
 - A non-finite training loss raises `NonFiniteLossError`, which the search turns into a
   pruned trial.
+
+What is not bit-exact: on CUDA a resumed run is only statistically the same as one never
+stopped. cuDNN autotuning may pick other convolution algorithms in the new process, several
+convolution backward algorithms sum in a nondeterministic order, and fp16's skipped steps
+depend on those sums; the weights then differ in their last bits after the first step and
+drift apart like two seeds of one run would, not more. (A `deterministic` switch would cost
+speed on every run to make resumes exact; we judged it not worth it.)
 """
 
 from __future__ import annotations
@@ -38,7 +55,16 @@ from nas.batches import DATA_PATHS, make_batches, memory_format, resolve_data_pa
 from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from nas.data import Splits, TensorData
 from nas.errors import UserError
+from nas.precision import cudnn_autotuning
 from nas.settings import kept
+from nas.step import (
+    TrainingStep,
+    float_logits,
+    make_optimizer,
+    reapply_speed_options,
+    recipe_precision,
+    restore_scaler,
+)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # the keys of every history row `fit` records, in the order a CSV shows them
@@ -73,7 +99,7 @@ class TrainConfig:
     workers: int | None = (
         None  # loader processes for the per-image path; None picks for the machine
     )
-    amp: bool = True  # bf16 autocast on CUDA; CPU always trains in float32
+    amp: bool = True  # reduced precision on CUDA (nas.precision picks which); CPU: float32
     # NHWC memory layout. None (the default): on CUDA (bf16 tensor cores want it), off on the
     # CPU, where oneDNN 3.12 (torch 2.14) corrupts the heap in the backward pass of a 1x1
     # stride-2 convolution on small channels_last batches on AVX-512 CPUs (issue 10); the
@@ -161,30 +187,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def autocast_for(config: TrainConfig, device: torch.device):
-    """The autocast training and evaluation run under: bf16 on CUDA when `config.amp`."""
-    enabled = config.amp and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-_autocast = autocast_for  # the name this module's loops use
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
-    # fused kernels update every parameter in one launch on CUDA; foreach elsewhere
-    speed = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            **speed,
-        )
-    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **speed)
-
-
 # ---- evaluation ------------------------------------------------------------------------------
 
 
@@ -196,8 +198,11 @@ def evaluate(
     config: TrainConfig,
     device: torch.device | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (fraction) of `model` on `data`, normalised only."""
+    """Mean cross-entropy loss and accuracy (fraction) of `model` on `data`, normalised only.
+    The forward pass runs under the run's precision; loss and argmax are taken of the logits
+    in float32, so the accuracy agrees with the float32 export's."""
     device = device or resolve_device(config.device)
+    precision = recipe_precision(config, device, warn=False)  # `fit` has warned
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -207,9 +212,8 @@ def evaluate(
         images = data.images[start : start + config.eval_batch_size].to(device, non_blocking=True)
         labels = data.labels[start : start + config.eval_batch_size].to(device, non_blocking=True)
         inputs = normalize_batch(images, splits.mean, splits.std)
-        with _autocast(config, device):
-            logits = model(inputs.contiguous(memory_format=layout))
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        logits = float_logits(model, inputs.contiguous(memory_format=layout), precision)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
     count = max(1, len(data))
@@ -217,6 +221,35 @@ def evaluate(
 
 
 # ---- training --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Trainer:
+    """What one `fit` trains with: the model, its optimizer and schedule, and the step."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step: TrainingStep  # full batches (through torch.compile when asked)
+    last_step: TrainingStep  # a smaller last batch: eager, so the compiled graph keeps its shape
+    batch_size: int
+    compiled: bool
+
+
+def _make_trainer(model: nn.Module, config: TrainConfig, device: torch.device) -> _Trainer:
+    model.to(device=device, memory_format=memory_format(config, device))
+    optimizer = make_optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+    )
+    precision = recipe_precision(config, device)
+    eager = TrainingStep(model, optimizer, precision)
+    step = eager
+    if config.compile:
+        # static shapes: one graph for the batch size, never recompiled for another shape
+        compiled = torch.compile(model, dynamic=False)
+        step = TrainingStep(compiled, optimizer, precision, scaler=eager.scaler)
+    return _Trainer(model, optimizer, scheduler, step, eager, config.batch_size, config.compile)
 
 
 def fit(
@@ -238,110 +271,101 @@ def fit(
     values) is stored alongside, e.g. the architecture.
     """
     device = resolve_device(config.device)
-    model.to(device=device, memory_format=memory_format(config, device))
-    optimizer = make_optimizer(model, config, device)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
-    )
+    trainer = _make_trainer(model, config, device)
     result = FitResult(
         history=[], best_state={}, best_epoch=0, best_val_loss=math.inf, best_val_accuracy=0.0
     )
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        _resume(load_checkpoint(checkpoint_path), model, optimizer, scheduler, result)
-
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest
-    step_model = torch.compile(model) if config.compile else model
-    batches = make_batches(splits.train, config, splits, device)
+        _resume(load_checkpoint(checkpoint_path), trainer, result)
     result.extra["data_path"] = resolve_data_path(config)
-    first = result.epochs_completed + 1
-    bar = tqdm(
-        range(first, config.epochs + 1),
-        desc="epochs",
-        unit="epoch",
-        disable=not progress,
-        initial=first - 1,
-        total=config.epochs,
-        leave=False,
-    )
-    for epoch in bar:
-        started = time.perf_counter()
-        torch.manual_seed(_epoch_seed(config.seed, epoch))  # any other global draw too
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy, compile_seconds = _train_epoch(
-            step_model,
-            batches,
-            optimizer,
-            config,
-            device,
-            _epoch_seed(config.seed, epoch),
-            time_first_step=config.compile and not result.compile_seconds,
-        )
-        result.compile_seconds += compile_seconds
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
-        val_loss, val_accuracy = evaluate(model, splits.val, splits, config, device)
-        scheduler.step(val_loss)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "lr": lr,
-            "seconds": time.perf_counter() - started - compile_seconds,  # compile time apart
-        }
-        result.history.append(row)
-        result.best_val_accuracy = max(result.best_val_accuracy, val_accuracy)
-        if val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch = val_loss, epoch
-            result.best_state = {
-                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            }
-        if checkpoint_path is not None:
-            save_checkpoint(
-                _checkpoint_state(model, optimizer, scheduler, result, config, checkpoint_extra),
-                checkpoint_path,
-            )
-        bar.set_postfix(
-            train=f"{train_accuracy:.1%}", val=f"{val_accuracy:.1%}", loss=f"{val_loss:.3f}"
-        )
-        if callback is not None and callback(row):
-            result.stopped_early = True
-            break
-    bar.close()
+    result.extra["precision"] = trainer.step.precision.name
+    # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms)
+    with cudnn_autotuning(device.type == "cuda"):
+        batches = make_batches(splits.train, config, splits, device)
+        first = result.epochs_completed + 1
+        bar = tqdm(
+            range(first, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
+            initial=first - 1, total=config.epochs, leave=False,
+        )  # fmt: skip
+        for epoch in bar:
+            row = _run_epoch(trainer, batches, splits, config, device, epoch, result)
+            if checkpoint_path is not None:
+                save_checkpoint(
+                    _checkpoint_state(trainer, result, config, checkpoint_extra), checkpoint_path
+                )
+            bar.set_postfix(
+                train=f"{row['train_accuracy']:.1%}", val=f"{row['val_accuracy']:.1%}",
+                loss=f"{row['val_loss']:.3f}",
+            )  # fmt: skip
+            if callback is not None and callback(row):
+                result.stopped_early = True
+                break
+        bar.close()
     if not result.best_state:  # zero epochs: the initial weights are the best there are
-        result.best_state = {
-            k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-        }
+        result.best_state = _cpu_copy(model)
     return result
 
 
+def _run_epoch(trainer, batches, splits, config, device, epoch: int, result: FitResult) -> dict:
+    """Train and validate one epoch; record its row and the best weights in `result`."""
+    started = time.perf_counter()
+    torch.manual_seed(_epoch_seed(config.seed, epoch))  # any other global draw too
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    train_loss, train_accuracy, compile_seconds = _train_epoch(
+        trainer,
+        batches,
+        device,
+        _epoch_seed(config.seed, epoch),
+        time_first_step=trainer.compiled and not result.compile_seconds,
+    )
+    result.compile_seconds += compile_seconds
+    if not math.isfinite(train_loss):
+        raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
+    val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, config, device)
+    trainer.scheduler.step(val_loss)
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "lr": lr,
+        "seconds": time.perf_counter() - started - compile_seconds,  # compile time apart
+    }
+    result.history.append(row)
+    result.best_val_accuracy = max(result.best_val_accuracy, val_accuracy)
+    if val_loss < result.best_val_loss:
+        result.best_val_loss, result.best_epoch = val_loss, epoch
+        result.best_state = _cpu_copy(trainer.model)
+    return row
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def _train_epoch(
-    model, batches, optimizer, config, device, seed, time_first_step=False
+    trainer: _Trainer, batches, device, seed, time_first_step=False
 ) -> tuple[float, float, float]:
     """Mean loss and accuracy of one epoch, and the seconds of its first step when asked (with
     torch.compile that step compiles the model: its time is reported apart from the epoch)."""
-    model.train()
+    trainer.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     first_step_seconds = 0.0
-    for step, (images, labels) in enumerate(batches.epoch(seed)):
-        if time_first_step and step == 0:
+    for index, (images, labels) in enumerate(batches.epoch(seed)):
+        timed = time_first_step and index == 0
+        if timed:
             _synchronize(device)
             first_step_started = time.perf_counter()
-        with _autocast(config, device):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        full = labels.shape[0] == trainer.batch_size
+        loss, logits = (trainer.step if full else trainer.last_step)(images, labels)
         # accumulate on the device: reading a value here would stall the GPU every step
-        loss_sum += loss.detach() * labels.shape[0]
-        correct += (logits.detach().argmax(1) == labels).sum()
+        loss_sum += loss * labels.shape[0]
+        correct += (logits.argmax(1) == labels).sum()
         seen += labels.shape[0]
-        if time_first_step and step == 0:
+        if timed:
             _synchronize(device)
             first_step_seconds = time.perf_counter() - first_step_started
     seen = max(1, seen)
@@ -353,12 +377,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _checkpoint_state(model, optimizer, scheduler, result, config, extra) -> dict[str, Any]:
+def _checkpoint_state(trainer: _Trainer, result: FitResult, config, extra) -> dict[str, Any]:
     return {
         "format": 1,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.step.scaler.state_dict(),  # empty unless fp16
         "history": copy.deepcopy(result.history),
         "best_state": result.best_state,
         "best_epoch": result.best_epoch,
@@ -370,10 +395,12 @@ def _checkpoint_state(model, optimizer, scheduler, result, config, extra) -> dic
     }
 
 
-def _resume(state, model, optimizer, scheduler, result: FitResult) -> None:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+def _resume(state, trainer: _Trainer, result: FitResult) -> None:
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    reapply_speed_options(trainer.optimizer)  # the saved run's device may have been another
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    restore_scaler(trainer.step.scaler, state.get("scaler"))  # a resume may change precision
     result.history = list(state["history"])
     result.best_state = state["best_state"]
     result.best_epoch = state["best_epoch"]

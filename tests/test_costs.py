@@ -151,11 +151,23 @@ def test_an_unknown_optimizer_is_a_user_error():
         estimate_training_memory(TINY, 32, 8, "lamb")
 
 
+@contextlib.contextmanager
+def cudnn_benchmark_on() -> Iterator[None]:
+    """cuDNN autotuning on inside the block (a process's own setting a measurement must keep)."""
+    found = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = found
+
+
 def test_a_latency_measurement_is_bounded_ordered_and_leaves_the_threads_and_rng_alone():
     rng_before = torch.random.get_rng_state()
-    with torch_threads(2):  # timed on 1 thread (2 threads on a busy 2-core machine crawl)
+    with torch_threads(2), cudnn_benchmark_on():  # timed on 1 thread (2 crawl on 2 busy cores)
         latency = measure_latency(TINY, 16, LatencySetup(threads=1))
         assert torch.get_num_threads() == 2
+        assert torch.backends.cudnn.benchmark is True  # turned off to time, then restored
     assert torch.equal(torch.random.get_rng_state(), rng_before)
     assert latency.runs >= MIN_RUNS
     assert latency.clock == CPU_CLOCK  # one CPU thread: timed by its own CPU time
@@ -216,11 +228,12 @@ def test_a_fast_model_stops_at_max_runs(monkeypatch):
 
 
 def test_the_threads_are_restored_when_the_measurement_fails():
-    with torch_threads(2), pytest.raises(RuntimeError):  # the stem refuses a 0-pixel image
+    with torch_threads(2), cudnn_benchmark_on(), pytest.raises(RuntimeError):  # 0-pixel image
         try:
             measure_latency(TINY, 0, LatencySetup(threads=1))
         finally:
             assert torch.get_num_threads() == 2
+            assert torch.backends.cudnn.benchmark is True
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available on this machine")

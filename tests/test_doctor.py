@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 PROMISED = (  # every line the issue promises, by the name in the first column
     "python", "torch", "CUDA", "cuDNN", "torchvision", "optuna", "optuna-dashboard", "plotly",
-    "GPU", "dataset", "store", "disk", "training",
+    "GPU", "precision", "dataset", "store", "disk", "training",
 )  # fmt: skip
 
 
@@ -69,7 +69,9 @@ def test_a_new_user_s_machine_is_healthy_and_nothing_is_created(tmp_path, monkey
     table = check_promised(out)
     assert table["dataset"][0] == "info" and "absent" in table["dataset"][1]
     assert table["store"][0] == "info" and "absent" in table["store"][1]
-    assert table["training"][1].startswith("cpu: ")
+    # the precision a run would use here, and why: the CPU trains in float32
+    assert table["precision"] == ("ok", "fp32 on cpu (auto: the cpu trains in fp32)")
+    assert table["training"][1].startswith("cpu, fp32: ")
     assert out.rstrip().endswith("healthy") and not err
     assert list(tmp_path.iterdir()) == []  # no studies/, data/ or runs/
 
@@ -123,6 +125,7 @@ def test_a_training_step_that_cannot_run_is_the_named_failure(tmp_path, monkeypa
     assert status == 1
     status_, found = rows(out)["training"]
     assert status_ == "FAILED" and "no CUDA GPU" in found
+    assert rows(out)["precision"][0] == "info"  # unknown, and the training line says why
     assert err.strip() == "error: unhealthy: training failed"
 
 

@@ -1,6 +1,8 @@
 """benchmarks/gpu_acceptance.py --cpu: the GPU acceptance still runs, small, on the CPU (what
 CI proves before a GPU ever runs it): exit 0, a JSON where every check passed or says why it
-was skipped, and RESULTS.md left alone (only a GPU run, or --record, appends to it)."""
+was skipped, the data it used on screen, and RESULTS.md left alone (only a GPU run, or
+--record, appends to it). And the decisions it makes on a GPU, as the pure functions they are:
+the GPU's peak by its full name, the precision verdict, the workers verdict."""
 
 from __future__ import annotations
 
@@ -12,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from acceptance_checks import MAX_STEP_RATIO, precision_verdict  # noqa: E402
+from acceptance_search import workers_verdict  # noqa: E402
+from gpu_acceptance import peak_tflops  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.py"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CHECKS = [
-    "augment", "bf16", "fused_adam", "compile", "oom", "workers", "costs", "epoch", "profile",
+    "augment", "precision", "fused_adam", "compile", "oom", "workers", "costs", "epoch", "profile",
 ]  # fmt: skip
 
 
@@ -33,6 +40,8 @@ def test_the_cpu_acceptance_passes_and_writes_its_json(tmp_path):
         timeout=300,
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr[-3000:]
+    assert "data: synthetic, 400 images" in finished.stdout.splitlines()  # on screen, first
+    assert "trains in fp32 (auto: the cpu trains in fp32)" in finished.stdout
     report = json.loads(out.read_text())
     assert report["mode"] == "cpu" and report["passed"] is True
     assert [check["name"] for check in report["checks"]] == CHECKS
@@ -50,3 +59,69 @@ def test_the_cpu_acceptance_passes_and_writes_its_json(tmp_path):
     assert costs["memory"]["measured"] is False and costs["trained_within_budgets"] is True
     assert RESULTS.read_bytes() == results_before  # --cpu without --record records nothing
     assert list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize(
+    ("name", "tflops"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),  # SXM5
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H200 NVL", 835.0),
+        ("NVIDIA GH200 480GB", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A100 80GB PCIe", 312.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L40", 181.0),
+        ("Tesla T4", 65.0),  # fp16: what a T4 trains in
+        ("Tesla V100-SXM2-16GB", 125.0),
+        ("Tesla V100-PCIE-32GB", 112.0),
+        ("NVIDIA A10G", None),  # not in the table: the run asks for --peak-tflops
+        ("NVIDIA H100", None),  # a variant the name does not tell
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_the_peak_is_looked_up_by_the_gpu_s_full_name(name, tflops):
+    assert peak_tflops(name) == tflops
+
+
+def test_the_precision_verdict_fails_a_wrong_choice_or_a_slow_step():
+    assert precision_verdict("bf16", (9, 0), 1.10, 1.0)[0] is True  # at the allowed ratio
+    assert precision_verdict("bf16", (9, 0), 1.11, 1.0)[0] is False  # just past it
+    assert MAX_STEP_RATIO == 1.10
+    assert precision_verdict("fp16", (7, 5), 0.4, 1.0)[0] is True  # a T4 in fp16
+    ok, text = precision_verdict("bf16", (7, 5), 0.5, 1.0)  # bf16 on a T4: wrong, however fast
+    assert not ok and text == "bf16 at compute 7.5: expected fp16"
+    ok, text = precision_verdict("bf16", (7, 5), 3.0, 1.0)  # and the emulated path is slow
+    assert not ok
+    assert precision_verdict("fp16", (8, 0), 0.5, 1.0) == (
+        False,
+        "fp16 at compute 8.0: expected bf16",
+    )
+    ok, text = precision_verdict("bf16", (8, 0), 0.6, 1.2)
+    assert (
+        ok
+        and text
+        == "bf16 at compute 8.0, step 600.0 ms vs fp32 1200.0 ms (0.50x, at most 1.10x allowed)"
+    )
+    assert precision_verdict("fp32", None, 1.0, 1.0)[0] is True  # the CPU
+    assert precision_verdict("bf16", None, 1.0, 1.0)[0] is False
+
+
+def test_the_workers_verdict_does_not_depend_on_start_up_order():
+    both = ["cuda:0", "cuda:1"]
+    assert workers_verdict(both, both, 0, 4, 4) == (
+        True,
+        "exit 0, 4 of 4 trials trained on cuda:0, cuda:1",
+    )
+    # the second worker started after the first had trained all four trials: not a failure
+    ok, text = workers_verdict(both, ["cuda:0"], 0, 4, 4)
+    assert ok and text.endswith("cuda:1 trained none (started after the others had finished)")
+    assert workers_verdict(both, both, 1, 4, 4)[0] is False  # a worker failed
+    assert workers_verdict(both, both, 0, 3, 4)[0] is False  # a trial short
+    assert workers_verdict(both, [], 0, 0, 0)[0] is False  # nothing trained at all
+    ok, text = workers_verdict(both, ["cuda:0", "cuda"], 0, 4, 4)  # a bare "cuda": GPU 0 again
+    assert not ok and "cuda not among the workers' devices" in text

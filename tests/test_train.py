@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nas.arch import Architecture
+from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.data import DataConfig, load_splits
 from nas.errors import UserError
 from nas.model import build_model
@@ -106,6 +107,50 @@ def test_resume_after_two_epochs_matches_four_straight(tmp_path):
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history] == strip
     for name, tensor in straight.best_state.items():
         assert torch.equal(tensor, resumed.best_state[name]), name
+
+
+def test_a_checkpoint_saved_with_fused_adam_resumes_on_the_cpu_with_foreach(tmp_path):
+    """A CUDA run's checkpoint (its optimizer groups say fused=True) resumed on the CPU: the
+    optimizer takes the CPU's choice back, and the run ends as one never stopped."""
+    splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
+    straight = fit(fresh_model(), splits, quick(epochs=3), progress=False)
+    checkpoint = tmp_path / "run.ckpt"
+    fit(fresh_model(), splits, quick(epochs=2), checkpoint_path=checkpoint, progress=False)
+    state = load_checkpoint(checkpoint)
+    for group in state["optimizer"]["param_groups"]:  # what make_optimizer saves on CUDA
+        group.update(fused=True, foreach=None)
+    save_checkpoint(state, checkpoint)
+
+    resumed = fit(
+        fresh_model(99), splits, quick(epochs=3), checkpoint_path=checkpoint, progress=False
+    )
+    groups = load_checkpoint(checkpoint)["optimizer"]["param_groups"]
+    assert [(g["fused"], g["foreach"]) for g in groups] == [(None, True)]
+    assert load_checkpoint(checkpoint)["scaler"] == {}  # fp32: no loss scale to carry
+    for name, tensor in straight.best_state.items():  # bit-exact on the CPU
+        assert torch.equal(tensor, resumed.best_state[name]), name
+
+
+@pytest.mark.parametrize("found", [True, False])
+def test_fit_sets_cudnn_autotuning_for_its_run_only(splits, found):
+    """On the CPU the run holds autotuning off (it is CUDA's), and gives the process its own
+    setting back afterwards, also when the run raises."""
+    before = torch.backends.cudnn.benchmark
+    seen = []
+
+    def stop_after_first(row):
+        seen.append(torch.backends.cudnn.benchmark)
+        raise RuntimeError("stopped")
+
+    try:
+        torch.backends.cudnn.benchmark = found
+        fit(fresh_model(), splits, quick(epochs=1), progress=False, callback=seen.append)
+        assert torch.backends.cudnn.benchmark is found
+        with pytest.raises(RuntimeError, match="stopped"):
+            fit(fresh_model(), splits, quick(epochs=1), progress=False, callback=stop_after_first)
+        assert seen[-1] is False and torch.backends.cudnn.benchmark is found
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def test_callback_can_stop_training(splits):
