@@ -15,6 +15,12 @@ candidate's costs and compares each with its budget:
 Each checked cost gives an excess (cost - limit, <= 0 within the budget) and a relative excess
 (excess / limit): the samplers learn every budget from the relative ones, so a millisecond and a
 million parameters weigh alike. A rejection names each budget it broke.
+
+A measurement that runs out of device memory (`nas.device_memory.memory_failure`: CUDA
+out-of-memory, or no cuDNN algorithm that fits) is a verdict, not a crash: the candidate does
+not fit (`Verdict.unfit_on`, the device), is rejected with the reason "does not fit on cuda:N",
+and the samplers see that cost at `UNFIT_EXCESS` over its budget (its true peak is unknown:
+above what the device had free).
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from typing import Any
 
 from nas import records
 from nas.arch import Architecture, count_macs, count_params
+from nas.device_memory import memory_failure, release_memory
+from nas.devices import latency_device
 
 MINIMIZABLE = ("params", "macs", "latency")  # what --objective pareto may lower (--minimize)
 OBJECTIVES = ("accuracy", "pareto")  # --objective
 LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device
+UNFIT_EXCESS = 1.0  # relative excess the samplers see for a cost whose measurement ran out of
+# device memory: the candidate is at least that far from fitting, as far as they should learn
 
 _LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency", "memory": "memory"}
 
@@ -134,11 +144,17 @@ class Verdict:
     excess: dict[str, float] = field(default_factory=dict)  # cost - limit, per budget checked
     relative: dict[str, float] = field(default_factory=dict)  # excess / limit, per budget checked
     reused: bool = False  # the measurements came from an earlier trial of the architecture
+    unfit_on: str | None = None  # the device a measurement ran out of memory on
 
     @property
     def broken(self) -> dict[str, float]:
         """{budget: excess} of the budgets the candidate is over."""
         return {name: value for name, value in self.excess.items() if value > 0}
+
+    @property
+    def rejected(self) -> bool:
+        """Over a budget, or too large for the device to measure."""
+        return bool(self.broken) or self.unfit_on is not None
 
     def constraint(self) -> float:
         """Every budget in one number, <= 0 when all are met: the sum of the relative excesses
@@ -147,13 +163,15 @@ class Verdict:
         return sum(over) if over else max(self.relative.values(), default=0.0)
 
     def reason(self, limits: dict[str, float]) -> str:
-        """`over budget: latency 3.21 > 2.00 ms, MACs 412.3M > 300.0M`: each budget broken."""
+        """`over budget: latency 3.21 > 2.00 ms, MACs 412.3M > 300.0M`: each budget broken;
+        `does not fit on cuda:0` for a candidate the device ran out of memory measuring."""
         broken = [
             f"{_SHORT[name]} {_number(name, self.costs[name])} > "
             f"{_number(name, limits[name])}{_UNITS[name]}"
             for name in self.broken
         ]
-        return "over budget: " + ", ".join(broken)
+        unfit = [f"does not fit on {self.unfit_on}"] if self.unfit_on is not None else []
+        return "; ".join((["over budget: " + ", ".join(broken)] if broken else []) + unfit)
 
 
 Measure = Callable[[], Any]
@@ -163,14 +181,23 @@ class Gate:
     """Measures a candidate's costs, cheapest first, and compares them with the budgets.
 
     `image_size` is the data's; memory is for `recipe` (its batch size and optimizer) on
-    `train_device`, where the search trains."""
+    `train_device`, where the search trains. `memory_meter` takes (arch, image_size, recipe,
+    device) and returns a `nas.costs.TrainingMemory` (default: `nas.costs.training_memory`)."""
 
-    def __init__(self, budgets: Budgets, image_size: int, recipe, train_device: str):
+    def __init__(
+        self,
+        budgets: Budgets,
+        image_size: int,
+        recipe,
+        train_device: str,
+        memory_meter: Callable[..., Any] | None = None,
+    ):
         self.budgets = budgets
         self.limits = budgets.limits()
         self.image_size = image_size
         self.recipe = recipe
         self.train_device = str(train_device)
+        self.memory_meter = memory_meter
 
     def check(
         self, arch: Architecture, earlier: Callable[[], dict[str, Any] | None] | None = None
@@ -182,17 +209,35 @@ class Gate:
         verdict.costs["macs"] = count_macs(arch, self.image_size)
         memory_measured = self.budgets.memory_mb is not None and self._memory_is_measured()
         if self.budgets.memory_mb is not None and not memory_measured:
-            self._memory(arch, verdict, None)  # analytic: as cheap as counting parameters
+            # analytic: as cheap as counting parameters
+            self._fitting("memory", self.train_device, verdict, self._memory, arch, None)
         self._compare(verdict)
-        if verdict.broken:
+        if verdict.rejected:
             return verdict  # no timing for a candidate the analytic budgets already reject
         recorded = earlier() if earlier is not None else None
         if self.budgets.latency_measured:
-            self._latency(arch, verdict, recorded)
-        if memory_measured:
-            self._memory(arch, verdict, recorded)
+            device = latency_device(self.budgets.latency_device, self.train_device)
+            self._fitting("latency", device, verdict, self._latency, arch, recorded)
+        if memory_measured and verdict.unfit_on is None:
+            self._fitting("memory", self.train_device, verdict, self._memory, arch, recorded)
         self._compare(verdict)
         return verdict
+
+    def _fitting(
+        self, name: str, device: str, verdict: Verdict, measure, arch: Architecture, recorded
+    ) -> None:
+        """`measure(arch, verdict, recorded)`; running out of memory on `device` is the verdict
+        that the candidate does not fit there (any other error propagates)."""
+        try:
+            measure(arch, verdict, recorded)
+            return
+        except Exception as error:
+            if memory_failure(error) is None:
+                raise
+        # out of the except block: its traceback no longer holds the measurement's tensors
+        release_memory()
+        verdict.unfit_on = device
+        verdict.relative[name] = UNFIT_EXCESS
 
     def _memory_is_measured(self) -> bool:
         return self.train_device.startswith("cuda")
@@ -205,7 +250,7 @@ class Gate:
             verdict.reused = True
         else:
             setup = LatencySetup(
-                device=self.budgets.latency_device,
+                device=latency_device(self.budgets.latency_device, self.train_device),
                 batch=self.budgets.latency_batch,
                 threads=self.budgets.latency_threads,
             )
@@ -220,7 +265,8 @@ class Gate:
             memory = TrainingMemory.from_dict(recorded[records.MEMORY])
             verdict.reused = True
         else:
-            memory = training_memory(arch, self.image_size, self.recipe, self.train_device)
+            meter = self.memory_meter or training_memory
+            memory = meter(arch, self.image_size, self.recipe, self.train_device)
         verdict.costs["memory"] = memory.megabytes
         verdict.details["memory"] = memory.to_dict()
 

@@ -11,6 +11,8 @@ Claims:
   executed.
 - `rng_state()` / `restore_rng_state()` capture python, numpy, torch and CUDA generators as
   tensors and plain values, which `weights_only=True` can load.
+- A checkpoint resumes on a machine with fewer GPUs than the one that wrote it, or none: only
+  the CUDA generator states of GPUs that exist here are restored (`cuda_states_to_restore`).
 
 File layout: 8 bytes of magic, 32 bytes of SHA-256 over the payload, then the payload, which is
 an ordinary `torch.save` archive.
@@ -105,5 +107,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         )
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index in range(cuda_states_to_restore(len(state.get("cuda", ())), visible)):
+        torch.cuda.set_rng_state(state["cuda"][index], index)
+
+
+def cuda_states_to_restore(saved: int, visible: int) -> int:
+    """How many saved CUDA generator states to restore (GPUs 0 to n-1): those of the GPUs that
+    exist here. A checkpoint from a node with more GPUs resumes on fewer (or none); one from
+    fewer leaves the other GPUs' generators as they are (this process's training uses one)."""
+    return max(0, min(saved, visible))

@@ -347,8 +347,6 @@ def training_memory(
             arch, image_size, recipe.batch_size, recipe.optimizer, recipe.momentum
         )
         return TrainingMemory(estimate.megabytes, False, str(target), estimate.parts)
-    if target.index is None:
-        target = torch.device("cuda", torch.cuda.current_device())
     return _measure_cuda_memory(arch, image_size, recipe, target)
 
 

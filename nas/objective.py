@@ -6,7 +6,9 @@ Claims:
   MACs analytically from the sampled values, latency and CUDA memory measured once per
   architecture. An over-budget candidate becomes a PRUNED trial with its costs, `excess` and
   `over_budget_by` (the budgets it broke) set, a reason naming them, and no intermediate values;
-  its excesses are the trial's constraints (values <= 0 are feasible).
+  its excesses are the trial's constraints (values <= 0 are feasible). One whose measurement ran
+  out of device memory is rejected the same way, with the reason "does not fit on <device>" and
+  `records.OUT_OF_MEMORY` naming the device.
 - In a Pareto study (`pareto_cost` set) a trained trial's values are (validation accuracy, that
   cost); its per-epoch accuracy is recorded as `records.CURVE` (Optuna keeps no intermediate
   values, and prunes nothing, with several objectives).
@@ -15,27 +17,28 @@ Claims:
   now (another worker) is pruned as its duplicate, so two workers never train it side by side.
 - A trial that lost the race for the study's last places (a lower-numbered trial got there
   first) is pruned as not needed before training, so the study ends with exactly its target.
-- A non-finite loss or a CUDA out-of-memory error prunes the trial with the reason recorded
-  (it is then FAILED in `records.classify`: no model worth ranking).
+- A non-finite loss, or running out of device memory while training (CUDA out-of-memory, or no
+  cuDNN algorithm that fits: `nas.device_memory.memory_failure`), prunes the trial with the
+  reason recorded (it is then FAILED in `records.classify`: no model worth ranking) and the
+  search goes on; a memory failure also records the device as `records.OUT_OF_MEMORY`.
 - `should_stop()` is checked after every epoch: the trial then fails with `StopRequested`, and
   `Objective.training` still names it, so the search can enqueue its parameters again.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Callable
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from nas import records
 from nas.arch import Architecture, count_params
 from nas.budgets import Budgets, Gate, record_verdict
 from nas.data import Splits
+from nas.device_memory import memory_failure, release_memory
 from nas.errors import StopRequested
 from nas.model import build_model
 from nas.space import SearchSpace
@@ -85,6 +88,7 @@ class Objective:
         pareto_cost: str | None = None,
         target: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        memory_meter: Callable[..., Any] | None = None,
     ):
         self.space = space
         self.splits = splits
@@ -94,7 +98,9 @@ class Objective:
         self.target = target  # trained candidates the study should hold (None: no limit)
         self.should_stop = should_stop
         self.device = resolve_device(recipe.device)
-        self.gate = Gate(budgets, splits.image_shape[-1], recipe, str(self.device))
+        self.gate = Gate(
+            budgets, splits.image_shape[-1], recipe, str(self.device), memory_meter=memory_meter
+        )
         self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -109,10 +115,11 @@ class Objective:
         trial.set_user_attr(records.ARCH_LINE, arch.describe())
         verdict = self.gate.check(arch, lambda: find_measured(trial.study, architecture))
         record_verdict(trial, verdict)  # costs, excesses and the samplers' constraints
-        if verdict.broken:
-            broken = {name: verdict.excess[name] for name in verdict.broken}
-            reason = verdict.reason(self.gate.limits)
-            return self._prune(trial, reason, **{records.OVER_BUDGET_BY: broken})
+        if verdict.rejected:
+            attrs: dict[str, Any] = {records.OVER_BUDGET_BY: verdict.broken}
+            if verdict.unfit_on is not None:
+                attrs[records.OUT_OF_MEMORY] = verdict.unfit_on
+            return self._prune(trial, verdict.reason(self.gate.limits), **attrs)
 
         twin = find_training(trial.study, architecture, trial.number)
         if twin is not None:  # another worker trains it right now: its result will be the one
@@ -183,20 +190,24 @@ class Objective:
             return False
 
         model = None
-        out_of_memory = False
+        failure = None
         try:
             set_seed(self.recipe.seed)
             model = build_model(arch)
             result = fit(model, self.splits, self.recipe, callback=report, progress=False)
         except NonFiniteLossError as error:
             return self._prune(trial, f"non-finite loss: {error}")
-        except torch.cuda.OutOfMemoryError:
-            out_of_memory = True  # handled below: the traceback still holds the tensors here
+        except Exception as error:
+            failure = memory_failure(error)
+            if failure is None:
+                raise
+            # handled below: the traceback still holds the tensors here
         finally:
             del model
-        if out_of_memory:
-            _free_memory()
-            return self._prune(trial, f"out of memory on {self.device}")
+        if failure is not None:
+            release_memory()
+            device = str(self.device)
+            return self._prune(trial, f"{failure} on {device}", **{records.OUT_OF_MEMORY: device})
         record_training(trial, result.history)
         return result.best_val_accuracy
 
@@ -220,9 +231,3 @@ def record_training(trial: optuna.Trial, history: list[dict[str, Any]]) -> None:
     best_accuracy = max((row["val_accuracy"] for row in history), default=0.0)
     trial.set_user_attr(records.BEST_VAL_ACCURACY, best_accuracy)
     trial.set_user_attr(records.SECONDS_PER_EPOCH, sum(seconds) / max(1, len(seconds)))
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

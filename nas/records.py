@@ -43,6 +43,7 @@ EXCESS = "excess"  # {budget: cost - limit} for every budget checked; <= 0 is wi
 CONSTRAINT = "constraint"  # all budgets in one number, <= 0 feasible (Optuna 4.x samplers' view)
 OVER_BUDGET_BY = "over_budget_by"  # {budget: excess} of the budgets a rejected candidate broke
 # (studies of the earlier version: an int, the parameters over the one budget)
+OUT_OF_MEMORY = "out_of_memory"  # the device the candidate ran out of memory on (measured, trained)
 CURVE = "val_accuracy_curve"  # per-epoch validation accuracy where Optuna keeps none (Pareto)
 DUPLICATE_OF = "duplicate_of"  # the trial number whose identical architecture was trained
 NOT_NEEDED = "not_needed"  # True: lost the race for the study's last places to other workers

@@ -15,6 +15,9 @@ Claims:
   resuming with a different budget, objective, space, or any setting declared `kept` on
   `DataConfig`/`TrainConfig` is refused. Trials left RUNNING by a killed process are failed by
   Optuna's heartbeat check and their parameters retried.
+- `max_rejections` untrained candidates in a row end the search with a sentence saying why: over
+  the budgets (or already trained), or, when every one of them ran out of device memory
+  (`records.OUT_OF_MEMORY`), that they did not fit in that device's memory.
 - `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
   the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
   or by Ctrl-C has its parameters enqueued, so the next run retries it first.
@@ -26,6 +29,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -230,8 +234,11 @@ def run_search(
     splits: Splits | None = None,
     should_stop: Callable[[], bool] | None = None,
     announce: Callable[[str], None] | None = None,
+    memory_meter: Callable[..., Any] | None = None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds `config.trials` trained candidates.
+
+    `memory_meter` replaces `nas.costs.training_memory` in the budget gate (`nas.budgets.Gate`).
 
     With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
     after the running trial's epoch (that trial is failed and its parameters enqueued for the
@@ -249,8 +256,10 @@ def run_search(
         pareto_cost=config.minimize if config.pareto else None,
         target=config.trials,
         should_stop=stop,
+        memory_meter=memory_meter,
     )
     untrained_in_a_row = 0
+    unfit_in_a_row = 0  # of those, the ones that ran out of device memory
     finished: list[FrozenTrial] = []  # filled by Optuna's callback after each trial
     reap = StaleTrialReaper(config.grace)
     waiting = WaitWatch(config.max_wait)
@@ -287,8 +296,16 @@ def run_search(
         if trained_now:
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
         untrained_in_a_row = 0 if trained_now else untrained_in_a_row + 1
+        unfit = trial.user_attrs.get(records.OUT_OF_MEMORY)
+        unfit_in_a_row = unfit_in_a_row + 1 if unfit is not None else 0
         if on_trial is not None:
             on_trial(outcome_of(trial), trial_counts(study)[0])
+        if untrained_in_a_row >= config.max_rejections and unfit_in_a_row == untrained_in_a_row:
+            raise UserError(
+                f"the last {unfit_in_a_row} candidates did not fit in the memory of {unfit} "
+                f"(at a batch of {recipe.batch_size}); lower --batch-size, use a space with "
+                "smaller widths, or use a device with more memory"
+            )
         if untrained_in_a_row >= config.max_rejections:
             raise UserError(
                 f"the last {untrained_in_a_row} candidates were all over the budgets "

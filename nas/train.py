@@ -54,6 +54,7 @@ from nas.augment import AUGMENTATIONS, POLICY_NAMES, normalize_batch
 from nas.batches import DATA_PATHS, make_batches, memory_format, resolve_data_path
 from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from nas.data import Splits, TensorData
+from nas.devices import device_name
 from nas.errors import UserError
 from nas.precision import cudnn_autotuning
 from nas.settings import kept
@@ -159,23 +160,12 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto`, `cpu`, `cuda`, `cuda:N` -> a usable device, or a UserError saying why not."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name} was asked for but no CUDA GPU is visible; use cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"device {name} does not exist; {torch.cuda.device_count()} GPU(s) are visible"
-            )
-    elif device.type != "cpu":
-        raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
-    return device
+    """`auto`, `cpu`, `cuda`, `cuda:N` -> a usable device with an index on CUDA (`cuda` is the
+    current GPU: `nas.devices.device_name`), or a UserError saying why not."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # asked only for a name without an index: it initialises CUDA in this process
+    current = torch.cuda.current_device() if visible and name in ("auto", "cuda") else 0
+    return torch.device(device_name(name, visible, current))
 
 
 def set_seed(seed: int) -> None:

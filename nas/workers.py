@@ -3,9 +3,10 @@
 `run_workers` starts one `python -m nas.workers` process per device. Each worker reads its
 settings (the search, data and recipe configs, its index and device) from the environment
 variable `NAS_WORKER_SETTINGS`, never from its command line: a storage URL's password stays out
-of `ps`. Each samples with the search seed plus its index. The parent reports every finished
-trial from the store as it appears, forwards Ctrl-C and SIGTERM to the workers, and turns their
-exit statuses into one result.
+of `ps`. Each samples with the search seed plus its index. A worker on a GPU makes it its
+current device first (`own_device`), so `cuda` means its own GPU (`nas.devices`). The parent
+reports every finished trial from the store as it appears, forwards Ctrl-C and SIGTERM to the
+workers, and turns their exit statuses into one result.
 
 Exit statuses of a worker: 0 done, 2 a user error (its one sentence on stderr), 143 stopped by
 SIGTERM at a safe point.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.data import DataConfig
+from nas.devices import worker_devices
 from nas.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -40,14 +42,23 @@ SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "reci
 
 
 def plan_devices(requested: int | None, device: str) -> list[str]:
-    """The device of each worker: one per visible GPU by default on CUDA (worker i on
-    `cuda:i`), else `requested` (default 1) workers on `device`."""
+    """The device of each worker on this machine (`nas.devices.worker_devices`): one per
+    visible GPU by default on CUDA, worker i on `cuda:<i mod GPUs>`, else `requested`
+    (default 1) workers on `device`."""
     import torch
 
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        gpus = torch.cuda.device_count()
-        return [f"cuda:{i % gpus}" for i in range(requested or gpus)]
-    return [device] * (requested or 1)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return worker_devices(visible, requested, device)
+
+
+def own_device(device: str) -> None:
+    """Make a worker's GPU its current one, before anything touches CUDA: a bare `cuda` (the
+    latency device, the loader's pin-memory thread, torch's defaults) then means that GPU,
+    and no worker opens a context on GPU 0 it does not train on."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
 
 
 @dataclass
@@ -173,6 +184,7 @@ def worker_main() -> int:
         print(f"error: a worker needs its settings in ${SETTINGS_ENV}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        own_device(recipe.device)
         with stop_on_sigterm() as stop:
             run_search(config, data, recipe, should_stop=stop)
     except UserError as error:

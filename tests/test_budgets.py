@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from nas import records
@@ -86,6 +87,30 @@ def test_training_memory_on_the_cpu_is_an_estimate_labelled_so():
     assert set(verdict.broken) == {"memory"}
     assert verdict.details["memory"]["measured"] is False
     assert "latency" not in verdict.costs  # no latency budget: nothing timed
+
+
+def _out_of_memory(*_args):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)")
+
+
+def test_a_memory_measurement_that_runs_out_of_memory_is_a_rejection_not_a_crash():
+    budgets = Budgets(params=10**9, memory_mb=1e6)
+    gate = Gate(budgets, 32, RECIPE, "cpu", memory_meter=_out_of_memory)
+    verdict = gate.check(SMALL)
+    assert verdict.rejected and verdict.unfit_on == "cpu"
+    assert verdict.broken == {}  # no budget is known to be broken: the device is too small
+    assert verdict.reason(budgets.limits()) == "does not fit on cpu"
+    assert "memory" not in verdict.costs  # nothing was measured
+    assert verdict.relative["memory"] == 1.0 and verdict.constraint() == 1.0  # infeasible
+
+
+def test_a_measurement_failing_for_another_reason_still_raises():
+    def broken(*_args):
+        raise RuntimeError("size mismatch")
+
+    gate = Gate(Budgets(params=10**9, memory_mb=1e6), 32, RECIPE, "cpu", memory_meter=broken)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        gate.check(SMALL)
 
 
 def test_the_constraint_combines_budgets_as_shares_of_each():
@@ -203,6 +228,58 @@ def test_a_repeated_architecture_reuses_the_measured_latency(tmp_path):
     first, second = study.trials
     assert first.user_attrs["over_budget_by"].keys() == {"latency"}
     assert second.user_attrs[records.LATENCY] == first.user_attrs[records.LATENCY]  # not re-timed
+
+
+def _memory_search(store: Path, trials: int, max_rejections: int = 500) -> SearchConfig:
+    return SearchConfig(
+        budget=100_000,  # every tiny candidate (33,138 parameters at most)
+        max_memory_mb=1e6,  # far above any tiny candidate: only running out of memory rejects
+        trials=trials,
+        space="tiny",
+        study="memory",
+        storage=url_of(store),
+        sampler="random",
+        warm_start=False,
+        max_rejections=max_rejections,
+    )
+
+
+def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejected(tmp_path):
+    from nas.costs import training_memory
+
+    calls = []
+
+    def meter(arch, image_size, recipe, device):
+        calls.append(arch)
+        if len(calls) == 1:  # the first candidate does not fit the device
+            _out_of_memory()
+        return training_memory(arch, image_size, recipe, device)
+
+    config = _memory_search(tmp_path / "m.db", trials=1)
+    study = run_search(config, DATA, RECIPE, memory_meter=meter)  # goes on after it
+    first, *rest = study.trials
+    assert first.state == TrialState.PRUNED
+    assert first.user_attrs[records.PRUNE_REASON] == "does not fit on cpu"
+    assert first.user_attrs[records.OUT_OF_MEMORY] == "cpu"
+    assert first.user_attrs[records.PARAMS] == count_params(calls[0])
+    assert first.user_attrs[records.OVER_BUDGET_BY] == {}
+    assert records.classify(first) == records.TrialKind.REJECTED
+    assert first.intermediate_values == {} and records.MEMORY_MB not in first.user_attrs
+    assert constraint_of(first) == 1.0  # the samplers see it as infeasible
+    assert [t.state for t in rest] == [TrialState.COMPLETE]  # one trained: the target
+
+
+def test_a_search_whose_every_candidate_runs_out_of_memory_says_so(tmp_path):
+    config = _memory_search(tmp_path / "m.db", trials=2, max_rejections=3)
+    with pytest.raises(UserError) as caught:
+        run_search(config, DATA, RECIPE, memory_meter=_out_of_memory)
+    assert str(caught.value) == (
+        "the last 3 candidates did not fit in the memory of cpu (at a batch of 16); lower "
+        "--batch-size, use a space with smaller widths, or use a device with more memory"
+    )
+    trials = optuna.load_study(study_name="memory", storage=config.storage).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 3
+    assert {t.user_attrs[records.PRUNE_REASON] for t in trials} == {"does not fit on cpu"}
 
 
 def _splits():

@@ -15,6 +15,7 @@ import torch
 from nas.checkpoint import (
     MAGIC,
     CheckpointError,
+    cuda_states_to_restore,
     load_checkpoint,
     restore_rng_state,
     rng_state,
@@ -81,6 +82,28 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     random.random(), np.random.rand(), torch.rand(3)  # move every generator on
     restore_rng_state(load_checkpoint(path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_checkpoint_from_a_two_gpu_node_resumes_where_no_gpu_exists(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the case is 'none visible'")
+    path = tmp_path / "rng.ckpt"
+    state = rng_state()
+    # what a 2-GPU node saves: one Philox state (seed and offset, 16 bytes) per GPU
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    save_checkpoint({"rng": state}, path)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.random(), np.random.rand(), torch.rand(3)
+    restore_rng_state(load_checkpoint(path)["rng"])  # set_rng_state_all raised IndexError here
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.parametrize(
+    ("saved", "visible", "restored"),
+    [(2, 0, 0), (2, 1, 1), (2, 2, 2), (1, 2, 1), (0, 2, 0), (8, 3, 3)],
+)
+def test_only_the_generators_of_gpus_that_exist_are_restored(saved, visible, restored):
+    assert cuda_states_to_restore(saved, visible) == restored
 
 
 def test_a_process_killed_mid_write_leaves_the_last_good_checkpoint(tmp_path):

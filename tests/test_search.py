@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 import nas
@@ -275,6 +276,52 @@ def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_pat
     reason = f"duplicate of trial {running.number}, still training"
     assert second.user_attrs["prune_reason"] == reason
     assert "trained" not in second.user_attrs and second.intermediate_values == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB"), "out of memory"),
+        (
+            RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"),
+            "no cuDNN algorithm fits",
+        ),
+    ],
+)
+def test_running_out_of_memory_while_training_fails_that_trial_and_the_search_goes_on(
+    tmp_path, error, reason
+):
+    """The error rises from inside `fit` (after the first epoch, from the stop check the
+    objective is given): the trial is pruned with its reason, the next one trains."""
+    from nas.budgets import Budgets
+    from nas.data import load_splits
+    from nas.objective import Objective
+    from nas.records import OUT_OF_MEMORY, PRUNE_REASON, TrialKind, classify
+
+    raised = []
+
+    def stop_check() -> bool:
+        if not raised:
+            raised.append(error)
+            raise error
+        return False
+
+    study = optuna.create_study(
+        storage=url_of(tmp_path / "o.db"),
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
+    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    space = SearchSpace.resolve("tiny")
+    every_candidate = Budgets(params=10**6)  # none rejected: both trials train
+    objective = Objective(space, load_splits(data), recipe, every_candidate, should_stop=stop_check)
+    study.optimize(objective, n_trials=2)
+    failed, trained = study.trials
+    assert failed.state == TrialState.PRUNED and classify(failed) == TrialKind.FAILED
+    assert failed.user_attrs[PRUNE_REASON] == f"{reason} on cpu"
+    assert failed.user_attrs[OUT_OF_MEMORY] == "cpu"
+    assert trained.state == TrialState.COMPLETE and is_trained(trained)
 
 
 # ---- mistakes a user can make ---------------------------------------------------------------

@@ -192,3 +192,38 @@ def test_a_bad_worker_count_is_one_sentence_and_exit_2(value, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "--workers" in err
     assert "Traceback" not in err
     assert not store.exists()
+
+
+def test_each_worker_is_told_its_own_device_and_seed_in_its_settings():
+    import torch
+
+    from nas.workers import SETTINGS_ENV, own_device, plan_devices, worker_environment
+
+    if not torch.cuda.is_available():  # auto without a GPU: named, so every worker agrees
+        assert plan_devices(2, "auto") == ["cpu", "cpu"]
+    config = _config(Path("s.db"), seed=7)
+    settings = json.loads(worker_environment(config, DATA, RECIPE, 1, "cuda:1")[SETTINGS_ENV])
+    assert settings["recipe"]["device"] == "cuda:1"  # the worker's GPU, with its index
+    assert settings["search"]["seed"] == 8
+    own_device("cpu")  # a CPU worker leaves CUDA alone (no context on GPU 0)
+    assert not torch.cuda.is_initialized()
+
+
+def test_workers_on_a_gpu_that_is_not_there_are_one_sentence_and_exit_2(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.device_count() > 1:
+        pytest.skip("this machine has cuda:1")
+    store = tmp_path / "s.db"
+    # the last --device wins over FAST's cpu
+    argv = [*FAST, "--workers", "2", "--device", "cuda:1", "--storage", f"sqlite:///{store}"]
+    status = search_main(argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    expected = (
+        "device cuda:1 does not exist: 1 GPU is visible (cuda:0)"
+        if torch.cuda.is_available()
+        else "device cuda:1 was asked for but no CUDA GPU is visible; use cpu"
+    )
+    assert err.splitlines() == [f"error: {expected}"]
+    assert not store.exists()

@@ -1,0 +1,104 @@
+"""Device memory decisions (nas.device_memory) for machines this CPU-only suite is not: a 16 GB
+card (a T4) and an 80 GB one (an A100 or H100), given as free bytes. Expected values are
+computed by hand in the comments from the module's documented rule: data and evaluation take
+at most half the free bytes; a chunk image costs its uint8 bytes, an 8-byte label and twice its
+augmentation temporaries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nas.device_memory import eval_batch_images, memory_failure, plan_data
+
+CIFAR = dict(count=45_000, image_bytes=3 * 32 * 32, augment_bytes=3 * 32 * 32 * 4 * 6)
+LARGE = dict(count=100_000, image_bytes=3 * 224 * 224, augment_bytes=3 * 224 * 224 * 4 * 6)
+T4_FREE = 15_000_000_000  # a 16 GB card with the model on it
+H100_FREE = 80_000_000_000  # an 80 GB one
+
+
+def test_cifar10_lives_on_a_16_gb_card_in_chunks_of_8192():
+    # split 45,000 x 3,080 = 138,600,000 B; a chunk image 3,072 + 8 + 2 x 73,728 = 150,536 B;
+    # allowance 7.5e9: room for 764 batches of 64, more than 8,192 // 64 = 128
+    plan = plan_data(T4_FREE, batch_size=64, **CIFAR)
+    assert (plan.resident, plan.chunk) == (True, 8192)
+    assert plan.describe(45_000, 3072, "cuda:0", pinned=True) == (
+        "data: 45,000 images (138 MB) on cuda:0, augmented in chunks of 8,192"
+    )
+
+
+def test_100k_images_at_224_px_stay_on_the_host_of_a_16_gb_card():
+    # split 100,000 x 150,536 = 15,053,600,000 B > allowance 7.5e9: host memory; a chunk image
+    # 150,528 + 8 + 2 x 3,612,672 = 7,375,880 B, a batch 472,056,320 B: 7.5e9 // that = 15
+    plan = plan_data(T4_FREE, batch_size=64, **LARGE)
+    assert (plan.resident, plan.chunk) == (False, 15 * 64)
+    assert plan.describe(100_000, 150_528, "cuda:0", pinned=True) == (
+        "data: 100,000 images (15.1 GB) too large for cuda:0 (15.0 GB free): kept in pinned "
+        "host memory, uploaded per chunk of 960"
+    )
+
+
+def test_100k_images_at_224_px_live_on_an_80_gb_card():
+    # allowance 4e10 holds the split (15,053,600,000 B) and leaves 24,946,400,000 B:
+    # // 472,056,320 = 52 batches of 64
+    plan = plan_data(H100_FREE, batch_size=64, **LARGE)
+    assert (plan.resident, plan.chunk) == (True, 52 * 64)
+
+
+def test_a_split_that_exactly_fits_lives_on_the_device_and_a_byte_short_does_not():
+    # the split (138,600,000 B) and one batch of chunk images (64 x 150,536 = 9,634,304 B)
+    needed = 138_600_000 + 9_634_304
+    exactly = plan_data(2 * needed, batch_size=64, **CIFAR)
+    assert (exactly.resident, exactly.chunk) == (True, 64)
+    short = plan_data(2 * needed - 1, batch_size=64, **CIFAR)  # allowance needed - 1
+    # on the host the whole allowance is the chunks': (needed - 1) // 9,634,304 = 15 batches
+    assert (short.resident, short.chunk) == (False, 15 * 64)
+
+
+def test_a_chunk_is_never_less_than_one_batch():
+    assert plan_data(0, batch_size=64, **CIFAR).chunk == 64
+
+
+@pytest.mark.parametrize(("batch", "chunk"), [(64, 8192), (100, 8100), (10_000, 10_000)])
+def test_without_a_gpu_the_split_stays_where_it_is_in_the_most_batches_of_8192(batch, chunk):
+    plan = plan_data(None, batch_size=batch, **CIFAR)
+    assert (plan.resident, plan.chunk) == (True, chunk)
+
+
+@pytest.mark.parametrize(
+    ("free", "floats", "expected"),
+    [
+        (T4_FREE, 3 * 32 * 32, 1000),  # 7.5e9 // (3,072 x 4 x 96 = 1,179,648) = 6,357: the cap
+        (T4_FREE, 3 * 224 * 224, 129),  # 7.5e9 // 57,802,752 = 129
+        (H100_FREE, 3 * 224 * 224, 692),  # 4e10 // 57,802,752 = 692
+        (2 * 1000 * 1_179_648, 3 * 32 * 32, 1000),  # exactly 1,000 images' worth
+        (2 * 1000 * 1_179_648 - 2, 3 * 32 * 32, 999),  # two bytes short (one of the allowance)
+        (0, 3 * 32 * 32, 1),  # at least one image
+        (None, 3 * 224 * 224, 1000),  # the CPU: the configured batch
+    ],
+)
+def test_the_evaluation_batch_is_sized_in_bytes(free, floats, expected):
+    assert eval_batch_images(free, floats, cap=1000) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory."), "out of memory"),
+        (RuntimeError("CUDA error: out of memory"), "out of memory"),
+        (
+            RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if..."),
+            "no cuDNN algorithm fits",
+        ),
+        (
+            RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"),
+            "no cuDNN algorithm fits",
+        ),
+        (RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input"), None),
+        (ValueError("out of memory"), None),  # not torch's: a bug, not the device
+        (MemoryError(), None),  # the host's memory: not a verdict on the candidate
+    ],
+)
+def test_memory_failures_are_recognised_by_their_class_and_message(error, expected):
+    assert memory_failure(error) == expected
