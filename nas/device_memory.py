@@ -36,8 +36,8 @@ LABEL_BYTES = 8  # an int64 label
 FLOAT_BYTES = 4  # float32
 # A no-grad forward holds per image its float input, the normalised copy and two or three
 # activations of the widest full-resolution layer: the reference space's first stage is up to
-# 96 channels, 32 times the input's 3, so about 96 float copies of the image (float32; bf16
-# autocast halves the activations, which leaves room)
+# 96 channels, 32 times the input's 3, so about 96 float copies of the image (float32; reduced
+# precision halves the activations, which leaves room)
 EVAL_INPUT_COPIES = 96
 MB = 1e6
 GB = 1e9
