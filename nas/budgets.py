@@ -31,6 +31,7 @@ from typing import Any
 
 from nas import records
 from nas.arch import Architecture, count_macs, count_params
+from nas.cost_table import COSTS, describe_limits
 from nas.device_memory import memory_failure, release_memory
 from nas.devices import latency_device
 
@@ -39,40 +40,6 @@ OBJECTIVES = ("accuracy", "pareto")  # --objective
 LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device
 UNFIT_EXCESS = 1.0  # relative excess the samplers see for a cost whose measurement ran out of
 # device memory: the candidate is at least that far from fitting, as far as they should learn
-
-_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency", "memory": "memory"}
-
-
-def format_cost(name: str, value: float) -> str:
-    """A cost as people read it: `1,234,567 params`, `41.3M MACs`, `2.31 ms`, `212.4 MB`."""
-    return f"{_number(name, value)}{_UNITS_FULL[name]}"
-
-
-_SHORT = {"params": "params", "macs": "MACs", "latency": "latency", "memory": "memory"}
-_UNITS = {"params": "", "macs": "", "latency": " ms", "memory": " MB"}
-_UNITS_FULL = {**_UNITS, "params": " params", "macs": " MACs"}
-
-
-def _number(name: str, value: float) -> str:
-    """A cost's number without its name: `21,162`, `41.3M`, `2.31`, `212.4`."""
-    if name == "params":
-        return f"{int(value):,}"
-    if name == "macs":
-        return f"{value / 1e6:,.1f}M"
-    return f"{value:,.2f}" if name == "latency" else f"{value:,.1f}"
-
-
-_NOUNS = {"params": "parameters", "macs": "MACs", "latency": "ms latency", "memory": "MB memory"}
-
-
-def describe_limits(limits: dict[str, float]) -> str:
-    """`5,000,000 parameters, 300.0M MACs, 2.00 ms latency, 512.0 MB memory`."""
-    return ", ".join(f"{_number(name, value)} {_NOUNS[name]}" for name, value in limits.items())
-
-
-def cost_label(name: str) -> str:
-    """The cost's name in a sentence or a column: parameters, MACs, latency, memory."""
-    return _LABELS[name]
 
 
 @dataclass(frozen=True)
@@ -90,13 +57,8 @@ class Budgets:
     measure_latency: bool = False  # also without a latency budget (a Pareto search lowers it)
 
     def limits(self) -> dict[str, float]:
-        """{cost: limit} of the budgets set, in `records.COSTS` order."""
-        values = {
-            "params": self.params,
-            "macs": self.macs,
-            "latency": self.latency_ms,
-            "memory": self.memory_mb,
-        }
+        """{cost: limit} of the budgets set, in `nas.cost_table.COSTS` order."""
+        values = {name: getattr(self, cost.key) for name, cost in COSTS.items()}
         return {name: limit for name, limit in values.items() if limit is not None}
 
     @property
@@ -106,12 +68,7 @@ class Budgets:
     def to_dict(self) -> dict[str, Any]:
         """What the study records; a resume must match it. The latency setup is part of it only
         where latency is measured (else another --latency-device changes nothing)."""
-        recorded: dict[str, Any] = {
-            "params": self.params,
-            "macs": self.macs,
-            "latency_ms": self.latency_ms,
-            "memory_mb": self.memory_mb,
-        }
+        recorded: dict[str, Any] = {cost.key: getattr(self, cost.key) for cost in COSTS.values()}
         if self.latency_measured:
             recorded.update(
                 latency_device=self.latency_device,
@@ -165,16 +122,9 @@ class Verdict:
     def reason(self, limits: dict[str, float]) -> str:
         """`over budget: latency 3.21 > 2.00 ms, MACs 412.3M > 300.0M`: each budget broken;
         `does not fit on cuda:0` for a candidate the device ran out of memory measuring."""
-        broken = [
-            f"{_SHORT[name]} {_number(name, self.costs[name])} > "
-            f"{_number(name, limits[name])}{_UNITS[name]}"
-            for name in self.broken
-        ]
+        broken = [COSTS[name].over(self.costs[name], limits[name]) for name in self.broken]
         unfit = [f"does not fit on {self.unfit_on}"] if self.unfit_on is not None else []
         return "; ".join((["over budget: " + ", ".join(broken)] if broken else []) + unfit)
-
-
-Measure = Callable[[], Any]
 
 
 class Gate:

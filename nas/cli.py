@@ -25,13 +25,12 @@ from nas.cli_common import (
     positive_int,
     quiet_optuna,
     run,
-    storage_flag,
     storage_from,
 )
 from nas.cli_doctor import add_doctor_parser
 from nas.cli_export import add_export_parser, add_predict_parser
 from nas.cli_retrain import add_retrain_parser
-from nas.cli_search import add_search_parser, report_path_for
+from nas.cli_search import add_search_parser
 from nas.errors import UserError
 
 DESCRIPTION = (
@@ -184,16 +183,16 @@ def space_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from nas.report import write_report
-    from nas.retrain import load_study
+    from nas.report import report_path, write_report
     from nas.storage import open_storage
+    from nas.study_choice import load_study
 
     quiet_optuna()
     url = storage_from(args)
     study = load_study(open_storage(url, create=False), args.study)
-    out = Path(args.out) if args.out else report_path_for(url, args.study)
+    out = Path(args.out) if args.out else report_path(study, url)
     try:
-        written = write_report(study, out, storage_flag=storage_flag(url))
+        written = write_report(study, out, storage=url)
     except OSError as error:  # e.g. --out inside a path that is a file, or no permission
         raise UserError(
             f"cannot write the report to {out} ({error.filename}: {error.strerror}); "

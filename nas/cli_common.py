@@ -336,14 +336,6 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def storage_flag(url: str) -> str:
-    """How a printed command names the store: "" for the default one ($NAS_STORAGE or the
-    built-in default), else the URL with any password masked."""
-    from nas.storage import default_storage, display_url
-
-    return "" if url == default_storage() else display_url(url)
-
-
 def storage_from(args: argparse.Namespace) -> str:
     from nas.storage import default_storage
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from nas.arch import count_params
+from nas.arch import Architecture, count_params
 from nas.cli_common import (
     Parser,
     add_data_flags,
@@ -21,7 +22,6 @@ from nas.cli_common import (
     non_negative_int,
     quiet_optuna,
     recipe_overrides,
-    storage_flag,
     storage_from,
 )
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -143,14 +143,63 @@ def parse_pick(words: list[str] | None):
     )
 
 
+@dataclass
+class Target:
+    """What a retrain trains and where: a study's trial (`study`, `choice`) or a named
+    architecture, with the data and recipe it inherits."""
+
+    arch: Architecture
+    data_base: dict
+    recipe_base: dict
+    source: dict
+    run_dir: Path
+    study: object = None  # the optuna.Study, for a study's trial
+    choice: object = None  # nas.study_choice.StudyChoice
+
+
 def retrain_command(args: argparse.Namespace) -> int:
-    from nas.retrain import choose_from_study, load_study, record_in_study, retrain
-    from nas.storage import display_url, open_storage
-    from nas.train import TrainConfig
+    from nas.retrain import retrain
 
     quiet_optuna()
     storage_url = storage_from(args)
-    study = choice = None
+    target = choose_target(args, storage_url)
+    data = data_config_from(args, target.data_base)
+    overrides = recipe_overrides(args)
+    recipe = recipe_from(args, target.recipe_base, overrides)
+    if target.choice is not None and args.trial is None:
+        print(f"picked trial {target.choice.trial.number}: {target.choice.why}", flush=True)
+    print(
+        f"retraining {target.arch.describe()} ({count_params(target.arch):,} parameters) for "
+        f"{recipe.epochs} epochs into {target.run_dir}",
+        flush=True,
+    )
+    describe_inputs(data, recipe, target.recipe_base, overrides, target.study is not None)
+    from nas.estimate import announce_retrain_cost
+
+    announce_retrain_cost(target.arch, data, recipe)
+    try:
+        with stop_on_sigterm() as stop:
+            result = retrain(
+                target.arch, data, recipe, target.run_dir, fresh=args.fresh, source=target.source,
+                should_stop=stop, progress=interactive(),
+                on_epoch=lambda row: print_epoch(row, recipe.epochs),
+            )  # fmt: skip
+    except StopRequested as stopped:
+        print(
+            f"stopped by SIGTERM after epoch {stopped.epoch}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
+    if result.reused:
+        print(f"{target.run_dir} already holds a finished run; pass --fresh to train it again")
+    print_result(result.metrics, target.run_dir)
+    if target.study is not None:
+        record_and_report(args, storage_url, target, result.metrics)
+    return 0
+
+
+def choose_target(args: argparse.Namespace, storage_url: str) -> Target:
+    """A named architecture (--arch), or the study's trial --trial or --pick names."""
     pick = parse_pick(args.pick)
     if args.pick and args.trial is not None:
         raise UserError("give either --pick or --trial, not both")
@@ -159,78 +208,56 @@ def retrain_command(args: argparse.Namespace) -> int:
             other = "--trial" if args.trial is not None else "--pick"
             raise UserError(f"give either --arch or {other}, not both")
         arch, name, recipe_base = arch_from_text(args.arch)
-        data_base, source = {}, {"arch": args.arch}
         run_dir = Path(args.out or Path("runs") / name)
-    else:
-        study = load_study(open_storage(storage_url, create=False), args.study)
-        choice = choose_from_study(study, args.trial, pick)
-        arch, data_base, recipe_base = choice.arch, choice.data, choice.recipe
-        source = {
-            "study": args.study,
-            "storage": display_url(storage_url),
-            "trial": choice.trial.number,
-        }
-        run_dir = Path(args.out or Path("runs") / args.study / f"trial-{choice.trial.number}")
-    data = data_config_from(args, data_base)
-    overrides = recipe_overrides(args)
-    recipe = TrainConfig.from_dict(
+        return Target(arch, {}, recipe_base, {"arch": args.arch}, run_dir)
+    from nas.storage import display_url, open_storage
+    from nas.study_choice import choose_from_study, load_study
+
+    study = load_study(open_storage(storage_url, create=False), args.study)
+    choice = choose_from_study(study, args.trial, pick)
+    number = choice.trial.number
+    source = {"study": args.study, "storage": display_url(storage_url), "trial": number}
+    run_dir = Path(args.out or Path("runs") / args.study / f"trial-{number}")
+    return Target(choice.arch, choice.data, choice.recipe, source, run_dir, study, choice)
+
+
+def recipe_from(args: argparse.Namespace, base: dict, overrides: dict):
+    """The inherited recipe with the command line's changes, epochs, device and seed."""
+    from nas.train import TrainConfig
+
+    return TrainConfig.from_dict(
         {
-            **recipe_base,
+            **base,
             **overrides,
             "epochs": args.epochs,
             "device": args.device or TrainConfig.device,
             **({"seed": args.seed} if args.seed is not None else {}),
         }
     )
-    if choice is not None and args.trial is None:
-        print(f"picked trial {choice.trial.number}: {choice.why}", flush=True)
-    print(
-        f"retraining {arch.describe()} ({count_params(arch):,} parameters) for "
-        f"{recipe.epochs} epochs into {run_dir}",
-        flush=True,
-    )
-    describe_inputs(data, recipe, recipe_base, overrides, from_study=study is not None)
-    from nas.estimate import announce_retrain_cost
 
-    announce_retrain_cost(arch, data, recipe)
-    try:
-        with stop_on_sigterm() as stop:
-            metrics = retrain(
-                arch, data, recipe, run_dir, fresh=args.fresh, source=source, should_stop=stop,
-                progress=interactive(), on_epoch=lambda row: print_epoch(row, recipe.epochs),
-            )  # fmt: skip
-    except StopRequested as stopped:
-        print(
-            f"stopped by SIGTERM after epoch {stopped.epoch}; rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return EXIT_TERMINATED
-    if metrics.get("reused"):
-        print(f"{run_dir} already holds a finished run; pass --fresh to train it again")
-    artifacts = None
-    if study is not None:
-        artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(storage_url)
-        record_in_study(study, choice.trial, metrics, run_dir, artifacts)
-        from nas.cli_search import report_path_for
-        from nas.report import write_report
 
-        report = write_report(  # now with the retrain's result
-            study, report_path_for(storage_url, args.study), storage_flag=storage_flag(storage_url)
-        )
+def print_result(metrics, run_dir: Path) -> None:
     rows = [
-        ("test accuracy", f"{metrics['test_accuracy']:.2%}"),
-        ("test loss", f"{metrics['test_loss']:.4f}"),
-        ("parameters", f"{metrics['params']:,}"),
-        ("epochs", f"{metrics['epochs_completed']} (best {metrics['best_epoch']})"),
-        ("seconds", f"{metrics['seconds']:.0f} ({metrics['seconds_per_epoch']:.1f} per epoch)"),
-        ("device", metrics["device"]),
+        ("test accuracy", f"{metrics.test_accuracy:.2%}"),
+        ("test loss", f"{metrics.test_loss:.4f}"),
+        ("parameters", f"{metrics.params:,}"),
+        ("epochs", f"{metrics.epochs_completed} (best {metrics.best_epoch})"),
+        ("seconds", f"{metrics.seconds:.0f} ({metrics.seconds_per_epoch:.1f} per epoch)"),
+        ("device", metrics.device),
     ]
     print(format_table(("result", ""), rows))
     print(f"run folder: {run_dir}")
-    if study is not None:
-        dashboard = f"optuna-dashboard {display_url(storage_url)}"
-        if artifacts is not None:
-            dashboard += f" --artifact-dir {artifacts}"
-        print(f"dashboard:  {dashboard}")
-        print(f"report:     {report}")
-    return 0
+
+
+def record_and_report(args, storage_url: str, target: Target, metrics) -> None:
+    """Record the result on the study, refresh the study's report (the file its search was
+    given) and say where both are."""
+    from nas.commands import dashboard_command
+    from nas.report import report_path, write_report
+    from nas.retrain_record import record_in_study
+
+    artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(storage_url)
+    record_in_study(target.study, target.choice.trial, metrics, target.run_dir, artifacts)
+    report = write_report(target.study, report_path(target.study, storage_url), storage=storage_url)
+    print(f"dashboard:  {dashboard_command(storage_url, artifacts)}")
+    print(f"report:     {report}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from nas.cli_common import (
     positive_int,
     quiet_optuna,
     recipe_overrides,
-    storage_flag,
     storage_from,
 )
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -188,16 +186,6 @@ def search_settings(args: argparse.Namespace):
     return config, data_config_from(args), recipe
 
 
-def report_path_for(storage: str, study: str) -> Path:
-    """Where a study's HTML report goes: beside its SQLite store, else under studies/; the
-    file is named after the study, with characters a file name cannot hold replaced."""
-    from nas.storage import sqlite_path
-
-    store = sqlite_path(storage)
-    folder = store.parent if store is not None else Path("studies")
-    return folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', study)}.html"
-
-
 def check_report_path(path: Path) -> None:
     """Refuse a report path that cannot be written before the search, not after it."""
     if path.is_dir() or any(parent.is_file() for parent in path.parents):
@@ -268,11 +256,13 @@ def search_command(args: argparse.Namespace) -> int:
 
     config, data, recipe = search_settings(args)
     quiet_optuna()
-    report = Path(args.report or report_path_for(config.storage, config.study))
+    from nas.report import default_report_path
+
+    report = Path(args.report or default_report_path(config.storage, config.study))
     check_report_path(report)
     devices = plan_devices(args.workers, recipe.device)
     workers = f", {len(devices)} workers" if len(devices) > 1 else ""
-    from nas.budgets import cost_label
+    from nas.cost_table import cost_label
 
     goal = (
         f"Pareto (accuracy up, {cost_label(config.minimize)} down)" if config.pareto else "accuracy"
@@ -341,14 +331,15 @@ def _with_workers(config, data, recipe, devices, progress: Progress) -> int:
 def finish(config, report_path: Path, progress: Progress) -> int:
     import optuna
 
-    from nas.report import write_report
+    from nas.report import record_report_path, write_report
     from nas.search import trial_counts
     from nas.storage import open_storage
 
     study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))
     progress.set(trial_counts(study)[0])
     progress.close()
-    report = write_report(study, report_path, storage_flag=storage_flag(config.storage))
+    record_report_path(study, report_path)  # a retrain or `nas report` refreshes this file
+    report = write_report(study, report_path, storage=config.storage)
     from nas.cli_summary import print_summary
 
     print_summary(study, config, report)

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 from nas import records
-from nas.budgets import cost_label
-from nas.cli_common import format_table, storage_flag
-from nas.fidelity import study_fidelity
+from nas.cli_common import format_table
+from nas.commands import dashboard_command, retrain_command
+from nas.cost_table import NAMES, cost_label
+from nas.fidelity import rank_fidelity, recipe_epochs
 from nas.report import FRONT_TITLE, architecture_summary, front_rows, top_trials
-from nas.search import DEFAULT_STUDY
 from nas.storage import display_url
 
 FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
@@ -20,13 +20,13 @@ FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
 
 def print_front(study, trials, config) -> None:
     """The best model at every size: the study's Pareto front with the command for each."""
-    rows = front_rows(study, trials, storage_flag(config.storage))
+    rows = front_rows(study, trials, config.storage)
     if len(rows) < 2 and not config.pareto:
         return  # one trial is the best at every size: the table above says it all
     cost = records.objective_of(study.user_attrs)[1]
     print(f"\n{FRONT_TITLE} (validation accuracy vs {cost_label(cost)}, cheapest first):")
     shown = [
-        (trial.number, f"{records.accuracy(trial):.2%}", costs[records.COSTS.index(cost)], command)
+        (trial.number, f"{records.accuracy(trial):.2%}", costs[NAMES.index(cost)], command)
         for trial, costs, command in rows[:FRONT_ROWS]
     ]
     print(format_table(("trial", "val acc", cost_label(cost), "retrain it"), shown))
@@ -47,7 +47,7 @@ def print_summary(study, config, report: Path) -> None:
             architecture_summary(trial),
             f"{trial.user_attrs.get(records.SECONDS_PER_EPOCH, 0):.1f}",
         )
-        for rank, trial in enumerate(top_trials(study, 5), start=1)
+        for rank, trial in enumerate(top_trials(trials, 5), start=1)
     ]
     print()
     if rows:
@@ -66,14 +66,8 @@ def print_summary(study, config, report: Path) -> None:
         over = ", ".join(f"{cost_label(name)} {n}" for name, n in broken.items())
         print(f"rejected candidates by the budget they broke: {over}")
     print_front(study, trials, config)
-    print(study_fidelity(study).advice())
-    shown = display_url(config.storage)
-    print(f"store:  {shown}")
+    print(rank_fidelity(trials, recipe_epochs(study.user_attrs)).advice())
+    print(f"store:  {display_url(config.storage)}")
     print(f"report: {report}")
-    retrain = "nas retrain"
-    if config.study != DEFAULT_STUDY:
-        retrain += f" --study {config.study}"
-    if storage_flag(config.storage):  # else $NAS_STORAGE or the default names it
-        retrain += f" --storage {storage_flag(config.storage)}"
-    print(f"next:   optuna-dashboard {shown}")
-    print(f"        {retrain}")
+    print(f"next:   {dashboard_command(config.storage)}")
+    print(f"        {retrain_command(config.study, storage=config.storage)}")

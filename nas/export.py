@@ -114,7 +114,7 @@ def metadata_for(run: RunModel, batch: int | None, opset: int | None) -> dict[st
         "nas.classes": json.dumps(list(run.classes)),
         "nas.batch": "dynamic" if batch is None else str(batch),
         "nas.architecture": json.dumps(run.model.arch.to_dict()),
-        "nas.test_accuracy": str(run.metrics.get("test_accuracy")),
+        "nas.test_accuracy": str(run.metrics.test_accuracy),
         "nas.run": str(run.run_dir),
         **({"nas.opset": str(opset)} if opset is not None else {}),
     }
@@ -122,7 +122,7 @@ def metadata_for(run: RunModel, batch: int | None, opset: int | None) -> dict[st
 
 def verification_images(run: RunModel, count: int, data_dir: str | None = None) -> torch.Tensor:
     """`count` uint8 images of the run's test split (repeated when it holds fewer)."""
-    settings = DataConfig.from_dict(run.metrics.get("dataset", {}))
+    settings = DataConfig.from_dict(run.metrics.dataset)
     settings = dataclasses.replace(settings, download=False)  # never download to verify
     if data_dir is not None:
         settings = dataclasses.replace(settings, data_dir=str(data_dir))

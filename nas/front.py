@@ -12,15 +12,12 @@ points the earliest trial stays. Cheapest first.
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
 from nas import records
-
-PICKS = ("best", "smallest-within")  # --pick
 
 
 @dataclass(frozen=True)
@@ -92,9 +89,3 @@ def pick_trial(trials: Sequence[FrozenTrial], cost: str, pick: Pick) -> FrozenTr
     if not near:
         return best  # the best recorded no cost (a study of the earlier version)
     return min(near, key=lambda t: (records.cost_of(t, cost), -records.accuracy(t), t.number))
-
-
-def retrain_command(study_name: str, trial_number: int, storage_flag: str = "") -> str:
-    """The command that retrains one trial: `nas retrain --study S --trial N [--storage URL]`."""
-    command = f"nas retrain --study {shlex.quote(study_name)} --trial {trial_number}"
-    return f"{command} --storage {storage_flag}" if storage_flag else command

@@ -16,7 +16,6 @@ it and goes on with the others.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from nas import run_folder
 from nas.augment import normalize_batch
 from nas.errors import UserError
 from nas.model import ResNet, load_model
 from nas.readers import IMAGE_EXTENSIONS
+from nas.run_folder import RunMetrics
 
-RUN_METRICS = "metrics.json"  # a finished run folder's summary: classes, normalisation, data
 PREDICT_BATCH = 64  # images per forward pass when predicting a folder
 DEFAULT_TOP = 3  # class names shown per image
 
@@ -48,7 +48,7 @@ class RunModel:
     std: tuple[float, ...]
     image_size: int  # images are resized to this many pixels square
     run_dir: Path
-    metrics: dict[str, Any]  # metrics.json as the run wrote it
+    metrics: RunMetrics  # metrics.json as the run wrote it
 
     @property
     def device(self) -> torch.device:
@@ -59,46 +59,31 @@ class RunModel:
         return normalize_batch(images.to(self.device), self.mean, self.std)
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """A finished run's metrics.json, or a UserError saying why it cannot be used."""
-    path = run_dir / RUN_METRICS
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{run_dir} is not a finished run folder: {RUN_METRICS} is missing "
-            "(finish the run with nas retrain first)"
-        ) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read {path} ({error}); rerun nas retrain to rewrite it") from None
-    missing = [key for key in ("classes", "normalization") if key not in metrics]
-    if missing:
-        raise UserError(
-            f"{path} lacks {', '.join(missing)}: it was written by an older version; "
-            "rerun nas retrain --fresh on this run to rewrite it"
-        )
-    return metrics
-
-
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> RunModel:
-    """A finished run folder's model (`nas.load_model`) with its classes and preprocessing."""
+    """A finished run folder's model (`nas.load_model`) with its classes and preprocessing; a
+    missing or damaged file is a UserError naming it (`nas.run_folder`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"there is no run folder {run_dir}; pass the folder nas retrain wrote")
-    metrics = read_metrics(run_dir)
-    model = load_model(run_dir, device=device)
-    classes = tuple(metrics["classes"])
-    if len(classes) != model.arch.num_classes:
+    metrics = run_folder.finished_metrics(run_dir)
+    path = run_dir / run_folder.METRICS
+    if not metrics.classes or not metrics.normalization:
         raise UserError(
-            f"{run_dir / RUN_METRICS} names {len(classes)} classes but the model has "
+            f"{path} lacks classes or normalization: it was written by an older version; "
+            "rerun nas retrain --fresh on this run to rewrite it"
+        )
+    model = load_model(run_dir, device=device)
+    if len(metrics.classes) != model.arch.num_classes:
+        raise UserError(
+            f"{path} names {len(metrics.classes)} classes but the model has "
             f"{model.arch.num_classes} outputs; rerun nas retrain --fresh on this run"
         )
     return RunModel(
         model=model,
-        classes=classes,
-        mean=tuple(metrics["normalization"]["mean"]),
-        std=tuple(metrics["normalization"]["std"]),
-        image_size=int(metrics.get("dataset", {}).get("image_size", 32)),
+        classes=tuple(metrics.classes),
+        mean=tuple(metrics.normalization["mean"]),
+        std=tuple(metrics.normalization["std"]),
+        image_size=metrics.image_size,
         run_dir=run_dir,
         metrics=metrics,
     )

@@ -19,11 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas import run_folder
 from nas.arch import POOL_KERNEL, Architecture, LayerSpec
 from nas.errors import UserError
-
-RUN_ARCHITECTURE = "architecture.json"  # a run folder's architecture (Architecture.to_json)
-RUN_WEIGHTS = "model.safetensors"  # a run folder's best weights
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -125,21 +123,16 @@ def build_model(arch: Architecture) -> ResNet:
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> ResNet:
-    """The model of a finished run folder, in eval mode with its best weights."""
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    try:
-        arch = Architecture.from_json((run_dir / RUN_ARCHITECTURE).read_text())
-        state = load_file(str(run_dir / RUN_WEIGHTS), device=str(device))
-    except FileNotFoundError as error:
-        raise UserError(
-            f"{run_dir} is not a finished run folder: {Path(error.filename).name} is missing"
-        ) from None
-    except ValueError as error:
-        raise UserError(
-            f"{run_dir / RUN_ARCHITECTURE} is not a valid architecture: {error}"
-        ) from None
+    """The model of a finished run folder, in eval mode with its best weights; a missing or
+    damaged file is a UserError naming it (`nas.run_folder`)."""
+    arch = run_folder.read_architecture(Path(run_dir))
+    state = run_folder.read_weights(Path(run_dir), device=str(device))
     model = build_model(arch).to(device)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:  # missing, unexpected or misshapen tensors
+        raise UserError(
+            f"{Path(run_dir) / run_folder.WEIGHTS} does not hold the weights of the architecture "
+            f"in {run_folder.ARCHITECTURE}; rerun nas retrain --fresh on this run"
+        ) from None
     return model.eval()

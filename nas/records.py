@@ -18,7 +18,8 @@ only the store, a resume only the command. So what each record means is decided 
 Studies written by the earlier version of the tool read the same (their trials carry the same
 keys; their retrain results on the trial itself are still found).
 
-Imports no other module of `nas`, and of Optuna only its trial types.
+Imports of `nas` only the table of costs (`nas.cost_table`: which key records each cost), and
+of Optuna only its trial types.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from enum import Enum
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+
+from nas.cost_table import COSTS
 
 # ---- trial user attributes ---------------------------------------------------------------
 
@@ -72,10 +75,10 @@ DATASET = "dataset"  # DataConfig.to_dict()
 RECIPE = "recipe"  # TrainConfig.to_dict()
 SEARCH = "search"  # sampler, pruner, seed of the first run
 TOOL_VERSION = "tool_version"  # nas.__version__ that created the study
+REPORT_PATH = "report_path"  # the HTML report the search wrote (absolute): refreshes rewrite it
 RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
-COSTS = ("params", "macs", "latency", "memory")  # what a budget limits and a Pareto search lowers
 
 
 class TrialKind(Enum):
@@ -117,6 +120,11 @@ def classify(trial: FrozenTrial) -> TrialKind:
 
 def is_trained(trial: FrozenTrial) -> bool:
     return classify(trial).trained
+
+
+def is_rejected(trial: FrozenTrial) -> bool:
+    """Rejected over budget: it never trained."""
+    return classify(trial) == TrialKind.REJECTED
 
 
 def accuracy(trial: FrozenTrial) -> float | None:
@@ -161,12 +169,12 @@ def macs_of(trial: FrozenTrial) -> int | None:
 
 
 def cost_of(trial: FrozenTrial, name: str) -> float | None:
-    """A trial's recorded cost `name` (one of COSTS), None where it was not measured."""
+    """A trial's recorded cost `name` (a `nas.cost_table` name), None where it was not measured."""
     if name == "params":
         return params_of(trial)
     if name == "macs":
         return macs_of(trial)
-    value = trial.user_attrs.get({"latency": LATENCY_MS, "memory": MEMORY_MB}[name])
+    value = trial.user_attrs.get(COSTS[name].key)
     return float(value) if _is_number(value) else None
 
 
@@ -191,9 +199,9 @@ def budget_limits(study_attrs: dict[str, Any]) -> dict[str, float]:
         limits["params"] = params
     recorded = study_attrs.get(BUDGETS)
     if isinstance(recorded, dict):
-        for name, key in (("macs", "macs"), ("latency", "latency_ms"), ("memory", "memory_mb")):
-            if _is_number(recorded.get(key)):
-                limits[name] = recorded[key]
+        for name, cost in COSTS.items():
+            if name != "params" and _is_number(recorded.get(cost.key)):
+                limits[name] = recorded[cost.key]
     return limits
 
 

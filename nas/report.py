@@ -18,6 +18,7 @@ attributes, still gets a report instead of an error.
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -26,53 +27,27 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from nas import records
-from nas.budgets import cost_label, describe_limits, format_cost
+from nas.commands import retrain_command
+from nas.cost_table import NAMES, cost_label, describe_limits, format_cost
 from nas.files import write_atomic
-from nas.front import front, retrain_command
-from nas.report_figures import (  # noqa: F401  (trace names are part of the report's interface)
-    BUDGET_TRACE,
+from nas.front import front
+from nas.report_figures import (
     NO_FINISHED_TRIAL,
-    PARETO_TRACE,
-    REJECTED_TRACE,
-    TRAINED_TRACE,
     architecture_summary,
-    build_figures,
     hover_text,
     percent,
     sections,
 )
 
 
-def trial_accuracy(trial: FrozenTrial) -> float | None:
-    """Validation accuracy a trained trial ranks by (`records.accuracy`), None otherwise."""
-    return records.accuracy(trial)
-
-
-def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that trained (to the end, or until the pruner stopped them), by number.
-
-    A duplicate repeats an earlier trial's result without training, so each trained
-    architecture appears once."""
-    return [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
-
-
-def rejected_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Candidates rejected over the budget, by number."""
-    return [t for t in study.get_trials(deepcopy=False) if _is_rejected(t)]
-
-
-def _is_rejected(trial: FrozenTrial) -> bool:
-    return records.classify(trial) == records.TrialKind.REJECTED
-
-
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     trained = [t for t in trials if records.is_trained(t)]
-    return sorted(trained, key=lambda t: (-trial_accuracy(t), t.number))
+    return sorted(trained, key=lambda t: (-records.accuracy(t), t.number))
 
 
-def top_trials(study: optuna.Study, count: int = 10) -> list[FrozenTrial]:
-    """The `count` trained trials with the highest validation accuracy, best first."""
-    return _ranked(study.get_trials(deepcopy=False))[:count]
+def top_trials(trials: list[FrozenTrial], count: int = 10) -> list[FrozenTrial]:
+    """The `count` trained trials of `trials` with the highest validation accuracy, best first."""
+    return _ranked(trials)[:count]
 
 
 def _data_label(data: object) -> str:
@@ -132,7 +107,7 @@ def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     ]
     # The best complete trial, as optuna's `study.best_trial` (the one a retrain picks).
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (trial_accuracy(t), -t.number), default=None)
+    best = max(complete, key=lambda t: (records.accuracy(t), -t.number), default=None)
     best_text = NO_FINISHED_TRIAL if best is None else hover_text(best).replace("<br>", ", ")
     rows.append(("best trial", best_text))
     body = "".join(
@@ -161,7 +136,7 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
             str(rank),
             str(trial.number),
             trial.state.name.lower(),
-            percent(trial_accuracy(trial)),
+            percent(records.accuracy(trial)),
             f"{params:,}" if params is not None else "-",
             architecture_summary(trial) + _warm_start_mark(trial),
             f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-",
@@ -175,35 +150,35 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
 FRONT_TITLE = "The best model at every size"
 
 
-def front_rows(study: optuna.Study, trials: list[FrozenTrial], storage_flag: str = ""):
+def front_rows(study: optuna.Study, trials: list[FrozenTrial], storage: str = ""):
     """(trial, its costs as text, the command that retrains it) for each trial on the study's
     Pareto front, cheapest first: what the report's table and the search summary list."""
     cost = records.objective_of(study.user_attrs)[1]
     rows = []
     for trial in front(trials, cost):
-        costs = [records.cost_of(trial, name) for name in records.COSTS]
+        costs = [records.cost_of(trial, name) for name in NAMES]
         rows.append(
             (
                 trial,
-                [format_cost(n, v) if v is not None else "-" for n, v in zip(records.COSTS, costs)],
-                retrain_command(study.study_name, trial.number, storage_flag),
+                [format_cost(n, v) if v is not None else "-" for n, v in zip(NAMES, costs)],
+                retrain_command(study.study_name, trial.number, storage),
             )
         )
     return rows
 
 
-def _front_table_html(study: optuna.Study, trials: list[FrozenTrial], storage_flag: str) -> str:
-    rows = front_rows(study, trials, storage_flag)
+def _front_table_html(study: optuna.Study, trials: list[FrozenTrial], storage: str) -> str:
+    rows = front_rows(study, trials, storage)
     if not rows:
         return f"<p>{NO_FINISHED_TRIAL}</p>"
     # the costs the study measured: latency and memory only where a budget asked for them
-    shown = [i for i in range(len(records.COSTS)) if any(row[1][i] != "-" for row in rows)]
-    columns = ["trial", "val accuracy", *(cost_label(records.COSTS[i]) for i in shown)]
+    shown = [i for i in range(len(NAMES)) if any(row[1][i] != "-" for row in rows)]
+    columns = ["trial", "val accuracy", *(cost_label(NAMES[i]) for i in shown)]
     columns += ["architecture", "retrain it"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for trial, costs, command in rows:
-        cells = [str(trial.number), percent(trial_accuracy(trial)), *(costs[i] for i in shown)]
+        cells = [str(trial.number), percent(records.accuracy(trial)), *(costs[i] for i in shown)]
         cells.append(architecture_summary(trial))
         text = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
         body.append(f"<tr>{text}<td><code>{html.escape(command)}</code></td></tr>")
@@ -228,9 +203,9 @@ p.note { color: #555; font-style: italic; }
 """
 
 
-def render_report(study: optuna.Study, top: int = 10, storage_flag: str = "") -> str:
-    """The whole report as one HTML document with plotly.js embedded once. `storage_flag`: the
-    store as the retrain commands must name it ("" when it is the default)."""
+def render_report(study: optuna.Study, top: int = 10, storage: str = "") -> str:
+    """The whole report as one HTML document with plotly.js embedded once. `storage`: the
+    study's store, named in the retrain commands where it is not the default."""
     trials = study.get_trials(deepcopy=False)  # read once: every part describes the same trials
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -253,18 +228,46 @@ def render_report(study: optuna.Study, top: int = 10, storage_flag: str = "") ->
         if section.note:  # below its figure, where a reader looks next
             parts.append(f"<p class='note'>{html.escape(section.note)}</p>")
     parts.append(f"<h2>{FRONT_TITLE}</h2>")
-    parts.append(_front_table_html(study, trials, storage_flag))
+    parts.append(_front_table_html(study, trials, storage))
     parts.append(f"<h2>Top {top} trials by validation accuracy</h2>")
     parts.append(_top_table_html(study, trials, top))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(
-    study: optuna.Study, path: str | Path, top: int = 10, storage_flag: str = ""
-) -> Path:
+def default_report_path(storage: str, study_name: str) -> Path:
+    """Where a study's report goes unless the search was given one: beside its SQLite store,
+    else under studies/; the file is named after the study, with characters a file name cannot
+    hold replaced."""
+    from nas.storage import sqlite_path
+
+    store = sqlite_path(storage)
+    folder = store.parent if store is not None else Path("studies")
+    return folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', study_name)}.html"
+
+
+def report_path(study: optuna.Study, storage: str) -> Path:
+    """The study's report: the path its search was given (`records.REPORT_PATH`), else the
+    default one, so every refresh (a retrain, `nas report`) rewrites the one file."""
+    recorded = study.user_attrs.get(records.REPORT_PATH)
+    return (
+        Path(recorded)
+        if isinstance(recorded, str)
+        else default_report_path(storage, study.study_name)
+    )
+
+
+def record_report_path(study: optuna.Study, path: str | Path) -> None:
+    """Remember where the search wrote the study's report (absolute: a later command may run
+    from another folder)."""
+    absolute = str(Path(path).resolve())
+    if study.user_attrs.get(records.REPORT_PATH) != absolute:
+        study.set_user_attr(records.REPORT_PATH, absolute)
+
+
+def write_report(study: optuna.Study, path: str | Path, top: int = 10, storage: str = "") -> Path:
     """Write the report of `study` to `path` (parents created) and return the path.
 
     Written atomically (`nas.files`), so a reader (or a crash) never sees half a report.
     """
-    return write_atomic(path, render_report(study, top, storage_flag))
+    return write_atomic(path, render_report(study, top, storage))

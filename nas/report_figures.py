@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
 from nas.arch import Architecture
-from nas.budgets import cost_label, format_cost
+from nas.cost_table import COSTS, cost_label, format_cost
 from nas.front import front
 
 # Trace names are part of the report's interface: tests and readers find traces by them.
@@ -33,12 +33,6 @@ PARETO_TRACE = "Pareto front"
 REJECTED_TRACE = "rejected (over budget)"
 BUDGET_TRACE = "budget"
 NO_FINISHED_TRIAL = "No trial has finished yet."
-
-trial_accuracy = records.accuracy
-
-
-def _is_rejected(trial: FrozenTrial) -> bool:
-    return records.classify(trial) == records.TrialKind.REJECTED
 
 
 def architecture_summary(trial: FrozenTrial) -> str:
@@ -50,9 +44,6 @@ def architecture_summary(trial: FrozenTrial) -> str:
         return Architecture.from_json(text).describe()
     except (ValueError, TypeError):
         return "unreadable architecture"
-
-
-_params = records.params_of
 
 
 _ACCURACY_AXIS = {"yaxis_title": "validation accuracy", "yaxis_tickformat": ".0%"}
@@ -77,16 +68,16 @@ def percent(value: float | None) -> str:
 
 
 def hover_text(trial: FrozenTrial) -> str:
-    params = _params(trial)
+    params = records.params_of(trial)
     lines = [
         f"trial {trial.number} ({trial.state.name.lower()})",
         architecture_summary(trial),
         f"{params:,} params" if params is not None else "params unknown",
-        f"val accuracy {percent(trial_accuracy(trial))}",
+        f"val accuracy {percent(records.accuracy(trial))}",
     ]
-    costs = [(name, records.cost_of(trial, name)) for name in ("macs", "latency", "memory")]
+    costs = [(name, records.cost_of(trial, name)) for name in COSTS if name != "params"]
     lines[3:3] = [format_cost(name, value) for name, value in costs if value is not None]
-    if _is_rejected(trial):
+    if records.is_rejected(trial):
         broken = records.over_budget(trial).items()
         over = ", ".join(f"{cost_label(name)} +{format_cost(name, v)}" for name, v in broken)
         lines[-1] = f"rejected, over budget: {over}" if over else "rejected"
@@ -123,14 +114,14 @@ def _history_section(trained: list[FrozenTrial]) -> _Section:
     title = "Optimisation history"
     if not trained:
         return _Section("history", title, None, NO_FINISHED_TRIAL)
-    numbers, accuracies = [t.number for t in trained], [trial_accuracy(t) for t in trained]
+    numbers, accuracies = [t.number for t in trained], [records.accuracy(t) for t in trained]
     markers = {"symbol": _state_symbols(trained), "size": 8}
     figure = go.Figure(
         _scatter(trained, numbers, accuracies, "trial", mode="markers", marker=markers)
     )
     # Best so far over complete trials only: a pruned trial is never the one retrained.
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
-    best_so_far = list(accumulate((trial_accuracy(t) for t in complete), max))
+    best_so_far = list(accumulate((records.accuracy(t) for t in complete), max))
     if complete:
         x = [t.number for t in complete]
         figure.add_trace(
@@ -163,7 +154,7 @@ def _front_section(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.82, 0.18], vertical_spacing=0.04
     )
     costs = [records.cost_of(t, cost) for t in placed]
-    accuracies = [trial_accuracy(t) for t in placed]
+    accuracies = [records.accuracy(t) for t in placed]
     markers = {"symbol": _state_symbols(placed), "size": 8}
     figure.add_trace(
         _scatter(placed, costs, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
@@ -173,7 +164,7 @@ def _front_section(
     on_front = front(placed, cost)
     if on_front:
         x = [records.cost_of(t, cost) for t in on_front]
-        y = [trial_accuracy(t) for t in on_front]
+        y = [records.accuracy(t) for t in on_front]
         # A staircase: accuracy only rises at the next point of the front.
         style = {"mode": "lines+markers", "line_shape": "hv"}
         figure.add_trace(_scatter(on_front, x, y, PARETO_TRACE, **style), row=1, col=1)
@@ -198,21 +189,12 @@ def _front_section(
         figure.add_vline(x=limit, line=line, row=2, col=1)
     # Log scale: candidates span orders of magnitude, rejected ones especially.
     figure.update_xaxes(type="log", row=1, col=1)
-    figure.update_xaxes(type="log", title_text=_axis_title(cost), row=2, col=1)
+    figure.update_xaxes(type="log", title_text=COSTS[cost].axis, row=2, col=1)
     figure.update_yaxes(
         title_text="validation accuracy", tickformat=".0%", range=accuracy_range, row=1, col=1
     )
     figure.update_yaxes(showticklabels=False, title_text="rejected", row=2, col=1)
     return _Section(key, title, figure)
-
-
-def _axis_title(cost: str) -> str:
-    return {
-        "params": "parameters",
-        "macs": "multiply-accumulates per image",
-        "latency": "latency (ms, median)",
-        "memory": "training-step memory (MB)",
-    }[cost]
 
 
 def _importance_evaluator() -> tuple[BaseImportanceEvaluator, str]:
@@ -291,7 +273,7 @@ def sections(study: optuna.Study, trials: list[FrozenTrial]) -> list[_Section]:
     limit = records.budget_limits(study.user_attrs).get(cost)
     return [
         _history_section(trained),
-        _front_section(trained, [t for t in trials if _is_rejected(t)], cost, limit),
+        _front_section(trained, [t for t in trials if records.is_rejected(t)], cost, limit),
         _importance_section(study, trials),
         _intermediate_section(trained),
         _fidelity_section(study, trials),

@@ -36,7 +36,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
 from nas.arch import count_macs, count_params
-from nas.budgets import LATENCY_DEVICES, MINIMIZABLE, OBJECTIVES, Budgets, format_cost
+from nas.budgets import LATENCY_DEVICES, MINIMIZABLE, OBJECTIVES, Budgets
+from nas.cost_table import format_cost
 from nas.data import DataConfig, Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective

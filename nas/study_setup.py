@@ -20,7 +20,8 @@ import optuna
 
 from nas import __version__, records
 from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_macs, count_params
-from nas.budgets import Budgets, format_cost
+from nas.budgets import Budgets
+from nas.cost_table import COSTS
 from nas.data import DataConfig
 from nas.errors import UserError
 from nas.samplers import make_pruner, make_sampler
@@ -132,17 +133,13 @@ def check_resume(
                 )
 
 
-_BUDGET_KEYS = {"params": "params", "macs": "macs", "latency_ms": "latency", "memory_mb": "memory"}
-
-
 def _budget_words(key: str, value: Any) -> str:
     """`a latency budget of 2.00 ms`, `no MAC budget`, `latency measured on cpu`."""
-    if key in _BUDGET_KEYS:
-        name = _BUDGET_KEYS[key]
-        label = {"params": "parameter", "macs": "MAC"}.get(name, name)
+    cost = next((cost for cost in COSTS.values() if cost.key == key), None)
+    if cost is not None:
         if value is None:
-            return f"no {label} budget"
-        return f"a {label} budget of {format_cost(name, value)}"
+            return f"no {cost.budget_word} budget"
+        return f"a {cost.budget_word} budget of {cost.format(value)}"
     if value is None:
         return "no latency measured"
     return f"latency measured with {key.replace('latency_', '')} {value}"

@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 
 from nas import records
 from nas.arch import Architecture, count_macs, count_params
-from nas.budgets import Budgets, Gate, Verdict, describe_limits
+from nas.budgets import Budgets, Gate, Verdict
 from nas.cli import search_main
+from nas.cost_table import describe_limits
 from nas.data import DataConfig
 from nas.errors import UserError
 from nas.objective import Objective

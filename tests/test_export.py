@@ -29,6 +29,7 @@ from nas.export import NormalizedModel, export_run, torchscript_bytes, verify_ex
 from nas.model import build_model
 from nas.model_card import model_card
 from nas.retrain import retrain
+from nas.run_folder import RunMetrics
 from nas.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -239,8 +240,9 @@ def test_the_model_card_names_accuracy_size_and_commands(synthetic_run):
 def test_the_model_card_of_a_study_run_rebuilds_from_the_study(synthetic_run):
     metrics = json.loads((synthetic_run / "metrics.json").read_text())
     metrics["source"] = {"study": "s1", "storage": "sqlite:///studies/x.db", "trial": 7}
+    metrics = RunMetrics.from_dict(metrics, synthetic_run / "metrics.json")
     card = model_card(nas.load_model(synthetic_run).arch, metrics, "runs/s1/trial-7")
-    rebuild = "nas retrain --study s1 --storage sqlite:///studies/x.db --trial 7 --epochs 2"
+    rebuild = "nas retrain --study s1 --trial 7 --storage sqlite:///studies/x.db --epochs 2"
     assert rebuild in card and "runs/s1/trial-7-rebuilt" in card
     assert "takes from its defaults" not in card  # the study supplies data and recipe
 

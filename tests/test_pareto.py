@@ -158,7 +158,7 @@ def test_the_report_shows_the_front_its_budget_line_and_the_commands(pareto):
     assert list(traces[PARETO_TRACE].x) == [t.user_attrs["params"] for t in on_front]
     assert list(traces["budget"].x) == [20_000, 20_000]
     assert "intermediate" in figures  # per-epoch curves from the recorded curve
-    text = render_report(study, storage_flag="sqlite:///p.db")
+    text = render_report(study, storage="sqlite:///p.db")
     assert "The best model at every size" in text
     for trial in on_front:
         assert f"nas retrain --study front --trial {trial.number} --storage sqlite:///p.db" in text

@@ -12,12 +12,12 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from nas import records, report
+from nas import records, report, report_figures
 from nas.arch import Architecture
 from nas.cli_summary import print_summary
 from nas.records import TrialKind
-from nas.retrain import choose_from_study
 from nas.search import SearchConfig, outcome_of, trial_counts
+from nas.study_choice import choose_from_study
 
 BUDGET = 50_000
 DISTRIBUTIONS = {"width": IntDistribution(8, 64)}
@@ -163,9 +163,9 @@ def test_the_report_shows_and_counts_each_trial_as_classified(study, tmp_path):
         assert header[kind.value] == str(counted[kind]), kind
     assert header["trained"] == "3"
     trained = {0, 1, 2}
-    assert {t.number for t in report.top_trials(study, 20)} == trained
-    figure = report.build_figures(study)["params_vs_accuracy"]
-    points = next(trace for trace in figure.data if trace.name == report.TRAINED_TRACE)
+    assert {t.number for t in report.top_trials(study.get_trials(), 20)} == trained
+    figure = report_figures.build_figures(study)["params_vs_accuracy"]
+    points = next(trace for trace in figure.data if trace.name == report_figures.TRAINED_TRACE)
     assert sorted(points.x) == sorted(study.trials[n].user_attrs[records.PARAMS] for n in trained)
     assert max(points.y) == pytest.approx(0.80)  # the 0.99 and 0.95 of broken trials are absent
 

@@ -13,7 +13,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from plotly.offline import get_plotlyjs
 
-from nas import report
+from nas import records, report, report_figures
 from nas.arch import Architecture
 from nas.front import pareto_front
 
@@ -107,11 +107,12 @@ def _trace(figure, name: str):
 
 
 def test_classification_helpers(full_study):
-    trained = report.trained_trials(full_study)
+    trials = full_study.get_trials()
+    trained = [t for t in trials if records.is_trained(t)]
     assert [t.number for t in trained] == [0, 1, 2, 3, 4]
-    assert [t.number for t in report.rejected_trials(full_study)] == [5, 6]
+    assert [t.number for t in trials if records.is_rejected(t)] == [5, 6]
     # The pruned trial's accuracy is its best epoch, not its last one.
-    assert report.trial_accuracy(trained[4]) == pytest.approx(0.45)
+    assert records.accuracy(trained[4]) == pytest.approx(0.45)
 
 
 def test_header_counts_every_kind_of_trial(full_study, tmp_path):
@@ -128,13 +129,13 @@ def test_header_counts_every_kind_of_trial(full_study, tmp_path):
 
 
 def test_params_figure_has_one_point_per_trained_trial_and_rejects_apart(full_study):
-    figure = report.build_figures(full_study)["params_vs_accuracy"]
-    trained = _trace(figure, report.TRAINED_TRACE)
+    figure = report_figures.build_figures(full_study)["params_vs_accuracy"]
+    trained = _trace(figure, report_figures.TRAINED_TRACE)
     assert len(trained.x) == 5
     assert sorted(trained.x) == [100_000, 120_000, 150_000, 200_000, 240_000]
-    rejected = _trace(figure, report.REJECTED_TRACE)
+    rejected = _trace(figure, report_figures.REJECTED_TRACE)
     assert list(rejected.x) == [400_000, 900_000]
-    budget = _trace(figure, report.BUDGET_TRACE)
+    budget = _trace(figure, report_figures.BUDGET_TRACE)
     assert list(budget.x) == [BUDGET, BUDGET]
 
 
@@ -147,8 +148,8 @@ def test_pareto_front_of_hand_made_points():
 
 
 def test_pareto_trace_in_study_figure(full_study):
-    figure = report.build_figures(full_study)["params_vs_accuracy"]
-    front = _trace(figure, report.PARETO_TRACE)
+    figure = report_figures.build_figures(full_study)["params_vs_accuracy"]
+    front = _trace(figure, report_figures.PARETO_TRACE)
     # The pruned trial (120k, 0.45) is dominated by (100k, 0.5), so the front stays the two
     # points of the hand-made example.
     assert list(zip(front.x, front.y)) == [(100_000, 0.5), (200_000, 0.7)]
@@ -162,16 +163,16 @@ def test_write_report_is_self_contained_and_complete(full_study, tmp_path):
     assert not re.search(r"<script[^>]*src=[\"']https?:", text)
     assert len(text) > 1_000_000  # the embedded library is megabytes; a CDN link is not
     for needle in (
-        report.TRAINED_TRACE,
-        report.REJECTED_TRACE,
-        report.PARETO_TRACE,
+        report_figures.TRAINED_TRACE,
+        report_figures.REJECTED_TRACE,
+        report_figures.PARETO_TRACE,
         "Parameter importances",
         "Validation accuracy per epoch",
         "report-test",
         "250,000 parameters",
     ):
         assert needle in text
-    assert set(report.build_figures(full_study)) == {
+    assert set(report_figures.build_figures(full_study)) == {
         "history",
         "params_vs_accuracy",
         "importances",
@@ -205,13 +206,13 @@ def test_study_without_finished_trials_still_gets_a_report(tmp_path):
     study.add_trial(create_trial(state=TrialState.FAIL))
     path = report.write_report(study, tmp_path / "empty.html")
     text = path.read_text(encoding="utf-8")
-    assert report.NO_FINISHED_TRIAL in text
-    figures = report.build_figures(study)
+    assert report_figures.NO_FINISHED_TRIAL in text
+    figures = report_figures.build_figures(study)
     assert "history" not in figures and "importances" not in figures
     # The rejected candidate is still shown, with no trained points beside it.
     params_figure = figures["params_vs_accuracy"]
-    assert len(_trace(params_figure, report.TRAINED_TRACE).x) == 0
-    assert len(_trace(params_figure, report.REJECTED_TRACE).x) == 1
+    assert len(_trace(params_figure, report_figures.TRAINED_TRACE).x) == 0
+    assert len(_trace(params_figure, report_figures.REJECTED_TRACE).x) == 1
 
 
 def test_trials_missing_attributes_do_not_break_the_report(tmp_path):
@@ -224,7 +225,7 @@ def test_trials_missing_attributes_do_not_break_the_report(tmp_path):
     assert "budgets</th><td>not recorded" in text
     assert "unreadable architecture" in text
     # No parameter counts, so no point can be placed, and the note says why.
-    assert "params_vs_accuracy" not in report.build_figures(study)
+    assert "params_vs_accuracy" not in report_figures.build_figures(study)
     assert "No trained trial has a recorded parameter count." in text
     assert "Not computed" in text or "No parameter is shared" in text
 
@@ -234,7 +235,7 @@ def test_importances_skipped_with_a_single_complete_trial(tmp_path):
     _add_trained(study, 100_000, 0.5, 16, 1)
     text = report.write_report(study, tmp_path / "one.html").read_text(encoding="utf-8")
     assert "Needs at least two complete trials." in text
-    assert "importances" not in report.build_figures(study)
+    assert "importances" not in report_figures.build_figures(study)
 
 
 def test_duplicates_are_neither_points_nor_top_rows(tmp_path):
@@ -250,12 +251,12 @@ def test_duplicates_are_neither_points_nor_top_rows(tmp_path):
             user_attrs={**_attrs(32, 2, 200_000), "duplicate_of": 1},
         )
     )
-    assert [t.number for t in report.trained_trials(study)] == [0, 1]
-    assert [t.number for t in report.top_trials(study)] == [1, 0]
+    assert [t.number for t in study.get_trials() if records.is_trained(t)] == [0, 1]
+    assert [t.number for t in report.top_trials(study.get_trials())] == [1, 0]
     trained = [
         trace
-        for trace in report.build_figures(study)["params_vs_accuracy"].data
-        if trace.name == report.TRAINED_TRACE
+        for trace in report_figures.build_figures(study)["params_vs_accuracy"].data
+        if trace.name == report_figures.TRAINED_TRACE
     ][0]
     assert len(trained.x) == 2
 
@@ -289,13 +290,13 @@ def _render(page: Path) -> tuple[str, str]:
 
 @pytest.mark.skipif(_browser() is None, reason="no Chromium here (apt-get install chromium)")
 def test_the_report_and_the_curves_render_their_charts_in_a_real_browser(full_study, tmp_path):
-    from nas.retrain import curves_html
+    from nas.curves import curves_html
 
     page = report.write_report(full_study, tmp_path / "r.html")
     dom, console = _render(page)
     assert console == ""  # no error, no warning from the page's scripts
     # every figure drew its SVG (plotly draws one "main-svg" pair per figure)
-    assert dom.count('class="main-svg"') >= 2 * len(report.build_figures(full_study))
+    assert dom.count('class="main-svg"') >= 2 * len(report_figures.build_figures(full_study))
     assert "Caution: computed from 4 trained trials" in dom
 
     history = [
@@ -335,6 +336,6 @@ def test_the_report_shows_rank_fidelity_once_five_trials_ran_every_epoch(tmp_pat
         )
     text = report.write_report(study, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Rank fidelity" in text
-    assert "fidelity" in report.build_figures(study)
+    assert "fidelity" in report_figures.build_figures(study)
     assert "ranking at epoch 2 already agrees with epoch 3" in text
     assert "over 6 trials" in text

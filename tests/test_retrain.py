@@ -234,7 +234,7 @@ def test_report_command_writes_one_point_per_trained_trial(store, tmp_path):
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     assert '<script src="http' not in html
-    from nas.report import TRAINED_TRACE, build_figures
+    from nas.report_figures import TRAINED_TRACE, build_figures
 
     study = optuna.load_study(study_name="s", storage=url)
     figure = build_figures(study)["params_vs_accuracy"]

@@ -1,0 +1,56 @@
+"""Owns every command line the tool prints for a person to run next: `nas retrain` (a study's
+trial, or a finished run rebuilt), `nas report` and `optuna-dashboard`.
+
+Each is built from its words and joined with `shlex.quote`, so a study named `my study` or a
+folder with a space prints a command a shell runs as printed. The store is named with
+`--storage` only when it is not the one a command uses anyway (`$NAS_STORAGE`, else the
+built-in default), with any password masked (`nas.storage.display_url`).
+
+Claims: a printed command, split as a shell splits it, gives back the study name, trial and
+folders it was built from.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def join(words: Sequence[str]) -> str:
+    """Words as one command line a POSIX shell splits back into the same words."""
+    return " ".join(shlex.quote(str(word)) for word in words)
+
+
+def storage_words(storage: str) -> list[str]:
+    """`["--storage", URL]` with its password masked, or [] when `storage` is empty or the store
+    a command uses without the flag."""
+    if not storage:
+        return []
+    from nas.storage import default_storage, display_url  # opens no store: no optuna at import
+
+    return [] if storage == default_storage() else ["--storage", display_url(storage)]
+
+
+def retrain_command(
+    study: str, trial: int | None = None, storage: str = "", extra: Sequence[str] = ()
+) -> str:
+    """`nas retrain --study S [--trial N] [--storage URL] [EXTRA...]`."""
+    words = ["nas", "retrain", "--study", study]
+    if trial is not None:
+        words += ["--trial", str(trial)]
+    return join([*words, *storage_words(storage), *extra])
+
+
+def report_command(study: str, storage: str = "", out: str | Path | None = None) -> str:
+    """`nas report --study S [--storage URL] [--out FILE]`."""
+    words = ["nas", "report", "--study", study, *storage_words(storage)]
+    return join(words + (["--out", str(out)] if out is not None else []))
+
+
+def dashboard_command(storage: str, artifact_dir: str | Path | None = None) -> str:
+    """`optuna-dashboard URL [--artifact-dir DIR]`: the dashboard always needs the store named."""
+    from nas.storage import display_url
+
+    words = ["optuna-dashboard", display_url(storage)]
+    return join(words + (["--artifact-dir", str(artifact_dir)] if artifact_dir else []))

@@ -1,0 +1,102 @@
+"""A run folder (nas.run_folder) read back by `nas export`, `nas predict` and `nas retrain`: a
+damaged or truncated file is one sentence naming it and exit status 2 in all three, never a
+traceback from the reader underneath; RunMetrics round-trips through metrics.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nas.arch import Architecture
+from nas.cli import main
+from nas.data import DataConfig
+from nas.errors import UserError
+from nas.retrain import retrain
+from nas.run_folder import METRICS, WEIGHTS, RunMetrics, read_metrics, write_metrics
+from nas.train import TrainConfig
+
+from helpers import run_in_process
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+EPOCHS = 1
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished run of a tiny architecture on synthetic data, as `nas retrain` writes it."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    data = DataConfig(dataset="synthetic", synthetic_size=120, data_dir=str(run_dir.parent))
+    recipe = TrainConfig(epochs=EPOCHS, augment="none", device="cpu", batch_size=32)
+    retrain(Architecture((8, 16), (1, 1), stem=8), data, recipe, run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A copy of the finished run to damage, and an image to predict."""
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "image.png")
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def commands(run: Path) -> dict[str, list[str]]:
+    """Each command that reads the run folder; the retrain repeats the finished one (a resume)."""
+    data = ["--dataset", "synthetic", "--data-dir", str(run.parent)]
+    return {
+        "export": ["export", str(run), "--format", "torchscript"],
+        "predict": ["predict", str(run), str(run.parent / "image.png")],
+        "retrain": ["retrain", "--arch", str(run / "architecture.json"), *data,
+                    "--epochs", str(EPOCHS), "--device", "cpu", "--out", str(run)],
+    }  # fmt: skip
+
+
+def assert_one_sentence_naming(name: str, path: Path, argv: list[str]) -> None:
+    status, _, err = run_in_process(main, argv)
+    assert status == 2, (argv[0], err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv[0], err)
+    assert str(path) in lines[0], (argv[0], err)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "retrain"])
+def test_a_truncated_weights_file_is_one_sentence_naming_it(run_copy, command):
+    weights = run_copy / WEIGHTS
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    assert_one_sentence_naming(WEIGHTS, weights, commands(run_copy)[command])
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "retrain"])
+def test_metrics_that_are_not_json_are_one_sentence_naming_the_file(run_copy, command):
+    metrics = run_copy / METRICS
+    metrics.write_text(metrics.read_text()[:40])  # cut mid-object
+    assert_one_sentence_naming(METRICS, metrics, commands(run_copy)[command])
+
+
+def test_the_undamaged_run_is_reused_by_the_same_retrain(run_copy):
+    status, out, err = run_in_process(main, commands(run_copy)["retrain"])
+    assert status == 0, err
+    assert "already holds a finished run" in out
+
+
+def test_run_metrics_round_trip_through_metrics_json(finished_run, tmp_path):
+    metrics = read_metrics(finished_run)
+    assert metrics is not None and metrics.epochs_completed == EPOCHS
+    assert metrics.epochs_planned == EPOCHS and len(metrics.classes) == 10
+    write_metrics(tmp_path, metrics)
+    assert read_metrics(tmp_path) == metrics
+    assert json.loads((tmp_path / METRICS).read_text()) == metrics.to_dict()
+    assert read_metrics(tmp_path / "elsewhere") is None  # no metrics: not finished
+
+
+def test_metrics_lacking_a_finished_runs_results_name_what_they_lack(tmp_path):
+    (tmp_path / METRICS).write_text(json.dumps({"test_accuracy": 0.5, "params": 10}))
+    with pytest.raises(UserError, match="lacks test_loss, epochs_completed, best_epoch"):
+        read_metrics(tmp_path)
+    with pytest.raises(UserError, match=str(tmp_path / METRICS)):
+        RunMetrics.from_dict([1, 2], tmp_path / METRICS)
