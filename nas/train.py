@@ -15,7 +15,8 @@ Claims:
   is, in the layout `memory_format` picks); every step is `nas.step.TrainingStep` under the
   precision `nas.precision` picks for the device (bf16 at compute 8.0 and up, fp16 with a
   gradient scaler below, fp32 on the CPU), and the loop holds no host synchronisation (losses
-  and accuracies accumulate on the device; one `.item()` per epoch).
+  and accuracies accumulate on the device; four `.item()` per epoch: the loss and the accuracy
+  of the training steps and of the validation pass).
 - The checkpoint holds the fp16 gradient scaler's state, restored on resume; a resume may run
   in another precision or on another device (the precision is a device setting).
 - cuDNN autotuning is on for a CUDA run and off on the CPU, for the run only: the process's

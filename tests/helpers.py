@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import os
@@ -35,16 +36,23 @@ def one_torch_thread() -> Iterator[None]:
 
 
 class TorchCalls(torch.overrides.TorchFunctionMode):
-    """Records the name of every torch function and tensor method called inside the block
-    (`names`), through torch's public `TorchFunctionMode`: e.g. to count host synchronisations
-    (`item`, `cpu`, `tolist`) or to show that nothing ran a model."""
+    """Records every torch function and tensor method called inside the block, through torch's
+    public `TorchFunctionMode`: `names` in call order, and `calls` as (name, the module whose
+    code made the call), e.g. to count the host synchronisations our own code asks for, or to
+    show that nothing ran a model."""
 
     def __init__(self):
         super().__init__()
-        self.names: list[str] = []
+        self.calls: list[tuple[str, str]] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.names.append(getattr(func, "__name__", str(func)))
+        caller = inspect.currentframe().f_back  # the Python code that called `func`
+        module = caller.f_globals.get("__name__", "") if caller is not None else ""
+        self.calls.append((getattr(func, "__name__", str(func)), module))
         return func(*args, **(kwargs or {}))
 
 

@@ -1,16 +1,21 @@
 """The training recipe: learning, exact resume, non-finite losses, evaluation."""
 
+import dataclasses
+import gc
 import json
 import math
 import os
 import subprocess
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import nas.batches
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.data import DataConfig, load_splits
@@ -25,6 +30,8 @@ from nas.train import (
     resolve_device,
     set_seed,
 )
+
+from helpers import TorchCalls
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -270,3 +277,76 @@ def test_the_oneDNN_crash_case_of_issue_10_trains_and_exits_cleanly(tmp_path):
         assert process.returncode == 0, (out.name, err[-2000:])
         assert (out / "model.safetensors").is_file()
         assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 4
+
+
+class Untouchable:
+    """Stands in for the test split: any use of it (an attribute, its length, iterating it)
+    fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was touched ({name})")
+
+    def __len__(self):
+        raise AssertionError("the test split was touched (len)")
+
+    def __iter__(self):
+        raise AssertionError("the test split was touched (iter)")
+
+
+@pytest.mark.parametrize("data_path", ["device", "loader"])
+def test_fit_never_touches_the_test_split(splits, data_path):
+    guarded = dataclasses.replace(splits, test=Untouchable())
+    result = fit(fresh_model(), guarded, quick(epochs=1, data_path=data_path), progress=False)
+    assert len(result.history) == 1
+
+
+HOST_SYNCS = {"item", "cpu", "tolist", "numpy", "nonzero", "__bool__", "__int__", "__float__"}
+
+
+def host_syncs(splits, monkeypatch, chunk: int, batch_size: int) -> Counter:
+    """The calls our own code (nas.*) makes during one epoch of `fit` on the device path that
+    would wait for a GPU (a value copied to the host), by calling module."""
+    monkeypatch.setattr(nas.batches, "DEVICE_CHUNK", chunk)
+    config = quick(epochs=1, augment="recipe", data_path="device", batch_size=batch_size)
+    with TorchCalls() as calls:
+        fit(fresh_model(), splits, config, progress=False)
+    return Counter(
+        module for name, module in calls.calls if name in HOST_SYNCS and module.startswith("nas.")
+    )
+
+
+def test_the_device_path_syncs_once_per_chunk_and_never_per_batch(monkeypatch):
+    small = load_splits(DataConfig(dataset="synthetic", synthetic_size=300, synthetic_classes=4))
+    assert len(small.train) == 270
+    fine = host_syncs(small, monkeypatch, chunk=48, batch_size=8)  # 34 batches, 6 chunks
+    coarse = host_syncs(small, monkeypatch, chunk=48, batch_size=24)  # 12 batches, 6 chunks
+    few = host_syncs(small, monkeypatch, chunk=144, batch_size=24)  # 12 batches, 2 chunks
+    assert fine == coarse  # almost three times the batches, not one sync more
+    assert coarse.total() - few.total() == 6 - 2  # one per chunk
+    # the step loop's loss and accuracy, and the validation pass's: two values each per epoch
+    assert fine["nas.train"] == 4
+
+
+def augmented_chunks_alive(chunk: int) -> int:
+    """How many float images of `chunk` images exist right now (gc sees every tensor; a batch
+    sliced from a chunk shares its memory, so memory blocks are counted, not tensors)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some of torch's lazy modules warn when looked at
+        tensors = [obj for obj in gc.get_objects() if type(obj) is torch.Tensor]
+    return len(
+        {
+            tensor.untyped_storage().data_ptr()
+            for tensor in tensors
+            if tensor.dim() == 4 and tensor.shape[0] == chunk and tensor.dtype == torch.float32
+        }
+    )
+
+
+def test_the_device_path_holds_two_augmented_chunks_at_most(splits, monkeypatch):
+    monkeypatch.setattr(nas.batches, "DEVICE_CHUNK", 120)  # 720 images: 6 chunks of one batch
+    config = quick(augment="recipe", data_path="device", batch_size=120)
+    batches = nas.batches.make_batches(splits.train, config, splits, torch.device("cpu"))
+    gc.collect()  # what earlier tests left in reference cycles
+    assert augmented_chunks_alive(120) == 0
+    alive = [augmented_chunks_alive(120) for _ in batches.epoch(seed=1)]
+    assert len(alive) == 6 and max(alive) == 2  # the chunk trained on and the one ahead
