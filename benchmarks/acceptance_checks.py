@@ -38,7 +38,7 @@ from nas.precision import (
     device_capability,
 )
 from nas.step import TrainingStep, make_optimizer
-from nas.train import TrainConfig, set_seed
+from nas.train import TrainConfig, set_seed, synchronize
 
 try:  # AutoAugment's ops moved from nas.augment to their own module
     from nas.autoaugment import apply_autoaugment_op, autoaugment_table
@@ -288,17 +288,12 @@ def step_seconds(arch, ctx: Context, batches, precision: Precision) -> float:
     with cudnn_autotuning(ctx.cuda):
         for images, labels in inputs:  # warm-up: autotuning, allocator
             step(images, labels)
-        _synchronize(ctx.device)
+        synchronize(ctx.device)
         started = time.perf_counter()
         for images, labels in inputs:
             step(images, labels)
-        _synchronize(ctx.device)
+        synchronize(ctx.device)
     return (time.perf_counter() - started) / len(inputs)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # A reduced-precision step may be this much slower than fp32 before the check fails: small

@@ -50,7 +50,7 @@ from nas.errors import UserError
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.step import TrainingStep, make_optimizer, recipe_precision
-from nas.train import TrainConfig, resolve_device
+from nas.train import TrainConfig, resolve_device, synchronize
 
 MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
 FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU
@@ -138,11 +138,6 @@ class Latency:
         return f"{self.median_ms:.2f} ms ({self.low_ms:.2f}-{self.high_ms:.2f}, {self.runs} runs)"
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timer(device: torch.device, threads: int) -> Callable[[], float]:
     """The clock a run is timed with: on the CPU with one thread, the thread's own CPU time
     (`time.thread_time`: torch computes in the calling thread, so on an idle core it equals
@@ -159,7 +154,7 @@ def _time_runs(model, inputs, device: torch.device, timer: Callable[[], float]) 
     while warmups < WARMUP_RUNS or time.perf_counter() - started < WARMUP_SECONDS:
         model(inputs)
         warmups += 1
-    _synchronize(device)
+    synchronize(device)
     times: list[float] = []
     timing_started = time.perf_counter()
     while len(times) < MAX_RUNS:
@@ -170,7 +165,7 @@ def _time_runs(model, inputs, device: torch.device, timer: Callable[[], float]) 
             break
         run_started = timer()
         model(inputs)
-        _synchronize(device)
+        synchronize(device)
         times.append(timer() - run_started)
     return times
 

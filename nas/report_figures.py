@@ -153,21 +153,7 @@ def _front_section(
     figure = make_subplots(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.82, 0.18], vertical_spacing=0.04
     )
-    costs = [records.cost_of(t, cost) for t in placed]
-    accuracies = [records.accuracy(t) for t in placed]
-    markers = {"symbol": _state_symbols(placed), "size": 8}
-    figure.add_trace(
-        _scatter(placed, costs, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
-        row=1,
-        col=1,
-    )
-    on_front = front(placed, cost)
-    if on_front:
-        x = [records.cost_of(t, cost) for t in on_front]
-        y = [records.accuracy(t) for t in on_front]
-        # A staircase: accuracy only rises at the next point of the front.
-        style = {"mode": "lines+markers", "line_shape": "hv"}
-        figure.add_trace(_scatter(on_front, x, y, PARETO_TRACE, **style), row=1, col=1)
+    _add_trained(figure, placed, cost)
     if rejected:
         x = [records.cost_of(t, cost) for t in rejected]
         cross = {"symbol": "x", "color": "grey", "size": 8}
@@ -176,6 +162,7 @@ def _front_section(
             row=2,
             col=1,
         )
+    accuracies = [records.accuracy(t) for t in placed]
     accuracy_range = _fitted(accuracies) if accuracies else [0.0, 1.0]
     if limit is not None:
         line = {"dash": "dash", "color": "red"}
@@ -195,6 +182,25 @@ def _front_section(
     )
     figure.update_yaxes(showticklabels=False, title_text="rejected", row=2, col=1)
     return _Section(key, title, figure)
+
+
+def _add_trained(figure: go.Figure, placed: list[FrozenTrial], cost: str) -> None:
+    """The trained trials and the Pareto front through them, on the accuracy row."""
+    costs = [records.cost_of(t, cost) for t in placed]
+    accuracies = [records.accuracy(t) for t in placed]
+    markers = {"symbol": _state_symbols(placed), "size": 8}
+    figure.add_trace(
+        _scatter(placed, costs, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
+        row=1,
+        col=1,
+    )
+    on_front = front(placed, cost)
+    if on_front:
+        x = [records.cost_of(t, cost) for t in on_front]
+        y = [records.accuracy(t) for t in on_front]
+        # A staircase: accuracy only rises at the next point of the front.
+        style = {"mode": "lines+markers", "line_shape": "hv"}
+        figure.add_trace(_scatter(on_front, x, y, PARETO_TRACE, **style), row=1, col=1)
 
 
 def _importance_evaluator() -> tuple[BaseImportanceEvaluator, str]:

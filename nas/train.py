@@ -348,7 +348,7 @@ def _train_epoch(
     for index, (images, labels) in enumerate(batches.epoch(seed)):
         timed = time_first_step and index == 0
         if timed:
-            _synchronize(device)
+            synchronize(device)
             first_step_started = time.perf_counter()
         full = labels.shape[0] == trainer.batch_size
         loss, logits = (trainer.step if full else trainer.last_step)(images, labels)
@@ -357,13 +357,15 @@ def _train_epoch(
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.shape[0]
         if timed:
-            _synchronize(device)
+            synchronize(device)
             first_step_seconds = time.perf_counter() - first_step_started
     seen = max(1, seen)
     return loss_sum.item() / seen, correct.item() / seen, first_step_seconds
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it counts that work (a no-op
+    on the CPU, which computes as it is called)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
