@@ -31,9 +31,10 @@ Claims:
 What is not bit-exact: on CUDA a resumed run is only statistically the same as one never
 stopped. cuDNN autotuning may pick other convolution algorithms in the new process, several
 convolution backward algorithms sum in a nondeterministic order, and fp16's skipped steps
-depend on those sums; the weights then differ in their last bits after the first step and
-drift apart like two seeds of one run would, not more. (A `deterministic` switch would cost
-speed on every run to make resumes exact; we judged it not worth it.)
+depend on those sums; the weights then differ in their last bits from the first step on, and
+training can grow that difference over the epochs: the resumed run is another sample of the
+same training (same data order and augmentation draws), not a copy. (A `deterministic` switch
+would slow every CUDA run to make resumes exact; we judged it not worth it.)
 """
 
 from __future__ import annotations

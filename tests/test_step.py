@@ -18,6 +18,7 @@ from nas.precision import Precision
 from nas.step import (
     TrainingStep,
     accepts_fused,
+    float_logits,
     make_optimizer,
     reapply_speed_options,
     restore_scaler,
@@ -146,3 +147,14 @@ def test_a_state_saved_with_fused_on_takes_this_device_s_choice_back():
     assert optimizer.param_groups[0]["fused"] is True  # load_state_dict copies the saved flags
     reapply_speed_options(optimizer)
     assert [(g["fused"], g["foreach"]) for g in optimizer.param_groups] == [(None, True)]
+
+
+def test_logits_come_back_in_float32_whatever_the_precision():
+    model, _ = model_pair()
+    images, _ = batch()
+    with torch.no_grad():
+        expected = model(images)
+        for precision in (FP32, FP16, Precision("bf16", "cpu", "test")):
+            logits = float_logits(model, images, precision)
+            assert logits.dtype == torch.float32, precision.name
+    assert torch.equal(float_logits(model, images, FP32), expected)  # fp32: the model's own
