@@ -43,8 +43,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from nas.arch import PRESETS, Architecture, count_params
 from nas.augment import BatchAugmenter, normalize_batch
-from nas.batches import DEVICE_CHUNK, memory_format
+from nas.batches import memory_format
 from nas.data import DataConfig, Splits, TensorData, load_splits
+from nas.device_memory import MAX_CHUNK
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.step import TrainingStep, float_logits, make_optimizer, recipe_precision
@@ -143,7 +144,7 @@ def floor_epochs(model, splits: Splits, config: TrainConfig, epochs: int, device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     images = splits.train.images.to(device)
     train = torch.cat(
-        [augmenter(chunk, generator) for chunk in images.split(DEVICE_CHUNK)]
+        [augmenter(chunk, generator) for chunk in images.split(MAX_CHUNK)]
     ).contiguous(memory_format=layout)
     labels = splits.train.labels.to(device)
     val = normalize_batch(splits.val.images.to(device), splits.mean, splits.std)

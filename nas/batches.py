@@ -4,9 +4,15 @@ Claims:
 - `make_batches` picks the source named by `TrainConfig.data_path`: `auto` means `device`, the
   batched path, on any device (on CPU several times cheaper than per-image transforms, see
   benchmarks/RESULTS.md); `loader` keeps the per-image DataLoader path (the reference's).
-- `device` (`DeviceBatches`): the train split held as uint8 where the model is and augmented
-  there in chunks of about `DEVICE_CHUNK` images with per-image draws; memory stays at two chunks
-  of float images whatever the split's size, with one host sync per chunk, none per batch.
+- `device` (`DeviceBatches`): the split is augmented on the device in chunks with per-image
+  draws; memory stays at two chunks of float images whatever the split's size, with one host
+  sync per chunk, none per batch. Where the split lives and the chunk's size are
+  `nas.device_memory.plan_data`'s decision from the device's free bytes: held as uint8 on the
+  device when it fits, else kept in host memory and uploaded per chunk (through pinned memory
+  on CUDA), with the same batches for the same seed either way. `describe()` is the one line
+  saying which path it took; `fit` prints it when it shows progress.
+- Evaluation batches are `eval_batch_size`: the configured size at most, fewer where the
+  device's free bytes say so (`nas.device_memory.eval_batch_images`).
 - Each source yields every training image once per epoch, and the epoch's shuffle order and
   augmentation draws follow from the seed given to `epoch(seed)` alone, so a resumed run sees
   the same batches. On the loader path each batch carries its own seed, drawn from the epoch's
@@ -29,12 +35,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.augment import BatchAugmenter, train_transform
 from nas.data import DataError, Splits, TensorData, default_workers
+from nas.device_memory import FLOAT_BYTES, DataPlan, eval_batch_images, free_bytes, plan_data
 
 if TYPE_CHECKING:
     from nas.train import TrainConfig
 
 DATA_PATHS = ("auto", "device", "loader")
-DEVICE_CHUNK = 8192  # images augmented at once on the device path: large enough to fill a GPU
+# float copies of an image the batched augmentation holds at its peak: the sampling grid
+# (about 2.3 for 3 channels), the float input, the sampled output, the normalised result and its
+# copy in the training layout
+AUGMENT_FLOAT_COPIES = 6
 
 
 def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
@@ -43,30 +53,69 @@ def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_for
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
+def data_plan(data: TensorData, config: TrainConfig, device: torch.device) -> DataPlan:
+    """Where the train split lives on `device` and its chunk size, from the free bytes there."""
+    image_bytes = math.prod(data.images.shape[1:])
+    augment_bytes = image_bytes * FLOAT_BYTES * AUGMENT_FLOAT_COPIES
+    return plan_data(free_bytes(device), len(data), image_bytes, augment_bytes, config.batch_size)
+
+
+def eval_batch_size(config: TrainConfig, data: TensorData, device: torch.device) -> int:
+    """Images per evaluation batch on `device`: `config.eval_batch_size` where memory allows."""
+    floats = math.prod(data.images.shape[1:])
+    return eval_batch_images(free_bytes(device), floats, config.eval_batch_size)
+
+
 class DeviceBatches:
-    """The train split lives on the device as uint8; each epoch is shuffled and augmented there
-    in large chunks, and batches are slices of a chunk: no loader processes, no per-batch copies.
+    """Each epoch is shuffled and augmented on the device in large chunks, and batches are
+    slices of a chunk: no loader processes, no per-batch copies. The split lives on the device
+    as uint8 when `plan` says it fits (default: `data_plan`), else in host memory, each chunk's
+    images gathered there and uploaded; labels always live on the device (8 bytes an image).
 
     Chunks hold a whole number of batches and are augmented one ahead of the batches being
     trained on, so memory stays at two chunks of float images whatever the split's size, and
     the augmentation's one host sync per chunk finds the device queue nearly drained."""
 
-    def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
-        self.images = data.images.to(device)
+    def __init__(
+        self,
+        data: TensorData,
+        config: TrainConfig,
+        splits: Splits,
+        device,
+        plan: DataPlan | None = None,
+    ):
+        plan = plan or data_plan(data, config, device)
+        self.resident = plan.resident
+        self.pinned = not plan.resident and device.type == "cuda"  # page-locked: async uploads
+        self.images = data.images.to(device) if plan.resident else data.images
         self.labels = data.labels.to(device)
         self.augmenter = BatchAugmenter(
             config.augment, splits.mean, splits.std, policy=config.policy, flip=config.flip
         )
         self.batch_size = config.batch_size
-        self.chunk = config.batch_size * max(1, DEVICE_CHUNK // config.batch_size)
+        self.chunk = plan.chunk
         self.layout = memory_format(config, device)
         self.device = device
+        image_bytes = math.prod(data.images.shape[1:])
+        self.description = plan.describe(len(data), image_bytes, str(device), self.pinned)
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
+    def describe(self) -> str:
+        """`data: 45,000 images (138 MB) on cuda:0, augmented in chunks of 8,192`, or where the
+        split stayed on the host and why."""
+        return self.description
+
     def _augment(self, indices: torch.Tensor, generator: torch.Generator):
-        images = self.augmenter(self.images[indices], generator)
+        if self.resident:
+            images = self.images[indices]
+        else:  # gather on the host, upload the chunk (the shuffle and draws stay the device's)
+            images = self.images[indices.cpu()]
+            if self.pinned:
+                images = images.pin_memory()  # torch's pinned cache: reused, safe across copies
+            images = images.to(self.device, non_blocking=True)
+        images = self.augmenter(images, generator)
         return images.contiguous(memory_format=self.layout), self.labels[indices]
 
     def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -158,9 +207,16 @@ class LoaderBatches:
         )
         self.layout = memory_format(config, device)
         self.device = device
+        self.description = (
+            f"data: {len(data):,} images in host memory, transformed per image by {workers} "
+            f"loader process{'es' if workers != 1 else ''}, each batch uploaded to {device}"
+        )
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def describe(self) -> str:
+        return self.description
 
     def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.set_seed(seed)  # read when the loader starts the epoch's iteration

@@ -130,8 +130,10 @@ def memory_failure(error: BaseException) -> str | None:
 
 
 def _size(count: int) -> str:
-    """`138 MB`, `15.1 GB`."""
-    return f"{count / GB:.1f} GB" if count >= GB else f"{count / MB:.0f} MB"
+    """`147 kB`, `138 MB`, `15.1 GB`."""
+    if count >= GB:
+        return f"{count / GB:.1f} GB"
+    return f"{count / MB:.0f} MB" if count >= MB else f"{count / 1e3:.0f} kB"
 
 
 def release_memory() -> None:

@@ -53,7 +53,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nas.augment import AUGMENTATIONS, POLICY_NAMES, normalize_batch
-from nas.batches import DATA_PATHS, make_batches, memory_format, resolve_data_path
+from nas.batches import (
+    DATA_PATHS,
+    eval_batch_size,
+    make_batches,
+    memory_format,
+    resolve_data_path,
+)
 from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from nas.data import Splits, TensorData
 from nas.devices import device_name
@@ -200,9 +206,10 @@ def evaluate(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     layout = memory_format(config, device)
-    for start in range(0, len(data), config.eval_batch_size):
-        images = data.images[start : start + config.eval_batch_size].to(device, non_blocking=True)
-        labels = data.labels[start : start + config.eval_batch_size].to(device, non_blocking=True)
+    batch = eval_batch_size(config, data, device)  # fewer images where device memory is short
+    for start in range(0, len(data), batch):
+        images = data.images[start : start + batch].to(device, non_blocking=True)
+        labels = data.labels[start : start + batch].to(device, non_blocking=True)
         inputs = normalize_batch(images, splits.mean, splits.std)
         logits = float_logits(model, inputs.contiguous(memory_format=layout), precision)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
@@ -274,6 +281,8 @@ def fit(
     # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms)
     with cudnn_autotuning(device.type == "cuda"):
         batches = make_batches(splits.train, config, splits, device)
+        if progress:
+            print(batches.describe(), flush=True)  # which data path, and why (device memory)
         first = result.epochs_completed + 1
         bar = tqdm(
             range(first, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,

@@ -218,14 +218,15 @@ def test_bad_settings_are_refused(overrides):
         TrainConfig(**overrides)
 
 
-def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits, monkeypatch):
+def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits):
     import nas.batches
+    from nas.device_memory import DataPlan
 
     assert nas.batches.resolve_data_path(quick()) == "device"
     assert nas.batches.resolve_data_path(quick(data_path="loader")) == "loader"
-    monkeypatch.setattr(nas.batches, "DEVICE_CHUNK", 100)  # several chunks of one 64-image batch
     config = quick(augment="recipe", batch_size=64)
-    batches = nas.batches.make_batches(splits.train, config, splits, torch.device("cpu"))
+    several = DataPlan(resident=True, chunk=64, free_bytes=None)  # several chunks of one batch
+    batches = nas.batches.DeviceBatches(splits.train, config, splits, torch.device("cpu"), several)
     first = list(batches.epoch(seed=3))
     again = list(batches.epoch(seed=3))
     assert len(first) == len(batches)
@@ -234,6 +235,35 @@ def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits, mon
     assert all(images.shape[0] == 64 for images, _ in first[:-1])
     for (images_a, _), (images_b, _) in zip(first, again, strict=True):
         assert torch.equal(images_a, images_b)  # the draws follow from the seed alone
+
+
+def test_a_split_kept_on_the_host_gives_the_batches_of_one_on_the_device(splits):
+    """The host-staged path (gather each chunk on the host, upload it) draws the same shuffle
+    and augmentations as the resident one: the same batches for the same seed."""
+    from nas.batches import DeviceBatches
+    from nas.device_memory import DataPlan
+
+    config = quick(augment="recipe", batch_size=16)
+    cpu = torch.device("cpu")
+    resident = DeviceBatches(splits.train, config, splits, cpu, DataPlan(True, 32, 10**6))
+    staged = DeviceBatches(splits.train, config, splits, cpu, DataPlan(False, 32, 10**6))
+    assert staged.images is splits.train.images  # not copied: the host path keeps the split
+    pairs = list(zip(resident.epoch(seed=5), staged.epoch(seed=5), strict=True))
+    assert len(pairs) == len(resident) > 2  # several chunks of two batches
+    for (images_a, labels_a), (images_b, labels_b) in pairs:
+        assert torch.equal(images_a, images_b) and torch.equal(labels_a, labels_b)
+    # 720 training images (800 less the validation tenth) x 3,072 bytes = 2,211,840 B
+    assert staged.describe() == (
+        "data: 720 images (2 MB) too large for cpu (1 MB free): kept in host memory, uploaded "
+        "per chunk of 32"
+    )
+
+
+def test_fit_says_which_data_path_it_took(splits, capsys):
+    fit(fresh_model(), splits, quick(epochs=1), progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    # the CPU: the split stays where it is, chunks are the most batches of 64 within 8,192
+    assert lines == ["data: 720 images (2 MB) on cpu, augmented in chunks of 8,192"]
 
 
 def test_the_default_layout_is_nhwc_on_cuda_only_and_can_be_forced():
