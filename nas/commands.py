@@ -1,5 +1,5 @@
 """Owns every command line the tool prints for a person to run next: `nas retrain` (a study's
-trial, or a finished run rebuilt), `nas report` and `optuna-dashboard`.
+trial, or a finished run rebuilt) and `optuna-dashboard`.
 
 Each is built from its words and joined with `shlex.quote`, so a study named `my study` or a
 folder with a space prints a command a shell runs as printed. The store is named with
@@ -40,12 +40,6 @@ def retrain_command(
     if trial is not None:
         words += ["--trial", str(trial)]
     return join([*words, *storage_words(storage), *extra])
-
-
-def report_command(study: str, storage: str = "", out: str | Path | None = None) -> str:
-    """`nas report --study S [--storage URL] [--out FILE]`."""
-    words = ["nas", "report", "--study", study, *storage_words(storage)]
-    return join(words + (["--out", str(out)] if out is not None else []))
 
 
 def dashboard_command(storage: str, artifact_dir: str | Path | None = None) -> str:

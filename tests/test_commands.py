@@ -79,6 +79,11 @@ def test_the_summarys_next_commands_run_as_printed(searched, monkeypatch):
     assert f"{100 * study.user_attrs[trial]['test_accuracy']:.2f} %" in after
     assert sorted(p.name for p in folder.glob("*.html")) == ["my.html"]
     assert not (folder / "studies").exists()
+    # nas report without --out refreshes the same file
+    status, printed, err = run_in_process(main, ["report", "--study", STUDY, "--storage", store])
+    assert status == 0, err
+    assert printed.strip() == f"report: {(folder / 'my.html').resolve()}"
+    assert not (folder / "studies").exists()
 
 
 def test_the_reports_retrain_commands_run_as_printed(searched, monkeypatch):
