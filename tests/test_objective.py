@@ -1,0 +1,67 @@
+"""What one trial of the search does when its training breaks (nas.objective), through a real
+`run_search` on a real SQLite store: a loss that diverges to NaN, and a device that runs out
+of memory while the candidate trains, each prune the trial with the reason recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas import records
+from nas.data import DataConfig, TensorData, load_splits
+from nas.errors import UserError
+from nas.search import SearchConfig, run_search
+from nas.train import TrainConfig
+
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
+DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=100)
+RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")  # 3 steps an epoch
+
+
+def search(tmp_path: Path, recipe: TrainConfig, **kwargs) -> list[optuna.trial.FrozenTrial]:
+    """Search until 2 candidates in a row went untrained; the trials the store then holds."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    config = SearchConfig(
+        space=str(TINY), budget=10**9, trials=1, storage=url, study="s", max_rejections=2
+    )
+    with pytest.raises(UserError):  # nothing trains, so the search gives up after 2
+        run_search(config, DATA, recipe, **kwargs)
+    return optuna.load_study(study_name="s", storage=url).trials
+
+
+def test_a_loss_that_diverges_prunes_the_trial_with_its_reason(tmp_path):
+    # Adam moves every weight by about lr in the first step: the second step's loss is not finite
+    trials = search(tmp_path, TrainConfig(**{**RECIPE.to_dict(), "lr": 1e30}))
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs[records.PRUNE_REASON].startswith("non-finite loss: ")
+        assert records.classify(trial) == records.TrialKind.FAILED
+
+
+class ExhaustingImages(torch.Tensor):
+    """Training images whose every slice fails the way a full device fails (torch's own
+    OutOfMemoryError), as the batches of a candidate too large for the device would."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_running_out_of_memory_while_training_prunes_the_trial_with_its_reason(tmp_path):
+    splits = load_splits(DATA)
+    train = TensorData(splits.train.images.as_subclass(ExhaustingImages), splits.train.labels)
+    trials = search(tmp_path, RECIPE, splits=dataclasses.replace(splits, train=train))
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs[records.PRUNE_REASON] == "out of memory on cpu"
+        assert trial.user_attrs[records.OUT_OF_MEMORY] == "cpu"
+        assert records.classify(trial) == records.TrialKind.FAILED

@@ -1,0 +1,52 @@
+"""Creating and resuming a study (nas.study_setup) against studies as earlier versions of the
+tool wrote them: created here through Optuna itself, with the attributes those versions set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas import records
+from nas.data import DataConfig
+from nas.errors import UserError
+from nas.search import SearchConfig, open_study
+from nas.space import SearchSpace
+from nas.train import TrainConfig
+
+TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
+DATA = DataConfig(dataset="synthetic", subset=48)
+RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+
+
+def earlier_version_study(url: str, budget: int) -> dict:
+    """A study as the version before budgets and objectives wrote it: a parameter budget, the
+    space, data and recipe, no `budgets` or `objective` record. Its attributes."""
+    study = optuna.create_study(study_name="old", storage=url, direction="maximize")
+    attrs = {
+        records.BUDGET: budget,
+        records.SPACE_FILE: str(TINY),
+        records.SPACE_TEXT: SearchSpace.load(TINY).text,
+        records.DATASET: DATA.to_dict(),
+        records.RECIPE: RECIPE.to_dict(),
+        records.SEARCH: {"sampler": "tpe", "pruner": "median", "seed": 0},
+        records.TOOL_VERSION: "0.0.9",
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.TRAINED: True}))
+    return attrs
+
+
+def test_a_study_of_the_earlier_version_resumes_with_its_budget_and_objective(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    attrs = earlier_version_study(url, 8000)
+    config = SearchConfig(space=str(TINY), budget=8000, storage=url, study="old")
+    space = SearchSpace.load(TINY)
+    study = open_study(config, space, DATA, RECIPE, num_classes=10, image_size=32)
+    assert study.user_attrs == attrs  # resumed as it is: nothing recorded over it
+    assert len(study.trials) == 1
+    other = SearchConfig(space=str(TINY), budget=8000, storage=url, study="old", objective="pareto")
+    with pytest.raises(UserError, match="was created with"):
+        open_study(other, space, DATA, RECIPE, num_classes=10, image_size=32)
