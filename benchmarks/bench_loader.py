@@ -1,7 +1,8 @@
 """What exact resume costs the per-image loader path: seconds per epoch of three loaders.
 
-(a) `plain`: `nas.data.make_train_loader` (persistent workers, default batching): the loader
-    path before issue 13, whose worker streams and later shuffles did not follow from the seed;
+(a) `plain`: a plain shuffling DataLoader over per-image transforms (persistent workers,
+    default batching): the loader path before issue 13 (`nas.data.make_train_loader`, since
+    removed), whose worker streams and later shuffles did not follow from the seed;
 (b) `seeded`: `nas.batches.LoaderBatches` (persistent workers; each batch carries its own seed
     and its images are transformed under it): the loader path now;
 (c) `restarted`: (a) with non-persistent workers (a process start per epoch), the other way to
@@ -26,14 +27,27 @@ import statistics
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from nas.batches import LoaderBatches
-from nas.data import Splits, TensorData, make_train_loader
+from nas.data import Splits, TensorData
 from nas.train import TrainConfig
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+
+
+class PerImage(Dataset):
+    """Each image of `data` through `transform`: what the plain loader batches."""
+
+    def __init__(self, data: TensorData, transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.data.images[index]), self.data.labels[index]
 
 
 def main() -> None:
@@ -49,13 +63,18 @@ def main() -> None:
     cpu = torch.device("cpu")
     config = TrainConfig(data_path="loader", workers=args.workers, device="cpu")
     seeded = LoaderBatches(data, config, splits, cpu)
-    plain = make_train_loader(
-        data, seeded.loader.dataset.transform, 64, device=cpu, workers=args.workers, seed=0
+    per_image = PerImage(data, seeded.loader.dataset.transform)
+    plain, restarted = (
+        DataLoader(
+            per_image,
+            batch_size=64,
+            shuffle=True,
+            num_workers=args.workers,
+            generator=torch.Generator().manual_seed(0),
+            persistent_workers=persistent,
+        )  # fmt: skip
+        for persistent in (args.workers > 0, False)
     )
-    restarted = DataLoader(
-        plain.dataset, batch_size=64, shuffle=True, num_workers=args.workers,
-        generator=torch.Generator().manual_seed(0), persistent_workers=False,
-    )  # fmt: skip
     epochs = {
         "plain": lambda seed: iter(plain),
         "seeded": seeded.epoch,

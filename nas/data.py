@@ -1,4 +1,5 @@
-"""Owns the data: datasets, the fixed validation split, normalisation statistics and loaders.
+"""Owns the data: datasets, the fixed validation split, normalisation statistics, and how many
+loader workers a device gets (the loaders are `nas.batches`).
 
 What this module claims:
 
@@ -19,11 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from nas.readers import DataError, cpu_count, read_dataset  # DataError: exported from here
 from nas.settings import kept
@@ -178,23 +178,6 @@ def _channel_mean_std(images: torch.Tensor) -> tuple[tuple, tuple]:
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
 
 
-class _TensorImageDataset(Dataset):
-    """Images from a TensorData, each passed through `transform` (uint8 CHW -> float CHW)."""
-
-    def __init__(self, data: TensorData, transform: Callable | None) -> None:
-        self.data = data
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.data.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.data.labels[index]
-
-
 def default_workers(device: torch.device) -> int:
     """Loader worker processes when the caller does not say."""
     cpus = cpu_count()
@@ -205,36 +188,3 @@ def default_workers(device: torch.device) -> int:
     # for it, and with 32x32 images process start-up and batch pickling often cost more than they
     # save. So a 2-core machine loads in the main process.
     return min(2, max(0, cpus - 2))
-
-
-def make_train_loader(
-    data: TensorData,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None,
-    batch_size: int,
-    *,
-    device: torch.device,
-    workers: int | None,
-    seed: int,
-) -> DataLoader:
-    """A plain shuffling loader over `data` (the first epoch's order follows from `seed`; with
-    persistent workers later epochs do not: training uses nas.batches.LoaderBatches, which
-    seeds every batch from (seed, epoch); this one stays for benchmarks/bench_loader.py).
-
-    `transform` maps one uint8 CHW image to a float CHW tensor; None yields the uint8 image.
-    """
-    if batch_size < 1:
-        raise DataError(f"The batch size must be at least 1, got {batch_size}.")
-    if workers is not None and workers < 0:
-        raise DataError(f"The number of loader workers must be 0 or more, got {workers}.")
-    device = torch.device(device)
-    num_workers = default_workers(device) if workers is None else workers
-    return DataLoader(
-        _TensorImageDataset(data, transform),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        drop_last=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
-        persistent_workers=num_workers > 0,  # keep workers between epochs: no restart per epoch
-    )

@@ -16,7 +16,6 @@ from nas.data import (
     DataError,
     TensorData,
     load_splits,
-    make_train_loader,
 )
 from nas.errors import UserError
 
@@ -263,47 +262,3 @@ def test_config_round_trip_and_validation():
         DataConfig(dataset="mnist")
     with pytest.raises(DataError, match="val_fraction"):
         DataConfig(val_fraction=1.0)
-
-
-def _small_data():
-    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous()
-    return TensorData(images=images, labels=torch.arange(10))
-
-
-def test_train_loader_batches_order_and_transform():
-    data = _small_data()
-    cpu = torch.device("cpu")
-
-    def first_labels(seed):
-        loader = make_train_loader(data, None, 4, device=cpu, workers=0, seed=seed)
-        return next(iter(loader))[1].tolist()
-
-    loader = make_train_loader(data, None, 4, device=cpu, workers=0, seed=0)
-    batches = list(loader)
-    assert [len(labels) for _, labels in batches] == [4, 4, 2]  # drop_last=False
-    assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape == (4, 3, 4, 4)
-    seen = torch.cat([labels for _, labels in batches])
-    assert sorted(seen.tolist()) == list(range(10))
-    assert seen.tolist() != list(range(10))  # shuffled
-    assert first_labels(5) == first_labels(5)
-    assert any(first_labels(5) != first_labels(seed) for seed in range(6, 10))
-
-    def to_float(image):
-        return image.float() / 255 + 1
-
-    images, labels = next(iter(make_train_loader(data, to_float, 4, device=cpu, workers=0, seed=0)))
-    assert images.dtype == torch.float32
-    assert torch.allclose(images[:, 0, 0, 0], labels.float() / 255 + 1)  # image i has value i
-
-
-def test_train_loader_with_a_worker_is_reproducible():
-    data = _small_data()
-    cpu = torch.device("cpu")
-    orders = [
-        [
-            labels.tolist()
-            for _, labels in make_train_loader(data, None, 3, device=cpu, workers=1, seed=2)
-        ]
-        for _ in range(2)
-    ]
-    assert orders[0] == orders[1]
