@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import nas.batches
+import nas.device_memory
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.data import DataConfig, load_splits
@@ -336,7 +337,7 @@ HOST_SYNCS = {"item", "cpu", "tolist", "numpy", "nonzero", "__bool__", "__int__"
 def host_syncs(splits, monkeypatch, chunk: int, batch_size: int) -> Counter:
     """The calls our own code (nas.*) makes during one epoch of `fit` on the device path that
     would wait for a GPU (a value copied to the host), by calling module."""
-    monkeypatch.setattr(nas.batches, "DEVICE_CHUNK", chunk)
+    monkeypatch.setattr(nas.device_memory, "MAX_CHUNK", chunk)
     config = quick(epochs=1, augment="recipe", data_path="device", batch_size=batch_size)
     with TorchCalls() as calls:
         fit(fresh_model(), splits, config, progress=False)
@@ -373,7 +374,7 @@ def augmented_chunks_alive(chunk: int) -> int:
 
 
 def test_the_device_path_holds_two_augmented_chunks_at_most(splits, monkeypatch):
-    monkeypatch.setattr(nas.batches, "DEVICE_CHUNK", 120)  # 720 images: 6 chunks of one batch
+    monkeypatch.setattr(nas.device_memory, "MAX_CHUNK", 120)  # 720 images: 6 chunks of one batch
     config = quick(augment="recipe", data_path="device", batch_size=120)
     batches = nas.batches.make_batches(splits.train, config, splits, torch.device("cpu"))
     gc.collect()  # what earlier tests left in reference cycles
