@@ -1,0 +1,56 @@
+"""What a retrain of a study takes from the study (nas.study_choice, through `nas retrain
+--study`): the recipe settings a resume keeps, never the devices or speed switches of the
+machine that searched. The study is written through Optuna itself, with a recipe whose every
+setting differs from the default."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import optuna
+
+from nas import records
+from nas.arch import Architecture
+from nas.cli import retrain_main
+from nas.settings import kept_names
+from nas.train import TrainConfig
+
+from helpers import run_in_process
+
+KEPT_BY_THE_STUDY = {  # every setting a resume keeps, none at its default
+    "epochs": 40, "batch_size": 16, "optimizer": "sgd", "lr": 0.02, "momentum": 0.8,
+    "weight_decay": 1e-4, "lr_factor": 0.5, "lr_patience": 3, "augment": "basic",
+    "policy": "svhn", "flip": False,
+}  # fmt: skip
+MACHINE_OF_THE_STUDY = {  # the searching machine's switches: a retrain elsewhere takes none
+    "seed": 99, "device": "cuda:7", "workers": 3, "amp": False, "channels_last": True,
+    "data_path": "loader", "eval_batch_size": 7, "compile": True,
+}  # fmt: skip
+
+
+def test_a_retrain_inherits_the_kept_recipe_and_none_of_the_machine_switches(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    data = {"dataset": "synthetic", "synthetic_size": 100, "synthetic_classes": 3}
+    study.set_user_attr(records.DATASET, data)
+    study.set_user_attr(records.RECIPE, {**KEPT_BY_THE_STUDY, **MACHINE_OF_THE_STUDY})
+    arch = Architecture((8, 8), (1, 1), stem=8, num_classes=3)
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.5, user_attrs={records.ARCHITECTURE: arch.to_json(), records.TRAINED: True}
+        )
+    )
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert set(KEPT_BY_THE_STUDY) == set(kept_names(TrainConfig))  # every kept setting, ...
+    assert set(MACHINE_OF_THE_STUDY) == fields - set(kept_names(TrainConfig))  # ... and the rest
+    run_dir = tmp_path / "run"
+    argv = ["--storage", url, "--study", "s", "--trial", "0", "--epochs", "1"]
+    status, out, err = run_in_process(retrain_main, [*argv, "--out", str(run_dir)])
+    assert status == 0, out + err
+    used = json.loads((run_dir / "metrics.json").read_text())["config"]
+    assert {key: used[key] for key in KEPT_BY_THE_STUDY} == {**KEPT_BY_THE_STUDY, "epochs": 1}
+    defaults = TrainConfig()
+    assert {key: used[key] for key in MACHINE_OF_THE_STUDY} == {
+        key: getattr(defaults, key) for key in MACHINE_OF_THE_STUDY
+    }
