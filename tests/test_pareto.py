@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from nas import records
@@ -202,7 +203,8 @@ def test_bad_picks_get_one_sentence_and_exit_2(pareto, capsys, argv, message):
     assert status == 2 and message in err and "Traceback" not in err
 
 
-def test_a_pareto_search_on_latency_lowers_the_measured_latency(tmp_path):
+def test_a_pareto_search_on_latency_minimises_the_latency_it_measured(tmp_path):
+    # what the search optimises, not whether two random trials happen to lower it
     config = SearchConfig(
         budget=20_000,
         trials=2,
@@ -216,10 +218,12 @@ def test_a_pareto_search_on_latency_lowers_the_measured_latency(tmp_path):
     )
     study = run_search(config, DATA, dataclasses.replace(RECIPE, epochs=1))
     assert study.metric_names == ["val_accuracy", "latency"]
-    for trial in study.trials:
-        if trial.state == TrialState.COMPLETE:
-            assert trial.values[1] == trial.user_attrs["latency_ms"] > 0
-            assert trial.user_attrs["latency"]["runs"] >= 1
+    assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    complete = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    for trial in complete:  # the second objective is the latency measured for that trial
+        assert trial.values[1] == trial.user_attrs["latency_ms"] > 0
+        assert trial.user_attrs["latency"]["median_ms"] == trial.values[1]
     assert study.user_attrs[records.BUDGETS]["latency_device"] == "cpu"  # measured: recorded
 
 

@@ -1,5 +1,6 @@
 """The retrain: outputs of a run folder, resume after SIGKILL, presets, errors, the report."""
 
+import base64
 import csv
 import json
 import os
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -234,10 +236,32 @@ def test_report_command_writes_one_point_per_trained_trial(store, tmp_path):
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     assert '<script src="http' not in html
-    from nas.report_figures import TRAINED_TRACE, build_figures
-
     study = optuna.load_study(study_name="s", storage=url)
-    figure = build_figures(study)["params_vs_accuracy"]
-    trained = [trace for trace in figure.data if trace.name == TRAINED_TRACE][0]
-    assert len(trained.x) == 2
-    assert TRAINED_TRACE in html
+    trained = [t for t in study.trials if t.user_attrs.get(records.TRAINED)]
+    assert len(trained) == 2
+    traces = [trace for _, figure in plotly_figures(html) for trace in figure]
+    points = [trace for trace in traces if trace.get("name") == "trained trials"]
+    assert len(points) == 1  # the params figure's one trace of trained trials
+    drawn = sorted(zip(plotly_array(points[0]["x"]), plotly_array(points[0]["y"])))
+    assert drawn == sorted((t.user_attrs[records.PARAMS], t.value) for t in trained)
+
+
+def plotly_figures(html: str) -> list[tuple[str, list[dict]]]:
+    """Each figure a written report draws, read from its `Plotly.newPlot(id, traces, ...)`
+    call: (the section heading above it, its traces)."""
+    figures = []
+    decoder = json.JSONDecoder()
+    for section in html.split("<h2>")[1:]:
+        heading = section.split("</h2>")[0]
+        for call in section.split("Plotly.newPlot(")[1:]:
+            after_id = call[call.index(",") + 1 :].lstrip()
+            traces, _ = decoder.raw_decode(after_id)
+            figures.append((heading, traces))
+    return figures
+
+
+def plotly_array(values) -> list[float]:
+    """A trace's coordinates as written: a JSON list, or plotly's typed array (base64 bytes)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
