@@ -56,6 +56,35 @@ class TorchCalls(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one image's forward pass, from each convolution's and linear
+    layer's own shapes as it runs: output elements x (input channels / groups) x kernel area
+    for a convolution, in x out features for a linear layer. Knows nothing of nas.arch."""
+    total = 0
+
+    def count(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        per_image = output.numel() // output.shape[0]
+        if isinstance(module, torch.nn.Conv2d):
+            kernel_area = module.kernel_size[0] * module.kernel_size[1]
+            total += per_image * (module.in_channels // module.groups) * kernel_area
+        else:
+            total += per_image * module.in_features
+
+    handles = [
+        module.register_forward_hook(count)
+        for module in model.modules()
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.randn(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
 def unavailable(reason: str) -> None:
     """A test's server or tool cannot start here: skip, saying why; under CI (CI=true) fail, so
     a CI machine without it is red instead of silently testing less."""

@@ -104,6 +104,16 @@ def test_param_table_sums_to_the_count_and_tracks_shapes():
     ]
 
 
+def test_macs_of_a_tiny_net_match_the_hand_count():
+    arch = Architecture((8, 16), (1, 1), stem=8, conv_kernel=3, skip_kernel=1)  # 10 classes
+    stem = 3 * 8 * 3 * 3 * 8 * 8  # 3 -> 8 channels, 3x3, on 8x8 pixels
+    layer_1 = 2 * (8 * 8 * 3 * 3 * 8 * 8)  # two 3x3 convs 8 -> 8 at 8x8, identity shortcut
+    layer_2 = (8 * 16 + 16 * 16) * 3 * 3 * 4 * 4  # 8 -> 16 then 16 -> 16, 3x3, stride 2: 4x4
+    shortcut = 8 * 16 * 1 * 1 * 4 * 4  # the 1x1 projection where width and stride change
+    head = 16 * 10
+    assert count_macs(arch, 8) == stem + layer_1 + layer_2 + shortcut + head == 145_056
+
+
 def test_macs_of_paper_model1_match_the_reference_estimate():
     # RECIPE/issue 7: one training step of paper-model1 is about 4.70 GFLOP per image, i.e.
     # 3 x forward multiply-accumulates x 2 FLOP per MAC.

@@ -10,6 +10,8 @@ import torch
 from nas.arch import PRESETS, STEMS, Architecture, count_macs, count_params, param_table
 from nas.model import build_model
 
+from helpers import hook_counted_macs
+
 # conftest.py: one torch thread; with two, another busy process on a 2-core machine made each
 # forward/backward case take 1-4 s instead of 0.1 s
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,35 +54,6 @@ def test_hundreds_of_sampled_architectures_count_exactly():
         assert parameter_total(build_model(arch)) == count_params(arch), arch
     assert kernels_seen == set(range(1, 8))  # odd and even kernels were all exercised
     assert stems_seen == set(STEMS)
-
-
-def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
-    """Multiply-accumulates of one image's forward pass, from each convolution's and linear
-    layer's own shapes as it runs: output elements x (input channels / groups) x kernel area
-    for a convolution, in x out features for a linear layer. Knows nothing of nas.arch."""
-    total = 0
-
-    def count(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        per_image = output.numel() // output.shape[0]
-        if isinstance(module, torch.nn.Conv2d):
-            kernel_area = module.kernel_size[0] * module.kernel_size[1]
-            total += per_image * (module.in_channels // module.groups) * kernel_area
-        else:
-            total += per_image * module.in_features
-
-    handles = [
-        module.register_forward_hook(count)
-        for module in model.modules()
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.randn(1, 3, image_size, image_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
 
 
 # tiny sampled nets (3-12 channels), fewer at 224 px where a forward pass costs more
