@@ -19,6 +19,7 @@ from nas.arch import Architecture, count_macs, count_params
 from nas.budgets import Budgets, Gate, Verdict
 from nas.cli import search_main
 from nas.cost_table import describe_limits
+from nas.costs import LatencySetup, measure_latency
 from nas.data import DataConfig
 from nas.errors import UserError
 from nas.objective import Objective
@@ -135,12 +136,17 @@ def test_budgets_record_the_latency_setup_only_where_latency_is_measured():
 
 @pytest.fixture(scope="module")
 def budgeted(tmp_path_factory) -> tuple[Path, SearchConfig, optuna.Study]:
-    """A search with a parameter, a MAC and a latency budget together on synthetic data."""
+    """A search with a parameter, a MAC and a latency budget together on synthetic data. The
+    latency budget is three times what this machine measures for tiny's smallest candidate, so
+    it means the same on a fast CPU and a slow one (the MAC budget keeps candidates within
+    about three times the smallest's work)."""
     store = tmp_path_factory.mktemp("budgets") / "b.db"
+    smallest = SearchSpace.resolve("tiny").smallest(10)
+    measured = measure_latency(smallest, 32, LatencySetup()).median_ms
     config = SearchConfig(
         budget=20_000,
         max_macs=5_000_000,  # tiny's candidates need 1.7M..12M MACs
-        max_latency_ms=1.5,  # tiny's candidates take ~1..3 ms on one core
+        max_latency_ms=max(0.01, round(3 * measured, 2)),
         trials=3,
         space="tiny",
         study="budgets",
@@ -154,7 +160,7 @@ def budgeted(tmp_path_factory) -> tuple[Path, SearchConfig, optuna.Study]:
 
 def test_only_candidates_within_every_budget_train_and_rejections_name_what_they_broke(budgeted):
     _, config, study = budgeted
-    limits = {"params": 20_000, "macs": 5_000_000, "latency": 1.5}
+    limits = {"params": 20_000, "macs": 5_000_000, "latency": config.max_latency_ms}
     trained = [t for t in study.trials if records.is_trained(t)]
     rejected = [t for t in study.trials if records.classify(t) == records.TrialKind.REJECTED]
     assert len(trained) == 3
@@ -192,16 +198,20 @@ def _check_samplers_view(trial) -> None:
 def test_the_study_records_every_budget_and_refuses_a_resume_with_another(budgeted):
     _, config, study = budgeted
     recorded = study.user_attrs[records.BUDGETS]
-    assert recorded["macs"] == 5_000_000 and recorded["latency_ms"] == 1.5
+    latency = config.max_latency_ms
+    assert recorded["macs"] == 5_000_000 and recorded["latency_ms"] == latency
     assert recorded["latency_device"] == "cpu" and recorded["latency_threads"] == 1
     assert records.budget_limits(study.user_attrs) == {
         "params": 20_000,
         "macs": 5_000_000,
-        "latency": 1.5,
+        "latency": latency,
     }
     trials_before = len(study.trials)
     for change, words in (
-        ({"max_latency_ms": 2.0}, "a latency budget of 1.50 ms, not a latency budget of 2.00 ms"),
+        (
+            {"max_latency_ms": latency + 1},
+            f"a latency budget of {latency:.2f} ms, not a latency budget of {latency + 1:.2f} ms",
+        ),
         ({"max_macs": None}, "a MAC budget of 5.0M MACs, not no MAC budget"),
         ({"max_memory_mb": 100.0}, "no memory budget, not a memory budget of 100.0 MB"),
         ({"latency_batch": 4}, "latency measured with batch 1, not latency measured with batch"),
