@@ -17,6 +17,8 @@ from nas import records, report, report_figures
 from nas.arch import Architecture
 from nas.front import pareto_front
 
+from helpers import unavailable
+
 BUDGET = 250_000
 DISTRIBUTIONS = {"width": IntDistribution(8, 128), "blocks": IntDistribution(1, 4)}
 
@@ -288,8 +290,18 @@ def _render(page: Path) -> tuple[str, str]:
     return result.stdout, "\n".join(console)
 
 
-@pytest.mark.skipif(_browser() is None, reason="no Chromium here (apt-get install chromium)")
+def test_a_missing_browser_or_server_skips_here_and_fails_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        unavailable("no Chromium here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no Chromium here .CI must run this test"):
+        unavailable("no Chromium here")
+
+
 def test_the_report_and_the_curves_render_their_charts_in_a_real_browser(full_study, tmp_path):
+    if _browser() is None:
+        unavailable("no Chromium here (apt-get install chromium)")
     from nas.curves import curves_html
 
     page = report.write_report(full_study, tmp_path / "r.html")

@@ -8,6 +8,7 @@ real `python -m nas search` processes started by the real parent.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ from nas.space import SearchSpace
 from nas.storage import open_storage
 from nas.train import TrainConfig
 
-from helpers import free_port, get, one_torch_thread
+from helpers import free_port, get, one_torch_thread, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
@@ -61,7 +62,8 @@ def _config(store: Path, **changes) -> SearchConfig:
 
 @pytest.mark.slow
 def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
-    pytest.importorskip("optuna_dashboard")
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        unavailable("optuna-dashboard is not installed (pip install -e '.[test]')")
     store = tmp_path / "s.db"
     run_search(_config(store), DATA, RECIPE)  # create and record the study, train nothing
     study_id = open_storage(f"sqlite:///{store}").get_study_id_from_name(STUDY)
