@@ -28,6 +28,7 @@ from nas.augment import (
     rotate_flip_crop_batch,
 )
 from nas.batches import memory_format
+from nas.config import TrainConfig
 from nas.data import Splits, TensorData
 from nas.model import build_model
 from nas.precision import (
@@ -38,7 +39,7 @@ from nas.precision import (
     device_capability,
 )
 from nas.step import TrainingStep, make_optimizer
-from nas.train import TrainConfig, set_seed, synchronize
+from nas.train import set_seed, synchronize
 
 try:  # AutoAugment's ops moved from nas.augment to their own module
     from nas.autoaugment import apply_autoaugment_op, autoaugment_table

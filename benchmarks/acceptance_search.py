@@ -14,8 +14,7 @@ from acceptance_checks import Context, Result
 
 from nas import records
 from nas.arch import count_params
-from nas.data import DataConfig
-from nas.train import TrainConfig
+from nas.config import DataConfig, TrainConfig
 
 OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny
 name: oom
@@ -32,7 +31,8 @@ OOM_BATCH = 8192  # 512 channels x 8 blocks at 32x32: ~75 MB of activations per 
 def check_oom(ctx: Context) -> Result:
     """A real search (`run_search`) whose first candidate does not fit in the GPU's memory:
     it is pruned with its reason, and the next candidate trains in the same process."""
-    from nas.search import SearchConfig, open_study, run_search
+    from nas.config_search import SearchConfig
+    from nas.search import open_study, run_search
     from nas.space import SearchSpace
 
     if not ctx.cuda:
@@ -79,7 +79,7 @@ def check_oom(ctx: Context) -> Result:
 def check_workers(ctx: Context) -> Result:
     """`--workers`' default: one worker process per visible GPU, each on its own device, all
     on one store, until the study holds its trials. On the CPU (only when asked): one worker."""
-    from nas.search import SearchConfig
+    from nas.config_search import SearchConfig
     from nas.workers import plan_devices, run_workers
 
     if not ctx.cuda and "workers" not in ctx.requested:
@@ -144,8 +144,9 @@ def check_costs(ctx: Context) -> Result:
     import optuna
     from acceptance_checks import arch_named
 
+    from nas.config_search import SearchConfig
     from nas.costs import LatencySetup, estimate_training_memory, measure_latency, training_memory
-    from nas.search import SearchConfig, run_search
+    from nas.search import run_search
 
     device = str(ctx.device)  # the GPU the acceptance was given, not GPU 0
     arch = arch_named(ctx.sizes.train_arch)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nas.augment import BatchAugmenter, train_transform
+from nas.machine import usable_cpus
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -81,7 +82,7 @@ def main() -> None:
     batched = max(batched_rate(images, args.chunk, args.device) for _ in range(args.repeats))
     print(
         f"device={args.device} images={args.images} repeats={args.repeats} "
-        f"torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"torch_threads={torch.get_num_threads()} cpus={usable_cpus()} "
         f"load_average_1min_before={load_before:.2f}"
     )
     print(f"per-image DataLoader ({args.workers} workers): {per_image:,.0f} images/s")

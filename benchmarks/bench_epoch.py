@@ -44,12 +44,14 @@ from torch.utils.data import DataLoader, Dataset
 from nas.arch import PRESETS, Architecture, count_params
 from nas.augment import BatchAugmenter, normalize_batch
 from nas.batches import memory_format
-from nas.data import DataConfig, Splits, TensorData, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.data import Splits, TensorData, load_splits
 from nas.device_memory import MAX_CHUNK
+from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.step import TrainingStep, float_logits, make_optimizer, recipe_precision
-from nas.train import TrainConfig, fit, resolve_device, set_seed
+from nas.train import fit, resolve_device, set_seed
 
 # On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
 # images/s on a small machine,
@@ -263,7 +265,7 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"date={datetime.date.today()} torch={torch.__version__} device={device} "
-        f"cpu={cpu_name()!r} cpus={os.cpu_count()} torch_threads={torch.get_num_threads()} "
+        f"cpu={cpu_name()!r} cpus={usable_cpus()} torch_threads={torch.get_num_threads()} "
         f"load_average_before={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
     )
     if device.type == "cuda":

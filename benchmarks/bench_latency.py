@@ -36,6 +36,7 @@ import time
 import torch
 
 from nas.arch import PRESETS, Architecture, count_macs, count_params
+from nas.config import TrainConfig
 from nas.costs import (
     MB,
     MIN_RUNS,
@@ -45,11 +46,11 @@ from nas.costs import (
     estimate_training_memory,
     measure_latency,
 )
+from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.precision import precision_for
 from nas.space import SearchSpace
 from nas.step import TrainingStep, make_optimizer
-from nas.train import TrainConfig
 
 PRESET_NAMES = ("paper-model1", "paper-model5", "resnet18")  # the fixed candidates
 MEMORY_BATCH = 64  # --memory: the recipe's batch size
@@ -224,7 +225,7 @@ def main() -> int:
         return 0
     print(
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}  {platform.processor() or platform.machine()}"
-        f"  {os.cpu_count()} cores  torch {torch.__version__}"
+        f"  {usable_cpus()} cores  torch {torch.__version__}"
         f"  load {os.getloadavg()[0]:.2f}  {' '.join(sys.argv[1:])}"
     )
     archs = architectures(args.resnet, args.tiny, args.seed)

@@ -21,9 +21,10 @@ import statistics
 import torch
 
 from nas.arch import Architecture, count_params
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.data import load_splits
 from nas.model import build_model
-from nas.train import TrainConfig, fit, set_seed
+from nas.train import fit, set_seed
 
 # the CPU model of bench_epoch.py: 4 layers, 3x3 kernels and skips, 126,362 parameters
 ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)

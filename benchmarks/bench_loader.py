@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nas.batches import LoaderBatches
+from nas.config import TrainConfig
 from nas.data import Splits, TensorData
-from nas.train import TrainConfig
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)

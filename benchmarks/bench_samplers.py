@@ -42,9 +42,10 @@ import optuna
 
 from nas import records
 from nas.arch import Architecture, count_params
+from nas.config_search import PRUNERS
+from nas.machine import usable_cpus
 from nas.objective import find_trained
 from nas.samplers import (
-    PRUNERS,
     constraint_kwargs,
     make_pruner,
     make_sampler,
@@ -261,7 +262,7 @@ def main() -> None:
     first = setups[0]
     print(
         f"date={datetime.datetime.now().isoformat(timespec='seconds')} "
-        f"machine={platform.machine()} cpus={os.cpu_count()} "
+        f"machine={platform.machine()} cpus={usable_cpus()} "
         f"load_average_1min={os.getloadavg()[0]:.2f} optuna={optuna.__version__} "
         f"store_folder={tempfile.gettempdir()}"
     )

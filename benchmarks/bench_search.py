@@ -55,11 +55,14 @@ from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch import Architecture, count_params
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
+from nas.data import load_splits
 from nas.fidelity import study_fidelity
+from nas.machine import usable_cpus
 from nas.model import build_model
-from nas.search import SearchConfig, run_search
-from nas.train import TrainConfig, evaluate, fit, set_seed
+from nas.search import run_search
+from nas.train import evaluate, fit, set_seed
 
 SPACE = """\
 # bench_search.py: small ResNets for 8x8 digits; a budget of a few thousand parameters rejects
@@ -275,7 +278,7 @@ def main() -> None:
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"{datetime.datetime.now():%Y-%m-%d %H:%M} {platform.processor() or platform.machine()}"
-          f", {os.cpu_count()} cores, torch {torch.__version__}, optuna {optuna.__version__}, "
+          f", {usable_cpus()} cores, torch {torch.__version__}, optuna {optuna.__version__}, "
           f"{args.threads} torch thread(s), load before {os.getloadavg()[0]:.2f}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench_search_") as scratch:
         folder = args.keep or Path(scratch)

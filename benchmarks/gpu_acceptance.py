@@ -55,11 +55,13 @@ import torch
 from acceptance_checks import Context, Result, arch_named, take
 
 from nas.arch import count_macs
-from nas.data import DataConfig, DataError, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.data import load_splits
+from nas.errors import DataError
 from nas.files import write_atomic
 from nas.model import build_model
 from nas.precision import precision_for
-from nas.train import TrainConfig, fit, set_seed
+from nas.train import fit, set_seed
 
 HERE = Path(__file__).resolve().parent
 EPOCH_TARGET_SECONDS = 2.0  # paper-model1, one H100, batch 64, the full recipe (issue 16)

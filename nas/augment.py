@@ -41,15 +41,13 @@ from nas.autoaugment import (
     autoaugment_table,
     check_policy,
 )
-from nas.autoaugment import POLICY_NAMES as POLICY_NAMES  # the names settings and flags accept
+from nas.config import AUGMENTATIONS
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
 
 # torchvision is imported where its transforms are used, not here: importing it costs a command
 # that never augments (nas params, nas space, --help) about 2.5 s of CPU (it loads torch._dynamo)
-
-AUGMENTATIONS = ("recipe", "basic", "none")
 
 # The recipe's geometric augmentation (RECIPE.md).
 ROTATION_DEGREES = 5.0  # angles drawn uniformly from [-5, 5) degrees, nearest interpolation, fill 0

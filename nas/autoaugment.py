@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from nas.config import POLICY_NAMES
+
 # torchvision is imported in `apply_autoaugment_op`, its one user: a command that never augments
 # (nas params, nas space, --help) then skips its import (about 2.5 s of CPU: it loads torch._dynamo)
 
@@ -118,13 +120,13 @@ IMAGENET_POLICY: tuple[SubPolicy, ...] = (
     (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
 )
 
-# policy name (torchvision's AutoAugmentPolicy value) -> its sub-policies
+# policy name (torchvision's AutoAugmentPolicy value; `nas.config.POLICY_NAMES` in this order)
+# -> its sub-policies
 POLICIES: dict[str, tuple[SubPolicy, ...]] = {
     "cifar10": CIFAR10_POLICY,
     "svhn": SVHN_POLICY,
     "imagenet": IMAGENET_POLICY,
 }
-POLICY_NAMES = tuple(POLICIES)
 
 AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment splits every magnitude range into 10 bins
 

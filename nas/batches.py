@@ -28,19 +28,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.augment import BatchAugmenter, train_transform
-from nas.data import DataError, Splits, TensorData, default_workers
+from nas.config import TrainConfig
+from nas.data import Splits, TensorData, default_workers
 from nas.device_memory import FLOAT_BYTES, DataPlan, eval_batch_images, free_bytes, plan_data
+from nas.errors import DataError
 
-if TYPE_CHECKING:
-    from nas.train import TrainConfig
-
-DATA_PATHS = ("auto", "device", "loader")
 # float copies of an image the batched augmentation holds at its peak: the sampling grid
 # (about 2.3 for 3 channels), the float input, the sampled output, the normalised result and its
 # copy in the training layout

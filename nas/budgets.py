@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas import records
 from nas.arch import Architecture, count_macs, count_params
@@ -35,9 +35,9 @@ from nas.cost_table import COSTS, describe_limits
 from nas.device_memory import memory_failure, release_memory
 from nas.devices import latency_device
 
-MINIMIZABLE = ("params", "macs", "latency")  # what --objective pareto may lower (--minimize)
-OBJECTIVES = ("accuracy", "pareto")  # --objective
-LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device
+if TYPE_CHECKING:
+    from nas.config_search import SearchConfig
+
 UNFIT_EXCESS = 1.0  # relative excess the samplers see for a cost whose measurement ran out of
 # device memory: the candidate is at least that far from fitting, as far as they should learn
 
@@ -55,6 +55,20 @@ class Budgets:
     latency_batch: int = 1  # images per timed forward pass
     latency_threads: int = 1  # CPU threads while timing: pinned, so measurements repeat
     measure_latency: bool = False  # also without a latency budget (a Pareto search lowers it)
+
+    @classmethod
+    def of(cls, search: SearchConfig) -> Budgets:
+        """The budgets a search holds every candidate to, and how it measures latency."""
+        return cls(
+            params=search.budget,
+            macs=search.max_macs,
+            latency_ms=search.max_latency_ms,
+            memory_mb=search.max_memory_mb,
+            latency_device=search.latency_device,
+            latency_batch=search.latency_batch,
+            latency_threads=search.latency_threads,
+            measure_latency=search.pareto and search.minimize == "latency",
+        )
 
     def limits(self) -> dict[str, float]:
         """{cost: limit} of the budgets set, in `nas.cost_table.COSTS` order."""
@@ -229,10 +243,8 @@ class Gate:
 
 
 def record_verdict(trial, verdict: Verdict) -> None:
-    """Write a verdict on a trial (`records` keys); the constraints go to the samplers through
-    `nas.samplers.record_constraints`."""
-    from nas.samplers import record_constraints
-
+    """Write a verdict on a trial (`records` keys); the caller (`nas.objective`) also hands its
+    relative excesses to the samplers (`nas.samplers.record_constraints`)."""
     trial.set_user_attr(records.MACS, int(verdict.costs["macs"]))
     if "latency" in verdict.costs:
         trial.set_user_attr(records.LATENCY_MS, verdict.costs["latency"])
@@ -242,7 +254,6 @@ def record_verdict(trial, verdict: Verdict) -> None:
         trial.set_user_attr(records.MEMORY, verdict.details["memory"])
     trial.set_user_attr(records.EXCESS, verdict.excess)
     trial.set_user_attr(records.CONSTRAINT, verdict.constraint())
-    record_constraints(trial, verdict.relative)
 
 
 def _plain(value: float) -> float | int:

@@ -31,6 +31,7 @@ from nas.cli_doctor import add_doctor_parser
 from nas.cli_export import add_export_parser, add_predict_parser
 from nas.cli_retrain import add_retrain_parser
 from nas.cli_search import add_search_parser
+from nas.config import TrainConfig
 from nas.errors import UserError
 
 DESCRIPTION = (
@@ -67,8 +68,6 @@ def build_parser() -> Parser:
     params.add_argument(
         "--image-size", type=positive_int, default=32, help="input size (default: %(default)s)"
     )
-    from nas.train import TrainConfig
-
     params.add_argument(
         "--costs",
         action="store_true",

@@ -1,19 +1,17 @@
 """Owns the command-line flags of the budgets beyond parameters and of the objective
 (`nas search`; `nas.budgets`), and of how latency is measured (also `nas params --costs`).
-Defaults come from `nas.search.SearchConfig`."""
+Defaults come from `nas.config_search.SearchConfig`."""
 
 from __future__ import annotations
 
 import argparse
 
 from nas.cli_common import count_of, positive_float, positive_int
+from nas.config_search import MINIMIZABLE, OBJECTIVES, SearchConfig
 
 
 def add_budget_flags(parser: argparse.ArgumentParser) -> None:
     """The budgets beyond parameters and the objective (issue 14; `nas.budgets`)."""
-    from nas.budgets import MINIMIZABLE, OBJECTIVES
-    from nas.search import SearchConfig
-
     group = parser.add_argument_group(
         "budgets and objective",
         "Every budget is checked before a candidate trains; a candidate over any is rejected "
@@ -53,9 +51,7 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_latency_flags(parser) -> None:
     """How latency is measured (`nas search`'s budgets, `nas params --costs`); defaults from
-    `nas.search.SearchConfig`."""
-    from nas.search import SearchConfig
-
+    `SearchConfig`."""
     parser.add_argument(
         "--latency-device",
         default=SearchConfig.latency_device,

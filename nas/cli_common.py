@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import PRESETS, Architecture
+from nas.config import (
+    AUGMENTATIONS,
+    DATASETS,
+    OPTIMIZERS,
+    POLICY_NAMES,
+    DataConfig,
+    TrainConfig,
+)
+from nas.config_search import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV
 from nas.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
 
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKmMgG]?)\s*$")
@@ -138,8 +147,6 @@ def add_arch_flags(parser: argparse.ArgumentParser) -> None:
 def add_recipe_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
     """The recipe's knobs; unset flags keep the reference recipe (or, `inherited`, the study's
     or the preset's). Defaults come from `TrainConfig`."""
-    from nas.augment import AUGMENTATIONS, POLICY_NAMES
-    from nas.train import OPTIMIZERS, TrainConfig
 
     def default(value: object) -> str:
         return f"the study's or preset's, else {value}" if inherited else str(value)
@@ -323,9 +330,6 @@ def quiet_optuna() -> None:
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
-    from nas.search import DEFAULT_STUDY
-    from nas.storage import DEFAULT_STORAGE, STORAGE_ENV
-
     parser.add_argument(
         "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
     )
@@ -346,8 +350,6 @@ def storage_from(args: argparse.Namespace) -> str:
 
 def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
     """Dataset and device flags. `inherited`: unset flags take the study's values."""
-    from nas.data import DATASETS, DataConfig
-    from nas.train import TrainConfig
 
     def default(value: object) -> str:
         return "the study's" if inherited else str(value)
@@ -376,9 +378,7 @@ def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> 
     )
 
 
-def data_config_from(args: argparse.Namespace, base: dict | None = None):
-    from nas.data import DataConfig
-
+def data_config_from(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
     settings = dict(base or {})
     for flag, key in (("dataset", "dataset"), ("data_dir", "data_dir"), ("subset", "subset")):
         if getattr(args, flag) is not None:

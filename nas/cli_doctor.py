@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from nas.cli_common import Parser, format_table, interactive
+from nas.config import DOCTOR_SECONDS
 
 EXIT_UNHEALTHY = 1  # a check failed: the report names it
 
@@ -25,8 +26,6 @@ def positive_seconds(text: str) -> float:
 
 
 def add_doctor_parser(commands) -> None:
-    from nas.doctor import TRAIN_SECONDS
-
     parser: Parser = commands.add_parser(
         "doctor",
         help="check the installation, GPUs, data, store and disk; time a training step",
@@ -40,7 +39,7 @@ def add_doctor_parser(commands) -> None:
     parser.add_argument(
         "--seconds",
         type=positive_seconds,
-        default=TRAIN_SECONDS,
+        default=DOCTOR_SECONDS,
         help="how long the training steps run (default: %(default)s)",
     )
     parser.set_defaults(handler=doctor_command)

@@ -17,6 +17,15 @@ import sys
 from pathlib import Path
 
 from nas.cli_common import Parser, format_table, interactive, positive_int
+from nas.config import (
+    DEFAULT_OPSET,
+    DEFAULT_TOP,
+    EXPORT_FILES,
+    EXPORT_FORMATS,
+    EXPORT_TOLERANCE,
+    OPSETS,
+    PREDICT_BATCH,
+)
 from nas.errors import UserError
 
 PREDICT_FORMATS = ("table", "json", "csv")
@@ -35,23 +44,23 @@ def parse_batch(text: str) -> int | None:
 
 
 def add_export_parser(commands) -> None:
-    from nas.export import DEFAULT_FILES, DEFAULT_OPSET, FORMATS, OPSETS, TOLERANCE
-
     parser: Parser = commands.add_parser(
         "export",
         help="export a finished run to ONNX or TorchScript, verified against the original",
         description="Export a finished run's best weights to ONNX or TorchScript with the "
         "normalisation inside the model (input: RGB scaled to [0, 1]), then check the export "
         f"against the original on the run's test images (max abs logit difference <= "
-        f"{TOLERANCE:g}) before reporting success. ONNX needs pip install -e '.[export]'.",
+        f"{EXPORT_TOLERANCE:g}) before reporting success. ONNX needs pip install -e '.[export]'.",
     )
     parser.add_argument("run", metavar="RUN", help="a finished run folder (nas retrain --out)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="the export's format")
+    parser.add_argument(
+        "--format", required=True, choices=EXPORT_FORMATS, help="the export's format"
+    )
     parser.add_argument(
         "--out",
         metavar="FILE",
-        help=f"where to write it (default: RUN/{DEFAULT_FILES['onnx']} or "
-        f"RUN/{DEFAULT_FILES['torchscript']})",
+        help=f"where to write it (default: RUN/{EXPORT_FILES['onnx']} or "
+        f"RUN/{EXPORT_FILES['torchscript']})",
     )
     parser.add_argument(
         "--batch",
@@ -74,8 +83,6 @@ def add_export_parser(commands) -> None:
 
 
 def add_predict_parser(commands) -> None:
-    from nas.inference import DEFAULT_TOP, PREDICT_BATCH
-
     parser: Parser = commands.add_parser(
         "predict",
         help="classify images with a finished run",
@@ -110,7 +117,7 @@ def add_predict_parser(commands) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from nas.export import DEFAULT_OPSET, TOLERANCE, export_run
+    from nas.export import export_run
 
     if args.format == "torchscript" and (args.batch is not None or args.opset is not None):
         raise UserError(
@@ -136,7 +143,7 @@ def export_command(args: argparse.Namespace) -> int:
     print(f"output {result.metadata['nas.output']}: {classes}")
     print(
         f"verified with {result.runtime} on {result.images} of the run's test images: "
-        f"max abs difference {result.max_abs_diff:.2e} (tolerance {TOLERANCE:g})"
+        f"max abs difference {result.max_abs_diff:.2e} (tolerance {EXPORT_TOLERANCE:g})"
     )
     return 0
 

@@ -24,12 +24,11 @@ from nas.cli_common import (
     recipe_overrides,
     storage_from,
 )
+from nas.config import TrainConfig
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
 
 
 def add_retrain_parser(commands) -> None:
-    from nas.train import TrainConfig
-
     parser: Parser = commands.add_parser(
         "retrain",
         help="train a study's best architecture (or a named one) for long and evaluate it",
@@ -223,7 +222,7 @@ def choose_target(args: argparse.Namespace, storage_url: str) -> Target:
 
 def recipe_from(args: argparse.Namespace, base: dict, overrides: dict):
     """The inherited recipe with the command line's changes, epochs, device and seed."""
-    from nas.train import TrainConfig
+    from nas.config import TrainConfig
 
     return TrainConfig.from_dict(
         {

@@ -12,6 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from nas.cli_budgets import add_budget_flags
 from nas.cli_common import (
     Parser,
     add_data_flags,
@@ -24,6 +25,14 @@ from nas.cli_common import (
     quiet_optuna,
     recipe_overrides,
     storage_from,
+)
+from nas.config import TrainConfig
+from nas.config_search import (
+    DEFAULT_STUDY,
+    PRUNERS,
+    SAMPLERS,
+    SEARCH_EPOCHS,
+    SearchConfig,
 )
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
 
@@ -51,9 +60,6 @@ INTERRUPTED = (
 
 
 def add_search_parser(commands) -> None:
-    from nas.samplers import PRUNERS, SAMPLERS
-    from nas.search import SEARCH_EPOCHS, SearchConfig
-
     parser: Parser = commands.add_parser(
         "search",
         help="search architectures under a parameter budget (resumable)",
@@ -98,8 +104,6 @@ def add_search_parser(commands) -> None:
         help=f"how weak candidates are stopped early (default: {SearchConfig.pruner}; none "
         "with --objective pareto, which Optuna cannot prune)",
     )
-    from nas.cli_budgets import add_budget_flags
-
     add_budget_flags(parser)
     parser.add_argument(
         "--heartbeat",
@@ -133,17 +137,12 @@ def add_search_parser(commands) -> None:
 
 def search_settings(args: argparse.Namespace):
     """The search, data and recipe configs the flags (and --smoke) ask for."""
-    from nas.search import DEFAULT_STUDY, SEARCH_EPOCHS, SearchConfig
-    from nas.train import TrainConfig
-
     smoke = SMOKE if args.smoke else {}
 
     def pick(name: str, default):
         value = getattr(args, name)
         return value if value is not None else smoke.get(name, default)
 
-    if args.smoke and args.dataset is None:
-        args.dataset = "synthetic"
     pareto = args.objective == "pareto"
     if args.minimize is not None and not pareto:
         raise UserError("--minimize applies to --objective pareto; add --objective pareto")
@@ -183,7 +182,8 @@ def search_settings(args: argparse.Namespace):
             "device": pick("device", TrainConfig.device),
         }
     )
-    return config, data_config_from(args), recipe
+    data = data_config_from(args, {"dataset": SMOKE["dataset"]} if args.smoke else None)
+    return config, data, recipe
 
 
 def check_report_path(path: Path) -> None:
@@ -262,6 +262,7 @@ def search_command(args: argparse.Namespace) -> int:
     check_report_path(report)
     devices = plan_devices(args.workers, recipe.device)
     workers = f", {len(devices)} workers" if len(devices) > 1 else ""
+    from nas.budgets import Budgets
     from nas.cost_table import cost_label
 
     goal = (
@@ -269,7 +270,7 @@ def search_command(args: argparse.Namespace) -> int:
     )
     print(
         f"study {config.study!r} in {display_url(config.storage)}: {config.trials} trained "
-        f"candidates within {config.budgets().describe()}, {recipe.epochs} epochs each, "
+        f"candidates within {Budgets.of(config).describe()}, {recipe.epochs} epochs each, "
         f"space {config.space}, objective {goal}{workers}",
         flush=True,
     )

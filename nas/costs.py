@@ -46,11 +46,12 @@ import torch
 
 from nas.arch import Architecture, count_params
 from nas.batches import memory_format
+from nas.config import TrainConfig
 from nas.errors import UserError
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.step import TrainingStep, make_optimizer, recipe_precision
-from nas.train import TrainConfig, resolve_device, synchronize
+from nas.train import resolve_device, synchronize
 
 MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
 FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU

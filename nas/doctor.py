@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import math
-import os
 import platform
 import shutil
 import sqlite3
@@ -34,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nas.arch import Architecture, count_params
+from nas.config import DOCTOR_SECONDS, TrainConfig
+from nas.machine import usable_cpus
 
 # a narrow member of the ResNet family (126k parameters) that trains fast on any device
 DOCTOR_ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)
 DOCTOR_BATCH = 64  # images per training step: the recipe's batch size
-TRAIN_SECONDS = 5.0  # how long the training steps run (after one warm-up step)
 MIN_FREE_GIB = 1.0  # less free disk than this where runs go fails: checkpoints need room
 RUNS_FOLDER = "runs"  # where retrains write their run folders (relative to the working folder)
 PACKAGES = (  # (line name, distribution, module imported to prove it loads)
@@ -80,7 +80,7 @@ def versions() -> list[Check]:
     checks = [
         Check("python", f"{platform.python_version()} ({platform.python_implementation()})"),
         Check("nas", __version__),
-        Check("platform", f"{platform.platform()}, {os.cpu_count()} CPU cores", "info"),
+        Check("platform", f"{platform.platform()}, {usable_cpus()} CPU cores", "info"),
     ]
     try:
         import torch
@@ -199,12 +199,12 @@ def precision(device_name: str = "auto") -> Check:
     return Check("precision", f"{chosen.name} on {device} ({chosen.reason})")
 
 
-def training(device_name: str = "auto", seconds: float = TRAIN_SECONDS) -> Check:
+def training(device_name: str = "auto", seconds: float = DOCTOR_SECONDS) -> Check:
     """Training steps of `DOCTOR_ARCH` for `seconds` on the device: images/s, or the error."""
     try:
         import torch
 
-        from nas.train import TrainConfig, resolve_device
+        from nas.train import resolve_device
 
         device = resolve_device(device_name)
         config = TrainConfig(device=str(device))
@@ -255,7 +255,7 @@ def _train_for(config, device, seconds: float) -> tuple[int, float, float, str]:
 
 def run_checks(
     device: str = "auto",
-    seconds: float = TRAIN_SECONDS,
+    seconds: float = DOCTOR_SECONDS,
     storage_url: str | None = None,
     data_dir: str = "data",
     runs_folder: str = RUNS_FOLDER,

@@ -1,8 +1,9 @@
-"""Owns the two exceptions every layer may raise and the command line interprets, and the
+"""Owns the exceptions every layer may raise and the command line interprets, and the
 exit statuses they become.
 
 `UserError` (or a subclass) is for bad input: a bad flag value, a missing or malformed file, an
-impossible budget, a missing dataset. Its message is one plain sentence that says what was wrong
+impossible budget, a missing dataset (`DataError`, raised by the data settings and readers).
+Its message is one plain sentence that says what was wrong
 and how to fix it. The command line turns it into that sentence on stderr and exit status 2,
 with no traceback. Anything else is a bug and keeps its traceback.
 
@@ -22,6 +23,10 @@ EXIT_TERMINATED = 143  # SIGTERM, stopped at a safe point (128 + SIGTERM)
 
 class UserError(Exception):
     """A problem with the user's input; the message is one sentence saying how to fix it."""
+
+
+class DataError(UserError):
+    """A dataset is missing, corrupt or misconfigured; the message says how to fix it."""
 
 
 class StopRequested(Exception):

@@ -32,8 +32,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nas.arch import Architecture, count_macs, count_params
-from nas.data import DataConfig
+from nas.config import DataConfig
 from nas.errors import UserError
+from nas.machine import usable_cpus
 
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward twice the forward
 VALIDATION_SHARE = 1 / 3  # a validation image costs the forward third of a training image
@@ -325,7 +326,7 @@ def _device_label(device, recipe) -> str:
     if device.type == "cuda":
         precision = recipe_precision(recipe, device, warn=False).name
         return f"{device} ({torch.cuda.get_device_name(device)}, {precision})"
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"cpu ({usable_cpus()} cores, {torch.get_num_threads()} threads)"
 
 
 def _estimate(

@@ -12,7 +12,7 @@ Claims:
   loads them (ONNX through onnxruntime, TorchScript through `torch.jit.load`) and run on a batch
   of the run's real test images (and, for a dynamic batch, on a single image too); their logits
   must match the original model's (`nas.load_model`, inputs normalised as evaluation does) within
-  `TOLERANCE`, else a `UserError`. `verify_export` checks any export file the same way.
+  `EXPORT_TOLERANCE`, else a `UserError`. `verify_export` checks any export file the same way.
 - ONNX uses torch's TorchScript-based exporter (`dynamo=False`): it needs only onnx and
   onnxruntime, the `export` extra (`pip install -e '.[export]'`); without them the error says
   exactly that. Torch's deprecation notices about the exporters are silenced here, not spewed.
@@ -34,17 +34,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.data import DataConfig
+from nas.config import (
+    DEFAULT_OPSET,
+    EXPORT_FILES,
+    EXPORT_FORMATS,
+    EXPORT_TOLERANCE,
+    OPSETS,
+    DataConfig,
+)
 from nas.errors import UserError
 from nas.files import write_atomic
 from nas.inference import RunModel, load_run
 from nas.readers import read_dataset
 
-FORMATS = ("onnx", "torchscript")
-DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # in the run folder
-DEFAULT_OPSET = 17  # ONNX opset: supported by onnxruntime >= 1.14 and every current runtime
-OPSETS = (9, 20)  # the opsets torch's TorchScript-based ONNX exporter supports (inclusive)
-TOLERANCE = 1e-4  # largest absolute logit difference an export may show against the original
 VERIFY_IMAGES = 64  # test images the export is checked on (a fixed batch uses its own size)
 INPUT_NAME = "images"  # the exported graph's input
 OUTPUT_NAME = "logits"  # the exported graph's output
@@ -217,7 +219,7 @@ def check_export(
     data: bytes, format: str, run: RunModel, images: torch.Tensor, batches: list[int]
 ) -> tuple[float, str]:
     """The largest logit difference between the export and the original on `images`, split
-    into batches of the sizes in `batches`; a UserError when it exceeds TOLERANCE."""
+    into batches of the sizes in `batches`; a UserError when it exceeds EXPORT_TOLERANCE."""
     inputs = [scaled(images[:size]) for size in batches]
     outputs, runtime = run_export(data, format, inputs)
     worst = 0.0
@@ -233,10 +235,10 @@ def check_export(
             if not np.isfinite(difference).all():
                 raise UserError("the export gives non-finite logits where the run's model does not")
             worst = max(worst, float(difference.max()))
-    if worst > TOLERANCE:
+    if worst > EXPORT_TOLERANCE:
         raise UserError(
             f"the export's logits differ from the run's model by up to {worst:.3g} on its test "
-            f"images (more than {TOLERANCE:g}): it is not a faithful export of this run"
+            f"images (more than {EXPORT_TOLERANCE:g}): it is not a faithful export of this run"
         )
     return worst, runtime
 
@@ -250,8 +252,10 @@ def export_run(
     data_dir: str | None = None,
 ) -> ExportResult:
     """Export a finished run, verify the export on the run's test images, then write it."""
-    if format not in FORMATS:
-        raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if format not in EXPORT_FORMATS:
+        raise UserError(
+            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+        )
     if format == "onnx":
         require_onnx()
         if not OPSETS[0] <= opset <= OPSETS[1]:
@@ -260,7 +264,7 @@ def export_run(
                 f"({OPSETS[0]} to {OPSETS[1]}); pass --opset in that range or leave it out"
             )
     run = load_run(run_dir)
-    path = Path(out) if out is not None else run.run_dir / DEFAULT_FILES[format]
+    path = Path(out) if out is not None else run.run_dir / EXPORT_FILES[format]
     images = verification_images(run, batch or VERIFY_IMAGES, data_dir)
     meta = metadata_for(run, batch, opset if format == "onnx" else None)
     wrapper = NormalizedModel(run.model, run.mean, run.std).eval()

@@ -27,13 +27,11 @@ from PIL import Image, UnidentifiedImageError
 
 from nas import run_folder
 from nas.augment import normalize_batch
+from nas.config import DEFAULT_TOP, PREDICT_BATCH
 from nas.errors import UserError
 from nas.model import ResNet, load_model
 from nas.readers import IMAGE_EXTENSIONS
 from nas.run_folder import RunMetrics
-
-PREDICT_BATCH = 64  # images per forward pass when predicting a folder
-DEFAULT_TOP = 3  # class names shown per image
 
 ImageInput = str | Path | Image.Image | np.ndarray  # a file, a PIL image, or an RGB uint8 array
 

@@ -19,10 +19,9 @@ from pathlib import Path
 from nas import run_folder
 from nas.arch import Architecture, count_macs, param_table
 from nas.commands import join, retrain_command
-from nas.data import DataConfig
-from nas.export import DEFAULT_FILES, input_contract
+from nas.config import EXPORT_FILES, DataConfig, TrainConfig
+from nas.export import input_contract
 from nas.run_folder import RunMetrics
-from nas.train import TrainConfig
 
 # What `nas retrain --arch` sets from its flags; any other setting comes from the defaults.
 DATA_FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "subset": "--subset"}
@@ -131,8 +130,8 @@ def _use_it(metrics: RunMetrics, run_dir: str | Path) -> list[str]:
         "",
         "```",
         f"nas predict {run} IMAGE_OR_FOLDER --top 3      # top classes with probabilities",
-        f"nas export {run} --format onnx                # -> {DEFAULT_FILES['onnx']}, verified",
-        f"nas export {run} --format torchscript         # -> {DEFAULT_FILES['torchscript']}",
+        f"nas export {run} --format onnx                # -> {EXPORT_FILES['onnx']}, verified",
+        f"nas export {run} --format torchscript         # -> {EXPORT_FILES['torchscript']}",
         "```",
         "",
         "```python",

@@ -37,13 +37,15 @@ from optuna.trial import TrialState
 from nas import records
 from nas.arch import Architecture, count_params
 from nas.budgets import Budgets, Gate, record_verdict
+from nas.config import TrainConfig
 from nas.data import Splits
 from nas.device_memory import memory_failure, release_memory
 from nas.errors import StopRequested
 from nas.model import build_model
+from nas.samplers import record_constraints
 from nas.space import SearchSpace
 from nas.storage import worker_record
-from nas.train import NonFiniteLossError, TrainConfig, fit, resolve_device, set_seed
+from nas.train import NonFiniteLossError, fit, resolve_device, set_seed
 
 
 def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenTrial | None:
@@ -114,7 +116,8 @@ class Objective:
         trial.set_user_attr(records.ARCHITECTURE, architecture)
         trial.set_user_attr(records.ARCH_LINE, arch.describe())
         verdict = self.gate.check(arch, lambda: find_measured(trial.study, architecture))
-        record_verdict(trial, verdict)  # costs, excesses and the samplers' constraints
+        record_verdict(trial, verdict)  # costs and excesses
+        record_constraints(trial, verdict.relative)  # the samplers learn every budget from these
         if verdict.rejected:
             attrs: dict[str, Any] = {records.OVER_BUDGET_BY: verdict.broken}
             if verdict.unfit_on is not None:

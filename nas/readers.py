@@ -16,37 +16,30 @@ What this module claims:
 - `imagefolder` reads `data_dir/train/<class>/*` and `data_dir/test/<class>/*` with PIL; any
   mode becomes RGB and any size is plainly resized (bilinear, aspect ratio not kept) to a square.
 - `synthetic` generates a small learnable dataset, deterministic from `split_seed`.
-- Every missing, corrupt or unreadable file is a `DataError` (defined here, exported by
-  `nas.data`) whose message is one sentence saying how to fix it.
+- Every missing, corrupt or unreadable file is a `nas.errors.DataError` whose message is one
+  sentence saying how to fix it.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from nas.errors import UserError
-
-if TYPE_CHECKING:
-    from nas.data import DataConfig
+from nas.config import DataConfig
+from nas.errors import DataError
+from nas.machine import usable_cpus
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, S, S) and int64 labels (N,), CPU
 DatasetParts = tuple[Part, Part, tuple[str, ...]]  # train, test, class names
-
-
-class DataError(UserError):
-    """A dataset is missing, corrupt or misconfigured; the message says how to fix it."""
 
 
 def read_dataset(config: DataConfig) -> DatasetParts:
@@ -202,7 +195,7 @@ def _read_image_split(class_folders: dict[str, Path], classes: tuple[str, ...], 
         paths += files
         labels += [label] * len(files)
     # Decoding releases the GIL, so a few threads speed it up without worker processes.
-    with ThreadPoolExecutor(max_workers=min(8, cpu_count())) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
         arrays = list(pool.map(lambda path: _read_image(path, size), paths))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(labels, dtype=torch.int64)
@@ -259,10 +252,3 @@ def _synthetic_images(patterns: torch.Tensor, count: int, generator: torch.Gener
         pixels = 128 + 45 * (images + brightness + noise)
         chunks.append(pixels.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(chunks).contiguous(), labels
-
-
-def cpu_count() -> int:
-    """The CPUs this process may use (decoding threads here, loader workers in `nas.data`)."""
-    if hasattr(os, "sched_getaffinity"):  # respects container and taskset CPU limits
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)

@@ -23,22 +23,15 @@ from typing import Any
 
 from nas import run_folder
 from nas.arch import Architecture, count_params
+from nas.config import DataConfig, TrainConfig
 from nas.curves import curves_html, curves_title
-from nas.data import DataConfig, Splits, load_splits
+from nas.data import Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.files import write_atomic
 from nas.model import build_model
 from nas.model_card import model_card
 from nas.run_folder import RunMetrics
-from nas.train import (
-    HISTORY_COLUMNS,
-    FitResult,
-    TrainConfig,
-    evaluate,
-    fit,
-    resolve_device,
-    set_seed,
-)
+from nas.train import HISTORY_COLUMNS, FitResult, evaluate, fit, resolve_device, set_seed
 
 
 @dataclasses.dataclass(frozen=True)

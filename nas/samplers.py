@@ -36,8 +36,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
 
-SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
 CONSTRAINT_SUFFIX = "_excess"  # Optuna >= 5: constraint `<cost>_excess` per budget (set_constraint)
 HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5.0
 
@@ -63,7 +61,8 @@ def nsga2_population(trials: int) -> int:
 
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    """The sampler `name` (one of SAMPLERS), seeded, sized for a target of `trials`."""
+    """The sampler `name` (one of `nas.config_search.SAMPLERS`), seeded, sized for a target of
+    `trials`."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":

@@ -1,6 +1,7 @@
-"""Owns the search: its settings (`SearchConfig`), the loop that asks for trials until the study
-holds its target, stop rules and resume. What a study records and what a resume must match is
-nas.study_setup; what one trial does is nas.objective; the store itself is nas.storage.
+"""Owns the search: the loop that asks for trials until the study holds its target, stop rules
+and resume. Its settings are `nas.config_search.SearchConfig`; what a study records and what a
+resume must match is nas.study_setup; what one trial does is nas.objective; the store itself is
+nas.storage.
 
 Claims:
 - Feasibility first: a space whose smallest architecture is over the parameter or MAC budget is
@@ -36,95 +37,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
 from nas.arch import count_macs, count_params
-from nas.budgets import LATENCY_DEVICES, MINIMIZABLE, OBJECTIVES, Budgets
+from nas.budgets import Budgets
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.cost_table import format_cost
-from nas.data import DataConfig, Splits, load_splits
+from nas.data import Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective
 from nas.space import SearchSpace
-from nas.storage import DEFAULT_STORAGE, StaleTrialReaper, check_url
+from nas.storage import StaleTrialReaper, check_url
 from nas.study_setup import open_study
-from nas.train import TrainConfig, resolve_device
-
-DEFAULT_STUDY = "nas"
-SEARCH_EPOCHS = 40  # epochs per candidate: the reference study's block-size sweep (README)
-MAX_STUDY_NAME = 200  # characters: the report is written to a file named after the study
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How a search runs; the budget and space are recorded with the study."""
-
-    budget: int = 5_000_000  # most parameters a candidate may have
-    trials: int = 50  # trained candidates the study should hold, counted over every run
-    space: str = "resnet"  # a built-in space's name (nas space --list) or a YAML file's path
-    study: str = DEFAULT_STUDY  # study name inside the storage
-    storage: str = DEFAULT_STORAGE  # any Optuna storage URL
-    sampler: str = "tpe"  # tpe | random | nsga2
-    pruner: str = "median"  # median | hyperband | none
-    seed: int = 0  # sampler seed (each worker offsets it)
-    max_rejections: int = 500  # untrained candidates in a row (over budget, duplicates) before
-    # giving up: the space is then almost all over the budget
-    heartbeat: int = 30  # seconds between a running trial's heartbeats (RDB storages)
-    grace: int = 90  # seconds without a heartbeat after which a RUNNING trial is stale
-    poll: float = 5.0  # seconds between checks while other workers' trials are running
-    max_wait: float = 3600.0  # seconds to wait for other workers' trials that report no epoch
-    warm_start: bool = True  # a new study first trains the reference models the space holds
-    max_macs: int | None = None  # most multiply-accumulates per image (None: no MAC budget)
-    max_latency_ms: float | None = None  # most ms per forward pass on latency_device
-    max_memory_mb: float | None = None  # most MB of peak memory in one training step
-    latency_device: str = "cpu"  # where latency is measured: this machine's CPU, or cuda
-    latency_batch: int = 1  # images per timed forward pass
-    latency_threads: int = 1  # CPU threads while timing latency (pinned: measurements repeat)
-    objective: str = "accuracy"  # accuracy | pareto (accuracy up and `minimize` down)
-    minimize: str = "params"  # the cost a Pareto search lowers: params | macs | latency
-
-    def __post_init__(self) -> None:
-        if not self.study.strip():
-            raise UserError("the study name must not be empty; pass --study NAME")
-        if len(self.study) > MAX_STUDY_NAME:
-            raise UserError(
-                f"the study name is {len(self.study):,} characters long; "
-                f"use at most {MAX_STUDY_NAME}"
-            )
-        if self.seed < 0:
-            raise UserError(f"the seed must be 0 or more, got {self.seed}")
-        if self.trials < 0:  # 0 creates and records the study, and trains nothing
-            raise UserError(f"trials must be 0 or more, got {self.trials}")
-        if self.heartbeat < 1:
-            raise UserError(f"the heartbeat must be 1 second or more, got {self.heartbeat}")
-        if self.objective not in OBJECTIVES:
-            raise UserError(f"the objective must be one of {', '.join(OBJECTIVES)}")
-        if self.minimize not in MINIMIZABLE:
-            raise UserError(f"--minimize must be one of {', '.join(MINIMIZABLE)}")
-        if self.latency_device.split(":")[0] not in LATENCY_DEVICES:
-            raise UserError(
-                f"--latency-device must be cpu or cuda (or cuda:N), not {self.latency_device!r}"
-            )
-        for name, limit in (
-            ("--max-macs", self.max_macs),
-            ("--max-latency-ms", self.max_latency_ms),
-            ("--max-memory-mb", self.max_memory_mb),
-        ):
-            if limit is not None and not limit > 0:
-                raise UserError(f"{name} must be more than 0, got {limit}")
-
-    @property
-    def pareto(self) -> bool:
-        return self.objective == "pareto"
-
-    def budgets(self) -> Budgets:
-        """The budgets every candidate is held to, and how latency is measured."""
-        return Budgets(
-            params=self.budget,
-            macs=self.max_macs,
-            latency_ms=self.max_latency_ms,
-            memory_mb=self.max_memory_mb,
-            latency_device=self.latency_device,
-            latency_batch=self.latency_batch,
-            latency_threads=self.latency_threads,
-            measure_latency=self.pareto and self.minimize == "latency",
-        )
+from nas.train import resolve_device
 
 
 @dataclass
@@ -209,7 +132,7 @@ def prepare_study(
     # the exact check (the data's classes, MACs at its image size) follows the loading
     check_feasible(space, config.budget, 1, None, 0)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
-    if config.budgets().latency_measured:  # the same for the latency device
+    if Budgets.of(config).latency_measured:  # the same for the latency device
         try:
             resolve_device(config.latency_device)
         except UserError as error:
@@ -253,7 +176,7 @@ def run_search(
         space,
         splits,
         recipe,
-        config.budgets(),
+        Budgets.of(config),
         pareto_cost=config.minimize if config.pareto else None,
         target=config.trials,
         should_stop=stop,
@@ -310,7 +233,7 @@ def run_search(
         if untrained_in_a_row >= config.max_rejections:
             raise UserError(
                 f"the last {untrained_in_a_row} candidates were all over the budgets "
-                f"({config.budgets().describe()}) or already trained; raise a budget, widen "
+                f"({Budgets.of(config).describe()}) or already trained; raise a budget, widen "
                 "the space, or lower --trials"
             )
 

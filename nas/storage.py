@@ -33,10 +33,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from nas import records
+from nas.config_search import DEFAULT_STORAGE, STORAGE_ENV
 from nas.errors import UserError
-
-DEFAULT_STORAGE = "sqlite:///studies/nas.db"
-STORAGE_ENV = "NAS_STORAGE"  # environment variable naming the store when --storage is not given
 
 
 def default_storage() -> str:

@@ -16,11 +16,11 @@ from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch import Architecture
+from nas.config import TrainConfig
 from nas.cost_table import format_cost
 from nas.errors import UserError
 from nas.front import Pick, pick_trial
 from nas.settings import kept_names
-from nas.train import TrainConfig
 
 
 @dataclass(frozen=True)

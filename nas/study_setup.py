@@ -14,24 +14,21 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
 from nas import __version__, records
 from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_macs, count_params
 from nas.budgets import Budgets
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.cost_table import COSTS
-from nas.data import DataConfig
 from nas.errors import UserError
 from nas.samplers import make_pruner, make_sampler
 from nas.settings import kept_values
 from nas.space import SearchSpace
 from nas.storage import open_storage
-from nas.train import TrainConfig
-
-if TYPE_CHECKING:
-    from nas.search import SearchConfig
 
 
 def open_study(
@@ -65,7 +62,7 @@ def open_study(
         for key, value in study_record(config, space, data, recipe).items():
             study.set_user_attr(key, value)
         if config.warm_start and config.pareto:
-            rungs = enqueue_size_ladder(study, space, config.budgets(), num_classes, image_size)
+            rungs = enqueue_size_ladder(study, space, Budgets.of(config), num_classes, image_size)
             if announce is not None and rungs:
                 announce(
                     f"warm start: a ladder of {len(rungs)} sizes ({', '.join(rungs)}) trains "
@@ -73,7 +70,7 @@ def open_study(
                 )
         if config.warm_start:
             queued = enqueue_reference_models(
-                study, space, config.budgets(), num_classes, image_size
+                study, space, Budgets.of(config), num_classes, image_size
             )
             if announce is not None and (queued or not config.pareto):
                 announce(
@@ -104,7 +101,7 @@ def check_resume(
         )
     # studies of the earlier version had the parameter budget only, and accuracy as objective
     before = recorded.get(records.BUDGETS, {"params": config.budget})
-    for key, value in config.budgets().to_dict().items():
+    for key, value in Budgets.of(config).to_dict().items():
         if before.get(key) != value:
             raise UserError(
                 f"study {config.study!r} was created with {_budget_words(key, before.get(key))}, "
@@ -245,7 +242,7 @@ def study_record(
     """Everything a retrain needs besides the study name."""
     return {
         records.BUDGET: config.budget,
-        records.BUDGETS: config.budgets().to_dict(),
+        records.BUDGETS: Budgets.of(config).to_dict(),
         records.OBJECTIVE: _objective_record(config),
         records.SPACE_FILE: config.space,
         records.SPACE_TEXT: space.text,

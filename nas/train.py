@@ -1,8 +1,9 @@
-"""Owns the fixed training recipe: `TrainConfig`, `fit()` and `evaluate()`.
+"""Owns training with the fixed recipe: `fit()` and `evaluate()` (the recipe's settings are
+`nas.config.TrainConfig`).
 
-The defaults reproduce RECIPE.md: Adam at 1e-3, batch 64, ReduceLROnPlateau on the validation
-loss (factor 0.1, patience 10), cross entropy, the recipe's augmentation, 150 epochs; after every
-epoch the weights with the lowest validation loss so far are kept.
+The recipe's defaults reproduce RECIPE.md: Adam at 1e-3, batch 64, ReduceLROnPlateau on the
+validation loss (factor 0.1, patience 10), cross entropy, the recipe's augmentation, 150 epochs;
+after every epoch the weights with the lowest validation loss so far are kept.
 
 Claims:
 - `fit` never touches the test split; `evaluate` is called on it once, by the retrain.
@@ -43,7 +44,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +53,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from nas.augment import AUGMENTATIONS, POLICY_NAMES, normalize_batch
-from nas.batches import (
-    DATA_PATHS,
-    eval_batch_size,
-    make_batches,
-    memory_format,
-    resolve_data_path,
-)
+from nas.augment import normalize_batch
+from nas.batches import eval_batch_size, make_batches, memory_format, resolve_data_path
 from nas.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from nas.config import TrainConfig
 from nas.data import Splits, TensorData
 from nas.devices import device_name
-from nas.errors import UserError
 from nas.precision import cudnn_autotuning
-from nas.settings import kept
 from nas.step import (
     TrainingStep,
     float_logits,
@@ -75,7 +69,6 @@ from nas.step import (
     restore_scaler,
 )
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 # the keys of every history row `fit` records, in the order a CSV shows them
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
@@ -86,67 +79,6 @@ EpochCallback = Callable[[dict[str, Any]], "bool | None"]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run cannot continue."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training recipe. Every field is recorded with a study and with each run."""
-
-    epochs: int = kept(150)  # passes over the training split (the reference's final model)
-    batch_size: int = kept(64)  # images per optimizer step (the reference's)
-    optimizer: str = kept("adam")  # adam (the recipe) | adamw | sgd: the study's comparison
-    lr: float = kept(1e-3)  # optimizer step size
-    momentum: float = kept(0.9)  # SGD momentum; unused by Adam
-    weight_decay: float = kept(0.0)  # L2 penalty (adam) or decoupled decay (adamw); recipe: none
-    lr_factor: float = kept(0.1)  # ReduceLROnPlateau: multiply the step size by this on a plateau
-    lr_patience: int = kept(10)  # ReduceLROnPlateau: epochs with no lower val loss before reducing
-    augment: str = kept("recipe")  # recipe | basic (rotation, flip, crop) | none
-    policy: str = kept("cifar10")  # AutoAugment policy: cifar10 | svhn | imagenet
-    flip: bool = kept(True)  # random horizontal flips (off for digits and text)
-    seed: int = 0  # seeds initial weights, shuffling and augmentation draws
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    workers: int | None = (
-        None  # loader processes for the per-image path; None picks for the machine
-    )
-    amp: bool = True  # reduced precision on CUDA (nas.precision picks which); CPU: float32
-    # NHWC memory layout. None (the default): on CUDA (bf16 tensor cores want it), off on the
-    # CPU, where oneDNN 3.12 (torch 2.14) corrupts the heap in the backward pass of a 1x1
-    # stride-2 convolution on small channels_last batches on AVX-512 CPUs (issue 10); the
-    # contiguous layout costs a few per cent there (benchmarks/RESULTS.md). True forces NHWC.
-    channels_last: bool | None = None
-    data_path: str = "auto"  # auto (= device: batched augmentation) | device | loader (per image)
-    eval_batch_size: int = 1000  # images per batch when evaluating; no gradients, so large
-    compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "lr_patience"):
-            _check(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
-        for name in ("batch_size", "eval_batch_size"):
-            _check(
-                getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}"
-            )
-        _check(self.lr > 0, f"lr must be positive, got {self.lr}")
-        _check(0 < self.lr_factor < 1, f"lr_factor must lie in (0, 1), got {self.lr_factor}")
-        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-        _check(self.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}")
-        _check(self.policy in POLICY_NAMES, f"policy must be one of {', '.join(POLICY_NAMES)}")
-        _check(isinstance(self.flip, bool), f"flip must be true or false, got {self.flip!r}")
-        _check(self.data_path in DATA_PATHS, f"data_path must be one of {', '.join(DATA_PATHS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        _check(not unknown, f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**data)
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
 
 
 @dataclass

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nas.data import DataConfig
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.devices import worker_devices
 from nas.errors import (
     EXIT_INTERRUPTED,
@@ -35,8 +36,8 @@ from nas.errors import (
     UserError,
     stop_on_sigterm,
 )
-from nas.search import SearchConfig, TrialOutcome, outcome_of, prepare_study, run_search
-from nas.train import TrainConfig
+from nas.machine import usable_cpus
+from nas.search import TrialOutcome, outcome_of, prepare_study, run_search
 
 SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "recipe": ...}
 
@@ -124,7 +125,7 @@ def run_workers(
             env = worker_environment(config, data, recipe, index, device)
             if cpu_only and "OMP_NUM_THREADS" not in env:
                 # share the cores instead of every worker using all of them
-                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+                env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "nas.workers"],

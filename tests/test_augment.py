@@ -9,10 +9,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from nas.augment import (
-    AUGMENTATIONS,
     CROP_PADDING,
     FLIP_PROBABILITY,
-    POLICY_NAMES,
     ROTATION_DEGREES,
     BatchAugmenter,
     augment_batch,
@@ -28,6 +26,7 @@ from nas.autoaugment import (
     POLICIES,
     autoaugment_table,
 )
+from nas.config import AUGMENTATIONS, POLICY_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 

@@ -6,7 +6,6 @@ import torch
 from augment_reference import torchvision_op, varied_images
 from torchvision.transforms import v2
 
-from nas.augment import POLICY_NAMES
 from nas.autoaugment import (
     AUTOAUGMENT_BINS,
     AUTOAUGMENT_SPACE,
@@ -15,6 +14,7 @@ from nas.autoaugment import (
     autoaugment_batch,
     autoaugment_table,
 )
+from nas.config import POLICY_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 

@@ -18,15 +18,15 @@ from nas import records
 from nas.arch import Architecture, count_macs, count_params
 from nas.budgets import Budgets, Gate, Verdict
 from nas.cli import search_main
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.cost_table import describe_limits
 from nas.costs import LatencySetup, measure_latency
-from nas.data import DataConfig
 from nas.errors import UserError
 from nas.objective import Objective
 from nas.samplers import HAS_SET_CONSTRAINT, constraint_of
-from nas.search import SearchConfig, run_search
+from nas.search import run_search
 from nas.space import SearchSpace
-from nas.train import TrainConfig
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

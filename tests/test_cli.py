@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nas.cli import build_parser, main
-from nas.data import DataConfig
+from nas.config import DataConfig
 from nas.space import SearchSpace, builtin_spaces
 
 from helpers import run_in_process
@@ -64,8 +64,8 @@ def test_the_top_level_help_lists_the_commands_not_the_module_docstring():
 
 def test_defaults_are_the_config_dataclasses_own():
     from nas.cli_search import search_settings
-    from nas.search import SEARCH_EPOCHS, SearchConfig
-    from nas.train import TrainConfig
+    from nas.config import TrainConfig
+    from nas.config_search import SEARCH_EPOCHS, SearchConfig
 
     config, data, recipe = search_settings(build_parser().parse_args(["search"]))
     assert recipe == TrainConfig(epochs=SEARCH_EPOCHS)  # the reference recipe, 40 epochs
@@ -77,6 +77,17 @@ def test_defaults_are_the_config_dataclasses_own():
     )
     assert data == DataConfig()
     assert build_parser().parse_args(["retrain"]).epochs == TrainConfig.epochs == 150
+
+
+def test_smoke_settings_leave_the_parsed_flags_as_they_were():
+    from nas.cli_search import search_settings
+
+    args = build_parser().parse_args(["search", "--smoke", "--storage", "sqlite:///x.db"])
+    before = dict(vars(args))
+    config, data, recipe = search_settings(args)
+    assert (data.dataset, config.space, config.trials, recipe.epochs) == ("synthetic", "tiny", 4, 2)
+    assert vars(args) == before  # nothing written back into the namespace (dataset stays None)
+    assert args.dataset is None
 
 
 def test_the_scripts_are_the_same_commands(monkeypatch, capsys):

@@ -12,7 +12,7 @@ import pytest
 
 from nas.cli import main
 from nas.commands import dashboard_command, retrain_command
-from nas.storage import DEFAULT_STORAGE
+from nas.config_search import DEFAULT_STORAGE
 
 from helpers import one_torch_thread, run_in_process
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import nas.costs
 from nas.arch import Architecture, count_params
+from nas.config import TrainConfig
 from nas.costs import (
     CPU_CLOCK,
     FEW_RUNS,
@@ -36,7 +37,6 @@ from nas.costs import (
 from nas.errors import UserError
 from nas.model import build_model
 from nas.space import SearchSpace
-from nas.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

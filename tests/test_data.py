@@ -10,15 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DataConfig,
-    DataError,
-    TensorData,
-    load_splits,
-)
-from nas.errors import UserError
+from nas.config import DataConfig
+from nas.data import CIFAR10_MEAN, CIFAR10_STD, TensorData, load_splits
+from nas.errors import DataError, UserError
 
 PER_BATCH = 30  # images per CIFAR batch file the tests write
 

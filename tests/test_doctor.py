@@ -19,8 +19,9 @@ import torch
 
 import nas.doctor
 from nas.cli import main
+from nas.config_search import STORAGE_ENV
 from nas.doctor import training
-from nas.storage import STORAGE_ENV, open_storage
+from nas.storage import open_storage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

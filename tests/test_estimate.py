@@ -17,7 +17,9 @@ from PIL import Image
 
 from nas.arch import PRESETS, Architecture, count_params
 from nas.cli import main
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
+from nas.data import load_splits
 from nas.estimate import (
     ADVICE_HOURS,
     DataShape,
@@ -29,9 +31,8 @@ from nas.estimate import (
     time_training_step,
     trained_so_far,
 )
-from nas.search import SearchConfig, open_study
+from nas.search import open_study
 from nas.space import SearchSpace
-from nas.train import TrainConfig
 
 from helpers import TorchCalls
 

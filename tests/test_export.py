@@ -23,14 +23,14 @@ from PIL import Image
 import nas
 from nas.arch import Architecture, count_macs
 from nas.cli import main
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.data import load_splits
 from nas.errors import UserError
 from nas.export import NormalizedModel, export_run, torchscript_bytes, verify_export
 from nas.model import build_model
 from nas.model_card import model_card
 from nas.retrain import retrain
 from nas.run_folder import RunMetrics
-from nas.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

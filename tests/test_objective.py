@@ -13,10 +13,11 @@ import torch
 from optuna.trial import TrialState
 
 from nas import records
-from nas.data import DataConfig, TensorData, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
+from nas.data import TensorData, load_splits
 from nas.errors import UserError
-from nas.search import SearchConfig, run_search
-from nas.train import TrainConfig
+from nas.search import run_search
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=100)

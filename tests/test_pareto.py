@@ -20,14 +20,14 @@ from nas import records
 from nas.arch import count_macs, count_params
 from nas.budgets import Budgets
 from nas.cli import main
-from nas.data import DataConfig
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.front import Pick, front, pick_trial
 from nas.report import render_report
 from nas.report_figures import PARETO_TRACE, build_figures
-from nas.search import SearchConfig, run_search
+from nas.search import run_search
 from nas.space import SearchSpace
 from nas.study_setup import size_ladder
-from nas.train import TrainConfig
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

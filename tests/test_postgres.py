@@ -28,11 +28,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.data import DataConfig
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.records import is_trained
-from nas.search import SearchConfig, run_search
+from nas.search import run_search
 from nas.storage import open_storage
-from nas.train import TrainConfig
 
 from helpers import free_port, one_torch_thread, unavailable
 

@@ -14,11 +14,12 @@ import torch
 
 from nas.arch import Architecture
 from nas.batches import make_batches
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.data import load_splits
 from nas.errors import UserError
 from nas.model import build_model
 from nas.settings import kept_names
-from nas.train import TrainConfig, fit, set_seed
+from nas.train import fit, set_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 
@@ -134,8 +135,10 @@ KILLED_RUN = textwrap.dedent(
     torch.set_num_threads(1)  # as the test process (conftest.py's one_thread)
     sys.path.insert(0, {tests!r})
     from test_resume import LOADER, SYNTHETIC, fresh_model
-    from nas.data import DataConfig, load_splits
-    from nas.train import TrainConfig, fit
+    from nas.config import DataConfig
+    from nas.data import load_splits
+    from nas.config import TrainConfig
+    from nas.train import fit
 
     def kill_after_epoch_2(row):  # runs after the epoch's checkpoint is written
         if row["epoch"] == 2:

@@ -19,9 +19,11 @@ import torch
 import nas
 from nas import records
 from nas.cli import main, retrain_main
-from nas.data import DataConfig, load_splits
-from nas.search import SearchConfig, run_search
-from nas.train import TrainConfig, evaluate
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
+from nas.data import load_splits
+from nas.search import run_search
+from nas.train import evaluate
 
 from helpers import run_in_process
 

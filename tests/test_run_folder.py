@@ -14,11 +14,10 @@ from PIL import Image
 
 from nas.arch import Architecture
 from nas.cli import main
-from nas.data import DataConfig
+from nas.config import DataConfig, TrainConfig
 from nas.errors import UserError
 from nas.retrain import retrain
 from nas.run_folder import METRICS, WEIGHTS, RunMetrics, read_metrics, write_metrics
-from nas.train import TrainConfig
 
 from helpers import run_in_process
 

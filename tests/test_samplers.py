@@ -14,9 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import records
+from nas.config_search import PRUNERS, SAMPLERS
 from nas.samplers import (
-    PRUNERS,
-    SAMPLERS,
     TrainedStartupTPESampler,
     constraint_of,
     make_pruner,

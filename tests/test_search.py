@@ -29,13 +29,13 @@ from optuna.trial import TrialState
 import nas
 from nas.arch import Architecture, count_params
 from nas.cli import search_main
-from nas.data import DataConfig
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.errors import UserError
 from nas.records import is_trained
 from nas.samplers import constraint_of
-from nas.search import SearchConfig, run_search
+from nas.search import run_search
 from nas.space import SearchSpace
-from nas.train import TrainConfig
 
 from helpers import hook_counted_macs, running_with_an_epoch, wait_for_trials
 

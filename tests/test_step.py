@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint, save_checkpoint
+from nas.config import TrainConfig
 from nas.model import build_model
 from nas.precision import Precision
 from nas.step import (
@@ -24,7 +25,7 @@ from nas.step import (
     restore_scaler,
     speed_options,
 )
-from nas.train import TrainConfig, set_seed
+from nas.train import set_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ARCH = Architecture((8, 16), (1, 1), stem=8, num_classes=4)

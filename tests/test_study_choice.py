@@ -13,8 +13,8 @@ import optuna
 from nas import records
 from nas.arch import Architecture
 from nas.cli import retrain_main
+from nas.config import TrainConfig
 from nas.settings import kept_names
-from nas.train import TrainConfig
 
 from helpers import run_in_process
 

@@ -9,11 +9,11 @@ import optuna
 import pytest
 
 from nas import records
-from nas.data import DataConfig
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
 from nas.errors import UserError
-from nas.search import SearchConfig, open_study
+from nas.search import open_study
 from nas.space import SearchSpace
-from nas.train import TrainConfig
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48)

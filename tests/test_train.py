@@ -19,18 +19,11 @@ import nas.batches
 import nas.device_memory
 from nas.arch import Architecture
 from nas.checkpoint import load_checkpoint, save_checkpoint
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.data import load_splits
 from nas.errors import UserError
 from nas.model import build_model
-from nas.train import (
-    NonFiniteLossError,
-    TrainConfig,
-    evaluate,
-    fit,
-    memory_format,
-    resolve_device,
-    set_seed,
-)
+from nas.train import NonFiniteLossError, evaluate, fit, memory_format, resolve_device, set_seed
 
 from helpers import TorchCalls
 

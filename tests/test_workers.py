@@ -25,13 +25,14 @@ from optuna.trial import TrialState
 
 from nas.budgets import Budgets
 from nas.cli import search_main
-from nas.data import DataConfig, load_splits
+from nas.config import DataConfig, TrainConfig
+from nas.config_search import SearchConfig
+from nas.data import load_splits
 from nas.objective import Objective
 from nas.records import is_trained
-from nas.search import SearchConfig, run_search
+from nas.search import run_search
 from nas.space import SearchSpace
 from nas.storage import open_storage
-from nas.train import TrainConfig
 
 from helpers import free_port, get, one_torch_thread, unavailable
 
