@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 0  # seeds initial weights, shuffling and augmentation draws
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     workers: int | None = None  # loader processes for the per-image path; None: the machine's
-    amp: bool = True  # bf16 autocast on CUDA; CPU always trains in float32
+    amp: bool = True  # reduced precision on CUDA (nas.precision picks which); CPU: float32
     # NHWC memory layout. None (the default): on CUDA (bf16 tensor cores want it), off on the
     # CPU, where oneDNN 3.12 (torch 2.14) corrupts the heap in the backward pass of a 1x1
     # stride-2 convolution on small channels_last batches on AVX-512 CPUs (issue 10); the
