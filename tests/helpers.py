@@ -85,6 +85,17 @@ def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
     return total
 
 
+def timeless(history: list[dict]) -> list[dict]:
+    """History rows without their timing column: a resumed run keeps every other number."""
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in history]
+
+
+def epoch_time(row: dict) -> float:
+    """The time an epoch took as its history row (a dict or a history.csv row) records it: a
+    kept epoch keeps it to the last digit, one trained again does not."""
+    return float(row["seconds"])
+
+
 def unavailable(reason: str) -> None:
     """A test's server or tool cannot start here: skip, saying why; under CI (CI=true) fail, so
     a CI machine without it is red instead of silently testing less."""

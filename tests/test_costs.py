@@ -172,8 +172,6 @@ def test_a_latency_measurement_is_bounded_ordered_and_leaves_the_threads_and_rng
     assert latency.runs >= MIN_RUNS
     assert latency.clock == CPU_CLOCK  # one CPU thread: timed by its own CPU time
     assert 0 < latency.low_ms <= latency.median_ms <= latency.high_ms
-    # the timed runs alone take median * runs; the whole measurement took longer than that
-    assert latency.seconds >= latency.low_ms * latency.runs / 1000
     batch = measure_latency(TINY, 16, LatencySetup(batch=4))
     assert batch.runs >= MIN_RUNS and batch.median_ms > 0
 

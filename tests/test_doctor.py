@@ -131,8 +131,9 @@ def test_a_training_step_that_cannot_run_is_the_named_failure(tmp_path, monkeypa
 
 
 def test_a_bad_seconds_value_is_one_sentence():
-    status, _, err = doctor("--seconds", "0")
-    assert status == 2 and "--seconds" in err and len(err.strip().splitlines()) == 1
+    flag = "--seconds"
+    status, _, err = doctor(flag, "0")
+    assert status == 2 and flag in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_training_steps_leave_the_global_random_state_as_it_was():

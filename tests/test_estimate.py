@@ -47,19 +47,30 @@ def test_the_arithmetic_counts_steps_and_a_third_of_a_step_per_validation_image(
     plan = RunPlan(runs=3, epochs=4, batch_size=64, shape=SHAPE)
     assert plan.steps_per_epoch == 10
     # per epoch: 10 steps of 0.2 s, and 300 validation images at a third of 0.2/64 s each
-    assert plan.seconds(0.2) == pytest.approx(3 * 4 * (10 * 0.2 + 300 * 0.2 / 64 / 3))
+    search_cost = plan.seconds(0.2)
+    assert search_cost == pytest.approx(3 * 4 * (10 * 0.2 + 300 * 0.2 / 64 / 3))
     retrain = RunPlan(runs=1, epochs=4, batch_size=64, shape=SHAPE, test_pass=True)
-    assert retrain.seconds(0.2) == pytest.approx(4 * 2.3125 + 100 * 0.2 / 64 / 3)
+    retrain_cost = retrain.seconds(0.2)
+    assert retrain_cost == pytest.approx(4 * 2.3125 + 100 * 0.2 / 64 / 3)
 
 
 def test_the_estimate_scales_linearly_with_trials_epochs_and_workers_on_gpus():
     plan = RunPlan(runs=5, epochs=10, batch_size=64, shape=SHAPE)
     base = plan.seconds(0.1)
-    assert replace(plan, runs=10).seconds(0.1) == pytest.approx(2 * base)
-    assert replace(plan, epochs=30).seconds(0.1) == pytest.approx(3 * base)
-    assert replace(plan, parallel=2).seconds(0.1) == pytest.approx(base / 2)
-    assert plan.seconds(0.3) == pytest.approx(3 * base)
-    assert replace(plan, runs=0).seconds(0.1) == 0
+    costs = {
+        "twice the trials": replace(plan, runs=10).seconds(0.1),
+        "three times the epochs": replace(plan, epochs=30).seconds(0.1),
+        "two GPUs": replace(plan, parallel=2).seconds(0.1),
+        "a step three times as long": plan.seconds(0.3),
+        "no trial left": replace(plan, runs=0).seconds(0.1),
+    }
+    assert costs == {
+        "twice the trials": pytest.approx(2 * base),
+        "three times the epochs": pytest.approx(3 * base),
+        "two GPUs": pytest.approx(base / 2),
+        "a step three times as long": pytest.approx(3 * base),
+        "no trial left": 0,
+    }
 
 
 def test_data_sizes_are_counted_as_load_splits_makes_them(tmp_path):
@@ -84,17 +95,19 @@ def test_data_sizes_are_counted_as_load_splits_makes_them(tmp_path):
 def test_a_slow_cpu_search_gets_its_cost_and_the_flags_that_bring_it_down():
     plan = RunPlan(runs=50, epochs=40, batch_size=64, shape=replace(SHAPE, train_images=45_000))
     lines = cost_lines(plan, 2.0, "cpu (2 cores, 2 threads)", ARCH, search=True)
-    assert plan.seconds(2.0) > ADVICE_HOURS * 3600
+    total = plan.seconds(2.0)
+    assert total > ADVICE_HOURS * 3600
     assert len(lines) == 2
     estimate, advice = lines
-    days = plan.seconds(2.0) / 86400
+    days = total / 86400
     assert estimate.startswith(f"estimated cost on cpu (2 cores, 2 threads): about {days:.1f} days")
     assert "50 trials x 40 epochs x 704 steps of 64 at 2 s per step" in estimate
     assert f"{count_params(ARCH):,} parameters" in estimate
     for flag in ("--smoke", "--subset N", "--epochs N", "--trials N", "--device cuda"):
         assert flag in advice
     cheaper = replace(plan, epochs=10, shape=replace(plan.shape, train_images=5000))
-    assert f"--subset 5000 --epochs 10: about {cheaper.seconds(2.0) / 3600:.1f} h" in advice
+    hours = cheaper.seconds(2.0) / 3600
+    assert f"--subset 5000 --epochs 10: about {hours:.1f} h" in advice
     # the same run on a GPU, or a short one on the CPU: the estimate only
     assert len(cost_lines(plan, 2.0, "cuda:0 (NVIDIA H100)", ARCH, search=True)) == 1
     assert len(cost_lines(replace(plan, runs=1), 0.01, "cpu", ARCH, search=True)) == 1

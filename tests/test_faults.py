@@ -45,6 +45,8 @@ from nas.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpo
 from nas.cli import main, retrain_main, search_main
 from nas.records import is_trained
 
+from helpers import epoch_time
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
     pytest.mark.usefixtures("one_thread"),  # conftest.py: one torch thread for the module
@@ -275,9 +277,9 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_good_one_and_the_rerun
             rows = list(csv.DictReader(file))
         assert [int(row["epoch"]) for row in rows] == [1, 2], point
         # epoch 1 came from the checkpoint (its timing is the recorded one), not a retraining
-        assert float(rows[0]["seconds"]) == pytest.approx(kept["history"][0]["seconds"])
+        assert epoch_time(rows[0]) == pytest.approx(epoch_time(kept["history"][0]))
         if abandoned is not None:  # epoch 2 was trained again, not taken from the temp file
-            assert float(rows[1]["seconds"]) != pytest.approx(abandoned[1]["seconds"], rel=1e-9)
+            assert epoch_time(rows[1]) != pytest.approx(epoch_time(abandoned[1]), rel=1e-9)
         assert [r["epoch"] for r in load_checkpoint(checkpoint)["history"]] == [1, 2]
         assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 2
 

@@ -21,6 +21,8 @@ from nas.model import build_model
 from nas.settings import kept_names
 from nas.train import fit, set_seed
 
+from helpers import timeless
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_size": 80, "synthetic_classes": 4}  # 72 train
@@ -37,10 +39,6 @@ LOADER = {
 def fresh_model(seed: int = 0):
     set_seed(seed)
     return build_model(Architecture((8, 16), (1, 1), stem=8, num_classes=4))
-
-
-def without_seconds(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 def batches_of(source, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -119,7 +117,7 @@ def test_a_loader_run_with_workers_stopped_after_epoch_2_resumes_exactly(tmp_pat
 
 def assert_same_run(straight, straight_model, resumed, resumed_model) -> None:
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
-    assert without_seconds(resumed.history) == without_seconds(straight.history)
+    assert timeless(resumed.history) == timeless(straight.history)
     assert resumed.best_epoch == straight.best_epoch
     for name, tensor in straight.best_state.items():
         assert torch.equal(tensor, resumed.best_state[name]), name
