@@ -60,10 +60,7 @@ class Budgets:
     def of(cls, search: SearchConfig) -> Budgets:
         """The budgets a search holds every candidate to, and how it measures latency."""
         return cls(
-            params=search.budget,
-            macs=search.max_macs,
-            latency_ms=search.max_latency_ms,
-            memory_mb=search.max_memory_mb,
+            **{cost.key: getattr(search, cost.dest) for cost in COSTS.values()},
             latency_device=search.latency_device,
             latency_batch=search.latency_batch,
             latency_threads=search.latency_threads,

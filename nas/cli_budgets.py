@@ -8,6 +8,7 @@ import argparse
 
 from nas.cli_common import count_of, positive_float, positive_int
 from nas.config_search import MINIMIZABLE, OBJECTIVES, SearchConfig
+from nas.cost_table import COSTS
 
 
 def add_budget_flags(parser: argparse.ArgumentParser) -> None:
@@ -17,24 +18,11 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
         "Every budget is checked before a candidate trains; a candidate over any is rejected "
         "with a reason naming it. A study keeps its budgets: resume with the same flags.",
     )
-    group.add_argument(
-        "--max-macs",
-        type=count_of("MACs"),
-        help="most multiply-accumulates per image: 300M, 1.2G, 5e8 (default: no limit)",
-    )
-    group.add_argument(
-        "--max-latency-ms",
-        type=positive_float,
-        help="most milliseconds per inference (median of timed runs after warm-up, eval mode, "
-        "measured once per architecture; default: no limit)",
-    )
+    for cost in COSTS.values():
+        if cost.name != "params":  # the parameter budget is nas search's own --budget
+            kind = count_of(cost.short) if cost.counted else positive_float
+            group.add_argument(cost.flag, type=kind, help=cost.flag_help)
     add_latency_flags(group)
-    group.add_argument(
-        "--max-memory-mb",
-        type=positive_float,
-        help="most MB (2^20 bytes) of peak memory in one training step at the recipe's batch "
-        "size: measured on CUDA, estimated on the CPU (default: no limit)",
-    )
     group.add_argument(
         "--objective",
         choices=OBJECTIVES,

@@ -34,6 +34,7 @@ from nas.config_search import (
     SEARCH_EPOCHS,
     SearchConfig,
 )
+from nas.cost_table import COSTS
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
 
 SMOKE = {  # --smoke: the whole flow on a CPU in about a minute, no dataset needed
@@ -67,10 +68,9 @@ def add_search_parser(commands) -> None:
         "study. Rerun the same command to resume it.",
     )
     parser.add_argument(
-        "--budget",
+        COSTS["params"].flag,
         type=parse_count,
-        help="most parameters a candidate may have: 5e6, 5000000, 5M, 500k "
-        f"(default: {SearchConfig.budget:,})",
+        help=f"{COSTS['params'].flag_help} (default: {SearchConfig.budget:,})",
     )
     parser.add_argument(
         "--trials",
@@ -164,9 +164,7 @@ def search_settings(args: argparse.Namespace):
         warm_start=args.warm_start,
         heartbeat=heartbeat,
         grace=3 * heartbeat,
-        max_macs=args.max_macs,
-        max_latency_ms=args.max_latency_ms,
-        max_memory_mb=args.max_memory_mb,
+        **{cost.dest: getattr(args, cost.dest) for name, cost in COSTS.items() if name != "params"},
         latency_device=args.latency_device,
         latency_batch=args.latency_batch,
         latency_threads=args.latency_threads,

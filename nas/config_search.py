@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nas.cost_table import COSTS
 from nas.errors import UserError
 
 DEFAULT_STUDY = "nas"
@@ -75,13 +76,10 @@ class SearchConfig:
             raise UserError(
                 f"--latency-device must be cpu or cuda (or cuda:N), not {self.latency_device!r}"
             )
-        for name, limit in (
-            ("--max-macs", self.max_macs),
-            ("--max-latency-ms", self.max_latency_ms),
-            ("--max-memory-mb", self.max_memory_mb),
-        ):
-            if limit is not None and not limit > 0:
-                raise UserError(f"{name} must be more than 0, got {limit}")
+        for cost in COSTS.values():
+            limit = getattr(self, cost.dest)
+            if cost.name != "params" and limit is not None and not limit > 0:
+                raise UserError(f"{cost.flag} must be more than 0, got {limit}")
 
     @property
     def pareto(self) -> bool:

@@ -39,12 +39,24 @@ class Cost:
     key: str  # its field in `nas.budgets.Budgets`, its key in the study's recorded budgets
     # (`records.BUDGETS`) and the trial attribute that records it (`records.PARAMS`, ...)
     flag: str  # the `nas search` flag that sets its budget
+    flag_help: str  # what the flag means, for `nas search --help`
     unit: str  # after a number: `2.31 ms`; "" for counts, which are followed by `short`
     short: str  # in a rejection reason and a count: `latency 3.21 > 2.00 ms`, `41.3M MACs`
     label: str  # in a sentence or a column heading: parameters, MACs, latency, memory
     budget_word: str  # before "budget": a parameter budget, no MAC budget
     axis: str  # a figure's axis title
     number: Callable[[float], str]  # the number alone: `21,162`, `41.3M`, `2.31`, `212.4`
+
+    @property
+    def dest(self) -> str:
+        """The flag's name on the parsed command line and in `nas.config_search.SearchConfig`:
+        `--max-macs` -> `max_macs`."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def counted(self) -> bool:
+        """A whole count (parameters, MACs: `5M` on the command line), not a measured value."""
+        return not self.unit
 
     @property
     def noun(self) -> str:
@@ -68,6 +80,7 @@ COSTS: dict[str, Cost] = {
             name="params",
             key="params",
             flag="--budget",
+            flag_help="most parameters a candidate may have: 5e6, 5000000, 5M, 500k",
             unit="",
             short="params",
             label="parameters",
@@ -79,6 +92,7 @@ COSTS: dict[str, Cost] = {
             name="macs",
             key="macs",
             flag="--max-macs",
+            flag_help="most multiply-accumulates per image: 300M, 1.2G, 5e8 (default: no limit)",
             unit="",
             short="MACs",
             label="MACs",
@@ -90,6 +104,8 @@ COSTS: dict[str, Cost] = {
             name="latency",
             key="latency_ms",
             flag="--max-latency-ms",
+            flag_help="most milliseconds per inference (median of timed runs after warm-up, eval "
+            "mode, measured once per architecture; default: no limit)",
             unit="ms",
             short="latency",
             label="latency",
@@ -101,6 +117,8 @@ COSTS: dict[str, Cost] = {
             name="memory",
             key="memory_mb",
             flag="--max-memory-mb",
+            flag_help="most MB (2^20 bytes) of peak memory in one training step at the recipe's "
+            "batch size: measured on CUDA, estimated on the CPU (default: no limit)",
             unit="MB",
             short="memory",
             label="memory",

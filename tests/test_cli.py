@@ -102,8 +102,8 @@ def test_the_scripts_are_the_same_commands(monkeypatch, capsys):
 def test_space_list_names_the_built_in_spaces(capsys):
     assert main(["space", "--list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^resnet\s+13,063,680\s+386,858\s+56,025,578$", out, re.M), out
-    assert re.search(r"^tiny\s+1,008\s+1,490\s+33,138$", out, re.M), out
+    assert re.search(r"^resnet\s+13,063,680\s+386,858\s+56,025,578\s+32-px", out, re.M), out
+    assert re.search(r"^tiny\s+1,008\s+1,490\s+33,138\s+CPU smoke", out, re.M), out
 
 
 def test_built_in_spaces_are_found_by_name_from_any_folder(tmp_path):
