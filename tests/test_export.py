@@ -26,7 +26,8 @@ from nas.cli import main
 from nas.config import DataConfig, TrainConfig
 from nas.data import load_splits
 from nas.errors import UserError
-from nas.export import NormalizedModel, export_run, torchscript_bytes, verify_export
+from nas.export import NormalizedModel, export_run, torchscript_bytes
+from nas.export_check import verify_export
 from nas.model import build_model
 from nas.model_card import model_card
 from nas.retrain import retrain
@@ -320,7 +321,8 @@ def test_inference_imports_no_optuna():
     import neither optuna nor the search or the retrain. This holds test_cli.py's
     test_inference_imports_neither_optuna_nor_the_search too (same check, one more start-up)."""
     code = (
-        "import nas, sys; nas.load_model; nas.predict; import nas.export, nas.model_card; "
+        "import nas, sys; nas.load_model; nas.predict; "
+        "import nas.export, nas.export_check, nas.model_card; "
         "print(sorted(m for m in ('optuna', 'nas.search', 'nas.retrain') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

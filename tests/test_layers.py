@@ -45,7 +45,15 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "outputs",
         frozenset(
-            {"retrain", "retrain_record", "curves", "report", "report_figures", "export"}
+            {
+                "retrain",
+                "retrain_record",
+                "curves",
+                "report",
+                "report_figures",
+                "export",
+                "export_check",
+            }
             | {"inference", "model_card"}
         ),
     ),
