@@ -69,7 +69,8 @@ class TrainConfig:
     # contiguous layout costs a few per cent there (benchmarks/RESULTS.md). True forces NHWC.
     channels_last: bool | None = None
     data_path: str = "auto"  # auto (= device: batched augmentation) | device | loader (per image)
-    eval_batch_size: int = 1000  # images per batch when evaluating; no gradients, so large
+    eval_batch_size: int = 1000  # most images per batch when evaluating (fewer where device
+    # memory is short: nas.device_memory); no gradients, so large
     compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
 
     def __post_init__(self) -> None:
