@@ -32,6 +32,7 @@ from nas.cli_export import add_export_parser, add_predict_parser
 from nas.cli_retrain import add_retrain_parser
 from nas.cli_search import add_search_parser
 from nas.config import TrainConfig
+from nas.cost_table import COSTS
 from nas.errors import UserError
 
 DESCRIPTION = (
@@ -135,7 +136,7 @@ def params_command(args: argparse.Namespace) -> int:
     print(arch.describe())
     print(format_table(("part", "output", "params"), rows))
     print(f"total: {count_params(arch):,} parameters")
-    print(f"MACs per image: {count_macs(arch, args.image_size) / 1e6:,.1f}M")
+    print(f"MACs per image: {COSTS['macs'].number(count_macs(arch, args.image_size))}")
     if args.costs:
         from nas.costs import LatencySetup, estimate_training_memory, measure_latency
 
