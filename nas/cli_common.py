@@ -20,6 +20,8 @@ from nas.config import (
     DATASETS,
     OPTIMIZERS,
     POLICY_NAMES,
+    PRECISION_HELP,
+    PRECISIONS,
     DataConfig,
     TrainConfig,
 )
@@ -372,6 +374,11 @@ def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> 
     )
     parser.add_argument(
         "--device", help=f"auto, cpu, cuda or cuda:N (default: {TrainConfig.device})"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"what training computes in; {PRECISION_HELP} (default: {TrainConfig.precision})",
     )
     parser.add_argument(
         "--seed", type=non_negative_int, help=f"training seed (default: {TrainConfig.seed})"

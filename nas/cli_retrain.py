@@ -230,6 +230,7 @@ def recipe_from(args: argparse.Namespace, base: dict, overrides: dict):
             **overrides,
             "epochs": args.epochs,
             "device": args.device or TrainConfig.device,
+            "precision": args.precision or TrainConfig.precision,
             **({"seed": args.seed} if args.seed is not None else {}),
         }
     )

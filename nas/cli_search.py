@@ -178,6 +178,7 @@ def search_settings(args: argparse.Namespace):
             "epochs": pick("epochs", SEARCH_EPOCHS),
             "seed": args.seed if args.seed is not None else TrainConfig.seed,
             "device": pick("device", TrainConfig.device),
+            "precision": args.precision or TrainConfig.precision,
         }
     )
     data = data_config_from(args, {"dataset": SMOKE["dataset"]} if args.smoke else None)

@@ -16,6 +16,7 @@ Claims:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -31,6 +32,12 @@ AUGMENTATIONS = ("recipe", "basic", "none")  # all of RECIPE.md's | rotation, fl
 POLICY_NAMES = ("cifar10", "svhn", "imagenet")  # torchvision's AutoAugment policies
 DATA_PATHS = ("auto", "device", "loader")  # where training batches are augmented
 DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
+# what a training step computes in (nas.precision decides what auto means on a device)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = (
+    "auto: bf16 at compute capability 8.0 or more, fp16 with a gradient scaler below, "
+    "fp32 on the CPU"
+)
 
 # ---- the commands on a finished run ---------------------------------------------------------
 
@@ -62,7 +69,8 @@ class TrainConfig:
     seed: int = 0  # seeds initial weights, shuffling and augmentation draws
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     workers: int | None = None  # loader processes for the per-image path; None: the machine's
-    amp: bool = True  # reduced precision on CUDA (nas.precision picks which); CPU: float32
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (PRECISION_HELP); like `device`, a
+    # property of the machine a run is on, so not kept: a resume may change it
     # NHWC memory layout. None (the default): on CUDA (bf16 tensor cores want it), off on the
     # CPU, where oneDNN 3.12 (torch 2.14) corrupts the heap in the backward pass of a 1x1
     # stride-2 convolution on small channels_last batches on AVX-512 CPUs (issue 10); the
@@ -74,34 +82,75 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "lr_patience"):
-            _check(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name, minimum in (("epochs", 0), ("lr_patience", 0), ("seed", 0)):
+            _whole(name, getattr(self, name), minimum)
         for name in ("batch_size", "eval_batch_size"):
-            _check(
-                getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}"
-            )
-        _check(self.lr > 0, f"lr must be positive, got {self.lr}")
-        _check(0 < self.lr_factor < 1, f"lr_factor must lie in (0, 1), got {self.lr_factor}")
-        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-        _check(self.augment in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}")
-        _check(self.policy in POLICY_NAMES, f"policy must be one of {', '.join(POLICY_NAMES)}")
-        _check(isinstance(self.flip, bool), f"flip must be true or false, got {self.flip!r}")
-        _check(self.data_path in DATA_PATHS, f"data_path must be one of {', '.join(DATA_PATHS)}")
+            _whole(name, getattr(self, name), 1)
+        if self.workers is not None:
+            _whole("workers", self.workers, 0)
+        _check(
+            _finite(self.lr) and self.lr > 0, f"lr must be a finite number above 0, got {self.lr!r}"
+        )
+        _check(
+            _finite(self.momentum) and 0 <= self.momentum < 1,
+            f"momentum must be at least 0 and below 1, got {self.momentum!r} (SGD's momentum; "
+            "0.9 is usual)",
+        )
+        _check(
+            _finite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be a finite number of 0 or more, got {self.weight_decay!r}",
+        )
+        _check(
+            _finite(self.lr_factor) and 0 < self.lr_factor < 1,
+            f"lr_factor must lie between 0 and 1 (both excluded), got {self.lr_factor!r}",
+        )
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("augment", AUGMENTATIONS),
+            ("policy", POLICY_NAMES),
+            ("data_path", DATA_PATHS),
+            ("precision", PRECISIONS),
+        ):
+            value = getattr(self, name)
+            _check(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("flip", "compile"):
+            value = getattr(self, name)
+            _check(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+        _check(
+            self.channels_last is None or isinstance(self.channels_last, bool),
+            f"channels_last must be true, false or null, got {self.channels_last!r}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        settings = dict(data)
+        if "amp" in settings:  # stored before `precision`: amp on meant reduced precision on CUDA
+            amp = settings.pop("amp")
+            settings.setdefault("precision", "auto" if amp else "fp32")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(settings) - known)
         _check(not unknown, f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**settings)
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def _whole(name: str, value: object, minimum: int) -> None:
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{name} must be a whole number of at least {minimum}, got {value!r}",
+    )
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool, not NaN or infinite): comparisons then mean something."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

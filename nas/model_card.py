@@ -25,7 +25,12 @@ from nas.run_folder import RunMetrics
 
 # What `nas retrain --arch` sets from its flags; any other setting comes from the defaults.
 DATA_FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "subset": "--subset"}
-RECIPE_FLAGS = {"epochs": "--epochs", "device": "--device", "seed": "--seed"}
+RECIPE_FLAGS = {
+    "epochs": "--epochs",
+    "device": "--device",
+    "precision": "--precision",
+    "seed": "--seed",
+}
 
 
 def model_card(arch: Architecture, metrics: RunMetrics, run_dir: str | Path) -> str:

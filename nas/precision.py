@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
+from nas.config import PRECISIONS
 from nas.errors import UserError
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # what --precision accepts
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere: the first compute capability cuDNN runs bf16 convolutions at
 # the autocast dtype of each precision that autocasts; fp32 runs without autocast
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -66,7 +66,7 @@ def make_optimizer(model: nn.Module, config: Any, device: torch.device) -> torch
 
 def recipe_precision(config: Any, device: torch.device, *, warn: bool = True) -> Precision:
     """The precision the recipe's `precision` setting gives on `device` (`nas.precision`)."""
-    requested = "auto" if config.amp else "fp32"  # until TrainConfig.precision lands
+    requested = config.precision
     return precision_for(requested, device, warn=warn)
 
 

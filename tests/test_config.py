@@ -3,6 +3,8 @@ read it start without torch or optuna, and the choice lists agree with what uses
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -11,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from nas.autoaugment import POLICIES
-from nas.config import POLICY_NAMES
+from nas.config import POLICY_NAMES, PRECISIONS, TrainConfig
+from nas.errors import UserError
+from nas.settings import kept_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +64,127 @@ def test_the_probe_sees_torch_when_a_command_loads_it():
 
 def test_autoaugment_holds_every_policy_the_settings_accept_in_their_order():
     assert tuple(POLICIES) == POLICY_NAMES == ("cifar10", "svhn", "imagenet")
+
+
+# ---- recipe values that mean something ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.999])
+def test_momentum_from_zero_up_to_below_one_is_accepted(momentum):
+    assert TrainConfig(optimizer="sgd", momentum=momentum).momentum == momentum
+
+
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"momentum": 1.0}, "momentum must be at least 0 and below 1, got 1.0"),
+        ({"momentum": 1.5}, "momentum must be at least 0 and below 1, got 1.5"),
+        ({"momentum": -0.1}, "momentum must be at least 0 and below 1, got -0.1"),
+        ({"weight_decay": -1e-4}, "weight_decay must be a finite number of 0 or more"),
+        ({"weight_decay": math.inf}, "weight_decay must be a finite number of 0 or more"),
+        ({"lr": 0.0}, "lr must be a finite number above 0, got 0.0"),
+        ({"lr": math.inf}, "lr must be a finite number above 0, got inf"),
+        ({"lr": math.nan}, "lr must be a finite number above 0, got nan"),
+        ({"lr_factor": 1.0}, "lr_factor must lie between 0 and 1 (both excluded), got 1.0"),
+        ({"lr_factor": 0.0}, "lr_factor must lie between 0 and 1 (both excluded), got 0.0"),
+        ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be a whole number of at least 1, got 0"),
+        ({"batch_size": 32.5}, "batch_size must be a whole number of at least 1, got 32.5"),
+        ({"epochs": -1}, "epochs must be a whole number of at least 0, got -1"),
+        ({"lr_patience": -1}, "lr_patience must be a whole number of at least 0, got -1"),
+        ({"seed": -1}, "seed must be a whole number of at least 0, got -1"),
+        ({"workers": -1}, "workers must be a whole number of at least 0, got -1"),
+        ({"lr": "fast"}, "lr must be a finite number above 0, got 'fast'"),
+        ({"compile": "yes"}, "compile must be true or false, got 'yes'"),
+        ({"precision": "fp8"}, "precision must be one of auto, bf16, fp16, fp32, got 'fp8'"),
+    ],
+)
+def test_a_recipe_value_that_cannot_mean_anything_is_one_sentence(settings, fragment):
+    with pytest.raises(UserError) as raised:
+        TrainConfig(**settings)
+    message = str(raised.value)
+    assert fragment in message
+    assert "\n" not in message and message.count(". ") == 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"momentum": 0.0}, {"weight_decay": 0.0}, {"lr_factor": 0.999}, {"epochs": 0}, {"lr": 10}],
+)
+def test_recipe_values_on_the_accepted_side_of_each_bound(settings):
+    config = TrainConfig(**settings)
+    assert config.to_dict().items() >= settings.items()
+
+
+def test_search_refuses_momentum_one_and_a_half_in_one_sentence(tmp_path):
+    store = tmp_path / "never.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "nas", "search", "--momentum", "1.5", "--smoke",
+         "--storage", f"sqlite:///{store}"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path[1:]])},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: momentum must be at least 0 and below 1, got 1.5 (SGD's momentum; 0.9 is usual)"
+    ]
+    assert not store.exists()
+
+
+# ---- precision: a device setting, and what older stores wrote as `amp` ------------------------
+
+
+def test_precision_is_a_device_setting_a_resume_may_change():
+    assert TrainConfig.precision == "auto"
+    assert PRECISIONS == ("auto", "bf16", "fp16", "fp32")
+    assert "precision" not in kept_names(TrainConfig)
+    assert "amp" not in {field.name for field in dataclasses.fields(TrainConfig)}
+
+
+# a recipe as nas 0.1.0 stored it on a study and in a run's metrics.json, before `precision`
+OLDER_RECIPE = {
+    "epochs": 40, "batch_size": 64, "optimizer": "adam", "lr": 0.001, "momentum": 0.9,
+    "weight_decay": 0.0, "lr_factor": 0.1, "lr_patience": 10, "augment": "recipe",
+    "policy": "cifar10", "flip": True, "seed": 0, "device": "auto", "workers": None,
+    "amp": True, "channels_last": None, "data_path": "auto", "eval_batch_size": 1000,
+    "compile": False,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("amp, precision", [(True, "auto"), (False, "fp32")])
+def test_an_older_recipe_with_amp_still_loads(amp, precision):
+    recipe = TrainConfig.from_dict({**OLDER_RECIPE, "amp": amp})
+    assert recipe.precision == precision
+    assert (recipe.epochs, recipe.lr, recipe.device) == (40, 0.001, "auto")
+    assert "amp" not in recipe.to_dict()
+
+
+def test_the_search_and_retrain_flags_set_precision_and_the_study_records_it(tmp_path):
+    from nas import records
+    from nas.cli import build_parser
+    from nas.cli_search import search_settings
+    from nas.search import run_search
+
+    parser = build_parser()
+    assert parser.parse_args(["retrain", "--precision", "fp16"]).precision == "fp16"
+    args = parser.parse_args(
+        ["search", "--smoke", "--precision", "fp32", "--storage", f"sqlite:///{tmp_path}/s.db"]
+    )
+    config, data, recipe = search_settings(args)
+    assert recipe.precision == "fp32"
+    study = run_search(dataclasses.replace(config, trials=0), data, recipe)
+    assert study.user_attrs[records.RECIPE]["precision"] == "fp32"
+
+
+def test_precision_help_names_the_choices_and_what_auto_means(capsys):
+    from nas.cli import main
+
+    for command in ("search", "retrain"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--precision {auto,bf16,fp16,fp32}" in text
+        assert (
+            "auto: bf16 at compute capability 8.0 or more, fp16 with a gradient scaler below"
+            in text
+        )
+        assert "fp32 on the CPU" in text
