@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.config import TrainConfig
 from nas.precision import Precision, precision_for
 
 OPTIMIZER_CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -46,7 +47,9 @@ def speed_options(device_type: str, fused_available: bool) -> dict[str, bool | N
     return {"fused": None, "foreach": True}
 
 
-def make_optimizer(model: nn.Module, config: Any, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
     """The recipe's optimizer (`config.optimizer`, `lr`, `momentum`, `weight_decay`) for
     `model`'s parameters, with the update implementation for `device`."""
     optimizer_class = OPTIMIZER_CLASSES[config.optimizer]
@@ -64,10 +67,9 @@ def make_optimizer(model: nn.Module, config: Any, device: torch.device) -> torch
     )
 
 
-def recipe_precision(config: Any, device: torch.device, *, warn: bool = True) -> Precision:
+def recipe_precision(config: TrainConfig, device: torch.device, *, warn: bool = True) -> Precision:
     """The precision the recipe's `precision` setting gives on `device` (`nas.precision`)."""
-    requested = config.precision
-    return precision_for(requested, device, warn=warn)
+    return precision_for(config.precision, device, warn=warn)
 
 
 def reapply_speed_options(optimizer: torch.optim.Optimizer) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.cli import build_parser, main
+from nas.config import TrainConfig
 from nas.errors import UserError
 from nas.precision import (
     Precision,
@@ -18,6 +20,8 @@ from nas.precision import (
     cudnn_autotuning,
     precision_for,
 )
+
+from helpers import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,3 +135,26 @@ def test_no_module_bypasses_the_policy():
     dtypes = r'bfloat16|torch\.float16|torch\.half\b|torch\.autocast|torch\.device\("cuda"\)'
     assert lines_matching(dtypes, ("nas", "benchmarks"), ("precision.py",)) == []
     assert lines_matching(r"autocast|\.backward\(\)", ("nas",), ("precision.py", "step.py")) == []
+
+
+@pytest.mark.parametrize("command", ["search", "retrain"])
+def test_search_and_retrain_take_precision_with_its_choices(command):
+    status, out, _ = run_in_process(main, [command, "--help"])
+    assert status == 0 and "--precision {auto,bf16,fp16,fp32}" in out
+    status, _, err = run_in_process(main, [command, "--precision", "fp8"])
+    assert status == 2 and "argument --precision: invalid choice: 'fp8'" in err
+
+
+def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
+    from nas.cli_retrain import recipe_from
+    from nas.cli_search import search_settings
+
+    assert TrainConfig().precision == "auto"
+    for flags, expected in (([], "auto"), (["--precision", "fp16"], "fp16")):
+        _, _, recipe = search_settings(build_parser().parse_args(["search", *flags]))
+        assert recipe.precision == expected
+        # a retrain takes this machine's flag, never the study's (a device setting)
+        args = build_parser().parse_args(["retrain", *flags])
+        assert recipe_from(args, {}, {}).precision == expected
+    with pytest.raises(UserError, match="precision must be one of auto, bf16, fp16, fp32"):
+        TrainConfig(precision="half")
