@@ -10,7 +10,8 @@ Claims:
   `nas.device_memory.plan_data`'s decision from the device's free bytes: held as uint8 on the
   device when it fits, else kept in host memory and uploaded per chunk (through pinned memory
   on CUDA), with the same batches for the same seed either way. `describe()` is the one line
-  saying which path it took; `fit` prints it when it shows progress.
+  saying which path it took (`data_path_line` without building it); `fit` prints it when it
+  shows progress, and a search in one process announces it once.
 - Evaluation batches are `eval_batch_size`: the configured size at most, fewer where the
   device's free bytes say so (`nas.device_memory.eval_batch_images`).
 - Each source yields every training image once per epoch, and the epoch's shuffle order and
@@ -93,8 +94,7 @@ class DeviceBatches:
         self.chunk = plan.chunk
         self.layout = memory_format(config, device)
         self.device = device
-        image_bytes = math.prod(data.images.shape[1:])
-        self.description = plan.describe(len(data), image_bytes, str(device), self.pinned)
+        self.description = _device_line(data, plan, device)
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -204,10 +204,7 @@ class LoaderBatches:
         )
         self.layout = memory_format(config, device)
         self.device = device
-        self.description = (
-            f"data: {len(data):,} images in host memory, transformed per image by {workers} "
-            f"loader process{'es' if workers != 1 else ''}, each batch uploaded to {device}"
-        )
+        self.description = _loader_line(len(data), workers, device)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -229,6 +226,30 @@ def resolve_data_path(config: TrainConfig) -> str:
     """`auto` -> `device`: the batched path is the faster one on CUDA and on CPU alike (see
     benchmarks/RESULTS.md); `loader` keeps the per-image DataLoader path selectable."""
     return "device" if config.data_path == "auto" else config.data_path
+
+
+def data_path_line(data: TensorData, config: TrainConfig, device: torch.device) -> str:
+    """The line `make_batches(data, config, ..., device).describe()` would give, without
+    building the source (a search announces it once; each trial's plan reads the free bytes
+    of its own moment)."""
+    if resolve_data_path(config) == "device":
+        return _device_line(data, data_plan(data, config, device), device)
+    workers = default_workers(device) if config.workers is None else config.workers
+    return _loader_line(len(data), workers, device)
+
+
+def _device_line(data: TensorData, plan: DataPlan, device: torch.device) -> str:
+    image_bytes = math.prod(data.images.shape[1:])
+    pinned = not plan.resident and device.type == "cuda"
+    return plan.describe(len(data), image_bytes, str(device), pinned)
+
+
+def _loader_line(count: int, workers: int, device: torch.device) -> str:
+    processes = f"{workers} loader process{'es' if workers != 1 else ''}"
+    return (
+        f"data: {count:,} images in host memory, transformed per image by {processes}, "
+        f"each batch uploaded to {device}"
+    )
 
 
 def make_batches(data: TensorData, config: TrainConfig, splits: Splits, device: torch.device):

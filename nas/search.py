@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
 from nas.arch import count_macs, count_params
+from nas.batches import data_path_line
 from nas.budgets import Budgets
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
@@ -172,6 +173,8 @@ def run_search(
     space, study, splits = prepare_study(config, data, recipe, splits, announce)
     if trial_counts(study)[0] >= config.trials:
         return study
+    if announce is not None:  # where the data goes on this device, and why (its free memory)
+        announce(data_path_line(splits.train, recipe, resolve_device(recipe.device)))
     objective = Objective(
         space,
         splits,

@@ -267,7 +267,11 @@ def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejecte
         return training_memory(arch, image_size, recipe, device)
 
     config = _memory_search(tmp_path / "m.db", trials=1)
-    study = run_search(config, DATA, RECIPE, memory_meter=meter)  # goes on after it
+    said: list[str] = []
+    study = run_search(config, DATA, RECIPE, memory_meter=meter, announce=said.append)
+    # the search goes on after it; first it said where the data lives (48 x 3,072 B, the CPU:
+    # the most batches of 16 within 8,192 images)
+    assert said[-1] == "data: 48 images (147 kB) on cpu, augmented in chunks of 8,192"
     first, *rest = study.trials
     assert first.state == TrialState.PRUNED
     assert first.user_attrs[records.PRUNE_REASON] == "does not fit on cpu"
