@@ -253,7 +253,7 @@ def device_name(device: torch.device) -> str:
 
 
 def precision_line(device: torch.device) -> str:
-    return precision_for("auto", device, warn=False).describe()
+    return precision_for("auto", device).describe()
 
 
 def run_check(name: str, ctx: Context) -> Result:

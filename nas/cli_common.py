@@ -385,6 +385,20 @@ def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> 
     )
 
 
+def warn_about_precision(requested: str, device_names: Sequence[str]) -> None:
+    """Print on stderr, once before training, each way the asked precision does not run as
+    asked on these devices (one line each; a search's trials would repeat it otherwise)."""
+    from nas.precision import precision_warnings
+    from nas.train import resolve_device
+
+    try:
+        devices = [resolve_device(name) for name in dict.fromkeys(device_names)]
+    except UserError:
+        return  # the run refuses the device itself, in its own words
+    for line in precision_warnings(requested, devices):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
 def data_config_from(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
     settings = dict(base or {})
     for flag, key in (("dataset", "dataset"), ("data_dir", "data_dir"), ("subset", "subset")):

@@ -23,6 +23,7 @@ from nas.cli_common import (
     quiet_optuna,
     recipe_overrides,
     storage_from,
+    warn_about_precision,
 )
 from nas.config import TrainConfig
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
@@ -173,6 +174,7 @@ def retrain_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     describe_inputs(data, recipe, target.recipe_base, overrides, target.study is not None)
+    warn_about_precision(recipe.precision, [recipe.device])
     from nas.estimate import announce_retrain_cost
 
     announce_retrain_cost(target.arch, data, recipe)

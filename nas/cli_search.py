@@ -25,6 +25,7 @@ from nas.cli_common import (
     quiet_optuna,
     recipe_overrides,
     storage_from,
+    warn_about_precision,
 )
 from nas.config import TrainConfig
 from nas.config_search import (
@@ -273,6 +274,7 @@ def search_command(args: argparse.Namespace) -> int:
         f"space {config.space}, objective {goal}{workers}",
         flush=True,
     )
+    warn_about_precision(recipe.precision, devices)
     if not args.smoke:  # the smoke run's minute needs no estimate
         from nas.estimate import announce_search_cost
 

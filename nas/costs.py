@@ -366,7 +366,7 @@ def _measure_cuda_memory(
         # the draws leave the global RNG alone; autotuning as `fit` runs, for this block only
         with torch.random.fork_rng(devices=[device]), cudnn_autotuning(True):
             model = build_model(arch).to(device=device, memory_format=layout).train()
-            precision = recipe_precision(recipe, device, warn=False)
+            precision = recipe_precision(recipe, device)
             step = TrainingStep(model, make_optimizer(model, recipe, device), precision)
             shape = (recipe.batch_size, arch.in_channels, image_size, image_size)
             images = torch.randn(shape, device=device).contiguous(memory_format=layout)

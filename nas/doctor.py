@@ -193,7 +193,7 @@ def precision(device_name: str = "auto") -> Check:
         from nas.train import resolve_device
 
         device = resolve_device(device_name)
-        chosen = precision_for("auto", device, warn=False)
+        chosen = precision_for("auto", device)
     except Exception as error:  # noqa: BLE001 - the training line fails for it, by name
         return Check("precision", f"unknown: {failed('', error).value}", "info")
     return Check("precision", f"{chosen.name} on {device} ({chosen.reason})")

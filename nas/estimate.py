@@ -172,7 +172,7 @@ def _timed_steps(arch: Architecture, recipe, image_size: int, device, budget: fl
     cuda = device.type == "cuda"
     layout = memory_format(recipe, device)
     model = build_model(arch).to(device=device, memory_format=layout)
-    precision = recipe_precision(recipe, device, warn=False)  # the run itself warns
+    precision = recipe_precision(recipe, device)
     step = TrainingStep(model, make_optimizer(model, recipe, device), precision)
 
     def timed(batch: int) -> float:
@@ -324,7 +324,7 @@ def _device_label(device, recipe) -> str:
     from nas.step import recipe_precision
 
     if device.type == "cuda":
-        precision = recipe_precision(recipe, device, warn=False).name
+        precision = recipe_precision(recipe, device).name
         return f"{device} ({torch.cuda.get_device_name(device)}, {precision})"
     return f"cpu ({usable_cpus()} cores, {torch.get_num_threads()} threads)"
 

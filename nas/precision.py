@@ -25,8 +25,7 @@ Claims:
 from __future__ import annotations
 
 import contextlib
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +38,6 @@ BF16_MIN_CAPABILITY = (8, 0)  # Ampere: the first compute capability cuDNN runs 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class PrecisionWarning(UserWarning):
-    """A precision was asked for that runs, but not as the user likely expects."""
-
-
 @dataclass(frozen=True)
 class Precision:
     """What a training step runs in on one device type, and why."""
@@ -51,6 +46,7 @@ class Precision:
     device_type: str  # cuda | cpu: the autocast's device type
     reason: str  # one phrase: why this precision, e.g. "auto: compute 9.0 >= 8.0"
     warning: str | None = None  # one line for the user when the request was questionable
+    # (the command line prints it once per run: `precision_warnings`)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -120,13 +116,17 @@ def device_capability(device: torch.device) -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability(device))
 
 
-def precision_for(requested: str, device: torch.device, *, warn: bool = True) -> Precision:
-    """`choose_precision` for a resolved device, its warning (if any) issued as a
-    `PrecisionWarning` (Python shows each distinct one once per process)."""
-    precision = choose_precision(requested, device.type, device_capability(device))
-    if warn and precision.warning:
-        warnings.warn(precision.warning, PrecisionWarning, stacklevel=2)
-    return precision
+def precision_for(requested: str, device: torch.device) -> Precision:
+    """`choose_precision` for a resolved device."""
+    return choose_precision(requested, device.type, device_capability(device))
+
+
+def precision_warnings(requested: str, devices: Iterable[torch.device]) -> list[str]:
+    """The distinct warning lines `requested` gives on `devices` (the workers' GPUs), in
+    order: what a command prints once before it trains, where a search's every trial would
+    otherwise repeat it."""
+    lines = (precision_for(requested, device).warning for device in devices)
+    return list(dict.fromkeys(line for line in lines if line))
 
 
 @contextlib.contextmanager

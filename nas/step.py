@@ -67,9 +67,9 @@ def make_optimizer(
     )
 
 
-def recipe_precision(config: TrainConfig, device: torch.device, *, warn: bool = True) -> Precision:
+def recipe_precision(config: TrainConfig, device: torch.device) -> Precision:
     """The precision the recipe's `precision` setting gives on `device` (`nas.precision`)."""
-    return precision_for(config.precision, device, warn=warn)
+    return precision_for(config.precision, device)
 
 
 def reapply_speed_options(optimizer: torch.optim.Optimizer) -> None:

@@ -132,7 +132,7 @@ def evaluate(
     The forward pass runs under the run's precision; loss and argmax are taken of the logits
     in float32, so the accuracy agrees with the float32 export's."""
     device = device or resolve_device(config.device)
-    precision = recipe_precision(config, device, warn=False)  # `fit` has warned
+    precision = recipe_precision(config, device)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)

@@ -15,10 +15,9 @@ from nas.config import TrainConfig
 from nas.errors import UserError
 from nas.precision import (
     Precision,
-    PrecisionWarning,
     choose_precision,
     cudnn_autotuning,
-    precision_for,
+    precision_warnings,
 )
 
 from helpers import run_in_process
@@ -75,8 +74,10 @@ def test_half_precision_asked_for_on_the_cpu_trains_in_fp32_and_says_so(requeste
         f"--precision {requested} applies to CUDA GPUs; this run is on the cpu, which trains "
         "in fp32"
     )
-    with pytest.warns(PrecisionWarning, match=f"--precision {requested} applies to CUDA"):
-        assert precision_for(requested, torch.device("cpu")).name == "fp32"
+    # two workers on the CPU: the line once, not once per device or per trial
+    cpus = [torch.device("cpu"), torch.device("cpu")]
+    assert precision_warnings(requested, cpus) == [chosen.warning]
+    assert precision_warnings("auto", cpus) == precision_warnings("fp32", cpus) == []
 
 
 def test_an_unknown_precision_is_one_sentence():
@@ -158,3 +159,17 @@ def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
         assert recipe_from(args, {}, {}).precision == expected
     with pytest.raises(UserError, match="precision must be one of auto, bf16, fp16, fp32"):
         TrainConfig(precision="half")
+
+
+def test_a_retrain_asked_for_bf16_on_the_cpu_says_so_once_and_trains_in_fp32(tmp_path):
+    from nas.cli import retrain_main
+
+    argv = ["--arch", "8 / 1 / k3 / s1 / stem8", "--dataset", "synthetic", "--subset", "32"]
+    argv += ["--epochs", "1", "--device", "cpu", "--precision", "bf16", "--out", str(tmp_path)]
+    status, out, err = run_in_process(retrain_main, argv)
+    assert status == 0, out + err
+    warning = (
+        "warning: --precision bf16 applies to CUDA GPUs; this run is on the cpu, which trains "
+        "in fp32"
+    )
+    assert err.splitlines().count(warning) == 1 and "Traceback" not in err
