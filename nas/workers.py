@@ -10,6 +10,14 @@ workers, and turns their exit statuses into one result.
 
 Exit statuses of a worker: 0 done, 2 a user error (its one sentence on stderr), 143 stopped by
 SIGTERM at a safe point.
+
+Claims:
+- `plan_devices` is `nas.devices.worker_devices` on this machine's visible GPUs: without one,
+  `auto` workers are named `cpu`; each worker's settings carry its device, with its index, and
+  its seed (the search's plus its index).
+- A plan naming a GPU that is not there is one sentence, exit status 2, nothing stored.
+- `own_device` makes a CUDA device the current GPU and does nothing for the CPU (a CPU worker
+  never touches CUDA).
 """
 
 from __future__ import annotations
