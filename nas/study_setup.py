@@ -61,28 +61,44 @@ def open_study(
             study.set_metric_names(names)
         for key, value in study_record(config, space, data, recipe).items():
             study.set_user_attr(key, value)
-        if config.warm_start and config.pareto:
-            rungs = enqueue_size_ladder(study, space, Budgets.of(config), num_classes, image_size)
-            if announce is not None and rungs:
-                announce(
-                    f"warm start: a ladder of {len(rungs)} sizes ({', '.join(rungs)}) trains "
-                    "first, so the front spans the space from the start"
-                )
         if config.warm_start:
-            queued = enqueue_reference_models(
-                study, space, Budgets.of(config), num_classes, image_size
+            warm_start(
+                study, config, space, announce or (lambda line: None), num_classes, image_size
             )
-            if announce is not None and (queued or not config.pareto):
-                announce(
-                    f"warm start: {', '.join(queued)} (the reference study's models) train "
-                    "first; --no-warm-start turns this off"
-                    if queued
-                    else f"warm start: the space {space.name} holds none of the reference "
-                    "study's models within the budget; starting from sampled candidates"
-                )
         return study
     check_resume(config, recorded, space, data, recipe)
     return study
+
+
+def warm_start(
+    study: optuna.Study,
+    config: SearchConfig,
+    space: SearchSpace,
+    announce: Callable[[str], None],
+    num_classes: int,
+    image_size: int,
+) -> None:
+    """Queue a new study's first candidates: a Pareto study's size ladder, then the reference
+    study's models the space holds within the budgets; say what was queued."""
+    budgets = Budgets.of(config)
+    if config.pareto:
+        rungs = enqueue_size_ladder(study, space, budgets, num_classes, image_size)
+        if rungs:
+            announce(
+                f"warm start: a ladder of {len(rungs)} sizes ({', '.join(rungs)}) trains "
+                "first, so the front spans the space from the start"
+            )
+    queued = enqueue_reference_models(study, space, budgets, num_classes, image_size)
+    if queued:
+        announce(
+            f"warm start: {', '.join(queued)} (the reference study's models) train first; "
+            "--no-warm-start turns this off"
+        )
+    elif not config.pareto:
+        announce(
+            f"warm start: the space {space.name} holds none of the reference study's models "
+            "within the budget; starting from sampled candidates"
+        )
 
 
 def check_resume(
