@@ -57,11 +57,11 @@ from acceptance_checks import Context, Result, arch_named, take
 from nas.arch import count_macs
 from nas.config import DataConfig, TrainConfig
 from nas.data import load_splits
-from nas.errors import DataError
+from nas.errors import DataError, UserError
 from nas.files import write_atomic
 from nas.model import build_model
 from nas.precision import precision_for
-from nas.train import fit, set_seed
+from nas.train import fit, resolve_device, set_seed
 
 HERE = Path(__file__).resolve().parent
 EPOCH_TARGET_SECONDS = 2.0  # paper-model1, one H100, batch 64, the full recipe (issue 16)
@@ -329,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cpu and not torch.cuda.is_available():
         print("error: no CUDA GPU is visible; pass --cpu for the CPU run", file=sys.stderr)
         return 2
-    device = torch.device("cpu" if args.cpu else args.device)
+    try:  # always with its index (a bare cuda is the current GPU): every check gets this one
+        device = resolve_device("cpu" if args.cpu else args.device)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     sizes = checks.CPU_SIZES if args.cpu else checks.GPU_SIZES
     started, load = time.perf_counter(), os.getloadavg()
     splits, data_note = load_data(args, sizes)
