@@ -5,7 +5,10 @@ traceback from the reader underneath; RunMetrics round-trips through metrics.jso
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,14 @@ from nas.cli import main
 from nas.config import DataConfig, TrainConfig
 from nas.errors import UserError
 from nas.retrain import retrain
-from nas.run_folder import METRICS, WEIGHTS, RunMetrics, read_metrics, write_metrics
+from nas.run_folder import (
+    METRICS,
+    WEIGHTS,
+    RunMetrics,
+    finished_metrics,
+    read_metrics,
+    write_metrics,
+)
 
 from helpers import run_in_process
 
@@ -99,3 +109,28 @@ def test_metrics_lacking_a_finished_runs_results_name_what_they_lack(tmp_path):
         read_metrics(tmp_path)
     with pytest.raises(UserError, match=str(tmp_path / METRICS)):
         RunMetrics.from_dict([1, 2], tmp_path / METRICS)
+
+
+def test_a_missing_or_unreadable_file_is_a_user_error_naming_it(run_copy):
+    import nas
+
+    (run_copy / "architecture.json").write_text('{"channels": [8, 16]')  # cut short
+    with pytest.raises(UserError, match=re.escape(str(run_copy / "architecture.json"))):
+        nas.load_model(run_copy)
+    (run_copy / WEIGHTS).unlink()
+    (run_copy / "architecture.json").unlink()
+    with pytest.raises(UserError, match="architecture.json is missing"):
+        nas.load_model(run_copy)
+    (run_copy / METRICS).unlink()
+    with pytest.raises(UserError, match=f"not a finished run folder: {METRICS} is missing"):
+        finished_metrics(run_copy)
+
+
+def test_the_run_folder_module_imports_neither_torch_nor_optuna():
+    code = (
+        "import sys, nas.run_folder; "
+        "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
