@@ -368,6 +368,16 @@ def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> 
         help=f"train on only N images, for quick runs (default: {default('all')})",
     )
     parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="N",
+        help="train on images resized to N pixels square; every cost (MACs, memory, latency) "
+        "and the exported model's input follow it (default: "
+        + ("the study's" if inherited else "the dataset's own: 32 for CIFAR, an image folder's "
+           "median side up to 224")
+        + ")",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-verify",
         action="store_true",
         help="accept CIFAR files already in --data-dir without checking their checksums",
@@ -399,11 +409,22 @@ def warn_about_precision(requested: str, device_names: Sequence[str]) -> None:
         print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
+def announce_image_size(data: DataConfig) -> DataConfig:
+    """`data` at the image size it trains at (`nas.data.choose_image_size`), printing the one
+    line that says the size and why wherever images are resized."""
+    from nas.data import choose_image_size
+
+    data, line = choose_image_size(data)
+    if line is not None:
+        print(line, flush=True)
+    return data
+
+
 def data_config_from(args: argparse.Namespace, base: dict | None = None) -> DataConfig:
     settings = dict(base or {})
-    for flag, key in (("dataset", "dataset"), ("data_dir", "data_dir"), ("subset", "subset")):
-        if getattr(args, flag) is not None:
-            settings[key] = getattr(args, flag)
+    for key in ("dataset", "data_dir", "subset", "image_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
     if args.no_verify:
         settings["verify"] = False
     return DataConfig.from_dict(settings)

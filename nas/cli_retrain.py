@@ -15,6 +15,7 @@ from nas.cli_common import (
     add_data_flags,
     add_recipe_flags,
     add_storage_flags,
+    announce_image_size,
     arch_from_text,
     data_config_from,
     format_table,
@@ -100,7 +101,7 @@ def describe_inputs(data, recipe, inherited: dict, overrides: dict, from_study: 
     split) and the recipe, naming what the command line changed from the study or preset."""
     subset = f"{data.subset:,} training images" if data.subset else "all training images"
     print(
-        f"data:   {data.dataset} in {data.data_dir}, {subset}, "
+        f"data:   {data.dataset} in {data.data_dir} at {data.image_size} px, {subset}, "
         f"{data.val_fraction:.0%} held out for validation (split seed {data.split_seed})"
         + (" (the study's)" if from_study else "")
     )
@@ -173,6 +174,7 @@ def retrain_command(args: argparse.Namespace) -> int:
         f"{recipe.epochs} epochs into {target.run_dir}",
         flush=True,
     )
+    data = announce_image_size(data)
     describe_inputs(data, recipe, target.recipe_base, overrides, target.study is not None)
     warn_about_precision(recipe.precision, [recipe.device])
     from nas.estimate import announce_retrain_cost

@@ -18,6 +18,7 @@ from nas.cli_common import (
     add_data_flags,
     add_recipe_flags,
     add_storage_flags,
+    announce_image_size,
     data_config_from,
     interactive,
     parse_count,
@@ -275,6 +276,7 @@ def search_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     warn_about_precision(recipe.precision, devices)
+    data = announce_image_size(data)
     if not args.smoke:  # the smoke run's minute needs no estimate
         from nas.estimate import announce_search_cost
 

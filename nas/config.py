@@ -157,7 +157,9 @@ def _finite(value: object) -> bool:
 class DataConfig:
     dataset: str = kept("cifar10")  # cifar10 | cifar100 | imagefolder | synthetic
     data_dir: str = "data"  # folder datasets are downloaded to / read from
-    image_size: int = kept(32)  # images are held at this many pixels square (CIFAR's native size)
+    # pixels square the images are held and trained at; None: the dataset's own, decided and said
+    # by nas.data.choose_image_size (CIFAR's 32, an image folder's median side up to 224)
+    image_size: int | None = kept(None)
     val_fraction: float = kept(0.1)  # share of the training split held out for validation (recipe)
     split_seed: int = kept(0)  # seed of the validation split: one split for all trials and retrains
     subset: int | None = kept(None)  # only this many training images (after the split); None: all
@@ -175,7 +177,8 @@ class DataConfig:
             )
         if not isinstance(self.data_dir, str) or not self.data_dir:
             raise DataError(f"data_dir must be a folder path, got {self.data_dir!r}.")
-        _require_int("image_size", self.image_size, minimum=1)
+        if self.image_size is not None:
+            _require_int("image_size", self.image_size, minimum=1)
         _require_int("split_seed", self.split_seed, minimum=0)
         _require_int("synthetic_size", self.synthetic_size, minimum=2)
         _require_int("synthetic_classes", self.synthetic_classes, minimum=2)

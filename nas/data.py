@@ -18,14 +18,17 @@ What this module claims:
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from nas.config import DataConfig
 from nas.errors import DataError
 from nas.machine import usable_cpus
-from nas.readers import read_dataset
+from nas.readers import folder_image_sizes, read_dataset
 
 # The recipe's CIFAR-10 normalisation (pixel values scaled to [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -59,8 +62,57 @@ class Splits:
         return tuple(self.train.images.shape[1:])
 
 
+def class_count(config: DataConfig) -> int | None:
+    """The dataset's number of classes from its settings alone (an image folder's class
+    folders, listed, not read); None where the folder is not there."""
+    if config.dataset in ("cifar10", "cifar100"):
+        return 10 if config.dataset == "cifar10" else 100
+    if config.dataset == "synthetic":
+        return config.synthetic_classes
+    train = Path(config.data_dir) / "train"
+    if not train.is_dir():
+        return None
+    return sum(1 for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+MAX_CHOSEN_SIZE = 224  # a folder of larger photos trains at 224 px unless --image-size says more
+NATIVE_SIZE = 32  # CIFAR's images, and the synthetic set's default
+
+
+def choose_image_size(config: DataConfig) -> tuple[DataConfig, str | None]:
+    """`config` with the image size it trains at, and the one line that says it where the
+    images are resized (None where they are not): `image_size` None means the dataset's own
+    size, CIFAR's and the synthetic set's 32 px, an image folder's median side (the smaller of
+    the median width and height, the lower middle of an even count: a size its images have)
+    up to `MAX_CHOSEN_SIZE`. An image folder is always named with its median size, so no
+    image is resized without a word."""
+    size = config.image_size
+    if config.dataset == "imagefolder":
+        sizes, files = folder_image_sizes(config.data_dir)
+        width = statistics.median_low(w for w, _ in sizes)
+        height = statistics.median_low(h for _, h in sizes)
+        found = f"{files:,} files" if files == len(sizes) else f"{len(sizes):,} of {files:,} files"
+        line = f"images: median {width}x{height} px in {found}; "
+        if size is None:
+            size = min(width, height, MAX_CHOSEN_SIZE)
+            capped = " (at most this without --image-size)" if size < min(width, height) else ""
+            line += f"training at {size} px{capped} (use --image-size to change)"
+        else:  # given by --image-size, or by the study a retrain takes its data from
+            line += f"training at {size} px"
+        return dataclasses.replace(config, image_size=size), line
+    if size is None:
+        return dataclasses.replace(config, image_size=NATIVE_SIZE), None
+    if config.dataset != "synthetic" and size != NATIVE_SIZE:
+        name = "CIFAR-10" if config.dataset == "cifar10" else "CIFAR-100"
+        return config, f"images: {name}'s 32x32 px resized to {size} px"
+    return config, None
+
+
 def load_splits(config: DataConfig) -> Splits:
-    """Load `config.dataset` into memory and split it; raises DataError for user mistakes."""
+    """Load `config.dataset` into memory and split it; raises DataError for user mistakes.
+    An `image_size` of None is chosen as `choose_image_size` does."""
+    if config.image_size is None:
+        config, _ = choose_image_size(config)
     train, test, classes = read_dataset(config)
     fixed_stats = None
     if config.dataset == "cifar10" and config.image_size == 32:

@@ -76,6 +76,10 @@ def data_shape(data: DataConfig) -> DataShape | None:
     train = total - val
     if data.subset is not None:
         train = min(train, data.subset)
+    if data.image_size is None:  # the commands choose it first; a folder's: headers only
+        from nas.data import choose_image_size
+
+        data = choose_image_size(data)[0]
     return DataShape(train, val, test, data.image_size, classes)
 
 

@@ -17,14 +17,19 @@ from dataclasses import fields
 from pathlib import Path
 
 from nas import run_folder
-from nas.arch import Architecture, count_macs, param_table
+from nas.arch import POOL_KERNEL, Architecture, count_macs, param_table
 from nas.commands import join, retrain_command
 from nas.config import EXPORT_FILES, DataConfig, TrainConfig
 from nas.export import input_contract
 from nas.run_folder import RunMetrics
 
 # What `nas retrain --arch` sets from its flags; any other setting comes from the defaults.
-DATA_FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "subset": "--subset"}
+DATA_FLAGS = {
+    "dataset": "--dataset",
+    "data_dir": "--data-dir",
+    "subset": "--subset",
+    "image_size": "--image-size",
+}
 RECIPE_FLAGS = {
     "epochs": "--epochs",
     "device": "--device",
@@ -96,7 +101,7 @@ def _architecture(arch: Architecture, metrics: RunMetrics) -> list[str]:
     return [
         "## Architecture",
         "",
-        f"`{arch.describe()}`, stem {arch.stem} channels; the full description is "
+        f"`{arch.describe()}`, {stem_words(arch)} to {arch.stem} channels; the full description is "
         f"`{run_folder.ARCHITECTURE}`. Per part, for one image:",
         "",
         "| part | output | params |",
@@ -108,6 +113,13 @@ def _architecture(arch: Architecture, metrics: RunMetrics) -> list[str]:
         f"| **total** | | **{metrics.params:,}** |",
         "",
     ]
+
+
+def stem_words(arch: Architecture) -> str:
+    """E.g. `the cifar stem (3x3, stride 1)`; the imagenet one adds `, then a 3x3 max-pool`."""
+    spec = arch.stem_spec
+    pool = f", then a {POOL_KERNEL}x{POOL_KERNEL} max-pool" if spec.pool else ""
+    return f"the {arch.stem_type} stem ({spec.kernel}x{spec.kernel}, stride {spec.stride}{pool})"
 
 
 def _data_and_split(metrics: RunMetrics) -> list[str]:

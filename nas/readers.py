@@ -15,6 +15,9 @@ What this module claims:
   write). Like torchvision, this unpickles the files: only point it at data you trust.
 - `imagefolder` reads `data_dir/train/<class>/*` and `data_dir/test/<class>/*` with PIL; any
   mode becomes RGB and any size is plainly resized (bilinear, aspect ratio not kept) to a square.
+- `folder_image_sizes(root)` reads only the headers of a folder's training images (an evenly
+  spread sample of `SIZE_SAMPLE` files in a large folder) for the size the data is trained at
+  when none is given (`nas.data.choose_image_size`).
 - `synthetic` generates a small learnable dataset, deterministic from `split_seed`.
 - Every missing, corrupt or unreadable file is a `nas.errors.DataError` whose message is one
   sentence saying how to fix it.
@@ -199,6 +202,44 @@ def _read_image_split(class_folders: dict[str, Path], classes: tuple[str, ...], 
         arrays = list(pool.map(lambda path: _read_image(path, size), paths))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(labels, dtype=torch.int64)
+
+
+SIZE_SAMPLE = 2000  # image headers read to find a folder's typical size (evenly spread)
+
+
+def folder_image_sizes(root: str | Path) -> tuple[list[tuple[int, int]], int]:
+    """(width, height) of up to `SIZE_SAMPLE` of `root/train`'s images, evenly spread over its
+    sorted files, and how many image files it holds; headers only, nothing decoded.
+    DataError where the folder or an image cannot be read."""
+    train = Path(root) / "train"
+    if not train.is_dir():
+        raise DataError(
+            f"Image folder {train} does not exist: {root} must hold train/<class>/<image> "
+            "and test/<class>/<image>."
+        )
+    files = sorted(
+        path
+        for folder in train.iterdir()
+        if folder.is_dir() and not folder.name.startswith(".")
+        for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    )
+    if not files:
+        raise DataError(f"{train} holds no images in class folders: add some.")
+    step = max(1, len(files) / SIZE_SAMPLE)
+    chosen = [files[int(index * step)] for index in range(min(len(files), SIZE_SAMPLE))]
+    with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
+        return list(pool.map(_image_header_size, chosen)), len(files)
+
+
+def _image_header_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:  # lazy: reads the header, decodes no pixel
+            return image.size
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DataError(
+            f"{path} could not be read as an image ({error}): fix or remove it."
+        ) from error
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:

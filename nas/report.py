@@ -51,7 +51,8 @@ def top_trials(trials: list[FrozenTrial], count: int = 10) -> list[FrozenTrial]:
 
 
 def _data_label(data: object) -> str:
-    """A study's data in words: `cifar10, all training images, 10 % held out (split seed 0)`."""
+    """A study's data in words: `cifar10 at 32x32 px, all training images, 10 % held out (split
+    seed 0)`: the image size is what the study's MACs, memory and latency were counted at."""
     if not isinstance(data, dict) or "dataset" not in data:
         return "not recorded"
     subset = data.get("subset")
@@ -60,7 +61,9 @@ def _data_label(data: object) -> str:
         images += f" of {data.get('synthetic_size', '?')} generated"
     held_out = data.get("val_fraction")
     split = f", {held_out:.0%} held out for validation" if isinstance(held_out, float) else ""
-    return f"{data['dataset']}, {images}{split} (split seed {data.get('split_seed', 0)})"
+    size = data.get("image_size")
+    at = f" at {size}x{size} px" if isinstance(size, int) else ""
+    return f"{data['dataset']}{at}, {images}{split} (split seed {data.get('split_seed', 0)})"
 
 
 def _recipe_label(recipe: object) -> str:

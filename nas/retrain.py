@@ -103,6 +103,7 @@ def retrain(
         return RetrainResult(done, reused=True)
     device = resolve_device(recipe.device)  # refuse an unusable device before writing anything
     splits = load_splits(data)
+    data = dataclasses.replace(data, image_size=splits.image_shape[-1])  # as metrics.json says
     if arch.num_classes != splits.num_classes:  # e.g. a CIFAR-10 preset trained on CIFAR-100
         arch = dataclasses.replace(arch, num_classes=splits.num_classes)
     prepare_run_dir(run_dir, arch, fresh)

@@ -26,6 +26,7 @@ Claims:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from nas.budgets import Budgets
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.cost_table import format_cost
-from nas.data import Splits, load_splits
+from nas.data import Splits, class_count, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective
 from nas.space import SearchSpace
@@ -129,9 +130,9 @@ def prepare_study(
     is loaded before the study is touched, so a missing dataset leaves the store as it was."""
     check_url(config.storage)
     space = SearchSpace.resolve(config.space)
-    # refused before the data loads where even a one-class head is over the parameter budget;
-    # the exact check (the data's classes, MACs at its image size) follows the loading
-    check_feasible(space, config.budget, 1, None, 0)
+    # the parameter budget, refused before the data loads (a folder's classes are counted from
+    # its folders, one where it is missing); MACs at the data's image size follow the loading
+    check_feasible(space, config.budget, class_count(data) or 1, None, 0)
     resolve_device(recipe.device)  # refuse an unusable device before anything is stored
     if Budgets.of(config).latency_measured:  # the same for the latency device
         try:
@@ -140,6 +141,7 @@ def prepare_study(
             raise UserError(f"--latency-device: {error}") from None
     splits = splits or load_splits(data)
     size = splits.image_shape[-1]
+    data = dataclasses.replace(data, image_size=size)  # the study records the size it trains at
     check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
     study = open_study(
         config, space, data, recipe, announce, num_classes=splits.num_classes, image_size=size

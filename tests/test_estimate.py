@@ -82,10 +82,11 @@ def test_data_sizes_are_counted_as_load_splits_makes_them(tmp_path):
             for index in range(count):
                 Image.new("RGB", (8, 8)).save(folder / split / name / f"{index}.png")
     images = DataConfig(dataset="imagefolder", data_dir=str(folder), image_size=8)
-    for config in (synthetic, images):
+    # no size given: the folder's own 8 px, read from the headers as the loading does
+    for config in (synthetic, images, replace(images, image_size=None)):
         splits = load_splits(config)
         assert data_shape(config) == DataShape(
-            len(splits.train), len(splits.val), len(splits.test), config.image_size,
+            len(splits.train), len(splits.val), len(splits.test), splits.image_shape[-1],
             splits.num_classes,
         )  # fmt: skip
     assert data_shape(DataConfig()) == DataShape(45_000, 5_000, 10_000, 32, 10)

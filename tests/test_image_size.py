@@ -1,0 +1,181 @@
+"""Images at their own size (issue 25), end to end in this process: a folder of 64-px PNGs
+searched with `--image-size 64` and retrained, exported and predicted at 64 px; a folder of
+96-px PNGs searched without the flag says once which size it trains at and why; the size a
+study was created with is kept on resume. Smoke-sized: the tiny space, a few trials, 1 epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+import nas
+from nas.arch import Architecture, count_macs
+from nas.cli import main
+from nas.data import DataConfig, choose_image_size, load_splits
+from nas.model import build_model
+from nas.records import ARCHITECTURE, DATASET, macs_of
+
+from helpers import hook_counted_macs, run_in_process
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "search_spaces" / "tiny.yaml")
+CLASSES = ("dark", "light")
+
+
+def write_folder(root: Path, size: tuple[int, int], train: int = 12, test: int = 4) -> Path:
+    """An image folder of two classes told apart by brightness, every PNG `size` (w, h)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                level = 60 + 120 * label
+                pixels = rng.integers(level - 40, level + 40, (size[1], size[0], 3))
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def search_argv(data_dir: Path, store: Path, *extra: str) -> list[str]:
+    return [
+        "search", "--dataset", "imagefolder", "--data-dir", str(data_dir), "--space", TINY,
+        "--budget", "20000", "--trials", "2", "--epochs", "1", "--batch-size", "8",
+        "--augment", "none", "--device", "cpu", "--storage", f"sqlite:///{store}",
+        "--study", "s", "--no-warm-start", "--sampler", "random", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def searched_64(tmp_path_factory) -> tuple[Path, Path, str]:
+    root = tmp_path_factory.mktemp("px64")
+    data_dir = write_folder(root / "data", (64, 64))
+    store = root / "s.db"
+    status, out, err = run_in_process(main, search_argv(data_dir, store, "--image-size", "64"))
+    assert status == 0, err
+    return root, store, out
+
+
+def test_a_search_at_64_px_records_64_on_the_study_and_its_trials_macs(searched_64):
+    _, store, out = searched_64
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{store}")
+    assert study.user_attrs[DATASET]["image_size"] == 64
+    trained = [t for t in study.trials if ARCHITECTURE in t.user_attrs]
+    assert len(trained) >= 2
+    for trial in trained:
+        arch = Architecture.from_json(trial.user_attrs[ARCHITECTURE])
+        # counted from the built model's own layers as a 64-px image runs through it
+        assert macs_of(trial) == hook_counted_macs(build_model(arch), 64)
+        assert macs_of(trial) != count_macs(arch, 32)
+    # the folder's size is said, with the size it trains at
+    assert "images: median 64x64 px in 24 files; training at 64 px" in out.splitlines()
+
+
+def test_a_resume_at_another_size_is_refused_in_one_sentence(searched_64):
+    root, store, _ = searched_64
+    argv = search_argv(root / "data", store, "--image-size", "32", "--trials", "3")
+    status, _, err = run_in_process(main, argv)
+    assert status == 2
+    assert "image_size = 64, not 32" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_the_retrain_export_and_predict_work_at_the_study_s_64_px(searched_64):
+    root, store, _ = searched_64
+    run_dir = root / "run"
+    argv = ["retrain", "--study", "s", "--storage", f"sqlite:///{store}", "--epochs", "1"]
+    status, out, err = run_in_process(main, [*argv, "--device", "cpu", "--out", str(run_dir)])
+    assert status == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["dataset"]["image_size"] == 64  # taken from the study: no flag given
+    arch = Architecture.from_json((run_dir / "architecture.json").read_text())
+    card = (run_dir / "MODEL.md").read_text()
+    assert "for 64x64 RGB images" in card
+    assert f"| MACs per image | {count_macs(arch, 64):,} " in card
+    assert "float32 (N, 3, 64, 64)" in card
+    assert "--image-size" not in card  # a study's rebuild takes the size from the study
+
+    status, out, err = run_in_process(main, ["export", str(run_dir), "--format", "onnx"])
+    assert status == 0, err
+    import onnx
+
+    model = onnx.load(str(run_dir / "model.onnx"))
+    shape = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert shape == ["batch", 3, 64, 64]
+    meta = {entry.key: entry.value for entry in model.metadata_props}
+    assert meta["nas.image_size"] == "64" and "(N, 3, 64, 64)" in meta["nas.input"]
+    assert "(N, 3, 64, 64)" in out  # the export says its input contract
+    # checked here too, independently of nas.export: onnxruntime on the run's 64-px test
+    # images against the original model with metrics.json's normalisation
+    import onnxruntime
+
+    test = load_splits(DataConfig.from_dict(metrics["dataset"])).test.images
+    assert test.shape[1:] == (3, 64, 64)
+    inputs = test.to(torch.float32) / 255
+    mean = torch.tensor(metrics["normalization"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(metrics["normalization"]["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = nas.load_model(run_dir)((inputs - mean) / std).numpy()
+    session = onnxruntime.InferenceSession(str(run_dir / "model.onnx"))
+    exported = session.run(None, {"images": inputs.numpy()})[0]
+    assert np.abs(exported - expected).max() <= 1e-4
+
+    # predict resizes any image to the run's 64 px: a 64-px test image and a 100x80 one
+    big = root / "big.png"
+    Image.fromarray(np.full((80, 100, 3), 200, dtype=np.uint8)).save(big)
+    small = next((root / "data" / "test" / "light").iterdir())
+    status, out, err = run_in_process(main, ["predict", str(run_dir), str(small), str(big)])
+    assert status == 0, err
+    assert str(big) in out and str(small) in out
+
+
+def test_a_96_px_folder_without_the_flag_says_once_which_size_it_trains_at(tmp_path):
+    data_dir = write_folder(tmp_path / "data", (96, 96), train=6, test=2)
+    store = tmp_path / "s.db"
+    status, out, err = run_in_process(main, search_argv(data_dir, store, "--trials", "1"))
+    assert status == 0, err
+    said = [line for line in out.splitlines() if "training at" in line]
+    assert said == [
+        "images: median 96x96 px in 12 files; training at 96 px (use --image-size to change)"
+    ]
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{store}")
+    assert study.user_attrs[DATASET]["image_size"] == 96
+
+
+@pytest.mark.parametrize(
+    "sizes, expected",
+    [
+        ([(96, 96)] * 3 + [(500, 400)], 96),  # the median, not the mean: one big photo
+        ([(40, 36), (32, 32), (40, 36), (32, 32)], 32),  # an even count: the lower middle
+        ([(640, 480)] * 5, 224),  # large photos are trained at 224 px at most
+        ([(28, 28)] * 2, 28),
+    ],
+)
+def test_a_folder_is_trained_at_its_median_size_up_to_224(tmp_path, sizes, expected):
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        folder = root / split / "only"
+        folder.mkdir(parents=True)
+        for index, size in enumerate(sizes):
+            Image.new("RGB", size).save(folder / f"{index}.png")
+    chosen, line = choose_image_size(DataConfig(dataset="imagefolder", data_dir=str(root)))
+    assert chosen.image_size == expected
+    assert f"training at {expected} px" in line
+
+
+def test_cifar_stays_at_32_and_an_explicit_size_is_kept():
+    chosen, line = choose_image_size(DataConfig(dataset="cifar10"))
+    assert chosen.image_size == 32 and line is None
+    chosen, line = choose_image_size(DataConfig(dataset="synthetic", image_size=48))
+    assert chosen.image_size == 48 and line is None
