@@ -7,6 +7,11 @@ What this module claims:
 - `load_splits(config)` returns train / val / test as in-memory uint8 tensors (N, 3, S, S) at
   `config.image_size`, class names, and the per-channel mean/std used for normalisation. Each
   dataset is read from disk (or generated) by `nas.readers`, which says what it claims there.
+- Owns the image size a run trains at when none is given (`choose_image_size`): 32 px for CIFAR
+  and the synthetic set; for an image folder the smaller of its median width and height (the
+  lower middle of an even count, so a size its images have), at most `MAX_CHOSEN_SIZE`; the
+  line it returns names a folder's median size and the size chosen, and CIFAR at another size
+  says it is resized, so no command resizes images without a word.
 - CIFAR-10 is normalised with the recipe's constants; every other dataset with statistics computed
   from its training portion (after the validation split, before `subset`, so trimming the data
   for a quick search does not change the normalisation).

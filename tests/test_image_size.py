@@ -80,6 +80,9 @@ def test_a_search_at_64_px_records_64_on_the_study_and_its_trials_macs(searched_
         assert macs_of(trial) != count_macs(arch, 32)
     # the folder's size is said, with the size it trains at
     assert "images: median 64x64 px in 24 files; training at 64 px" in out.splitlines()
+    # the report the search wrote names the size its costs were counted at
+    report = next(line.split()[-1] for line in out.splitlines() if line.startswith("report"))
+    assert "imagefolder at 64x64 px" in Path(report).read_text()
 
 
 def test_a_resume_at_another_size_is_refused_in_one_sentence(searched_64):
@@ -179,3 +182,6 @@ def test_cifar_stays_at_32_and_an_explicit_size_is_kept():
     assert chosen.image_size == 32 and line is None
     chosen, line = choose_image_size(DataConfig(dataset="synthetic", image_size=48))
     assert chosen.image_size == 48 and line is None
+    # CIFAR at another size than its own: said, not silent
+    chosen, line = choose_image_size(DataConfig(dataset="cifar100", image_size=64))
+    assert chosen.image_size == 64 and line == "images: CIFAR-100's 32x32 px resized to 64 px"
