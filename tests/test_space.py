@@ -10,7 +10,8 @@ import pytest
 
 from nas.arch import PRESETS, count_params
 from nas.cli import main
-from nas.space import SearchSpace, SpaceError
+from nas.space import SearchSpace
+from nas.space_format import SpaceError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET = ROOT / "search_spaces" / "resnet.yaml"
