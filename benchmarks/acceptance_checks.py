@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nas.arch import PRESETS, Architecture
+from nas.arch import Architecture
 from nas.augment import (
     AugmentDraws,
     augment_batch,
@@ -38,6 +38,7 @@ from nas.precision import (
     cudnn_autotuning,
     device_capability,
 )
+from nas.presets import PRESETS
 from nas.step import TrainingStep, make_optimizer
 from nas.train import set_seed, synchronize
 

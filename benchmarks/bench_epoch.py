@@ -41,7 +41,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from nas.arch import PRESETS, Architecture, count_params
+from nas.arch import Architecture, count_params
 from nas.augment import BatchAugmenter, normalize_batch
 from nas.batches import memory_format
 from nas.config import DataConfig, TrainConfig
@@ -50,6 +50,7 @@ from nas.device_memory import MAX_CHUNK
 from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
+from nas.presets import PRESETS
 from nas.step import TrainingStep, float_logits, make_optimizer, recipe_precision
 from nas.train import fit, resolve_device, set_seed
 

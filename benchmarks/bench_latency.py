@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from nas.arch import PRESETS, Architecture, count_macs, count_params
+from nas.arch import Architecture, count_macs, count_params
 from nas.config import TrainConfig
 from nas.costs import (
     MB,
@@ -49,6 +49,7 @@ from nas.costs import (
 from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.precision import precision_for
+from nas.presets import PRESETS
 from nas.space import SearchSpace
 from nas.step import TrainingStep, make_optimizer
 

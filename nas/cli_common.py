@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.arch import PRESETS, Architecture
+from nas.arch import Architecture
 from nas.config import (
     AUGMENTATIONS,
     DATASETS,
@@ -27,6 +27,7 @@ from nas.config import (
 )
 from nas.config_search import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV
 from nas.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
+from nas.presets import PRESETS
 
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKmMgG]?)\s*$")
 
@@ -242,7 +243,7 @@ def arch_from_text(text: str) -> tuple[Architecture, str, dict[str, Any]]:
     """`--arch`: a preset's name, an architecture JSON file, or the printed form
     (`64,128,128,256/5,4,3,2/k3/s3`). Returns the architecture, a name for its run folder, and
     the preset's recipe (empty for the other two)."""
-    from nas.arch import PRESET_RECIPES
+    from nas.presets import PRESET_RECIPES
 
     if text in PRESETS:
         return PRESETS[text], text, dict(PRESET_RECIPES.get(text, {}))

@@ -19,12 +19,13 @@ from typing import Any
 import optuna
 
 from nas import __version__, records
-from nas.arch import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY, count_macs, count_params
+from nas.arch import count_macs, count_params
 from nas.budgets import Budgets
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.cost_table import COSTS
 from nas.errors import UserError
+from nas.presets import PRESET_RECIPES, PRESETS, REPORTED_ACCURACY
 from nas.samplers import make_pruner, make_sampler
 from nas.settings import kept_values
 from nas.space import SearchSpace

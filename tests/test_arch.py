@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.arch import PRESETS, Architecture, count_macs, count_params, param_table
+from nas.arch import Architecture, count_macs, count_params, param_table
+from nas.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,11 +122,11 @@ def test_macs_of_paper_model1_match_the_reference_estimate():
     assert gflop_per_training_image == pytest.approx(4.70, abs=0.01)
 
 
-def test_arch_space_and_files_import_neither_torch_nor_optuna():
+def test_arch_presets_space_and_files_import_neither_torch_nor_optuna():
     # a fresh interpreter: this one has imported torch and optuna long ago
     code = (
         "import sys\n"
-        "import nas.arch, nas.space, nas.files\n"
+        "import nas.arch, nas.presets, nas.space, nas.space_format, nas.files\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optuna')))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

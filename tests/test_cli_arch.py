@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.arch import PRESETS, Architecture
+from nas.arch import Architecture
 from nas.cli import main, parse_count
+from nas.presets import PRESETS
 from nas.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +155,8 @@ def test_params_takes_the_printed_form_pasted_from_the_search(capsys):
 
 
 def test_every_final_model_of_the_reference_study_is_a_preset_with_its_recipe():
-    from nas.arch import PRESET_RECIPES, REPORTED_ACCURACY, count_params
+    from nas.arch import count_params
+    from nas.presets import PRESET_RECIPES, REPORTED_ACCURACY
 
     assert sorted(REPORTED_ACCURACY) == [f"paper-model{n}" for n in range(1, 7)]
     assert PRESETS["paper-model4"] == PRESETS["paper-model1"]
@@ -206,7 +208,7 @@ def test_a_retrain_takes_a_printed_architecture_and_records_the_recipe_it_was_gi
 
 
 def test_a_preset_brings_its_recipe_and_a_flag_overrides_it(tmp_path, capsys, monkeypatch):
-    from nas.arch import PRESET_RECIPES
+    from nas.presets import PRESET_RECIPES
 
     monkeypatch.setitem(PRESETS, "tiny-sgd", Architecture((8, 8), (1, 1), stem=8))
     monkeypatch.setitem(PRESET_RECIPES, "tiny-sgd", {"optimizer": "sgd", "momentum": 0.9})

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.arch import PRESETS, Architecture, count_params
+from nas.arch import Architecture, count_params
 from nas.cli import main
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
@@ -31,6 +31,7 @@ from nas.estimate import (
     time_training_step,
     trained_so_far,
 )
+from nas.presets import PRESETS
 from nas.search import open_study
 from nas.space import SearchSpace
 

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             | {"cost_table"}
         ),
     ),
-    ("architecture and space", frozenset({"arch", "space", "space_format"})),
+    ("architecture and space", frozenset({"arch", "presets", "space", "space_format"})),
     (
         "model, data, training and the store",
         frozenset(

@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
-from nas.arch import PRESETS, STEMS, Architecture, count_macs, count_params, param_table
+from nas.arch import STEMS, Architecture, count_macs, count_params, param_table
 from nas.model import build_model
+from nas.presets import PRESETS
 
 from helpers import hook_counted_macs
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.arch import PRESETS, count_params
+from nas.arch import count_params
 from nas.cli import main
+from nas.presets import PRESETS
 from nas.space import SearchSpace
 from nas.space_format import SpaceError
 
