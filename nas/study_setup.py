@@ -3,14 +3,19 @@ directions, sampler and pruner, its records (`records.BUDGET`, `BUDGETS`, `OBJEC
 space text, data, recipe, tool version), the warm start with the reference models, and the
 refusal of a resume whose trials would not compare with the study's.
 
-Claims: a study created with some budgets, objective, space or kept data/recipe setting is never
-resumed with others (one sentence naming the difference, and nothing stored changes); a study of
-the earlier version (parameter budget only, accuracy objective) resumes with those.
+Claims:
+- Of several processes opening a new study at once (machines sharing a store), one creates it
+  and writes its record and warm start; the others wait until the record is complete and resume
+  it (a record is never read half-written); a record its creator never finished is written.
+- A study created with some budgets, objective, space or kept data/recipe setting is never
+  resumed with others (one sentence naming the difference, and nothing stored changes).
+- A study of the earlier version (parameter budget only, accuracy objective) resumes with those.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,6 +36,9 @@ from nas.settings import kept_values
 from nas.space import SearchSpace
 from nas.storage import open_storage
 
+RECORD_WAIT_SECONDS = 60.0  # how long a resume waits for a study's creator to finish its record
+RECORD_POLL_SECONDS = 0.2  # how often it looks
+
 
 def open_study(
     config: SearchConfig,
@@ -41,21 +49,34 @@ def open_study(
     *,
     num_classes: int,
     image_size: int,
+    record_wait: float = RECORD_WAIT_SECONDS,
 ) -> optuna.Study:
     """Create the study or resume it, refusing a resume whose trials would not compare.
-    `num_classes` and `image_size` are the loaded data's: the warm start's costs depend on them."""
+    `num_classes` and `image_size` are the loaded data's: the warm start's costs depend on them.
+    A study another process is creating is read once its record is complete (at most
+    `record_wait` seconds; after that its creator is taken for dead and the record written)."""
     storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
-    study = optuna.create_study(
-        study_name=config.study,
-        storage=storage,
-        sampler=make_sampler(config.sampler, config.seed, config.trials),
-        # Optuna cannot prune a study of several objectives
-        pruner=make_pruner("none" if config.pareto else config.pruner, recipe.epochs),
-        directions=["maximize", "minimize"] if config.pareto else ["maximize"],
-        load_if_exists=True,
-    )
-    recorded = study.user_attrs
-    if records.BUDGET not in recorded:
+    sampler = make_sampler(config.sampler, config.seed, config.trials)
+    # Optuna cannot prune a study of several objectives
+    pruner = make_pruner("none" if config.pareto else config.pruner, recipe.epochs)
+    try:
+        # the store's unique study name makes exactly one process the creator, even when
+        # several machines start at once; only the creator writes the record and the warm start
+        study = optuna.create_study(
+            study_name=config.study,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=["maximize", "minimize"] if config.pareto else ["maximize"],
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(
+            study_name=config.study, storage=storage, sampler=sampler, pruner=pruner
+        )
+        created = False
+    recorded = study.user_attrs if created else _wait_for_record(study, record_wait)
+    if records.BUDGET not in recorded:  # ours to write: new, or its creator died mid-record
         names = [records.METRIC_NAME, config.minimize] if config.pareto else [records.METRIC_NAME]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -69,6 +90,17 @@ def open_study(
         return study
     check_resume(config, recorded, space, data, recipe)
     return study
+
+
+def _wait_for_record(study: optuna.Study, seconds: float) -> dict[str, Any]:
+    """The study's attributes once its creator has written the whole record (`records.BUDGET`
+    comes last), or as they are after `seconds` (a creator killed mid-record never finishes)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        recorded = study.user_attrs
+        if records.BUDGET in recorded or time.monotonic() >= deadline:
+            return recorded
+        time.sleep(RECORD_POLL_SECONDS)
 
 
 def warm_start(
@@ -258,7 +290,6 @@ def study_record(
 ) -> dict[str, Any]:
     """Everything a retrain needs besides the study name."""
     return {
-        records.BUDGET: config.budget,
         records.BUDGETS: Budgets.of(config).to_dict(),
         records.OBJECTIVE: _objective_record(config),
         records.SPACE_FILE: config.space,
@@ -267,4 +298,6 @@ def study_record(
         records.RECIPE: recipe.to_dict(),
         records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
         records.TOOL_VERSION: __version__,
+        # last: a process that finds BUDGET recorded finds the whole record (open_study)
+        records.BUDGET: config.budget,
     }

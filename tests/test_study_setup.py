@@ -3,6 +3,7 @@ tool wrote them: created here through Optuna itself, with the attributes those v
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ from nas.config_search import SearchConfig
 from nas.errors import UserError
 from nas.search import open_study
 from nas.space import SearchSpace
+from nas.study_setup import study_record
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48)
@@ -50,3 +52,44 @@ def test_a_study_of_the_earlier_version_resumes_with_its_budget_and_objective(tm
     other = SearchConfig(space=str(TINY), budget=8000, storage=url, study="old", objective="pareto")
     with pytest.raises(UserError, match="was created with"):
         open_study(other, space, DATA, RECIPE, num_classes=10, image_size=32)
+
+
+def a_record_without_its_budget(url: str, seed: int) -> optuna.Study:
+    """A study as its creator leaves it midway through its record: every attribute but the
+    budget, which `study_record` writes last (the creator's sampler seed `seed` tells it apart)."""
+    study = optuna.create_study(study_name="new", storage=url, direction="maximize")
+    creator = SearchConfig(space=str(TINY), budget=8000, storage=url, study="new", seed=seed)
+    record = study_record(creator, SearchSpace.load(TINY), DATA, RECIPE)
+    for key, value in record.items():
+        if key != records.BUDGET:
+            study.set_user_attr(key, value)
+    return study
+
+
+def test_a_study_another_process_is_recording_is_resumed_once_its_record_is_complete(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = a_record_without_its_budget(url, seed=7)
+    finish = threading.Timer(1.0, study.set_user_attr, (records.BUDGET, 8000))
+    finish.start()
+    try:
+        config = SearchConfig(space=str(TINY), budget=8000, storage=url, study="new", seed=0)
+        opened = open_study(
+            config, SearchSpace.load(TINY), DATA, RECIPE, num_classes=10, image_size=32
+        )
+    finally:
+        finish.join()
+    # resumed the creator's record: its seed, not this process's, and nothing written over it
+    assert opened.user_attrs[records.SEARCH]["seed"] == 7
+    assert opened.user_attrs[records.BUDGET] == 8000
+
+
+def test_a_record_whose_creator_died_midway_is_written_by_the_next_run(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    a_record_without_its_budget(url, seed=7)
+    config = SearchConfig(space=str(TINY), budget=8000, storage=url, study="new", seed=0)
+    opened = open_study(
+        config, SearchSpace.load(TINY), DATA, RECIPE, num_classes=10, image_size=32,
+        record_wait=0.3,
+    )  # fmt: skip
+    assert opened.user_attrs[records.BUDGET] == 8000
+    assert opened.user_attrs[records.SEARCH]["seed"] == 0  # this run's record
