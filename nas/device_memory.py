@@ -57,11 +57,13 @@ class DataPlan:
         if self.resident:
             where = f"on {device}, augmented in chunks of {self.chunk:,}"
             return f"data: {count:,} images ({size}) {where}"
-        host = "pinned host memory" if pinned else "host memory"
+        # only each chunk is pinned on its way up: pinning the whole split would need a second
+        # host copy of it
+        through = " through pinned memory" if pinned else ""
         free = f" ({_size(self.free_bytes)} free)" if self.free_bytes is not None else ""
         return (
-            f"data: {count:,} images ({size}) too large for {device}{free}: kept in {host}, "
-            f"uploaded per chunk of {self.chunk:,}"
+            f"data: {count:,} images ({size}) too large for {device}{free}: kept in host "
+            f"memory, uploaded per chunk of {self.chunk:,}{through}"
         )
 
 

@@ -33,8 +33,8 @@ def test_100k_images_at_224_px_stay_on_the_host_of_a_16_gb_card():
     plan = plan_data(T4_FREE, batch_size=64, **LARGE)
     assert (plan.resident, plan.chunk) == (False, 15 * 64)
     assert plan.describe(100_000, 150_528, "cuda:0", pinned=True) == (
-        "data: 100,000 images (15.1 GB) too large for cuda:0 (15.0 GB free): kept in pinned "
-        "host memory, uploaded per chunk of 960"
+        "data: 100,000 images (15.1 GB) too large for cuda:0 (15.0 GB free): kept in host "
+        "memory, uploaded per chunk of 960 through pinned memory"
     )
 
 
