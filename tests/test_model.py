@@ -89,6 +89,20 @@ def test_the_param_table_shapes_are_the_built_model_s(stem_type, image_size):
     assert [shape for _, shape, _ in param_table(arch, image_size)][:-1] == shapes
 
 
+@pytest.mark.parametrize("image_size", [224, 64])
+def test_the_imagenet_stem_resnet18_layout_counts_as_torchvision_s_resnet18(image_size):
+    # an implementation we did not write: torchvision's ResNet-18 has the imagenet stem, 1x1
+    # projection shortcuts and basic blocks; its numel and hook-counted MACs are the reference
+    import torchvision  # a dependency of nas (its CIFAR readers)
+    reference = torchvision.models.resnet18(weights=None)
+    arch = Architecture(
+        (64, 128, 256, 512), (2, 2, 2, 2), skip_kernel=1, stem=64, num_classes=1000,
+        stem_type="imagenet",
+    )  # fmt: skip
+    assert count_params(arch) == parameter_total(reference) == 11_689_512
+    assert count_macs(arch, image_size) == hook_counted_macs(reference, image_size)
+
+
 def test_the_imagenet_stem_is_a_strided_7x7_convolution_and_a_max_pool():
     arch = Architecture((8,), (1,), stem=16, stem_type="imagenet")
     stem = build_model(arch).stem
