@@ -173,9 +173,11 @@ def check_resume(
         for key, value in now.items():
             # a setting the earlier version did not record compares equal to its default
             if key in before and before[key] != value:
+                # a folder's size may have been chosen, not given: name the flag that keeps it
+                flags = f" (--image-size {before[key]})" if key == "image_size" else ""
                 raise UserError(
                     f"study {config.study!r} was created with {key} = {before[key]!r}, not "
-                    f"{value!r}; repeat the original flags to resume, or {how}"
+                    f"{value!r}; repeat the original flags{flags} to resume, or {how}"
                 )
 
 

@@ -91,6 +91,7 @@ def test_a_resume_at_another_size_is_refused_in_one_sentence(searched_64):
     status, _, err = run_in_process(main, argv)
     assert status == 2
     assert "image_size = 64, not 32" in err and len(err.strip().splitlines()) == 1
+    assert "(--image-size 64)" in err
     assert "Traceback" not in err
 
 
