@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from nas.cli_common import count_of, positive_float, positive_int
-from nas.config_search import MINIMIZABLE, OBJECTIVES, SearchConfig
-from nas.cost_table import COSTS
+from nas.config_search import OBJECTIVES, SearchConfig
+from nas.cost_table import COSTS, MINIMIZABLE
 
 
 def add_budget_flags(parser: argparse.ArgumentParser) -> None:

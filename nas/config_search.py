@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nas.cost_table import COSTS
+from nas.cost_table import COSTS, MINIMIZABLE
 from nas.errors import UserError
 
 DEFAULT_STUDY = "nas"
@@ -22,7 +22,6 @@ MAX_STUDY_NAME = 200  # characters: the report is written to a file named after 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 OBJECTIVES = ("accuracy", "pareto")  # --objective
-MINIMIZABLE = ("params", "macs", "latency")  # what --objective pareto may lower (--minimize)
 LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device (cuda:N too)
 
 

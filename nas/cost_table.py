@@ -46,6 +46,8 @@ class Cost:
     budget_word: str  # before "budget": a parameter budget, no MAC budget
     axis: str  # a figure's axis title
     number: Callable[[float], str]  # the number alone: `21,162`, `41.3M`, `2.31`, `212.4`
+    minimizable: bool = True  # a Pareto search may lower it (--minimize); memory is estimated
+    # on the CPU, where a Pareto search would lower the estimate, not the cost
 
     @property
     def dest(self) -> str:
@@ -125,10 +127,12 @@ COSTS: dict[str, Cost] = {
             budget_word="memory",
             axis="training-step memory (MB)",
             number=_one_decimal,
+            minimizable=False,
         ),
     )
 }
 NAMES = tuple(COSTS)  # every cost, in the order tables and records list them
+MINIMIZABLE = tuple(name for name, cost in COSTS.items() if cost.minimizable)  # --minimize
 
 
 def format_cost(name: str, value: float) -> str:

@@ -40,6 +40,15 @@ def test_each_rows_flag_value_becomes_that_costs_budget(name):
     assert budgets.to_dict()[COSTS[name].key] == limit  # ... and the key the study records
 
 
+def test_a_pareto_search_may_lower_every_cost_but_the_estimated_memory():
+    status, out, _ = run_in_process(main, ["search", "--help"])
+    assert status == 0 and "{params,macs,latency}" in out  # --minimize's choices
+    status, _, err = run_in_process(
+        main, ["search", "--objective", "pareto", "--minimize", "memory"]
+    )
+    assert status == 2 and "invalid choice: 'memory'" in err
+
+
 def test_the_table_keys_are_the_records_keys():
     assert [COSTS[n].key for n in NAMES] == [
         records.PARAMS, records.MACS, records.LATENCY_MS, records.MEMORY_MB
