@@ -97,6 +97,13 @@ def build_parser() -> Parser:
         help="a built-in space's name or a YAML file (default: %(default)s)",
     )
     space.add_argument("--list", action="store_true", help="list the built-in spaces")
+    space.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="count MACs on N-pixel square images (default: %(default)s)",
+    )
     space.add_argument("--budget", type=parse_count, help="estimate the share under this budget")
     space.add_argument(
         "--samples",
@@ -173,6 +180,16 @@ def space_command(args: argparse.Namespace) -> int:
     print(f"distinct architectures: {space.size():,} (parameters with a {classes}-class head)")
     print(f"smallest: {count_params(smallest):,} parameters  ({smallest.describe()})")
     print(f"largest:  {count_params(largest):,} parameters  ({largest.describe()})")
+    size = args.image_size
+
+    def macs(arch) -> int:
+        return count_macs(arch, size)
+
+    for word, arch in (
+        ("fewest", space.smallest(classes, macs)),
+        ("most", space.largest(classes, macs)),
+    ):
+        print(f"{word} MACs per {size}x{size} image: {macs(arch) / 1e6:,.1f}M  ({arch.describe()})")
     if args.budget is not None:
         share = space.fraction_under(args.budget, classes, samples=args.samples)
         print(

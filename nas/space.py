@@ -234,9 +234,12 @@ class SearchSpace:
             num_classes,
         )
 
-    def largest(self, num_classes: int) -> Architecture:
-        """The architecture with the most parameters the space allows."""
-        return max(self._extremes(max, num_classes), key=count_params)
+    def largest(
+        self, num_classes: int, by: Callable[[Architecture], int] = count_params
+    ) -> Architecture:
+        """The architecture with the most parameters the space allows (or the most of another
+        cost `by` that grows with every width, block count and kernel size)."""
+        return max(self._extremes(max, num_classes), key=by)
 
     def size(self) -> int:
         """Number of distinct parameter combinations (architectures) the space holds."""

@@ -57,6 +57,13 @@ def test_space_summary_counts_and_estimates(capsys):
     assert "distinct architectures: 1,008" in out
     assert "smallest: 1,490 parameters" in out
     assert "under a budget of 20,000" in out
+    # MACs at the size asked for. tiny's cheapest by hand, at 64 px: stem 3*8*9*64^2 = 884,736;
+    # layer 1 two 8->8 2x2 convs 2*256*64^2 = 2,097,152; layer 2 at 32 px two convs
+    # 2*256*32^2 = 524,288 and a 1x1 projection 64*32^2 = 65,536; head 80: 3,571,792
+    assert main(["space", space_file, "--image-size", "64"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "fewest MACs per 64x64 image: 3.6M  (8,8 / 1,1 / k2 / s1 / stem8)" in out
+    assert "most MACs per 64x64 image: 53.4M  (16,16,16 / 2,2,2 / k3 / s3 / stem8)" in out
 
 
 def test_the_space_list_names_each_built_in_space_and_what_it_is_for(capsys):

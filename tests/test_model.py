@@ -94,6 +94,7 @@ def test_the_imagenet_stem_resnet18_layout_counts_as_torchvision_s_resnet18(imag
     # an implementation we did not write: torchvision's ResNet-18 has the imagenet stem, 1x1
     # projection shortcuts and basic blocks; its numel and hook-counted MACs are the reference
     import torchvision  # a dependency of nas (its CIFAR readers)
+
     reference = torchvision.models.resnet18(weights=None)
     arch = Architecture(
         (64, 128, 256, 512), (2, 2, 2, 2), skip_kernel=1, stem=64, num_classes=1000,

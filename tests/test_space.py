@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.arch import count_params
+from nas.arch import count_macs, count_params
 from nas.cli import main
 from nas.presets import PRESETS
 from nas.space import SearchSpace
@@ -82,9 +82,16 @@ def test_a_searched_stem_type_is_a_parameter_and_extremes_cover_both_stems(tmp_p
         "conv_kernel": [3],
         "skip_kernel": [1],
     }
-    counts = set()
+    counts, macs = set(), set()
     for combo in itertools.product(*values.values()):
-        counts.add(count_params(space.from_params(dict(zip(values, combo)), 10)))
+        arch = space.from_params(dict(zip(values, combo)), 10)
+        counts.add(count_params(arch))
+        macs.add(count_macs(arch, 64))
+    # by MACs too (64 px): the fewest are the imagenet stem's, the most the cifar stem's
+    by_macs = lambda a: count_macs(a, 64)  # noqa: E731
+    assert count_macs(space.smallest(10, by_macs), 64) == min(macs)
+    assert count_macs(space.largest(10, by_macs), 64) == max(macs)
+    assert space.largest(10, by_macs).stem_type == "cifar"
     # the imagenet stem's 7x7 convolution has more parameters: the largest is imagenet's
     assert count_params(space.smallest(10)) == min(counts)
     assert space.largest(10).stem_type == "imagenet"
