@@ -145,8 +145,9 @@ def check_costs(ctx: Context) -> Result:
     from acceptance_checks import arch_named
 
     from nas.config_search import SearchConfig
-    from nas.costs import LatencySetup, estimate_training_memory, measure_latency, training_memory
+    from nas.latency import LatencySetup, measure_latency
     from nas.search import run_search
+    from nas.training_memory import estimate_training_memory, training_memory
 
     device = str(ctx.device)  # the GPU the acceptance was given, not GPU 0
     arch = arch_named(ctx.sizes.train_arch)

@@ -1,4 +1,4 @@
-"""How reproducible `nas.costs.measure_latency` is on this machine, and what one measurement
+"""How reproducible `nas.latency.measure_latency` is on this machine, and what one measurement
 costs per candidate (issue 14): every architecture is measured twice, by two independent calls
 (and, with `--processes`, once more in each of two fresh Python processes); a pair agrees when
 |a - b| / min(a, b) <= `--tolerance` (10 %).
@@ -37,21 +37,14 @@ import torch
 
 from nas.arch import Architecture, count_macs, count_params
 from nas.config import TrainConfig
-from nas.costs import (
-    MB,
-    MIN_RUNS,
-    MIN_SECONDS,
-    WARMUP_RUNS,
-    LatencySetup,
-    estimate_training_memory,
-    measure_latency,
-)
+from nas.latency import MIN_RUNS, MIN_SECONDS, WARMUP_RUNS, LatencySetup, measure_latency
 from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.precision import precision_for
 from nas.presets import PRESETS
 from nas.space import SearchSpace
 from nas.step import TrainingStep, make_optimizer
+from nas.training_memory import MB, estimate_training_memory
 
 PRESET_NAMES = ("paper-model1", "paper-model5", "resnet18")  # the issue's fixed candidates
 MEMORY_BATCH = 64  # --memory: the recipe's batch size

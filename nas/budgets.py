@@ -5,7 +5,7 @@ inference latency and training memory (`Budgets`). The gate (`Gate.check`) measu
 candidate's costs and compares each with its budget:
 
 - cheap, analytic costs first: parameters and MACs (`nas.arch`), and training memory on a
-  device that is not CUDA (an analytic estimate, labelled so: `nas.costs`);
+  device that is not CUDA (an analytic estimate, labelled so: `nas.training_memory`);
 - only when all of those are within their budgets, the measured ones: latency on the latency
   device, training memory on CUDA. A candidate the analytic budgets reject costs no timing.
 - A measurement is made once per architecture: `Gate.check` takes what an earlier trial of the
@@ -143,7 +143,7 @@ class Gate:
 
     `image_size` is the data's; memory is for `recipe` (its batch size and optimizer) on
     `train_device`, where the search trains. `memory_meter` takes (arch, image_size, recipe,
-    device) and returns a `nas.costs.TrainingMemory` (default: `nas.costs.training_memory`)."""
+    device) and returns a `nas.training_memory.TrainingMemory` (default: `training_memory`)."""
 
     def __init__(
         self,
@@ -204,7 +204,7 @@ class Gate:
         return self.train_device.startswith("cuda")
 
     def _latency(self, arch: Architecture, verdict: Verdict, recorded: dict | None) -> None:
-        from nas.costs import Latency, LatencySetup, measure_latency
+        from nas.latency import Latency, LatencySetup, measure_latency
 
         if recorded and isinstance(recorded.get(records.LATENCY), dict):
             latency = Latency.from_dict(recorded[records.LATENCY])
@@ -220,7 +220,7 @@ class Gate:
         verdict.details["latency"] = latency.to_dict()
 
     def _memory(self, arch: Architecture, verdict: Verdict, recorded: dict | None) -> None:
-        from nas.costs import TrainingMemory, training_memory
+        from nas.training_memory import TrainingMemory, training_memory
 
         if recorded and isinstance(recorded.get(records.MEMORY), dict):
             memory = TrainingMemory.from_dict(recorded[records.MEMORY])

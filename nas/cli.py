@@ -145,7 +145,8 @@ def params_command(args: argparse.Namespace) -> int:
     print(f"total: {count_params(arch):,} parameters")
     print(f"MACs per image: {COSTS['macs'].number(count_macs(arch, args.image_size))}")
     if args.costs:
-        from nas.costs import LatencySetup, estimate_training_memory, measure_latency
+        from nas.latency import LatencySetup, measure_latency
+        from nas.training_memory import estimate_training_memory
 
         memory = estimate_training_memory(arch, args.image_size, args.batch_size, "adam")
         print(f"training memory, batch {args.batch_size}, Adam: {memory.describe()}")

@@ -24,6 +24,7 @@ of Optuna only its trial types.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from enum import Enum
 from typing import Any
@@ -39,9 +40,9 @@ ARCHITECTURE = "architecture"  # the Architecture as compact JSON: machines read
 ARCH_LINE = "arch"  # the printed form, e.g. 64,128,128,256 / 5,4,3,2 / k3 / s3: people read this
 MACS = "macs"  # multiply-accumulates per image (1 MAC = 2 FLOPs); "flops" in older studies
 LATENCY_MS = "latency_ms"  # median inference latency in ms (when the study measures latency)
-LATENCY = "latency"  # that measurement in full: quartiles, runs, seconds (nas.costs.Latency)
+LATENCY = "latency"  # that measurement in full: quartiles, runs, seconds (nas.latency.Latency)
 MEMORY_MB = "memory_mb"  # peak training-step memory in MB (when the study has a memory budget)
-MEMORY = "memory"  # that figure in full: measured on CUDA or estimated (nas.costs.TrainingMemory)
+MEMORY = "memory"  # that figure in full, measured or estimated (nas.training_memory)
 EXCESS = "excess"  # {budget: cost - limit} for every budget checked; <= 0 is within it
 CONSTRAINT = "constraint"  # all budgets in one number, <= 0 feasible (Optuna 4.x samplers' view)
 OVER_BUDGET_BY = "over_budget_by"  # {budget: excess} of the budgets a rejected candidate broke
@@ -239,3 +240,14 @@ def retrain_record(study_attrs: dict[str, Any], trial: FrozenTrial) -> dict[str,
             "run_dir": trial.user_attrs.get("run_dir"),
         }
     return None
+
+
+def recorded_fields(cls: type, data: Any) -> dict[str, Any]:
+    """The fields of dataclass `cls` in `data`, a measurement a trial records in full
+    (`LATENCY`, `MEMORY`) read back as a dict, or a ValueError naming what is unknown."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be read from a dict, got {type(data).__name__}")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return dict(data)

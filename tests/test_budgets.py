@@ -1,7 +1,8 @@
 """Tests of the budgets beyond parameters (issue 14: nas.budgets, the gate in nas.objective, the
 study's records and resume checks in nas.search) on real SQLite stores, real Optuna studies,
 the tiny search space and small synthetic data on the CPU. Latency is really measured
-(nas.costs); no test asserts a timing, only what the gate does with what it measured.
+(nas.latency; memory by nas.training_memory); no test asserts a timing, only what the gate
+does with what it measured.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from nas.cli import search_main
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.cost_table import describe_limits
-from nas.costs import LatencySetup, measure_latency
 from nas.errors import UserError
+from nas.latency import LatencySetup, measure_latency
 from nas.objective import Objective
 from nas.samplers import HAS_SET_CONSTRAINT, constraint_of
 from nas.search import run_search
@@ -256,7 +257,7 @@ def _memory_search(store: Path, trials: int, max_rejections: int = 500) -> Searc
 
 
 def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejected(tmp_path):
-    from nas.costs import training_memory
+    from nas.training_memory import training_memory
 
     calls = []
 
@@ -335,7 +336,7 @@ def test_bad_budget_flags_get_one_sentence_and_exit_2(tmp_path, capsys, argv, me
 
 def test_params_costs_prints_what_the_budgets_would_see(capsys):
     from nas.cli import main
-    from nas.costs import estimate_training_memory
+    from nas.training_memory import estimate_training_memory
 
     assert main(["params", "--arch", SMALL.describe()]) == 0
     plain = capsys.readouterr().out

@@ -1,6 +1,7 @@
-"""What a candidate costs on the hardware (nas.costs): the analytic training-memory estimate
-against what autograd really keeps, the latency measurement's bounds and its clean-up, the
-records' round trip through JSON, and the error for a device that is not there.
+"""What a candidate costs on the hardware (nas.latency, nas.training_memory): the analytic
+training-memory estimate against what autograd really keeps, the latency measurement's bounds
+and its clean-up, the records' round trip through JSON, and the error for a device
+that is not there.
 
 Timing claims (two measurements agree, what one costs) are the benchmark's, not these tests':
 benchmarks/bench_latency.py. The CUDA memory measurement cannot run on a CPU-only machine."""
@@ -18,25 +19,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nas.costs
+import nas.latency
 from nas.arch import Architecture, count_params
 from nas.config import TrainConfig
-from nas.costs import (
+from nas.errors import UserError
+from nas.latency import (
     CPU_CLOCK,
     FEW_RUNS,
-    MB,
     MIN_RUNS,
     WALL_CLOCK,
     Latency,
     LatencySetup,
-    TrainingMemory,
-    estimate_training_memory,
     measure_latency,
-    training_memory,
 )
-from nas.errors import UserError
 from nas.model import build_model
 from nas.space import SearchSpace
+from nas.training_memory import MB, TrainingMemory, estimate_training_memory, training_memory
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,7 +175,7 @@ def test_a_latency_measurement_is_bounded_ordered_and_leaves_the_threads_and_rng
 
 
 class Probe(torch.nn.Module):
-    """A stand-in for the candidate (put where `nas.costs` builds it): each forward pass
+    """A stand-in for the candidate (put where `nas.latency` builds it): each forward pass
     records whether Python's garbage collector was on, then sleeps `sleep` seconds."""
 
     def __init__(self, sleep: float = 0.0):
@@ -192,7 +190,7 @@ class Probe(torch.nn.Module):
 
 
 def probed(monkeypatch, probe: Probe) -> Probe:
-    monkeypatch.setattr(nas.costs, "build_model", lambda arch: probe)
+    monkeypatch.setattr(nas.latency, "build_model", lambda arch: probe)
     return probe
 
 
@@ -208,7 +206,7 @@ def test_the_collector_is_held_off_while_timing_and_nothing_is_printed(monkeypat
 
 def test_a_slow_model_stops_after_few_runs_on_either_clock(monkeypatch):
     # a 50 ms model past MAX_SECONDS = 0.2 s: timing stops at FEW_RUNS, not at MIN_RUNS
-    monkeypatch.setattr(nas.costs, "MAX_SECONDS", 0.2)
+    monkeypatch.setattr(nas.latency, "MAX_SECONDS", 0.2)
     probed(monkeypatch, Probe(sleep=0.05))
     one = measure_latency(TINY, 16, LatencySetup(threads=1))
     assert one.runs == FEW_RUNS and one.clock == CPU_CLOCK
@@ -219,8 +217,8 @@ def test_a_slow_model_stops_after_few_runs_on_either_clock(monkeypatch):
 
 
 def test_a_fast_model_stops_at_max_runs(monkeypatch):
-    monkeypatch.setattr(nas.costs, "MAX_RUNS", 40)
-    monkeypatch.setattr(nas.costs, "MIN_SECONDS", 60.0)  # never reached by 40 trivial passes
+    monkeypatch.setattr(nas.latency, "MAX_RUNS", 40)
+    monkeypatch.setattr(nas.latency, "MIN_SECONDS", 60.0)  # never reached by 40 trivial passes
     probed(monkeypatch, Probe())
     assert measure_latency(TINY, 16, LatencySetup(threads=1)).runs == 40
 

@@ -34,7 +34,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             | {"train", "checkpoint", "precision", "step", "device_memory", "devices", "storage"}
         ),
     ),
-    ("budgets and costs", frozenset({"budgets", "costs", "estimate", "doctor"})),
+    (
+        "budgets and costs",
+        frozenset({"budgets", "latency", "training_memory", "estimate", "doctor"}),
+    ),
     (
         "search",
         frozenset(
