@@ -127,7 +127,11 @@ def add_search_parser(commands) -> None:
         help="do not train the reference study's models first (a new study trains those "
         "its space holds within the budget before sampling)",
     )
-    parser.add_argument("--report", help="HTML report path (default: beside the SQLite store)")
+    parser.add_argument(
+        "--report",
+        help="HTML report path, kept by the study for later refreshes (default: the one the "
+        "study keeps, else beside the SQLite store)",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
@@ -295,7 +299,7 @@ def search_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if status:
         return status
-    return finish(config, report, progress)
+    return finish(config, report if args.report else None, progress)
 
 
 def _in_this_process(config, data, recipe, progress: Progress) -> int:
@@ -332,18 +336,23 @@ def _with_workers(config, data, recipe, devices, progress: Progress) -> int:
     return result.status
 
 
-def finish(config, report_path: Path, progress: Progress) -> int:
+def finish(config, given: Path | None, progress: Progress) -> int:
+    """Write the report (to `given`, which the study then keeps, else to the one it keeps) and
+    print the summary."""
     import optuna
 
-    from nas.report import record_report_path, write_report
+    from nas.report import record_report_path, report_path, write_report
     from nas.search import trial_counts
     from nas.storage import open_storage
 
     study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))
     progress.set(trial_counts(study)[0])
     progress.close()
-    record_report_path(study, report_path)  # a retrain or `nas report` refreshes this file
-    report = write_report(study, report_path, storage=config.storage)
+    if given is not None:
+        record_report_path(study, given)  # a retrain or `nas report` refreshes this file
+    report = write_report(
+        study, given or report_path(study, config.storage), storage=config.storage
+    )
     from nas.cli_summary import print_summary
 
     print_summary(study, config, report)

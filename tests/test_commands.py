@@ -42,14 +42,16 @@ def test_a_printed_command_masks_the_password():
     assert shlex.split(dashboard_command(url, "art facts"))[2:] == ["--artifact-dir", "art facts"]
 
 
+SEARCH = ["search", "--smoke", "--subset", "48", "--augment", "none", "--epochs", "1"]
+SEARCH += ["--trials", "2", "--study", STUDY]
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """A smoke-sized search of a study named with a space, given its own report path."""
     folder = tmp_path_factory.mktemp("commands")
     store = f"sqlite:///{folder}/s.db"
-    argv = ["search", "--smoke", "--subset", "48", "--augment", "none", "--epochs", "1"]
-    argv += ["--trials", "2", "--study", STUDY, "--storage", store]
-    argv += ["--report", str(folder / "my.html")]
+    argv = [*SEARCH, "--storage", store, "--report", str(folder / "my.html")]
     with one_torch_thread():
         status, out, err = run_in_process(main, argv)
     assert status == 0, err
@@ -98,3 +100,16 @@ def test_the_reports_retrain_commands_run_as_printed(searched, monkeypatch):
         status, _, err = run_in_process(main, [*words[1:], "--epochs", "1", "--out", "front-run"])
     assert status == 0, err
     assert (folder / "front-run" / "model.safetensors").exists()
+
+
+def test_a_resumed_search_without_report_rewrites_the_kept_report(searched, monkeypatch):
+    folder, store, _ = searched
+    monkeypatch.chdir(folder)
+    (folder / "my.html").write_text("stale")
+    with one_torch_thread():
+        status, out, err = run_in_process(main, [*SEARCH, "--storage", store])
+    assert status == 0, err
+    assert f"report: {(folder / 'my.html').resolve()}" in out
+    assert (folder / "my.html").read_text().lstrip().lower().startswith("<!doctype html")
+    assert sorted(p.name for p in folder.glob("*.html")) == ["my.html"]
+    assert not (folder / "studies").exists()  # no second report at the default path
