@@ -64,8 +64,7 @@ class RunMetrics:
     def from_dict(cls, data: Any, path: Path) -> RunMetrics:
         """The metrics `path` held, or a UserError naming it when they are not a run's."""
         names = {f.name for f in dataclasses.fields(cls)}
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
-        required = [f for f in required if f not in ("classes", "normalization")]
+        required = [f.name for f in dataclasses.fields(cls) if _required(f)]
         if not isinstance(data, dict) or any(name not in data for name in required):
             missing = [n for n in required if not isinstance(data, dict) or n not in data]
             raise UserError(
@@ -78,6 +77,10 @@ class RunMetrics:
     def image_size(self) -> int:
         """The square size the model was trained on (32 in runs of early versions)."""
         return int(self.dataset.get("image_size", 32))
+
+
+def _required(field_: dataclasses.Field) -> bool:
+    return field_.default is dataclasses.MISSING and field_.default_factory is dataclasses.MISSING
 
 
 def read_metrics(run_dir: Path) -> RunMetrics | None:
