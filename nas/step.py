@@ -1,6 +1,6 @@
 """Owns the one training step (forward, cross-entropy loss, backward, optimizer step, under a
 `nas.precision.Precision`) and the optimizer it steps. The trainer (`nas.train`), the memory
-measurement (`nas.training_memory`), the cost estimate (`nas.estimate`), `nas doctor` and the
+measurement (`nas.training_memory`), the step timing (`nas.step_timing`), `nas doctor` and the
 benchmarks all train through `TrainingStep`, so a fix to the step is made once.
 
 Claims:

@@ -1,6 +1,6 @@
-"""The cost estimate printed before a search or a retrain (nas.estimate): its arithmetic, the
-data sizes it counts without loading, the lines a slow CPU run gets, and that quick runs (the
-tests' own) are not timed at all."""
+"""The cost estimate printed before a search or a retrain (nas.estimate): its arithmetic and the
+data sizes it counts without loading (nas.run_plan), its timed step (nas.step_timing), the
+lines a slow CPU run gets, and that quick runs (the tests' own) are not timed at all."""
 
 from __future__ import annotations
 
@@ -22,18 +22,16 @@ from nas.config_search import SearchConfig
 from nas.data import load_splits
 from nas.estimate import (
     ADVICE_HOURS,
-    DataShape,
-    RunPlan,
     announce_retrain_cost,
     announce_search_cost,
     cost_lines,
-    data_shape,
-    time_training_step,
     trained_so_far,
 )
 from nas.presets import PRESETS
+from nas.run_plan import DataShape, RunPlan, data_shape
 from nas.search import open_study
 from nas.space import SearchSpace
+from nas.step_timing import time_training_step
 
 from helpers import TorchCalls
 

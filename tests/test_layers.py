@@ -36,7 +36,17 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     (
         "budgets and costs",
-        frozenset({"budgets", "latency", "training_memory", "estimate", "doctor"}),
+        frozenset(
+            {
+                "budgets",
+                "latency",
+                "training_memory",
+                "run_plan",
+                "step_timing",
+                "estimate",
+                "doctor",
+            }
+        ),
     ),
     (
         "search",
