@@ -93,3 +93,28 @@ def test_a_record_whose_creator_died_midway_is_written_by_the_next_run(tmp_path)
     )  # fmt: skip
     assert opened.user_attrs[records.BUDGET] == 8000
     assert opened.user_attrs[records.SEARCH]["seed"] == 0  # this run's record
+
+
+@pytest.mark.parametrize(
+    "num_classes, image_size, budgets, fits",
+    [
+        # paper-model1: 4,951,338 parameters with 10 classes; 784.2M MACs per 32-px image
+        (10, 32, {"params": 5_000_000, "macs": 1_000_000_000}, True),
+        # at 64 px every layer holds 4x the pixels: 3,136.8M MACs, over a 1G MAC budget
+        (10, 64, {"params": 5_000_000, "macs": 1_000_000_000}, False),
+        # 100 classes: the head grows by 90 x 257 = 23,130 parameters, over a 4.96M budget
+        (10, 32, {"params": 4_960_000}, True),
+        (100, 32, {"params": 4_960_000}, False),
+    ],
+)
+def test_the_warm_start_counts_the_reference_models_with_the_data_s_classes_and_size(
+    num_classes, image_size, budgets, fits
+):
+    from nas.budgets import Budgets
+    from nas.study_setup import warm_start_models
+
+    space = SearchSpace.resolve("resnet")
+    names = [
+        name for name, _ in warm_start_models(space, Budgets(**budgets), num_classes, image_size)
+    ]
+    assert ("paper-model1" in names) == fits
