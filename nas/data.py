@@ -100,8 +100,8 @@ def choose_image_size(config: DataConfig) -> tuple[DataConfig, str | None]:
         line = f"images: median {width}x{height} px in {found}; "
         if size is None:
             size = min(width, height, MAX_CHOSEN_SIZE)
-            capped = " (at most this without --image-size)" if size < min(width, height) else ""
-            line += f"training at {size} px{capped} (use --image-size to change)"
+            capped = "the most it picks by itself; " if size < min(width, height) else ""
+            line += f"training at {size} px ({capped}use --image-size to change)"
         else:  # given by --image-size, or by the study a retrain takes its data from
             line += f"training at {size} px"
         return dataclasses.replace(config, image_size=size), line

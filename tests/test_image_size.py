@@ -176,6 +176,11 @@ def test_a_folder_is_trained_at_its_median_size_up_to_224(tmp_path, sizes, expec
     chosen, line = choose_image_size(DataConfig(dataset="imagefolder", data_dir=str(root)))
     assert chosen.image_size == expected
     assert f"training at {expected} px" in line
+    if expected == 224:
+        assert line == (
+            "images: median 640x480 px in 5 files; training at 224 px "
+            "(the most it picks by itself; use --image-size to change)"
+        )
 
 
 def test_cifar_stays_at_32_and_an_explicit_size_is_kept():
@@ -186,3 +191,20 @@ def test_cifar_stays_at_32_and_an_explicit_size_is_kept():
     # CIFAR at another size than its own: said, not silent
     chosen, line = choose_image_size(DataConfig(dataset="cifar100", image_size=64))
     assert chosen.image_size == 64 and line == "images: CIFAR-100's 32x32 px resized to 64 px"
+
+
+def test_a_large_folder_is_sized_from_an_evenly_spread_sample_of_headers(tmp_path, monkeypatch):
+    import nas.readers
+
+    monkeypatch.setattr(nas.readers, "SIZE_SAMPLE", 3)
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        (root / split / "only").mkdir(parents=True)
+    # seven files in sorted order 0..6; a sample of 3 over 7 takes indices 0, 2 and 4
+    sides = [40, 99, 50, 99, 60, 99, 99]
+    for index, side in enumerate(sides):
+        Image.new("RGB", (side, side)).save(root / "train" / "only" / f"{index}.png")
+    Image.new("RGB", (8, 8)).save(root / "test" / "only" / "0.png")
+    chosen, line = choose_image_size(DataConfig(dataset="imagefolder", data_dir=str(root)))
+    assert chosen.image_size == 50  # the median of 40, 50, 60: every 99 was left out
+    assert line.startswith("images: median 50x50 px in 3 of 7 files; training at 50 px")
