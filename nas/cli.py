@@ -1,6 +1,7 @@
-"""Owns the one command-line tree, `nas {search,retrain,report,params,space}` (the console
-script `nas` and `python -m nas`), and `search_main`/`retrain_main`, which the README's
-`scripts/search.py` and `scripts/retrain_best.py` call with their own arguments.
+"""Owns the one command-line tree, `nas {search,retrain,export,predict,report,params,space,
+doctor}` (the console script `nas` and `python -m nas`; each command's flags live in its `cli_*`
+module), `nas report`, and `search_main`/`retrain_main`, which the README's `scripts/search.py`
+and `scripts/retrain_best.py` call with their own arguments.
 
 Claims: a mistake the user can make (a `UserError`, a bad flag) ends with one sentence on stderr
 and exit status 2, never a traceback; Ctrl-C ends with exit status 130.
@@ -13,26 +14,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nas.arch import count_macs, count_params, param_table
-from nas.cli_budgets import add_latency_flags
-from nas.cli_common import (
-    Parser,
-    add_arch_flags,
-    add_storage_flags,
-    arch_from_flags,
-    format_table,
-    parse_count,
-    positive_int,
-    quiet_optuna,
-    run,
-    storage_from,
-)
+from nas.cli_common import Parser, quiet_optuna, run
 from nas.cli_doctor import add_doctor_parser
 from nas.cli_export import add_export_parser, add_predict_parser
+from nas.cli_flags import add_storage_flags, storage_from
+from nas.cli_inspect import add_params_parser, add_space_parser
 from nas.cli_retrain import add_retrain_parser
 from nas.cli_search import add_search_parser
-from nas.config import TrainConfig
-from nas.cost_table import COSTS
 from nas.errors import UserError
 
 DESCRIPTION = (
@@ -50,7 +38,14 @@ def build_parser() -> Parser:
     add_retrain_parser(commands)
     add_export_parser(commands)
     add_predict_parser(commands)
+    add_report_parser(commands)
+    add_params_parser(commands)
+    add_space_parser(commands)
+    add_doctor_parser(commands)
+    return parser
 
+
+def add_report_parser(commands) -> None:
     report = commands.add_parser(
         "report",
         help="write a study's self-contained HTML report",
@@ -59,61 +54,6 @@ def build_parser() -> Parser:
     add_storage_flags(report)
     report.add_argument("--out", help="HTML file (default: beside the SQLite store)")
     report.set_defaults(handler=report_command)
-
-    params = commands.add_parser(
-        "params",
-        help="count an architecture's parameters per layer",
-        description="Count an architecture's parameters exactly, per layer, without building it.",
-    )
-    add_arch_flags(params)
-    params.add_argument(
-        "--image-size", type=positive_int, default=32, help="input size (default: %(default)s)"
-    )
-    params.add_argument(
-        "--costs",
-        action="store_true",
-        help="also the training-step memory (estimated) and the latency measured on this "
-        "machine, as a search's --max-memory-mb and --max-latency-ms see them",
-    )
-    params.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=TrainConfig.batch_size,
-        help="training batch for the memory estimate (default: %(default)s)",
-    )
-    add_latency_flags(params)
-    params.set_defaults(handler=params_command)
-
-    space = commands.add_parser(
-        "space",
-        help="summarise a search space, or list the built-in ones",
-        description="Summarise a search space: its size, smallest and largest architectures, "
-        "and the share of candidates under a budget.",
-    )
-    space.add_argument(
-        "space",
-        nargs="?",
-        default="resnet",
-        help="a built-in space's name or a YAML file (default: %(default)s)",
-    )
-    space.add_argument("--list", action="store_true", help="list the built-in spaces")
-    space.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=32,
-        metavar="N",
-        help="count MACs on N-pixel square images (default: %(default)s)",
-    )
-    space.add_argument("--budget", type=parse_count, help="estimate the share under this budget")
-    space.add_argument(
-        "--samples",
-        type=positive_int,
-        default=20000,
-        help="samples for the estimate (default: %(default)s)",
-    )
-    space.set_defaults(handler=space_command)
-    add_doctor_parser(commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,72 +72,6 @@ def search_main(argv: Sequence[str] | None = None) -> int:
 def retrain_main(argv: Sequence[str] | None = None) -> int:
     """`scripts/retrain_best.py ARGS` is `nas retrain ARGS`."""
     return main(["retrain", *(sys.argv[1:] if argv is None else argv)])
-
-
-def params_command(args: argparse.Namespace) -> int:
-    arch = arch_from_flags(args)
-    rows = [
-        (name, "x".join(map(str, shape)), f"{params:,}")
-        for name, shape, params in param_table(arch, args.image_size)
-    ]
-    print(arch.describe())
-    print(format_table(("part", "output", "params"), rows))
-    print(f"total: {count_params(arch):,} parameters")
-    print(f"MACs per image: {COSTS['macs'].number(count_macs(arch, args.image_size))}")
-    if args.costs:
-        from nas.latency import LatencySetup, measure_latency
-        from nas.training_memory import estimate_training_memory
-
-        memory = estimate_training_memory(arch, args.image_size, args.batch_size, "adam")
-        print(f"training memory, batch {args.batch_size}, Adam: {memory.describe()}")
-        setup = LatencySetup(args.latency_device, args.latency_batch, args.latency_threads)
-        latency = measure_latency(arch, args.image_size, setup)
-        print(f"latency ({setup.describe()}): {latency.describe()}")
-    return 0
-
-
-SPACE_CLASSES = 10  # `nas space` counts parameters with CIFAR-10's head, the default dataset's
-
-
-def space_command(args: argparse.Namespace) -> int:
-    from nas.space import SearchSpace, builtin_spaces
-
-    classes = SPACE_CLASSES
-    if args.list:
-        rows = []
-        for name, text in builtin_spaces().items():
-            space = SearchSpace.from_text(text, source=name)
-            smallest = count_params(space.smallest(classes))
-            largest = count_params(space.largest(classes))
-            size = f"{space.size():,}"
-            rows.append((name, size, f"{smallest:,}", f"{largest:,}", space.description))
-        header = ("space", "architectures", "fewest params", "most params", "for")
-        print(format_table(header, rows))
-        print(f"(parameters with a {classes}-class head)")
-        return 0
-    space = SearchSpace.resolve(args.space)
-    smallest, largest = space.smallest(classes), space.largest(classes)
-    print(f"search space {space.name} ({space.source})")
-    print(f"distinct architectures: {space.size():,} (parameters with a {classes}-class head)")
-    print(f"smallest: {count_params(smallest):,} parameters  ({smallest.describe()})")
-    print(f"largest:  {count_params(largest):,} parameters  ({largest.describe()})")
-    size = args.image_size
-
-    def macs(arch) -> int:
-        return count_macs(arch, size)
-
-    for word, arch in (
-        ("fewest", space.smallest(classes, macs)),
-        ("most", space.largest(classes, macs)),
-    ):
-        print(f"{word} MACs per {size}x{size} image: {macs(arch) / 1e6:,.1f}M  ({arch.describe()})")
-    if args.budget is not None:
-        share = space.fraction_under(args.budget, classes, samples=args.samples)
-        print(
-            f"under a budget of {args.budget:,}: about {share:.1%} of uniformly sampled "
-            f"candidates ({args.samples:,} samples)"
-        )
-    return 0
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -10,18 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nas.arch import Architecture, count_params
-from nas.cli_common import (
-    Parser,
+from nas.cli_arch import arch_from_text
+from nas.cli_common import Parser, format_table, interactive, non_negative_int, quiet_optuna
+from nas.cli_flags import (
     add_data_flags,
     add_recipe_flags,
     add_storage_flags,
     announce_image_size,
-    arch_from_text,
     data_config_from,
-    format_table,
-    interactive,
-    non_negative_int,
-    quiet_optuna,
     recipe_overrides,
     storage_from,
     warn_about_precision,

@@ -1,6 +1,7 @@
-"""Owns `nas search`: its flags (defaults from `SearchConfig`, `TrainConfig`, `DataConfig`),
-progress (a bar on a terminal, plain lines in a log), the closing summary with the commands to
-run next, and the choice between one search in this process and `--workers N` (nas.workers).
+"""Owns `nas search`: its flags (defaults from `SearchConfig`, `TrainConfig`, `DataConfig`), the
+settings they make, the closing summary with the commands to run next (progress lines are
+`nas.cli_progress`), and the choice between one search in this process and `--workers N`
+(nas.workers).
 
 Exit statuses: 0 done, 2 a user error, 130 Ctrl-C, 143 SIGTERM (stopped at a safe point; the
 stopped trial is retried by the next run)."""
@@ -13,21 +14,18 @@ import sys
 from pathlib import Path
 
 from nas.cli_budgets import add_budget_flags
-from nas.cli_common import (
-    Parser,
+from nas.cli_common import Parser, parse_count, positive_int, quiet_optuna
+from nas.cli_flags import (
     add_data_flags,
     add_recipe_flags,
     add_storage_flags,
     announce_image_size,
     data_config_from,
-    interactive,
-    parse_count,
-    positive_int,
-    quiet_optuna,
     recipe_overrides,
     storage_from,
     warn_about_precision,
 )
+from nas.cli_progress import Progress
 from nas.config import TrainConfig
 from nas.config_search import (
     DEFAULT_STUDY,
@@ -107,6 +105,13 @@ def add_search_parser(commands) -> None:
         "with --objective pareto, which Optuna cannot prune)",
     )
     add_budget_flags(parser)
+    add_run_flags(parser)
+    parser.set_defaults(handler=search_command)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How this run of the search goes: heartbeats, worker processes, the warm start, the
+    report's path, and --smoke."""
     parser.add_argument(
         "--heartbeat",
         type=positive_int,
@@ -138,7 +143,6 @@ def add_search_parser(commands) -> None:
         help="a complete search on synthetic data with the tiny space, 2 epochs, batch 32, "
         "4 trials, on the CPU, in about a minute",
     )
-    parser.set_defaults(handler=search_command)
 
 
 def search_settings(args: argparse.Namespace):
@@ -195,64 +199,6 @@ def check_report_path(path: Path) -> None:
     """Refuse a report path that cannot be written before the search, not after it."""
     if path.is_dir() or any(parent.is_file() for parent in path.parents):
         raise UserError(f"cannot write the report to {path}: pick a file path with --report")
-
-
-def format_outcome(outcome) -> str:
-    accuracy = "-" if outcome.val_accuracy is None else f"{outcome.val_accuracy:.2%}"
-    note = f"  ({outcome.note})" if outcome.note else ""
-    return (
-        f"trial {outcome.number:>4}  params {outcome.params:>11,}  val {accuracy:>7}  "
-        f"{outcome.seconds:>7.1f} s  {outcome.kind.name.lower()}{note}"
-    )
-
-
-class Progress:
-    """Finished trials as lines; on a terminal also a bar of trained candidates (created on the
-    first event, so an early error prints none). In a log: plain lines, no carriage returns."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.bar = None
-        self.live = interactive()
-
-    def _bar(self):
-        from tqdm.auto import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=self.total, desc="trained", unit="trial", dynamic_ncols=True)
-        return self.bar
-
-    def trial(self, outcome, trained: int) -> None:
-        line = f"{format_outcome(outcome)}  [{min(trained, self.total)}/{self.total} trained]"
-        if self.live:
-            from tqdm.auto import tqdm
-
-            tqdm.write(line)
-            self.set(trained)
-        else:
-            print(line, flush=True)
-
-    def note(self, line: str) -> None:
-        """A line that is not a trial: above the bar on a terminal, plain in a log."""
-        if self.live:
-            from tqdm.auto import tqdm
-
-            tqdm.write(line)
-        else:
-            print(line, flush=True)
-
-    def waiting(self, running: int) -> None:
-        if self.live:
-            self._bar().set_postfix_str(f"waiting for {running} running trial(s)")
-
-    def set(self, trained: int) -> None:
-        if self.live:
-            self._bar().n = min(trained, self.total)
-            self._bar().refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def search_command(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nas.arch import Architecture
-from nas.cli import main, parse_count
+from nas.cli import main
+from nas.cli_common import parse_count
 from nas.presets import PRESETS
 from nas.space import SearchSpace
 

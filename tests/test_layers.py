@@ -74,7 +74,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "command line",
         frozenset(
             {"cli", "cli_common", "cli_budgets", "cli_search", "cli_summary", "cli_retrain"}
-            | {"cli_export", "cli_doctor", "__main__", "__init__"}
+            | {"cli_arch", "cli_flags", "cli_inspect", "cli_progress", "cli_export", "cli_doctor"}
+            | {"__main__", "__init__"}
         ),
     ),
 )
