@@ -58,11 +58,12 @@ from nas.arch import Architecture, count_params
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.data import load_splits
+from nas.evaluation import evaluate
 from nas.fidelity import study_fidelity
 from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.search import run_search
-from nas.train import evaluate, fit, set_seed
+from nas.train import fit, resolve_device, set_seed
 
 SPACE = """\
 # bench_search.py: small ResNets for 8x8 digits; a budget of a few thousand parameters rejects
@@ -157,7 +158,7 @@ def test_accuracy(arch: Architecture, splits, recipe: TrainConfig) -> tuple[floa
     model = build_model(arch)
     result = fit(model, splits, recipe, progress=False)
     model.load_state_dict(result.best_state)
-    _, accuracy = evaluate(model, splits.test, splits, recipe)
+    _, accuracy = evaluate(model, splits.test, splits, recipe, resolve_device(recipe.device))
     return accuracy, result.best_val_accuracy
 
 

@@ -27,11 +27,13 @@ from nas.config import DataConfig, TrainConfig
 from nas.curves import curves_html, curves_title
 from nas.data import Splits, load_splits
 from nas.errors import StopRequested, UserError
+from nas.evaluation import evaluate
 from nas.files import write_atomic
+from nas.fit_state import FitResult
 from nas.model import build_model
 from nas.model_card import model_card
 from nas.run_folder import RunMetrics
-from nas.train import HISTORY_COLUMNS, FitResult, evaluate, fit, resolve_device, set_seed
+from nas.train import HISTORY_COLUMNS, fit, resolve_device, set_seed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,16 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "model, data, training and the store",
         frozenset(
             {"model", "run_folder", "data", "readers", "augment", "autoaugment", "batches"}
-            | {"train", "checkpoint", "precision", "step", "device_memory", "devices", "storage"}
+            | {
+                "train",
+                "fit_state",
+                "evaluation",
+                "checkpoint",
+                "precision",
+                "step",
+                "device_memory",
+            }
+            | {"devices", "storage"}
         ),
     ),
     (

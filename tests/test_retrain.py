@@ -22,8 +22,8 @@ from nas.cli import main, retrain_main
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.data import load_splits
+from nas.evaluation import evaluate
 from nas.search import run_search
-from nas.train import evaluate
 
 from helpers import epoch_time, run_in_process
 
@@ -121,7 +121,7 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     model = nas.load_model(run_dir)
     assert not model.training
     splits = load_splits(DataConfig(**DATA))
-    loss, accuracy = evaluate(model, splits.test, splits, TrainConfig(device="cpu"))
+    loss, accuracy = evaluate(model, splits.test, splits, TrainConfig(), torch.device("cpu"))
     assert accuracy == pytest.approx(metrics["test_accuracy"])
     assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
 
