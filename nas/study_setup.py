@@ -54,7 +54,9 @@ def open_study(
     """Create the study or resume it, refusing a resume whose trials would not compare.
     `num_classes` and `image_size` are the loaded data's: the warm start's costs depend on them.
     A study another process is creating is read once its record is complete (at most
-    `record_wait` seconds; after that its creator is taken for dead and the record written)."""
+    `record_wait` seconds; after that its creator is taken for dead and the record written).
+    The study records the data at `image_size`, and a resume must keep it."""
+    data = replace(data, image_size=image_size)
     storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
     sampler = make_sampler(config.sampler, config.seed, config.trials)
     # Optuna cannot prune a study of several objectives

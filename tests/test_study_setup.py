@@ -18,7 +18,7 @@ from nas.space import SearchSpace
 from nas.study_setup import study_record
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
-DATA = DataConfig(dataset="synthetic", subset=48)
+DATA = DataConfig(dataset="synthetic", subset=48, image_size=32)  # as every study records it
 RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
 
 
