@@ -1,44 +1,59 @@
-"""Does the search beat random search? TPE with median pruning against random search without
-pruning, on real images, on the CPU, with the real search (issue 17).
+"""Does the search find better models than random search for the same compute? On real images,
+on the CPU, with the real search, paired by seed (issue 23; issue 17 compared equal trials).
 
 The data: scikit-learn's bundled handwritten digits (`sklearn.datasets.load_digits`: 1,797 real
-8x8 grey images, 10 classes, no download; `pip install -e '.[bench]'`), written once as an
-image folder (`train/<digit>/*.png`, `test/<digit>/*.png`, grey PNGs read as RGB by the
-`imagefolder` dataset) with a stratified test split of `--test-images` images. The search
-holds out `--val-fraction` of the training images for validation, as always.
+8x8 grey images, 10 classes; they ship inside the scikit-learn package, so `pip install -e
+'.[bench]'` is all it needs: nothing is downloaded, and this machine has no network), written
+once as an image folder (`train/<digit>/*.png`, `test/<digit>/*.png`) with a stratified test
+split of `--test-images` images no search sees. The search holds out `--val-fraction` of the
+training images for validation, as always.
 
-The space: a small one written next to the data (`SPACE` below: 1-3 layers of 4-32 channels,
-1-3 blocks, conv kernels 1, 2, 3 or 5), under a `--budget` of a few thousand parameters that
-rejects most of it, so the candidates that fit differ in accuracy (a kernel-1 net sees almost
-no neighbourhood; a deep narrow one loses to a wide shallow one, or the other way round).
+The space: `SPACE` below (1-3 layers of 4-32 channels, 1-3 blocks, conv kernels 1, 2, 3, 5),
+under a `--budget` of 5,000 parameters that rejects most of it.
 
-For every seed, each method (`--methods`; by default TPE with median pruning, the search's
-defaults, and random search without pruning) runs `nas.search.run_search` on its own study in
-one temporary SQLite store, with the same recipe (`--epochs`, the seed as training seed, no
-augmentation), to the same number of trained candidates (`--trials`; a candidate the pruner
-stopped counts, as in any search). Printed, side by side per seed and on average:
+Equal compute: every method of every seed spends the same number of training epochs
+(`--compute`, default 100 = 20 candidates x 5 epochs). Epochs a pruned trial trained count, a
+candidate rejected over the budget or reused as a duplicate costs nothing, confirmation runs
+count. The searches run `nas.search.run_search` with a `nas.time_budget.TimeBudget` whose clock
+counts the study's training epochs instead of seconds: the search's own time-limit rule (no
+new trial once the rest cannot hold one at the measured pace and the confirmation runs), so
+the last trial may overrun by a few epochs; the epochs really used are printed.
 
-- best val: the highest validation accuracy a trained candidate reached (the study's ranking);
-- test: that candidate's architecture trained again with the same recipe and seed, all epochs
-  (also where the pruner had stopped it; training is seeded per epoch, so an unpruned trial's
-  run is repeated: "retrain val" shows it), its weights of the lowest validation loss (what a
-  retrain keeps) evaluated on the test split, which no search saw;
-- train s: training seconds the search spent, the sum over its trained trials of
-  seconds-per-epoch x epochs (`records.SECONDS_PER_EPOCH`, `records.EPOCHS`); wall s: the
-  whole search, with proposals rejected over budget, Optuna and the store.
+Methods (`--methods`):
+- defaults: `SearchConfig`'s sampler, pruner and confirmation runs, and the warm start: the
+  digits space holds none of the reference study's 5M-parameter models, so the benchmark
+  queues `REFERENCE_LIKE` first, the largest nets under the budget built like them;
+- random: random search, no pruner, no warm start, no confirmation;
+- warm: the warm start alone: the `REFERENCE_LIKE` nets trained in turn with seeds seed,
+  seed+1, ... until the compute is spent, ranked by their mean validation accuracy;
+- variants of the defaults, each one change, to measure before it becomes a default (`VARIANTS`).
 
-Also printed: the rank fidelity of each study without a pruner (every trial there ran all epochs).
+What is compared: each method's winner (the architecture the search names), retrained from
+scratch with `--retrain-seeds` seeds no search used (1000 + seed, 2000 + seed, ...) with the same
+recipe, its lowest-validation-loss weights evaluated on the test split; the mean over those
+retrains is the method's test accuracy for that seed. Per method: mean +- standard error over
+seeds; against random, the paired differences' mean +- standard error and wins/ties/losses.
+
+Each (seed, method) runs in its own process with its own SQLite store (`--jobs` at once); torch
+on the CPU is deterministic with one thread and compute is counted in epochs, so the load of
+the machine changes the seconds, never a result. `--results FILE` appends each result as a JSON
+line and reuses those already there (same settings): run random and warm once, then each
+variant alone.
 
     pip install -e '.[bench]'
-    python benchmarks/bench_search.py                         # 3 seeds: 11.5 min at load 4-7
-    python benchmarks/bench_search.py --seeds 0 --trials 12   # a quick look
-    python benchmarks/bench_search.py --methods tpe random+median   # TPE and pruner apart
+    python benchmarks/bench_search.py --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2 --results r.jsonl
+    python benchmarks/bench_search.py --seeds 0 --methods defaults random --compute 30  # a look
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import hashlib
+import json
+import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -46,12 +61,10 @@ import subprocess
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch import Architecture, count_params
@@ -59,10 +72,11 @@ from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.data import load_splits
 from nas.evaluation import evaluate
-from nas.fidelity import study_fidelity
 from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.search import run_search
+from nas.space import SearchSpace
+from nas.time_budget import TimeBudget
 from nas.train import fit, resolve_device, set_seed
 
 SPACE = """\
@@ -77,104 +91,48 @@ conv_kernel: [1, 2, 3, 5]
 skip_kernel: [1, 3]
 kernels: shared
 """
-METHODS = {  # name: (sampler, pruner)
-    "tpe+median": ("tpe", "median"),  # the search's defaults
-    "random": ("random", "none"),  # the baseline
-    "tpe": ("tpe", "none"),  # with --methods: TPE alone, to tell its share from the pruner's
-    "random+median": ("random", "median"),  # ... and the pruner's alone
+# The reference study's models are 3x3 convolutions with 3x3 projection shortcuts, widths that
+# grow and block counts that fall with depth. The largest such net under 5,000 parameters of
+# each depth the digits space allows (found by enumerating the space):
+REFERENCE_LIKE = {
+    "ref-like 1 layer": Architecture((8,), (2,), conv_kernel=3, skip_kernel=3, stem=16),
+    "ref-like 2 layers": Architecture((4, 8), (3, 2), conv_kernel=3, skip_kernel=3, stem=16),
+    "ref-like 3 layers": Architecture((4, 8, 8), (2, 2, 1), conv_kernel=3, skip_kernel=3, stem=4),
 }
-DEFAULT_METHODS = ["tpe+median", "random"]
+# name: overrides of SearchConfig's defaults (a variant is one candidate change)
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "tpe+median": {"sampler": "tpe", "pruner": "median", "confirm": 0},
+    "tpe": {"sampler": "tpe", "pruner": "none", "confirm": 0},
+    "tpe+fidelity": {"sampler": "tpe", "pruner": "fidelity", "confirm": 0},
+    "tpe+confirm": {"sampler": "tpe", "pruner": "none", "confirm": 3},
+    "tpe+fidelity+confirm": {"sampler": "tpe", "pruner": "fidelity", "confirm": 3},
+    "random": {"sampler": "random", "pruner": "none", "confirm": 0, "warm_start": False},
+}
+BASELINE = "random"
+DEFAULT_METHODS = ["defaults", "random", "warm"]
 
 
-@dataclass
-class Outcome:
-    best_val: float  # highest validation accuracy of a trained candidate
-    test: float  # that architecture, trained again with the recipe, on the test split
-    retrain_val: float  # the best validation accuracy of that training again
-    train_seconds: float  # sum over trained trials of seconds per epoch x epochs
-    wall_seconds: float  # the whole search
-    trained: int  # trained candidates (complete + stopped by the pruner)
-    stopped: int  # of those, stopped by the pruner
-    rejected: int  # proposals over the budget
-    duplicates: int  # proposals of an architecture already trained
-    arch: str  # the best candidate, as the report prints it
-    params: int
-
-
-def write_digits(folder: Path, test_images: int) -> tuple[int, int]:
-    """The digits as train/<digit>/*.png and test/<digit>/*.png; (train, test) image counts."""
+def write_digits(folder: Path, test_images: int) -> None:
+    """The digits as train/<digit>/*.png and test/<digit>/*.png."""
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     pixels = (digits.images * (255 / 16)).round().astype("uint8")  # 0..16 grey levels -> 0..255
-    indices = list(range(len(pixels)))
     train, test = train_test_split(
-        indices, test_size=test_images, stratify=digits.target, random_state=0
+        list(range(len(pixels))), test_size=test_images, stratify=digits.target, random_state=0
     )
     for split, chosen in (("train", train), ("test", test)):
         for index in chosen:
             path = folder / split / str(digits.target[index]) / f"{index:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels[index], mode="L").save(path)
-    return len(train), len(test)
 
 
-def summarise(study: optuna.Study) -> tuple[FrozenTrial, Outcome]:
-    trials = study.get_trials(deepcopy=False)
-    trained = [t for t in trials if records.is_trained(t)]
-    kinds = [records.classify(t) for t in trials]
-    best = max(trained, key=lambda t: (records.accuracy(t), -t.number))
-    seconds = sum(
-        t.user_attrs[records.SECONDS_PER_EPOCH] * t.user_attrs[records.EPOCHS] for t in trained
-    )
-    outcome = Outcome(
-        best_val=records.accuracy(best),
-        test=float("nan"),
-        retrain_val=float("nan"),
-        train_seconds=seconds,
-        wall_seconds=0.0,
-        trained=len(trained),
-        stopped=kinds.count(records.TrialKind.STOPPED),
-        rejected=kinds.count(records.TrialKind.REJECTED),
-        duplicates=kinds.count(records.TrialKind.DUPLICATE),
-        arch=arch_line(Architecture.from_json(best.user_attrs[records.ARCHITECTURE])),
-        params=best.user_attrs[records.PARAMS],
-    )
-    return best, outcome
-
-
-def arch_line(arch: Architecture) -> str:
-    """The printed form, with the stem width always shown (some versions leave it out)."""
-    line = arch.describe()
-    return line if "stem" in line else f"{line} / stem{arch.stem}"
-
-
-def test_accuracy(arch: Architecture, splits, recipe: TrainConfig) -> tuple[float, float]:
-    """The architecture trained with the search's recipe and seed: the test accuracy of its
-    lowest-validation-loss weights, and its best validation accuracy."""
-    set_seed(recipe.seed)  # as the search's objective does before building the model
-    model = build_model(arch)
-    result = fit(model, splits, recipe, progress=False)
-    model.load_state_dict(result.best_state)
-    _, accuracy = evaluate(model, splits.test, splits, recipe, resolve_device(recipe.device))
-    return accuracy, result.best_val_accuracy
-
-
-def run_one(args, method: str, seed: int, store: str, data: DataConfig, splits) -> Outcome:
-    sampler, pruner = METHODS[method]
-    config = SearchConfig(
-        budget=args.budget,
-        trials=args.trials,
-        space=str(args.space_file),
-        study=f"{method}-seed{seed}",
-        storage=store,
-        sampler=sampler,
-        pruner=pruner,
-        seed=seed,
-    )
-    recipe = TrainConfig(
+def recipe_for(args, seed: int) -> TrainConfig:
+    return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -183,22 +141,177 @@ def run_one(args, method: str, seed: int, store: str, data: DataConfig, splits) 
         seed=seed,
         device="cpu",
     )
+
+
+def data_config(args) -> DataConfig:
+    return DataConfig(
+        dataset="imagefolder",
+        data_dir=str(args.folder / "digits"),
+        image_size=args.image_size,
+        val_fraction=args.val_fraction,
+    )
+
+
+def train_once(arch: Architecture, splits, recipe: TrainConfig, cache: Path | None = None):
+    """(best validation accuracy, test accuracy of the lowest-validation-loss weights).
+
+    Training on the CPU with one thread is deterministic, so a run is kept in `cache` (one
+    JSON file per architecture, recipe and seed) and not repeated: the warm start's runs of
+    consecutive seeds overlap, and several methods often retrain the same winner."""
+    key = hashlib.sha256(f"{arch.to_dict()}{recipe.to_dict()}".encode()).hexdigest()[:24]
+    path = cache / f"{key}.json" if cache is not None else None
+    if path is not None and path.exists():
+        return tuple(json.loads(path.read_text()))
+    set_seed(recipe.seed)  # as the search's objective does before building the model
+    model = build_model(arch)
+    result = fit(model, splits, recipe, progress=False)
+    model.load_state_dict(result.best_state)
+    _, test = evaluate(model, splits.test, splits, recipe, resolve_device(recipe.device))
+    if path is not None:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps([result.best_val_accuracy, test]))
+        partial.replace(path)
+    return result.best_val_accuracy, test
+
+
+def study_epochs(study: optuna.Study) -> int:
+    """Training epochs the study has spent: trained and pruned trials, confirmation runs."""
+    trials = study.get_trials(deepcopy=False)
+    spent = sum(t.user_attrs.get(records.EPOCHS, 0) for t in trials if records.is_trained(t))
+    return spent + confirmation_epochs(study)
+
+
+def confirmation_epochs(study: optuna.Study) -> int:
+    try:
+        from nas.winner import confirmation_epochs as spent
+    except ImportError:  # before confirmation runs existed
+        return 0
+    return spent(study)
+
+
+def named_winner(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, float]:
+    """The trial the search names best and the score it is named by."""
+    try:
+        from nas.winner import winner
+    except ImportError:
+        trained = [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
+        best = max(trained, key=lambda t: (records.accuracy(t), -t.number))
+        return best, records.accuracy(best)
+    return winner(study)
+
+
+def run_search_method(args, method: str, seed: int, splits) -> dict:
+    overrides = dict(VARIANTS[method])
+    warm = overrides.pop("warm_start", True)
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    overrides = {k: v for k, v in overrides.items() if k in fields}  # older code: no `confirm`
+    store = f"sqlite:///{args.folder / f'{method}-seed{seed}.db'}"
+    config = SearchConfig(
+        budget=args.budget,
+        trials=10_000,  # the compute ends the search, not a count
+        space=str(args.folder / "digits.yaml"),
+        study=f"{method}-seed{seed}",
+        storage=store,
+        seed=seed,
+        warm_start=False,  # the digits space holds no reference model: REFERENCE_LIKE instead
+        **overrides,
+    )
+    recipe = recipe_for(args, seed)
+    if warm:  # queued before the search opens the study, as its warm start queues its own
+        study = optuna.create_study(study_name=config.study, storage=store, direction="maximize")
+        space = SearchSpace.resolve(config.space)
+        for name, arch in REFERENCE_LIKE.items():
+            study.enqueue_trial(space.params_for(arch), user_attrs={records.WARM_START: name})
+    holder: dict = {}
+
+    def clock() -> float:  # the study's training epochs so far
+        if "study" not in holder:
+            try:
+                holder["study"] = optuna.load_study(study_name=config.study, storage=store)
+            except KeyError:  # not created yet
+                return 0.0
+        return float(study_epochs(holder["study"]))
+
+    budget = TimeBudget(limit=args.compute, clock=clock)
     started = time.perf_counter()
-    study = run_search(config, data, recipe, splits=splits)
-    wall = time.perf_counter() - started
-    best, outcome = summarise(study)
-    outcome.wall_seconds = wall
-    arch = Architecture.from_json(best.user_attrs[records.ARCHITECTURE])
+    study = run_search(config, data_config(args), recipe, splits=splits, time_budget=budget)
+    best, score = named_winner(study)
+    kinds = [records.classify(t) for t in study.get_trials(deepcopy=False)]
+    return {
+        "arch": best.user_attrs[records.ARCHITECTURE],
+        "search_score": score,
+        "epochs": study_epochs(study),
+        "trained": sum(k.trained for k in kinds),
+        "stopped": kinds.count(records.TrialKind.STOPPED),
+        "rejected": kinds.count(records.TrialKind.REJECTED),
+        "duplicates": kinds.count(records.TrialKind.DUPLICATE),
+        "search_wall_s": time.perf_counter() - started,
+    }
+
+
+def run_warm_method(args, seed: int, splits) -> dict:
+    """The warm start alone: the reference-like nets in turn, new seeds, until compute is out."""
+    names = list(REFERENCE_LIKE)
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    started, spent, run = time.perf_counter(), 0, 0
+    while spent + args.epochs <= args.compute:
+        name = names[run % len(names)]
+        recipe = recipe_for(args, seed + run // len(names))
+        val, _ = train_once(REFERENCE_LIKE[name], splits, recipe, args.cache)
+        scores[name].append(val)
+        spent, run = spent + args.epochs, run + 1
+    best = max(names, key=lambda n: statistics.fmean(scores[n]) if scores[n] else -1.0)
+    arch = REFERENCE_LIKE[best]
+    return {
+        "arch": json.dumps(arch.to_dict(), separators=(",", ":")),
+        "search_score": statistics.fmean(scores[best]),
+        "epochs": spent,
+        "trained": run,
+        "stopped": 0,
+        "rejected": 0,
+        "duplicates": 0,
+        "search_wall_s": time.perf_counter() - started,
+    }
+
+
+def run_task(task: tuple) -> dict:
+    args, method, seed = task
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    splits = load_splits(data_config(args))
+    if method == "warm":
+        result = run_warm_method(args, seed, splits)
+    else:
+        result = run_search_method(args, method, seed, splits)
+    arch = Architecture.from_json(result["arch"])
     assert count_params(arch) <= args.budget
-    outcome.test, outcome.retrain_val = test_accuracy(arch, splits, recipe)
-    if pruner == "none":
-        print(f"  rank fidelity ({method}, seed {seed}): {study_fidelity(study).advice()}")
-    return outcome
+    tests = []
+    for index in range(1, args.retrain_seeds + 1):
+        _, test = train_once(arch, splits, recipe_for(args, 1000 * index + seed), args.cache)
+        tests.append(test)
+    result.update(
+        method=method,
+        seed=seed,
+        test=statistics.fmean(tests),
+        tests=tests,
+        arch_line=arch.describe(),
+        params=count_params(arch),
+        load=os.getloadavg()[0],
+        settings=settings_key(args),
+        code=code_version(),
+    )
+    return result
+
+
+def settings_key(args) -> str:
+    keys = ("compute", "epochs", "budget", "image_size", "test_images", "val_fraction")
+    keys += ("batch_size", "lr", "retrain_seeds")
+    return json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True)
 
 
 def code_version() -> str:
-    """Which `nas` runs: its folder, and its git commit with a mark when nas/ has uncommitted
-    changes (other engineers edit the working tree: a figure must name the code it measured)."""
+    """Which `nas` runs: its folder and git commit, marked when nas/ has uncommitted changes."""
     import nas
 
     folder = Path(nas.__file__).parent
@@ -213,107 +326,117 @@ def code_version() -> str:
     if not commit:
         return f"nas from {folder} (not a git checkout)"
     dirty = git("status", "--porcelain", "--", ".")
-    return f"nas from {folder} at {commit}" + (" with uncommitted changes" if dirty else "")
+    return f"{commit}" + ("+uncommitted" if dirty else "")
 
 
-def mean(values) -> float:
-    return statistics.fmean(values)
+def mean_se(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return statistics.fmean(values), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def print_table(
-    results: dict[tuple[int, str], Outcome], seeds: list[int], names: list[str]
-) -> None:
-    head = ["seed"]
-    for name in names:
-        head += [f"{name} best val", f"{name} test", f"{name} train s"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+def print_tables(results: dict[tuple[int, str], dict], seeds: list[int], methods: list[str]):
+    print("| seed | " + " | ".join(f"{m} test (winner)" for m in methods) + " |")
+    print("|---|" + "---|" * len(methods))
     for seed in seeds:
-        row = [str(seed)]
-        for name in names:
-            o = results[(seed, name)]
-            row += [f"{o.best_val:.1%}", f"{o.test:.1%}", f"{o.train_seconds:.0f}"]
-        print("| " + " | ".join(row) + " |")
-    row = ["mean"]
-    for name in names:
-        outcomes = [results[(seed, name)] for seed in seeds]
-        row += [
-            f"{mean(o.best_val for o in outcomes):.1%}",
-            f"{mean(o.test for o in outcomes):.1%}",
-            f"{mean(o.train_seconds for o in outcomes):.0f}",
+        cells = [
+            f"{results[(seed, m)]['test']:.1%} ({results[(seed, m)]['arch_line']})" for m in methods
         ]
-    print("| " + " | ".join(row) + " |")
+        print(f"| {seed} | " + " | ".join(cells) + " |")
     print()
-    print("| seed | method | best architecture | params | trained (stopped) | rejected | "
-          "duplicates | wall s |")  # fmt: skip
+    print("| method | test, mean +- s.e. | vs random (points) | wins/ties/losses | search score "
+          "| epochs used | trained (pruned) | rejected |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    for seed in seeds:
-        for name in names:
-            o = results[(seed, name)]
-            print(
-                f"| {seed} | {name} | {o.arch} | {o.params:,} | {o.trained} ({o.stopped}) | "
-                f"{o.rejected} | {o.duplicates} | {o.wall_seconds:.0f} |"
-            )
+    for method in methods:
+        rows = [results[(seed, method)] for seed in seeds]
+        test, test_se = mean_se([r["test"] for r in rows])
+        line = f"| {method} | {test:.1%} +- {test_se:.1%} | "
+        if method != BASELINE and all((s, BASELINE) in results for s in seeds):
+            diffs = [100 * (r["test"] - results[(r["seed"], BASELINE)]["test"]) for r in rows]
+            d, d_se = mean_se(diffs)
+            wins = sum(x > 1e-9 for x in diffs)
+            losses = sum(x < -1e-9 for x in diffs)
+            line += f"{d:+.1f} +- {d_se:.1f} | {wins}/{len(diffs) - wins - losses}/{losses} | "
+        else:
+            line += "- | - | "
+        score = statistics.fmean(r["search_score"] for r in rows)
+        epochs = statistics.fmean(r["epochs"] for r in rows)
+        trained = statistics.fmean(r["trained"] for r in rows)
+        stopped = statistics.fmean(r["stopped"] for r in rows)
+        rejected = statistics.fmean(r["rejected"] for r in rows)
+        line += f"{score:.1%} | {epochs:.1f} | {trained:.1f} ({stopped:.1f}) | {rejected:.1f} |"
+        print(line)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])  # sampler+train seeds
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS)
-    parser.add_argument("--trials", type=int, default=20)  # trained candidates per search
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument(
+        "--methods", nargs="+", choices=[*VARIANTS, "warm"], default=DEFAULT_METHODS
+    )
+    parser.add_argument("--compute", type=int, default=100)  # training epochs per search
     parser.add_argument("--epochs", type=int, default=5)  # epochs per candidate
     parser.add_argument("--budget", type=int, default=5_000)  # parameters
+    parser.add_argument("--retrain-seeds", type=int, default=3)  # retrains of each winner
     parser.add_argument("--image-size", type=int, default=8)  # the digits' native size
     parser.add_argument("--test-images", type=int, default=400)  # stratified, never searched
     parser.add_argument("--val-fraction", type=float, default=0.2)  # of the training images
     parser.add_argument("--batch-size", type=int, default=64)  # the recipe's
     parser.add_argument("--lr", type=float, default=1e-2)  # Adam; 5 epochs need more than 1e-3
-    parser.add_argument("--threads", type=int, default=1)  # tiny nets: 1 thread is fastest here
-    parser.add_argument("--keep", type=Path, help="keep the data and store in this folder")
+    parser.add_argument("--threads", type=int, default=1)  # torch threads per process
+    parser.add_argument("--jobs", type=int, default=1)  # (seed, method) runs at once
+    parser.add_argument("--results", type=Path, help="JSON lines: append results, reuse them")
+    parser.add_argument("--cache", type=Path, help="keep single training runs here, reuse them")
     return parser.parse_args()
+
+
+def load_results(path: Path | None, key: str) -> dict[tuple[int, str], dict]:
+    if path is None or not path.exists():
+        return {}
+    found = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["settings"] == key:
+            found[(row["seed"], row["method"])] = row
+    return found
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"{datetime.datetime.now():%Y-%m-%d %H:%M} {platform.processor() or platform.machine()}"
-          f", {usable_cpus()} cores, torch {torch.__version__}, optuna {optuna.__version__}, "
-          f"{args.threads} torch thread(s), load before {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
+          f"{platform.processor() or platform.machine()}, {usable_cpus()} cores, torch "
+          f"{torch.__version__}, optuna {optuna.__version__}, {args.jobs} job(s) x "
+          f"{args.threads} thread(s), load before {os.getloadavg()[0]:.2f}, code "
+          f"{code_version()}", flush=True)  # fmt: skip
+    results = load_results(args.results, settings_key(args))
+    if args.cache is not None:
+        args.cache = args.cache / hashlib.sha256(settings_key(args).encode()).hexdigest()[:12]
+        args.cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_search_") as scratch:
-        folder = args.keep or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        train_count, test_count = write_digits(folder / "digits", args.test_images)
-        args.space_file = folder / "digits.yaml"
-        args.space_file.write_text(SPACE)
-        store = f"sqlite:///{folder / 'bench.db'}"
-        data = DataConfig(
-            dataset="imagefolder",
-            data_dir=str(folder / "digits"),
-            image_size=args.image_size,
-            val_fraction=args.val_fraction,
-        )
-        splits = load_splits(data)
-        print(code_version())
-        print(f"digits: {len(splits.train)} train, {len(splits.val)} val, {test_count} test "
-              f"images at {args.image_size}x{args.image_size}; budget {args.budget:,}; "
-              f"{args.trials} trained candidates x {args.epochs} epochs per search; "
-              f"seeds {args.seeds}")  # fmt: skip
-        results: dict[tuple[int, str], Outcome] = {}
-        for seed in args.seeds:
-            for method in args.methods:
-                outcome = run_one(args, method, seed, store, data, splits)
-                results[(seed, method)] = outcome
-                print(f"  seed {seed} {method}: best val {outcome.best_val:.1%} "
-                      f"({outcome.arch}, {outcome.params:,} params), test {outcome.test:.1%} "
-                      f"(retrain val {outcome.retrain_val:.1%}), "
-                      f"train {outcome.train_seconds:.0f} s, wall {outcome.wall_seconds:.0f} s, "
-                      f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
-    print()
-    print_table(results, args.seeds, args.methods)
-    print(f"\nload after {os.getloadavg()[0]:.2f}; train images {train_count} before the "
-          f"validation split")  # fmt: skip
+        args.folder = Path(scratch)
+        write_digits(args.folder / "digits", args.test_images)
+        (args.folder / "digits.yaml").write_text(SPACE)
+        tasks = [
+            (args, method, seed)
+            for seed in args.seeds
+            for method in args.methods
+            if (seed, method) not in results
+        ]
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            for row in pool.imap_unordered(run_task, tasks):
+                results[(row["seed"], row["method"])] = row
+                print(f"  seed {row['seed']} {row['method']}: test {row['test']:.1%} "
+                      f"({row['arch_line']}, {row['params']:,} params, search score "
+                      f"{row['search_score']:.1%}), {row['epochs']} epochs, "
+                      f"{row['trained']} trained ({row['stopped']} pruned), "
+                      f"{row['rejected']} rejected, search {row['search_wall_s']:.0f} s, "
+                      f"load {row['load']:.2f}", flush=True)  # fmt: skip
+                if args.results is not None:
+                    with args.results.open("a") as out:
+                        out.write(json.dumps(row) + "\n")
+    print(f"\n{time.perf_counter() - started:.0f} s wall, load after {os.getloadavg()[0]:.2f}\n")
+    print_tables(results, args.seeds, args.methods)
 
 
 if __name__ == "__main__":

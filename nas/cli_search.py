@@ -36,6 +36,7 @@ from nas.config_search import (
 )
 from nas.cost_table import COSTS
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
+from nas.time_budget import parse_duration
 
 SMOKE = {  # --smoke: the whole flow on a CPU in about a minute, no dataset needed
     "dataset": "synthetic",
@@ -133,6 +134,19 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "its space holds within the budget before sampling)",
     )
     parser.add_argument(
+        "--time-limit",
+        help="start no trial once the time left cannot hold one more at this run's pace: 8h, "
+        "90m, 3600s; the running trial finishes and the winner is still confirmed; with "
+        "--trials, whichever comes first; each run (a resume) has its own limit",
+    )
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        default=SearchConfig.confirm,
+        help="top candidates trained again with another seed before the search names its best, "
+        "ranked by the mean of both runs (default: %(default)s; 0: none)",
+    )
+    parser.add_argument(
         "--report",
         help="HTML report path, kept by the study for later refreshes (default: the one the "
         "study keeps, else beside the SQLite store)",
@@ -180,6 +194,8 @@ def search_settings(args: argparse.Namespace):
         latency_threads=args.latency_threads,
         objective=args.objective,
         minimize=args.minimize or SearchConfig.minimize,
+        confirm=args.confirm,
+        time_limit=parse_duration(args.time_limit) if args.time_limit is not None else None,
     )
     recipe = TrainConfig.from_dict(
         {
@@ -202,9 +218,12 @@ def check_report_path(path: Path) -> None:
 
 
 def search_command(args: argparse.Namespace) -> int:
+    import datetime
+
     from nas.storage import display_url
     from nas.workers import plan_devices
 
+    started = datetime.datetime.now(datetime.UTC)  # the summary tells this command's runs
     config, data, recipe = search_settings(args)
     quiet_optuna()
     from nas.report import default_report_path
@@ -245,7 +264,7 @@ def search_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if status:
         return status
-    return finish(config, report if args.report else None, progress)
+    return finish(config, report if args.report else None, progress, started)
 
 
 def _in_this_process(config, data, recipe, progress: Progress) -> int:
@@ -282,7 +301,7 @@ def _with_workers(config, data, recipe, devices, progress: Progress) -> int:
     return result.status
 
 
-def finish(config, given: Path | None, progress: Progress) -> int:
+def finish(config, given: Path | None, progress: Progress, started=None) -> int:
     """Write the report (to `given`, which the study then keeps, else to the one it keeps) and
     print the summary."""
     import optuna
@@ -301,5 +320,5 @@ def finish(config, given: Path | None, progress: Progress) -> int:
     )
     from nas.cli_summary import print_summary
 
-    print_summary(study, config, report)
+    print_summary(study, config, report, since=started)
     return 0

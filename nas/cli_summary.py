@@ -1,6 +1,7 @@
 """Owns what a finished search prints: the top trials, what became of every trial (and which
 budgets the rejected ones broke), the best model at every size with the command that retrains
-each, the rank-fidelity advice, and the commands to run next."""
+each, the winner with how sure it is (its confirmation, its lead, the rank-fidelity advice),
+how each run with a time limit spent it, and the commands to run next."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from nas import records
 from nas.cli_common import format_table
 from nas.commands import dashboard_command, retrain_command
 from nas.cost_table import NAMES, cost_label
-from nas.fidelity import rank_fidelity, recipe_epochs
 from nas.report import FRONT_TITLE, architecture_summary, front_rows, top_trials
 from nas.storage import display_url
+from nas.time_budget import run_lines
+from nas.winner import verdict_lines
 
 FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
 
@@ -34,9 +36,10 @@ def print_front(study, trials, config) -> None:
         print(f"... and {len(rows) - FRONT_ROWS} more in the report")
 
 
-def print_summary(study, config, report: Path) -> None:
-    """The top trials, what became of every trial, the front, the rank-fidelity advice, and the
-    commands to run next."""
+def print_summary(study, config, report: Path, since=None) -> None:
+    """The top trials, what became of every trial, the front, the winner with how sure it is
+    (its confirmation, lead and the rank-fidelity advice), how the runs since `since` spent
+    their time limit, and the commands to run next."""
     trials = study.get_trials(deepcopy=False)  # read once: every part describes the same trials
     rows = [  # top_trials lists each trained architecture once, best first
         (
@@ -66,7 +69,8 @@ def print_summary(study, config, report: Path) -> None:
         over = ", ".join(f"{cost_label(name)} {n}" for name, n in broken.items())
         print(f"rejected candidates by the budget they broke: {over}")
     print_front(study, trials, config)
-    print(rank_fidelity(trials, recipe_epochs(study.user_attrs)).advice())
+    for line in verdict_lines(study, trials) + run_lines(study.user_attrs, since):
+        print(line)
     print(f"store:  {display_url(config.storage)}")
     print(f"report: {report}")
     print(f"next:   {dashboard_command(config.storage)}")

@@ -20,7 +20,7 @@ SEARCH_EPOCHS = 40  # epochs per candidate: the reference study's block-size swe
 MAX_STUDY_NAME = 200  # characters: the report is written to a file named after the study
 
 SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "fidelity", "hyperband", "none")
 OBJECTIVES = ("accuracy", "pareto")  # --objective
 LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device (cuda:N too)
 
@@ -52,6 +52,8 @@ class SearchConfig:
     latency_threads: int = 1  # CPU threads while timing latency (pinned: measurements repeat)
     objective: str = "accuracy"  # accuracy | pareto (accuracy up and `minimize` down)
     minimize: str = "params"  # the cost a Pareto search lowers: params | macs | latency
+    confirm: int = 0  # top candidates trained again with another seed before naming the best
+    time_limit: float | None = None  # seconds this run may start trials for (None: no limit)
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -61,6 +63,10 @@ class SearchConfig:
                 f"the study name is {len(self.study):,} characters long; "
                 f"use at most {MAX_STUDY_NAME}"
             )
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise UserError(f"--time-limit must be more than 0, got {self.time_limit}")
+        if self.confirm < 0:
+            raise UserError(f"--confirm must be 0 or more, got {self.confirm}")
         if self.seed < 0:
             raise UserError(f"the seed must be 0 or more, got {self.seed}")
         if self.trials < 0:  # 0 creates and records the study, and trains nothing

@@ -78,6 +78,8 @@ SEARCH = "search"  # sampler, pruner, seed of the first run
 TOOL_VERSION = "tool_version"  # nas.__version__ that created the study
 REPORT_PATH = "report_path"  # the HTML report the search wrote (absolute): refreshes rewrite it
 RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
+CONFIRM_PREFIX = "confirm_trial_"  # + trial number: its confirmation run (nas.confirm, a dict)
+TIME_BUDGET_PREFIX = "time_budget_run_"  # + run id: how a run with --time-limit spent its time
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
 
@@ -220,6 +222,10 @@ def _is_number(value: Any) -> bool:
 
 
 # ---- retrain results ---------------------------------------------------------------------
+
+
+def confirm_key(trial_number: int) -> str:
+    return f"{CONFIRM_PREFIX}{trial_number}"
 
 
 def retrain_key(trial_number: int) -> str:

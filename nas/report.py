@@ -38,6 +38,8 @@ from nas.report_figures import (
     percent,
     sections,
 )
+from nas.time_budget import run_lines
+from nas.winner import verdict_lines
 
 
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -118,6 +120,14 @@ def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
         for name, value in rows
     )
     return f"<table class='summary'>{body}</table>"
+
+
+def _verdict_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    """The first screen: how good the winner is and how sure we are (`nas.winner`), and how
+    each run with a time limit spent it (`nas.time_budget`)."""
+    lines = verdict_lines(study, trials) + run_lines(study.user_attrs)
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<ul class='verdict'>{items}</ul>"
 
 
 def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) -> str:
@@ -218,6 +228,7 @@ def render_report(study: optuna.Study, top: int = 10, storage: str = "") -> str:
         f"<script type='text/javascript'>{get_plotlyjs()}</script>",
         "</head><body>",
         f"<h1>NAS report: {html.escape(study.study_name)}</h1>",
+        _verdict_html(study, trials),
         _header_html(study, trials),
     ]
     for section in sections(study, trials):

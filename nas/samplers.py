@@ -22,6 +22,10 @@ Claims:
   (its COMPLETE trials are all feasible). Finishing rejections as COMPLETE with a worst value
   and the constraint was measured too and did no better (benchmarks/RESULTS.md), at the cost
   of fake COMPLETE trials in the store.
+- The `fidelity` pruner (`FidelityPruner`) applies the median rule only from the earliest epoch
+  that the study's own rank fidelity (`nas.fidelity`, over its trials that ran every epoch)
+  says ranks like the last; before enough full-length trials, or while no epoch agrees, it
+  prunes nothing.
 - Only public Optuna API: the TPE wrapper overrides `BaseSampler`'s public hooks.
 """
 
@@ -35,6 +39,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
+from nas.fidelity import rank_fidelity
 
 CONSTRAINT_SUFFIX = "_excess"  # Optuna >= 5: constraint `<cost>_excess` per budget (set_constraint)
 HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5.0
@@ -124,6 +129,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
+    if name == "fidelity":
+        return FidelityPruner(epochs)
     # compare with the median only after a few full trials and a third of the epochs
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
 
@@ -187,3 +194,29 @@ class TrainedStartupTPESampler(optuna.samplers.TPESampler):
     def reseed_rng(self) -> None:
         super().reseed_rng()
         self.startup_sampler.reseed_rng()
+
+
+class FidelityPruner(optuna.pruners.BasePruner):
+    """The median rule, applied only from the epoch at which the study's own rank fidelity
+    (`nas.fidelity`, over its trials that ran every epoch) says the ranking already agrees
+    with the last epoch's. Until enough full-length trials exist, and while no earlier epoch
+    agrees, it prunes nothing: a search whose early epochs rank unlike the last trains every
+    candidate to the end."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.median = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
+
+    def trusted_epoch(self, study: optuna.Study) -> int | None:
+        """The earliest epoch whose ranking the study's full-length trials say agrees."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return rank_fidelity(complete, self.epochs).agreeing_epoch()
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step >= self.epochs:
+            return False
+        epoch = self.trusted_epoch(study)
+        if epoch is None or step < epoch:
+            return False
+        return self.median.prune(study, trial)

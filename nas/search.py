@@ -19,6 +19,11 @@ Claims:
 - `max_rejections` untrained candidates in a row end the search with a sentence saying why: over
   the budgets (or already trained), or, when every one of them ran out of device memory
   (`records.OUT_OF_MEMORY`), that they did not fit in that device's memory.
+- With a `TimeBudget` (`nas.time_budget`) no new trial starts once the time left cannot hold one
+  more at this run's measured pace plus the confirmation runs still to come; the run then
+  confirms and returns, `time_budget.stopped` set.
+- Before a single-objective search returns, its top `confirm` candidates are trained again with
+  another seed (`nas.confirm`), so the best it names is confirmed; one worker does it.
 - `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
   the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
   or by Ctrl-C has its parameters enqueued, so the next run retries it first.
@@ -42,6 +47,7 @@ from nas.batches import data_path_line
 from nas.budgets import Budgets
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
+from nas.confirm import confirm_top
 from nas.cost_table import format_cost
 from nas.data import Splits, class_count, load_splits
 from nas.errors import StopRequested, UserError
@@ -49,7 +55,16 @@ from nas.objective import Objective
 from nas.space import SearchSpace
 from nas.storage import StaleTrialReaper, check_url
 from nas.study_setup import open_study
+from nas.time_budget import TimeBudget
 from nas.train import resolve_device
+from nas.winner import unconfirmed
+
+BUDGET_KINDS = {  # what a time budget books a finished trial's time to
+    records.TrialKind.TRAINED: "trained",
+    records.TrialKind.STOPPED: "pruned",
+    records.TrialKind.REJECTED: "rejected",
+    records.TrialKind.DUPLICATE: "duplicate",
+}
 
 
 @dataclass
@@ -162,8 +177,10 @@ def run_search(
     should_stop: Callable[[], bool] | None = None,
     announce: Callable[[str], None] | None = None,
     memory_meter: Callable[..., Any] | None = None,
+    time_budget: TimeBudget | None = None,
 ) -> optuna.Study:
-    """Run (or resume) the study until it holds `config.trials` trained candidates.
+    """Run (or resume) the study until it holds `config.trials` trained candidates, or until
+    `time_budget` refuses a new trial (`time_budget.stopped` then says so).
 
     `memory_meter` replaces `nas.costs.training_memory` in the budget gate (`nas.budgets.Gate`).
 
@@ -172,9 +189,11 @@ def run_search(
     next run) or before asking for a new trial.
     """
     stop = should_stop or (lambda: False)
+    if time_budget is None and config.time_limit is not None:
+        time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
     space, study, splits = prepare_study(config, data, recipe, splits, announce)
     if trial_counts(study)[0] >= config.trials:
-        return study
+        return finish_run(study, config, splits, recipe, stop, time_budget)
     if announce is not None:  # where the data goes on this device, and why (its free memory)
         announce(data_path_line(splits.train, recipe, resolve_device(recipe.device)))
     objective = Objective(
@@ -196,7 +215,7 @@ def run_search(
         reap(study)
         trained, running = trial_counts(study)
         if trained >= config.trials:
-            return study
+            return finish_run(study, config, splits, recipe, stop, time_budget)
         if stop():
             raise StopRequested()
         if trained + running >= config.trials:
@@ -206,6 +225,11 @@ def run_search(
             _sleep(config.poll, stop)  # another worker's trial may finish the study, or go stale
             continue
         waiting.reset()
+        if time_budget is not None and not time_budget.allows_trial(
+            confirmation_reserve(config, time_budget, recipe.epochs)
+        ):
+            return finish_run(study, config, splits, recipe, stop, time_budget)
+        started = time_budget.clock() if time_budget is not None else 0.0
         try:
             study.optimize(
                 objective,
@@ -221,6 +245,12 @@ def run_search(
                 study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
             raise
         trial = finished[-1]
+        if time_budget is not None:
+            time_budget.record(
+                BUDGET_KINDS.get(records.classify(trial), "other"),
+                time_budget.clock() - started,
+                trial.user_attrs.get(records.EPOCHS, 0),
+            )
         trained_now = records.is_trained(trial)
         if trained_now:
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
@@ -241,6 +271,55 @@ def run_search(
                 f"({Budgets.of(config).describe()}) or already trained; raise a budget, widen "
                 "the space, or lower --trials"
             )
+
+
+def confirmation_reserve(config: SearchConfig, budget: TimeBudget, epochs: int) -> float:
+    """Time the confirmation runs will need: `config.confirm` full-length runs at this run's
+    measured pace per epoch (0 before any trial trained, or in a Pareto study)."""
+    per_epoch = budget.per_epoch()
+    if config.pareto or not config.confirm or per_epoch is None:
+        return 0.0
+    return config.confirm * epochs * per_epoch
+
+
+def confirm(
+    study: optuna.Study,
+    config: SearchConfig,
+    splits: Splits,
+    recipe: TrainConfig,
+    stop: Callable[[], bool],
+    time_budget: TimeBudget | None,
+) -> optuna.Study:
+    """Confirm the top `config.confirm` candidates (`nas.confirm`) before the search names its
+    best; a Pareto study names a front, not one best, and confirms nothing."""
+    if config.pareto or not config.confirm or not unconfirmed(study, config.confirm):
+        return study
+    clock = time_budget.clock if time_budget is not None else time.monotonic
+    started = clock()
+
+    def booked(_number: int, record: dict) -> None:
+        nonlocal started
+        if time_budget is not None:
+            time_budget.record("confirmation", clock() - started, record["epochs"])
+        started = clock()
+
+    confirm_top(study, splits, recipe, config.confirm, should_stop=stop, on_run=booked)
+    return study
+
+
+def finish_run(
+    study: optuna.Study,
+    config: SearchConfig,
+    splits: Splits,
+    recipe: TrainConfig,
+    stop: Callable[[], bool],
+    time_budget: TimeBudget | None,
+) -> optuna.Study:
+    """What every run does last: confirm the winner, then record how the time went."""
+    confirm(study, config, splits, recipe, stop, time_budget)
+    if time_budget is not None:
+        study.set_user_attr(time_budget.record_key(), time_budget.to_record())
+    return study
 
 
 class WaitWatch:

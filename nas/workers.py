@@ -84,7 +84,12 @@ def worker_environment(
     env = dict(os.environ)
     settings = {
         # each worker samples with its own seed so they do not propose the same candidates
-        "search": dataclasses.asdict(dataclasses.replace(config, seed=config.seed + index)),
+        # worker 0 alone confirms the winner: its run ends once the study holds its target
+        "search": dataclasses.asdict(
+            dataclasses.replace(
+                config, seed=config.seed + index, confirm=config.confirm if index == 0 else 0
+            )
+        ),
         "data": data.to_dict(),
         "recipe": dataclasses.asdict(dataclasses.replace(recipe, device=device)),
     }

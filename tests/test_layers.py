@@ -61,7 +61,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "search",
         frozenset(
             {"search", "objective", "samplers", "study_setup", "workers", "fidelity", "front"}
-            | {"study_choice", "commands", "confirm"}
+            | {"study_choice", "commands", "confirm", "winner", "time_budget"}
         ),
     ),
     (

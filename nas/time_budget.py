@@ -1,0 +1,166 @@
+"""Owns a search's time budget (`nas search --time-limit 8h`): reading the limit, the rule that
+decides whether one more trial may start, and the account of where the time went.
+
+Claims:
+- `parse_duration` reads `8h`, `90m`, `3600s` (and a plain number of seconds) into seconds;
+  anything else, zero or a negative value is a `UserError` of one sentence.
+- `may_start(elapsed, limit, per_trial, reserve)` is the stop rule, a pure function: a new
+  trial starts only while the time left (`limit - elapsed`) holds one more trial at the
+  measured pace (`per_trial`) plus `reserve` (the confirmation runs still to come). Before any
+  trial of this run has trained, the pace is unknown and a trial starts while time is left.
+- `TimeBudget` measures with the clock it is given (`time.monotonic` by default; a test or a
+  benchmark passes its own, e.g. one that counts training epochs), from its creation: each run
+  of a search has its own limit, also on a resume. It adds up the time of every trial by what
+  became of it (trained, stopped by the pruner, rejected, duplicate, other) and of the
+  confirmation runs; trials that trained set the pace.
+- A run's account is recorded on the study (`records.TIME_BUDGET_PREFIX` + the run's start and
+  process), and `run_lines(study_attrs, since)` says, for each run started since then, whether
+  the time limit stopped it and where its time went.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nas import records
+from nas.errors import UserError
+
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # suffix -> seconds
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+KINDS = ("trained", "pruned", "rejected", "duplicate", "other", "confirmation")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '8h', '90m', '3600s' or '3600'."""
+    match = DURATION.match(str(text).lower())
+    if match is None:
+        raise UserError(f"--time-limit must be a duration such as 8h, 90m or 3600s, not {text!r}")
+    seconds = float(match.group(1)) * UNITS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise UserError(f"--time-limit must be more than 0, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """'2 h 05 min', '12 min 30 s', '45 s'."""
+    seconds = max(0.0, seconds)
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{seconds:.0f} s"
+
+
+def may_start(elapsed: float, limit: float, per_trial: float | None, reserve: float = 0.0) -> bool:
+    """Whether one more trial may start: the time left holds a trial at the measured pace and
+    the reserve. `per_trial` None: no trial has trained yet, so any time left will do."""
+    left = limit - elapsed
+    if per_trial is None:
+        return left > reserve
+    return left >= per_trial + reserve
+
+
+def account_line(
+    limit: float,
+    used: float,
+    spent: dict[str, float],
+    counts: dict[str, int],
+    describe: Callable[[float], str] = format_duration,
+) -> str:
+    """'time limit 20 s: 14 s used: trained 3 (11 s), rejected 2 (1 s), ...'."""
+    names = {"pruned": "stopped by the pruner", "duplicate": "duplicates"}
+    parts = [
+        f"{names.get(kind, kind)} {counts[kind]} ({describe(spent[kind])})"
+        for kind in KINDS
+        if counts.get(kind)
+    ]
+    head = f"time limit {describe(limit)}: {describe(used)} used"
+    return head + (": " + ", ".join(parts) if parts else "")
+
+
+@dataclass
+class TimeBudget:
+    """A limit on one run of a search, measured with `clock` from the moment it is made."""
+
+    limit: float  # in the clock's units (seconds for the default clock)
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+    spent: dict[str, float] = field(init=False)  # clock units by what the time went to
+    counts: dict[str, int] = field(init=False)  # trials (and confirmation runs) by kind
+    trained_epochs: int = field(init=False, default=0)  # epochs of this run's trained trials
+    stopped: bool = field(init=False, default=False)  # True once the rule refused a new trial
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+        self.started_at = datetime.datetime.now(datetime.UTC)  # names the run's record
+        self.spent = dict.fromkeys(KINDS, 0.0)
+        self.counts = dict.fromkeys(KINDS, 0)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def record(self, kind: str, duration: float, epochs: int = 0) -> None:
+        """A finished trial (or confirmation run) of `kind` (one of KINDS) took `duration`;
+        `epochs`: the epochs it trained (trained and pruned trials)."""
+        self.spent[kind] += duration
+        self.counts[kind] += 1
+        if kind in ("trained", "pruned"):
+            self.trained_epochs += epochs
+
+    def per_trial(self) -> float | None:
+        """Mean time of the trials that trained (to the end or until pruned) in this run."""
+        count = self.counts["trained"] + self.counts["pruned"]
+        return (self.spent["trained"] + self.spent["pruned"]) / count if count else None
+
+    def per_epoch(self) -> float | None:
+        """Mean time of one training epoch in this run."""
+        if not self.trained_epochs:
+            return None
+        return (self.spent["trained"] + self.spent["pruned"]) / self.trained_epochs
+
+    def allows_trial(self, reserve: float = 0.0) -> bool:
+        """The stop rule at this moment; remembers a refusal (`stopped`)."""
+        if may_start(self.elapsed(), self.limit, self.per_trial(), reserve):
+            return True
+        self.stopped = True
+        return False
+
+    def account(self, describe: Callable[[float], str] = format_duration) -> str:
+        """One line: where the time went (`account_line`)."""
+        return account_line(self.limit, self.elapsed(), self.spent, self.counts, describe)
+
+    def to_record(self) -> dict:
+        return {
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "limit": self.limit,
+            "used": self.elapsed(),
+            "stopped_by_limit": self.stopped,
+            "spent": dict(self.spent),
+            "counts": dict(self.counts),
+        }
+
+    def record_key(self) -> str:
+        return f"{records.TIME_BUDGET_PREFIX}{self.started_at:%Y%m%dT%H%M%S}_{os.getpid()}"
+
+
+def run_lines(study_attrs: dict, since: datetime.datetime | None = None) -> list[str]:
+    """One line per run with a time limit (started at or after `since`), oldest first."""
+    lines = []
+    for key in sorted(k for k in study_attrs if k.startswith(records.TIME_BUDGET_PREFIX)):
+        run = study_attrs[key]
+        started = datetime.datetime.fromisoformat(run["started"])
+        if since is not None and started < since.replace(microsecond=0):
+            continue
+        account = account_line(run["limit"], run["used"], run["spent"], run["counts"])
+        why = (
+            "stopped by the time limit: no further trial fitted in the time left"
+            if run["stopped_by_limit"]
+            else "ended within the time limit"
+        )
+        lines.append(f"run of {started:%Y-%m-%d %H:%M} UTC {why}; {account}")
+    return lines

@@ -1,0 +1,118 @@
+"""nas.confirm: which candidates are confirmed, the record a confirmation run leaves on the
+study, and which trial the search names best (real Optuna studies on SQLite, a real training
+run on synthetic data)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from nas import records
+from nas.arch import Architecture
+from nas.confirm import SEED_OFFSET, confirm_top
+from nas.data import DataConfig, load_splits
+from nas.train import TrainConfig
+from nas.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
+
+SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
+
+
+def trained(value: float, arch: str, state=TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    attrs = {records.TRAINED: True, records.ARCHITECTURE: arch, records.EPOCHS: 2}
+    if state == TrialState.PRUNED:
+        attrs[records.BEST_VAL_ACCURACY] = value
+        return create_trial(state=state, intermediate_values={1: value}, user_attrs=attrs)
+    return create_trial(value=value, intermediate_values={1: value, 2: value}, user_attrs=attrs)
+
+
+def new_study(tmp_path, trials) -> optuna.Study:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}", direction="maximize")
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def test_candidates_are_the_best_full_trials_one_per_architecture(tmp_path):
+    study = new_study(
+        tmp_path,
+        [
+            trained(0.80, "a"),  # 0
+            trained(0.95, "b", TrialState.PRUNED),  # 1: stopped by the pruner: not a candidate
+            trained(0.90, "c"),  # 2
+            trained(0.90, "c"),  # 3: the same architecture again
+            trained(0.85, "d"),  # 4
+            trained(0.90, "e"),  # 5: ties with 2, a higher number
+        ],
+    )
+    assert [t.number for t in candidates(study.get_trials(), 3)] == [2, 5, 4]
+    assert [t.number for t in candidates(study.get_trials(), 10)] == [2, 5, 4, 0]
+
+
+def test_without_confirmation_the_winner_is_the_best_trained_trial(tmp_path):
+    study = new_study(tmp_path, [trained(0.80, "a"), trained(0.95, "b", TrialState.PRUNED)])
+    best, score = winner(study)
+    assert (best.number, score) == (1, 0.95)
+
+
+def test_with_confirmations_the_winner_has_the_best_mean(tmp_path):
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.99, "c")])
+    # trial 0 was lucky (0.96, then 0.88: mean 0.92), trial 1 is steady (0.94, 0.93: 0.935);
+    # trial 2 has no confirmation record and is not named however high its one run
+    study.set_user_attr(records.confirm_key(0), {"mean_val_accuracy": 0.92, "epochs": 5})
+    study.set_user_attr(records.confirm_key(1), {"mean_val_accuracy": 0.935, "epochs": 5})
+    best, score = winner(study)
+    assert (best.number, score) == (1, 0.935)
+    assert confirmation_epochs(study) == 10
+
+
+def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_records_it(tmp_path):
+    splits = load_splits(DataConfig(dataset="synthetic", subset=48))
+    architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
+    study = new_study(tmp_path, [trained(0.5, architecture), trained(0.1, "never-built")])
+    recipe = TrainConfig(epochs=2, batch_size=16, augment="none", flip=False, seed=7, device="cpu")
+    seen = []
+    done = confirm_top(study, splits, recipe, 1, on_run=lambda n, r: seen.append(n))
+    assert done == seen == [0]
+    record = study.user_attrs["confirm_trial_0"]
+    assert record["seed"] == 7 + SEED_OFFSET
+    assert record["epochs"] == 2
+    assert record["first_val_accuracy"] == 0.5
+    assert 0.0 <= record["val_accuracy"] <= 1.0
+    assert record["mean_val_accuracy"] == pytest.approx((0.5 + record["val_accuracy"]) / 2)
+    assert list(confirmations(study)) == [0]
+    # confirmed once: a second call (a resume, another worker) trains nothing
+    assert confirm_top(study, splits, recipe, 1) == []
+
+
+def test_the_verdict_names_the_confirmed_winner_its_spread_and_lead(tmp_path):
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.90, "c")])
+    study.set_user_attr(records.RECIPE, {"seed": 0})
+    study.set_user_attr(
+        records.confirm_key(1),
+        {"seed": 1, "first_val_accuracy": 0.94, "val_accuracy": 0.92, "mean_val_accuracy": 0.93},
+    )
+    study.set_user_attr(
+        records.confirm_key(0),
+        {"seed": 1, "first_val_accuracy": 0.96, "val_accuracy": 0.88, "mean_val_accuracy": 0.92},
+    )
+    winner_line, lead, fidelity = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 1 (")
+    assert "93.00% validation accuracy, the mean of 2 seeds (0: 94.00%, 1: 92.00%; " in winner_line
+    assert winner_line.endswith("spread +-1.0 points)")
+    # 93 - 92 = 1 point: no more than the spread, so the runner-up may be as good
+    assert lead == (
+        "its lead: +1.0 points over trial 0 (92.00%): within the winner's spread over seeds, "
+        "the runner-up may be as good"
+    )
+    assert fidelity.startswith("rank fidelity: not enough trials to say")
+
+
+def test_an_unconfirmed_winner_says_so_and_leads_by_accuracy(tmp_path):
+    study = new_study(tmp_path, [trained(0.90, "a"), trained(0.95, "b"), trained(0.80, "c")])
+    winner_line, lead, _ = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 1 (")
+    assert "95.00% validation accuracy from one training run, not confirmed" in winner_line
+    assert lead == "its lead: +5.0 points over trial 0 (90.00%), +15.0 points over trial 2 (80.00%)"
