@@ -12,9 +12,9 @@ from optuna.trial import TrialState, create_trial
 
 from nas import records
 from nas.arch import Architecture
+from nas.config import DataConfig, TrainConfig
 from nas.confirm import SEED_OFFSET, confirm_top
-from nas.data import DataConfig, load_splits
-from nas.train import TrainConfig
+from nas.data import load_splits
 from nas.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
