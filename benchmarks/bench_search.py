@@ -103,6 +103,8 @@ REFERENCE_LIKE = {
 VARIANTS: dict[str, dict] = {
     "defaults": {},
     "tpe+median": {"sampler": "tpe", "pruner": "median", "confirm": 0},
+    "tpe+median+confirm": {"sampler": "tpe", "pruner": "median", "confirm": 3},
+    "tpe+median+confirm2": {"sampler": "tpe", "pruner": "median", "confirm": 2},
     "tpe": {"sampler": "tpe", "pruner": "none", "confirm": 0},
     "tpe+fidelity": {"sampler": "tpe", "pruner": "fidelity", "confirm": 0},
     "tpe+confirm": {"sampler": "tpe", "pruner": "none", "confirm": 3},
