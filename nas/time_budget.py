@@ -136,7 +136,7 @@ class TimeBudget:
 
     def to_record(self) -> dict:
         return {
-            "started": self.started_at.isoformat(timespec="seconds"),
+            "started": self.started_at.isoformat(),
             "limit": self.limit,
             "used": self.elapsed(),
             "stopped_by_limit": self.stopped,

@@ -153,8 +153,12 @@ def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp
     study = optuna.load_study(study_name="smoke", storage="sqlite:///studies/nas.db")
     trials = study.get_trials()
     assert 1 <= sum(records.is_trained(t) for t in trials) < 1000
-    # the rule refuses a trial the time left cannot hold: every trial started within the limit
-    limit = started + datetime.timedelta(seconds=20)
+    # the rule refuses a trial the time left cannot hold: every trial started within the limit,
+    # counted from the moment the run's budget started (recorded with the run)
+    (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]
+    budget_started = datetime.datetime.fromisoformat(run["started"])
+    assert started <= budget_started and run["limit"] == 20.0 and run["stopped_by_limit"]
+    limit = budget_started + datetime.timedelta(seconds=20)
     assert all(t.datetime_start.astimezone(datetime.UTC) < limit for t in trials)
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
     (line,) = [line for line in out.splitlines() if line.startswith("run of ")]
