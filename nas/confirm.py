@@ -25,10 +25,11 @@ from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch import Architecture
+from nas.config import TrainConfig
 from nas.data import Splits
 from nas.errors import StopRequested
 from nas.model import build_model
-from nas.train import NonFiniteLossError, TrainConfig, fit, set_seed
+from nas.train import NonFiniteLossError, fit, set_seed
 from nas.winner import unconfirmed
 
 SEED_OFFSET = 1  # a confirmation run trains with the recipe's seed + this
