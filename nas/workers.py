@@ -45,7 +45,7 @@ from nas.errors import (
     stop_on_sigterm,
 )
 from nas.machine import usable_cpus
-from nas.search import TrialOutcome, outcome_of, prepare_study, run_search
+from nas.search import TrialOutcome, outcome_of, prepare_study, run_search, trial_counts
 
 SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "recipe": ...}
 
@@ -111,62 +111,95 @@ def run_workers(
 
     Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
     trials; the KeyboardInterrupt is re-raised once they have exited."""
-    from nas.search import trial_counts
-
     # user errors surface here, once; a new study is created (and warm-started) here
     _, study, _ = prepare_study(config, data, recipe, announce=announce)
-    cpu_only = all(device == "cpu" for device in devices)
+    new_trials = _NewTrials(study, on_trial)
     logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
     processes: list[subprocess.Popen] = []
-    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-
-    def report_new() -> None:
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state.is_finished() and trial.number not in seen:
-                seen.add(trial.number)
-                if on_trial is not None:
-                    on_trial(outcome_of(trial), trial_counts(study)[0])
-
-    def send(signum: int) -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signum)
-
-    stopping = False
     try:
-        for index, device in enumerate(devices):
-            env = worker_environment(config, data, recipe, index, device)
-            if cpu_only and "OMP_NUM_THREADS" not in env:
-                # share the cores instead of every worker using all of them
-                env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "nas.workers"],
-                    env=env,
-                    start_new_session=True,  # Ctrl-C reaches the parent, which forwards it
-                    stdout=subprocess.DEVNULL,
-                    stderr=logs[index],
-                )
-            )
-        while any(process.poll() is None for process in processes):
-            if should_stop() and not stopping:
-                stopping = True
-                send(signal.SIGTERM)
-            report_new()
-            time.sleep(0.5)
+        for index, log in enumerate(logs):
+            processes.append(_start_worker(_worker_env(config, data, recipe, index, devices), log))
+        stopping = _watch(processes, new_trials, should_stop)
     except KeyboardInterrupt:
-        send(signal.SIGINT)
+        _send(processes, signal.SIGINT)
         for process in processes:
             process.wait()
         raise
     finally:
-        texts = []
-        for log in logs:
-            log.seek(0)
-            texts.append(log.read().strip())
-            log.close()
-    report_new()
-    statuses = [process.returncode for process in processes]
+        texts = _read_and_close(logs)
+    new_trials.report()
+    return _result_of([process.returncode for process in processes], texts, stopping)
+
+
+class _NewTrials:
+    """Reports each trial of the study once, when it is first seen finished."""
+
+    def __init__(self, study, on_trial: Callable[[TrialOutcome, int], None] | None):
+        self.study = study
+        self.on_trial = on_trial
+        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in self.seen:
+                self.seen.add(trial.number)
+                if self.on_trial is not None:
+                    self.on_trial(outcome_of(trial), trial_counts(self.study)[0])
+
+
+def _worker_env(
+    config: SearchConfig, data: DataConfig, recipe: TrainConfig, index: int, devices: list[str]
+) -> dict[str, str]:
+    """Worker `index`'s environment; CPU-only workers share the cores between them."""
+    env = worker_environment(config, data, recipe, index, devices[index])
+    if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
+        # share the cores instead of every worker using all of them
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))
+    return env
+
+
+def _start_worker(env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas.workers"],
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches the parent, which forwards it
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+def _send(processes: list[subprocess.Popen], signum: int) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+
+def _watch(
+    processes: list[subprocess.Popen], new_trials: _NewTrials, should_stop: Callable[[], bool]
+) -> bool:
+    """Report finished trials until every worker has exited; a stop request is sent to them
+    once, as SIGTERM. Returns whether it was."""
+    stopping = False
+    while any(process.poll() is None for process in processes):
+        if should_stop() and not stopping:
+            stopping = True
+            _send(processes, signal.SIGTERM)
+        new_trials.report()
+        time.sleep(0.5)
+    return stopping
+
+
+def _read_and_close(logs) -> list[str]:
+    texts = []
+    for log in logs:
+        log.seek(0)
+        texts.append(log.read().strip())
+        log.close()
+    return texts
+
+
+def _result_of(statuses: list[int], texts: list[str], stopping: bool) -> WorkersResult:
+    """One result from the workers' exit statuses and their stderr."""
     if stopping or EXIT_TERMINATED in statuses:
         return WorkersResult(EXIT_TERMINATED)
     failed = [(index, status) for index, status in enumerate(statuses) if status != 0]
