@@ -71,7 +71,7 @@ def _timed_steps(arch: Architecture, recipe, image_size: int, device, budget: fl
 
     def timed(batch: int) -> float:
         started = time.perf_counter()
-        images = torch.randn(batch, 3, image_size, image_size, device=device)
+        images = torch.randn(batch, arch.in_channels, image_size, image_size, device=device)
         labels = torch.randint(0, arch.num_classes, (batch,), device=device)
         step(images.contiguous(memory_format=layout), labels)
         if cuda:

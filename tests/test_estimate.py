@@ -126,6 +126,12 @@ def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_w
     assert timing.timed_batch == 16 and timing.steps >= 1
 
 
+def test_a_timed_step_feeds_the_architecture_its_own_channels():
+    gray = replace(ARCH, in_channels=1)  # a 3-channel batch would not fit its first convolution
+    timing = time_training_step(gray, TrainConfig(batch_size=4, device="cpu"), 16, budget=0.1)
+    assert timing.timed_batch == 4 and timing.steps >= 1
+
+
 def test_quick_runs_like_the_tests_are_not_timed(tmp_path):
     config = SearchConfig(
         space=str(TINY), budget=8000, trials=5, storage=f"sqlite:///{tmp_path}/s.db"
