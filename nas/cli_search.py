@@ -36,7 +36,6 @@ from nas.config_search import (
 )
 from nas.cost_table import COSTS
 from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
-from nas.time_budget import parse_duration
 
 SMOKE = {  # --smoke: the whole flow on a CPU in about a minute, no dataset needed
     "dataset": "synthetic",
@@ -195,7 +194,7 @@ def search_settings(args: argparse.Namespace):
         objective=args.objective,
         minimize=args.minimize or SearchConfig.minimize,
         confirm=args.confirm,
-        time_limit=parse_duration(args.time_limit) if args.time_limit is not None else None,
+        time_limit=_time_limit(args.time_limit),
     )
     recipe = TrainConfig.from_dict(
         {
@@ -322,3 +321,13 @@ def finish(config, given: Path | None, progress: Progress, started=None) -> int:
 
     print_summary(study, config, report, since=started)
     return 0
+
+
+def _time_limit(text: str | None) -> float | None:
+    """--time-limit in seconds. nas.time_budget reads study records (optuna), so it loads only
+    when a search runs: `nas --help` and the other reading commands never import optuna."""
+    if text is None:
+        return None
+    from nas.time_budget import parse_duration
+
+    return parse_duration(text)
