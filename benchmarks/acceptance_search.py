@@ -13,7 +13,7 @@ import torch
 from acceptance_checks import Context, Result
 
 from nas import records
-from nas.arch import count_params
+from nas.arch_counts import count_params
 from nas.config import DataConfig, TrainConfig
 
 OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny

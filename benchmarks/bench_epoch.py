@@ -41,7 +41,8 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.augment import BatchAugmenter, normalize_batch
 from nas.batches import memory_format
 from nas.config import DataConfig, TrainConfig

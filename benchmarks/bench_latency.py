@@ -35,7 +35,8 @@ import time
 
 import torch
 
-from nas.arch import Architecture, count_macs, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_macs, count_params
 from nas.config import TrainConfig
 from nas.latency import MIN_RUNS, MIN_SECONDS, WARMUP_RUNS, LatencySetup, measure_latency
 from nas.machine import usable_cpus

@@ -20,7 +20,8 @@ import statistics
 
 import torch
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.config import DataConfig, TrainConfig
 from nas.data import load_splits
 from nas.model import build_model

@@ -41,7 +41,8 @@ from pathlib import Path
 import optuna
 
 from nas import records
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.config_search import PRUNERS
 from nas.machine import usable_cpus
 from nas.objective import find_trained

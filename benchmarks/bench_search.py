@@ -67,7 +67,8 @@ import optuna
 import torch
 
 from nas import records
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig
 from nas.data import load_splits

@@ -54,7 +54,7 @@ import optuna
 import torch
 from acceptance_checks import Context, Result, arch_named, take
 
-from nas.arch import count_macs
+from nas.arch_counts import count_macs
 from nas.config import DataConfig, TrainConfig
 from nas.data import load_splits
 from nas.errors import DataError, UserError

@@ -4,7 +4,8 @@ The public names are re-exported here; `build_model` and the other torch-backed 
 imported on first use, so `import nas` stays fast for the torch-free parts (arch, space).
 """
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.presets import PRESETS
 from nas.space import SearchSpace
 

@@ -4,7 +4,7 @@ A search has a parameter budget and, optionally, budgets on multiply-accumulates
 inference latency and training memory (`Budgets`). The gate (`Gate.check`) measures a
 candidate's costs and compares each with its budget:
 
-- cheap, analytic costs first: parameters and MACs (`nas.arch`), and training memory on a
+- cheap, analytic costs first: parameters and MACs (`nas.arch_counts`), and training memory on a
   device that is not CUDA (an analytic estimate, labelled so: `nas.training_memory`);
 - only when all of those are within their budgets, the measured ones: latency on the latency
   device, training memory on CUDA. A candidate the analytic budgets reject costs no timing.
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nas import records
-from nas.arch import Architecture, count_macs, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_macs, count_params
 from nas.cost_table import COSTS, describe_limits
 from nas.device_memory import memory_failure, release_memory
 from nas.devices import latency_device

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.arch import count_macs, count_params, param_table
+from nas.arch_counts import count_macs, count_params, param_table
 from nas.cli_arch import add_arch_flags, arch_from_flags
 from nas.cli_budgets import add_latency_flags
 from nas.cli_common import format_table, parse_count, positive_int

@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.cli_arch import arch_from_text
 from nas.cli_common import Parser, format_table, interactive, non_negative_int, quiet_optuna
 from nas.cli_flags import (

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.config import DOCTOR_SECONDS, TrainConfig
 from nas.machine import usable_cpus
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from nas.arch import Architecture, count_macs, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_macs, count_params
 from nas.config import DataConfig
 from nas.errors import UserError
 from nas.machine import usable_cpus

@@ -4,8 +4,8 @@ Claims: every convolution keeps `ceil(size / stride)` pixels for any kernel size
 even, and any input size, so the main path and the shortcut of a block always agree. It pads
 `k - 1` pixels in total, split `(k - 1) // 2` before and the rest after (PyTorch's own
 `padding="same"` rule for even kernels, which PyTorch refuses with stride 2). The parameter
-count is exactly `nas.arch.count_params(arch)`; the tests check it for every preset and hundreds
-of sampled architectures.
+count is exactly `nas.arch_counts.count_params(arch)`; the tests check it for every preset and
+hundreds of sampled architectures.
 
 Also owns `load_model(run_dir)`: a finished run folder's model for inference, which imports
 neither Optuna nor the search, so deployment code pays only for torch and safetensors.

@@ -5,7 +5,7 @@ predict with it.
 `model_card(arch, metrics, run_dir)` renders it from the architecture and the run's metrics
 (`nas.run_folder.RunMetrics`, what metrics.json holds) alone, so it can be rewritten for any
 finished run. MACs
-are `nas.arch.count_macs` at the trained image size (convolutions and the head); FLOPs are
+are `nas.arch_counts.count_macs` at the trained image size (convolutions and the head); FLOPs are
 shown as 2 x MACs. The export contract it states is `nas.export.input_contract`, the same line
 the exported files carry in their metadata. Imports no optuna.
 """
@@ -17,7 +17,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from nas import run_folder
-from nas.arch import POOL_KERNEL, Architecture, count_macs, param_table
+from nas.arch import POOL_KERNEL, Architecture
+from nas.arch_counts import count_macs, param_table
 from nas.commands import join, retrain_command
 from nas.config import EXPORT_FILES, DataConfig, TrainConfig
 from nas.export import input_contract

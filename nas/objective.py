@@ -35,7 +35,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas import records
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.budgets import Budgets, Gate, record_verdict
 from nas.config import TrainConfig
 from nas.data import Splits

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from nas import run_folder
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.config import DataConfig, TrainConfig
 from nas.curves import curves_html, curves_title
 from nas.data import Splits, load_splits

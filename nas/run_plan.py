@@ -20,7 +20,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.arch import Architecture, count_macs, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_macs, count_params
 from nas.config import DataConfig
 
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward twice the forward

@@ -42,7 +42,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
-from nas.arch import count_macs, count_params
+from nas.arch_counts import count_macs, count_params
 from nas.batches import data_path_line
 from nas.budgets import Budgets
 from nas.config import DataConfig, TrainConfig

@@ -30,7 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nas.arch import DEFAULT_STEM_TYPE, Architecture, count_params
+from nas.arch import DEFAULT_STEM_TYPE, Architecture
+from nas.arch_counts import count_params
 from nas.space_format import SpaceError, parse_space
 
 BUILTIN_SUFFIX = ".yaml"

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 
 from nas import __version__, records
-from nas.arch import count_macs, count_params
+from nas.arch_counts import count_macs, count_params
 from nas.budgets import Budgets
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.batches import memory_format
 from nas.config import TrainConfig
 from nas.errors import UserError

@@ -16,7 +16,8 @@ import torch
 from optuna.trial import TrialState
 
 from nas import records
-from nas.arch import Architecture, count_macs, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_macs, count_params
 from nas.budgets import Budgets, Gate, Verdict
 from nas.cli import search_main
 from nas.config import DataConfig, TrainConfig

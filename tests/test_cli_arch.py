@@ -116,7 +116,7 @@ def test_bad_command_lines_give_one_sentence_and_exit_2(argv, fragment, tmp_path
 
 @pytest.mark.parametrize("space", ["resnet", "tiny", "large-images"])
 def test_the_printed_form_reads_back_as_the_same_architecture(space):
-    from nas.arch import count_params
+    from nas.arch_counts import count_params
     from nas.space import SearchSpace
 
     rng = random.Random(0)
@@ -163,7 +163,7 @@ def test_params_takes_the_printed_form_pasted_from_the_search(capsys):
 
 
 def test_every_final_model_of_the_reference_study_is_a_preset_with_its_recipe():
-    from nas.arch import count_params
+    from nas.arch_counts import count_params
     from nas.presets import PRESET_RECIPES, REPORTED_ACCURACY
 
     assert sorted(REPORTED_ACCURACY) == [f"paper-model{n}" for n in range(1, 7)]

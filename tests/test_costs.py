@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import nas.latency
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.config import TrainConfig
 from nas.errors import UserError
 from nas.latency import (

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.cli import main
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig

@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 import nas
-from nas.arch import Architecture, count_macs
+from nas.arch import Architecture
+from nas.arch_counts import count_macs
 from nas.cli import main
 from nas.config import DataConfig, TrainConfig
 from nas.data import load_splits

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 import nas
-from nas.arch import Architecture, count_macs
+from nas.arch import Architecture
+from nas.arch_counts import count_macs
 from nas.cli import main
 from nas.data import DataConfig, choose_image_size, load_splits
 from nas.model import build_model

@@ -26,7 +26,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             | {"cost_table"}
         ),
     ),
-    ("architecture and space", frozenset({"arch", "presets", "space", "space_format"})),
+    (
+        "architecture and space",
+        frozenset({"arch", "arch_counts", "presets", "space", "space_format"}),
+    ),
     (
         "model, data, training and the store",
         frozenset(

@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from nas.arch import STEMS, Architecture, count_macs, count_params, param_table
+from nas.arch import STEMS, Architecture
+from nas.arch_counts import count_macs, count_params, param_table
 from nas.model import build_model
 from nas.presets import PRESETS
 

@@ -17,7 +17,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from nas import records
-from nas.arch import count_macs, count_params
+from nas.arch_counts import count_macs, count_params
 from nas.budgets import Budgets
 from nas.cli import main
 from nas.config import DataConfig, TrainConfig

@@ -27,7 +27,8 @@ import torch
 from optuna.trial import TrialState
 
 import nas
-from nas.arch import Architecture, count_params
+from nas.arch import Architecture
+from nas.arch_counts import count_params
 from nas.cli import search_main
 from nas.config import DataConfig, TrainConfig
 from nas.config_search import SearchConfig

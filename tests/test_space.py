@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.arch import count_macs, count_params
+from nas.arch_counts import count_macs, count_params
 from nas.cli import main
 from nas.presets import PRESETS
 from nas.space import SearchSpace
@@ -48,7 +48,7 @@ LARGE_IMAGES = ROOT / "search_spaces" / "large-images.yaml"
 
 @pytest.mark.parametrize("image_size, classes", [(64, 200), (96, 10)])  # Tiny-ImageNet, STL-10
 def test_the_large_images_space_fits_5m_at_64_and_96_px(image_size, classes):
-    from nas.arch import count_macs
+    from nas.arch_counts import count_macs
     from nas.search import check_feasible
 
     space = SearchSpace.load(LARGE_IMAGES)
