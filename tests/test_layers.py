@@ -63,7 +63,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "search",
         frozenset(
-            {"search", "objective", "samplers", "study_setup", "workers", "fidelity", "front"}
+            {"search", "objective", "samplers", "study_setup", "warm_start", "workers", "fidelity"}
+            | {"front"}
             | {"study_choice", "commands", "confirm", "winner", "time_budget"}
         ),
     ),

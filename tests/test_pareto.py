@@ -27,7 +27,7 @@ from nas.report import render_report
 from nas.report_figures import PARETO_TRACE, build_figures
 from nas.search import run_search
 from nas.space import SearchSpace
-from nas.study_setup import size_ladder
+from nas.warm_start import size_ladder
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

@@ -111,7 +111,7 @@ def test_the_warm_start_counts_the_reference_models_with_the_data_s_classes_and_
     num_classes, image_size, budgets, fits
 ):
     from nas.budgets import Budgets
-    from nas.study_setup import warm_start_models
+    from nas.warm_start import warm_start_models
 
     space = SearchSpace.resolve("resnet")
     names = [
