@@ -12,7 +12,8 @@ from nas import records
 from nas.cli_common import format_table
 from nas.commands import dashboard_command, retrain_command
 from nas.cost_table import NAMES, cost_label
-from nas.report import FRONT_TITLE, architecture_summary, front_rows, top_trials
+from nas.report import FRONT_TITLE, front_rows, top_trials
+from nas.report_trials import architecture_summary
 from nas.storage import display_url
 from nas.time_budget import run_lines
 from nas.winner import verdict_lines

@@ -31,13 +31,8 @@ from nas.commands import retrain_command
 from nas.cost_table import NAMES, cost_label, describe_limits, format_cost
 from nas.files import write_atomic
 from nas.front import front
-from nas.report_figures import (
-    NO_FINISHED_TRIAL,
-    architecture_summary,
-    hover_text,
-    percent,
-    sections,
-)
+from nas.report_figures import NO_FINISHED_TRIAL, sections
+from nas.report_trials import architecture_summary, hover_text, percent
 from nas.time_budget import run_lines
 from nas.winner import verdict_lines
 

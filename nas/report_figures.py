@@ -1,6 +1,7 @@
 """Owns the report's figures: plotly figures of a study's trials, each built from the one
 trial classification (`records.classify`), with integer trial and epoch axes, accuracy axes
-fitted to the data, and rejected candidates apart from the accuracy scale.
+fitted to the data, and rejected candidates apart from the accuracy scale. A point's hover
+text is `nas.report_trials`'.
 
 `build_figures(study)` returns them by key; `sections(study, trials)` pairs each with its
 heading and any note (why it is missing, or a caution) for `nas.report`.
@@ -23,9 +24,9 @@ from optuna.importance import (
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import records
-from nas.arch import Architecture
-from nas.cost_table import COSTS, cost_label, format_cost
+from nas.cost_table import COSTS, cost_label
 from nas.front import front
+from nas.report_trials import architecture_summary, hover_text
 
 # Trace names are part of the report's interface: tests and readers find traces by them.
 TRAINED_TRACE = "trained trials"
@@ -33,17 +34,6 @@ PARETO_TRACE = "Pareto front"
 REJECTED_TRACE = "rejected (over budget)"
 BUDGET_TRACE = "budget"
 NO_FINISHED_TRIAL = "No trial has finished yet."
-
-
-def architecture_summary(trial: FrozenTrial) -> str:
-    """The one-line `Architecture.describe()` of a trial, or a dash when it is missing or bad."""
-    text = trial.user_attrs.get(records.ARCHITECTURE)
-    if not isinstance(text, str):
-        return "-"
-    try:
-        return Architecture.from_json(text).describe()
-    except (ValueError, TypeError):
-        return "unreadable architecture"
 
 
 _ACCURACY_AXIS = {"yaxis_title": "validation accuracy", "yaxis_tickformat": ".0%"}
@@ -61,31 +51,6 @@ def _fitted(values: list[float]) -> list[float]:
     low, high = min(values), max(values)
     margin = max(0.02, 0.1 * (high - low))
     return [max(0.0, low - margin), min(1.0, high + margin)]
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f} %"
-
-
-def hover_text(trial: FrozenTrial) -> str:
-    params = records.params_of(trial)
-    lines = [
-        f"trial {trial.number} ({trial.state.name.lower()})",
-        architecture_summary(trial),
-        f"{params:,} params" if params is not None else "params unknown",
-        f"val accuracy {percent(records.accuracy(trial))}",
-    ]
-    costs = [(name, records.cost_of(trial, name)) for name in COSTS if name != "params"]
-    lines[3:3] = [format_cost(name, value) for name, value in costs if value is not None]
-    if records.is_rejected(trial):
-        broken = records.over_budget(trial).items()
-        over = ", ".join(f"{cost_label(name)} +{format_cost(name, v)}" for name, v in broken)
-        lines[-1] = f"rejected, over budget: {over}" if over else "rejected"
-    if records.WARM_START in trial.user_attrs:
-        lines.append(f"warm start: {trial.user_attrs[records.WARM_START]}")
-    if records.DUPLICATE_OF in trial.user_attrs:
-        lines.append(f"same architecture as trial {trial.user_attrs[records.DUPLICATE_OF]}")
-    return "<br>".join(lines)
 
 
 @dataclass

@@ -77,6 +77,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "curves",
                 "report",
                 "report_figures",
+                "report_trials",
                 "export",
                 "export_check",
             }
