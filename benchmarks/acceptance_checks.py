@@ -40,7 +40,8 @@ from nas.precision import (
 )
 from nas.presets import PRESETS
 from nas.step import TrainingStep, make_optimizer
-from nas.train import set_seed, synchronize
+from nas.torch_devices import synchronize
+from nas.train import set_seed
 
 try:  # AutoAugment's ops moved from nas.augment to their own module
     from nas.autoaugment import apply_autoaugment_op, autoaugment_table

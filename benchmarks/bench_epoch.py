@@ -53,7 +53,8 @@ from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.presets import PRESETS
 from nas.step import TrainingStep, float_logits, make_optimizer, recipe_precision
-from nas.train import fit, resolve_device, set_seed
+from nas.torch_devices import resolve_device
+from nas.train import fit, set_seed
 
 # On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
 # images/s on a small machine,

@@ -78,7 +78,8 @@ from nas.model import build_model
 from nas.search import run_search
 from nas.space import SearchSpace
 from nas.time_budget import TimeBudget
-from nas.train import fit, resolve_device, set_seed
+from nas.torch_devices import resolve_device
+from nas.train import fit, set_seed
 
 SPACE = """\
 # bench_search.py: small ResNets for 8x8 digits; a budget of a few thousand parameters rejects

@@ -61,7 +61,8 @@ from nas.errors import DataError, UserError
 from nas.files import write_atomic
 from nas.model import build_model
 from nas.precision import precision_for
-from nas.train import fit, resolve_device, set_seed
+from nas.torch_devices import resolve_device
+from nas.train import fit, set_seed
 
 HERE = Path(__file__).resolve().parent
 EPOCH_TARGET_SECONDS = 2.0  # paper-model1, one H100, batch 64, the full recipe (issue 16)

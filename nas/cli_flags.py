@@ -173,7 +173,7 @@ def warn_about_precision(requested: str, device_names: Sequence[str]) -> None:
     """Print on stderr, once before training, each way the asked precision does not run as
     asked on these devices (one line each; a search's trials would repeat it otherwise)."""
     from nas.precision import precision_warnings
-    from nas.train import resolve_device
+    from nas.torch_devices import resolve_device
 
     try:
         devices = [resolve_device(name) for name in dict.fromkeys(device_names)]

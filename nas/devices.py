@@ -2,7 +2,7 @@
 GPUs this process can see: no torch here, so the CPU suite tests every decision at its
 boundaries (no GPU, one, two; more workers than GPUs) without a GPU.
 
-`nas.train.resolve_device` reads the count and the current GPU from torch and asks
+`nas.torch_devices.resolve_device` reads the count and the current GPU from torch and asks
 `device_name`; `nas.workers.plan_devices` asks `worker_devices`.
 
 Claims:

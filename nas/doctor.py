@@ -191,7 +191,7 @@ def precision(device_name: str = "auto") -> Check:
     """The precision a run with `--precision auto` trains in on the device, and why."""
     try:
         from nas.precision import precision_for
-        from nas.train import resolve_device
+        from nas.torch_devices import resolve_device
 
         device = resolve_device(device_name)
         chosen = precision_for("auto", device)
@@ -205,7 +205,7 @@ def training(device_name: str = "auto", seconds: float = DOCTOR_SECONDS) -> Chec
     try:
         import torch
 
-        from nas.train import resolve_device
+        from nas.torch_devices import resolve_device
 
         device = resolve_device(device_name)
         config = TrainConfig(device=str(device))

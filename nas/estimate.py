@@ -130,7 +130,7 @@ def _estimate(
     search: bool,
     out: Callable[[str], None],
 ) -> list[str]:
-    from nas.train import resolve_device
+    from nas.torch_devices import resolve_device
 
     if plan.runs < 1 or plan.epochs < 1:
         return []

@@ -43,7 +43,7 @@ from nas.errors import UserError
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.records import recorded_fields
-from nas.train import resolve_device, synchronize
+from nas.torch_devices import resolve_device, synchronize
 
 WARMUP_RUNS = 3  # untimed forward passes before timing (allocator, oneDNN primitive caches)
 WARMUP_SECONDS = 0.1  # and at least this long, so the CPU clock and caches settle
@@ -53,7 +53,9 @@ MAX_RUNS = 500  # timed runs at the most (a 1 ms model reaches MIN_SECONDS befor
 MAX_SECONDS = 3.0  # a model this slow stops timing after FEW_RUNS runs, not MIN_RUNS
 FEW_RUNS = 5  # timed runs at the least for a model slower than MAX_SECONDS / MIN_RUNS
 
-YOUNG_GENERATIONS = 1  # gc.collect(1) before timing: generations 0 and 1, not the full heap
+# gc.collect(1) before a measurement (timing here, memory in nas.training_memory): generations
+# 0 and 1, which hold what the previous candidate left, not the full heap
+YOUNG_GENERATIONS = 1
 WALL_CLOCK = "wall"  # runs timed by time.perf_counter (CUDA, several CPU threads)
 CPU_CLOCK = "thread cpu"  # runs timed by the thread's CPU time (the CPU, one thread)
 

@@ -46,7 +46,8 @@ from nas.model import build_model
 from nas.samplers import record_constraints
 from nas.space import SearchSpace
 from nas.storage import worker_record
-from nas.train import NonFiniteLossError, fit, resolve_device, set_seed
+from nas.torch_devices import resolve_device
+from nas.train import NonFiniteLossError, fit, set_seed
 
 
 def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenTrial | None:

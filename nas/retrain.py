@@ -34,7 +34,8 @@ from nas.fit_state import FitResult
 from nas.model import build_model
 from nas.model_card import model_card
 from nas.run_folder import RunMetrics
-from nas.train import HISTORY_COLUMNS, fit, resolve_device, set_seed
+from nas.torch_devices import resolve_device
+from nas.train import HISTORY_COLUMNS, fit, set_seed
 
 
 @dataclasses.dataclass(frozen=True)

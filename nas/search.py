@@ -56,7 +56,7 @@ from nas.space import SearchSpace
 from nas.storage import StaleTrialReaper, check_url
 from nas.study_setup import open_study
 from nas.time_budget import TimeBudget
-from nas.train import resolve_device
+from nas.torch_devices import resolve_device
 from nas.winner import unconfirmed
 
 BUDGET_KINDS = {  # what a time budget books a finished trial's time to
@@ -182,7 +182,8 @@ def run_search(
     """Run (or resume) the study until it holds `config.trials` trained candidates, or until
     `time_budget` refuses a new trial (`time_budget.stopped` then says so).
 
-    `memory_meter` replaces `nas.costs.training_memory` in the budget gate (`nas.budgets.Gate`).
+    `memory_meter` replaces `nas.training_memory.training_memory` in the budget gate
+    (`nas.budgets.Gate`).
 
     With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
     after the running trial's epoch (that trial is failed and its parameters enqueued for the

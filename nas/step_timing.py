@@ -45,7 +45,7 @@ def time_training_step(
     import torch
 
     from nas.precision import cudnn_autotuning
-    from nas.train import resolve_device
+    from nas.torch_devices import resolve_device
 
     device = resolve_device(recipe.device)
     cuda = device.type == "cuda"

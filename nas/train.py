@@ -21,6 +21,9 @@ Claims:
   of the training steps and of the validation pass).
 - cuDNN autotuning is on for a CUDA run and off on the CPU, for the run only: the process's
   setting is restored when `fit` returns or raises.
+- While `fit` runs, its device is the current GPU (`nas.torch_devices.current_gpu`): with
+  `--device cuda:1` the loader's pin-memory thread and any bare `cuda` use GPU 1, not GPU 0;
+  on the CPU it initialises no CUDA.
 - With `compile`, the model is compiled for static shapes and a smaller last batch runs
   eagerly (no recompilation); the compile time (the first step) is reported apart in
   `FitResult.compile_seconds`, not in epoch 1's seconds.
@@ -52,7 +55,6 @@ from nas.batches import make_batches, resolve_data_path
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import TrainConfig
 from nas.data import Splits
-from nas.devices import device_name
 from nas.evaluation import evaluate
 from nas.fit_state import (
     FitResult,
@@ -63,6 +65,7 @@ from nas.fit_state import (
     weights_on_cpu,
 )
 from nas.precision import cudnn_autotuning
+from nas.torch_devices import current_gpu, resolve_device, synchronize
 
 # the keys of every history row `fit` records, in the order a CSV shows them
 HISTORY_COLUMNS = (
@@ -74,15 +77,6 @@ EpochCallback = Callable[[dict[str, Any]], "bool | None"]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run cannot continue."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`, `cpu`, `cuda`, `cuda:N` -> a usable device with an index on CUDA (`cuda` is the
-    current GPU: `nas.devices.device_name`), or a UserError saying why not."""
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    # asked only for a name without an index: it initialises CUDA in this process
-    current = torch.cuda.current_device() if visible and name in ("auto", "cuda") else 0
-    return torch.device(device_name(name, visible, current))
 
 
 def set_seed(seed: int) -> None:
@@ -119,8 +113,9 @@ def fit(
         resume(load_checkpoint(checkpoint_path), trainer, result)
     result.extra["data_path"] = resolve_data_path(config)
     result.extra["precision"] = trainer.step.precision.name
-    # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms)
-    with cudnn_autotuning(device.type == "cuda"):
+    # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms); the
+    # training GPU is the current one, so the loader's pin-memory thread pins for it, not GPU 0
+    with cudnn_autotuning(device.type == "cuda"), current_gpu(device):
         batches = make_batches(splits.train, config, splits, device)
         if progress:
             print(batches.describe(), flush=True)  # which data path, and why (device memory)
@@ -204,10 +199,3 @@ def _train_epoch(
             first_step_seconds = time.perf_counter() - first_step_started
     seen = max(1, seen)
     return loss_sum.item() / seen, correct.item() / seen, first_step_seconds
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so a clock read after it counts that work (a no-op
-    on the CPU, which computes as it is called)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -31,16 +31,16 @@ from nas.arch_counts import count_params
 from nas.batches import memory_format
 from nas.config import TrainConfig
 from nas.errors import UserError
+from nas.latency import YOUNG_GENERATIONS
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
 from nas.records import recorded_fields
 from nas.step import TrainingStep, make_optimizer, recipe_precision
-from nas.train import resolve_device
+from nas.torch_devices import resolve_device
 
 MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
 FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU
 LABEL_BYTES = 8  # int64 class labels
-YOUNG_GENERATIONS = 1  # gc.collect(1) around a measurement: generations 0 and 1, not the heap
 
 # optimizer state in float32 copies of the weights (nas.step.make_optimizer's optimizers)
 OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}  # Adam: two moments; SGD: momentum buffer

@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "step",
                 "device_memory",
             }
-            | {"devices", "storage"}
+            | {"devices", "torch_devices", "storage"}
         ),
     ),
     (

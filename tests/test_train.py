@@ -25,7 +25,8 @@ from nas.data import load_splits
 from nas.errors import UserError
 from nas.evaluation import evaluate
 from nas.model import build_model
-from nas.train import NonFiniteLossError, fit, resolve_device, set_seed
+from nas.torch_devices import resolve_device
+from nas.train import NonFiniteLossError, fit, set_seed
 
 from helpers import TorchCalls, timeless
 
@@ -187,6 +188,20 @@ def test_the_device_path_trains_on_cpu_too(splits):
         fresh_model(), splits, quick(epochs=3, data_path="device", augment="basic"), progress=False
     )
     assert result.best_val_accuracy > 0.4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_a_cpu_fit_makes_no_gpu_current_and_initialises_no_cuda(splits):
+    # fit runs under nas.torch_devices.current_gpu: making a GPU current here would raise
+    seen: list[bool] = []
+    fit(
+        fresh_model(),
+        splits,
+        quick(epochs=1),
+        callback=lambda row: seen.append(torch.cuda.is_initialized()),
+        progress=False,
+    )
+    assert seen == [False] and not torch.cuda.is_initialized()
 
 
 @pytest.mark.parametrize("name", ["cuda:7", "tpu", "cuda"])
