@@ -107,6 +107,7 @@ VARIANTS: dict[str, dict] = {
     "tpe+median": {"sampler": "tpe", "pruner": "median", "confirm": 0},
     "tpe+median+confirm": {"sampler": "tpe", "pruner": "median", "confirm": 3},
     "tpe+median+confirm2": {"sampler": "tpe", "pruner": "median", "confirm": 2},
+    "tpe+median+confirm1": {"sampler": "tpe", "pruner": "median", "confirm": 1},
     "tpe": {"sampler": "tpe", "pruner": "none", "confirm": 0},
     "tpe+fidelity": {"sampler": "tpe", "pruner": "fidelity", "confirm": 0},
     "tpe+confirm": {"sampler": "tpe", "pruner": "none", "confirm": 3},
