@@ -115,7 +115,7 @@ VARIANTS: dict[str, dict] = {
     "random": {"sampler": "random", "pruner": "none", "confirm": 0, "warm_start": False},
 }
 BASELINE = "random"
-DEFAULT_METHODS = ["defaults", "random", "warm"]
+DEFAULT_METHODS = ["defaults", "random", "warm"]  # the comparison of RESULTS.md
 
 
 def write_digits(folder: Path, test_images: int) -> None:

@@ -52,7 +52,7 @@ class SearchConfig:
     latency_threads: int = 1  # CPU threads while timing latency (pinned: measurements repeat)
     objective: str = "accuracy"  # accuracy | pareto (accuracy up and `minimize` down)
     minimize: str = "params"  # the cost a Pareto search lowers: params | macs | latency
-    confirm: int = 0  # top candidates trained again with another seed before naming the best
+    confirm: int = 1  # top candidates trained again with another seed before naming the best
     time_limit: float | None = None  # seconds this run may start trials for (None: no limit)
 
     def __post_init__(self) -> None:

@@ -443,6 +443,7 @@ def test_a_trial_stopped_by_the_pruner_counts_as_trained_and_keeps_its_measureme
         storage=url_of(store),
         sampler="random",
         pruner="median",
+        confirm=0,  # the added trials' architectures build nothing to confirm
     )
     data = DataConfig(dataset="synthetic", subset=48)
     recipe = TrainConfig(epochs=2, batch_size=16, augment="none", device="cpu")

@@ -157,7 +157,7 @@ def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path)
 
 def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
     store = tmp_path / "s.db"
-    config = _config(store, heartbeat=1, grace=1)
+    config = _config(store, heartbeat=1, grace=1, confirm=0)  # trial 'x' builds nothing
     run_search(config, DATA, RECIPE)
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")
     study.add_trial(
