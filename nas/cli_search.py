@@ -160,8 +160,6 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def search_settings(args: argparse.Namespace):
     """The search, data and recipe configs the flags (and --smoke) ask for."""
-    from nas.time_budget import parse_duration  # here: reading commands import no optuna
-
     smoke = SMOKE if args.smoke else {}
 
     def pick(name: str, default):
