@@ -306,7 +306,7 @@ def finish(config, given: Path | None, progress: Progress, started=None) -> int:
     import optuna
 
     from nas.report import record_report_path, report_path, write_report
-    from nas.search import trial_counts
+    from nas.search_progress import trial_counts
     from nas.storage import open_storage
 
     study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))

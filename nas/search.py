@@ -1,7 +1,8 @@
 """Owns the search: the loop that asks for trials until the study holds its target, stop rules
 and resume. Its settings are `nas.config_search.SearchConfig`; what a study records and what a
 resume must match is nas.study_setup; what one trial does is nas.objective; the store itself is
-nas.storage.
+nas.storage; the trial counts and progress outcomes are nas.search_progress; a streak of
+untrained candidates and the wait for other workers' trials are nas.search_stops.
 
 Claims:
 - Feasibility first: a space whose smallest architecture is over the parameter or MAC budget is
@@ -16,9 +17,6 @@ Claims:
   resuming with a different budget, objective, space, or any setting declared `kept` on
   `DataConfig`/`TrainConfig` is refused. Trials left RUNNING by a killed process are failed by
   Optuna's heartbeat check and their parameters retried.
-- `max_rejections` untrained candidates in a row end the search with a sentence saying why: over
-  the budgets (or already trained), or, when every one of them ran out of device memory
-  (`records.OUT_OF_MEMORY`), that they did not fit in that device's memory.
 - With a `TimeBudget` (`nas.time_budget`) no new trial starts once the time left cannot hold one
   more at this run's measured pace plus the confirmation runs still to come; the run then
   confirms and returns, `time_budget.stopped` set.
@@ -35,11 +33,10 @@ import dataclasses
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch_counts import count_macs, count_params
@@ -52,6 +49,8 @@ from nas.cost_table import format_cost
 from nas.data import Splits, class_count, load_splits
 from nas.errors import StopRequested, UserError
 from nas.objective import Objective
+from nas.search_progress import TrialOutcome, outcome_of, trial_counts
+from nas.search_stops import RejectionStreak, WaitWatch, sleep_unless_stopped
 from nas.space import SearchSpace
 from nas.storage import StaleTrialReaper, check_url
 from nas.study_setup import open_study
@@ -65,48 +64,6 @@ BUDGET_KINDS = {  # what a time budget books a finished trial's time to
     records.TrialKind.REJECTED: "rejected",
     records.TrialKind.DUPLICATE: "duplicate",
 }
-
-
-@dataclass
-class TrialOutcome:
-    """What the search reports about each finished trial (for progress lines)."""
-
-    number: int
-    kind: records.TrialKind
-    params: int
-    val_accuracy: float | None
-    seconds: float
-    note: str  # why it was pruned, or which trial it duplicates
-
-
-# ---- counting ----------------------------------------------------------------------------
-
-
-def trial_counts(study: optuna.Study) -> tuple[int, int]:
-    """(trained trials, running trials) over the whole study."""
-    trials = study.get_trials(deepcopy=False)
-    trained = sum(records.is_trained(t) for t in trials)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    return trained, running
-
-
-def outcome_of(trial: FrozenTrial) -> TrialOutcome:
-    kind = records.classify(trial)
-    attrs = trial.user_attrs
-    seconds = (
-        (trial.datetime_complete - trial.datetime_start).total_seconds()
-        if (trial.datetime_complete and trial.datetime_start)
-        else 0.0
-    )
-    note = attrs.get(records.PRUNE_REASON, "")
-    if kind == records.TrialKind.DUPLICATE and not note:
-        note = f"duplicate of trial {attrs[records.DUPLICATE_OF]}"
-    if kind == records.TrialKind.DUPLICATE:
-        accuracy = attrs.get(records.BEST_VAL_ACCURACY)  # the earlier trial's, copied
-    else:
-        accuracy = records.accuracy(trial)
-    params = records.params_of(trial) or 0
-    return TrialOutcome(trial.number, kind, params, accuracy, seconds, note)
 
 
 # ---- the loop ----------------------------------------------------------------------------
@@ -207,71 +164,89 @@ def run_search(
         should_stop=stop,
         memory_meter=memory_meter,
     )
-    untrained_in_a_row = 0
-    unfit_in_a_row = 0  # of those, the ones that ran out of device memory
-    finished: list[FrozenTrial] = []  # filled by Optuna's callback after each trial
+    streak = RejectionStreak(config, recipe.batch_size)
     reap = StaleTrialReaper(config.grace)
     waiting = WaitWatch(config.max_wait)
     while True:
         reap(study)
-        trained, running = trial_counts(study)
-        if trained >= config.trials:
+        move, running = next_move(study, config, stop, time_budget, recipe.epochs)
+        if move == FINISH:
             return finish_run(study, config, splits, recipe, stop, time_budget)
-        if stop():
-            raise StopRequested()
-        if trained + running >= config.trials:
+        if move == WAIT:
             waiting.check(study)  # a UserError once other workers' trials stop progressing
             if on_wait is not None:
                 on_wait(running)
-            _sleep(config.poll, stop)  # another worker's trial may finish the study, or go stale
+            sleep_unless_stopped(
+                config.poll, stop
+            )  # another worker's trial may finish the study, or go stale
             continue
         waiting.reset()
-        if time_budget is not None and not time_budget.allows_trial(
-            confirmation_reserve(config, time_budget, recipe.epochs)
-        ):
-            return finish_run(study, config, splits, recipe, stop, time_budget)
-        started = time_budget.clock() if time_budget is not None else 0.0
-        try:
-            study.optimize(
-                objective,
-                n_trials=1,
-                gc_after_trial=False,  # collected below, after trained trials only
-                callbacks=[lambda _study, trial: finished.append(trial)],
-            )
-        except (StopRequested, KeyboardInterrupt):
-            # Optuna has marked the interrupted trial FAIL; the next run (any worker) retries
-            # its candidate first, so the work resumes where it stopped
-            if objective.training is not None:
-                number, params = objective.training
-                study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
-            raise
-        trial = finished[-1]
-        if time_budget is not None:
-            time_budget.record(
-                BUDGET_KINDS.get(records.classify(trial), "other"),
-                time_budget.clock() - started,
-                trial.user_attrs.get(records.EPOCHS, 0),
-            )
-        trained_now = records.is_trained(trial)
-        if trained_now:
+        trial = train_one(study, objective, time_budget)
+        if records.is_trained(trial):
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
-        untrained_in_a_row = 0 if trained_now else untrained_in_a_row + 1
-        unfit = trial.user_attrs.get(records.OUT_OF_MEMORY)
-        unfit_in_a_row = unfit_in_a_row + 1 if unfit is not None else 0
+        streak.record(trial)
         if on_trial is not None:
             on_trial(outcome_of(trial), trial_counts(study)[0])
-        if untrained_in_a_row >= config.max_rejections and unfit_in_a_row == untrained_in_a_row:
-            raise UserError(
-                f"the last {unfit_in_a_row} candidates did not fit in the memory of {unfit} "
-                f"(at a batch of {recipe.batch_size}); lower --batch-size, use a space with "
-                "smaller widths, or use a device with more memory"
-            )
-        if untrained_in_a_row >= config.max_rejections:
-            raise UserError(
-                f"the last {untrained_in_a_row} candidates were all over the budgets "
-                f"({Budgets.of(config).describe()}) or already trained; raise a budget, widen "
-                "the space, or lower --trials"
-            )
+        streak.check()
+
+
+FINISH, WAIT, TRAIN = "finish", "wait", "train"  # what the search loop does next
+
+
+def next_move(
+    study: optuna.Study,
+    config: SearchConfig,
+    stop: Callable[[], bool],
+    time_budget: TimeBudget | None,
+    epochs: int,
+) -> tuple[str, int]:
+    """What the loop does next, with the study's running trials: FINISH once the study holds
+    its target or the time budget cannot hold one more trial (and the confirmations still to
+    come), WAIT while other workers' trials may reach the target, else TRAIN. Raises
+    `StopRequested` once `stop()` says so."""
+    trained, running = trial_counts(study)
+    if trained >= config.trials:
+        return FINISH, running
+    if stop():
+        raise StopRequested()
+    if trained + running >= config.trials:
+        return WAIT, running
+    if time_budget is not None and not time_budget.allows_trial(
+        confirmation_reserve(config, time_budget, epochs)
+    ):
+        return FINISH, running
+    return TRAIN, running
+
+
+def train_one(
+    study: optuna.Study, objective: Objective, time_budget: TimeBudget | None
+) -> FrozenTrial:
+    """Ask for one trial and run it; book its time to the time budget. A trial interrupted by a
+    stop request or Ctrl-C has its candidate enqueued before the interruption goes on."""
+    finished: list[FrozenTrial] = []  # filled by Optuna's callback after the trial
+    started = time_budget.clock() if time_budget is not None else 0.0
+    try:
+        study.optimize(
+            objective,
+            n_trials=1,
+            gc_after_trial=False,  # the loop collects after trained trials only
+            callbacks=[lambda _study, trial: finished.append(trial)],
+        )
+    except (StopRequested, KeyboardInterrupt):
+        # Optuna has marked the interrupted trial FAIL; the next run (any worker) retries
+        # its candidate first, so the work resumes where it stopped
+        if objective.training is not None:
+            number, params = objective.training
+            study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
+        raise
+    trial = finished[-1]
+    if time_budget is not None:
+        time_budget.record(
+            BUDGET_KINDS.get(records.classify(trial), "other"),
+            time_budget.clock() - started,
+            trial.user_attrs.get(records.EPOCHS, 0),
+        )
+    return trial
 
 
 def confirmation_reserve(config: SearchConfig, budget: TimeBudget, epochs: int) -> float:
@@ -321,39 +296,3 @@ def finish_run(
     if time_budget is not None:
         study.set_user_attr(time_budget.record_key(), time_budget.to_record())
     return study
-
-
-class WaitWatch:
-    """Bounds the wait for other workers' trials: the search gives up, with a message, once
-    they have reported no epoch and none has finished for `max_wait` seconds."""
-
-    def __init__(self, max_wait: float):
-        self.max_wait = max_wait
-        self.since: float | None = None  # when the running trials were last seen to progress
-        self.last: tuple = ()
-
-    def reset(self) -> None:
-        self.since, self.last = None, ()
-
-    def check(self, study: optuna.Study) -> None:
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        progress = tuple((t.number, len(records.curve(t))) for t in running)
-        now = time.monotonic()
-        if self.since is None or progress != self.last:
-            self.since, self.last = now, progress
-            return
-        if now - self.since >= self.max_wait:
-            numbers = ", ".join(str(t.number) for t in running)
-            raise UserError(
-                f"waited {(now - self.since) / 60:.0f} minutes for trial(s) {numbers}, which "
-                "other processes are running, without a new epoch; if those processes are "
-                "gone, their trials are failed once their heartbeats are stale (rerun then), "
-                "else rerun when they finish or raise --trials"
-            )
-
-
-def _sleep(seconds: float, stop: Callable[[], bool]) -> None:
-    """Sleep, waking early when a stop is requested."""
-    deadline = time.monotonic() + seconds
-    while not stop() and time.monotonic() < deadline:
-        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -45,7 +45,8 @@ from nas.errors import (
     stop_on_sigterm,
 )
 from nas.machine import usable_cpus
-from nas.search import TrialOutcome, outcome_of, prepare_study, run_search, trial_counts
+from nas.search import prepare_study, run_search
+from nas.search_progress import TrialOutcome, outcome_of, trial_counts
 
 SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "recipe": ...}
 

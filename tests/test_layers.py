@@ -66,6 +66,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             {"search", "objective", "samplers", "study_setup", "warm_start", "workers", "fidelity"}
             | {"front"}
             | {"study_choice", "commands", "confirm", "winner", "time_budget"}
+            | {"search_progress", "search_stops"}
         ),
     ),
     (

@@ -17,7 +17,7 @@ from nas.arch import Architecture
 from nas.cli_summary import print_summary
 from nas.config_search import SearchConfig
 from nas.records import TrialKind
-from nas.search import outcome_of, trial_counts
+from nas.search_progress import outcome_of, trial_counts
 from nas.study_choice import choose_from_study
 
 BUDGET = 50_000
