@@ -155,15 +155,10 @@ def run_search(
     if announce is not None:  # where the data goes on this device, and why (its free memory)
         announce(data_path_line(splits.train, recipe, resolve_device(recipe.device)))
     objective = Objective(
-        space,
-        splits,
-        recipe,
-        Budgets.of(config),
-        pareto_cost=config.minimize if config.pareto else None,
-        target=config.trials,
-        should_stop=stop,
-        memory_meter=memory_meter,
-    )
+        space, splits, recipe, Budgets.of(config),
+        pareto_cost=config.minimize if config.pareto else None, target=config.trials,
+        should_stop=stop, memory_meter=memory_meter,
+    )  # fmt: skip
     streak = RejectionStreak(config, recipe.batch_size)
     reap = StaleTrialReaper(config.grace)
     waiting = WaitWatch(config.max_wait)
