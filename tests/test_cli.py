@@ -63,7 +63,7 @@ def test_the_top_level_help_lists_the_commands_not_the_module_docstring():
 
 
 def test_defaults_are_the_config_dataclasses_own():
-    from nas.cli_search import search_settings
+    from nas.cli_search_settings import search_settings
     from nas.config import TrainConfig
     from nas.config_search import SEARCH_EPOCHS, SearchConfig
 
@@ -80,7 +80,7 @@ def test_defaults_are_the_config_dataclasses_own():
 
 
 def test_smoke_settings_leave_the_parsed_flags_as_they_were():
-    from nas.cli_search import search_settings
+    from nas.cli_search_settings import search_settings
 
     args = build_parser().parse_args(["search", "--smoke", "--storage", "sqlite:///x.db"])
     before = dict(vars(args))

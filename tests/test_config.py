@@ -162,7 +162,7 @@ def test_an_older_recipe_with_amp_still_loads(amp, precision):
 def test_the_search_and_retrain_flags_set_precision_and_the_study_records_it(tmp_path):
     from nas import records
     from nas.cli import build_parser
-    from nas.cli_search import search_settings
+    from nas.cli_search_settings import search_settings
     from nas.search import run_search
 
     parser = build_parser()

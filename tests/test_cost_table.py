@@ -8,7 +8,7 @@ import pytest
 from nas import records
 from nas.budgets import Budgets, Verdict
 from nas.cli import build_parser, main
-from nas.cli_search import search_settings
+from nas.cli_search_settings import search_settings
 from nas.cost_table import COSTS, NAMES, cost_label, describe_limits, format_cost
 
 from helpers import run_in_process

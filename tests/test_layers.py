@@ -88,7 +88,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "command line",
         frozenset(
-            {"cli", "cli_common", "cli_budgets", "cli_search", "cli_summary", "cli_retrain"}
+            {"cli", "cli_common", "cli_budgets", "cli_search", "cli_search_settings", "cli_summary"}
+            | {"cli_retrain"}
             | {"cli_arch", "cli_flags", "cli_inspect", "cli_progress", "cli_export", "cli_doctor"}
             | {"__main__", "__init__"}
         ),

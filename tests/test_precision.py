@@ -148,7 +148,7 @@ def test_search_and_retrain_take_precision_with_its_choices(command):
 
 def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
     from nas.cli_retrain import recipe_from
-    from nas.cli_search import search_settings
+    from nas.cli_search_settings import search_settings
 
     assert TrainConfig().precision == "auto"
     for flags, expected in (([], "auto"), (["--precision", "fp16"], "fp16")):
