@@ -2,8 +2,11 @@
 `nas report`) and picking the trial a retrain takes (`choose_from_study`: a trial by number, or
 the one a `nas.front.Pick` names), with the data and recipe settings the study recorded.
 
-Claims: a retrain of a study inherits the study's data and the recipe settings a resume keeps
-(`nas.settings.kept`), never its devices or speed switches.
+Claims:
+- A retrain of a study inherits the study's data and the recipe settings a resume keeps
+  (`nas.settings.kept`), never its devices or speed switches.
+- `--pick best` in a study whose search confirmed its candidates takes the winner the search
+  named (the best mean over seeds, `nas.winner`), not the luckiest single run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from nas.cost_table import format_cost
 from nas.errors import UserError
 from nas.front import Pick, pick_trial
 from nas.settings import kept_names
+from nas.winner import confirmations, winner
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,13 @@ def _picked_trial(study: optuna.Study, pick: Pick) -> tuple[FrozenTrial, str]:
     accurate: val accuracy 93.10%, 1,234 params`."""
     # a pruner-stopped trial ranks on fewer epochs, so only trials trained to the end
     cost = records.objective_of(study.user_attrs)[1]
-    trial = pick_trial(study.get_trials(deepcopy=False), cost, pick)
+    trials = study.get_trials(deepcopy=False)
+    if pick.how == "best" and confirmations(study):
+        # the search named its winner by the mean over its seeds (nas.winner): retrain that one,
+        # not a candidate whose single run was luckier
+        trial, score = winner(study, trials)
+        return trial, f"the search's confirmed winner: mean val accuracy {score:.2%} over its seeds"
+    trial = pick_trial(trials, cost, pick)
     if trial is None:
         raise UserError(
             f"study {study.study_name!r} has no trial trained to the end yet; "
