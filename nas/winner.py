@@ -82,16 +82,17 @@ def confirmation_epochs(study: optuna.Study) -> int:
 
 def _next_candidates(
     study: optuna.Study, trials: list[FrozenTrial], best: FrozenTrial, n: int
-) -> list[tuple[int, float]]:
-    """(trial number, score) of the next `n` candidates after `best`, scored as `best` was:
-    by confirmed mean where `best` was confirmed, else by validation accuracy."""
+) -> list[tuple[int, float, bool]]:
+    """(trial number, score, confirmed) of the next `n` candidates after `best`: a confirmed
+    candidate by its mean over seeds, any other by its one run's validation accuracy (with the
+    default one confirmation run, only the winner has a mean)."""
     done = confirmations(study)
-    if best.number in done:
-        others = [(k, float(r["mean_val_accuracy"])) for k, r in done.items() if k != best.number]
-    else:
-        ranked = candidates(trials, n + 1)
-        others = [(t.number, float(records.accuracy(t))) for t in ranked if t.number != best.number]
-    return sorted(others, key=lambda item: (-item[1], item[0]))[:n]
+    scored = {k: (float(r["mean_val_accuracy"]), True) for k, r in done.items()}
+    for trial in candidates(trials, n + 1 + len(done)):
+        scored.setdefault(trial.number, (float(records.accuracy(trial)), False))
+    scored.pop(best.number, None)
+    ranked = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))
+    return [(number, score, confirmed) for number, (score, confirmed) in ranked[:n]]
 
 
 def verdict_lines(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[str]:
@@ -123,8 +124,9 @@ def verdict_lines(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
     following = _next_candidates(study, trials, best, 2)
     if following:
         leads = ", ".join(
-            f"{(score - other) * 100:+.1f} points over trial {number} ({other:.2%})"
-            for number, other in following
+            f"{(score - other) * 100:+.1f} points over trial {number} ({other:.2%}"
+            f"{'' if confirmed or record is None else ', one run'})"
+            for number, other, confirmed in following
         )
         close = ""
         if spread is not None and (score - following[0][1]) * 100 <= spread + 1e-9:

@@ -102,12 +102,29 @@ def test_the_verdict_names_the_confirmed_winner_its_spread_and_lead(tmp_path):
     assert winner_line.startswith("winner: trial 1 (")
     assert "93.00% validation accuracy, the mean of 2 seeds (0: 94.00%, 1: 92.00%; " in winner_line
     assert winner_line.endswith("spread +-1.0 points)")
-    # 93 - 92 = 1 point: no more than the spread, so the runner-up may be as good
+    # 93 - 92 = 1 point: no more than the spread, so the runner-up may be as good; trial 2
+    # (0.90) was not confirmed: its one run, 93 - 90 = 3 points below
     assert lead == (
-        "its lead: +1.0 points over trial 0 (92.00%): within the winner's spread over seeds, "
-        "the runner-up may be as good"
+        "its lead: +1.0 points over trial 0 (92.00%), +3.0 points over trial 2 (90.00%, one "
+        "run): within the winner's spread over seeds, the runner-up may be as good"
     )
     assert fidelity.startswith("rank fidelity: not enough trials to say")
+
+
+def test_a_winner_confirmed_alone_leads_the_next_candidates_by_their_one_run(tmp_path):
+    # the default: one confirmation run, so only the winner has a mean over seeds
+    study = new_study(tmp_path, [trained(0.50, "a"), trained(0.38, "b"), trained(0.28, "c")])
+    study.set_user_attr(records.RECIPE, {"seed": 0})
+    study.set_user_attr(
+        records.confirm_key(0),
+        {"seed": 1, "first_val_accuracy": 0.50, "val_accuracy": 0.35, "mean_val_accuracy": 0.425},
+    )
+    _, lead, _ = verdict_lines(study)
+    # 42.5 - 38 = 4.5 points: within the winner's spread of +-7.5 points
+    assert lead == (
+        "its lead: +4.5 points over trial 1 (38.00%, one run), +14.5 points over trial 2 "
+        "(28.00%, one run): within the winner's spread over seeds, the runner-up may be as good"
+    )
 
 
 def test_an_unconfirmed_winner_says_so_and_leads_by_accuracy(tmp_path):
