@@ -7,8 +7,10 @@ import inspect
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +23,25 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh_python(code: str) -> str:
+    """What `code` prints in a fresh interpreter importing this checkout's `nas` (this one has
+    imported torch, optuna and CUDA state long ago); a failing run fails the test."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def dashboard_command() -> list[str]:
+    """The `optuna-dashboard` console script installed beside this Python, as a user runs it."""
+    script = Path(sys.executable).parent / "optuna-dashboard"
+    found = str(script) if script.exists() else shutil.which("optuna-dashboard")
+    if found is None:
+        unavailable("optuna-dashboard is not installed (pip install -e '.[test]')")
+    return [found]
 
 
 @contextlib.contextmanager

@@ -1,9 +1,6 @@
 """Architecture validation, JSON round trip and the exact analytic parameter count."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +8,8 @@ import pytest
 from nas.arch import Architecture
 from nas.arch_counts import count_macs, count_params, param_table
 from nas.presets import PRESETS
+
+from helpers import fresh_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +129,4 @@ def test_arch_presets_space_and_files_import_neither_torch_nor_optuna():
         "import nas.arch, nas.arch_counts, nas.presets, nas.space, nas.space_format, nas.files\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optuna')))"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"

@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,19 +20,10 @@ from nas.cli import search_main
 from nas.records import is_trained
 from nas.samplers import HAS_SET_CONSTRAINT
 
-from helpers import free_port, get, one_torch_thread, unavailable
+from helpers import dashboard_command, free_port, get, one_torch_thread
 
 # the search and its stores use Optuna features it still marks experimental
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-
-
-def dashboard_command() -> list[str]:
-    """The `optuna-dashboard` console script installed beside this Python, as a user runs it."""
-    script = Path(sys.executable).parent / "optuna-dashboard"
-    found = str(script) if script.exists() else shutil.which("optuna-dashboard")
-    if found is None:
-        unavailable("optuna-dashboard is not installed (pip install -e '.[test]')")
-    return [found]
 
 
 @pytest.fixture()

@@ -34,6 +34,8 @@ from nas.model_card import model_card
 from nas.retrain import retrain
 from nas.run_folder import RunMetrics
 
+from helpers import fresh_python
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOLERANCE = 1e-4  # the bound on |exported - original| logits
@@ -326,9 +328,7 @@ def test_inference_imports_no_optuna():
         "import nas.export, nas.export_check, nas.model_card; "
         "print(sorted(m for m in ('optuna', 'nas.search', 'nas.retrain') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

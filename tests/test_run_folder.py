@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from nas.run_folder import (
     write_metrics,
 )
 
-from helpers import run_in_process
+from helpers import fresh_python, run_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPOCHS = 1
@@ -135,6 +133,4 @@ def test_the_run_folder_module_imports_neither_torch_nor_optuna():
         "import sys, nas.run_folder; "
         "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"

@@ -3,15 +3,14 @@ so is a no-op on the CPU. The CUDA side runs only where a GPU is."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from nas.torch_devices import current_gpu, gpu_to_make_current
+
+from helpers import fresh_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,10 +33,7 @@ def test_current_gpu_on_the_cpu_is_a_no_op_that_initialises_no_cuda():
         "    inside = torch.cuda.is_initialized()\n"
         "print(inside, torch.cuda.is_initialized())"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False False"
+    assert fresh_python(code) == "False False"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -8,7 +8,6 @@ real `python -m nas search` processes started by the real parent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -34,7 +33,7 @@ from nas.search import run_search
 from nas.space import SearchSpace
 from nas.storage import open_storage
 
-from helpers import free_port, get, one_torch_thread, unavailable
+from helpers import dashboard_command, free_port, get, one_torch_thread
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "search_spaces" / "tiny.yaml"
@@ -63,15 +62,13 @@ def _config(store: Path, **changes) -> SearchConfig:
 
 @pytest.mark.slow
 def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
-    if importlib.util.find_spec("optuna_dashboard") is None:
-        unavailable("optuna-dashboard is not installed (pip install -e '.[test]')")
     store = tmp_path / "s.db"
     run_search(_config(store), DATA, RECIPE)  # create and record the study, train nothing
     study_id = open_storage(f"sqlite:///{store}").get_study_id_from_name(STUDY)
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", "from optuna_dashboard._cli import main; main()"]
+        dashboard_command()
         + [f"sqlite:///{store}", "--host", "127.0.0.1", "--port", str(port), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
