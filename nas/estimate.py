@@ -60,7 +60,9 @@ def trained_so_far(storage_url: str, study_name: str) -> int:
 # ---- what is printed -----------------------------------------------------------------------
 
 
-def format_duration(seconds: float) -> str:
+def rough_duration(seconds: float) -> str:
+    """An estimate in words at the precision it deserves: `about 3 min`, `about 1.5 h` (a time
+    already spent is counted exactly by nas.time_budget.format_duration)."""
     if seconds < 60:
         return "under a minute"
     if seconds < 3600:
@@ -84,7 +86,7 @@ def cost_lines(
     what = f"{plan.runs} trials x " if search else ""
     which = "a typical candidate" if search else "the architecture"
     lines = [
-        f"estimated cost on {device}: {format_duration(total)} for {what}{plan.epochs} epochs x "
+        f"estimated cost on {device}: {rough_duration(total)} for {what}{plan.epochs} epochs x "
         f"{plan.steps_per_epoch:,} steps of {plan.batch_size} at {step_seconds:.3g} s per step "
         f"({which}, {count_params(arch):,} parameters; validation included"
         + ("; pruned trials end sooner)" if search else ")")
@@ -103,7 +105,7 @@ def cost_lines(
         lines.append(
             f"to bring it down: {smoke}--subset N and --epochs N{trials} (--subset "
             f"{EXAMPLE_SUBSET} --epochs {min(plan.epochs, EXAMPLE_EPOCHS)}: "
-            f"{format_duration(cheaper.seconds(step_seconds))}), or a CUDA GPU (--device cuda)"
+            f"{rough_duration(cheaper.seconds(step_seconds))}), or a CUDA GPU (--device cuda)"
         )
     return lines
 
