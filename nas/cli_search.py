@@ -117,6 +117,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--time-limit",
+        metavar="DURATION",
         help="start no trial once the time left cannot hold one more at this run's pace: 8h, "
         "90m, 3600s; the running trial finishes and the winner is still confirmed; with "
         "--trials, whichever comes first; each run (a resume) has its own limit",
@@ -124,6 +125,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--confirm",
         type=int,
+        metavar="N",
         default=SearchConfig.confirm,
         help="top candidates trained again with another seed before the search names its best, "
         "ranked by the mean of both runs (default: %(default)s; 0: none)",
