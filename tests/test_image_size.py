@@ -16,12 +16,15 @@ import torch
 from PIL import Image
 
 import nas
+from nas import records
 from nas.arch import Architecture
 from nas.arch_counts import count_macs
 from nas.cli import main
+from nas.config import TrainConfig
 from nas.data import DataConfig, choose_image_size, load_splits
 from nas.model import build_model
 from nas.records import ARCHITECTURE, DATASET, macs_of
+from nas.training_memory import training_memory
 
 from helpers import hook_counted_macs, run_in_process
 
@@ -209,3 +212,39 @@ def test_a_large_folder_is_sized_from_an_evenly_spread_sample_of_headers(tmp_pat
     chosen, line = choose_image_size(DataConfig(dataset="imagefolder", data_dir=str(root)))
     assert chosen.image_size == 50  # the median of 40, 50, 60: every 99 was left out
     assert line.startswith("images: median 50x50 px in 3 of 7 files; training at 50 px")
+
+
+def test_the_memory_and_latency_budgets_are_measured_at_the_data_s_64_px(tmp_path, monkeypatch):
+    import nas.latency
+
+    # a spy on our own seam: every latency measurement's image size, then the real measurement
+    sizes: list[int] = []
+    measure = nas.latency.measure_latency
+
+    def measured_at(arch, image_size, setup):
+        sizes.append(image_size)
+        return measure(arch, image_size, setup)
+
+    monkeypatch.setattr(nas.latency, "measure_latency", measured_at)
+    store = tmp_path / "s.db"
+    argv = [
+        "search", "--dataset", "synthetic", "--subset", "48", "--image-size", "64",
+        "--space", TINY, "--budget", "20000", "--trials", "2", "--epochs", "1",
+        "--batch-size", "8", "--augment", "none", "--device", "cpu",
+        "--storage", f"sqlite:///{store}", "--study", "s", "--no-warm-start",
+        "--sampler", "random", "--max-memory-mb", "100000", "--max-latency-ms", "100000",
+    ]  # fmt: skip
+    status, _, err = run_in_process(main, argv)
+    assert status == 0, err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{store}")
+    gated = [t for t in study.trials if records.MEMORY_MB in t.user_attrs]
+    assert len(gated) >= 2  # --trials counts trained ones; a duplicate may be gated too
+    recipe = TrainConfig(epochs=1, batch_size=8, augment="none", device="cpu")
+    for trial in gated:
+        arch = Architecture.from_json(trial.user_attrs[ARCHITECTURE])
+        at_64 = training_memory(arch, 64, recipe, "cpu").megabytes
+        assert at_64 != training_memory(arch, 32, recipe, "cpu").megabytes
+        assert trial.user_attrs[records.MEMORY_MB] == pytest.approx(at_64)
+    # the latency of each candidate within the analytic budgets was measured, always at 64 px
+    timed = [t for t in gated if records.LATENCY_MS in t.user_attrs]
+    assert timed and sizes and set(sizes) == {64}
