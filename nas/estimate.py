@@ -11,8 +11,7 @@ Claims:
   pay nothing.
 - It is the cost of a full run: the pruner stops weak trials early and a resumed run skips the
   epochs it has, so the real run is usually shorter; augmentation and data handling are not
-  timed (about a sixth of an epoch of a 126k-parameter net on a 2-core CPU, less for larger
-  nets: "The floor" in benchmarks/RESULTS.md).
+  timed ("The floor" in benchmarks/RESULTS.md measures what they add).
 - Where the estimate cannot be made (an unusable device, no candidate under the budget, a
   missing image folder), nothing is printed: the run itself reports the problem in its words.
 """

@@ -5,7 +5,8 @@ scaled from fewer images where a full one would take too long (a large model on 
 Claims:
 - Nothing is loaded or written: the model trains on random tensors of the recipe's batch, and
   the global random state is restored afterwards.
-- The timing takes a few seconds (`TIMING_SECONDS` after warm-up steps).
+- Steps are timed only until `budget` (default `TIMING_SECONDS`) has passed after the warm-up
+  step: with no time at all, exactly one step is timed.
 """
 
 from __future__ import annotations

@@ -90,6 +90,10 @@ def test_data_sizes_are_counted_as_load_splits_makes_them(tmp_path):
             splits.num_classes,
         )  # fmt: skip
     assert data_shape(DataConfig()) == DataShape(45_000, 5_000, 10_000, 32, 10)
+    # counted, not loaded: files no decoder could read are counted all the same
+    for path in folder.rglob("*.png"):
+        path.write_bytes(b"not an image")
+    assert data_shape(images) == DataShape(22, 2, 6, 8, 2)
     assert data_shape(DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "no"))) is None
 
 
@@ -117,7 +121,10 @@ def test_a_slow_cpu_search_gets_its_cost_and_the_flags_that_bring_it_down():
     assert "for 40 epochs" in retrain[0]
 
 
-def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_was():
+def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_was(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
     torch.manual_seed(3)
     random.seed(3)
     before = torch.get_rng_state(), random.getstate()
@@ -125,6 +132,13 @@ def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_w
     assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
     # a 2k-parameter net steps 16 images of 32 px in milliseconds: no need to time fewer
     assert timing.timed_batch == 16 and timing.steps >= 1
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("batch_size", [2, 16])  # timed at the probe's size, and at its own
+def test_a_timed_step_with_no_time_left_times_exactly_one_step(batch_size):
+    recipe = TrainConfig(batch_size=batch_size, device="cpu")
+    assert time_training_step(ARCH, recipe, 32, budget=0.0).steps == 1
 
 
 def test_a_timed_step_feeds_the_architecture_its_own_channels():
@@ -147,7 +161,7 @@ def test_quick_runs_like_the_tests_are_not_timed(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the store was not touched
 
 
-def test_nothing_is_printed_where_the_run_itself_will_refuse():
+def test_nothing_is_printed_where_the_run_itself_will_refuse(tmp_path):
     data = DataConfig(dataset="synthetic")
     recipe = TrainConfig(epochs=40, device="cpu")
     over = SearchConfig(space=str(TINY), budget=100)  # under the smallest candidate
@@ -156,6 +170,13 @@ def test_nothing_is_printed_where_the_run_itself_will_refuse():
     assert announce_search_cost(missing, data, recipe, ["cpu"], out=pytest.fail) == []
     no_gpu = replace(recipe, epochs=150, device="cuda:9")  # long enough to be timed
     assert announce_retrain_cost(PRESETS["paper-model1"], data, no_gpu, out=pytest.fail) == []
+    # a missing image folder, for a run long enough to be timed
+    no_folder = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "no"), image_size=32)
+    long_search = SearchConfig(space=str(TINY), budget=8000, trials=50)
+    assert announce_search_cost(long_search, no_folder, recipe, ["cpu"], out=pytest.fail) == []
+    long_retrain = replace(recipe, epochs=150)
+    arch = PRESETS["paper-model1"]
+    assert announce_retrain_cost(arch, no_folder, long_retrain, out=pytest.fail) == []
 
 
 def store_files(folder: Path) -> dict[str, tuple[bytes, int]]:
