@@ -47,7 +47,6 @@ from nas.augment import BatchAugmenter, normalize_batch
 from nas.batches import memory_format
 from nas.config import DataConfig, TrainConfig
 from nas.data import Splits, TensorData, load_splits
-from nas.device_memory import MAX_CHUNK
 from nas.machine import usable_cpus
 from nas.model import build_model
 from nas.precision import cudnn_autotuning
@@ -149,7 +148,7 @@ def floor_epochs(model, splits: Splits, config: TrainConfig, epochs: int, device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     images = splits.train.images.to(device)
     train = torch.cat(
-        [augmenter(chunk, generator) for chunk in images.split(MAX_CHUNK)]
+        [augmenter(chunk, generator) for chunk in images.split(config.chunk_size)]
     ).contiguous(memory_format=layout)
     labels = splits.train.labels.to(device)
     val = normalize_batch(splits.val.images.to(device), splits.mean, splits.std)

@@ -55,7 +55,10 @@ def data_plan(data: TensorData, config: TrainConfig, device: torch.device) -> Da
     """Where the train split lives on `device` and its chunk size, from the free bytes there."""
     image_bytes = math.prod(data.images.shape[1:])
     augment_bytes = image_bytes * FLOAT_BYTES * AUGMENT_FLOAT_COPIES
-    return plan_data(free_bytes(device), len(data), image_bytes, augment_bytes, config.batch_size)
+    return plan_data(
+        free_bytes(device), len(data), image_bytes, augment_bytes, config.batch_size,
+        config.chunk_size,
+    )  # fmt: skip
 
 
 def eval_batch_size(config: TrainConfig, data: TensorData, device: torch.device) -> int:

@@ -79,12 +79,14 @@ class TrainConfig:
     data_path: str = "auto"  # auto (= device: batched augmentation) | device | loader (per image)
     eval_batch_size: int = 1000  # most images per batch when evaluating (fewer where device
     # memory is short: nas.device_memory); no gradients, so large
+    chunk_size: int = 8192  # most images augmented at once on the device path (fewer where
+    # device memory is short: nas.device_memory): enough to fill a GPU, more gains nothing
     compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
 
     def __post_init__(self) -> None:
         for name, minimum in (("epochs", 0), ("lr_patience", 0), ("seed", 0)):
             _whole(name, getattr(self, name), minimum)
-        for name in ("batch_size", "eval_batch_size"):
+        for name in ("batch_size", "eval_batch_size", "chunk_size"):
             _whole(name, getattr(self, name), 1)
         if self.workers is not None:
             _whole("workers", self.workers, 0)

@@ -14,11 +14,12 @@ Claims:
 - `plan_data`: the split (uint8 images and int64 labels) lives on the device when it and two
   chunks of one batch fit in the allowance (half the free bytes); else it stays in host memory
   and is uploaded per chunk. Exactly fitting counts as fitting; a byte short does not.
-- The chunk is the largest whole number of batches, at most `MAX_CHUNK` images, whose two
-  chunks (the one trained on and the one augmented ahead, each at its augmentation's peak:
-  `chunk_image_bytes`) fit in what the allowance leaves; never less than one batch.
+- The chunk is the largest whole number of batches, at most `cap` images (the recipe's
+  `chunk_size`), whose two chunks (the one trained on and the one augmented ahead, each at its
+  augmentation's peak: `chunk_image_bytes`) fit in what the allowance leaves; never less than
+  one batch.
 - Without a free-bytes figure (the CPU: host memory is not the device's to size) the split stays
-  where it is and chunks are the most batches within `MAX_CHUNK` images.
+  where it is and chunks are the most batches within `cap` images.
 - `eval_batch_images`: the most images, at most the configured batch, whose evaluation bytes
   (`EVAL_INPUT_COPIES` float copies of an image) fit in the allowance; at least one.
 - `memory_failure` recognises `torch.OutOfMemoryError` (= `torch.cuda.OutOfMemoryError`) and a
@@ -31,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DATA_SHARE_DIVISOR = 2  # data and evaluation take at most free bytes / 2: the rest is the model's
-MAX_CHUNK = 8192  # images augmented at once at most: enough to fill a GPU, more gains nothing
 LABEL_BYTES = 8  # an int64 label
 FLOAT_BYTES = 4  # float32
 # A no-grad forward holds per image its float input, the normalised copy and two or three
@@ -75,11 +75,17 @@ def chunk_image_bytes(image_bytes: int, augment_bytes: int) -> int:
 
 
 def plan_data(
-    free_bytes: int | None, count: int, image_bytes: int, augment_bytes: int, batch_size: int
+    free_bytes: int | None,
+    count: int,
+    image_bytes: int,
+    augment_bytes: int,
+    batch_size: int,
+    cap: int,
 ) -> DataPlan:
-    """Where a split of `count` images of `image_bytes` (uint8) lives and its chunk size, given
-    the device's free bytes (None: the CPU) and each image's augmentation temporaries in bytes."""
-    most = max(1, MAX_CHUNK // batch_size)  # batches per chunk at most
+    """Where a split of `count` images of `image_bytes` (uint8) lives and its chunk size (at most
+    `cap` images), given the device's free bytes (None: the CPU) and each image's augmentation
+    temporaries in bytes."""
+    most = max(1, cap // batch_size)  # batches per chunk at most
     if free_bytes is None:
         return DataPlan(resident=True, chunk=batch_size * most, free_bytes=None)
     allowance = free_bytes // DATA_SHARE_DIVISOR

@@ -89,6 +89,7 @@ def test_momentum_from_zero_up_to_below_one_is_accepted(momentum):
         ({"lr_factor": 0.0}, "lr_factor must lie between 0 and 1 (both excluded), got 0.0"),
         ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
         ({"eval_batch_size": 0}, "eval_batch_size must be a whole number of at least 1, got 0"),
+        ({"chunk_size": 0}, "chunk_size must be a whole number of at least 1, got 0"),
         ({"batch_size": 32.5}, "batch_size must be a whole number of at least 1, got 32.5"),
         ({"epochs": -1}, "epochs must be a whole number of at least 0, got -1"),
         ({"lr_patience": -1}, "lr_patience must be a whole number of at least 0, got -1"),

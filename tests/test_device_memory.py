@@ -20,7 +20,7 @@ H100_FREE = 80_000_000_000  # an 80 GB one
 def test_cifar10_lives_on_a_16_gb_card_in_chunks_of_8192():
     # split 45,000 x 3,080 = 138,600,000 B; a chunk image 3,072 + 8 + 2 x 73,728 = 150,536 B;
     # allowance 7.5e9: room for 764 batches of 64, more than 8,192 // 64 = 128
-    plan = plan_data(T4_FREE, batch_size=64, **CIFAR)
+    plan = plan_data(T4_FREE, batch_size=64, cap=8192, **CIFAR)
     assert (plan.resident, plan.chunk) == (True, 8192)
     assert plan.describe(45_000, 3072, "cuda:0", pinned=True) == (
         "data: 45,000 images (138 MB) on cuda:0, augmented in chunks of 8,192"
@@ -30,7 +30,7 @@ def test_cifar10_lives_on_a_16_gb_card_in_chunks_of_8192():
 def test_100k_images_at_224_px_stay_on_the_host_of_a_16_gb_card():
     # split 100,000 x 150,536 = 15,053,600,000 B > allowance 7.5e9: host memory; a chunk image
     # 150,528 + 8 + 2 x 3,612,672 = 7,375,880 B, a batch 472,056,320 B: 7.5e9 // that = 15
-    plan = plan_data(T4_FREE, batch_size=64, **LARGE)
+    plan = plan_data(T4_FREE, batch_size=64, cap=8192, **LARGE)
     assert (plan.resident, plan.chunk) == (False, 15 * 64)
     assert plan.describe(100_000, 150_528, "cuda:0", pinned=True) == (
         "data: 100,000 images (15.1 GB) too large for cuda:0 (15.0 GB free): kept in host "
@@ -41,27 +41,27 @@ def test_100k_images_at_224_px_stay_on_the_host_of_a_16_gb_card():
 def test_100k_images_at_224_px_live_on_an_80_gb_card():
     # allowance 4e10 holds the split (15,053,600,000 B) and leaves 24,946,400,000 B:
     # // 472,056,320 = 52 batches of 64
-    plan = plan_data(H100_FREE, batch_size=64, **LARGE)
+    plan = plan_data(H100_FREE, batch_size=64, cap=8192, **LARGE)
     assert (plan.resident, plan.chunk) == (True, 52 * 64)
 
 
 def test_a_split_that_exactly_fits_lives_on_the_device_and_a_byte_short_does_not():
     # the split (138,600,000 B) and one batch of chunk images (64 x 150,536 = 9,634,304 B)
     needed = 138_600_000 + 9_634_304
-    exactly = plan_data(2 * needed, batch_size=64, **CIFAR)
+    exactly = plan_data(2 * needed, batch_size=64, cap=8192, **CIFAR)
     assert (exactly.resident, exactly.chunk) == (True, 64)
-    short = plan_data(2 * needed - 1, batch_size=64, **CIFAR)  # allowance needed - 1
+    short = plan_data(2 * needed - 1, batch_size=64, cap=8192, **CIFAR)  # allowance needed - 1
     # on the host the whole allowance is the chunks': (needed - 1) // 9,634,304 = 15 batches
     assert (short.resident, short.chunk) == (False, 15 * 64)
 
 
 def test_a_chunk_is_never_less_than_one_batch():
-    assert plan_data(0, batch_size=64, **CIFAR).chunk == 64
+    assert plan_data(0, batch_size=64, cap=8192, **CIFAR).chunk == 64
 
 
 @pytest.mark.parametrize(("batch", "chunk"), [(64, 8192), (100, 8100), (10_000, 10_000)])
 def test_without_a_gpu_the_split_stays_where_it_is_in_the_most_batches_of_8192(batch, chunk):
-    plan = plan_data(None, batch_size=batch, **CIFAR)
+    plan = plan_data(None, batch_size=batch, cap=8192, **CIFAR)
     assert (plan.resident, plan.chunk) == (True, chunk)
 
 

@@ -25,7 +25,7 @@ KEPT_BY_THE_STUDY = {  # every setting a resume keeps, none at its default
 }  # fmt: skip
 MACHINE_OF_THE_STUDY = {  # the searching machine's switches: a retrain elsewhere takes none
     "seed": 99, "device": "cuda:7", "workers": 3, "precision": "fp16", "channels_last": True,
-    "data_path": "loader", "eval_batch_size": 7, "compile": True,
+    "data_path": "loader", "eval_batch_size": 7, "chunk_size": 96, "compile": True,
 }  # fmt: skip
 
 

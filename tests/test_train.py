@@ -343,11 +343,12 @@ def test_fit_never_touches_the_test_split(splits, data_path):
 HOST_SYNCS = {"item", "cpu", "tolist", "numpy", "nonzero", "__bool__", "__int__", "__float__"}
 
 
-def host_syncs(splits, monkeypatch, chunk: int, batch_size: int) -> Counter:
+def host_syncs(splits, chunk: int, batch_size: int) -> Counter:
     """The calls our own code (nas.*) makes during one epoch of `fit` on the device path that
     would wait for a GPU (a value copied to the host), by calling module."""
-    monkeypatch.setattr(nas.device_memory, "MAX_CHUNK", chunk)
-    config = quick(epochs=1, augment="recipe", data_path="device", batch_size=batch_size)
+    config = quick(
+        epochs=1, augment="recipe", data_path="device", batch_size=batch_size, chunk_size=chunk
+    )
     with TorchCalls() as calls:
         fit(fresh_model(), splits, config, progress=False)
     return Counter(
@@ -355,12 +356,12 @@ def host_syncs(splits, monkeypatch, chunk: int, batch_size: int) -> Counter:
     )
 
 
-def test_the_device_path_syncs_once_per_chunk_and_never_per_batch(monkeypatch):
+def test_the_device_path_syncs_once_per_chunk_and_never_per_batch():
     small = load_splits(DataConfig(dataset="synthetic", synthetic_size=300, synthetic_classes=4))
     assert len(small.train) == 270
-    fine = host_syncs(small, monkeypatch, chunk=48, batch_size=8)  # 34 batches, 6 chunks
-    coarse = host_syncs(small, monkeypatch, chunk=48, batch_size=24)  # 12 batches, 6 chunks
-    few = host_syncs(small, monkeypatch, chunk=144, batch_size=24)  # 12 batches, 2 chunks
+    fine = host_syncs(small, chunk=48, batch_size=8)  # 34 batches, 6 chunks
+    coarse = host_syncs(small, chunk=48, batch_size=24)  # 12 batches, 6 chunks
+    few = host_syncs(small, chunk=144, batch_size=24)  # 12 batches, 2 chunks
     assert fine == coarse  # almost three times the batches, not one sync more
     assert coarse.total() - few.total() == 6 - 2  # one per chunk
     # the step loop's loss and accuracy, and the validation pass's: two values each per epoch
@@ -382,9 +383,9 @@ def augmented_chunks_alive(chunk: int) -> int:
     )
 
 
-def test_the_device_path_holds_two_augmented_chunks_at_most(splits, monkeypatch):
-    monkeypatch.setattr(nas.device_memory, "MAX_CHUNK", 120)  # 720 images: 6 chunks of one batch
-    config = quick(augment="recipe", data_path="device", batch_size=120)
+def test_the_device_path_holds_two_augmented_chunks_at_most(splits):
+    # 720 images: 6 chunks of one batch
+    config = quick(augment="recipe", data_path="device", batch_size=120, chunk_size=120)
     batches = nas.batches.make_batches(splits.train, config, splits, torch.device("cpu"))
     gc.collect()  # what earlier tests left in reference cycles
     assert augmented_chunks_alive(120) == 0
