@@ -19,34 +19,31 @@ from typing import Any
 
 import torch
 
-from nas.arch import Architecture
-from nas.augment import (
+from nas.arch.architecture import Architecture
+from nas.arch.presets import PRESETS
+from nas.config.recipe import TrainConfig
+from nas.data.augment import (
     AugmentDraws,
     augment_batch,
     draw_augmentations,
     normalize_batch,
     rotate_flip_crop_batch,
 )
-from nas.batches import memory_format
-from nas.config import TrainConfig
-from nas.data import Splits, TensorData
-from nas.model import build_model
-from nas.precision import (
+from nas.data.batches import memory_format
+from nas.data.loading import Splits, TensorData
+from nas.train.devices import synchronize
+from nas.train.fit import set_seed
+from nas.train.model import build_model
+from nas.train.precision import (
     BF16_MIN_CAPABILITY,
     Precision,
     choose_precision,
     cudnn_autotuning,
     device_capability,
 )
-from nas.presets import PRESETS
-from nas.step import TrainingStep, make_optimizer
-from nas.torch_devices import synchronize
-from nas.train import set_seed
+from nas.train.step import TrainingStep, make_optimizer
 
-try:  # AutoAugment's ops moved from nas.augment to their own module
-    from nas.autoaugment import apply_autoaugment_op, autoaugment_table
-except ImportError:
-    from nas.augment import apply_autoaugment_op, autoaugment_table
+from nas.data.autoaugment import apply_autoaugment_op, autoaugment_table
 
 # a net of a few thousand parameters for the CPU-sized runs of the training checks
 CPU_ARCH = Architecture((8, 16), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
@@ -327,7 +324,7 @@ def precision_verdict(
 
 
 def check_precision(ctx: Context) -> Result:
-    """The precision a run trains in here (`nas.precision`, `--precision auto`) is right for
+    """The precision a run trains in here (`nas.train.precision`, `--precision auto`) is right for
     the GPU's compute capability, pays off in step time against fp32 on the same model (so a
     slow emulated path fails), and its training follows plain fp32 (TF32 off): the mean loss
     of every window of steps differs by at most the tolerance, and both runs learn."""
@@ -406,7 +403,7 @@ def check_fused_adam(ctx: Context) -> Result:
 
 def check_compile(ctx: Context) -> Result:
     """`fit` with torch.compile trains, and reports the compile time apart from its epochs."""
-    from nas.train import fit
+    from nas.train.fit import fit
 
     if not ctx.cuda:
         return Result(

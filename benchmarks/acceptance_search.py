@@ -13,8 +13,8 @@ import torch
 from acceptance_checks import Context, Result
 
 from nas import records
-from nas.arch_counts import count_params
-from nas.config import DataConfig, TrainConfig
+from nas.arch.counts import count_params
+from nas.config.recipe import DataConfig, TrainConfig
 
 OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny
 name: oom
@@ -31,9 +31,9 @@ OOM_BATCH = 8192  # 512 channels x 8 blocks at 32x32: ~75 MB of activations per 
 def check_oom(ctx: Context) -> Result:
     """A real search (`run_search`) whose first candidate does not fit in the GPU's memory:
     it is pruned with its reason, and the next candidate trains in the same process."""
-    from nas.config_search import SearchConfig
-    from nas.search import open_study, run_search
-    from nas.space import SearchSpace
+    from nas.arch.space import SearchSpace
+    from nas.config.search import SearchConfig
+    from nas.search.loop import open_study, run_search
 
     if not ctx.cuda:
         return Result("oom", "skipped", "skipped: needs CUDA")
@@ -79,8 +79,8 @@ def check_oom(ctx: Context) -> Result:
 def check_workers(ctx: Context) -> Result:
     """`--workers`' default: one worker process per visible GPU, each on its own device, all
     on one store, until the study holds its trials. On the CPU (only when asked): one worker."""
-    from nas.config_search import SearchConfig
-    from nas.workers import plan_devices, run_workers
+    from nas.config.search import SearchConfig
+    from nas.search.workers import plan_devices, run_workers
 
     if not ctx.cuda and "workers" not in ctx.requested:
         return Result(
@@ -144,10 +144,10 @@ def check_costs(ctx: Context) -> Result:
     import optuna
     from acceptance_checks import arch_named
 
-    from nas.config_search import SearchConfig
-    from nas.latency import LatencySetup, measure_latency
-    from nas.search import run_search
-    from nas.training_memory import estimate_training_memory, training_memory
+    from nas.config.search import SearchConfig
+    from nas.costs.latency import LatencySetup, measure_latency
+    from nas.costs.memory import estimate_training_memory, training_memory
+    from nas.search.loop import run_search
 
     device = str(ctx.device)  # the GPU the acceptance was given, not GPU 0
     arch = arch_named(ctx.sizes.train_arch)

@@ -15,8 +15,8 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nas.augment import BatchAugmenter, train_transform
-from nas.machine import usable_cpus
+from nas.config.machine import usable_cpus
+from nas.data.augment import BatchAugmenter, train_transform
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)

@@ -1,4 +1,4 @@
-"""How long the analytic counts take (`nas.arch_counts.count_params`, `count_macs`): the budget gate
+"""How long the analytic counts take (`nas.arch.counts.count_params`, `count_macs`): the budget gate
 calls them for every sampled candidate before anything is built, so they must stay far below a
 trial's cost. The target: well under a millisecond per call on any CPU (was a test's wall-clock
 bound; a speed target is a benchmark, not a test).
@@ -14,8 +14,8 @@ import random
 import statistics
 import time
 
-from nas.arch_counts import count_macs, count_params
-from nas.space import SearchSpace
+from nas.arch.counts import count_macs, count_params
+from nas.arch.space import SearchSpace
 
 TARGET_SECONDS = 1e-3  # per call: a thousand candidates a second at the very least
 

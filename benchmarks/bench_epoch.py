@@ -1,4 +1,4 @@
-"""Seconds per training epoch: the reference study's plain loop vs our trainer `nas.train.fit`.
+"""Seconds per training epoch: the reference study's plain loop vs our trainer `nas.train.fit.fit`.
 
 (a) The reference: a faithful copy of the study's plain PyTorch loop. Images are PIL images
 (as torchvision's CIFAR10 dataset hands them out) through torchvision's per-image transforms
@@ -7,10 +7,10 @@ ToTensor, Normalize, in a DataLoader with `--workers` processes (the study: 2), 
 Adam 1e-3, ReduceLROnPlateau on the validation loss, float32, the model in the default memory
 format, `.item()` after every step for the running loss and accuracy, a validation pass every
 epoch, a deep copy of the best weights.
-(b) Ours: `nas.train.fit` with the default `TrainConfig` for the device (auto data path; on
-CUDA the precision `nas.precision` picks and channels_last), same architecture, same data,
+(b) Ours: `nas.train.fit.fit` with the default `TrainConfig` for the device (auto data path; on
+CUDA the precision `nas.train.precision` picks and channels_last), same architecture, same data,
 same number of epochs.
-(c) The floor: the same model's training steps (`nas.step.TrainingStep`: the recipe's
+(c) The floor: the same model's training steps (`nas.train.step.TrainingStep`: the recipe's
 optimizer, precision and memory layout, batch 64) on tensors augmented and normalised once,
 before the clock starts, already in memory where the model is, plus the validation forward
 pass: no data work at all. Ours minus the floor is what our epoch spends on data
@@ -18,7 +18,7 @@ pass: no data work at all. Ours minus the floor is what our epoch spends on data
 still save.
 
 Both train the same architecture from the same initial weights on the same in-memory data
-(synthetic, made by `nas.data`, no download; or CIFAR-10 with `--dataset cifar10`).
+(synthetic, made by `nas.data.loading`, no download; or CIFAR-10 with `--dataset cifar10`).
 Epoch 1 is warm-up (DataLoader start, allocator, cuDNN autotuning, compilation) and is reported
 apart; the figures are the mean of the later epochs. Epoch seconds include the validation pass.
 Not a test; run it by hand, e.g.
@@ -41,19 +41,19 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.augment import BatchAugmenter, normalize_batch
-from nas.batches import memory_format
-from nas.config import DataConfig, TrainConfig
-from nas.data import Splits, TensorData, load_splits
-from nas.machine import usable_cpus
-from nas.model import build_model
-from nas.precision import cudnn_autotuning
-from nas.presets import PRESETS
-from nas.step import TrainingStep, float_logits, make_optimizer, recipe_precision
-from nas.torch_devices import resolve_device
-from nas.train import fit, set_seed
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.presets import PRESETS
+from nas.config.machine import usable_cpus
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.augment import BatchAugmenter, normalize_batch
+from nas.data.batches import memory_format
+from nas.data.loading import Splits, TensorData, load_splits
+from nas.train.devices import resolve_device
+from nas.train.fit import fit, set_seed
+from nas.train.model import build_model
+from nas.train.precision import cudnn_autotuning
+from nas.train.step import TrainingStep, float_logits, make_optimizer, recipe_precision
 
 # On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
 # images/s on a small machine,
@@ -289,7 +289,7 @@ def main() -> None:
         seconds = [row["seconds"] for row in result.history]
         results["ours"], text = summary(seconds, train_n, val_n)
         path = result.extra.get("data_path", config.data_path)
-        print(f"ours (nas.train.fit, data_path={path}, compile={args.compile}): {text}")
+        print(f"ours (nas.train.fit.fit, data_path={path}, compile={args.compile}): {text}")
         if args.compile:
             print(f"compile time, apart from the epochs: {result.compile_seconds:.1f} s")
     if not args.skip_floor:

@@ -1,4 +1,4 @@
-"""How reproducible `nas.latency.measure_latency` is on this machine, and what one measurement
+"""How reproducible `nas.costs.latency.measure_latency` is on this machine, and what one measurement
 costs per candidate (issue 14): every architecture is measured twice, by two independent calls
 (and, with `--processes`, once more in each of two fresh Python processes); a pair agrees when
 |a - b| / min(a, b) <= `--tolerance` (10 %).
@@ -35,17 +35,17 @@ import time
 
 import torch
 
-from nas.arch import Architecture
-from nas.arch_counts import count_macs, count_params
-from nas.config import TrainConfig
-from nas.latency import MIN_RUNS, MIN_SECONDS, WARMUP_RUNS, LatencySetup, measure_latency
-from nas.machine import usable_cpus
-from nas.model import build_model
-from nas.precision import precision_for
-from nas.presets import PRESETS
-from nas.space import SearchSpace
-from nas.step import TrainingStep, make_optimizer
-from nas.training_memory import MB, estimate_training_memory
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_macs, count_params
+from nas.arch.presets import PRESETS
+from nas.arch.space import SearchSpace
+from nas.config.machine import usable_cpus
+from nas.config.recipe import TrainConfig
+from nas.costs.latency import MIN_RUNS, MIN_SECONDS, WARMUP_RUNS, LatencySetup, measure_latency
+from nas.costs.memory import MB, estimate_training_memory
+from nas.train.model import build_model
+from nas.train.precision import precision_for
+from nas.train.step import TrainingStep, make_optimizer
 
 PRESET_NAMES = ("paper-model1", "paper-model5", "resnet18")  # the issue's fixed candidates
 MEMORY_BATCH = 64  # --memory: the recipe's batch size
@@ -146,7 +146,7 @@ class MallInfo2(ctypes.Structure):
 
 def memory_row(arch: Architecture, image_size: int, batch: int) -> str:
     """The estimate against the real peak of three float32 training steps on this CPU, the
-    way nas.train.fit takes them (Adam, zero_grad after the forward pass)."""
+    way nas.train.fit.fit takes them (Adam, zero_grad after the forward pass)."""
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
 

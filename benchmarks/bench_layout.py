@@ -1,4 +1,4 @@
-"""CPU epoch time of `nas.train.fit` in the contiguous layout (the CPU default since issue 10)
+"""CPU epoch time of `nas.train.fit.fit` in the contiguous layout (the CPU default since issue 10)
 against channels_last (the earlier CPU default), alternating the two so that a change in the
 machine's load hits both alike.
 
@@ -20,12 +20,12 @@ import statistics
 
 import torch
 
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.config import DataConfig, TrainConfig
-from nas.data import load_splits
-from nas.model import build_model
-from nas.train import fit, set_seed
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.loading import load_splits
+from nas.train.fit import fit, set_seed
+from nas.train.model import build_model
 
 # the CPU model of bench_epoch.py: 4 layers, 3x3 kernels and skips, 126,362 parameters
 ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)

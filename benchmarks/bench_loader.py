@@ -1,9 +1,9 @@
 """What exact resume costs the per-image loader path: seconds per epoch of three loaders.
 
 (a) `plain`: a plain shuffling DataLoader over per-image transforms (persistent workers,
-    default batching): the loader path before issue 13 (`nas.data.make_train_loader`, since
+    default batching): the loader path before issue 13 (`nas.data.loading.make_train_loader`, since
     removed), whose worker streams and later shuffles did not follow from the seed;
-(b) `seeded`: `nas.batches.LoaderBatches` (persistent workers; each batch carries its own seed
+(b) `seeded`: `nas.data.batches.LoaderBatches` (persistent workers; each batch carries its own seed
     and its images are transformed under it): the loader path now;
 (c) `restarted`: (a) with non-persistent workers (a process start per epoch), the other way to
     make workers follow the epoch's seed, for comparison.
@@ -29,9 +29,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nas.batches import LoaderBatches
-from nas.config import TrainConfig
-from nas.data import Splits, TensorData
+from nas.config.recipe import TrainConfig
+from nas.data.batches import LoaderBatches
+from nas.data.loading import Splits, TensorData
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)

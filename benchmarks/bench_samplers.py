@@ -1,9 +1,9 @@
 """Does each sampler honour the budget? The over-budget share of early vs late proposals.
 
 Runs real Optuna studies on real SQLite stores (in a temporary folder; TMPDIR=/dev/shm makes
-them faster) with the samplers and pruner of `nas.samplers` and the search's gate
+them faster) with the samplers and pruner of `nas.search.samplers` and the search's gate
 (`SearchSpace.suggest`, `count_params`, the records of `nas.records`, the constraint through
-`nas.samplers.record_constraints`, duplicates through `nas.objective.find_trained`), but
+`nas.search.samplers.record_constraints`, duplicates through `nas.search.objective.find_trained`), but
 replaces training by a cheap deterministic scorer, so a study of 80 proposals takes seconds:
 
 - `capacity`: a smooth, saturating function of the parameter count, as validation accuracy
@@ -41,12 +41,13 @@ from pathlib import Path
 import optuna
 
 from nas import records
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.config_search import PRUNERS
-from nas.machine import usable_cpus
-from nas.objective import find_trained
-from nas.samplers import (
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.space import SearchSpace
+from nas.config.machine import usable_cpus
+from nas.config.search import PRUNERS
+from nas.search.objective import find_trained
+from nas.search.samplers import (
     constraint_kwargs,
     make_pruner,
     make_sampler,
@@ -54,7 +55,6 @@ from nas.samplers import (
     record_constraints,
     tpe_startup,
 )
-from nas.space import SearchSpace
 
 SAMPLERS = ("random", "tpe", "nsga2")  # random first: the baseline
 REJECTED_AS = ("pruned", "complete")  # how a rejected candidate finishes (see BenchSetup)
@@ -85,7 +85,7 @@ def make_objective(
     epochs: int,
     rejected_complete: bool = False,
 ) -> Callable[[optuna.Trial], float]:
-    """The search's objective (nas.objective) with training replaced by `scorer`. With
+    """The search's objective (nas.search.objective) with training replaced by `scorer`. With
     `rejected_complete`, a rejected candidate is COMPLETE with the worst score (option B)."""
 
     def objective(trial: optuna.Trial) -> float:
@@ -94,7 +94,7 @@ def make_objective(
         architecture = arch.to_json()
         trial.set_user_attr(records.PARAMS, params)
         trial.set_user_attr(records.ARCHITECTURE, architecture)
-        relative = (params - budget) / budget  # as nas.budgets.Verdict.relative
+        relative = (params - budget) / budget  # as nas.costs.budgets.Verdict.relative
         trial.set_user_attr(records.CONSTRAINT, relative)
         record_constraints(trial, {"params": relative})
         if params > budget:

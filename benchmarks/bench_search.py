@@ -14,7 +14,7 @@ under a `--budget` of 5,000 parameters that rejects most of it.
 Equal compute: every method of every seed spends the same number of training epochs
 (`--compute`, default 100 = 20 candidates x 5 epochs). Epochs a pruned trial trained count, a
 candidate rejected over the budget or reused as a duplicate costs nothing, confirmation runs
-count. The searches run `nas.search.run_search` with a `nas.time_budget.TimeBudget` whose clock
+count. The searches run `nas.search.loop.run_search` with a `nas.search.time_budget.TimeBudget` whose clock
 counts the study's training epochs instead of seconds: the search's own time-limit rule (no
 new trial once the rest cannot hold one at the measured pace and the confirmation runs), so
 the last trial may overrun by a few epochs; the epochs really used are printed.
@@ -67,19 +67,18 @@ import optuna
 import torch
 
 from nas import records
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.data import load_splits
-from nas.evaluation import evaluate
-from nas.machine import usable_cpus
-from nas.model import build_model
-from nas.search import run_search
-from nas.space import SearchSpace
-from nas.time_budget import TimeBudget
-from nas.torch_devices import resolve_device
-from nas.train import fit, set_seed
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.space import SearchSpace
+from nas.config.machine import usable_cpus
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.data.loading import load_splits
+from nas.search.loop import run_search
+from nas.search.time_budget import TimeBudget
+from nas.train.devices import resolve_device
+from nas.train.fit import evaluate, fit, set_seed
+from nas.train.model import build_model
 
 SPACE = """\
 # bench_search.py: small ResNets for 8x8 digits; a budget of a few thousand parameters rejects
@@ -188,7 +187,7 @@ def study_epochs(study: optuna.Study) -> int:
 
 def confirmation_epochs(study: optuna.Study) -> int:
     try:
-        from nas.winner import confirmation_epochs as spent
+        from nas.search.winner import confirmation_epochs as spent
     except ImportError:  # before confirmation runs existed
         return 0
     return spent(study)
@@ -197,7 +196,7 @@ def confirmation_epochs(study: optuna.Study) -> int:
 def named_winner(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, float]:
     """The trial the search names best and the score it is named by."""
     try:
-        from nas.winner import winner
+        from nas.search.winner import winner
     except ImportError:
         trained = [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
         best = max(trained, key=lambda t: (records.accuracy(t), -t.number))

@@ -54,15 +54,15 @@ import optuna
 import torch
 from acceptance_checks import Context, Result, arch_named, take
 
-from nas.arch_counts import count_macs
-from nas.config import DataConfig, TrainConfig
-from nas.data import load_splits
+from nas.arch.counts import count_macs
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.loading import load_splits
 from nas.errors import DataError, UserError
 from nas.files import write_atomic
-from nas.model import build_model
-from nas.precision import precision_for
-from nas.torch_devices import resolve_device
-from nas.train import fit, set_seed
+from nas.train.devices import resolve_device
+from nas.train.fit import fit, set_seed
+from nas.train.model import build_model
+from nas.train.precision import precision_for
 
 HERE = Path(__file__).resolve().parent
 EPOCH_TARGET_SECONDS = 2.0  # paper-model1, one H100, batch 64, the full recipe (issue 16)

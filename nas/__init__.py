@@ -4,10 +4,10 @@ The public names are re-exported here; `build_model` and the other torch-backed 
 imported on first use, so `import nas` stays fast for the torch-free parts (arch, space).
 """
 
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.presets import PRESETS
-from nas.space import SearchSpace
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.presets import PRESETS
+from nas.arch.space import SearchSpace
 
 __version__ = "0.1.0"
 
@@ -26,15 +26,15 @@ __all__ = [
 def __getattr__(name: str):
     # torch takes seconds to import; only pay for it when a torch-backed name is used
     if name == "build_model":
-        from nas.model import build_model
+        from nas.train.model import build_model
 
         return build_model
     if name == "load_model":
-        from nas.model import load_model
+        from nas.train.model import load_model
 
         return load_model
     if name == "predict":
-        from nas.inference import predict
+        from nas.run.inference import predict
 
         return predict
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -1,7 +1,7 @@
-"""`python -m nas ...` is the `nas` command (nas.cli)."""
+"""`python -m nas ...` is the `nas` command (nas.cli.main)."""
 
 import sys
 
-from nas.cli import main
+from nas.cli.main import main
 
 sys.exit(main())

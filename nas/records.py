@@ -18,7 +18,7 @@ only the store, a resume only the command. So what each record means is decided 
 Studies written by the earlier version of the tool read the same (their trials carry the same
 keys; their retrain results on the trial itself are still found).
 
-Imports of `nas` only the table of costs (`nas.cost_table`: which key records each cost), and
+Imports of `nas` only the table of costs (`nas.config.costs`: which key records each cost), and
 of Optuna only its trial types.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.cost_table import COSTS
+from nas.config.costs import COSTS
 
 # ---- trial user attributes ---------------------------------------------------------------
 
@@ -40,9 +40,11 @@ ARCHITECTURE = "architecture"  # the Architecture as compact JSON: machines read
 ARCH_LINE = "arch"  # the printed form, e.g. 64,128,128,256 / 5,4,3,2 / k3 / s3: people read this
 MACS = "macs"  # multiply-accumulates per image (1 MAC = 2 FLOPs); "flops" in older studies
 LATENCY_MS = "latency_ms"  # median inference latency in ms (when the study measures latency)
-LATENCY = "latency"  # that measurement in full: quartiles, runs, seconds (nas.latency.Latency)
+LATENCY = (
+    "latency"  # that measurement in full: quartiles, runs, seconds (nas.costs.latency.Latency)
+)
 MEMORY_MB = "memory_mb"  # peak training-step memory in MB (when the study has a memory budget)
-MEMORY = "memory"  # that figure in full, measured or estimated (nas.training_memory)
+MEMORY = "memory"  # that figure in full, measured or estimated (nas.costs.memory)
 EXCESS = "excess"  # {budget: cost - limit} for every budget checked; <= 0 is within it
 CONSTRAINT = "constraint"  # all budgets in one number, <= 0 feasible (Optuna 4.x samplers' view)
 OVER_BUDGET_BY = "over_budget_by"  # {budget: excess} of the budgets a rejected candidate broke
@@ -68,7 +70,7 @@ COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEV
 # ---- study user attributes ---------------------------------------------------------------
 
 BUDGET = "budget"  # the parameter budget (int)
-BUDGETS = "budgets"  # every budget and how latency is measured (nas.budgets.Budgets.to_dict)
+BUDGETS = "budgets"  # every budget and how latency is measured (nas.costs.budgets.Budgets.to_dict)
 OBJECTIVE = "objective"  # {"objective": "accuracy" | "pareto", "minimize": cost name}
 SPACE_FILE = "space_file"  # the space's name or path as given (for messages)
 SPACE_TEXT = "space_text"  # the space file's text: a resume must use the same
@@ -78,7 +80,9 @@ SEARCH = "search"  # sampler, pruner, seed of the first run
 TOOL_VERSION = "tool_version"  # nas.__version__ that created the study
 REPORT_PATH = "report_path"  # the HTML report the search wrote (absolute): refreshes rewrite it
 RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
-CONFIRM_PREFIX = "confirm_trial_"  # + trial number: its confirmation run (nas.confirm, a dict)
+CONFIRM_PREFIX = (
+    "confirm_trial_"  # + trial number: its confirmation run (nas.search.confirm, a dict)
+)
 TIME_BUDGET_PREFIX = "time_budget_run_"  # + run id: how a run with --time-limit spent its time
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
@@ -172,7 +176,7 @@ def macs_of(trial: FrozenTrial) -> int | None:
 
 
 def cost_of(trial: FrozenTrial, name: str) -> float | None:
-    """A trial's recorded cost `name` (a `nas.cost_table` name), None where it was not measured."""
+    """A trial's recorded cost `name` (a `nas.config.costs` name), None where it was not measured."""
     if name == "params":
         return params_of(trial)
     if name == "macs":

@@ -33,7 +33,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from nas import records
-from nas.config_search import DEFAULT_STORAGE, STORAGE_ENV
+from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV
 from nas.errors import UserError
 
 

@@ -3,7 +3,7 @@
 
 import sys
 
-from nas.cli import retrain_main
+from nas.cli.main import retrain_main
 
 if __name__ == "__main__":
     sys.exit(retrain_main())

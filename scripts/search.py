@@ -3,7 +3,7 @@
 
 import sys
 
-from nas.cli import search_main
+from nas.cli.main import search_main
 
 if __name__ == "__main__":
     sys.exit(search_main())

@@ -80,7 +80,7 @@ class TorchCalls(torch.overrides.TorchFunctionMode):
 def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
     """Multiply-accumulates of one image's forward pass, from each convolution's and linear
     layer's own shapes as it runs: output elements x (input channels / groups) x kernel area
-    for a convolution, in x out features for a linear layer. Knows nothing of nas.arch."""
+    for a convolution, in x out features for a linear layer. Knows nothing of nas.arch.architecture."""
     total = 0
 
     def count(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
@@ -181,7 +181,7 @@ def wait_for_trials(
 
 
 def run_in_process(entry: Callable[[list[str]], int], argv: list[str]) -> tuple[int, str, str]:
-    """Run a command-line entry point (`nas.cli.main`, `search_main`, ...) in this process:
+    """Run a command-line entry point (`nas.cli.main.main`, `search_main`, ...) in this process:
     (exit status, stdout, stderr). For a test whose point is not the process itself, this saves
     the ~4-7 s of CPU a fresh interpreter spends importing torch on the 2-core machine."""
     out, err = io.StringIO(), io.StringIO()

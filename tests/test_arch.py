@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.arch import Architecture
-from nas.arch_counts import count_macs, count_params, param_table
-from nas.presets import PRESETS
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_macs, count_params, param_table
+from nas.arch.presets import PRESETS
 
 from helpers import fresh_python
 
@@ -126,7 +126,7 @@ def test_arch_presets_space_and_files_import_neither_torch_nor_optuna():
     # a fresh interpreter: this one has imported torch and optuna long ago
     code = (
         "import sys\n"
-        "import nas.arch, nas.arch_counts, nas.presets, nas.space, nas.space_format, nas.files\n"
+        "import nas.arch.architecture, nas.arch.counts, nas.arch.presets, nas.arch.space, nas.arch.space_format, nas.files\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optuna')))"
     )
     assert fresh_python(code) == "[]"

@@ -1,4 +1,4 @@
-"""Tests for nas.augment: the per-image path, normalisation and the batched path (rotation,
+"""Tests for nas.data.augment: the per-image path, normalisation and the batched path (rotation,
 flip, crop and the whole recipe with each AutoAugment policy), checked against torchvision
 through its public API only; the policies themselves: tests/test_autoaugment.py."""
 
@@ -8,7 +8,8 @@ from augment_reference import NEAREST, random_images, torchvision_op, varied_ima
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from nas.augment import (
+from nas.config.recipe import AUGMENTATIONS, POLICY_NAMES
+from nas.data.augment import (
     CROP_PADDING,
     FLIP_PROBABILITY,
     ROTATION_DEGREES,
@@ -20,13 +21,12 @@ from nas.augment import (
     rotate_flip_crop_batch,
     train_transform,
 )
-from nas.autoaugment import (
+from nas.data.autoaugment import (
     AUTOAUGMENT_BINS,
     AUTOAUGMENT_SPACE,
     POLICIES,
     autoaugment_table,
 )
-from nas.config import AUGMENTATIONS, POLICY_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 

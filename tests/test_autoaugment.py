@@ -1,4 +1,4 @@
-"""Tests for nas.autoaugment: the three AutoAugment policies' tables and batched ops against
+"""Tests for nas.data.autoaugment: the three AutoAugment policies' tables and batched ops against
 torchvision's own ``v2.AutoAugment`` and its per-image functional ops, public API only."""
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 from augment_reference import torchvision_op, varied_images
 from torchvision.transforms import v2
 
-from nas.autoaugment import (
+from nas.config.recipe import POLICY_NAMES
+from nas.data.autoaugment import (
     AUTOAUGMENT_BINS,
     AUTOAUGMENT_SPACE,
     POLICIES,
@@ -14,7 +15,6 @@ from nas.autoaugment import (
     autoaugment_batch,
     autoaugment_table,
 )
-from nas.config import POLICY_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread
 

@@ -19,7 +19,7 @@ import torch
 from optuna.trial import TrialState
 
 import nas
-from nas.cli import main
+from nas.cli.main import main
 
 from helpers import run_in_process
 

@@ -1,7 +1,7 @@
-"""Tests of the budgets beyond parameters (issue 14: nas.budgets, the gate in nas.objective, the
-study's records and resume checks in nas.search) on real SQLite stores, real Optuna studies,
+"""Tests of the budgets beyond parameters (issue 14: nas.costs.budgets, the gate in nas.search.objective, the
+study's records and resume checks in nas.search.loop) on real SQLite stores, real Optuna studies,
 the tiny search space and small synthetic data on the CPU. Latency is really measured
-(nas.latency; memory by nas.training_memory); no test asserts a timing, only what the gate
+(nas.costs.latency; memory by nas.costs.memory); no test asserts a timing, only what the gate
 does with what it measured.
 """
 
@@ -16,19 +16,19 @@ import torch
 from optuna.trial import TrialState
 
 from nas import records
-from nas.arch import Architecture
-from nas.arch_counts import count_macs, count_params
-from nas.budgets import Budgets, Gate, Verdict
-from nas.cli import search_main
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.cost_table import describe_limits
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_macs, count_params
+from nas.arch.space import SearchSpace
+from nas.cli.main import search_main
+from nas.config.costs import describe_limits
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.costs.budgets import Budgets, Gate, Verdict
+from nas.costs.latency import LatencySetup, measure_latency
 from nas.errors import UserError
-from nas.latency import LatencySetup, measure_latency
-from nas.objective import Objective
-from nas.samplers import HAS_SET_CONSTRAINT, constraint_of
-from nas.search import run_search
-from nas.space import SearchSpace
+from nas.search.loop import run_search
+from nas.search.objective import Objective
+from nas.search.samplers import HAS_SET_CONSTRAINT, constraint_of
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -258,7 +258,7 @@ def _memory_search(store: Path, trials: int, max_rejections: int = 500) -> Searc
 
 
 def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejected(tmp_path):
-    from nas.training_memory import training_memory
+    from nas.costs.memory import training_memory
 
     calls = []
 
@@ -301,7 +301,7 @@ def test_a_search_whose_every_candidate_runs_out_of_memory_says_so(tmp_path):
 
 
 def _splits():
-    from nas.data import load_splits
+    from nas.data.loading import load_splits
 
     return load_splits(DATA)
 
@@ -337,8 +337,8 @@ def test_bad_budget_flags_get_one_sentence_and_exit_2(tmp_path, capsys, argv, me
 
 
 def test_params_costs_prints_what_the_budgets_would_see(capsys):
-    from nas.cli import main
-    from nas.training_memory import estimate_training_memory
+    from nas.cli.main import main
+    from nas.costs.memory import estimate_training_memory
 
     assert main(["params", "--arch", SMALL.describe()]) == 0
     plain = capsys.readouterr().out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.checkpoint import (
+from nas.train.checkpoint import (
     MAGIC,
     CheckpointError,
     cuda_states_to_restore,
@@ -112,7 +112,7 @@ def test_a_process_killed_mid_write_leaves_the_last_good_checkpoint(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, torch
-        import nas.checkpoint as checkpoint
+        import nas.train.checkpoint as checkpoint
         import nas.files as files
         real_fsync = os.fsync
         def die(fd):  # the new file is written but not yet renamed: the worst moment

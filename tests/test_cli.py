@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import build_parser, main
-from nas.config import DataConfig
-from nas.space import SearchSpace, builtin_spaces
+from nas.arch.space import SearchSpace, builtin_spaces
+from nas.cli.main import build_parser, main
+from nas.config.recipe import DataConfig
 
 from helpers import run_in_process
 
@@ -63,9 +63,9 @@ def test_the_top_level_help_lists_the_commands_not_the_module_docstring():
 
 
 def test_defaults_are_the_config_dataclasses_own():
-    from nas.cli_search_settings import search_settings
-    from nas.config import TrainConfig
-    from nas.config_search import SEARCH_EPOCHS, SearchConfig
+    from nas.cli.search_settings import search_settings
+    from nas.config.recipe import TrainConfig
+    from nas.config.search import SEARCH_EPOCHS, SearchConfig
 
     config, data, recipe = search_settings(build_parser().parse_args(["search"]))
     assert recipe == TrainConfig(epochs=SEARCH_EPOCHS)  # the reference recipe, 40 epochs
@@ -80,7 +80,7 @@ def test_defaults_are_the_config_dataclasses_own():
 
 
 def test_smoke_settings_leave_the_parsed_flags_as_they_were():
-    from nas.cli_search_settings import search_settings
+    from nas.cli.search_settings import search_settings
 
     args = build_parser().parse_args(["search", "--smoke", "--storage", "sqlite:///x.db"])
     before = dict(vars(args))

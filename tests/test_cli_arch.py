@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.arch import Architecture
-from nas.cli import main
-from nas.cli_common import parse_count
-from nas.presets import PRESETS
-from nas.space import SearchSpace
+from nas.arch.architecture import Architecture
+from nas.arch.presets import PRESETS
+from nas.arch.space import SearchSpace
+from nas.cli.common import parse_count
+from nas.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,8 +116,8 @@ def test_bad_command_lines_give_one_sentence_and_exit_2(argv, fragment, tmp_path
 
 @pytest.mark.parametrize("space", ["resnet", "tiny", "large-images"])
 def test_the_printed_form_reads_back_as_the_same_architecture(space):
-    from nas.arch_counts import count_params
-    from nas.space import SearchSpace
+    from nas.arch.counts import count_params
+    from nas.arch.space import SearchSpace
 
     rng = random.Random(0)
     sampled = SearchSpace.resolve(space)
@@ -163,8 +163,8 @@ def test_params_takes_the_printed_form_pasted_from_the_search(capsys):
 
 
 def test_every_final_model_of_the_reference_study_is_a_preset_with_its_recipe():
-    from nas.arch_counts import count_params
-    from nas.presets import PRESET_RECIPES, REPORTED_ACCURACY
+    from nas.arch.counts import count_params
+    from nas.arch.presets import PRESET_RECIPES, REPORTED_ACCURACY
 
     assert sorted(REPORTED_ACCURACY) == [f"paper-model{n}" for n in range(1, 7)]
     assert PRESETS["paper-model4"] == PRESETS["paper-model1"]
@@ -216,7 +216,7 @@ def test_a_retrain_takes_a_printed_architecture_and_records_the_recipe_it_was_gi
 
 
 def test_a_preset_brings_its_recipe_and_a_flag_overrides_it(tmp_path, capsys, monkeypatch):
-    from nas.presets import PRESET_RECIPES
+    from nas.arch.presets import PRESET_RECIPES
 
     monkeypatch.setitem(PRESETS, "tiny-sgd", Architecture((8, 8), (1, 1), stem=8))
     monkeypatch.setitem(PRESET_RECIPES, "tiny-sgd", {"optimizer": "sgd", "momentum": 0.9})

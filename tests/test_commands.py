@@ -10,9 +10,9 @@ import shlex
 import optuna
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.commands import dashboard_command, retrain_command
-from nas.config_search import DEFAULT_STORAGE
+from nas.config.search import DEFAULT_STORAGE
 
 from helpers import one_torch_thread, run_in_process
 

@@ -1,4 +1,4 @@
-"""The torch-free configuration (nas/config.py, nas/config_search.py): the commands that only
+"""The torch-free configuration (nas/config/recipe.py, nas/config/search.py): the commands that only
 read it start without torch or optuna, and the choice lists agree with what uses them."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nas.autoaugment import POLICIES
-from nas.config import POLICY_NAMES, PRECISIONS, TrainConfig
+from nas.config.kept import kept_names
+from nas.config.recipe import POLICY_NAMES, PRECISIONS, TrainConfig
+from nas.data.autoaugment import POLICIES
 from nas.errors import UserError
-from nas.settings import kept_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,9 +162,9 @@ def test_an_older_recipe_with_amp_still_loads(amp, precision):
 
 def test_the_search_and_retrain_flags_set_precision_and_the_study_records_it(tmp_path):
     from nas import records
-    from nas.cli import build_parser
-    from nas.cli_search_settings import search_settings
-    from nas.search import run_search
+    from nas.cli.main import build_parser
+    from nas.cli.search_settings import search_settings
+    from nas.search.loop import run_search
 
     parser = build_parser()
     assert parser.parse_args(["retrain", "--precision", "fp16"]).precision == "fp16"
@@ -178,7 +178,7 @@ def test_the_search_and_retrain_flags_set_precision_and_the_study_records_it(tmp
 
 
 def test_precision_help_names_the_choices_and_what_auto_means(capsys):
-    from nas.cli import main
+    from nas.cli.main import main
 
     for command in ("search", "retrain"):
         assert main([command, "--help"]) == 0

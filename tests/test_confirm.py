@@ -1,4 +1,4 @@
-"""nas.confirm: which candidates are confirmed, the record a confirmation run leaves on the
+"""nas.search.confirm: which candidates are confirmed, the record a confirmation run leaves on the
 study, and which trial the search names best (real Optuna studies on SQLite, a real training
 run on synthetic data)."""
 
@@ -11,11 +11,11 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas import records
-from nas.arch import Architecture
-from nas.config import DataConfig, TrainConfig
-from nas.confirm import SEED_OFFSET, confirm_top
-from nas.data import load_splits
-from nas.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
+from nas.arch.architecture import Architecture
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.loading import load_splits
+from nas.search.confirm import SEED_OFFSET, confirm_top
+from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
 

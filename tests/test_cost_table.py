@@ -1,4 +1,4 @@
-"""The table of costs (nas.cost_table): its rows drive `nas search`'s budget flags, its keys are
+"""The table of costs (nas.config.costs): its rows drive `nas search`'s budget flags, its keys are
 the ones the budgets and the records use, and its numbers read as computed here by hand."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from nas import records
-from nas.budgets import Budgets, Verdict
-from nas.cli import build_parser, main
-from nas.cli_search_settings import search_settings
-from nas.cost_table import COSTS, NAMES, cost_label, describe_limits, format_cost
+from nas.cli.main import build_parser, main
+from nas.cli.search_settings import search_settings
+from nas.config.costs import COSTS, NAMES, cost_label, describe_limits, format_cost
+from nas.costs.budgets import Budgets, Verdict
 
 from helpers import run_in_process
 

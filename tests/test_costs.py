@@ -1,4 +1,4 @@
-"""What a candidate costs on the hardware (nas.latency, nas.training_memory): the analytic
+"""What a candidate costs on the hardware (nas.costs.latency, nas.costs.memory): the analytic
 training-memory estimate against what autograd really keeps, the latency measurement's bounds
 and its clean-up, the records' round trip through JSON, and the error for a device
 that is not there.
@@ -19,12 +19,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nas.latency
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.config import TrainConfig
-from nas.errors import UserError
-from nas.latency import (
+import nas.costs.latency
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.space import SearchSpace
+from nas.config.recipe import TrainConfig
+from nas.costs.latency import (
     CPU_CLOCK,
     FEW_RUNS,
     MIN_RUNS,
@@ -33,9 +33,9 @@ from nas.latency import (
     LatencySetup,
     measure_latency,
 )
-from nas.model import build_model
-from nas.space import SearchSpace
-from nas.training_memory import MB, TrainingMemory, estimate_training_memory, training_memory
+from nas.costs.memory import MB, TrainingMemory, estimate_training_memory, training_memory
+from nas.errors import UserError
+from nas.train.model import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -176,7 +176,7 @@ def test_a_latency_measurement_is_bounded_ordered_and_leaves_the_threads_and_rng
 
 
 class Probe(torch.nn.Module):
-    """A stand-in for the candidate (put where `nas.latency` builds it): each forward pass
+    """A stand-in for the candidate (put where `nas.costs.latency` builds it): each forward pass
     records whether Python's garbage collector was on, then sleeps `sleep` seconds."""
 
     def __init__(self, sleep: float = 0.0):
@@ -191,7 +191,7 @@ class Probe(torch.nn.Module):
 
 
 def probed(monkeypatch, probe: Probe) -> Probe:
-    monkeypatch.setattr(nas.latency, "build_model", lambda arch: probe)
+    monkeypatch.setattr(nas.costs.latency, "build_model", lambda arch: probe)
     return probe
 
 
@@ -207,7 +207,7 @@ def test_the_collector_is_held_off_while_timing_and_nothing_is_printed(monkeypat
 
 def test_a_slow_model_stops_after_few_runs_on_either_clock(monkeypatch):
     # a 50 ms model past MAX_SECONDS = 0.2 s: timing stops at FEW_RUNS, not at MIN_RUNS
-    monkeypatch.setattr(nas.latency, "MAX_SECONDS", 0.2)
+    monkeypatch.setattr(nas.costs.latency, "MAX_SECONDS", 0.2)
     probed(monkeypatch, Probe(sleep=0.05))
     one = measure_latency(TINY, 16, LatencySetup(threads=1))
     assert one.runs == FEW_RUNS and one.clock == CPU_CLOCK
@@ -218,8 +218,10 @@ def test_a_slow_model_stops_after_few_runs_on_either_clock(monkeypatch):
 
 
 def test_a_fast_model_stops_at_max_runs(monkeypatch):
-    monkeypatch.setattr(nas.latency, "MAX_RUNS", 40)
-    monkeypatch.setattr(nas.latency, "MIN_SECONDS", 60.0)  # never reached by 40 trivial passes
+    monkeypatch.setattr(nas.costs.latency, "MAX_RUNS", 40)
+    monkeypatch.setattr(
+        nas.costs.latency, "MIN_SECONDS", 60.0
+    )  # never reached by 40 trivial passes
     probed(monkeypatch, Probe())
     assert measure_latency(TINY, 16, LatencySetup(threads=1)).runs == 40
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.cli import search_main
+from nas.cli.main import search_main
 from nas.records import is_trained
-from nas.samplers import HAS_SET_CONSTRAINT
+from nas.search.samplers import HAS_SET_CONSTRAINT
 
 from helpers import dashboard_command, free_port, get, one_torch_thread
 

@@ -1,4 +1,4 @@
-"""Tests of nas.data on tiny datasets the tests write themselves (no network, CPU only)."""
+"""Tests of nas.data.loading on tiny datasets the tests write themselves (no network, CPU only)."""
 
 import dataclasses
 import math
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.config import DataConfig
-from nas.data import CIFAR10_MEAN, CIFAR10_STD, TensorData, load_splits
+from nas.config.recipe import DataConfig
+from nas.data.loading import CIFAR10_MEAN, CIFAR10_STD, TensorData, load_splits
 from nas.errors import DataError, UserError
 
 PER_BATCH = 30  # images per CIFAR batch file the tests write

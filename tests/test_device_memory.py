@@ -1,4 +1,4 @@
-"""Device memory decisions (nas.device_memory) for machines this CPU-only suite is not: a 16 GB
+"""Device memory decisions (nas.data.device_memory) for machines this CPU-only suite is not: a 16 GB
 card (a T4) and an 80 GB one (an A100 or H100), given as free bytes. Expected values are
 computed by hand in the comments from the module's documented rule: data and evaluation take
 at most half the free bytes; a chunk image costs its uint8 bytes, an 8-byte label and twice its
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.device_memory import eval_batch_images, memory_failure, plan_data
+from nas.data.device_memory import eval_batch_images, memory_failure, plan_data
 
 CIFAR = dict(count=45_000, image_bytes=3 * 32 * 32, augment_bytes=3 * 32 * 32 * 4 * 6)
 LARGE = dict(count=100_000, image_bytes=3 * 224 * 224, augment_bytes=3 * 224 * 224 * 4 * 6)

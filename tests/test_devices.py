@@ -1,11 +1,11 @@
-"""Which device a name means and which GPU each worker gets (nas.devices), decided from the
+"""Which device a name means and which GPU each worker gets (nas.config.machine), decided from the
 number of visible GPUs alone: every case here is a machine this CPU-only suite is not."""
 
 from __future__ import annotations
 
 import pytest
 
-from nas.devices import device_name, latency_device, worker_devices
+from nas.config.machine import device_name, latency_device, worker_devices
 from nas.errors import UserError
 
 

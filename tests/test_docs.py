@@ -1,5 +1,5 @@
 """Every `nas` command the README and the docs/ pages show still parses: its command and flags
-exist and its values are accepted (nas.cli's real parser; nothing runs). A renamed or removed
+exist and its values are accepted (nas.cli.main's real parser; nothing runs). A renamed or removed
 flag fails here until the page that shows it is fixed."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import build_parser
+from nas.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

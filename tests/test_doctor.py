@@ -17,10 +17,10 @@ import optuna
 import pytest
 import torch
 
-import nas.doctor
-from nas.cli import main
-from nas.config_search import STORAGE_ENV
-from nas.doctor import training
+import nas.costs.doctor
+from nas.cli.main import main
+from nas.config.search import STORAGE_ENV
+from nas.costs.doctor import training
 from nas.storage import open_storage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,7 +149,9 @@ def test_a_failing_import_and_low_disk_are_the_named_failures(tmp_path, monkeypa
     monkeypatch.delenv(STORAGE_ENV, raising=False)
     monkeypatch.setitem(sys.modules, "plotly", None)  # Python's own "cannot import" marker
     free_gib = shutil.disk_usage(tmp_path).free / 2**30
-    monkeypatch.setattr(nas.doctor, "MIN_FREE_GIB", 2 * free_gib + 1)  # more than this disk has
+    monkeypatch.setattr(
+        nas.costs.doctor, "MIN_FREE_GIB", 2 * free_gib + 1
+    )  # more than this disk has
     status, out, err = doctor("--seconds", "0.1", "--device", "cpu")
     assert status == 1
     table = rows(out)

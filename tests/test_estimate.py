@@ -1,5 +1,5 @@
-"""The cost estimate printed before a search or a retrain (nas.estimate): its arithmetic and the
-data sizes it counts without loading (nas.run_plan), its timed step (nas.step_timing), the
+"""The cost estimate printed before a search or a retrain (nas.costs.estimate): its arithmetic and the
+data sizes it counts without loading (nas.costs.run_plan), its timed step (nas.costs.step_timing), the
 lines a slow CPU run gets, and that quick runs (the tests' own) are not timed at all."""
 
 from __future__ import annotations
@@ -15,24 +15,24 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.cli import main
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.data import load_splits
-from nas.estimate import (
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.presets import PRESETS
+from nas.arch.space import SearchSpace
+from nas.cli.main import main
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.costs.estimate import (
     ADVICE_HOURS,
     announce_retrain_cost,
     announce_search_cost,
     cost_lines,
     trained_so_far,
 )
-from nas.presets import PRESETS
-from nas.run_plan import DataShape, RunPlan, data_shape
-from nas.search import open_study
-from nas.space import SearchSpace
-from nas.step_timing import time_training_step
+from nas.costs.run_plan import DataShape, RunPlan, data_shape
+from nas.costs.step_timing import time_training_step
+from nas.data.loading import load_splits
+from nas.search.loop import open_study
 
 from helpers import TorchCalls
 

@@ -21,18 +21,18 @@ import torch
 from PIL import Image
 
 import nas
-from nas.arch import Architecture
-from nas.arch_counts import count_macs
-from nas.cli import main
-from nas.config import DataConfig, TrainConfig
-from nas.data import load_splits
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_macs
+from nas.cli.main import main
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.loading import load_splits
 from nas.errors import UserError
-from nas.export import NormalizedModel, export_run, torchscript_bytes
-from nas.export_check import verify_export
-from nas.model import build_model
-from nas.model_card import model_card
-from nas.retrain import retrain
-from nas.run_folder import RunMetrics
+from nas.run.export import NormalizedModel, export_run, torchscript_bytes
+from nas.run.export_check import verify_export
+from nas.run.folder import RunMetrics
+from nas.run.model_card import model_card
+from nas.run.retrain import retrain
+from nas.train.model import build_model
 
 from helpers import fresh_python
 
@@ -92,7 +92,7 @@ def colour_run(tmp_path_factory) -> Path:
 
 def run_test_inputs(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The run's test images as an export takes them (float RGB in [0, 1]) and the original
-    model's logits on them, normalised here from metrics.json, independently of nas.export."""
+    model's logits on them, normalised here from metrics.json, independently of nas.run.export."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     images = load_splits(DataConfig.from_dict(metrics["dataset"])).test.images[:40]
     inputs = images.to(torch.float32) / 255
@@ -325,8 +325,8 @@ def test_inference_imports_no_optuna():
     test_inference_imports_neither_optuna_nor_the_search too (same check, one more start-up)."""
     code = (
         "import nas, sys; nas.load_model; nas.predict; "
-        "import nas.export, nas.export_check, nas.model_card; "
-        "print(sorted(m for m in ('optuna', 'nas.search', 'nas.retrain') if m in sys.modules))"
+        "import nas.run.export, nas.run.export_check, nas.run.model_card; "
+        "print(sorted(m for m in ('optuna', 'nas.search.loop', 'nas.run.retrain') if m in sys.modules))"
     )
     assert fresh_python(code) == "[]"
 

@@ -11,7 +11,7 @@
 - Bad command lines and files: one sentence on stderr, exit 2, no traceback, the store unchanged
   (its trials, states, values, study attributes and its bytes).
 
-Kills are real SIGKILLs: a small wrapper patches one call in `nas.checkpoint` or Optuna's
+Kills are real SIGKILLs: a small wrapper patches one call in `nas.train.checkpoint` or Optuna's
 `RDBStorage` to kill its own process at the critical moment, then runs the real command line.
 Everything else runs in this process where it can (fast), and a few command lines run as real
 processes to prove there is no traceback end to end. CPU only, tiny space, synthetic data.
@@ -40,10 +40,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas.arch import Architecture
-from nas.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
-from nas.cli import main, retrain_main, search_main
+from nas.arch.architecture import Architecture
+from nas.cli.main import main, retrain_main, search_main
 from nas.records import is_trained
+from nas.train.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
 
 from helpers import epoch_time
 
@@ -152,11 +152,11 @@ def arch_file(tmp_path_factory) -> Path:
 
 def wrapper(patch: str, entry: str, argv: list[str]) -> list[str]:
     """A command that applies `patch` (Python source) in a fresh process, then runs
-    `nas.cli.<entry>(argv)` as the real script would."""
+    `nas.cli.main.<entry>(argv)` as the real script would."""
     source = textwrap.dedent(patch) + textwrap.dedent(
         f"""
         import sys
-        from nas.cli import {entry}
+        from nas.cli.main import {entry}
         sys.exit({entry}({argv!r}))
         """
     )

@@ -1,4 +1,4 @@
-"""Rank fidelity (nas.fidelity) on real SQLite studies built with Optuna's public API: which
+"""Rank fidelity (nas.search.fidelity) on real SQLite studies built with Optuna's public API: which
 trials it compares, Kendall's tau-b against scipy and a hand computation, the advice line."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from scipy.stats import kendalltau
 
-from nas import fidelity, records
+from nas import records
+from nas.search import fidelity
 
 EPOCHS = 6
 

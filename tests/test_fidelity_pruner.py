@@ -1,4 +1,4 @@
-"""nas.samplers.FidelityPruner: the median rule, only from the epoch the study's own rank
+"""nas.search.samplers.FidelityPruner: the median rule, only from the epoch the study's own rank
 fidelity trusts (real Optuna studies on SQLite; trials added with their per-epoch curves)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import optuna
 from optuna.trial import create_trial
 
 from nas import records
-from nas.samplers import FidelityPruner, make_pruner
+from nas.search.samplers import FidelityPruner, make_pruner
 
 EPOCHS = 3
 
@@ -63,6 +63,6 @@ def test_it_waits_for_the_epoch_that_agrees(tmp_path):
 
 
 def test_it_prunes_nothing_before_enough_full_length_trials(tmp_path):
-    study = study_with(tmp_path, AGREEING[:4])  # nas.fidelity needs 5 to say anything
+    study = study_with(tmp_path, AGREEING[:4])  # nas.search.fidelity needs 5 to say anything
     assert FidelityPruner(EPOCHS).trusted_epoch(study) is None
     assert not poor_start(study)

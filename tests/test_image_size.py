@@ -17,14 +17,14 @@ from PIL import Image
 
 import nas
 from nas import records
-from nas.arch import Architecture
-from nas.arch_counts import count_macs
-from nas.cli import main
-from nas.config import TrainConfig
-from nas.data import DataConfig, choose_image_size, load_splits
-from nas.model import build_model
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_macs
+from nas.cli.main import main
+from nas.config.recipe import TrainConfig
+from nas.costs.memory import training_memory
+from nas.data.loading import DataConfig, choose_image_size, load_splits
 from nas.records import ARCHITECTURE, DATASET, macs_of
-from nas.training_memory import training_memory
+from nas.train.model import build_model
 
 from helpers import hook_counted_macs, run_in_process
 
@@ -124,7 +124,7 @@ def test_the_retrain_export_and_predict_work_at_the_study_s_64_px(searched_64):
     meta = {entry.key: entry.value for entry in model.metadata_props}
     assert meta["nas.image_size"] == "64" and "(N, 3, 64, 64)" in meta["nas.input"]
     assert "(N, 3, 64, 64)" in out  # the export says its input contract
-    # checked here too, independently of nas.export: onnxruntime on the run's 64-px test
+    # checked here too, independently of nas.run.export: onnxruntime on the run's 64-px test
     # images against the original model with metrics.json's normalisation
     import onnxruntime
 
@@ -198,9 +198,9 @@ def test_cifar_stays_at_32_and_an_explicit_size_is_kept():
 
 
 def test_a_large_folder_is_sized_from_an_evenly_spread_sample_of_headers(tmp_path, monkeypatch):
-    import nas.readers
+    import nas.data.readers
 
-    monkeypatch.setattr(nas.readers, "SIZE_SAMPLE", 3)
+    monkeypatch.setattr(nas.data.readers, "SIZE_SAMPLE", 3)
     root = tmp_path / "data"
     for split in ("train", "test"):
         (root / split / "only").mkdir(parents=True)
@@ -215,17 +215,17 @@ def test_a_large_folder_is_sized_from_an_evenly_spread_sample_of_headers(tmp_pat
 
 
 def test_the_memory_and_latency_budgets_are_measured_at_the_data_s_64_px(tmp_path, monkeypatch):
-    import nas.latency
+    import nas.costs.latency
 
     # a spy on our own seam: every latency measurement's image size, then the real measurement
     sizes: list[int] = []
-    measure = nas.latency.measure_latency
+    measure = nas.costs.latency.measure_latency
 
     def measured_at(arch, image_size, setup):
         sizes.append(image_size)
         return measure(arch, image_size, setup)
 
-    monkeypatch.setattr(nas.latency, "measure_latency", measured_at)
+    monkeypatch.setattr(nas.costs.latency, "measure_latency", measured_at)
     store = tmp_path / "s.db"
     argv = [
         "search", "--dataset", "synthetic", "--subset", "48", "--image-size", "64",

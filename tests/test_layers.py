@@ -125,7 +125,7 @@ def imports_of(path: Path, modules: set[str], package: str = "nas") -> set[str]:
 
 
 def _inside(dotted: str, package: str) -> str:
-    """`nas.cli_common` -> `cli_common`; names outside the package -> ''."""
+    """`nas.cli.common` -> `cli_common`; names outside the package -> ''."""
     prefix = f"{package}."
     return dotted[len(prefix) :] if dotted.startswith(prefix) else ""
 

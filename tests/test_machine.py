@@ -1,4 +1,4 @@
-"""nas.machine: the CPUs this process may use follow its affinity, not the machine's size."""
+"""nas.config.machine: the CPUs this process may use follow its affinity, not the machine's size."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from nas.machine import usable_cpus
+from nas.config.machine import usable_cpus
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")

@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from nas.arch import STEMS, Architecture
-from nas.arch_counts import count_macs, count_params, param_table
-from nas.model import build_model
-from nas.presets import PRESETS
+from nas.arch.architecture import STEMS, Architecture
+from nas.arch.counts import count_macs, count_params, param_table
+from nas.arch.presets import PRESETS
+from nas.train.model import build_model
 
 from helpers import hook_counted_macs
 

@@ -1,4 +1,4 @@
-"""What one trial of the search does when its training breaks (nas.objective), through a real
+"""What one trial of the search does when its training breaks (nas.search.objective), through a real
 `run_search` on a real SQLite store: a loss that diverges to NaN, and a device that runs out
 of memory while the candidate trains, each prune the trial with the reason recorded."""
 
@@ -13,11 +13,11 @@ import torch
 from optuna.trial import TrialState
 
 from nas import records
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.data import TensorData, load_splits
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.data.loading import TensorData, load_splits
 from nas.errors import UserError
-from nas.search import run_search
+from nas.search.loop import run_search
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=100)

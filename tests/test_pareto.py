@@ -1,4 +1,4 @@
-"""Tests of the Pareto search and the front (issue 14: `--objective pareto`, nas.front, the
+"""Tests of the Pareto search and the front (issue 14: `--objective pareto`, nas.search.front, the
 report's "best model at every size", `nas retrain --pick`), on real SQLite stores with real
 Optuna multi-objective studies, the tiny space and synthetic data on the CPU.
 """
@@ -17,17 +17,17 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from nas import records
-from nas.arch_counts import count_macs, count_params
-from nas.budgets import Budgets
-from nas.cli import main
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.front import Pick, front, pick_trial
-from nas.report import render_report
-from nas.report_figures import PARETO_TRACE, build_figures
-from nas.search import run_search
-from nas.space import SearchSpace
-from nas.warm_start import size_ladder
+from nas.arch.counts import count_macs, count_params
+from nas.arch.space import SearchSpace
+from nas.cli.main import main
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.costs.budgets import Budgets
+from nas.report.figures import PARETO_TRACE, build_figures
+from nas.report.page import render_report
+from nas.search.front import Pick, front, pick_trial
+from nas.search.loop import run_search
+from nas.search.warm_start import size_ladder
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

@@ -28,10 +28,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
 from nas.records import is_trained
-from nas.search import run_search
+from nas.search.loop import run_search
 from nas.storage import open_storage
 
 from helpers import free_port, one_torch_thread, unavailable

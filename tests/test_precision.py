@@ -1,4 +1,4 @@
-"""The precision policy (nas.precision): what each GPU generation and the CPU train in, the
+"""The precision policy (nas.train.precision): what each GPU generation and the CPU train in, the
 warnings for questionable requests, the autocast and scaler each precision gives, cuDNN
 autotuning restored around a block, and no module bypassing the policy."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.cli import build_parser, main
-from nas.config import TrainConfig
+from nas.cli.main import build_parser, main
+from nas.config.recipe import TrainConfig
 from nas.errors import UserError
-from nas.precision import (
+from nas.train.precision import (
     Precision,
     choose_precision,
     cudnn_autotuning,
@@ -130,7 +130,7 @@ def lines_matching(pattern: str, folders: tuple[str, ...], allowed: tuple[str, .
 
 
 def test_no_module_bypasses_the_policy():
-    """Reduced-precision dtypes and torch's autocast are named in nas/precision.py alone (in
+    """Reduced-precision dtypes and torch's autocast are named in nas/train/precision.py alone (in
     nas/ and benchmarks/), and in nas/ only the one training step opens an autocast or runs a
     backward pass."""
     dtypes = r'bfloat16|torch\.float16|torch\.half\b|torch\.autocast|torch\.device\("cuda"\)'
@@ -147,8 +147,8 @@ def test_search_and_retrain_take_precision_with_its_choices(command):
 
 
 def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
-    from nas.cli_retrain import recipe_from
-    from nas.cli_search_settings import search_settings
+    from nas.cli.retrain import recipe_from
+    from nas.cli.search_settings import search_settings
 
     assert TrainConfig().precision == "auto"
     for flags, expected in (([], "auto"), (["--precision", "fp16"], "fp16")):
@@ -162,7 +162,7 @@ def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
 
 
 def test_a_retrain_asked_for_bf16_on_the_cpu_says_so_once_and_trains_in_fp32(tmp_path):
-    from nas.cli import retrain_main
+    from nas.cli.main import retrain_main
 
     argv = ["--arch", "8 / 1 / k3 / s1 / stem8", "--dataset", "synthetic", "--subset", "32"]
     argv += ["--epochs", "1", "--device", "cpu", "--precision", "bf16", "--out", str(tmp_path)]

@@ -12,13 +12,15 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from nas import records, report, report_figures
-from nas.arch import Architecture
-from nas.cli_summary import print_summary
-from nas.config_search import SearchConfig
+from nas import records
+from nas.arch.architecture import Architecture
+from nas.cli.summary import print_summary
+from nas.config.search import SearchConfig
 from nas.records import TrialKind
-from nas.search_progress import outcome_of, trial_counts
-from nas.study_choice import choose_from_study
+from nas.report import figures as report_figures
+from nas.report import page as report
+from nas.search.choice import choose_from_study
+from nas.search.progress import outcome_of, trial_counts
 
 BUDGET = 50_000
 DISTRIBUTIONS = {"width": IntDistribution(8, 64)}
@@ -42,7 +44,7 @@ def _trained_attrs(width: int, accuracy: float) -> dict:
     }
 
 
-# every kind the search writes, exactly as nas.objective and the search loop write it
+# every kind the search writes, exactly as nas.search.objective and the search loop write it
 WRITTEN = {
     "trained": dict(
         state=TrialState.COMPLETE,

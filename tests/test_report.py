@@ -1,4 +1,4 @@
-"""Tests of nas.report on real SQLite studies filled with hand-made trials (no training)."""
+"""Tests of nas.report.page on real SQLite studies filled with hand-made trials (no training)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from plotly.offline import get_plotlyjs
 
-from nas import records, report, report_figures
-from nas.arch import Architecture
-from nas.front import pareto_front
+from nas import records
+from nas.arch.architecture import Architecture
+from nas.report import figures as report_figures
+from nas.report import page as report
+from nas.search.front import pareto_front
 
 from helpers import unavailable
 
@@ -302,7 +304,7 @@ def test_a_missing_browser_or_server_skips_here_and_fails_under_ci(monkeypatch):
 def test_the_report_and_the_curves_render_their_charts_in_a_real_browser(full_study, tmp_path):
     if _browser() is None:
         unavailable("no Chromium here (apt-get install chromium)")
-    from nas.curves import curves_html
+    from nas.report.curves import curves_html
 
     page = report.write_report(full_study, tmp_path / "r.html")
     dom, console = _render(page)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.arch import Architecture
-from nas.batches import make_batches
-from nas.config import DataConfig, TrainConfig
-from nas.data import load_splits
+from nas.arch.architecture import Architecture
+from nas.config.kept import kept_names
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.batches import make_batches
+from nas.data.loading import load_splits
 from nas.errors import UserError
-from nas.model import build_model
-from nas.settings import kept_names
-from nas.train import fit, set_seed
+from nas.train.fit import fit, set_seed
+from nas.train.model import build_model
 
 from helpers import timeless
 
@@ -133,10 +133,10 @@ KILLED_RUN = textwrap.dedent(
     torch.set_num_threads(1)  # as the test process (conftest.py's one_thread)
     sys.path.insert(0, {tests!r})
     from test_resume import LOADER, SYNTHETIC, fresh_model
-    from nas.config import DataConfig
-    from nas.data import load_splits
-    from nas.config import TrainConfig
-    from nas.train import fit
+    from nas.config.recipe import DataConfig
+    from nas.data.loading import load_splits
+    from nas.config.recipe import TrainConfig
+    from nas.train.fit import fit
 
     def kill_after_epoch_2(row):  # runs after the epoch's checkpoint is written
         if row["epoch"] == 2:

@@ -18,12 +18,12 @@ import torch
 
 import nas
 from nas import records
-from nas.cli import main, retrain_main
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.data import load_splits
-from nas.evaluation import evaluate
-from nas.search import run_search
+from nas.cli.main import main, retrain_main
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.data.loading import load_splits
+from nas.search.loop import run_search
+from nas.train.fit import evaluate
 
 from helpers import epoch_time, run_in_process
 
@@ -160,7 +160,7 @@ def test_a_killed_retrain_resumes_without_redoing_epochs(store, tmp_path):
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    from nas.checkpoint import load_checkpoint
+    from nas.train.checkpoint import load_checkpoint
 
     first = load_checkpoint(checkpoint)["history"]
     assert 1 <= len(first) < 3

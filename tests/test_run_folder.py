@@ -1,4 +1,4 @@
-"""A run folder (nas.run_folder) read back by `nas export`, `nas predict` and `nas retrain`: a
+"""A run folder (nas.run.folder) read back by `nas export`, `nas predict` and `nas retrain`: a
 damaged or truncated file is one sentence naming it and exit status 2 in all three, never a
 traceback from the reader underneath; RunMetrics round-trips through metrics.json."""
 
@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nas.arch import Architecture
-from nas.cli import main
-from nas.config import DataConfig, TrainConfig
+from nas.arch.architecture import Architecture
+from nas.cli.main import main
+from nas.config.recipe import DataConfig, TrainConfig
 from nas.errors import UserError
-from nas.retrain import retrain
-from nas.run_folder import (
+from nas.run.folder import (
     METRICS,
     WEIGHTS,
     RunMetrics,
@@ -26,6 +25,7 @@ from nas.run_folder import (
     read_metrics,
     write_metrics,
 )
+from nas.run.retrain import retrain
 
 from helpers import fresh_python, run_in_process
 
@@ -130,7 +130,7 @@ def test_a_missing_or_unreadable_file_is_a_user_error_naming_it(run_copy):
 
 def test_the_run_folder_module_imports_neither_torch_nor_optuna():
     code = (
-        "import sys, nas.run_folder; "
+        "import sys, nas.run.folder; "
         "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
     )
     assert fresh_python(code) == "[]"

@@ -1,4 +1,4 @@
-"""nas.samplers: TPE's start-up counts trained candidates, NSGA-II's population is sized from
+"""nas.search.samplers: TPE's start-up counts trained candidates, NSGA-II's population is sized from
 the target, the constraint reaches the samplers without a deprecation warning on the installed
 Optuna, and over-budget proposals get rarer as a study learns (a small bench_samplers run)."""
 
@@ -14,8 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import records
-from nas.config_search import PRUNERS, SAMPLERS
-from nas.samplers import (
+from nas.config.search import PRUNERS, SAMPLERS
+from nas.search.samplers import (
     TrainedStartupTPESampler,
     constraint_of,
     make_pruner,
@@ -59,7 +59,7 @@ def finish(study: optuna.Study, x: float | None = None) -> optuna.trial.FrozenTr
     x = trial.suggest_float("x", 0.0, 1.0)
     params = round(x * 200)
     trial.set_user_attr(records.PARAMS, params)
-    relative = (params - BUDGET) / BUDGET  # as nas.budgets.Verdict.relative
+    relative = (params - BUDGET) / BUDGET  # as nas.costs.budgets.Verdict.relative
     trial.set_user_attr(records.CONSTRAINT, relative)
     record_constraints(trial, {"params": relative})
     if params > BUDGET:

@@ -1,4 +1,4 @@
-"""Tests of the search (nas.search and the `search` command line) on real SQLite stores.
+"""Tests of the search (nas.search.loop and the `search` command line) on real SQLite stores.
 
 Everything runs on the CPU with real Optuna studies in temporary SQLite files, the tiny search
 space and a small synthetic dataset. Interrupts and crashes are real signals sent to a real
@@ -27,16 +27,16 @@ import torch
 from optuna.trial import TrialState
 
 import nas
-from nas.arch import Architecture
-from nas.arch_counts import count_params
-from nas.cli import search_main
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.arch.space import SearchSpace
+from nas.cli.main import search_main
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
 from nas.errors import UserError
 from nas.records import is_trained
-from nas.samplers import constraint_of
-from nas.search import run_search
-from nas.space import SearchSpace
+from nas.search.loop import run_search
+from nas.search.samplers import constraint_of
 
 from helpers import hook_counted_macs, running_with_an_epoch, wait_for_trials
 
@@ -257,9 +257,9 @@ def test_an_architecture_already_trained_is_not_trained_again(searched, tmp_path
 def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_path):
     """Two workers that sample the same candidate at once: the later trial defers to the
     running one (a duplicate, pruned, not counted) instead of training it a second time."""
-    from nas.budgets import Budgets
-    from nas.data import load_splits
-    from nas.objective import Objective
+    from nas.costs.budgets import Budgets
+    from nas.data.loading import load_splits
+    from nas.search.objective import Objective
 
     study = optuna.create_study(storage=url_of(tmp_path / "w.db"), direction="maximize")
     space = SearchSpace.resolve("tiny")
@@ -297,10 +297,10 @@ def test_running_out_of_memory_while_training_fails_that_trial_and_the_search_go
 ):
     """The error rises from inside `fit` (after the first epoch, from the stop check the
     objective is given): the trial is pruned with its reason, the next one trains."""
-    from nas.budgets import Budgets
-    from nas.data import load_splits
-    from nas.objective import Objective
+    from nas.costs.budgets import Budgets
+    from nas.data.loading import load_splits
     from nas.records import OUT_OF_MEMORY, PRUNE_REASON, TrialKind, classify
+    from nas.search.objective import Objective
 
     raised = []
 
@@ -343,7 +343,7 @@ def test_bad_budget_is_one_sentence_and_exit_2(budget, tmp_path):
 
 @pytest.mark.parametrize("budget, expected", [("5e6", 5_000_000), ("2.5M", 2_500_000)])
 def test_budget_spellings_are_accepted(budget, expected):
-    from nas.cli import build_parser
+    from nas.cli.main import build_parser
 
     assert build_parser().parse_args(["search", "--budget", budget]).budget == expected
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.arch_counts import count_macs, count_params
-from nas.cli import main
-from nas.presets import PRESETS
-from nas.space import SearchSpace
-from nas.space_format import SpaceError
+from nas.arch.counts import count_macs, count_params
+from nas.arch.presets import PRESETS
+from nas.arch.space import SearchSpace
+from nas.arch.space_format import SpaceError
+from nas.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET = ROOT / "search_spaces" / "resnet.yaml"
@@ -48,8 +48,8 @@ LARGE_IMAGES = ROOT / "search_spaces" / "large-images.yaml"
 
 @pytest.mark.parametrize("image_size, classes", [(64, 200), (96, 10)])  # Tiny-ImageNet, STL-10
 def test_the_large_images_space_fits_5m_at_64_and_96_px(image_size, classes):
-    from nas.arch_counts import count_macs
-    from nas.search import check_feasible
+    from nas.arch.counts import count_macs
+    from nas.search.loop import check_feasible
 
     space = SearchSpace.load(LARGE_IMAGES)
     assert space.stem_types == ("cifar", "imagenet")

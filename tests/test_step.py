@@ -1,4 +1,4 @@
-"""The one training step (nas.step): in fp32 on the CPU it is exactly torch's own step, it
+"""The one training step (nas.train.step): in fp32 on the CPU it is exactly torch's own step, it
 reads nothing back to the host, fp16's gradient scaler skips an overflowing update, and the
 optimizer's update implementation follows the device, also after loading a saved state."""
 
@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.arch import Architecture
-from nas.checkpoint import load_checkpoint, save_checkpoint
-from nas.config import TrainConfig
-from nas.model import build_model
-from nas.precision import Precision
-from nas.step import (
+from nas.arch.architecture import Architecture
+from nas.config.recipe import TrainConfig
+from nas.train.checkpoint import load_checkpoint, save_checkpoint
+from nas.train.fit import set_seed
+from nas.train.model import build_model
+from nas.train.precision import Precision
+from nas.train.step import (
     TrainingStep,
     accepts_fused,
     float_logits,
@@ -25,7 +26,6 @@ from nas.step import (
     restore_scaler,
     speed_options,
 )
-from nas.train import set_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ARCH = Architecture((8, 16), (1, 1), stem=8, num_classes=4)

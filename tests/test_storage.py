@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from nas import records
 from nas.errors import UserError
-from nas.search_stops import WaitWatch
+from nas.search.progress import WaitWatch
 from nas.storage import StaleTrialReaper, display_url, open_storage, sqlite_path, worker_record
 
 pytestmark = [

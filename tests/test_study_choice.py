@@ -1,4 +1,4 @@
-"""What a retrain of a study takes from the study (nas.study_choice, through `nas retrain
+"""What a retrain of a study takes from the study (nas.search.choice, through `nas retrain
 --study`): the recipe settings a resume keeps, never the devices or speed switches of the
 machine that searched. The study is written through Optuna itself, with a recipe whose every
 setting differs from the default."""
@@ -11,10 +11,10 @@ import json
 import optuna
 
 from nas import records
-from nas.arch import Architecture
-from nas.cli import retrain_main
-from nas.config import TrainConfig
-from nas.settings import kept_names
+from nas.arch.architecture import Architecture
+from nas.cli.main import retrain_main
+from nas.config.kept import kept_names
+from nas.config.recipe import TrainConfig
 
 from helpers import run_in_process
 
@@ -57,7 +57,7 @@ def test_a_retrain_inherits_the_kept_recipe_and_none_of_the_machine_switches(tmp
 
 
 def test_the_best_pick_of_a_confirmed_search_is_the_winner_it_named(tmp_path):
-    from nas.study_choice import choose_from_study
+    from nas.search.choice import choose_from_study
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
     for value, width in ((0.96, 4), (0.94, 8), (0.90, 12)):

@@ -1,4 +1,4 @@
-"""Creating and resuming a study (nas.study_setup) against studies as earlier versions of the
+"""Creating and resuming a study (nas.search.study_setup) against studies as earlier versions of the
 tool wrote them: created here through Optuna itself, with the attributes those versions set."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import optuna
 import pytest
 
 from nas import records
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
+from nas.arch.space import SearchSpace
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
 from nas.errors import UserError
-from nas.search import open_study
-from nas.space import SearchSpace
-from nas.study_setup import study_record
+from nas.search.loop import open_study
+from nas.search.study_setup import study_record
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, image_size=32)  # as every study records it
@@ -110,8 +110,8 @@ def test_a_record_whose_creator_died_midway_is_written_by_the_next_run(tmp_path)
 def test_the_warm_start_counts_the_reference_models_with_the_data_s_classes_and_size(
     num_classes, image_size, budgets, fits
 ):
-    from nas.budgets import Budgets
-    from nas.warm_start import warm_start_models
+    from nas.costs.budgets import Budgets
+    from nas.search.warm_start import warm_start_models
 
     space = SearchSpace.resolve("resnet")
     names = [

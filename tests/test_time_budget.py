@@ -1,4 +1,4 @@
-"""nas.time_budget: reading --time-limit, the stop rule at its boundary with a fake clock, and a
+"""nas.search.time_budget: reading --time-limit, the stop rule at its boundary with a fake clock, and a
 real search (tiny space, synthetic data, SQLite) stopped by a budget whose clock counts epochs."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import optuna
 import pytest
 
 from nas import records
-from nas.config import DataConfig
-from nas.config_search import SearchConfig
+from nas.config.recipe import DataConfig
+from nas.config.search import SearchConfig
 from nas.errors import UserError
-from nas.search import run_search
-from nas.time_budget import TimeBudget, may_start, parse_duration
-from nas.winner import confirmation_epochs, confirmations
+from nas.search.loop import run_search
+from nas.search.time_budget import TimeBudget, may_start, parse_duration
+from nas.search.winner import confirmation_epochs, confirmations
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def epoch_clock(storage: str, study_name: str):
 
 @pytest.mark.parametrize("confirm, trained, confirmed", [(0, 3, 0), (1, 2, 1)])
 def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trained, confirmed):
-    from nas.config import TrainConfig
+    from nas.config.recipe import TrainConfig
 
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
@@ -140,7 +140,7 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
 
 
 def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp_path, monkeypatch):
-    from nas.cli import search_main
+    from nas.cli.main import search_main
 
     from helpers import run_in_process
 
@@ -168,7 +168,7 @@ def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp
 
 @pytest.mark.parametrize("value", ["0", "8x"])
 def test_a_bad_time_limit_is_one_sentence_and_exit_2(tmp_path, monkeypatch, value):
-    from nas.cli import search_main
+    from nas.cli.main import search_main
 
     from helpers import run_in_process
 

@@ -1,4 +1,4 @@
-"""The torch side of devices (nas.torch_devices): which GPU a run makes current, and that doing
+"""The torch side of devices (nas.train.devices): which GPU a run makes current, and that doing
 so is a no-op on the CPU. The CUDA side runs only where a GPU is."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.torch_devices import current_gpu, gpu_to_make_current
+from nas.train.devices import current_gpu, gpu_to_make_current
 
 from helpers import fresh_python
 
@@ -28,7 +28,7 @@ def test_current_gpu_on_the_cpu_is_a_no_op_that_initialises_no_cuda():
     # a fresh interpreter: this one may have initialised CUDA where a GPU is
     code = (
         "import torch\n"
-        "from nas.torch_devices import current_gpu\n"
+        "from nas.train.devices import current_gpu\n"
         "with current_gpu(torch.device('cpu')):\n"
         "    inside = torch.cuda.is_initialized()\n"
         "print(inside, torch.cuda.is_initialized())"

@@ -22,15 +22,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.budgets import Budgets
-from nas.cli import search_main
-from nas.config import DataConfig, TrainConfig
-from nas.config_search import SearchConfig
-from nas.data import load_splits
-from nas.objective import Objective
+from nas.arch.space import SearchSpace
+from nas.cli.main import search_main
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.costs.budgets import Budgets
+from nas.data.loading import load_splits
 from nas.records import is_trained
-from nas.search import run_search
-from nas.space import SearchSpace
+from nas.search.loop import run_search
+from nas.search.objective import Objective
 from nas.storage import open_storage
 
 from helpers import dashboard_command, free_port, get, one_torch_thread
@@ -197,7 +197,7 @@ def test_a_bad_worker_count_is_one_sentence_and_exit_2(value, tmp_path, capsys):
 def test_each_worker_is_told_its_own_device_and_seed_in_its_settings():
     import torch
 
-    from nas.workers import SETTINGS_ENV, own_device, plan_devices, worker_environment
+    from nas.search.workers import SETTINGS_ENV, own_device, plan_devices, worker_environment
 
     if not torch.cuda.is_available():  # auto without a GPU: named, so every worker agrees
         assert plan_devices(2, "auto") == ["cpu", "cpu"]

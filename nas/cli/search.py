@@ -1,0 +1,256 @@
+"""Owns `nas search`: its flags (defaults from `SearchConfig`, `TrainConfig`, `DataConfig`; the
+settings they make are `nas.cli.search_settings`), the closing summary with the commands to run
+next (progress lines are `nas.cli.progress`), and the choice between one search in this
+process and `--workers N` (nas.search.workers).
+
+Exit statuses: 0 done, 2 a user error, 130 Ctrl-C, 143 SIGTERM (stopped at a safe point; the
+stopped trial is retried by the next run)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from nas.cli.budgets import add_budget_flags
+from nas.cli.common import Parser, parse_count, positive_int, quiet_optuna
+from nas.cli.flags import (
+    add_data_flags,
+    add_recipe_flags,
+    add_storage_flags,
+    announce_image_size,
+    warn_about_precision,
+)
+from nas.cli.progress import Progress
+from nas.cli.search_settings import search_settings
+from nas.config.costs import COSTS
+from nas.config.search import (
+    PRUNERS,
+    SAMPLERS,
+    SEARCH_EPOCHS,
+    SearchConfig,
+)
+from nas.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
+
+STOPPED = (
+    "stopped by SIGTERM: the running trial was marked failed and will be retried; "
+    "rerun the same command to resume"
+)
+INTERRUPTED = (
+    "interrupted: the running trial was marked failed, finished trials are kept; "
+    "rerun the same command to resume"
+)
+
+
+def add_search_parser(commands) -> None:
+    parser: Parser = commands.add_parser(
+        "search",
+        help="search architectures under a parameter budget (resumable)",
+        description="Search ResNet architectures under a parameter budget with an Optuna "
+        "study. Rerun the same command to resume it.",
+    )
+    parser.add_argument(
+        COSTS["params"].flag,
+        type=parse_count,
+        help=f"{COSTS['params'].flag_help} (default: {SearchConfig.budget:,})",
+    )
+    parser.add_argument(
+        "--trials",
+        type=positive_int,
+        help="trained candidates the study should hold, over all runs and workers "
+        f"(default: {SearchConfig.trials})",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        help=f"training epochs per candidate (default: {SEARCH_EPOCHS})",
+    )
+    parser.add_argument(
+        "--space",
+        help="a built-in space's name (nas space --list) or a YAML file "
+        f"(default: {SearchConfig.space})",
+    )
+    add_storage_flags(parser)
+    parser.set_defaults(study=None)  # --smoke names its own study unless one is given
+    add_data_flags(parser)
+    add_recipe_flags(parser)
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=SearchConfig.sampler,
+        help="how candidates are proposed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        help=f"how weak candidates are stopped early (default: {SearchConfig.pruner}; none "
+        "with --objective pareto, which Optuna cannot prune)",
+    )
+    add_budget_flags(parser)
+    add_run_flags(parser)
+    parser.set_defaults(handler=search_command)
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How this run of the search goes: heartbeats, worker processes, the warm start, the
+    report's path, and --smoke."""
+    parser.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=SearchConfig.heartbeat,
+        help="seconds between heartbeats of a running trial; a trial silent for 3 heartbeats "
+        "is failed and retried (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        help="worker processes on this machine, all on the same store (default: one per "
+        "visible GPU on CUDA, each on its own device; 1 on the CPU)",
+    )
+    parser.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="do not train the reference study's models first (a new study trains those "
+        "its space holds within the budget before sampling)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        metavar="DURATION",
+        help="start no trial once the time left cannot hold one more at this run's pace: 8h, "
+        "90m, 3600s; the running trial finishes and the winner is still confirmed; with "
+        "--trials, whichever comes first; each run (a resume) has its own limit",
+    )
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        metavar="N",
+        default=SearchConfig.confirm,
+        help="top candidates trained again with another seed before the search names its best, "
+        "ranked by the mean of both runs (default: %(default)s; 0: none)",
+    )
+    parser.add_argument(
+        "--report",
+        help="HTML report path, kept by the study for later refreshes (default: the one the "
+        "study keeps, else beside the SQLite store)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a complete search on synthetic data with the tiny space, 2 epochs, batch 32, "
+        "4 trials, on the CPU, in about a minute",
+    )
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse a report path that cannot be written before the search, not after it."""
+    if path.is_dir() or any(parent.is_file() for parent in path.parents):
+        raise UserError(f"cannot write the report to {path}: pick a file path with --report")
+
+
+def search_command(args: argparse.Namespace) -> int:
+    import datetime
+
+    from nas.search.workers import plan_devices
+    from nas.storage import display_url
+
+    started = datetime.datetime.now(datetime.UTC)  # the summary tells this command's runs
+    config, data, recipe = search_settings(args)
+    quiet_optuna()
+    from nas.report.page import default_report_path
+
+    report = Path(args.report or default_report_path(config.storage, config.study))
+    check_report_path(report)
+    devices = plan_devices(args.workers, recipe.device)
+    workers = f", {len(devices)} workers" if len(devices) > 1 else ""
+    from nas.config.costs import cost_label
+    from nas.costs.budgets import Budgets
+
+    goal = (
+        f"Pareto (accuracy up, {cost_label(config.minimize)} down)" if config.pareto else "accuracy"
+    )
+    print(
+        f"study {config.study!r} in {display_url(config.storage)}: {config.trials} trained "
+        f"candidates within {Budgets.of(config).describe()}, {recipe.epochs} epochs each, "
+        f"space {config.space}, objective {goal}{workers}",
+        flush=True,
+    )
+    warn_about_precision(recipe.precision, devices)
+    data = announce_image_size(data)
+    if not args.smoke:  # the smoke run's minute needs no estimate
+        from nas.costs.estimate import announce_search_cost
+
+        announce_search_cost(config, data, recipe, devices)
+    progress = Progress(config.trials)
+    try:
+        if len(devices) > 1:
+            status = _with_workers(config, data, recipe, devices, progress)
+        else:
+            status = _in_this_process(
+                config, data, dataclasses.replace(recipe, device=devices[0]), progress
+            )
+    except KeyboardInterrupt:
+        progress.close()
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if status:
+        return status
+    return finish(config, report if args.report else None, progress, started)
+
+
+def _in_this_process(config, data, recipe, progress: Progress) -> int:
+    from nas.search.loop import run_search
+
+    try:
+        with stop_on_sigterm() as stop:
+            run_search(
+                config, data, recipe, on_trial=progress.trial, on_wait=progress.waiting,
+                should_stop=stop, announce=progress.note,
+            )  # fmt: skip
+    except StopRequested:
+        progress.close()
+        print(STOPPED, file=sys.stderr)
+        return EXIT_TERMINATED
+    return 0
+
+
+def _with_workers(config, data, recipe, devices, progress: Progress) -> int:
+    from nas.search.workers import run_workers
+
+    with stop_on_sigterm() as stop:
+        result = run_workers(
+            config, data, recipe, devices, on_trial=progress.trial, should_stop=stop,
+            announce=progress.note,
+        )  # fmt: skip
+    if result.status == EXIT_TERMINATED:
+        progress.close()
+        print(STOPPED, file=sys.stderr)
+    elif result.status:
+        progress.close()
+        message = result.message
+        print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)
+    return result.status
+
+
+def finish(config, given: Path | None, progress: Progress, started=None) -> int:
+    """Write the report (to `given`, which the study then keeps, else to the one it keeps) and
+    print the summary."""
+    import optuna
+
+    from nas.report.page import record_report_path, report_path, write_report
+    from nas.search.progress import trial_counts
+    from nas.storage import open_storage
+
+    study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))
+    progress.set(trial_counts(study)[0])
+    progress.close()
+    if given is not None:
+        record_report_path(study, given)  # a retrain or `nas report` refreshes this file
+    report = write_report(
+        study, given or report_path(study, config.storage), storage=config.storage
+    )
+    from nas.cli.summary import print_summary
+
+    print_summary(study, config, report, since=started)
+    return 0

@@ -1,0 +1,186 @@
+"""Owns the data: datasets, the fixed validation split, normalisation statistics, and how many
+loader workers a device gets (the loaders are `nas.data.batches`); the data's settings are
+`nas.config.recipe.DataConfig`.
+
+What this module claims:
+
+- `load_splits(config)` returns train / val / test as in-memory uint8 tensors (N, 3, S, S) at
+  `config.image_size`, class names, and the per-channel mean/std used for normalisation. Each
+  dataset is read from disk (or generated) by `nas.data.readers`, which says what it claims there.
+- Owns the image size a run trains at when none is given (`choose_image_size`): 32 px for CIFAR
+  and the synthetic set; for an image folder the smaller of its median width and height (the
+  lower middle of an even count, so a size its images have), at most `MAX_CHOSEN_SIZE`; the
+  line it returns names a folder's median size and the size chosen, and CIFAR at another size
+  says it is resized, so no command resizes images without a word.
+- CIFAR-10 is normalised with the recipe's constants; every other dataset with statistics computed
+  from its training portion (after the validation split, before `subset`, so trimming the data
+  for a quick search does not change the normalisation).
+- The validation split is a permutation seeded by `split_seed`: the same for every trial and the
+  retrain; the test split is a separate set and never part of it.
+- Every mistake a user can make (missing or corrupt files, bad settings) is a
+  `nas.errors.DataError` whose message is one sentence saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nas.config.recipe import DataConfig
+from nas.errors import DataError
+from nas.config.machine import usable_cpus
+from nas.data.readers import folder_image_sizes, read_dataset
+
+# The recipe's CIFAR-10 normalisation (pixel values scaled to [0, 1]).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclass(frozen=True)
+class TensorData:
+    images: torch.Tensor  # uint8, (N, 3, H, W), CPU, contiguous
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: TensorData
+    val: TensorData
+    test: TensorData
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]  # per channel, of pixel values scaled to [0, 1]
+    std: tuple[float, float, float]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def class_count(config: DataConfig) -> int | None:
+    """The dataset's number of classes from its settings alone (an image folder's class
+    folders, listed, not read); None where the folder is not there."""
+    if config.dataset in ("cifar10", "cifar100"):
+        return 10 if config.dataset == "cifar10" else 100
+    if config.dataset == "synthetic":
+        return config.synthetic_classes
+    train = Path(config.data_dir) / "train"
+    if not train.is_dir():
+        return None
+    return sum(1 for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+MAX_CHOSEN_SIZE = 224  # a folder of larger photos trains at 224 px unless --image-size says more
+NATIVE_SIZE = 32  # CIFAR's images, and the synthetic set's default
+
+
+def choose_image_size(config: DataConfig) -> tuple[DataConfig, str | None]:
+    """`config` with the image size it trains at, and the one line that says it where the
+    images are resized (None where they are not): `image_size` None means the dataset's own
+    size, CIFAR's and the synthetic set's 32 px, an image folder's median side (the smaller of
+    the median width and height, the lower middle of an even count: a size its images have)
+    up to `MAX_CHOSEN_SIZE`. An image folder is always named with its median size, so no
+    image is resized without a word."""
+    size = config.image_size
+    if config.dataset == "imagefolder":
+        sizes, files = folder_image_sizes(config.data_dir)
+        width = statistics.median_low(w for w, _ in sizes)
+        height = statistics.median_low(h for _, h in sizes)
+        found = f"{files:,} files" if files == len(sizes) else f"{len(sizes):,} of {files:,} files"
+        line = f"images: median {width}x{height} px in {found}; "
+        if size is None:
+            size = min(width, height, MAX_CHOSEN_SIZE)
+            capped = "the most it picks by itself; " if size < min(width, height) else ""
+            line += f"training at {size} px ({capped}use --image-size to change)"
+        else:  # given by --image-size, or by the study a retrain takes its data from
+            line += f"training at {size} px"
+        return dataclasses.replace(config, image_size=size), line
+    if size is None:
+        return dataclasses.replace(config, image_size=NATIVE_SIZE), None
+    if config.dataset != "synthetic" and size != NATIVE_SIZE:
+        name = "CIFAR-10" if config.dataset == "cifar10" else "CIFAR-100"
+        return config, f"images: {name}'s 32x32 px resized to {size} px"
+    return config, None
+
+
+def load_splits(config: DataConfig) -> Splits:
+    """Load `config.dataset` into memory and split it; raises DataError for user mistakes.
+    An `image_size` of None is chosen as `choose_image_size` does."""
+    if config.image_size is None:
+        config, _ = choose_image_size(config)
+    train, test, classes = read_dataset(config)
+    fixed_stats = None
+    if config.dataset == "cifar10" and config.image_size == 32:
+        fixed_stats = (CIFAR10_MEAN, CIFAR10_STD)
+    return _split(config, TensorData(*train), TensorData(*test), classes, fixed_stats)
+
+
+def _split(
+    config: DataConfig,
+    train_all: TensorData,
+    test: TensorData,
+    classes: tuple[str, ...],
+    fixed_stats: tuple | None,
+) -> Splits:
+    count = len(train_all)
+    val_count = round(count * config.val_fraction)
+    if val_count < 1 or val_count >= count:
+        raise DataError(
+            f"A validation fraction of {config.val_fraction} of {count} training images leaves "
+            "an empty train or validation split: use more images or a different val_fraction."
+        )
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(config.split_seed))
+    val_indices, train_indices = order[:val_count], order[val_count:]
+    train = _take(train_all, train_indices)
+    mean, std = fixed_stats or _channel_mean_std(train.images)
+    if config.subset is not None and config.subset < len(train):
+        train = _take(train, torch.arange(config.subset))  # first N of the permuted train indices
+    return Splits(
+        train=train,
+        val=_take(train_all, val_indices),
+        test=test,
+        classes=classes,
+        mean=mean,
+        std=std,
+    )
+
+
+def _take(data: TensorData, indices: torch.Tensor) -> TensorData:
+    return TensorData(images=data.images[indices].contiguous(), labels=data.labels[indices])
+
+
+def _channel_mean_std(images: torch.Tensor) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1], in chunks to bound memory."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for chunk in images.split(4096):
+        values = chunk.to(torch.float64).div_(255.0)
+        total += values.sum(dim=(0, 2, 3))
+        total_sq += values.square().sum(dim=(0, 2, 3))
+    pixels = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / pixels
+    # A constant channel would make normalisation divide by zero; one grey level is the floor.
+    std = (total_sq / pixels - mean.square()).clamp_min(0).sqrt().clamp_min(1 / 255)
+    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader worker processes when the caller does not say."""
+    cpus = usable_cpus()
+    if device.type == "cuda":
+        # The GPU waits on per-image augmentation: use the cores, up to where returns flatten.
+        return min(8, cpus)
+    # On CPU the model's own threads need the cores; workers only pay off once two cores are left
+    # for it, and with 32x32 images process start-up and batch pickling often cost more than they
+    # save. So a 2-core machine loads in the main process.
+    return min(2, max(0, cpus - 2))

@@ -1,0 +1,57 @@
+"""Owns a run's training curves, `curves.html`: loss and accuracy per epoch, train vs
+validation, as one self-contained plotly page titled with what the run is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas.arch.architecture import Architecture
+from nas.run.folder import RunMetrics
+
+
+def curves_title(arch: Architecture, metrics: RunMetrics) -> str:
+    """What the curves are of: study and trial (or the named architecture), architecture,
+    parameters and test accuracy."""
+    source = metrics.source
+    if "study" in source:
+        what = f"study {source['study']}, trial {source['trial']}"
+    else:
+        what = str(source.get("arch", "retrain"))
+    return (
+        f"{what}: {arch.describe()}, {metrics.params:,} parameters, "
+        f"test accuracy {100 * metrics.test_accuracy:.2f} %"
+    )
+
+
+def curves_html(history: list[dict[str, Any]], title: str) -> str:
+    """Loss and accuracy (in percent, as the report and the console show it) per epoch, train
+    vs validation, as one self-contained HTML page of a fixed size that reads on any window."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    epochs = [row["epoch"] for row in history]
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy (%)"))
+    for column, metric in ((1, "loss"), (2, "accuracy")):
+        scale = 100 if metric == "accuracy" else 1
+        for split, dash in (("train", "solid"), ("val", "dash")):
+            figure.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=[scale * row[f"{split}_{metric}"] for row in history],
+                    name=f"{split} {metric}",
+                    mode="lines+markers",
+                    line={"dash": dash},
+                ),
+                row=1,
+                col=column,
+            )
+    figure.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, len(epochs) // 10))
+    figure.update_yaxes(title_text="%", ticksuffix=" %", row=1, col=2)
+    figure.update_layout(
+        title={"text": title, "font": {"size": 15}},
+        template="plotly_white",
+        width=1100,
+        height=450,
+        autosize=False,
+    )
+    return figure.to_html(include_plotlyjs=True, full_html=True, default_width="1100px")

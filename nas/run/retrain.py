@@ -1,0 +1,235 @@
+"""Owns the retrain run: train an architecture long, evaluate it once on the test set, write a
+finished run folder (`nas.run.folder`: weights, architecture, metrics, history, curves,
+checkpoint, model card), every file through `nas.files.write_atomic`; and record it on its
+study: the test result and run folder under `records.retrain_key` (a finished trial is
+immutable in Optuna, so on the study, through its public API only), and the run's curves,
+metrics and history as study artifacts that optuna-dashboard shows.
+
+Which trial of a study to retrain is `nas.search.choice`; the curves page is
+`nas.report.curves`.
+
+Claims:
+- The same call after a kill resumes from the last finished epoch; a finished run is not
+  redone, and its files are read back first (a damaged one is a UserError naming it).
+- `should_stop()` (e.g. set by SIGTERM) is checked after each epoch's checkpoint is written and
+  stops the run with `StopRequested`, so the same call resumes it.
+- The test split is evaluated once, with the best weights.
+- Recording the same finished run again (a rerun that found it done) uploads nothing twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from nas import records
+from nas.arch.architecture import Architecture
+from nas.arch.counts import count_params
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.data.loading import Splits, load_splits
+from nas.errors import StopRequested, UserError
+from nas.files import write_atomic
+from nas.report.curves import curves_html, curves_title
+from nas.run import folder as run_folder
+from nas.run.folder import RunMetrics
+from nas.run.model_card import model_card
+from nas.train.devices import resolve_device
+from nas.train.fit import HISTORY_COLUMNS, evaluate, fit, set_seed
+from nas.train.model import build_model
+from nas.train.state import FitResult
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainResult:
+    """A finished run's metrics, and whether an earlier call had already finished it."""
+
+    metrics: RunMetrics
+    reused: bool = False
+
+
+def prepare_run_dir(run_dir: Path, arch: Architecture, fresh: bool) -> None:
+    """Claim the folder for `arch`; refuse one that holds another architecture's run."""
+    if (run_dir.exists() and not run_dir.is_dir()) or any(p.is_file() for p in run_dir.parents):
+        raise UserError(f"the run folder {run_dir} is (or lies inside) a file; pass another --out")
+    if fresh and run_dir.exists():
+        for name in run_folder.FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
+    if not (run_dir / run_folder.ARCHITECTURE).exists():
+        write_atomic(run_dir / run_folder.ARCHITECTURE, arch.to_json() + "\n")
+        return
+    try:
+        existing = run_folder.read_architecture(run_dir)
+    except UserError:
+        existing = None
+    if existing != arch:
+        raise UserError(
+            f"{run_dir} holds a run of another architecture; "
+            "pass --out with a new folder, or --fresh to overwrite it"
+        )
+
+
+def finished_run(run_dir: Path, recipe: TrainConfig) -> RunMetrics | None:
+    """The metrics of a run of `recipe.epochs` epochs already finished in `run_dir`, its files
+    read back (a damaged one is a UserError naming it); None when it is not finished."""
+    done = run_folder.read_metrics(run_dir)
+    if done is None or done.epochs_planned != recipe.epochs:
+        return None
+    run_folder.read_architecture(run_dir)
+    run_folder.read_weights(run_dir)
+    return done
+
+
+def retrain(
+    arch: Architecture,
+    data: DataConfig,
+    recipe: TrainConfig,
+    run_dir: str | Path,
+    *,
+    fresh: bool = False,
+    progress: bool = True,
+    source: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> RetrainResult:
+    """Train `arch` with `recipe`, evaluate on the test split, export to `run_dir`.
+
+    A run folder whose metrics say it finished `recipe.epochs` epochs is returned as it is
+    (`reused`). `on_epoch(row)` sees every epoch's history row. When `should_stop()` is true
+    after an epoch (its checkpoint already written), raises `StopRequested(epoch)`; calling
+    again resumes.
+    """
+    run_dir = Path(run_dir)
+    done = None if fresh else finished_run(run_dir, recipe)
+    if done is not None:
+        return RetrainResult(done, reused=True)
+    device = resolve_device(recipe.device)  # refuse an unusable device before writing anything
+    splits = load_splits(data)
+    data = dataclasses.replace(data, image_size=splits.image_shape[-1])  # as metrics.json says
+    if arch.num_classes != splits.num_classes:  # e.g. a CIFAR-10 preset trained on CIFAR-100
+        arch = dataclasses.replace(arch, num_classes=splits.num_classes)
+    prepare_run_dir(run_dir, arch, fresh)
+    set_seed(recipe.seed)
+    model = build_model(arch)
+
+    def after_epoch(row: dict[str, Any]) -> bool:
+        if on_epoch is not None:
+            on_epoch(row)
+        # fit calls this after the epoch's checkpoint is written: stopping here loses nothing
+        if should_stop is not None and should_stop():
+            raise StopRequested(row["epoch"])
+        return False
+
+    result = fit(
+        model,
+        splits,
+        recipe,
+        checkpoint_path=run_dir / run_folder.CHECKPOINT,
+        checkpoint_extra={"architecture": arch.to_dict()},
+        progress=progress,
+        callback=after_epoch,
+    )
+    model.load_state_dict(result.best_state)
+    test_loss, test_accuracy = evaluate(model, splits.test, splits, recipe, device)
+    metrics = run_metrics(arch, result, (test_loss, test_accuracy), splits, data, recipe)
+    metrics = dataclasses.replace(metrics, device=str(device), source=source or {})
+    write_run(run_dir, arch, metrics, result)
+    return RetrainResult(metrics)
+
+
+def run_metrics(
+    arch: Architecture,
+    result: FitResult,
+    test: tuple[float, float],
+    splits: Splits,
+    data: DataConfig,
+    recipe: TrainConfig,
+) -> RunMetrics:
+    """What metrics.json records of a finished fit and its one test evaluation (loss, accuracy)."""
+    seconds = sum(row["seconds"] for row in result.history)
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    return RunMetrics(
+        test_loss=test[0],
+        test_accuracy=test[1],
+        params=count_params(arch),
+        epochs_completed=result.epochs_completed,
+        epochs_planned=recipe.epochs,
+        best_epoch=result.best_epoch,
+        best_val_loss=result.best_val_loss if best else None,
+        # the accuracy of best_epoch (the weights kept), and the highest any epoch reached
+        best_val_accuracy=best["val_accuracy"] if best else None,
+        highest_val_accuracy=result.best_val_accuracy,
+        seconds=seconds,
+        seconds_per_epoch=seconds / max(1, result.epochs_completed),
+        classes=list(splits.classes),
+        normalization={"mean": list(splits.mean), "std": list(splits.std)},
+        config=recipe.to_dict(),
+        dataset=data.to_dict(),
+    )
+
+
+def write_run(run_dir: Path, arch: Architecture, metrics: RunMetrics, result: FitResult) -> None:
+    """The finished run's files; metrics.json last, since it marks the run finished."""
+    run_folder.write_weights(run_dir, result.best_state)
+    write_atomic(run_dir / run_folder.HISTORY, history_csv(result.history))
+    title = curves_title(arch, metrics)
+    write_atomic(run_dir / run_folder.CURVES, curves_html(result.history, title=title))
+    write_atomic(run_dir / run_folder.MODEL_CARD, model_card(arch, metrics, run_dir))
+    run_folder.write_metrics(run_dir, metrics)
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
+
+
+def record_in_study(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    metrics: RunMetrics,
+    run_dir: Path,
+    artifact_dir: Path | None,
+) -> None:
+    """Record the retrain's test accuracy and run folder on the study, and attach the run's
+    files (`run_folder.ARTIFACTS`) as study artifacts named `trial-<n>-<file>`."""
+    key = records.retrain_key(trial.number)
+    record = {
+        "test_accuracy": metrics.test_accuracy,
+        "test_loss": metrics.test_loss,
+        "run_dir": str(run_dir),
+        "epochs": metrics.epochs_completed,
+    }
+    already_uploaded = study.user_attrs.get(key) == {**record, "artifacts": True}
+    upload = artifact_dir is not None and not already_uploaded
+    if upload:
+        upload_artifacts(study, trial.number, run_dir, artifact_dir)
+    study.set_user_attr(key, {**record, "artifacts": upload or already_uploaded})
+
+
+def upload_artifacts(study: optuna.Study, number: int, run_dir: Path, artifact_dir: Path) -> None:
+    """Copy the run's dashboard files into the artifact store, each named by its trial."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(artifact_dir))
+    with tempfile.TemporaryDirectory() as folder:
+        for name in run_folder.ARTIFACTS:
+            # an artifact is named by its file: say which trial's run it comes from
+            named = Path(folder) / f"trial-{number}-{name}"
+            shutil.copyfile(run_dir / name, named)
+            upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)

@@ -1,0 +1,299 @@
+"""Owns the search: the loop that asks for trials until the study holds its target, stop rules
+and resume. Its settings are `nas.config.search.SearchConfig`; what a study records and what a
+resume must match is nas.search.study_setup; what one trial does is nas.search.objective; the store itself is
+nas.storage; the trial counts and progress outcomes are nas.search.progress; a streak of
+untrained candidates and the wait for other workers' trials are nas.search.progress.
+
+Claims:
+- Feasibility first: a space whose smallest architecture is over the parameter or MAC budget is
+  refused before any trial exists.
+- Budgets (`nas.costs.budgets`): parameters always, MACs, latency and training memory when asked;
+  `objective="pareto"` makes a two-objective study (validation accuracy up, `minimize` down)
+  whose samplers see every budget as a constraint and which prunes nothing (Optuna cannot prune
+  several objectives).
+- `trials` counts trained candidates (`records.TrialKind.trained`) over the whole study (every
+  run, every worker); a run asks for no new trial once trained + running trials reach it.
+- A study remembers its budgets, objective, space text, dataset, recipe and tool version;
+  resuming with a different budget, objective, space, or any setting declared `kept` on
+  `DataConfig`/`TrainConfig` is refused. Trials left RUNNING by a killed process are failed by
+  Optuna's heartbeat check and their parameters retried.
+- With a `TimeBudget` (`nas.search.time_budget`) no new trial starts once the time left cannot hold one
+  more at this run's measured pace plus the confirmation runs still to come; the run then
+  confirms and returns, `time_budget.stopped` set.
+- Before a single-objective search returns, its top `confirm` candidates are trained again with
+  another seed (`nas.search.confirm`), so the best it names is confirmed; one worker does it.
+- `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
+  the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
+  or by Ctrl-C has its parameters enqueued, so the next run retries it first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from nas import records
+from nas.arch.counts import count_macs, count_params
+from nas.arch.space import SearchSpace
+from nas.config.costs import format_cost
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.costs.budgets import Budgets
+from nas.data.batches import data_path_line
+from nas.data.loading import Splits, class_count, load_splits
+from nas.errors import StopRequested, UserError
+from nas.search.confirm import confirm_top
+from nas.search.objective import Objective
+from nas.search.progress import (
+    RejectionStreak,
+    TrialOutcome,
+    WaitWatch,
+    outcome_of,
+    sleep_unless_stopped,
+    trial_counts,
+)
+from nas.search.study_setup import open_study
+from nas.search.time_budget import TimeBudget
+from nas.search.winner import unconfirmed
+from nas.storage import StaleTrialReaper, check_url
+from nas.train.devices import resolve_device
+
+BUDGET_KINDS = {  # what a time budget books a finished trial's time to
+    records.TrialKind.TRAINED: "trained",
+    records.TrialKind.STOPPED: "pruned",
+    records.TrialKind.REJECTED: "rejected",
+    records.TrialKind.DUPLICATE: "duplicate",
+}
+
+
+# ---- the loop ----------------------------------------------------------------------------
+
+
+def check_feasible(
+    space: SearchSpace, budget: int, num_classes: int, max_macs: int | None, image_size: int
+) -> None:
+    """Refuse a space whose cheapest architecture is over the parameter or MAC budget."""
+    smallest = count_params(space.smallest(num_classes))
+    if smallest > budget:
+        raise UserError(
+            f"the smallest architecture in {space.source} has {smallest:,} parameters, over the "
+            f"budget of {budget:,}; raise --budget or use a space with smaller widths"
+        )
+    if max_macs is not None:
+        fewest_macs = space.smallest(num_classes, by=lambda a: count_macs(a, image_size))
+        macs = count_macs(fewest_macs, image_size)
+        if macs > max_macs:
+            raise UserError(
+                f"the cheapest architecture in {space.source} needs {format_cost('macs', macs)} "
+                f"per image, over --max-macs {format_cost('macs', max_macs)}; raise --max-macs "
+                "or use a space with smaller widths"
+            )
+
+
+def prepare_study(
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: TrainConfig,
+    splits: Splits | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> tuple[SearchSpace, optuna.Study, Splits]:
+    """Check the space, device and data, then open (or create) the study and fail its stale
+    trials: what a search does first, and what a parent of several workers does once. The data
+    is loaded before the study is touched, so a missing dataset leaves the store as it was."""
+    check_url(config.storage)
+    space = SearchSpace.resolve(config.space)
+    # the parameter budget, refused before the data loads (a folder's classes are counted from
+    # its folders, one where it is missing); MACs at the data's image size follow the loading
+    check_feasible(space, config.budget, class_count(data) or 1, None, 0)
+    resolve_device(recipe.device)  # refuse an unusable device before anything is stored
+    if Budgets.of(config).latency_measured:  # the same for the latency device
+        try:
+            resolve_device(config.latency_device)
+        except UserError as error:
+            raise UserError(f"--latency-device: {error}") from None
+    splits = splits or load_splits(data)
+    size = splits.image_shape[-1]
+    data = dataclasses.replace(data, image_size=size)  # the study records the size it trains at
+    check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
+    study = open_study(
+        config, space, data, recipe, announce, num_classes=splits.num_classes, image_size=size
+    )
+    # a trial whose worker died while another reached the target must not stay RUNNING
+    StaleTrialReaper(config.grace)(study)
+    return space, study, splits
+
+
+def run_search(
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: TrainConfig,
+    *,
+    on_trial: Callable[[TrialOutcome, int], None] | None = None,
+    on_wait: Callable[[int], None] | None = None,
+    splits: Splits | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    announce: Callable[[str], None] | None = None,
+    memory_meter: Callable[..., Any] | None = None,
+    time_budget: TimeBudget | None = None,
+) -> optuna.Study:
+    """Run (or resume) the study until it holds `config.trials` trained candidates, or until
+    `time_budget` refuses a new trial (`time_budget.stopped` then says so).
+
+    `memory_meter` replaces `nas.costs.memory.training_memory` in the budget gate
+    (`nas.costs.budgets.Gate`).
+
+    With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
+    after the running trial's epoch (that trial is failed and its parameters enqueued for the
+    next run) or before asking for a new trial.
+    """
+    stop = should_stop or (lambda: False)
+    if time_budget is None and config.time_limit is not None:
+        time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
+    space, study, splits = prepare_study(config, data, recipe, splits, announce)
+    if trial_counts(study)[0] >= config.trials:
+        return finish_run(study, config, splits, recipe, stop, time_budget)
+    if announce is not None:  # where the data goes on this device, and why (its free memory)
+        announce(data_path_line(splits.train, recipe, resolve_device(recipe.device)))
+    objective = Objective(
+        space, splits, recipe, Budgets.of(config),
+        pareto_cost=config.minimize if config.pareto else None, target=config.trials,
+        should_stop=stop, memory_meter=memory_meter,
+    )  # fmt: skip
+    streak = RejectionStreak(config, recipe.batch_size)
+    reap = StaleTrialReaper(config.grace)
+    waiting = WaitWatch(config.max_wait)
+    while True:
+        reap(study)
+        move, running = next_move(study, config, stop, time_budget, recipe.epochs)
+        if move == FINISH:
+            return finish_run(study, config, splits, recipe, stop, time_budget)
+        if move == WAIT:
+            waiting.check(study)  # a UserError once other workers' trials stop progressing
+            if on_wait is not None:
+                on_wait(running)
+            sleep_unless_stopped(
+                config.poll, stop
+            )  # another worker's trial may finish the study, or go stale
+            continue
+        waiting.reset()
+        trial = train_one(study, objective, time_budget)
+        if records.is_trained(trial):
+            gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
+        streak.record(trial)
+        if on_trial is not None:
+            on_trial(outcome_of(trial), trial_counts(study)[0])
+        streak.check()
+
+
+FINISH, WAIT, TRAIN = "finish", "wait", "train"  # what the search loop does next
+
+
+def next_move(
+    study: optuna.Study,
+    config: SearchConfig,
+    stop: Callable[[], bool],
+    time_budget: TimeBudget | None,
+    epochs: int,
+) -> tuple[str, int]:
+    """What the loop does next, with the study's running trials: FINISH once the study holds
+    its target or the time budget cannot hold one more trial (and the confirmations still to
+    come), WAIT while other workers' trials may reach the target, else TRAIN. Raises
+    `StopRequested` once `stop()` says so."""
+    trained, running = trial_counts(study)
+    if trained >= config.trials:
+        return FINISH, running
+    if stop():
+        raise StopRequested()
+    if trained + running >= config.trials:
+        return WAIT, running
+    if time_budget is not None and not time_budget.allows_trial(
+        confirmation_reserve(config, time_budget, epochs)
+    ):
+        return FINISH, running
+    return TRAIN, running
+
+
+def train_one(
+    study: optuna.Study, objective: Objective, time_budget: TimeBudget | None
+) -> FrozenTrial:
+    """Ask for one trial and run it; book its time to the time budget. A trial interrupted by a
+    stop request or Ctrl-C has its candidate enqueued before the interruption goes on."""
+    finished: list[FrozenTrial] = []  # filled by Optuna's callback after the trial
+    started = time_budget.clock() if time_budget is not None else 0.0
+    try:
+        study.optimize(
+            objective,
+            n_trials=1,
+            gc_after_trial=False,  # the loop collects after trained trials only
+            callbacks=[lambda _study, trial: finished.append(trial)],
+        )
+    except (StopRequested, KeyboardInterrupt):
+        # Optuna has marked the interrupted trial FAIL; the next run (any worker) retries
+        # its candidate first, so the work resumes where it stopped
+        if objective.training is not None:
+            number, params = objective.training
+            study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
+        raise
+    trial = finished[-1]
+    if time_budget is not None:
+        time_budget.record(
+            BUDGET_KINDS.get(records.classify(trial), "other"),
+            time_budget.clock() - started,
+            trial.user_attrs.get(records.EPOCHS, 0),
+        )
+    return trial
+
+
+def confirmation_reserve(config: SearchConfig, budget: TimeBudget, epochs: int) -> float:
+    """Time the confirmation runs will need: `config.confirm` full-length runs at this run's
+    measured pace per epoch (0 before any trial trained, or in a Pareto study)."""
+    per_epoch = budget.per_epoch()
+    if config.pareto or not config.confirm or per_epoch is None:
+        return 0.0
+    return config.confirm * epochs * per_epoch
+
+
+def confirm(
+    study: optuna.Study,
+    config: SearchConfig,
+    splits: Splits,
+    recipe: TrainConfig,
+    stop: Callable[[], bool],
+    time_budget: TimeBudget | None,
+) -> optuna.Study:
+    """Confirm the top `config.confirm` candidates (`nas.search.confirm`) before the search names its
+    best; a Pareto study names a front, not one best, and confirms nothing."""
+    if config.pareto or not config.confirm or not unconfirmed(study, config.confirm):
+        return study
+    clock = time_budget.clock if time_budget is not None else time.monotonic
+    started = clock()
+
+    def booked(_number: int, record: dict) -> None:
+        nonlocal started
+        if time_budget is not None:
+            time_budget.record("confirmation", clock() - started, record["epochs"])
+        started = clock()
+
+    confirm_top(study, splits, recipe, config.confirm, should_stop=stop, on_run=booked)
+    return study
+
+
+def finish_run(
+    study: optuna.Study,
+    config: SearchConfig,
+    splits: Splits,
+    recipe: TrainConfig,
+    stop: Callable[[], bool],
+    time_budget: TimeBudget | None,
+) -> optuna.Study:
+    """What every run does last: confirm the winner, then record how the time went."""
+    confirm(study, config, splits, recipe, stop, time_budget)
+    if time_budget is not None:
+        study.set_user_attr(time_budget.record_key(), time_budget.to_record())
+    return study

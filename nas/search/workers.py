@@ -1,0 +1,248 @@
+"""Owns local worker processes: N searches on one store, started, watched and stopped together.
+
+`run_workers` starts one `python -m nas.search.workers` process per device. Each worker reads its
+settings (the search, data and recipe configs, its index and device) from the environment
+variable `NAS_WORKER_SETTINGS`, never from its command line: a storage URL's password stays out
+of `ps`. Each samples with the search seed plus its index. A worker on a GPU makes it its
+current device first (`own_device`), so `cuda` means its own GPU (`nas.config.machine`). The parent
+reports every finished trial from the store as it appears, forwards Ctrl-C and SIGTERM to the
+workers, and turns their exit statuses into one result.
+
+Exit statuses of a worker: 0 done, 2 a user error (its one sentence on stderr), 143 stopped by
+SIGTERM at a safe point.
+
+Claims:
+- `plan_devices` is `nas.config.machine.worker_devices` on this machine's visible GPUs: without one,
+  `auto` workers are named `cpu`; each worker's settings carry its device, with its index, and
+  its seed (the search's plus its index).
+- A plan naming a GPU that is not there is one sentence, exit status 2, nothing stored.
+- `own_device` makes a CUDA device the current GPU and does nothing for the CPU (a CPU worker
+  never touches CUDA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nas.config.machine import usable_cpus, worker_devices
+from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.search import SearchConfig
+from nas.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    StopRequested,
+    UserError,
+    stop_on_sigterm,
+)
+from nas.search.loop import prepare_study, run_search
+from nas.search.progress import TrialOutcome, outcome_of, trial_counts
+
+SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "recipe": ...}
+
+
+def plan_devices(requested: int | None, device: str) -> list[str]:
+    """The device of each worker on this machine (`nas.config.machine.worker_devices`): one per
+    visible GPU by default on CUDA, worker i on `cuda:<i mod GPUs>`, else `requested`
+    (default 1) workers on `device`."""
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return worker_devices(visible, requested, device)
+
+
+def own_device(device: str) -> None:
+    """Make a worker's GPU its current one, before anything touches CUDA: a bare `cuda` (the
+    latency device, the loader's pin-memory thread, torch's defaults) then means that GPU,
+    and no worker opens a context on GPU 0 it does not train on."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+
+
+@dataclass
+class WorkersResult:
+    """How the workers ended: `status` is 0, EXIT_USAGE, EXIT_TERMINATED or 1 (a crash)."""
+
+    status: int
+    message: str = ""  # for a non-zero status: what to tell the user
+
+
+def worker_environment(
+    config: SearchConfig, data: DataConfig, recipe: TrainConfig, index: int, device: str
+) -> dict[str, str]:
+    env = dict(os.environ)
+    settings = {
+        # each worker samples with its own seed so they do not propose the same candidates
+        # worker 0 alone confirms the winner: its run ends once the study holds its target
+        "search": dataclasses.asdict(
+            dataclasses.replace(
+                config, seed=config.seed + index, confirm=config.confirm if index == 0 else 0
+            )
+        ),
+        "data": data.to_dict(),
+        "recipe": dataclasses.asdict(dataclasses.replace(recipe, device=device)),
+    }
+    env[SETTINGS_ENV] = json.dumps(settings)
+    return env
+
+
+def run_workers(
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: TrainConfig,
+    devices: list[str],
+    *,
+    on_trial: Callable[[TrialOutcome, int], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    announce: Callable[[str], None] | None = None,
+) -> WorkersResult:
+    """Run one worker per device until the study holds `config.trials` trained candidates.
+
+    Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
+    trials; the KeyboardInterrupt is re-raised once they have exited."""
+    # user errors surface here, once; a new study is created (and warm-started) here
+    _, study, _ = prepare_study(config, data, recipe, announce=announce)
+    new_trials = _NewTrials(study, on_trial)
+    logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
+    processes: list[subprocess.Popen] = []
+    try:
+        for index, log in enumerate(logs):
+            processes.append(_start_worker(_worker_env(config, data, recipe, index, devices), log))
+        stopping = _watch(processes, new_trials, should_stop)
+    except KeyboardInterrupt:
+        _send(processes, signal.SIGINT)
+        for process in processes:
+            process.wait()
+        raise
+    finally:
+        texts = _read_and_close(logs)
+    new_trials.report()
+    return _result_of([process.returncode for process in processes], texts, stopping)
+
+
+class _NewTrials:
+    """Reports each trial of the study once, when it is first seen finished."""
+
+    def __init__(self, study, on_trial: Callable[[TrialOutcome, int], None] | None):
+        self.study = study
+        self.on_trial = on_trial
+        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in self.seen:
+                self.seen.add(trial.number)
+                if self.on_trial is not None:
+                    self.on_trial(outcome_of(trial), trial_counts(self.study)[0])
+
+
+def _worker_env(
+    config: SearchConfig, data: DataConfig, recipe: TrainConfig, index: int, devices: list[str]
+) -> dict[str, str]:
+    """Worker `index`'s environment; CPU-only workers share the cores between them."""
+    env = worker_environment(config, data, recipe, index, devices[index])
+    if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
+        # share the cores instead of every worker using all of them
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))
+    return env
+
+
+def _start_worker(env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas.search.workers"],
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches the parent, which forwards it
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+def _send(processes: list[subprocess.Popen], signum: int) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+
+def _watch(
+    processes: list[subprocess.Popen], new_trials: _NewTrials, should_stop: Callable[[], bool]
+) -> bool:
+    """Report finished trials until every worker has exited; a stop request is sent to them
+    once, as SIGTERM. Returns whether it was."""
+    stopping = False
+    while any(process.poll() is None for process in processes):
+        if should_stop() and not stopping:
+            stopping = True
+            _send(processes, signal.SIGTERM)
+        new_trials.report()
+        time.sleep(0.5)
+    return stopping
+
+
+def _read_and_close(logs) -> list[str]:
+    texts = []
+    for log in logs:
+        log.seek(0)
+        texts.append(log.read().strip())
+        log.close()
+    return texts
+
+
+def _result_of(statuses: list[int], texts: list[str], stopping: bool) -> WorkersResult:
+    """One result from the workers' exit statuses and their stderr."""
+    if stopping or EXIT_TERMINATED in statuses:
+        return WorkersResult(EXIT_TERMINATED)
+    failed = [(index, status) for index, status in enumerate(statuses) if status != 0]
+    if not failed:
+        return WorkersResult(0)
+    index, status = failed[0]
+    text = texts[index]
+    if status == EXIT_USAGE:  # every worker met the same mistake: say it once
+        return WorkersResult(EXIT_USAGE, text.splitlines()[-1] if text else "a worker refused")
+    how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+    message = (f"{text}\n" if text else "") + (
+        f"worker {index} {how}; finished trials are kept, rerun the same command to resume"
+    )
+    return WorkersResult(1, message)
+
+
+def worker_main() -> int:
+    """One worker: search quietly with the settings in `NAS_WORKER_SETTINGS` (the parent
+    reports), stop like the parent."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        settings = json.loads(os.environ[SETTINGS_ENV])
+        config = SearchConfig(**settings["search"])
+        data = DataConfig.from_dict(settings["data"])
+        recipe = TrainConfig.from_dict(settings["recipe"])
+    except (KeyError, ValueError, TypeError):
+        print(f"error: a worker needs its settings in ${SETTINGS_ENV}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        own_device(recipe.device)
+        with stop_on_sigterm() as stop:
+            run_search(config, data, recipe, should_stop=stop)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StopRequested:
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:  # forwarded by the parent; the running trial is already failed
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

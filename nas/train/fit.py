@@ -1,0 +1,237 @@
+"""Owns training with the fixed recipe: `fit()`, its epochs and its steps, and `evaluate`, the
+loss and accuracy of a model on a split (the validation pass after every epoch; the retrain's
+one pass over the test split). What a fit carries and checkpoints is `nas.train.state`.
+
+The recipe's defaults reproduce RECIPE.md: Adam at 1e-3, batch 64, ReduceLROnPlateau on the
+validation loss (factor 0.1, patience 10), cross entropy, the recipe's augmentation, 150 epochs;
+after every epoch the weights with the lowest validation loss so far are kept.
+
+Claims:
+- `fit` never touches the test split (the retrain evaluates it once, after `fit`).
+- Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)`,
+  and a checkpoint is written atomically at the end of every epoch. On the CPU a run resumed
+  from epoch k ends with bit-for-bit the same weights and history as a run never stopped,
+  also when the checkpoint was saved on CUDA with fused optimizer kernels (the optimizer takes
+  this device's update implementation back after loading).
+- Each epoch's batches come from `nas.data.batches` (by default augmented in chunks where the model
+  is, in the layout `memory_format` picks); every step is `nas.train.step.TrainingStep` under the
+  precision `nas.train.precision` picks for the device (bf16 at compute 8.0 and up, fp16 with a
+  gradient scaler below, fp32 on the CPU), and the loop holds no host synchronisation (losses
+  and accuracies accumulate on the device; four `.item()` per epoch: the loss and the accuracy
+  of the training steps and of the validation pass).
+- cuDNN autotuning is on for a CUDA run and off on the CPU, for the run only: the process's
+  setting is restored when `fit` returns or raises.
+- While `fit` runs, its device is the current GPU (`nas.train.devices.current_gpu`): with
+  `--device cuda:1` the loader's pin-memory thread and any bare `cuda` use GPU 1, not GPU 0;
+  on the CPU it initialises no CUDA.
+- With `compile`, the model is compiled for static shapes and a smaller last batch runs
+  eagerly (no recompilation); the compile time (the first step) is reported apart in
+  `FitResult.compile_seconds`, not in epoch 1's seconds.
+- A non-finite training loss raises `NonFiniteLossError`, which the search turns into a
+  pruned trial.
+- `evaluate` normalises only (no augmentation), in batches that fit the device
+  (`nas.data.batches.eval_batch_size`), and takes loss and accuracy of float32 logits, as the
+  float32 export computes them (the forward pass runs under the run's precision,
+  `nas.train.step.float_logits`).
+
+What is not bit-exact: on CUDA a resumed run is only statistically the same as one never
+stopped. cuDNN autotuning may pick other convolution algorithms in the new process, several
+convolution backward algorithms sum in a nondeterministic order, and fp16's skipped steps
+depend on those sums; the weights then differ in their last bits from the first step on, and
+training can grow that difference over the epochs: the resumed run is another sample of the
+same training (same data order and augmentation draws), not a copy. (A `deterministic` switch
+would slow every CUDA run to make resumes exact; we judged it not worth it.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from nas.config.recipe import TrainConfig
+from nas.data.augment import normalize_batch
+from nas.data.batches import eval_batch_size, make_batches, memory_format, resolve_data_path
+from nas.data.loading import Splits, TensorData
+from nas.train.checkpoint import load_checkpoint, save_checkpoint
+from nas.train.devices import current_gpu, resolve_device, synchronize
+from nas.train.precision import cudnn_autotuning
+from nas.train.state import (
+    FitResult,
+    Trainer,
+    checkpoint_state,
+    make_trainer,
+    resume,
+    weights_on_cpu,
+)
+from nas.train.step import float_logits, recipe_precision
+
+# the keys of every history row `fit` records, in the order a CSV shows them
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+)  # fmt: skip
+
+EpochCallback = Callable[[dict[str, Any]], "bool | None"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed the generators that initialise weights (call before building the model)."""
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    *,
+    callback: EpochCallback | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train `model` on `splits.train`, validating on `splits.val` after every epoch.
+
+    Each history row: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds.
+    `callback(row)` runs after each epoch's checkpoint; returning True stops training (the
+    search uses it for pruning; it may also raise). With `checkpoint_path`, a checkpoint there
+    is resumed from and rewritten atomically after every epoch; `checkpoint_extra` (plain
+    values) is stored alongside, e.g. the architecture.
+    """
+    device = resolve_device(config.device)
+    trainer = make_trainer(model, config, device)
+    result = FitResult()
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        resume(load_checkpoint(checkpoint_path), trainer, result)
+    result.extra["data_path"] = resolve_data_path(config)
+    result.extra["precision"] = trainer.step.precision.name
+    # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms); the
+    # training GPU is the current one, so the loader's pin-memory thread pins for it, not GPU 0
+    with cudnn_autotuning(device.type == "cuda"), current_gpu(device):
+        batches = make_batches(splits.train, config, splits, device)
+        if progress:
+            print(batches.describe(), flush=True)  # which data path, and why (device memory)
+        first = result.epochs_completed + 1
+        bar = tqdm(
+            range(first, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
+            initial=first - 1, total=config.epochs, leave=False,
+        )  # fmt: skip
+        for epoch in bar:
+            row = _run_epoch(trainer, batches, splits, config, device, epoch, result)
+            if checkpoint_path is not None:
+                save_checkpoint(
+                    checkpoint_state(trainer, result, config, checkpoint_extra), checkpoint_path
+                )
+            bar.set_postfix(
+                train=f"{row['train_accuracy']:.1%}", val=f"{row['val_accuracy']:.1%}",
+                loss=f"{row['val_loss']:.3f}",
+            )  # fmt: skip
+            if callback is not None and callback(row):
+                result.stopped_early = True
+                break
+        bar.close()
+    if not result.best_state:  # zero epochs: the initial weights are the best there are
+        result.best_state = weights_on_cpu(model)
+    return result
+
+
+def _run_epoch(trainer, batches, splits, config, device, epoch: int, result: FitResult) -> dict:
+    """Train and validate one epoch; record its row and the best weights in `result`."""
+    started = time.perf_counter()
+    torch.manual_seed(_epoch_seed(config.seed, epoch))  # any other global draw too
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    train_loss, train_accuracy, compile_seconds = _train_epoch(
+        trainer,
+        batches,
+        device,
+        _epoch_seed(config.seed, epoch),
+        time_first_step=trainer.compiled and not result.compile_seconds,
+    )
+    result.compile_seconds += compile_seconds
+    if not math.isfinite(train_loss):
+        raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
+    val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, config, device)
+    trainer.scheduler.step(val_loss)
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "lr": lr,
+        "seconds": time.perf_counter() - started - compile_seconds,  # compile time apart
+    }
+    result.record(row, trainer.model)
+    return row
+
+
+def _train_epoch(
+    trainer: Trainer, batches, device, seed, time_first_step=False
+) -> tuple[float, float, float]:
+    """Mean loss and accuracy of one epoch, and the seconds of its first step when asked (with
+    torch.compile that step compiles the model: its time is reported apart from the epoch)."""
+    trainer.model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    first_step_seconds = 0.0
+    for index, (images, labels) in enumerate(batches.epoch(seed)):
+        timed = time_first_step and index == 0
+        if timed:
+            synchronize(device)
+            first_step_started = time.perf_counter()
+        full = labels.shape[0] == trainer.batch_size
+        loss, logits = (trainer.step if full else trainer.last_step)(images, labels)
+        # accumulate on the device: reading a value here would stall the GPU every step
+        loss_sum += loss * labels.shape[0]
+        correct += (logits.argmax(1) == labels).sum()
+        seen += labels.shape[0]
+        if timed:
+            synchronize(device)
+            first_step_seconds = time.perf_counter() - first_step_started
+    seen = max(1, seen)
+    return loss_sum.item() / seen, correct.item() / seen, first_step_seconds
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: TensorData,
+    splits: Splits,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction) of `model` on `data`, normalised only.
+    The forward pass runs under the run's precision; loss and argmax are taken of the logits
+    in float32, so the accuracy agrees with the float32 export's. `device` is where `model` is."""
+    precision = recipe_precision(config, device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    layout = memory_format(config, device)
+    batch = eval_batch_size(config, data, device)  # fewer images where device memory is short
+    for start in range(0, len(data), batch):
+        images = data.images[start : start + batch].to(device, non_blocking=True)
+        labels = data.labels[start : start + batch].to(device, non_blocking=True)
+        inputs = normalize_batch(images, splits.mean, splits.std)
+        logits = float_logits(model, inputs.contiguous(memory_format=layout), precision)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    model.train(was_training)
+    count = max(1, len(data))
+    return loss_sum.item() / count, correct.item() / count

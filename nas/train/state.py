@@ -1,0 +1,125 @@
+"""Owns what one `nas.train.fit.fit` carries from epoch to epoch and across a resume: the trainer
+it builds from the recipe (the model on its device and layout, the optimizer, the schedule and
+the training steps), the result it fills epoch by epoch (`FitResult`), and the checkpoint of
+both that a resume restores.
+
+Claims:
+- The checkpoint holds the fp16 gradient scaler's state, restored on resume; a resume may run
+  in another precision or on another device (the precision is a device setting).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.config.recipe import TrainConfig
+from nas.data.batches import memory_format
+from nas.train.checkpoint import restore_rng_state, rng_state
+from nas.train.step import (
+    TrainingStep,
+    make_optimizer,
+    reapply_speed_options,
+    recipe_precision,
+    restore_scaler,
+)
+
+
+@dataclass
+class FitResult:
+    """What `fit` leaves behind: the history and the lowest-validation-loss weights."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch: see `fit`
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # weights at `best_epoch`
+    best_epoch: int = 0  # epoch (from 1) with the lowest validation loss; 0 if none ran
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = 0.0  # highest validation accuracy of any epoch (the objective)
+    stopped_early: bool = False  # the callback asked to stop
+    compile_seconds: float = 0.0  # time spent in torch.compile's first steps, apart from epochs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs_completed(self) -> int:
+        return len(self.history)
+
+    def record(self, row: dict[str, Any], model: nn.Module) -> None:
+        """Add an epoch's history row, keeping a CPU copy of `model`'s weights when its
+        validation loss is the lowest so far."""
+        self.history.append(row)
+        self.best_val_accuracy = max(self.best_val_accuracy, row["val_accuracy"])
+        if row["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = row["val_loss"], row["epoch"]
+            self.best_state = weights_on_cpu(model)
+
+
+def weights_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `model`'s weights on the CPU (the best ones outlive the training's changes)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Trainer:
+    """What one `fit` trains with: the model, its optimizer and schedule, and the step."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step: TrainingStep  # full batches (through torch.compile when asked)
+    last_step: TrainingStep  # a smaller last batch: eager, so the compiled graph keeps its shape
+    batch_size: int
+    compiled: bool
+
+
+def make_trainer(model: nn.Module, config: TrainConfig, device: torch.device) -> Trainer:
+    model.to(device=device, memory_format=memory_format(config, device))
+    optimizer = make_optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+    )
+    precision = recipe_precision(config, device)
+    eager = TrainingStep(model, optimizer, precision)
+    step = eager
+    if config.compile:
+        # static shapes: one graph for the batch size, never recompiled for another shape
+        compiled = torch.compile(model, dynamic=False)
+        step = TrainingStep(compiled, optimizer, precision, scaler=eager.scaler)
+    return Trainer(model, optimizer, scheduler, step, eager, config.batch_size, config.compile)
+
+
+def checkpoint_state(trainer: Trainer, result: FitResult, config, extra) -> dict[str, Any]:
+    """What `nas.train.checkpoint.save_checkpoint` writes after an epoch: enough to go on from it."""
+    return {
+        "format": 1,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.step.scaler.state_dict(),  # empty unless fp16
+        "history": copy.deepcopy(result.history),
+        "best_state": result.best_state,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "best_val_accuracy": result.best_val_accuracy,
+        "config": config.to_dict(),
+        "rng": rng_state(),
+        "extra": extra or {},
+    }
+
+
+def resume(state: dict[str, Any], trainer: Trainer, result: FitResult) -> None:
+    """Put a `checkpoint_state` back into `trainer` and `result`, and the random generators."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    reapply_speed_options(trainer.optimizer)  # the saved run's device may have been another
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    restore_scaler(trainer.step.scaler, state.get("scaler"))  # a resume may change precision
+    result.history = list(state["history"])
+    result.best_state = state["best_state"]
+    result.best_epoch = state["best_epoch"]
+    result.best_val_loss = state["best_val_loss"]
+    result.best_val_accuracy = state["best_val_accuracy"]
+    restore_rng_state(state["rng"])
