@@ -29,6 +29,7 @@ from nas.data.augment import (
     normalize_batch,
     rotate_flip_crop_batch,
 )
+from nas.data.autoaugment import apply_autoaugment_op, autoaugment_table
 from nas.data.batches import memory_format
 from nas.data.loading import Splits, TensorData
 from nas.train.devices import synchronize
@@ -42,8 +43,6 @@ from nas.train.precision import (
     device_capability,
 )
 from nas.train.step import TrainingStep, make_optimizer
-
-from nas.data.autoaugment import apply_autoaugment_op, autoaugment_table
 
 # a net of a few thousand parameters for the CPU-sized runs of the training checks
 CPU_ARCH = Architecture((8, 16), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)

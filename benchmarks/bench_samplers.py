@@ -3,8 +3,8 @@
 Runs real Optuna studies on real SQLite stores (in a temporary folder; TMPDIR=/dev/shm makes
 them faster) with the samplers and pruner of `nas.search.samplers` and the search's gate
 (`SearchSpace.suggest`, `count_params`, the records of `nas.records`, the constraint through
-`nas.search.samplers.record_constraints`, duplicates through `nas.search.objective.find_trained`), but
-replaces training by a cheap deterministic scorer, so a study of 80 proposals takes seconds:
+`nas.search.samplers.record_constraints`, duplicates through `nas.search.objective.find_trained`),
+but replaces training by a cheap deterministic scorer, so a study of 80 proposals takes seconds:
 
 - `capacity`: a smooth, saturating function of the parameter count, as validation accuracy
   behaves (more parameters help, less and less), a small penalty for large kernels, and

@@ -14,9 +14,9 @@ under a `--budget` of 5,000 parameters that rejects most of it.
 Equal compute: every method of every seed spends the same number of training epochs
 (`--compute`, default 100 = 20 candidates x 5 epochs). Epochs a pruned trial trained count, a
 candidate rejected over the budget or reused as a duplicate costs nothing, confirmation runs
-count. The searches run `nas.search.loop.run_search` with a `nas.search.time_budget.TimeBudget` whose clock
-counts the study's training epochs instead of seconds: the search's own time-limit rule (no
-new trial once the rest cannot hold one at the measured pace and the confirmation runs), so
+count. The searches run `nas.search.loop.run_search` with a `nas.search.time_budget.TimeBudget`
+whose clock counts the study's training epochs instead of seconds: the search's own time-limit
+rule (no new trial once the rest cannot hold one at the measured pace and the confirmation runs), so
 the last trial may overrun by a few epochs; the epochs really used are printed.
 
 Methods (`--methods`):

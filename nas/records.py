@@ -176,7 +176,8 @@ def macs_of(trial: FrozenTrial) -> int | None:
 
 
 def cost_of(trial: FrozenTrial, name: str) -> float | None:
-    """A trial's recorded cost `name` (a `nas.config.costs` name), None where it was not measured."""
+    """A trial's recorded cost `name` (a `nas.config.costs` name), None where it was not
+    measured."""
     if name == "params":
         return params_of(trial)
     if name == "macs":

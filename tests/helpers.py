@@ -80,7 +80,8 @@ class TorchCalls(torch.overrides.TorchFunctionMode):
 def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
     """Multiply-accumulates of one image's forward pass, from each convolution's and linear
     layer's own shapes as it runs: output elements x (input channels / groups) x kernel area
-    for a convolution, in x out features for a linear layer. Knows nothing of nas.arch.architecture."""
+    for a convolution, in x out features for a linear layer. Knows nothing of
+    nas.arch.architecture."""
     total = 0
 
     def count(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:

@@ -1,8 +1,10 @@
 """What the release before the package move wrote still works: its study store resumes, its
-finished run loads with the same weights, and its interrupted run resumes to the history the old release's own resume gave.
+finished run loads with the same weights, and its interrupted run resumes to the history the old
+release's own resume gave.
 
 The files in `tests/fixtures/before-packages/` were written by commit d5c6630 (the last flat
-`nas/`), as that folder's README says; the expected values there (logits, the resumed history) were computed by that release too, never by the code under test.
+`nas/`), as that folder's README says; the expected values there (logits, the resumed history) were
+computed by that release too, never by the code under test.
 """
 
 from __future__ import annotations

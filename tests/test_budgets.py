@@ -1,5 +1,6 @@
-"""Tests of the budgets beyond parameters (issue 14: nas.costs.budgets, the gate in nas.search.objective, the
-study's records and resume checks in nas.search.loop) on real SQLite stores, real Optuna studies,
+"""Tests of the budgets beyond parameters (issue 14: nas.costs.budgets, the gate in
+nas.search.objective, the study's records and resume checks in nas.search.loop) on real SQLite
+stores, real Optuna studies,
 the tiny search space and small synthetic data on the CPU. Latency is really measured
 (nas.costs.latency; memory by nas.costs.memory); no test asserts a timing, only what the gate
 does with what it measured.

@@ -1,5 +1,6 @@
-"""The cost estimate printed before a search or a retrain (nas.costs.estimate): its arithmetic and the
-data sizes it counts without loading (nas.costs.run_plan), its timed step (nas.costs.step_timing), the
+"""The cost estimate printed before a search or a retrain (nas.costs.estimate): its arithmetic and
+the data sizes it counts without loading (nas.costs.run_plan), its timed step
+(nas.costs.step_timing), the
 lines a slow CPU run gets, and that quick runs (the tests' own) are not timed at all."""
 
 from __future__ import annotations

@@ -326,7 +326,8 @@ def test_inference_imports_no_optuna():
     code = (
         "import nas, sys; nas.load_model; nas.predict; "
         "import nas.run.export, nas.run.export_check, nas.run.model_card; "
-        "print(sorted(m for m in ('optuna', 'nas.search.loop', 'nas.run.retrain') if m in sys.modules))"
+        "print(sorted(m for m in ('optuna', 'nas.search.loop', 'nas.run.retrain')"
+        " if m in sys.modules))"
     )
     assert fresh_python(code) == "[]"
 

@@ -1,4 +1,5 @@
-"""nas.search.time_budget: reading --time-limit, the stop rule at its boundary with a fake clock, and a
+"""nas.search.time_budget: reading --time-limit, the stop rule at its boundary with a fake clock,
+and a
 real search (tiny space, synthetic data, SQLite) stopped by a budget whose clock counts epochs."""
 
 from __future__ import annotations

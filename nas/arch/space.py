@@ -2,8 +2,9 @@
 reader), the built-in spaces, and sampling from it.
 
 A search space file (see nas/spaces/resnet.yaml and the README) names, for the ResNet family
-of `nas.arch.architecture`: the stem width and stem type (`cifar`, `imagenet`: one, or a list to search), the
-range of residual layer counts, width choices and block-count ranges (one for every layer, or one
+of `nas.arch.architecture`: the stem width and stem type (`cifar`, `imagenet`: one, or a list to
+search), the range of residual layer counts, width choices and block-count ranges (one for every
+layer, or one
 per layer), conv and skip kernel choices, whether the kernels are shared by all layers or chosen
 per layer, and a one-line `description` of what the space is for (`nas space --list` shows it).
 

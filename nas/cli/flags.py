@@ -184,8 +184,8 @@ def warn_about_precision(requested: str, device_names: Sequence[str]) -> None:
 
 
 def announce_image_size(data: DataConfig) -> DataConfig:
-    """`data` at the image size it trains at (`nas.data.loading.choose_image_size`), printing the one
-    line that says the size and why wherever images are resized."""
+    """`data` at the image size it trains at (`nas.data.loading.choose_image_size`), printing the
+    one line that says the size and why wherever images are resized."""
     from nas.data.loading import choose_image_size
 
     data, line = choose_image_size(data)

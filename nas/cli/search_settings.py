@@ -1,7 +1,7 @@
 """Owns the settings `nas search`'s flags make: the search, data and recipe configs they ask
 for, with `--smoke`'s values and the flags that cannot go together refused in one sentence.
-Building them loads neither torch nor optuna (`--time-limit` is read by nas.search.time_budget, which
-reads study records, only once a search runs)."""
+Building them loads neither torch nor optuna (`--time-limit` is read by nas.search.time_budget,
+which reads study records, only once a search runs)."""
 
 from __future__ import annotations
 
@@ -80,8 +80,8 @@ def search_settings(args: argparse.Namespace):
 
 
 def _time_limit(text: str | None) -> float | None:
-    """--time-limit in seconds. nas.search.time_budget reads study records (optuna), so it loads only
-    when a search runs: `nas --help` and the other reading commands never import optuna."""
+    """--time-limit in seconds. nas.search.time_budget reads study records (optuna), so it loads
+    only when a search runs: `nas --help` and the other reading commands never import optuna."""
     if text is None:
         return None
     from nas.search.time_budget import parse_duration

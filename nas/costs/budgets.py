@@ -241,8 +241,8 @@ class Gate:
 
 
 def record_verdict(trial, verdict: Verdict) -> None:
-    """Write a verdict on a trial (`records` keys); the caller (`nas.search.objective`) also hands its
-    relative excesses to the samplers (`nas.search.samplers.record_constraints`)."""
+    """Write a verdict on a trial (`records` keys); the caller (`nas.search.objective`) also hands
+    its relative excesses to the samplers (`nas.search.samplers.record_constraints`)."""
     trial.set_user_attr(records.MACS, int(verdict.costs["macs"]))
     if "latency" in verdict.costs:
         trial.set_user_attr(records.LATENCY_MS, verdict.costs["latency"])

@@ -2,9 +2,9 @@
 estimated from the architecture alone anywhere else.
 
 `training_memory`: on CUDA it is measured (`torch.cuda.max_memory_allocated` over two training
-steps of `nas.train.step.TrainingStep` under the run's precision, cuDNN autotuning on for those steps
-only, as `nas.train.fit.fit` runs them); anywhere else it is estimated from the architecture alone
-(`estimate_training_memory`, whose docstring gives the model) and labelled `measured=False`.
+steps of `nas.train.step.TrainingStep` under the run's precision, cuDNN autotuning on for those
+steps only, as `nas.train.fit.fit` runs them); anywhere else it is estimated from the architecture
+alone (`estimate_training_memory`, whose docstring gives the model) and labelled `measured=False`.
 Neither counts the data path's own device memory (`nas.data.batches` keeps the training split and
 two augmented chunks on the device), torch's or CUDA's fixed overhead (the CUDA context, cuDNN
 workspaces), or the allocator's rounding.
@@ -75,7 +75,7 @@ class TrainingMemory:
 
 
 def _padded(channels: int, size: int, kernel: int) -> int:
-    """Floats of the copy `F.pad` makes for an even kernel (nas.train.model.PaddedConv2d); 0 if odd."""
+    """Floats of the copy `F.pad` makes for an even kernel (`PaddedConv2d`); 0 if odd."""
     return 0 if kernel % 2 else channels * (size + kernel - 1) ** 2
 
 

@@ -44,7 +44,7 @@ class DataShape:
 
 
 def data_shape(data: DataConfig) -> DataShape | None:
-    """The split sizes `nas.data.loading.load_splits` would give, or None when unknown (no folder)."""
+    """The split sizes `load_splits` would give, or None when unknown (no folder)."""
     if data.dataset in ("cifar10", "cifar100"):
         total, test, classes = CIFAR_TRAIN, CIFAR_TEST, 10 if data.dataset == "cifar10" else 100
     elif data.dataset == "synthetic":

@@ -33,8 +33,9 @@ class StepTiming:
 def time_training_step(
     arch: Architecture, recipe, image_size: int, *, budget: float = TIMING_SECONDS
 ) -> StepTiming:
-    """Time the recipe's training step (`nas.train.step.TrainingStep` under the run's precision, with
-    its optimizer and memory layout, cuDNN autotuning on as `nas.train.fit.fit` runs) for `arch` on
+    """Time the recipe's training step (`nas.train.step.TrainingStep` under the run's precision,
+    with its optimizer and memory layout, cuDNN autotuning on as `nas.train.fit.fit` runs) for
+    `arch` on
     random images at `recipe.device`; the global random state and the autotuning setting are
     left as they were.
 

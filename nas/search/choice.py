@@ -50,8 +50,8 @@ def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
 def choose_from_study(
     study: optuna.Study, trial_number: int | None = None, pick: Pick | None = None
 ) -> StudyChoice:
-    """Trial `trial_number`, or the trained trial `pick` names (`nas.search.front`: the most accurate,
-    or the cheapest within some points of it), with the study's recorded settings."""
+    """Trial `trial_number`, or the trained trial `pick` names (`nas.search.front`: the most
+    accurate, or the cheapest within some points of it), with the study's recorded settings."""
     if trial_number is not None:
         trial, why = _numbered_trial(study, trial_number), f"trial {trial_number}, as asked"
     else:
@@ -90,8 +90,8 @@ def _picked_trial(study: optuna.Study, pick: Pick) -> tuple[FrozenTrial, str]:
     cost = records.objective_of(study.user_attrs)[1]
     trials = study.get_trials(deepcopy=False)
     if pick.how == "best" and confirmations(study):
-        # the search named its winner by the mean over its seeds (nas.search.winner): retrain that one,
-        # not a candidate whose single run was luckier
+        # the search named its winner by the mean over its seeds (nas.search.winner): retrain that
+        # one, not a candidate whose single run was luckier
         trial, score = winner(study, trials)
         return trial, f"the search's confirmed winner: mean val accuracy {score:.2%} over its seeds"
     trial = pick_trial(trials, cost, pick)

@@ -1,7 +1,7 @@
 """Owns the search: the loop that asks for trials until the study holds its target, stop rules
 and resume. Its settings are `nas.config.search.SearchConfig`; what a study records and what a
-resume must match is nas.search.study_setup; what one trial does is nas.search.objective; the store itself is
-nas.storage; the trial counts and progress outcomes are nas.search.progress; a streak of
+resume must match is nas.search.study_setup; what one trial does is nas.search.objective; the store
+itself is nas.storage; the trial counts and progress outcomes are nas.search.progress; a streak of
 untrained candidates and the wait for other workers' trials are nas.search.progress.
 
 Claims:
@@ -17,8 +17,8 @@ Claims:
   resuming with a different budget, objective, space, or any setting declared `kept` on
   `DataConfig`/`TrainConfig` is refused. Trials left RUNNING by a killed process are failed by
   Optuna's heartbeat check and their parameters retried.
-- With a `TimeBudget` (`nas.search.time_budget`) no new trial starts once the time left cannot hold one
-  more at this run's measured pace plus the confirmation runs still to come; the run then
+- With a `TimeBudget` (`nas.search.time_budget`) no new trial starts once the time left cannot hold
+one more at this run's measured pace plus the confirmation runs still to come; the run then
   confirms and returns, `time_budget.stopped` set.
 - Before a single-objective search returns, its top `confirm` candidates are trained again with
   another seed (`nas.search.confirm`), so the best it names is confirmed; one worker does it.
@@ -267,8 +267,8 @@ def confirm(
     stop: Callable[[], bool],
     time_budget: TimeBudget | None,
 ) -> optuna.Study:
-    """Confirm the top `config.confirm` candidates (`nas.search.confirm`) before the search names its
-    best; a Pareto study names a front, not one best, and confirms nothing."""
+    """Confirm the top `config.confirm` candidates (`nas.search.confirm`) before the search names
+    its best; a Pareto study names a front, not one best, and confirms nothing."""
     if config.pareto or not config.confirm or not unconfirmed(study, config.confirm):
         return study
     clock = time_budget.clock if time_budget is not None else time.monotonic

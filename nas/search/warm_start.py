@@ -1,6 +1,7 @@
 """Owns what a new study trains first, its warm start: a Pareto study's ladder of sizes across
 the budget, then the reference study's models the space holds within the budgets, each queued
-with `records.WARM_START` naming it (`nas.search.study_setup` calls it once, when it creates a study).
+with `records.WARM_START` naming it (`nas.search.study_setup` calls it once, when it creates a
+study).
 
 Claims:
 - The reference models queued are those the space can express whose parameters and MACs,

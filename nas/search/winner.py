@@ -1,6 +1,6 @@
 """Owns which trial a search names best and how sure it is: the candidates a confirmation run
-trains again (`nas.search.confirm`), the confirmation records on the study, the winner, and the first
-lines of the summary and the report ("how good is the winner, and how sure are we"). Reads the
+trains again (`nas.search.confirm`), the confirmation records on the study, the winner, and the
+first lines of the summary and the report ("how good is the winner, and how sure are we"). Reads the
 records contract only: no torch.
 
 Claims:

@@ -1,6 +1,6 @@
 """Owns the torch side of devices: a device name as a usable `torch.device` (the decision is
-`nas.config.machine.device_name`, from the GPUs torch sees), waiting for a device's queued work before
-a clock is read, and making the training GPU the current one while a run uses it.
+`nas.config.machine.device_name`, from the GPUs torch sees), waiting for a device's queued work
+before a clock is read, and making the training GPU the current one while a run uses it.
 
 Why the current GPU matters: `--device cuda:1` names the GPU for the tensors we place, but work
 that names no device goes to the current GPU, GPU 0 unless someone says otherwise: the

@@ -92,7 +92,7 @@ def make_trainer(model: nn.Module, config: TrainConfig, device: torch.device) ->
 
 
 def checkpoint_state(trainer: Trainer, result: FitResult, config, extra) -> dict[str, Any]:
-    """What `nas.train.checkpoint.save_checkpoint` writes after an epoch: enough to go on from it."""
+    """What `save_checkpoint` writes after an epoch: enough to go on from it."""
     return {
         "format": 1,
         "model": trainer.model.state_dict(),

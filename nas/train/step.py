@@ -1,7 +1,7 @@
 """Owns the one training step (forward, cross-entropy loss, backward, optimizer step, under a
-`nas.train.precision.Precision`) and the optimizer it steps. The trainer (`nas.train.fit`), the memory
-measurement (`nas.costs.memory`), the step timing (`nas.costs.step_timing`), `nas doctor` and the
-benchmarks all train through `TrainingStep`, so a fix to the step is made once.
+`nas.train.precision.Precision`) and the optimizer it steps. The trainer (`nas.train.fit`), the
+memory measurement (`nas.costs.memory`), the step timing (`nas.costs.step_timing`), `nas doctor` and
+the benchmarks all train through `TrainingStep`, so a fix to the step is made once.
 
 Claims:
 - `TrainingStep` reads nothing back to the host: it returns the loss and the logits as
