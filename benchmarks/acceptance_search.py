@@ -14,7 +14,8 @@ from acceptance_checks import Context, Result
 
 from nas import records
 from nas.arch.counts import count_params
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 
 OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny
 name: oom

@@ -44,8 +44,9 @@ from torch.utils.data import DataLoader, Dataset
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
+from nas.config.data import DataConfig
 from nas.config.machine import usable_cpus
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.recipe import TrainConfig
 from nas.data.augment import BatchAugmenter, normalize_batch
 from nas.data.batches import memory_format
 from nas.data.loading import Splits, TensorData, load_splits

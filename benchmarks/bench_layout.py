@@ -22,7 +22,8 @@ import torch
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.data.loading import load_splits
 from nas.train.fit import fit, set_seed
 from nas.train.model import build_model

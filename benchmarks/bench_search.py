@@ -70,8 +70,9 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
+from nas.config.data import DataConfig
 from nas.config.machine import usable_cpus
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
 from nas.search.loop import run_search

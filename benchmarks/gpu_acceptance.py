@@ -55,7 +55,8 @@ import torch
 from acceptance_checks import Context, Result, arch_named, take
 
 from nas.arch.counts import count_macs
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.data.loading import load_splits
 from nas.errors import DataError, UserError
 from nas.files import write_atomic

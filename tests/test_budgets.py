@@ -22,7 +22,8 @@ from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.costs import describe_limits
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets, Gate, Verdict
 from nas.costs.latency import LatencySetup, measure_latency

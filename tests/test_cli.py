@@ -16,7 +16,7 @@ import pytest
 
 from nas.arch.space import SearchSpace, builtin_spaces
 from nas.cli.main import build_parser, main
-from nas.config.recipe import DataConfig
+from nas.config.data import DataConfig
 
 from helpers import run_in_process
 

@@ -12,7 +12,8 @@ from optuna.trial import TrialState, create_trial
 
 from nas import records
 from nas.arch.architecture import Architecture
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.data.loading import load_splits
 from nas.search.confirm import SEED_OFFSET, confirm_top
 from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.config.recipe import DataConfig
+from nas.config.data import DataConfig
 from nas.data.loading import CIFAR10_MEAN, CIFAR10_STD, TensorData, load_splits
 from nas.errors import DataError, UserError
 

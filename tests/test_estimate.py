@@ -21,7 +21,8 @@ from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.costs.estimate import (
     ADVICE_HOURS,

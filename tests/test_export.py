@@ -24,7 +24,8 @@ import nas
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs
 from nas.cli.main import main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.data.loading import load_splits
 from nas.errors import UserError
 from nas.run.export import NormalizedModel, export_run, torchscript_bytes

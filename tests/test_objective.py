@@ -13,7 +13,8 @@ import torch
 from optuna.trial import TrialState
 
 from nas import records
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.data.loading import TensorData, load_splits
 from nas.errors import UserError

@@ -20,7 +20,8 @@ from nas import records
 from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.report.figures import PARETO_TRACE, build_figures

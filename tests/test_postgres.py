@@ -28,7 +28,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.records import is_trained
 from nas.search.loop import run_search

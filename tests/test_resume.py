@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from nas.arch.architecture import Architecture
+from nas.config.data import DataConfig
 from nas.config.kept import kept_names
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.recipe import TrainConfig
 from nas.data.batches import make_batches
 from nas.data.loading import load_splits
 from nas.errors import UserError

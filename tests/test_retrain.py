@@ -19,7 +19,8 @@ import torch
 import nas
 from nas import records
 from nas.cli.main import main, retrain_main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
 from nas.search.loop import run_search

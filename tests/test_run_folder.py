@@ -15,7 +15,8 @@ from PIL import Image
 
 from nas.arch.architecture import Architecture
 from nas.cli.main import main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.errors import UserError
 from nas.run.folder import (
     METRICS,

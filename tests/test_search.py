@@ -31,7 +31,8 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.errors import UserError
 from nas.records import is_trained

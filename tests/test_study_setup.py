@@ -11,7 +11,8 @@ import pytest
 
 from nas import records
 from nas.arch.space import SearchSpace
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.errors import UserError
 from nas.search.loop import open_study

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from nas import records
-from nas.config.recipe import DataConfig
+from nas.config.data import DataConfig
 from nas.config.search import SearchConfig
 from nas.errors import UserError
 from nas.search.loop import run_search

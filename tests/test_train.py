@@ -18,7 +18,8 @@ from torch import nn
 import nas.data.batches
 import nas.data.device_memory
 from nas.arch.architecture import Architecture
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.data.batches import memory_format
 from nas.data.loading import load_splits
 from nas.errors import UserError

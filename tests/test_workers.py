@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.data.loading import load_splits

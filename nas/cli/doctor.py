@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from nas.cli.common import Parser, format_table, interactive
-from nas.config.recipe import DOCTOR_SECONDS
+from nas.config.outputs import DOCTOR_SECONDS
 
 EXIT_UNHEALTHY = 1  # a check failed: the report names it
 

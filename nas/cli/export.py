@@ -17,16 +17,16 @@ import sys
 from pathlib import Path
 
 from nas.cli.common import Parser, format_table, interactive, positive_int
-from nas.config.recipe import (
+from nas.config.outputs import (
     DEFAULT_OPSET,
     DEFAULT_TOP,
-    EXPORT_FILES,
     EXPORT_FORMATS,
     EXPORT_TOLERANCE,
     OPSETS,
     PREDICT_BATCH,
 )
 from nas.errors import UserError
+from nas.run.folder import EXPORT_FILES
 
 PREDICT_FORMATS = ("table", "json", "csv")
 

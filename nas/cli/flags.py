@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from nas.cli.common import non_negative_float, non_negative_int, positive_float, positive_int
+from nas.config.data import DATASETS, DataConfig
 from nas.config.recipe import (
     AUGMENTATIONS,
-    DATASETS,
     OPTIMIZERS,
     POLICY_NAMES,
     PRECISION_HELP,
     PRECISIONS,
-    DataConfig,
     TrainConfig,
 )
 from nas.config.search import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV

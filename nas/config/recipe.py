@@ -15,15 +15,12 @@ Claims:
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from nas.config.kept import kept
-from nas.errors import DataError, UserError
+from nas.errors import UserError
 
 # ---- choices -------------------------------------------------------------------------------
 
@@ -31,24 +28,12 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 AUGMENTATIONS = ("recipe", "basic", "none")  # all of RECIPE.md's | rotation, flip, crop | none
 POLICY_NAMES = ("cifar10", "svhn", "imagenet")  # torchvision's AutoAugment policies
 DATA_PATHS = ("auto", "device", "loader")  # where training batches are augmented
-DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
 # what a training step computes in (nas.train.precision decides what auto means on a device)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PRECISION_HELP = (
     "auto: bf16 at compute capability 8.0 or more, fp16 with a gradient scaler below, "
     "fp32 on the CPU"
 )
-
-# ---- the commands on a finished run ---------------------------------------------------------
-
-EXPORT_FORMATS = ("onnx", "torchscript")
-EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # in the run folder
-DEFAULT_OPSET = 17  # ONNX opset: supported by onnxruntime >= 1.14 and every current runtime
-OPSETS = (9, 20)  # the opsets torch's TorchScript-based ONNX exporter supports (inclusive)
-EXPORT_TOLERANCE = 1e-4  # largest absolute logit difference an export may show
-PREDICT_BATCH = 64  # images per forward pass when predicting a folder
-DEFAULT_TOP = 3  # class names shown per image
-DOCTOR_SECONDS = 5.0  # how long `nas doctor`'s training steps run (after one warm-up step)
 
 
 @dataclass(frozen=True)
@@ -153,65 +138,3 @@ def _whole(name: str, value: object, minimum: int) -> None:
 def _finite(value: object) -> bool:
     """A real number (not a bool, not NaN or infinite): comparisons then mean something."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: str = kept("cifar10")  # cifar10 | cifar100 | imagefolder | synthetic
-    data_dir: str = "data"  # folder datasets are downloaded to / read from
-    # pixels square the images are held and trained at; None: the dataset's own, decided and said
-    # by nas.data.loading.choose_image_size (CIFAR's 32, an image folder's median side up to 224)
-    image_size: int | None = kept(None)
-    val_fraction: float = kept(0.1)  # share of the training split held out for validation (recipe)
-    split_seed: int = kept(0)  # seed of the validation split: one split for all trials and retrains
-    subset: int | None = kept(None)  # only this many training images (after the split); None: all
-    synthetic_size: int = kept(1000)  # synthetic: images in the train split (test gets a fifth)
-    synthetic_classes: int = kept(10)  # synthetic: number of classes
-    download: bool = True  # download CIFAR into data_dir on first use
-    verify: bool = True  # False accepts CIFAR files in data_dir without torchvision's MD5 check
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data_dir, os.PathLike):
-            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
-        if self.dataset not in DATASETS:
-            raise DataError(
-                f"Unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}."
-            )
-        if not isinstance(self.data_dir, str) or not self.data_dir:
-            raise DataError(f"data_dir must be a folder path, got {self.data_dir!r}.")
-        if self.image_size is not None:
-            _require_int("image_size", self.image_size, minimum=1)
-        _require_int("split_seed", self.split_seed, minimum=0)
-        _require_int("synthetic_size", self.synthetic_size, minimum=2)
-        _require_int("synthetic_classes", self.synthetic_classes, minimum=2)
-        if self.subset is not None:
-            _require_int("subset", self.subset, minimum=1)
-        fraction = self.val_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-            raise DataError(f"val_fraction must be a number between 0 and 1, got {fraction!r}.")
-        if not 0.0 < fraction < 1.0:
-            raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {fraction}.")
-        for name in ("download", "verify"):
-            if not isinstance(getattr(self, name), bool):
-                raise DataError(f"{name} must be true or false, got {getattr(self, name)!r}.")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> DataConfig:
-        if not isinstance(d, Mapping):
-            raise DataError(f"Data settings must be a mapping of names to values, got {d!r}.")
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(
-                f"Unknown data setting(s) {', '.join(map(repr, unknown))}: "
-                f"use only {', '.join(sorted(known))}."
-            )
-        return cls(**d)
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DataError(f"{name} must be a whole number of at least {minimum}, got {value!r}.")

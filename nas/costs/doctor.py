@@ -35,7 +35,8 @@ from pathlib import Path
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.config.machine import usable_cpus
-from nas.config.recipe import DOCTOR_SECONDS, TrainConfig
+from nas.config.outputs import DOCTOR_SECONDS
+from nas.config.recipe import TrainConfig
 
 # a narrow member of the ResNet family (126k parameters) that trains fast on any device
 DOCTOR_ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)

@@ -23,8 +23,8 @@ from dataclasses import replace
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
+from nas.config.data import DataConfig
 from nas.config.machine import usable_cpus
-from nas.config.recipe import DataConfig
 from nas.costs.run_plan import RunPlan, data_shape, typical_candidate
 from nas.costs.step_timing import time_training_step
 from nas.errors import UserError

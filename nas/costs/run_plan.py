@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
-from nas.config.recipe import DataConfig
+from nas.config.data import DataConfig
 
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward twice the forward
 VALIDATION_SHARE = 1 / 3  # a validation image costs the forward third of a training image

@@ -1,6 +1,6 @@
 """Owns the data: datasets, the fixed validation split, normalisation statistics, and how many
 loader workers a device gets (the loaders are `nas.data.batches`); the data's settings are
-`nas.config.recipe.DataConfig`.
+`nas.config.data.DataConfig`.
 
 What this module claims:
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from nas.config.recipe import DataConfig
+from nas.config.data import DataConfig
 from nas.errors import DataError
 from nas.config.machine import usable_cpus
 from nas.data.readers import folder_image_sizes, read_dataset

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from nas.config.recipe import DataConfig
+from nas.config.data import DataConfig
 from nas.errors import DataError
 from nas.config.machine import usable_cpus
 

@@ -29,12 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.config.recipe import (
-    DEFAULT_OPSET,
-    EXPORT_FILES,
-    EXPORT_FORMATS,
-    OPSETS,
-)
+from nas.config.outputs import DEFAULT_OPSET, EXPORT_FORMATS, OPSETS
 from nas.errors import UserError
 from nas.files import write_atomic
 from nas.run.export_check import (
@@ -47,6 +42,7 @@ from nas.run.export_check import (
     scaled,
     verification_images,
 )
+from nas.run.folder import EXPORT_FILES
 from nas.run.inference import RunModel, load_run
 
 OUTPUT_NAME = "logits"  # the exported graph's output

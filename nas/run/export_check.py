@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas.config.recipe import EXPORT_TOLERANCE, DataConfig
+from nas.config.data import DataConfig
+from nas.config.outputs import EXPORT_TOLERANCE
 from nas.data.readers import read_dataset
 from nas.errors import UserError
 from nas.run.inference import RunModel, load_run

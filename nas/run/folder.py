@@ -31,6 +31,7 @@ HISTORY = "history.csv"  # one row per epoch
 CURVES = "curves.html"  # loss and accuracy per epoch, train vs validation
 CHECKPOINT = "checkpoint.ckpt"  # resumable state, rewritten every epoch
 MODEL_CARD = "MODEL.md"  # what the model is and how to use it
+EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # nas export's
 FILES = (WEIGHTS, ARCHITECTURE, METRICS, HISTORY, CURVES, CHECKPOINT, MODEL_CARD)
 ARTIFACTS = (CURVES, METRICS, HISTORY)  # what a retrain of a study shows in optuna-dashboard
 

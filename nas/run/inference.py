@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from nas.config.recipe import DEFAULT_TOP, PREDICT_BATCH
+from nas.config.outputs import DEFAULT_TOP, PREDICT_BATCH
 from nas.data.augment import normalize_batch
 from nas.data.readers import IMAGE_EXTENSIONS
 from nas.errors import UserError

@@ -19,10 +19,11 @@ from pathlib import Path
 from nas.arch.architecture import POOL_KERNEL, Architecture
 from nas.arch.counts import count_macs, param_table
 from nas.commands import join, retrain_command
-from nas.config.recipe import EXPORT_FILES, DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.run import folder as run_folder
 from nas.run.export import input_contract
-from nas.run.folder import RunMetrics
+from nas.run.folder import EXPORT_FILES, RunMetrics
 
 # What `nas retrain --arch` sets from its flags; any other setting comes from the defaults.
 DATA_FLAGS = {

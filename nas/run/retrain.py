@@ -34,7 +34,8 @@ from optuna.trial import FrozenTrial
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.data.loading import Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.files import write_atomic

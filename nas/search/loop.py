@@ -42,7 +42,8 @@ from nas import records
 from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.config.costs import format_cost
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.data import DataConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.data.batches import data_path_line

@@ -25,8 +25,9 @@ import optuna
 from nas import __version__, records
 from nas.arch.space import SearchSpace
 from nas.config.costs import COSTS
+from nas.config.data import DataConfig
 from nas.config.kept import kept_values
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.errors import UserError

@@ -33,8 +33,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nas.config.data import DataConfig
 from nas.config.machine import usable_cpus, worker_devices
-from nas.config.recipe import DataConfig, TrainConfig
+from nas.config.recipe import TrainConfig
 from nas.config.search import SearchConfig
 from nas.errors import (
     EXIT_INTERRUPTED,
