@@ -21,7 +21,7 @@ import torch
 
 from nas.arch.architecture import Architecture
 from nas.arch.presets import PRESETS
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.data.augment import (
     AugmentDraws,
     augment_batch,
@@ -260,7 +260,7 @@ def train_losses(arch, ctx: Context, batches, precision: Precision, optimizer_ki
     """Per-step training losses of `arch` from seed 0 on `batches` under `precision`: the
     recipe's optimizer (`make_optimizer`: fused Adam on CUDA), or torch's Adam with `fused` or
     `foreach`."""
-    config = TrainConfig(device=str(ctx.device))
+    config = Recipe(device=str(ctx.device))
     layout = memory_format(config, ctx.device)
     set_seed(0)
     model = build_model(arch).to(device=ctx.device, memory_format=layout)
@@ -278,7 +278,7 @@ def train_losses(arch, ctx: Context, batches, precision: Precision, optimizer_ki
 def step_seconds(arch, ctx: Context, batches, precision: Precision) -> float:
     """Mean seconds of one training step of `arch` under `precision` (cuDNN autotuning on, as
     `fit` trains), over `batches` after as many warm-up steps, synchronised at both ends."""
-    config = TrainConfig(device=str(ctx.device))
+    config = Recipe(device=str(ctx.device))
     layout = memory_format(config, ctx.device)
     set_seed(0)
     model = build_model(arch).to(device=ctx.device, memory_format=layout)
@@ -414,7 +414,7 @@ def check_compile(ctx: Context) -> Result:
     runs = {}
     for compiled in (False, True):
         set_seed(0)
-        config = TrainConfig(epochs=2, device=str(ctx.device), compile=compiled)
+        config = Recipe(epochs=2, device=str(ctx.device), compile=compiled)
         runs[compiled] = fit(build_model(arch), splits, config, progress=False)
     eager, compiled = runs[False], runs[True]
     ok = compiled.compile_seconds > 0 and all(

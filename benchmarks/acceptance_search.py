@@ -15,7 +15,7 @@ from acceptance_checks import Context, Result
 from nas import records
 from nas.arch.counts import count_params
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 
 OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny
 name: oom
@@ -46,7 +46,7 @@ def check_oom(ctx: Context) -> Result:
         storage=f"sqlite:///{ctx.scratch / 'oom.db'}", sampler="random", pruner="none",
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", synthetic_size=OOM_BATCH + 1024, subset=OOM_BATCH)
-    recipe = TrainConfig(epochs=1, batch_size=OOM_BATCH, augment="none", device=str(ctx.device))
+    recipe = Recipe(epochs=1, batch_size=OOM_BATCH, augment="none", device=str(ctx.device))
     study = open_study(config, space, data, recipe, num_classes=10, image_size=32)
     shared = {"layers": 2, "conv_kernel": 3, "skip_kernel": 1}
     study.enqueue_trial(
@@ -95,7 +95,7 @@ def check_workers(ctx: Context) -> Result:
         storage=f"sqlite:///{ctx.scratch / 'workers.db'}", pruner="none",
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", subset=128 if ctx.cuda else 64)
-    recipe = TrainConfig(epochs=1, augment="recipe", device=devices[0])
+    recipe = Recipe(epochs=1, augment="recipe", device=devices[0])
     if ctx.cuda:
         torch.cuda.empty_cache()  # the workers need the memory this process cached
     with _environment(OMP_NUM_THREADS="1") if not ctx.cuda else contextlib.nullcontext():
@@ -155,7 +155,7 @@ def check_costs(ctx: Context) -> Result:
     setup = LatencySetup(device=device, batch=1, threads=1)
     first, second = (measure_latency(arch, 32, setup) for _ in range(2))
     disagreement = abs(first.median_ms - second.median_ms) / min(first.median_ms, second.median_ms)
-    recipe = TrainConfig(batch_size=64, device=device)
+    recipe = Recipe(batch_size=64, device=device)
     memory = training_memory(arch, 32, recipe, device)
     estimate = estimate_training_memory(arch, 32, 64, recipe.optimizer)
     store = ctx.scratch / "costs.db"

@@ -7,7 +7,7 @@ ToTensor, Normalize, in a DataLoader with `--workers` processes (the study: 2), 
 Adam 1e-3, ReduceLROnPlateau on the validation loss, float32, the model in the default memory
 format, `.item()` after every step for the running loss and accuracy, a validation pass every
 epoch, a deep copy of the best weights.
-(b) Ours: `nas.train.fit.fit` with the default `TrainConfig` for the device (auto data path; on
+(b) Ours: `nas.train.fit.fit` with the default `Recipe` for the device (auto data path; on
 CUDA the precision `nas.train.precision` picks and channels_last), same architecture, same data,
 same number of epochs.
 (c) The floor: the same model's training steps (`nas.train.step.TrainingStep`: the recipe's
@@ -46,7 +46,7 @@ from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
 from nas.config.data import DataConfig
 from nas.config.machine import usable_cpus
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.data.augment import BatchAugmenter, normalize_batch
 from nas.data.batches import memory_format
 from nas.data.loading import Splits, TensorData, load_splits
@@ -139,7 +139,7 @@ def reference_epochs(model, splits: Splits, epochs: int, workers: int, device):
     return seconds, best_state
 
 
-def floor_epochs(model, splits: Splits, config: TrainConfig, epochs: int, device) -> list[float]:
+def floor_epochs(model, splits: Splits, config: Recipe, epochs: int, device) -> list[float]:
     """The floor: wall seconds of each epoch of `model`'s training steps on tensors augmented
     (the recipe, batched, the same draws for every epoch) and normalised once beforehand,
     already on `device` in the training layout, plus the validation forward pass; the same
@@ -283,7 +283,7 @@ def main() -> None:
         results["reference"], text = summary(seconds, train_n, val_n)
         print(f"reference loop ({args.workers} workers, PIL per image, fp32): {text}")
     if not args.skip_ours:
-        config = TrainConfig(epochs=args.epochs, device=str(device), compile=args.compile,
+        config = Recipe(epochs=args.epochs, device=str(device), compile=args.compile,
                              seed=args.seed)  # fmt: skip
         set_seed(args.seed)
         result = fit(build_model(arch), splits, config, progress=False)
@@ -294,7 +294,7 @@ def main() -> None:
         if args.compile:
             print(f"compile time, apart from the epochs: {result.compile_seconds:.1f} s")
     if not args.skip_floor:
-        config = TrainConfig(device=str(device), seed=args.seed)
+        config = Recipe(device=str(device), seed=args.seed)
         set_seed(args.seed)
         seconds = floor_epochs(build_model(arch), splits, config, args.epochs, device)
         results["floor"], text = summary(seconds, train_n, val_n)

@@ -40,7 +40,7 @@ from nas.arch.counts import count_macs, count_params
 from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
 from nas.config.machine import usable_cpus
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.costs.latency import MIN_RUNS, MIN_SECONDS, WARMUP_RUNS, LatencySetup, measure_latency
 from nas.costs.memory import MB, estimate_training_memory
 from nas.train.model import build_model
@@ -173,7 +173,7 @@ def memory_row(arch: Architecture, image_size: int, batch: int) -> str:
         module.register_forward_hook(sample)
     cpu = torch.device("cpu")
     step = TrainingStep(
-        model, make_optimizer(model, TrainConfig(), cpu), precision_for("fp32", cpu)
+        model, make_optimizer(model, Recipe(), cpu), precision_for("fp32", cpu)
     )
     images = torch.randn(batch, arch.in_channels, image_size, image_size)
     labels = torch.randint(0, arch.num_classes, (batch,))

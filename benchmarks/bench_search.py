@@ -72,7 +72,7 @@ from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
 from nas.config.data import DataConfig
 from nas.config.machine import usable_cpus
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
 from nas.search.loop import run_search
@@ -136,8 +136,8 @@ def write_digits(folder: Path, test_images: int) -> None:
             Image.fromarray(pixels[index], mode="L").save(path)
 
 
-def recipe_for(args, seed: int) -> TrainConfig:
-    return TrainConfig(
+def recipe_for(args, seed: int) -> Recipe:
+    return Recipe(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -157,7 +157,7 @@ def data_config(args) -> DataConfig:
     )
 
 
-def train_once(arch: Architecture, splits, recipe: TrainConfig, cache: Path | None = None):
+def train_once(arch: Architecture, splits, recipe: Recipe, cache: Path | None = None):
     """(best validation accuracy, test accuracy of the lowest-validation-loss weights).
 
     Training on the CPU with one thread is deterministic, so a run is kept in `cache` (one

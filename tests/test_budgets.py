@@ -23,7 +23,7 @@ from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.costs import describe_limits
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets, Gate, Verdict
 from nas.costs.latency import LatencySetup, measure_latency
@@ -39,7 +39,7 @@ pytestmark = [
 
 SMALL = Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
 LARGE = Architecture((16, 16, 16), (2, 2, 2), conv_kernel=3, skip_kernel=3, stem=8)
-RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=60)
 
 

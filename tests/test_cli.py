@@ -64,11 +64,11 @@ def test_the_top_level_help_lists_the_commands_not_the_module_docstring():
 
 def test_defaults_are_the_config_dataclasses_own():
     from nas.cli.search_settings import search_settings
-    from nas.config.recipe import TrainConfig
+    from nas.config.recipe import Recipe
     from nas.config.search import SEARCH_EPOCHS, SearchConfig
 
     config, data, recipe = search_settings(build_parser().parse_args(["search"]))
-    assert recipe == TrainConfig(epochs=SEARCH_EPOCHS)  # the reference recipe, 40 epochs
+    assert recipe == Recipe(epochs=SEARCH_EPOCHS)  # the reference recipe, 40 epochs
     assert (config.sampler, config.pruner, config.budget, config.space) == (
         SearchConfig.sampler,
         SearchConfig.pruner,
@@ -76,7 +76,7 @@ def test_defaults_are_the_config_dataclasses_own():
         SearchConfig.space,
     )
     assert data == DataConfig()
-    assert build_parser().parse_args(["retrain"]).epochs == TrainConfig.epochs == 150
+    assert build_parser().parse_args(["retrain"]).epochs == Recipe.epochs == 150
 
 
 def test_smoke_settings_leave_the_parsed_flags_as_they_were():

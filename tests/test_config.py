@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.config.kept import kept_names
-from nas.config.recipe import POLICY_NAMES, PRECISIONS, TrainConfig
+from nas.config.fields import kept_names
+from nas.config.machine import PRECISIONS
+from nas.config.recipe import POLICY_NAMES, Recipe
 from nas.data.autoaugment import POLICIES
 from nas.errors import UserError
 
@@ -71,7 +72,7 @@ def test_autoaugment_holds_every_policy_the_settings_accept_in_their_order():
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.999])
 def test_momentum_from_zero_up_to_below_one_is_accepted(momentum):
-    assert TrainConfig(optimizer="sgd", momentum=momentum).momentum == momentum
+    assert Recipe(optimizer="sgd", momentum=momentum).momentum == momentum
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_momentum_from_zero_up_to_below_one_is_accepted(momentum):
 )
 def test_a_recipe_value_that_cannot_mean_anything_is_one_sentence(settings, fragment):
     with pytest.raises(UserError) as raised:
-        TrainConfig(**settings)
+        Recipe(**settings)
     message = str(raised.value)
     assert fragment in message
     assert "\n" not in message and message.count(". ") == 0
@@ -113,7 +114,7 @@ def test_a_recipe_value_that_cannot_mean_anything_is_one_sentence(settings, frag
     [{"momentum": 0.0}, {"weight_decay": 0.0}, {"lr_factor": 0.999}, {"epochs": 0}, {"lr": 10}],
 )
 def test_recipe_values_on_the_accepted_side_of_each_bound(settings):
-    config = TrainConfig(**settings)
+    config = Recipe(**settings)
     assert config.to_dict().items() >= settings.items()
 
 
@@ -136,10 +137,10 @@ def test_search_refuses_momentum_one_and_a_half_in_one_sentence(tmp_path):
 
 
 def test_precision_is_a_device_setting_a_resume_may_change():
-    assert TrainConfig.precision == "auto"
+    assert Recipe.precision == "auto"
     assert PRECISIONS == ("auto", "bf16", "fp16", "fp32")
-    assert "precision" not in kept_names(TrainConfig)
-    assert "amp" not in {field.name for field in dataclasses.fields(TrainConfig)}
+    assert "precision" not in kept_names(Recipe)
+    assert "amp" not in {field.name for field in dataclasses.fields(Recipe)}
 
 
 # a recipe as nas 0.1.0 stored it on a study and in a run's metrics.json, before `precision`
@@ -154,7 +155,7 @@ OLDER_RECIPE = {
 
 @pytest.mark.parametrize("amp, precision", [(True, "auto"), (False, "fp32")])
 def test_an_older_recipe_with_amp_still_loads(amp, precision):
-    recipe = TrainConfig.from_dict({**OLDER_RECIPE, "amp": amp})
+    recipe = Recipe.from_dict({**OLDER_RECIPE, "amp": amp})
     assert recipe.precision == precision
     assert (recipe.epochs, recipe.lr, recipe.device) == (40, 0.001, "auto")
     assert "amp" not in recipe.to_dict()

@@ -13,7 +13,7 @@ from optuna.trial import TrialState, create_trial
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
 from nas.search.confirm import SEED_OFFSET, confirm_top
 from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
@@ -73,7 +73,7 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
     study = new_study(tmp_path, [trained(0.5, architecture), trained(0.1, "never-built")])
-    recipe = TrainConfig(epochs=2, batch_size=16, augment="none", flip=False, seed=7, device="cpu")
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7, device="cpu")
     seen = []
     done = confirm_top(study, splits, recipe, 1, on_run=lambda n, r: seen.append(n))
     assert done == seen == [0]

@@ -22,7 +22,7 @@ from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.estimate import (
     ADVICE_HOURS,
@@ -130,7 +130,7 @@ def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_w
     torch.manual_seed(3)
     random.seed(3)
     before = torch.get_rng_state(), random.getstate()
-    timing = time_training_step(ARCH, TrainConfig(batch_size=16, device="cpu"), 32, budget=0.3)
+    timing = time_training_step(ARCH, Recipe(batch_size=16, device="cpu"), 32, budget=0.3)
     assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
     # a 2k-parameter net steps 16 images of 32 px in milliseconds: no need to time fewer
     assert timing.timed_batch == 16 and timing.steps >= 1
@@ -139,13 +139,13 @@ def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_w
 
 @pytest.mark.parametrize("batch_size", [2, 16])  # timed at the probe's size, and at its own
 def test_a_timed_step_with_no_time_left_times_exactly_one_step(batch_size):
-    recipe = TrainConfig(batch_size=batch_size, device="cpu")
+    recipe = Recipe(batch_size=batch_size, device="cpu")
     assert time_training_step(ARCH, recipe, 32, budget=0.0).steps == 1
 
 
 def test_a_timed_step_feeds_the_architecture_its_own_channels():
     gray = replace(ARCH, in_channels=1)  # a 3-channel batch would not fit its first convolution
-    timing = time_training_step(gray, TrainConfig(batch_size=4, device="cpu"), 16, budget=0.1)
+    timing = time_training_step(gray, Recipe(batch_size=4, device="cpu"), 16, budget=0.1)
     assert timing.timed_batch == 4 and timing.steps >= 1
 
 
@@ -154,7 +154,7 @@ def test_quick_runs_like_the_tests_are_not_timed(tmp_path):
         space=str(TINY), budget=8000, trials=5, storage=f"sqlite:///{tmp_path}/s.db"
     )
     data = DataConfig(dataset="synthetic", subset=48)
-    recipe = TrainConfig(epochs=2, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", device="cpu")
     with TorchCalls() as calls:  # timing a step would run the model: convolutions, a loss
         assert announce_search_cost(config, data, recipe, ["cpu"], out=pytest.fail) == []
         assert announce_retrain_cost(ARCH, data, recipe, out=pytest.fail) == []
@@ -165,7 +165,7 @@ def test_quick_runs_like_the_tests_are_not_timed(tmp_path):
 
 def test_nothing_is_printed_where_the_run_itself_will_refuse(tmp_path):
     data = DataConfig(dataset="synthetic")
-    recipe = TrainConfig(epochs=40, device="cpu")
+    recipe = Recipe(epochs=40, device="cpu")
     over = SearchConfig(space=str(TINY), budget=100)  # under the smallest candidate
     assert announce_search_cost(over, data, recipe, ["cpu"], out=pytest.fail) == []
     missing = SearchConfig(space="missing.yaml")
@@ -196,7 +196,7 @@ def test_trials_a_resumed_study_trained_are_counted_off(tmp_path):
     config = SearchConfig(space=str(TINY), budget=8000, storage=url, study="s")
     assert trained_so_far(url, "s") == 0  # no store yet: nothing is created
     assert not (tmp_path / "s.db").exists()
-    data, recipe = DataConfig(dataset="synthetic"), TrainConfig(device="cpu")
+    data, recipe = DataConfig(dataset="synthetic"), Recipe(device="cpu")
     study = open_study(config, SearchSpace.load(TINY), data, recipe, num_classes=10, image_size=32)
     for value in (0.5, 0.6):
         study.add_trial(optuna.trial.create_trial(value=value))
@@ -210,7 +210,7 @@ def test_trials_a_resumed_study_trained_are_counted_off(tmp_path):
 def test_a_long_search_prints_its_estimate_right_after_its_first_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path}/s.db"
-    data, recipe = DataConfig(dataset="synthetic"), TrainConfig(device="cpu")
+    data, recipe = DataConfig(dataset="synthetic"), Recipe(device="cpu")
     space = SearchSpace.load(TINY)
     config = SearchConfig(space=str(TINY), budget=8000, storage=url)
     open_study(config, space, data, recipe, num_classes=10, image_size=32)

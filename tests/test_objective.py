@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from nas import records
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import TensorData, load_splits
 from nas.errors import UserError
@@ -22,10 +22,10 @@ from nas.search.loop import run_search
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=100)
-RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")  # 3 steps an epoch
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")  # 3 steps an epoch
 
 
-def search(tmp_path: Path, recipe: TrainConfig, **kwargs) -> list[optuna.trial.FrozenTrial]:
+def search(tmp_path: Path, recipe: Recipe, **kwargs) -> list[optuna.trial.FrozenTrial]:
     """Search until 2 candidates in a row went untrained; the trials the store then holds."""
     url = f"sqlite:///{tmp_path}/s.db"
     config = SearchConfig(
@@ -38,7 +38,7 @@ def search(tmp_path: Path, recipe: TrainConfig, **kwargs) -> list[optuna.trial.F
 
 def test_a_loss_that_diverges_prunes_the_trial_with_its_reason(tmp_path):
     # Adam moves every weight by about lr in the first step: the second step's loss is not finite
-    trials = search(tmp_path, TrainConfig(**{**RECIPE.to_dict(), "lr": 1e30}))
+    trials = search(tmp_path, Recipe(**{**RECIPE.to_dict(), "lr": 1e30}))
     assert len(trials) == 2
     for trial in trials:
         assert trial.state == TrialState.PRUNED

@@ -21,7 +21,7 @@ from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.report.figures import PARETO_TRACE, build_figures
@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=60)
-RECIPE = TrainConfig(epochs=2, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=2, batch_size=16, augment="none", device="cpu")
 
 
 def url_of(path: Path) -> str:

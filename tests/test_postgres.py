@@ -29,7 +29,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.records import is_trained
 from nas.search.loop import run_search
@@ -237,7 +237,7 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
         grace=3,
     )
     data = DataConfig(dataset="synthetic", subset=48)
-    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
     with one_torch_thread():
         run_search(config, data, recipe)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas.cli.main import build_parser, main
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.errors import UserError
 from nas.train.precision import (
     Precision,
@@ -150,7 +150,7 @@ def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
     from nas.cli.retrain import recipe_from
     from nas.cli.search_settings import search_settings
 
-    assert TrainConfig().precision == "auto"
+    assert Recipe().precision == "auto"
     for flags, expected in (([], "auto"), (["--precision", "fp16"], "fp16")):
         _, _, recipe = search_settings(build_parser().parse_args(["search", *flags]))
         assert recipe.precision == expected
@@ -158,7 +158,7 @@ def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
         args = build_parser().parse_args(["retrain", *flags])
         assert recipe_from(args, {}, {}).precision == expected
     with pytest.raises(UserError, match="precision must be one of auto, bf16, fp16, fp32"):
-        TrainConfig(precision="half")
+        Recipe(precision="half")
 
 
 def test_a_retrain_asked_for_bf16_on_the_cpu_says_so_once_and_trains_in_fp32(tmp_path):

@@ -14,8 +14,8 @@ import torch
 
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
-from nas.config.kept import kept_names
-from nas.config.recipe import TrainConfig
+from nas.config.fields import kept_names
+from nas.config.recipe import Recipe
 from nas.data.batches import make_batches
 from nas.data.loading import load_splits
 from nas.errors import UserError
@@ -54,20 +54,20 @@ def assert_same_batches(first, second) -> None:
 
 
 def test_policy_and_flip_are_recipe_settings_a_resume_keeps():
-    config = TrainConfig()
+    config = Recipe()
     assert (config.policy, config.flip) == ("cifar10", True)  # the reference recipe
-    assert {"augment", "policy", "flip"} <= set(kept_names(TrainConfig))
-    digits = TrainConfig(policy="svhn", flip=False)
-    assert TrainConfig.from_dict(digits.to_dict()) == digits
+    assert {"augment", "policy", "flip"} <= set(kept_names(Recipe))
+    digits = Recipe(policy="svhn", flip=False)
+    assert Recipe.from_dict(digits.to_dict()) == digits
     for bad, named in (({"policy": "mnist"}, "cifar10, svhn, imagenet"), ({"flip": "no"}, "flip")):
         with pytest.raises(UserError, match=named):
-            TrainConfig(**bad)
+            Recipe(**bad)
 
 
 def test_loader_batches_follow_from_the_epoch_seed_alone():
     splits = load_splits(DataConfig(**SYNTHETIC))
     cpu = torch.device("cpu")
-    config = TrainConfig(**LOADER)
+    config = Recipe(**LOADER)
     with_workers = make_batches(splits.train, config, splits, cpu)
     later = [batches_of(with_workers, seed) for seed in (11, 12, 11)]
     # the persistent workers' earlier epochs change nothing: epoch 11 again is epoch 11
@@ -76,7 +76,7 @@ def test_loader_batches_follow_from_the_epoch_seed_alone():
     # a fresh loader (a resumed run) starting at epoch 12 sees what the long-lived one saw
     assert_same_batches(batches_of(make_batches(splits.train, config, splits, cpu), 12), later[1])
     # nor does the number of processes matter, or which worker took which batch
-    in_process_config = TrainConfig(**{**LOADER, "workers": 0})
+    in_process_config = Recipe(**{**LOADER, "workers": 0})
     in_process = make_batches(splits.train, in_process_config, splits, cpu)
     assert len(in_process) == len(with_workers) == 5
     assert_same_batches(batches_of(in_process, 12), later[1])
@@ -89,7 +89,7 @@ def test_the_loader_path_applies_the_policy_and_flip_settings():
     cpu = torch.device("cpu")
 
     def first_batch(**settings) -> torch.Tensor:
-        config = TrainConfig(**{**LOADER, "workers": 0, **settings})
+        config = Recipe(**{**LOADER, "workers": 0, **settings})
         images, _ = next(make_batches(splits.train, config, splits, cpu).epoch(5))
         return images
 
@@ -103,12 +103,12 @@ def test_a_loader_run_with_workers_stopped_after_epoch_2_resumes_exactly(tmp_pat
     """The resumed run starts fresh worker processes at epoch 3; the straight run's workers have
     lived through epochs 1 and 2: the batches, so the history and weights, must not differ."""
     splits = load_splits(DataConfig(**SYNTHETIC))
-    config = TrainConfig(**LOADER, epochs=4)
+    config = Recipe(**LOADER, epochs=4)
     straight_model = fresh_model()
     straight = fit(straight_model, splits, config, progress=False)
 
     checkpoint = tmp_path / "run.ckpt"
-    stopped_config = TrainConfig(**LOADER, epochs=2)
+    stopped_config = Recipe(**LOADER, epochs=2)
     fit(fresh_model(), splits, stopped_config, checkpoint_path=checkpoint, progress=False)
     torch.manual_seed(12345)  # a different process state must not matter
     resumed_model = fresh_model(seed=99)
@@ -136,7 +136,7 @@ KILLED_RUN = textwrap.dedent(
     from test_resume import LOADER, SYNTHETIC, fresh_model
     from nas.config.recipe import DataConfig
     from nas.data.loading import load_splits
-    from nas.config.recipe import TrainConfig
+    from nas.config.recipe import Recipe
     from nas.train.fit import fit
 
     def kill_after_epoch_2(row):  # runs after the epoch's checkpoint is written
@@ -146,7 +146,7 @@ KILLED_RUN = textwrap.dedent(
     fit(
         fresh_model(),
         load_splits(DataConfig(**SYNTHETIC)),
-        TrainConfig(**LOADER, epochs=4, policy="svhn", flip=False),
+        Recipe(**LOADER, epochs=4, policy="svhn", flip=False),
         checkpoint_path={checkpoint!r},
         callback=kill_after_epoch_2,
         progress=False,
@@ -160,7 +160,7 @@ def test_a_killed_loader_run_with_workers_resumes_exactly(tmp_path):
     """A real SIGKILL of the training process (and so of its loader workers) right after epoch
     2's checkpoint, with the svhn policy and no flips; resumed in this process."""
     splits = load_splits(DataConfig(**SYNTHETIC))
-    config = TrainConfig(**LOADER, epochs=4, policy="svhn", flip=False)
+    config = Recipe(**LOADER, epochs=4, policy="svhn", flip=False)
     straight_model = fresh_model()
     straight = fit(straight_model, splits, config, progress=False)
 

@@ -20,7 +20,7 @@ import nas
 from nas import records
 from nas.cli.main import main, retrain_main
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
 from nas.search.loop import run_search
@@ -46,7 +46,7 @@ def store(tmp_path_factory):
         storage=url,
         pruner="none",
     )
-    recipe = TrainConfig(epochs=1, augment="basic", device="cpu", workers=0)
+    recipe = Recipe(epochs=1, augment="basic", device="cpu", workers=0)
     run_search(config, DataConfig(**DATA), recipe)
     return url, folder
 
@@ -122,7 +122,7 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     model = nas.load_model(run_dir)
     assert not model.training
     splits = load_splits(DataConfig(**DATA))
-    loss, accuracy = evaluate(model, splits.test, splits, TrainConfig(), torch.device("cpu"))
+    loss, accuracy = evaluate(model, splits.test, splits, Recipe(), torch.device("cpu"))
     assert accuracy == pytest.approx(metrics["test_accuracy"])
     assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
 

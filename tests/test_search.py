@@ -32,7 +32,7 @@ from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import UserError
 from nas.records import is_trained
@@ -266,7 +266,7 @@ def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_pat
     space = SearchSpace.resolve("tiny")
     params = space.params_for(Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8))
     data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
     objective = Objective(space, load_splits(data), recipe, Budgets(params=BUDGET))
     study.enqueue_trial(params)
     running = study.ask()  # the other worker's trial, mid-training
@@ -317,7 +317,7 @@ def test_running_out_of_memory_while_training_fails_that_trial_and_the_search_go
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
     data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
     space = SearchSpace.resolve("tiny")
     every_candidate = Budgets(params=10**6)  # none rejected: both trials train
     objective = Objective(space, load_splits(data), recipe, every_candidate, should_stop=stop_check)
@@ -425,7 +425,7 @@ def test_a_long_run_of_rejections_ends_with_a_clear_message(tmp_path):
         max_rejections=5,
     )
     data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
     with pytest.raises(UserError, match=r"the last 5 candidates were all over the budget"):
         run_search(config, data, recipe)
     trials = load(store, "rejections").trials
@@ -447,7 +447,7 @@ def test_a_trial_stopped_by_the_pruner_counts_as_trained_and_keeps_its_measureme
         confirm=0,  # the added trials' architectures build nothing to confirm
     )
     data = DataConfig(dataset="synthetic", subset=48)
-    recipe = TrainConfig(epochs=2, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", device="cpu")
     run_search(config, data, recipe)
     study = load(store, "pruned")
     for index in range(5):  # the median pruner's start-up trials, each perfect from epoch 1
@@ -604,7 +604,7 @@ def _new_study(tmp_path: Path, space: str, **overrides) -> tuple[optuna.Study, l
         **overrides,
     )
     notes: list[str] = []
-    run_search(config, DataConfig(dataset="synthetic", subset=48), TrainConfig(device="cpu"),
+    run_search(config, DataConfig(dataset="synthetic", subset=48), Recipe(device="cpu"),
                announce=notes.append)  # fmt: skip
     return load(tmp_path / "w.db", "warm"), notes
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.arch.architecture import Architecture
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.fit import set_seed
 from nas.train.model import build_model
@@ -56,7 +56,7 @@ def model_pair(seed: int = 0):
 )
 def test_an_fp32_cpu_step_is_exactly_torch_s_own(optimizer, reference):
     model, twin = model_pair()
-    config = TrainConfig(optimizer=optimizer, lr=1e-3, momentum=0.9, weight_decay=0.0)
+    config = Recipe(optimizer=optimizer, lr=1e-3, momentum=0.9, weight_decay=0.0)
     step = TrainingStep(model, make_optimizer(model, config, CPU), FP32)
     by_hand = reference(twin.parameters())
     for seed in range(3):
@@ -76,7 +76,7 @@ def test_an_fp32_cpu_step_is_exactly_torch_s_own(optimizer, reference):
 
 def test_the_step_returns_detached_float_tensors_and_reads_nothing_back():
     model, _ = model_pair()
-    step = TrainingStep(model, make_optimizer(model, TrainConfig(), CPU), FP16)
+    step = TrainingStep(model, make_optimizer(model, Recipe(), CPU), FP16)
     loss, logits = step(*batch())
     assert not loss.requires_grad and not logits.requires_grad
     assert loss.dtype == logits.dtype == torch.float32  # fp16 forward, float32 logits and loss
@@ -85,7 +85,7 @@ def test_the_step_returns_detached_float_tensors_and_reads_nothing_back():
 
 def test_fp16_scales_the_loss_and_skips_an_update_whose_gradients_overflow():
     model, _ = model_pair()
-    step = TrainingStep(model, make_optimizer(model, TrainConfig(), CPU), FP16)
+    step = TrainingStep(model, make_optimizer(model, Recipe(), CPU), FP16)
     assert step.scaler.get_scale() == 2.0**16  # torch's initial loss scale
     step(*batch(0))  # finite gradients: the update happens, the scale stays
     assert step.scaler.get_scale() == 2.0**16
@@ -100,7 +100,7 @@ def test_fp16_scales_the_loss_and_skips_an_update_whose_gradients_overflow():
 
 def test_the_scaler_state_round_trips_through_a_checkpoint(tmp_path):
     model, _ = model_pair()
-    step = TrainingStep(model, make_optimizer(model, TrainConfig(), CPU), FP16)
+    step = TrainingStep(model, make_optimizer(model, Recipe(), CPU), FP16)
     images, labels = batch(1)
     step(images * 1e6, labels)  # scale 2**15 now: not the initial value
     save_checkpoint({"scaler": step.scaler.state_dict()}, tmp_path / "c.ckpt")
@@ -139,7 +139,7 @@ def test_whether_an_optimizer_takes_fused_is_read_from_its_constructor():
 
 def test_a_state_saved_with_fused_on_takes_this_device_s_choice_back():
     model, _ = model_pair()
-    optimizer = make_optimizer(model, TrainConfig(), CPU)
+    optimizer = make_optimizer(model, Recipe(), CPU)
     TrainingStep(model, optimizer, FP32)(*batch())
     state = optimizer.state_dict()
     for group in state["param_groups"]:  # as make_optimizer saves it on CUDA

@@ -13,8 +13,8 @@ import optuna
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.cli.main import retrain_main
-from nas.config.kept import kept_names
-from nas.config.recipe import TrainConfig
+from nas.config.fields import kept_names
+from nas.config.recipe import Recipe
 
 from helpers import run_in_process
 
@@ -41,16 +41,16 @@ def test_a_retrain_inherits_the_kept_recipe_and_none_of_the_machine_switches(tmp
             value=0.5, user_attrs={records.ARCHITECTURE: arch.to_json(), records.TRAINED: True}
         )
     )
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    assert set(KEPT_BY_THE_STUDY) == set(kept_names(TrainConfig))  # every kept setting, ...
-    assert set(MACHINE_OF_THE_STUDY) == fields - set(kept_names(TrainConfig))  # ... and the rest
+    fields = {field.name for field in dataclasses.fields(Recipe)}
+    assert set(KEPT_BY_THE_STUDY) == set(kept_names(Recipe))  # every kept setting, ...
+    assert set(MACHINE_OF_THE_STUDY) == fields - set(kept_names(Recipe))  # ... and the rest
     run_dir = tmp_path / "run"
     argv = ["--storage", url, "--study", "s", "--trial", "0", "--epochs", "1"]
     status, out, err = run_in_process(retrain_main, [*argv, "--out", str(run_dir)])
     assert status == 0, out + err
     used = json.loads((run_dir / "metrics.json").read_text())["config"]
     assert {key: used[key] for key in KEPT_BY_THE_STUDY} == {**KEPT_BY_THE_STUDY, "epochs": 1}
-    defaults = TrainConfig()
+    defaults = Recipe()
     assert {key: used[key] for key in MACHINE_OF_THE_STUDY} == {
         key: getattr(defaults, key) for key in MACHINE_OF_THE_STUDY
     }

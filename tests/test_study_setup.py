@@ -12,7 +12,7 @@ import pytest
 from nas import records
 from nas.arch.space import SearchSpace
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import UserError
 from nas.search.loop import open_study
@@ -20,7 +20,7 @@ from nas.search.study_setup import study_record
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, image_size=32)  # as every study records it
-RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
 
 
 def earlier_version_study(url: str, budget: int) -> dict:

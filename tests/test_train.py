@@ -19,7 +19,7 @@ import nas.data.batches
 import nas.data.device_memory
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.data.batches import memory_format
 from nas.data.loading import load_splits
 from nas.errors import UserError
@@ -41,9 +41,9 @@ def splits():
     return load_splits(DataConfig(dataset="synthetic", synthetic_size=800, synthetic_classes=4))
 
 
-def quick(**overrides) -> TrainConfig:
+def quick(**overrides) -> Recipe:
     settings = {"epochs": 2, "augment": "none", "device": "cpu", "workers": 0}
-    return TrainConfig(**{**settings, **overrides})
+    return Recipe(**{**settings, **overrides})
 
 
 def fresh_model(seed: int = 0) -> nn.Module:
@@ -52,7 +52,7 @@ def fresh_model(seed: int = 0) -> nn.Module:
 
 
 def test_recipe_defaults_match_the_reference():
-    config = TrainConfig()
+    config = Recipe()
     assert (config.epochs, config.batch_size, config.optimizer, config.lr) == (
         150,
         64,
@@ -60,7 +60,7 @@ def test_recipe_defaults_match_the_reference():
         1e-3,
     )
     assert (config.lr_factor, config.lr_patience, config.augment) == (0.1, 10, "recipe")
-    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert Recipe.from_dict(config.to_dict()) == config
 
 
 def test_a_tiny_net_learns_synthetic_data_well_above_chance(splits):
@@ -225,7 +225,7 @@ def test_unusable_devices_are_user_errors(name):
 )
 def test_bad_settings_are_refused(overrides):
     with pytest.raises(UserError):
-        TrainConfig(**overrides)
+        Recipe(**overrides)
 
 
 def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits):
@@ -280,10 +280,10 @@ def test_fit_says_which_data_path_it_took(splits, capsys):
 
 def test_the_default_layout_is_nhwc_on_cuda_only_and_can_be_forced():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert memory_format(TrainConfig(), cpu) == torch.contiguous_format
-    assert memory_format(TrainConfig(), cuda) == torch.channels_last
-    assert memory_format(TrainConfig(channels_last=True), cpu) == torch.channels_last
-    assert memory_format(TrainConfig(channels_last=False), cuda) == torch.contiguous_format
+    assert memory_format(Recipe(), cpu) == torch.contiguous_format
+    assert memory_format(Recipe(), cuda) == torch.channels_last
+    assert memory_format(Recipe(channels_last=True), cpu) == torch.channels_last
+    assert memory_format(Recipe(channels_last=False), cuda) == torch.contiguous_format
 
 
 @pytest.mark.slow  # two real retrain processes (a fresh interpreter each): ~11-15 s on 2 cores

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.data.loading import load_splits
@@ -46,7 +46,7 @@ FAST = [
     "--batch-size", "16", "--space", str(TINY), "--seed", "0", "--pruner", "none",
 ]  # fmt: skip
 DATA = DataConfig(dataset="synthetic", subset=48)
-RECIPE = TrainConfig(epochs=1, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
 
 
 def _config(store: Path, **changes) -> SearchConfig:

@@ -24,7 +24,7 @@ PRESETS: dict[str, Architecture] = {
     # The classic ResNet-18 layout on a 32-channel stem, for comparison (11M parameters).
     "resnet18": Architecture((64, 128, 256, 512), (2, 2, 2, 2), conv_kernel=3, skip_kernel=1),
 }
-# Each preset's departures from the reference recipe (TrainConfig field -> value).
+# Each preset's departures from the reference recipe (Recipe field -> value).
 PRESET_RECIPES: dict[str, dict[str, Any]] = {
     "paper-model4": {"augment": "none"},  # trained without augmentation
     "paper-model6": {"optimizer": "sgd", "momentum": 0.9},  # SGD with momentum, not Adam

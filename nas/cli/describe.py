@@ -13,7 +13,7 @@ from nas.cli.arch import add_arch_flags, arch_from_flags
 from nas.cli.budgets import add_latency_flags
 from nas.cli.common import format_table, parse_count, positive_int
 from nas.config.costs import COSTS
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 
 
 def add_params_parser(commands) -> None:
@@ -35,7 +35,7 @@ def add_params_parser(commands) -> None:
     params.add_argument(
         "--batch-size",
         type=positive_int,
-        default=TrainConfig.batch_size,
+        default=Recipe.batch_size,
         help="training batch for the memory estimate (default: %(default)s)",
     )
     add_latency_flags(params)

@@ -1,5 +1,5 @@
 """Owns the flag groups the commands that train share, and what they build: the recipe's flags
-(`TrainConfig`), the data and device flags (`DataConfig`, `--image-size`, `--device`,
+(`Recipe`), the data and device flags (`DataConfig`, `--image-size`, `--device`,
 `--precision`, `--seed`) with the lines said before training about the image size and the
 precision, and the store's flags (`--study`, `--storage`). Their defaults and choices come from
 `nas.config.recipe` and `nas.config.search`, so building a parser loads neither torch nor optuna.
@@ -14,21 +14,15 @@ from typing import Any
 
 from nas.cli.common import non_negative_float, non_negative_int, positive_float, positive_int
 from nas.config.data import DATASETS, DataConfig
-from nas.config.recipe import (
-    AUGMENTATIONS,
-    OPTIMIZERS,
-    POLICY_NAMES,
-    PRECISION_HELP,
-    PRECISIONS,
-    TrainConfig,
-)
+from nas.config.machine import PRECISION_HELP, PRECISIONS, Machine
+from nas.config.recipe import AUGMENTATIONS, OPTIMIZERS, POLICY_NAMES, Recipe
 from nas.config.search import DEFAULT_STORAGE, DEFAULT_STUDY, STORAGE_ENV
 from nas.errors import UserError
 
 
 def add_recipe_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
     """The recipe's knobs; unset flags keep the reference recipe (or, `inherited`, the study's
-    or the preset's). Defaults come from `TrainConfig`."""
+    or the preset's). Defaults come from `Recipe`."""
 
     def default(value: object) -> str:
         return f"the study's or preset's, else {value}" if inherited else str(value)
@@ -36,31 +30,31 @@ def add_recipe_flags(parser: argparse.ArgumentParser, inherited: bool = False) -
     parser.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,
-        help=f"optimizer (default: {default(TrainConfig.optimizer)})",
+        help=f"optimizer (default: {default(Recipe.optimizer)})",
     )
     parser.add_argument(
-        "--lr", type=positive_float, help=f"learning rate (default: {default(TrainConfig.lr)})"
+        "--lr", type=positive_float, help=f"learning rate (default: {default(Recipe.lr)})"
     )
     parser.add_argument(
         "--momentum",
         type=non_negative_float,
-        help=f"SGD momentum (default: {default(TrainConfig.momentum)})",
+        help=f"SGD momentum (default: {default(Recipe.momentum)})",
     )
     parser.add_argument(
         "--weight-decay",
         type=non_negative_float,
-        help=f"weight decay (default: {default(TrainConfig.weight_decay)})",
+        help=f"weight decay (default: {default(Recipe.weight_decay)})",
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        help=f"images per step (default: {default(TrainConfig.batch_size)})",
+        help=f"images per step (default: {default(Recipe.batch_size)})",
     )
     parser.add_argument(
         "--augment",
         choices=AUGMENTATIONS,
         help="training augmentation: recipe (rotation, flip, crop, AutoAugment), basic (no "
-        f"AutoAugment) or none (default: {default(TrainConfig.augment)})",
+        f"AutoAugment) or none (default: {default(Recipe.augment)})",
     )
     parser.add_argument(
         "--policy",
@@ -90,7 +84,7 @@ RECIPE_FLAGS = (
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe settings the command line sets explicitly (TrainConfig field -> value)."""
+    """The recipe settings the command line sets explicitly (Recipe field -> value)."""
     return {name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None}
 
 
@@ -145,16 +139,23 @@ def add_data_flags(parser: argparse.ArgumentParser, inherited: bool = False) -> 
         action="store_true",
         help="accept CIFAR files already in --data-dir without checking their checksums",
     )
-    parser.add_argument(
-        "--device", help=f"auto, cpu, cuda or cuda:N (default: {TrainConfig.device})"
-    )
+    parser.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {Machine.device})")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help=f"what training computes in; {PRECISION_HELP} (default: {TrainConfig.precision})",
+        help=f"what training computes in; {PRECISION_HELP} (default: {Machine.precision})",
     )
     parser.add_argument(
-        "--seed", type=non_negative_int, help=f"training seed (default: {TrainConfig.seed})"
+        "--seed", type=non_negative_int, help=f"training seed (default: {Recipe.seed})"
+    )
+
+
+def machine_from(args: argparse.Namespace, device: str | None = None) -> Machine:
+    """The machine the device flags ask for (`device`: the command's own default, e.g.
+    --smoke's cpu); every other machine setting keeps its default."""
+    return Machine(
+        device=args.device or device or Machine.device,
+        precision=args.precision or Machine.precision,
     )
 
 

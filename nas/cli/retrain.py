@@ -19,11 +19,12 @@ from nas.cli.flags import (
     add_storage_flags,
     announce_image_size,
     data_config_from,
+    machine_from,
     recipe_overrides,
     storage_from,
     warn_about_precision,
 )
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
 
 
@@ -55,7 +56,7 @@ def add_retrain_parser(commands) -> None:
     parser.add_argument(
         "--epochs",
         type=non_negative_int,
-        default=TrainConfig.epochs,
+        default=Recipe.epochs,
         help="training epochs (default: %(default)s, the reference study's final length)",
     )
     add_data_flags(parser, inherited=True)
@@ -164,6 +165,7 @@ def retrain_command(args: argparse.Namespace) -> int:
     data = data_config_from(args, target.data_base)
     overrides = recipe_overrides(args)
     recipe = recipe_from(args, target.recipe_base, overrides)
+    machine = machine_from(args)
     if target.choice is not None and args.trial is None:
         print(f"picked trial {target.choice.trial.number}: {target.choice.why}", flush=True)
     print(
@@ -173,14 +175,15 @@ def retrain_command(args: argparse.Namespace) -> int:
     )
     data = announce_image_size(data)
     describe_inputs(data, recipe, target.recipe_base, overrides, target.study is not None)
-    warn_about_precision(recipe.precision, [recipe.device])
+    warn_about_precision(machine.precision, [machine.device])
     from nas.costs.estimate import announce_retrain_cost
 
-    announce_retrain_cost(target.arch, data, recipe)
+    announce_retrain_cost(target.arch, data, recipe, machine)
     try:
         with stop_on_sigterm() as stop:
             result = retrain(
-                target.arch, data, recipe, target.run_dir, fresh=args.fresh, source=target.source,
+                target.arch, data, recipe, machine, target.run_dir, fresh=args.fresh,
+                source=target.source,
                 should_stop=stop, progress=interactive(),
                 on_epoch=lambda row: print_epoch(row, recipe.epochs),
             )  # fmt: skip
@@ -222,16 +225,15 @@ def choose_target(args: argparse.Namespace, storage_url: str) -> Target:
 
 
 def recipe_from(args: argparse.Namespace, base: dict, overrides: dict):
-    """The inherited recipe with the command line's changes, epochs, device and seed."""
-    from nas.config.recipe import TrainConfig
+    """The inherited recipe (a study's or a preset's) with the command line's changes, epochs
+    and seed; what the study recorded of the machine it ran on is not inherited."""
+    from nas.config.recipe import Recipe
 
-    return TrainConfig.from_dict(
+    return Recipe.from_dict(
         {
             **base,
             **overrides,
             "epochs": args.epochs,
-            "device": args.device or TrainConfig.device,
-            "precision": args.precision or TrainConfig.precision,
             **({"seed": args.seed} if args.seed is not None else {}),
         }
     )

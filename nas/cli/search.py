@@ -1,4 +1,4 @@
-"""Owns `nas search`: its flags (defaults from `SearchConfig`, `TrainConfig`, `DataConfig`; the
+"""Owns `nas search`: its flags (defaults from `SearchConfig`, `Recipe`, `DataConfig`; the
 settings they make are `nas.cli.search_settings`), the closing summary with the commands to run
 next (progress lines are `nas.cli.progress`), and the choice between one search in this
 process and `--workers N` (nas.search.workers).
@@ -156,13 +156,13 @@ def search_command(args: argparse.Namespace) -> int:
     from nas.storage import display_url
 
     started = datetime.datetime.now(datetime.UTC)  # the summary tells this command's runs
-    config, data, recipe = search_settings(args)
+    config, data, recipe, machine = search_settings(args)
     quiet_optuna()
     from nas.report.page import default_report_path
 
     report = Path(args.report or default_report_path(config.storage, config.study))
     check_report_path(report)
-    devices = plan_devices(args.workers, recipe.device)
+    devices = plan_devices(args.workers, machine.device)
     workers = f", {len(devices)} workers" if len(devices) > 1 else ""
     from nas.config.costs import cost_label
     from nas.costs.budgets import Budgets
@@ -176,20 +176,19 @@ def search_command(args: argparse.Namespace) -> int:
         f"space {config.space}, objective {goal}{workers}",
         flush=True,
     )
-    warn_about_precision(recipe.precision, devices)
+    warn_about_precision(machine.precision, devices)
     data = announce_image_size(data)
     if not args.smoke:  # the smoke run's minute needs no estimate
         from nas.costs.estimate import announce_search_cost
 
-        announce_search_cost(config, data, recipe, devices)
+        announce_search_cost(config, data, recipe, machine, devices)
     progress = Progress(config.trials)
     try:
         if len(devices) > 1:
-            status = _with_workers(config, data, recipe, devices, progress)
+            status = _with_workers(config, data, recipe, machine, devices, progress)
         else:
-            status = _in_this_process(
-                config, data, dataclasses.replace(recipe, device=devices[0]), progress
-            )
+            machine = dataclasses.replace(machine, device=devices[0])
+            status = _in_this_process(config, data, recipe, machine, progress)
     except KeyboardInterrupt:
         progress.close()
         print(INTERRUPTED, file=sys.stderr)
@@ -199,13 +198,13 @@ def search_command(args: argparse.Namespace) -> int:
     return finish(config, report if args.report else None, progress, started)
 
 
-def _in_this_process(config, data, recipe, progress: Progress) -> int:
+def _in_this_process(config, data, recipe, machine, progress: Progress) -> int:
     from nas.search.loop import run_search
 
     try:
         with stop_on_sigterm() as stop:
             run_search(
-                config, data, recipe, on_trial=progress.trial, on_wait=progress.waiting,
+                config, data, recipe, machine, on_trial=progress.trial, on_wait=progress.waiting,
                 should_stop=stop, announce=progress.note,
             )  # fmt: skip
     except StopRequested:
@@ -215,12 +214,12 @@ def _in_this_process(config, data, recipe, progress: Progress) -> int:
     return 0
 
 
-def _with_workers(config, data, recipe, devices, progress: Progress) -> int:
+def _with_workers(config, data, recipe, machine, devices, progress: Progress) -> int:
     from nas.search.workers import run_workers
 
     with stop_on_sigterm() as stop:
         result = run_workers(
-            config, data, recipe, devices, on_trial=progress.trial, should_stop=stop,
+            config, data, recipe, machine, devices, on_trial=progress.trial, should_stop=stop,
             announce=progress.note,
         )  # fmt: skip
     if result.status == EXIT_TERMINATED:

@@ -1,4 +1,4 @@
-"""Owns the settings `nas search`'s flags make: the search, data and recipe configs they ask
+"""Owns the settings `nas search`'s flags make: the search, data, recipe and machine configs
 for, with `--smoke`'s values and the flags that cannot go together refused in one sentence.
 Building them loads neither torch nor optuna (`--time-limit` is read by nas.search.time_budget,
 which reads study records, only once a search runs)."""
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from nas.cli.flags import data_config_from, recipe_overrides, storage_from
+from nas.cli.flags import data_config_from, machine_from, recipe_overrides, storage_from
 from nas.config.costs import COSTS
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.config.search import DEFAULT_STUDY, SEARCH_EPOCHS, SearchConfig
 from nas.errors import UserError
 
@@ -28,7 +28,7 @@ SMOKE = {  # --smoke: the whole flow on a CPU in about a minute, no dataset need
 
 
 def search_settings(args: argparse.Namespace):
-    """The search, data and recipe configs the flags (and --smoke) ask for."""
+    """The search, data, recipe and machine configs the flags (and --smoke) ask for."""
     smoke = SMOKE if args.smoke else {}
 
     def pick(name: str, default):
@@ -65,18 +65,17 @@ def search_settings(args: argparse.Namespace):
         confirm=args.confirm,
         time_limit=_time_limit(args.time_limit),
     )
-    recipe = TrainConfig.from_dict(
+    recipe = Recipe.from_dict(
         {
             **({"batch_size": SMOKE["batch_size"]} if args.smoke else {}),
             **recipe_overrides(args),
             "epochs": pick("epochs", SEARCH_EPOCHS),
-            "seed": args.seed if args.seed is not None else TrainConfig.seed,
-            "device": pick("device", TrainConfig.device),
-            "precision": args.precision or TrainConfig.precision,
+            "seed": args.seed if args.seed is not None else Recipe.seed,
         }
     )
+    machine = machine_from(args, smoke.get("device"))
     data = data_config_from(args, {"dataset": SMOKE["dataset"]} if args.smoke else None)
-    return config, data, recipe
+    return config, data, recipe, machine
 
 
 def _time_limit(text: str | None) -> float | None:

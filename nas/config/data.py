@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nas.config.kept import kept
+from nas.config.fields import kept
 from nas.errors import DataError
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")

@@ -1,9 +1,11 @@
-"""Owns the machine a run is on, apart from the recipe: the CPUs this process may use, which
-device a name means and which GPU each worker gets, as plain functions of the GPUs this process
-can see. No torch, no optuna: the CPU suite tests every decision at its boundaries (no GPU,
-one, two; more workers than GPUs) without a GPU. `nas.train.devices.resolve_device` reads the
-count and the current GPU from torch and asks `device_name`; `nas.search.workers.plan_devices`
-asks `worker_devices`.
+"""Owns the machine a run is on, apart from the recipe: `Machine` (device, precision, loader
+workers, memory layout, data path, chunk sizes, compile: switches that change how fast a run
+goes, never what it computes, so a resume or a retrain may change them), the CPUs this process
+may use, which device a name means and which GPU each worker gets, as plain functions of the
+GPUs this process can see. No torch, no optuna: the CPU suite tests every decision at its
+boundaries (no GPU, one, two; more workers than GPUs) without a GPU.
+`nas.train.devices.resolve_device` reads the count and the current GPU from torch and asks
+`device_name`; `nas.search.workers.plan_devices` asks `worker_devices`.
 
 Claims:
 - `usable_cpus()` counts the CPUs this process is allowed to run on (its affinity mask, which
@@ -20,13 +22,85 @@ Claims:
   device (`cpu`, `cuda:N`) goes to every worker, and no GPU means `cpu`. Every name it returns
   is one `device_name` accepts as it is.
 - `latency_device` makes a bare `cuda` latency device the GPU the search trains on.
+- Every value a `Machine` accepts means something (an unknown precision, a chunk of 0 images is
+  a `UserError` of one sentence); `Machine.from_dict` reads an earlier release's recipe, which
+  held these settings (`amp` before `precision`), and ignores the recipe's own names.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
+from nas.config.fields import from_known, require, require_whole
+from nas.config.recipe import Recipe
 from nas.errors import UserError
+
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"  # what --device accepts, for error messages
+DATA_PATHS = ("auto", "device", "loader")  # where training batches are augmented
+# what a training step computes in (nas.train.precision decides what auto means on a device)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = (
+    "auto: bf16 at compute capability 8.0 or more, fp16 with a gradient scaler below, "
+    "fp32 on the CPU"
+)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """How a run uses the machine it is on. Recorded with each run (metrics.json), never kept
+    by a study: another machine may resume it."""
+
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (PRECISION_HELP)
+    workers: int | None = None  # loader processes for the per-image path; None: the machine's
+    # NHWC memory layout. None (the default): on CUDA (bf16 tensor cores want it), off on the
+    # CPU, where oneDNN 3.12 (torch 2.14) corrupts the heap in the backward pass of a 1x1
+    # stride-2 convolution on small channels_last batches on AVX-512 CPUs (issue 10); the
+    # contiguous layout costs a few per cent there (benchmarks/RESULTS.md). True forces NHWC.
+    channels_last: bool | None = None
+    data_path: str = "auto"  # auto (= device: batched augmentation) | device | loader (per image)
+    eval_batch_size: int = 1000  # most images per batch when evaluating (fewer where device
+    # memory is short: nas.data.device_memory); no gradients, so large
+    chunk_size: int = 8192  # most images augmented at once on the device path (fewer where
+    # device memory is short: nas.data.device_memory): enough to fill a GPU, more gains nothing
+    compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.device, str) and bool(self.device),
+            f"device must be one of {DEVICE_NAMES}, got {self.device!r}",
+        )
+        for name in ("eval_batch_size", "chunk_size"):
+            require_whole(name, getattr(self, name), 1)
+        if self.workers is not None:
+            require_whole("workers", self.workers, 0)
+        for name, choices in (("data_path", DATA_PATHS), ("precision", PRECISIONS)):
+            value = getattr(self, name)
+            require(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        require(
+            isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}"
+        )
+        require(
+            self.channels_last is None or isinstance(self.channels_last, bool),
+            f"channels_last must be true, false or null, got {self.channels_last!r}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Machine:
+        """The machine's settings in `data` (its own dict, or an earlier release's recipe, which
+        held them beside the recipe's: those are ignored here)."""
+        settings = dict(data)
+        if "amp" in settings:  # stored before `precision`: amp on meant reduced precision on CUDA
+            amp = settings.pop("amp")
+            settings.setdefault("precision", "auto" if amp else "fp32")
+        recipe = {f.name for f in fields(Recipe)}
+        own = {k: v for k, v in settings.items() if k not in recipe}
+        return cls(**from_known(cls, own, "machine"))
 
 
 def usable_cpus() -> int:
@@ -35,9 +109,6 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):  # respects container and taskset CPU limits
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-DEVICE_NAMES = "auto, cpu, cuda or cuda:N"  # what --device accepts, for error messages
 
 
 def device_name(name: str, visible: int, current: int = 0) -> str:

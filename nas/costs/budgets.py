@@ -33,7 +33,8 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
 from nas.config.costs import COSTS, describe_limits
-from nas.config.machine import latency_device
+from nas.config.machine import Machine, latency_device
+from nas.config.recipe import Recipe
 from nas.data.device_memory import memory_failure, release_memory
 
 if TYPE_CHECKING:
@@ -143,22 +144,24 @@ class Gate:
     """Measures a candidate's costs, cheapest first, and compares them with the budgets.
 
     `image_size` is the data's; memory is for `recipe` (its batch size and optimizer) on
-    `train_device`, where the search trains. `memory_meter` takes (arch, image_size, recipe,
-    device) and returns a `nas.costs.memory.TrainingMemory` (default: `training_memory`)."""
+    `machine` (its device, where the search trains, and its precision and layout).
+    `memory_meter` takes (arch, image_size, recipe, machine) and returns a
+    `nas.costs.memory.TrainingMemory` (default: `training_memory`)."""
 
     def __init__(
         self,
         budgets: Budgets,
         image_size: int,
-        recipe,
-        train_device: str,
+        recipe: Recipe,
+        machine: Machine,
         memory_meter: Callable[..., Any] | None = None,
     ):
         self.budgets = budgets
         self.limits = budgets.limits()
         self.image_size = image_size
         self.recipe = recipe
-        self.train_device = str(train_device)
+        self.machine = machine
+        self.train_device = machine.device
         self.memory_meter = memory_meter
 
     def check(
@@ -228,7 +231,7 @@ class Gate:
             verdict.reused = True
         else:
             meter = self.memory_meter or training_memory
-            memory = meter(arch, self.image_size, self.recipe, self.train_device)
+            memory = meter(arch, self.image_size, self.recipe, self.machine)
         verdict.costs["memory"] = memory.megabytes
         verdict.details["memory"] = memory.to_dict()
 

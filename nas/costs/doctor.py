@@ -34,9 +34,9 @@ from pathlib import Path
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
-from nas.config.machine import usable_cpus
+from nas.config.machine import Machine, usable_cpus
 from nas.config.outputs import DOCTOR_SECONDS
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 
 # a narrow member of the ResNet family (126k parameters) that trains fast on any device
 DOCTOR_ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)
@@ -209,9 +209,9 @@ def training(device_name: str = "auto", seconds: float = DOCTOR_SECONDS) -> Chec
         from nas.train.devices import resolve_device
 
         device = resolve_device(device_name)
-        config = TrainConfig(device=str(device))
+        machine = Machine(device=str(device))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            steps, elapsed, loss, chosen = _train_for(config, device, seconds)
+            steps, elapsed, loss, chosen = _train_for(machine, device, seconds)
     except Exception as error:  # noqa: BLE001 - whatever breaks the step is the finding
         return failed("training", error)
     if not math.isfinite(loss):
@@ -224,21 +224,21 @@ def training(device_name: str = "auto", seconds: float = DOCTOR_SECONDS) -> Chec
     )
 
 
-def _train_for(config, device, seconds: float) -> tuple[int, float, float, str]:
+def _train_for(machine, device, seconds: float) -> tuple[int, float, float, str]:
     """(steps, seconds, last loss, precision) of training on random images until `seconds`
     have passed."""
     import torch
 
     from nas.data.batches import memory_format
     from nas.train.model import build_model
-    from nas.train.precision import cudnn_autotuning
-    from nas.train.step import TrainingStep, make_optimizer, recipe_precision
+    from nas.train.precision import cudnn_autotuning, precision_for
+    from nas.train.step import TrainingStep, make_optimizer
 
     cuda = device.type == "cuda"
-    layout = memory_format(config, device)
+    layout = memory_format(machine, device)
     model = build_model(DOCTOR_ARCH).to(device=device, memory_format=layout)
-    chosen = recipe_precision(config, device)
-    step = TrainingStep(model, make_optimizer(model, config, device), chosen)
+    chosen = precision_for(machine.precision, device)
+    step = TrainingStep(model, make_optimizer(model, Recipe(), device), chosen)
     images = torch.randn(DOCTOR_BATCH, 3, 32, 32, device=device).contiguous(memory_format=layout)
     labels = torch.randint(0, DOCTOR_ARCH.num_classes, (DOCTOR_BATCH,), device=device)
     with cudnn_autotuning(cuda):  # as a training run has it

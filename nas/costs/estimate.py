@@ -113,13 +113,13 @@ def _print(line: str) -> None:
     print(line, flush=True)  # before the run's own lines, also in a log
 
 
-def _device_label(device, recipe) -> str:
+def _device_label(device, machine) -> str:
     import torch
 
-    from nas.train.step import recipe_precision
+    from nas.train.precision import precision_for
 
     if device.type == "cuda":
-        precision = recipe_precision(recipe, device).name
+        precision = precision_for(machine.precision, device).name
         return f"{device} ({torch.cuda.get_device_name(device)}, {precision})"
     return f"cpu ({usable_cpus()} cores, {torch.get_num_threads()} threads)"
 
@@ -128,6 +128,7 @@ def _estimate(
     plan: RunPlan,
     arch: Architecture,
     recipe,
+    machine,
     search: bool,
     out: Callable[[str], None],
 ) -> list[str]:
@@ -137,16 +138,21 @@ def _estimate(
         return []
     if plan.slow_seconds(count_macs(arch, plan.shape.image_size)) < NOT_WORTH_SECONDS:
         return []
-    device = resolve_device(recipe.device)
-    timing = time_training_step(arch, recipe, plan.shape.image_size)
-    lines = cost_lines(plan, timing.seconds, _device_label(device, recipe), arch, search=search)
+    device = resolve_device(machine.device)
+    timing = time_training_step(arch, recipe, machine, plan.shape.image_size)
+    lines = cost_lines(plan, timing.seconds, _device_label(device, machine), arch, search=search)
     for line in lines:
         out(line)
     return lines
 
 
 def announce_search_cost(
-    config, data: DataConfig, recipe, devices: list[str], out: Callable[[str], None] = _print
+    config,
+    data: DataConfig,
+    recipe,
+    machine,
+    devices: list[str],
+    out: Callable[[str], None] = _print,
 ) -> list[str]:
     """Print (through `out`) what the search will cost on this device; returns the lines.
 
@@ -163,19 +169,19 @@ def announce_search_cost(
         )
         if arch is None:
             return []
-        recipe = replace(recipe, device=devices[0])
+        machine = replace(machine, device=devices[0])
         parallel = len(set(devices)) if devices[0].startswith("cuda") else 1
         plan = RunPlan(config.trials, recipe.epochs, recipe.batch_size, shape, parallel)
         if plan.slow_seconds(count_macs(arch, shape.image_size)) < NOT_WORTH_SECONDS:
             return []  # checked before the store is read: quick runs pay nothing
         plan = replace(plan, runs=config.trials - trained_so_far(config.storage, config.study))
-        return _estimate(plan, arch, recipe, True, out)
+        return _estimate(plan, arch, recipe, machine, True, out)
     except UserError:
         return []  # the search reports the problem itself, in its own words
 
 
 def announce_retrain_cost(
-    arch: Architecture, data: DataConfig, recipe, out: Callable[[str], None] = _print
+    arch: Architecture, data: DataConfig, recipe, machine, out: Callable[[str], None] = _print
 ) -> list[str]:
     """Print (through `out`) what retraining `arch` will cost on this device."""
     try:
@@ -183,6 +189,6 @@ def announce_retrain_cost(
         if shape is None:
             return []
         plan = RunPlan(1, recipe.epochs, recipe.batch_size, shape, test_pass=True)
-        return _estimate(plan, arch, recipe, False, out)
+        return _estimate(plan, arch, recipe, machine, False, out)
     except UserError:
         return []

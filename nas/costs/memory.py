@@ -28,15 +28,16 @@ import torch
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.costs.latency import YOUNG_GENERATIONS
 from nas.data.batches import memory_format
 from nas.errors import UserError
 from nas.records import recorded_fields
 from nas.train.devices import resolve_device
 from nas.train.model import build_model
-from nas.train.precision import cudnn_autotuning
-from nas.train.step import TrainingStep, make_optimizer, recipe_precision
+from nas.train.precision import cudnn_autotuning, precision_for
+from nas.train.step import TrainingStep, make_optimizer
 
 MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
 FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU
@@ -163,40 +164,40 @@ def estimate_training_memory(
 
 
 def training_memory(
-    arch: Architecture, image_size: int, recipe: TrainConfig, device: str
+    arch: Architecture, image_size: int, recipe: Recipe, machine: Machine
 ) -> TrainingMemory:
-    """The peak memory of a training step of `arch` at `recipe.batch_size` on `device`:
-    measured on CUDA, else `estimate_training_memory` labelled with the device."""
-    target = resolve_device(device)
+    """The peak memory of a training step of `arch` at `recipe.batch_size` on the machine's
+    device: measured on CUDA, else `estimate_training_memory` labelled with the device."""
+    target = resolve_device(machine.device)
     if target.type != "cuda":
         estimate = estimate_training_memory(
             arch, image_size, recipe.batch_size, recipe.optimizer, recipe.momentum
         )
         return TrainingMemory(estimate.megabytes, False, str(target), estimate.parts)
-    return _measure_cuda_memory(arch, image_size, recipe, target)
+    return _measure_cuda_memory(arch, image_size, recipe, machine, target)
 
 
 def _measure_cuda_memory(
-    arch: Architecture, image_size: int, recipe: TrainConfig, device: torch.device
+    arch: Architecture, image_size: int, recipe: Recipe, machine: Machine, device: torch.device
 ) -> TrainingMemory:
     """Peak allocated bytes over two training steps as `nas.train.fit.fit` takes them (its layout,
     precision, optimizer and `nas.train.step.TrainingStep`, with cuDNN autotuning). Two steps,
     because the optimizer's state appears in the first step's `optimizer.step()` and the last
     step's gradients live through the next forward pass: the second step is the steady state
-    every later step repeats. Without torch.compile (`recipe.compile` is not applied). A CUDA
+    every later step repeats. Without torch.compile (`machine.compile` is not applied). A CUDA
     out-of-memory error propagates after the clean-up: the candidate does not fit this GPU."""
     gc.collect(YOUNG_GENERATIONS)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    layout = memory_format(recipe, device)
+    layout = memory_format(machine, device)
     model = step = images = labels = None
     try:
         # the draws leave the global RNG alone; autotuning as `fit` runs, for this block only
         with torch.random.fork_rng(devices=[device]), cudnn_autotuning(True):
             model = build_model(arch).to(device=device, memory_format=layout).train()
-            precision = recipe_precision(recipe, device)
+            precision = precision_for(machine.precision, device)
             step = TrainingStep(model, make_optimizer(model, recipe, device), precision)
             shape = (recipe.batch_size, arch.in_channels, image_size, image_size)
             images = torch.randn(shape, device=device).contiguous(memory_format=layout)

@@ -31,13 +31,12 @@ class StepTiming:
 
 
 def time_training_step(
-    arch: Architecture, recipe, image_size: int, *, budget: float = TIMING_SECONDS
+    arch: Architecture, recipe, machine, image_size: int, *, budget: float = TIMING_SECONDS
 ) -> StepTiming:
     """Time the recipe's training step (`nas.train.step.TrainingStep` under the run's precision,
     with its optimizer and memory layout, cuDNN autotuning on as `nas.train.fit.fit` runs) for
-    `arch` on
-    random images at `recipe.device`; the global random state and the autotuning setting are
-    left as they were.
+    `arch` on random images at `machine.device`; the global random state and the autotuning
+    setting are left as they were.
 
     A warm-up step and a timed step on `PROBE_BATCH` images tell how long a full batch would
     take; where that is over `STEP_SECONDS_TARGET` (a large model on a CPU) fewer images are
@@ -49,26 +48,27 @@ def time_training_step(
     from nas.train.devices import resolve_device
     from nas.train.precision import cudnn_autotuning
 
-    device = resolve_device(recipe.device)
+    device = resolve_device(machine.device)
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []), cudnn_autotuning(cuda):
-        timing = _timed_steps(arch, recipe, image_size, device, budget)
+        timing = _timed_steps(arch, recipe, machine, image_size, device, budget)
     if cuda:
         torch.cuda.empty_cache()  # the model and its batches are gone: give the memory back
     return timing
 
 
-def _timed_steps(arch: Architecture, recipe, image_size: int, device, budget: float):
+def _timed_steps(arch: Architecture, recipe, machine, image_size: int, device, budget: float):
     import torch
 
     from nas.data.batches import memory_format
     from nas.train.model import build_model
-    from nas.train.step import TrainingStep, make_optimizer, recipe_precision
+    from nas.train.precision import precision_for
+    from nas.train.step import TrainingStep, make_optimizer
 
     cuda = device.type == "cuda"
-    layout = memory_format(recipe, device)
+    layout = memory_format(machine, device)
     model = build_model(arch).to(device=device, memory_format=layout)
-    precision = recipe_precision(recipe, device)
+    precision = precision_for(machine.precision, device)
     step = TrainingStep(model, make_optimizer(model, recipe, device), precision)
 
     def timed(batch: int) -> float:

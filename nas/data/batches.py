@@ -1,7 +1,7 @@
 """Owns where each epoch's training batches come from, and the memory layout they come in.
 
 Claims:
-- `make_batches` picks the source named by `TrainConfig.data_path`: `auto` means `device`, the
+- `make_batches` picks the source named by `Machine.data_path`: `auto` means `device`, the
   batched path, on any device (on CPU several times cheaper than per-image transforms, see
   benchmarks/RESULTS.md); `loader` keeps the per-image DataLoader path (the reference's).
 - `device` (`DeviceBatches`): the split is augmented on the device in chunks with per-image
@@ -20,9 +20,9 @@ Claims:
   seed with the shuffle, and its images are transformed under it (in whichever worker process
   gets the batch, persistent or not); so the batches do not depend on the number of workers,
   on which worker takes which batch, or on what the workers did in earlier epochs.
-- Both paths apply `TrainConfig.augment` with its AutoAugment `policy` and `flip` setting.
-- Batches arrive on the device in `memory_format(config, device)`, the layout training and
-  evaluation use: NHWC on CUDA, contiguous on the CPU, unless `TrainConfig.channels_last` says.
+- Both paths apply `Recipe.augment` with its AutoAugment `policy` and `flip` setting.
+- Batches arrive on the device in `memory_format(machine, device)`, the layout training and
+  evaluation use: NHWC on CUDA, contiguous on the CPU, unless `Machine.channels_last` says.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.data.augment import BatchAugmenter, train_transform
-from nas.config.recipe import TrainConfig
-from nas.data.loading import Splits, TensorData, default_workers
 from nas.data.device_memory import FLOAT_BYTES, DataPlan, eval_batch_images, free_bytes, plan_data
+from nas.data.loading import Splits, TensorData, default_workers
 from nas.errors import DataError
 
 # float copies of an image the batched augmentation holds at its peak: the sampling grid
@@ -45,26 +46,28 @@ from nas.errors import DataError
 AUGMENT_FLOAT_COPIES = 6
 
 
-def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
-    """The layout training and evaluation use: see `TrainConfig.channels_last`."""
-    nhwc = config.channels_last if config.channels_last is not None else device.type == "cuda"
+def memory_format(machine: Machine, device: torch.device) -> torch.memory_format:
+    """The layout training and evaluation use: see `Machine.channels_last`."""
+    nhwc = machine.channels_last if machine.channels_last is not None else device.type == "cuda"
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
-def data_plan(data: TensorData, config: TrainConfig, device: torch.device) -> DataPlan:
+def data_plan(
+    data: TensorData, recipe: Recipe, machine: Machine, device: torch.device
+) -> DataPlan:
     """Where the train split lives on `device` and its chunk size, from the free bytes there."""
     image_bytes = math.prod(data.images.shape[1:])
     augment_bytes = image_bytes * FLOAT_BYTES * AUGMENT_FLOAT_COPIES
     return plan_data(
-        free_bytes(device), len(data), image_bytes, augment_bytes, config.batch_size,
-        config.chunk_size,
+        free_bytes(device), len(data), image_bytes, augment_bytes, recipe.batch_size,
+        machine.chunk_size,
     )  # fmt: skip
 
 
-def eval_batch_size(config: TrainConfig, data: TensorData, device: torch.device) -> int:
-    """Images per evaluation batch on `device`: `config.eval_batch_size` where memory allows."""
+def eval_batch_size(machine: Machine, data: TensorData, device: torch.device) -> int:
+    """Images per evaluation batch on `device`: `machine.eval_batch_size` where memory allows."""
     floats = math.prod(data.images.shape[1:])
-    return eval_batch_images(free_bytes(device), floats, config.eval_batch_size)
+    return eval_batch_images(free_bytes(device), floats, machine.eval_batch_size)
 
 
 class DeviceBatches:
@@ -80,22 +83,23 @@ class DeviceBatches:
     def __init__(
         self,
         data: TensorData,
-        config: TrainConfig,
+        recipe: Recipe,
+        machine: Machine,
         splits: Splits,
         device,
         plan: DataPlan | None = None,
     ):
-        plan = plan or data_plan(data, config, device)
+        plan = plan or data_plan(data, recipe, machine, device)
         self.resident = plan.resident
         self.pinned = not plan.resident and device.type == "cuda"  # page-locked: async uploads
         self.images = data.images.to(device) if plan.resident else data.images
         self.labels = data.labels.to(device)
         self.augmenter = BatchAugmenter(
-            config.augment, splits.mean, splits.std, policy=config.policy, flip=config.flip
+            recipe.augment, splits.mean, splits.std, policy=recipe.policy, flip=recipe.flip
         )
-        self.batch_size = config.batch_size
+        self.batch_size = recipe.batch_size
         self.chunk = plan.chunk
-        self.layout = memory_format(config, device)
+        self.layout = memory_format(machine, device)
         self.device = device
         self.description = _device_line(data, plan, device)
 
@@ -186,16 +190,18 @@ class LoaderBatches:
     Workers persist between epochs (no process start per epoch); what they produce follows from
     the epoch's seed alone through each batch's seed (`SeededBatchSampler`)."""
 
-    def __init__(self, data: TensorData, config: TrainConfig, splits: Splits, device):
-        if config.workers is not None and config.workers < 0:
+    def __init__(
+        self, data: TensorData, recipe: Recipe, machine: Machine, splits: Splits, device
+    ):
+        if machine.workers is not None and machine.workers < 0:
             raise DataError(
-                f"The number of loader workers must be 0 or more, got {config.workers}."
+                f"The number of loader workers must be 0 or more, got {machine.workers}."
             )
         transform = train_transform(
-            config.augment, splits.mean, splits.std, policy=config.policy, flip=config.flip
+            recipe.augment, splits.mean, splits.std, policy=recipe.policy, flip=recipe.flip
         )
-        workers = default_workers(device) if config.workers is None else config.workers
-        self.sampler = SeededBatchSampler(len(data), config.batch_size)
+        workers = default_workers(device) if machine.workers is None else machine.workers
+        self.sampler = SeededBatchSampler(len(data), recipe.batch_size)
         self.loader = DataLoader(
             SeededTransformedBatches(data, transform),
             batch_size=None,  # the sampler hands over whole batches; the dataset stacks them
@@ -205,7 +211,7 @@ class LoaderBatches:
             persistent_workers=workers > 0,  # keep workers between epochs: no restart per epoch
             generator=torch.Generator(),  # the workers' base seed: not torch's global generator
         )
-        self.layout = memory_format(config, device)
+        self.layout = memory_format(machine, device)
         self.device = device
         self.description = _loader_line(len(data), workers, device)
 
@@ -225,19 +231,21 @@ class LoaderBatches:
             )
 
 
-def resolve_data_path(config: TrainConfig) -> str:
+def resolve_data_path(machine: Machine) -> str:
     """`auto` -> `device`: the batched path is the faster one on CUDA and on CPU alike (see
     benchmarks/RESULTS.md); `loader` keeps the per-image DataLoader path selectable."""
-    return "device" if config.data_path == "auto" else config.data_path
+    return "device" if machine.data_path == "auto" else machine.data_path
 
 
-def data_path_line(data: TensorData, config: TrainConfig, device: torch.device) -> str:
-    """The line `make_batches(data, config, ..., device).describe()` would give, without
+def data_path_line(
+    data: TensorData, recipe: Recipe, machine: Machine, device: torch.device
+) -> str:
+    """The line `make_batches(data, recipe, machine, ...).describe()` would give, without
     building the source (a search announces it once; each trial's plan reads the free bytes
     of its own moment)."""
-    if resolve_data_path(config) == "device":
-        return _device_line(data, data_plan(data, config, device), device)
-    workers = default_workers(device) if config.workers is None else config.workers
+    if resolve_data_path(machine) == "device":
+        return _device_line(data, data_plan(data, recipe, machine, device), device)
+    workers = default_workers(device) if machine.workers is None else machine.workers
     return _loader_line(len(data), workers, device)
 
 
@@ -255,6 +263,8 @@ def _loader_line(count: int, workers: int, device: torch.device) -> str:
     )
 
 
-def make_batches(data: TensorData, config: TrainConfig, splits: Splits, device: torch.device):
-    source = DeviceBatches if resolve_data_path(config) == "device" else LoaderBatches
-    return source(data, config, splits, device)
+def make_batches(
+    data: TensorData, recipe: Recipe, machine: Machine, splits: Splits, device: torch.device
+):
+    source = DeviceBatches if resolve_data_path(machine) == "device" else LoaderBatches
+    return source(data, recipe, machine, splits, device)

@@ -54,7 +54,7 @@ class RunMetrics:
     device: str = ""
     classes: list[str] = field(default_factory=list)  # in the order of the model's outputs
     normalization: dict[str, list[float]] = field(default_factory=dict)  # {"mean", "std"}
-    config: dict[str, Any] = field(default_factory=dict)  # the recipe (TrainConfig.to_dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the recipe (Recipe.to_dict)
     dataset: dict[str, Any] = field(default_factory=dict)  # the data (DataConfig.to_dict)
     source: dict[str, Any] = field(default_factory=dict)  # {study, storage, trial} or {arch}
 

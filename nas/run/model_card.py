@@ -20,7 +20,7 @@ from nas.arch.architecture import POOL_KERNEL, Architecture
 from nas.arch.counts import count_macs, param_table
 from nas.commands import join, retrain_command
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.recipe import Recipe
 from nas.run import folder as run_folder
 from nas.run.export import input_contract
 from nas.run.folder import EXPORT_FILES, RunMetrics
@@ -214,7 +214,7 @@ def rebuild_notes(metrics: RunMetrics) -> list[str]:
     differing = []
     for config_class, values, flags in (
         (DataConfig, metrics.dataset, DATA_FLAGS.keys() | {"verify", "download"}),
-        (TrainConfig, metrics.config, RECIPE_FLAGS.keys()),
+        (Recipe, metrics.config, RECIPE_FLAGS.keys()),
     ):
         for field in fields(config_class):
             if field.name in values and field.name not in flags:
@@ -225,6 +225,6 @@ def rebuild_notes(metrics: RunMetrics) -> list[str]:
     return [
         "",
         f"This run also used {', '.join(differing)}, which `nas retrain` takes from its "
-        "defaults: pass them to `nas.run.retrain.retrain(arch, DataConfig(...), TrainConfig(...), "
+        "defaults: pass them to `nas.run.retrain.retrain(arch, DataConfig(...), Recipe(...), "
         "out)` in Python to rebuild it exactly.",
     ]

@@ -35,7 +35,8 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.data.loading import Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.files import write_atomic
@@ -82,7 +83,7 @@ def prepare_run_dir(run_dir: Path, arch: Architecture, fresh: bool) -> None:
         )
 
 
-def finished_run(run_dir: Path, recipe: TrainConfig) -> RunMetrics | None:
+def finished_run(run_dir: Path, recipe: Recipe) -> RunMetrics | None:
     """The metrics of a run of `recipe.epochs` epochs already finished in `run_dir`, its files
     read back (a damaged one is a UserError naming it); None when it is not finished."""
     done = run_folder.read_metrics(run_dir)
@@ -96,7 +97,8 @@ def finished_run(run_dir: Path, recipe: TrainConfig) -> RunMetrics | None:
 def retrain(
     arch: Architecture,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     run_dir: str | Path,
     *,
     fresh: bool = False,
@@ -105,7 +107,7 @@ def retrain(
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> RetrainResult:
-    """Train `arch` with `recipe`, evaluate on the test split, export to `run_dir`.
+    """Train `arch` with `recipe` on `machine`, evaluate on the test split, export to `run_dir`.
 
     A run folder whose metrics say it finished `recipe.epochs` epochs is returned as it is
     (`reused`). `on_epoch(row)` sees every epoch's history row. When `should_stop()` is true
@@ -116,7 +118,7 @@ def retrain(
     done = None if fresh else finished_run(run_dir, recipe)
     if done is not None:
         return RetrainResult(done, reused=True)
-    device = resolve_device(recipe.device)  # refuse an unusable device before writing anything
+    device = resolve_device(machine.device)  # refuse an unusable device before writing anything
     splits = load_splits(data)
     data = dataclasses.replace(data, image_size=splits.image_shape[-1])  # as metrics.json says
     if arch.num_classes != splits.num_classes:  # e.g. a CIFAR-10 preset trained on CIFAR-100
@@ -137,14 +139,15 @@ def retrain(
         model,
         splits,
         recipe,
+        machine,
         checkpoint_path=run_dir / run_folder.CHECKPOINT,
         checkpoint_extra={"architecture": arch.to_dict()},
         progress=progress,
         callback=after_epoch,
     )
     model.load_state_dict(result.best_state)
-    test_loss, test_accuracy = evaluate(model, splits.test, splits, recipe, device)
-    metrics = run_metrics(arch, result, (test_loss, test_accuracy), splits, data, recipe)
+    test_loss, test_accuracy = evaluate(model, splits.test, splits, machine, device)
+    metrics = run_metrics(arch, result, (test_loss, test_accuracy), splits, data, recipe, machine)
     metrics = dataclasses.replace(metrics, device=str(device), source=source or {})
     write_run(run_dir, arch, metrics, result)
     return RetrainResult(metrics)
@@ -156,7 +159,8 @@ def run_metrics(
     test: tuple[float, float],
     splits: Splits,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
 ) -> RunMetrics:
     """What metrics.json records of a finished fit and its one test evaluation (loss, accuracy)."""
     seconds = sum(row["seconds"] for row in result.history)
@@ -176,7 +180,7 @@ def run_metrics(
         seconds_per_epoch=seconds / max(1, result.epochs_completed),
         classes=list(splits.classes),
         normalization={"mean": list(splits.mean), "std": list(splits.std)},
-        config=recipe.to_dict(),
+        config={**recipe.to_dict(), **machine.to_dict()},  # one dict, as before the split
         dataset=data.to_dict(),
     )
 

@@ -4,7 +4,7 @@ the one a `nas.search.front.Pick` names), with the data and recipe settings the 
 
 Claims:
 - A retrain of a study inherits the study's data and the recipe settings a resume keeps
-  (`nas.config.kept.kept`), never its devices or speed switches.
+  (`nas.config.fields.kept`), never its devices or speed switches.
 - `--pick best` in a study whose search confirmed its candidates takes the winner the search
   named (the best mean over seeds, `nas.search.winner`), not the luckiest single run.
 """
@@ -20,8 +20,8 @@ from optuna.trial import FrozenTrial
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.config.costs import format_cost
-from nas.config.kept import kept_names
-from nas.config.recipe import TrainConfig
+from nas.config.fields import kept_names
+from nas.config.recipe import Recipe
 from nas.errors import UserError
 from nas.search.front import Pick, pick_trial
 from nas.search.winner import confirmations, winner
@@ -34,7 +34,7 @@ class StudyChoice:
     arch: Architecture
     trial: FrozenTrial
     data: dict[str, Any]  # the study's DataConfig as a dict
-    recipe: dict[str, Any]  # the study's kept TrainConfig settings
+    recipe: dict[str, Any]  # the study's kept Recipe settings
     why: str = ""  # how it was picked, in words
 
 
@@ -65,7 +65,7 @@ def choose_from_study(
         arch=arch,
         trial=trial,
         data=dict(study.user_attrs.get(records.DATASET, {})),
-        recipe={k: study_recipe[k] for k in kept_names(TrainConfig) if k in study_recipe},
+        recipe={k: study_recipe[k] for k in kept_names(Recipe) if k in study_recipe},
         why=why,
     )
 

@@ -25,7 +25,8 @@ from optuna.trial import FrozenTrial
 
 from nas import records
 from nas.arch.architecture import Architecture
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.data.loading import Splits
 from nas.errors import StopRequested
 from nas.search.winner import unconfirmed
@@ -38,7 +39,8 @@ SEED_OFFSET = 1  # a confirmation run trains with the recipe's seed + this
 def confirm_top(
     study: optuna.Study,
     splits: Splits,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     n: int,
     *,
     should_stop: Callable[[], bool] | None = None,
@@ -48,7 +50,7 @@ def confirm_top(
     each (see the module's claims). Returns the trial numbers confirmed now."""
     confirmed = []
     for trial in unconfirmed(study, n):
-        record = confirm_one(trial, splits, recipe, should_stop)
+        record = confirm_one(trial, splits, recipe, machine, should_stop)
         study.set_user_attr(records.confirm_key(trial.number), record)
         confirmed.append(trial.number)
         if on_run is not None:
@@ -59,7 +61,8 @@ def confirm_top(
 def confirm_one(
     trial: FrozenTrial,
     splits: Splits,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """One more training run of `trial`'s architecture with the recipe's seed + SEED_OFFSET."""
@@ -78,6 +81,7 @@ def confirm_one(
             build_model(arch),
             splits,
             replace(recipe, seed=seed),
+            machine,
             callback=stop_between_epochs,
             progress=False,
         )

@@ -15,7 +15,7 @@ Claims:
   run, every worker); a run asks for no new trial once trained + running trials reach it.
 - A study remembers its budgets, objective, space text, dataset, recipe and tool version;
   resuming with a different budget, objective, space, or any setting declared `kept` on
-  `DataConfig`/`TrainConfig` is refused. Trials left RUNNING by a killed process are failed by
+  `DataConfig`/`Recipe` is refused. Trials left RUNNING by a killed process are failed by
   Optuna's heartbeat check and their parameters retried.
 - With a `TimeBudget` (`nas.search.time_budget`) no new trial starts once the time left cannot hold
 one more at this run's measured pace plus the confirmation runs still to come; the run then
@@ -43,7 +43,8 @@ from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.config.costs import format_cost
 from nas.config.data import DataConfig
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.data.batches import data_path_line
@@ -100,7 +101,8 @@ def check_feasible(
 def prepare_study(
     config: SearchConfig,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     splits: Splits | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> tuple[SearchSpace, optuna.Study, Splits]:
@@ -112,7 +114,7 @@ def prepare_study(
     # the parameter budget, refused before the data loads (a folder's classes are counted from
     # its folders, one where it is missing); MACs at the data's image size follow the loading
     check_feasible(space, config.budget, class_count(data) or 1, None, 0)
-    resolve_device(recipe.device)  # refuse an unusable device before anything is stored
+    resolve_device(machine.device)  # refuse an unusable device before anything is stored
     if Budgets.of(config).latency_measured:  # the same for the latency device
         try:
             resolve_device(config.latency_device)
@@ -133,7 +135,8 @@ def prepare_study(
 def run_search(
     config: SearchConfig,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     *,
     on_trial: Callable[[TrialOutcome, int], None] | None = None,
     on_wait: Callable[[int], None] | None = None,
@@ -156,13 +159,13 @@ def run_search(
     stop = should_stop or (lambda: False)
     if time_budget is None and config.time_limit is not None:
         time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
-    space, study, splits = prepare_study(config, data, recipe, splits, announce)
+    space, study, splits = prepare_study(config, data, recipe, machine, splits, announce)
     if trial_counts(study)[0] >= config.trials:
-        return finish_run(study, config, splits, recipe, stop, time_budget)
+        return finish_run(study, config, splits, recipe, machine, stop, time_budget)
     if announce is not None:  # where the data goes on this device, and why (its free memory)
-        announce(data_path_line(splits.train, recipe, resolve_device(recipe.device)))
+        announce(data_path_line(splits.train, recipe, machine, resolve_device(machine.device)))
     objective = Objective(
-        space, splits, recipe, Budgets.of(config),
+        space, splits, recipe, machine, Budgets.of(config),
         pareto_cost=config.minimize if config.pareto else None, target=config.trials,
         should_stop=stop, memory_meter=memory_meter,
     )  # fmt: skip
@@ -173,7 +176,7 @@ def run_search(
         reap(study)
         move, running = next_move(study, config, stop, time_budget, recipe.epochs)
         if move == FINISH:
-            return finish_run(study, config, splits, recipe, stop, time_budget)
+            return finish_run(study, config, splits, recipe, machine, stop, time_budget)
         if move == WAIT:
             waiting.check(study)  # a UserError once other workers' trials stop progressing
             if on_wait is not None:
@@ -264,7 +267,8 @@ def confirm(
     study: optuna.Study,
     config: SearchConfig,
     splits: Splits,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     stop: Callable[[], bool],
     time_budget: TimeBudget | None,
 ) -> optuna.Study:
@@ -281,7 +285,7 @@ def confirm(
             time_budget.record("confirmation", clock() - started, record["epochs"])
         started = clock()
 
-    confirm_top(study, splits, recipe, config.confirm, should_stop=stop, on_run=booked)
+    confirm_top(study, splits, recipe, machine, config.confirm, should_stop=stop, on_run=booked)
     return study
 
 
@@ -289,12 +293,13 @@ def finish_run(
     study: optuna.Study,
     config: SearchConfig,
     splits: Splits,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     stop: Callable[[], bool],
     time_budget: TimeBudget | None,
 ) -> optuna.Study:
     """What every run does last: confirm the winner, then record how the time went."""
-    confirm(study, config, splits, recipe, stop, time_budget)
+    confirm(study, config, splits, recipe, machine, stop, time_budget)
     if time_budget is not None:
         study.set_user_attr(time_budget.record_key(), time_budget.to_record())
     return study

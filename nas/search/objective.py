@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -38,7 +39,8 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.costs.budgets import Budgets, Gate, record_verdict
 from nas.data.device_memory import memory_failure, release_memory
 from nas.data.loading import Splits
@@ -86,7 +88,8 @@ class Objective:
         self,
         space: SearchSpace,
         splits: Splits,
-        recipe: TrainConfig,
+        recipe: Recipe,
+        machine: Machine,
         budgets: Budgets,
         *,
         pareto_cost: str | None = None,
@@ -97,13 +100,18 @@ class Objective:
         self.space = space
         self.splits = splits
         self.recipe = recipe
+        self.machine = machine
         self.budgets = budgets
         self.pareto_cost = pareto_cost  # the cost a Pareto study lowers (None: accuracy only)
         self.target = target  # trained candidates the study should hold (None: no limit)
         self.should_stop = should_stop
-        self.device = resolve_device(recipe.device)
+        self.device = resolve_device(machine.device)
         self.gate = Gate(
-            budgets, splits.image_shape[-1], recipe, str(self.device), memory_meter=memory_meter
+            budgets,
+            splits.image_shape[-1],
+            recipe,
+            replace(machine, device=str(self.device)),
+            memory_meter=memory_meter,
         )
         self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
 
@@ -199,7 +207,9 @@ class Objective:
         try:
             set_seed(self.recipe.seed)
             model = build_model(arch)
-            result = fit(model, self.splits, self.recipe, callback=report, progress=False)
+            result = fit(
+                model, self.splits, self.recipe, self.machine, callback=report, progress=False
+            )
         except NonFiniteLossError as error:
             return self._prune(trial, f"non-finite loss: {error}")
         except Exception as error:

@@ -26,8 +26,8 @@ from nas import __version__, records
 from nas.arch.space import SearchSpace
 from nas.config.costs import COSTS
 from nas.config.data import DataConfig
-from nas.config.kept import kept_values
-from nas.config.recipe import TrainConfig
+from nas.config.fields import kept_values
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.errors import UserError
@@ -43,7 +43,7 @@ def open_study(
     config: SearchConfig,
     space: SearchSpace,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
     announce: Callable[[str], None] | None = None,
     *,
     num_classes: int,
@@ -109,7 +109,7 @@ def check_resume(
     recorded: dict[str, Any],
     space: SearchSpace,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
 ) -> None:
     """Refuse settings under which the study's trials would not be comparable."""
     how = f"pass --study NEW_NAME to start a new study (the store keeps {config.study!r})"
@@ -175,7 +175,7 @@ def _objective_words(record: dict[str, Any]) -> str:
 
 
 def study_record(
-    config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: TrainConfig
+    config: SearchConfig, space: SearchSpace, data: DataConfig, recipe: Recipe
 ) -> dict[str, Any]:
     """Everything a retrain needs besides the study name."""
     return {

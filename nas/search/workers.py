@@ -1,7 +1,7 @@
 """Owns local worker processes: N searches on one store, started, watched and stopped together.
 
 `run_workers` starts one `python -m nas.search.workers` process per device. Each worker reads its
-settings (the search, data and recipe configs, its index and device) from the environment
+settings (the search, data, recipe and machine configs, its index and device) from the environment
 variable `NAS_WORKER_SETTINGS`, never from its command line: a storage URL's password stays out
 of `ps`. Each samples with the search seed plus its index. A worker on a GPU makes it its
 current device first (`own_device`), so `cuda` means its own GPU (`nas.config.machine`). The parent
@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.config.data import DataConfig
-from nas.config.machine import usable_cpus, worker_devices
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine, usable_cpus, worker_devices
+from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import (
     EXIT_INTERRUPTED,
@@ -48,7 +48,7 @@ from nas.errors import (
 from nas.search.loop import prepare_study, run_search
 from nas.search.progress import TrialOutcome, outcome_of, trial_counts
 
-SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search": ..., "data": ..., "recipe": ...}
+SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search", "data", "recipe", "machine": ...}
 
 
 def plan_devices(requested: int | None, device: str) -> list[str]:
@@ -80,7 +80,12 @@ class WorkersResult:
 
 
 def worker_environment(
-    config: SearchConfig, data: DataConfig, recipe: TrainConfig, index: int, device: str
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: Recipe,
+    machine: Machine,
+    index: int,
+    device: str,
 ) -> dict[str, str]:
     env = dict(os.environ)
     settings = {
@@ -92,7 +97,8 @@ def worker_environment(
             )
         ),
         "data": data.to_dict(),
-        "recipe": dataclasses.asdict(dataclasses.replace(recipe, device=device)),
+        "recipe": recipe.to_dict(),
+        "machine": dataclasses.replace(machine, device=device).to_dict(),
     }
     env[SETTINGS_ENV] = json.dumps(settings)
     return env
@@ -101,7 +107,8 @@ def worker_environment(
 def run_workers(
     config: SearchConfig,
     data: DataConfig,
-    recipe: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     devices: list[str],
     *,
     on_trial: Callable[[TrialOutcome, int], None] | None = None,
@@ -113,13 +120,14 @@ def run_workers(
     Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
     trials; the KeyboardInterrupt is re-raised once they have exited."""
     # user errors surface here, once; a new study is created (and warm-started) here
-    _, study, _ = prepare_study(config, data, recipe, announce=announce)
+    _, study, _ = prepare_study(config, data, recipe, machine, announce=announce)
     new_trials = _NewTrials(study, on_trial)
     logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
     processes: list[subprocess.Popen] = []
     try:
         for index, log in enumerate(logs):
-            processes.append(_start_worker(_worker_env(config, data, recipe, index, devices), log))
+            env = _worker_env(config, data, recipe, machine, index, devices)
+            processes.append(_start_worker(env, log))
         stopping = _watch(processes, new_trials, should_stop)
     except KeyboardInterrupt:
         _send(processes, signal.SIGINT)
@@ -149,10 +157,15 @@ class _NewTrials:
 
 
 def _worker_env(
-    config: SearchConfig, data: DataConfig, recipe: TrainConfig, index: int, devices: list[str]
+    config: SearchConfig,
+    data: DataConfig,
+    recipe: Recipe,
+    machine: Machine,
+    index: int,
+    devices: list[str],
 ) -> dict[str, str]:
     """Worker `index`'s environment; CPU-only workers share the cores between them."""
-    env = worker_environment(config, data, recipe, index, devices[index])
+    env = worker_environment(config, data, recipe, machine, index, devices[index])
     if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
         # share the cores instead of every worker using all of them
         env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))
@@ -227,14 +240,15 @@ def worker_main() -> int:
         settings = json.loads(os.environ[SETTINGS_ENV])
         config = SearchConfig(**settings["search"])
         data = DataConfig.from_dict(settings["data"])
-        recipe = TrainConfig.from_dict(settings["recipe"])
+        recipe = Recipe.from_dict(settings["recipe"])
+        machine = Machine.from_dict(settings["machine"])
     except (KeyError, ValueError, TypeError):
         print(f"error: a worker needs its settings in ${SETTINGS_ENV}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        own_device(recipe.device)
+        own_device(machine.device)
         with stop_on_sigterm() as stop:
-            run_search(config, data, recipe, should_stop=stop)
+            run_search(config, data, recipe, machine, should_stop=stop)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -56,13 +56,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.data.augment import normalize_batch
 from nas.data.batches import eval_batch_size, make_batches, memory_format, resolve_data_path
 from nas.data.loading import Splits, TensorData
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.devices import current_gpu, resolve_device, synchronize
-from nas.train.precision import cudnn_autotuning
+from nas.train.precision import cudnn_autotuning, precision_for
 from nas.train.state import (
     FitResult,
     Trainer,
@@ -71,7 +72,7 @@ from nas.train.state import (
     resume,
     weights_on_cpu,
 )
-from nas.train.step import float_logits, recipe_precision
+from nas.train.step import float_logits
 
 # the keys of every history row `fit` records, in the order a CSV shows them
 HISTORY_COLUMNS = (
@@ -97,7 +98,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def fit(
     model: nn.Module,
     splits: Splits,
-    config: TrainConfig,
+    recipe: Recipe,
+    machine: Machine,
     *,
     callback: EpochCallback | None = None,
     checkpoint_path: str | Path | None = None,
@@ -112,29 +114,30 @@ def fit(
     is resumed from and rewritten atomically after every epoch; `checkpoint_extra` (plain
     values) is stored alongside, e.g. the architecture.
     """
-    device = resolve_device(config.device)
-    trainer = make_trainer(model, config, device)
+    device = resolve_device(machine.device)
+    trainer = make_trainer(model, recipe, machine, device)
     result = FitResult()
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         resume(load_checkpoint(checkpoint_path), trainer, result)
-    result.extra["data_path"] = resolve_data_path(config)
+    result.extra["data_path"] = resolve_data_path(machine)
     result.extra["precision"] = trainer.step.precision.name
     # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms); the
     # training GPU is the current one, so the loader's pin-memory thread pins for it, not GPU 0
     with cudnn_autotuning(device.type == "cuda"), current_gpu(device):
-        batches = make_batches(splits.train, config, splits, device)
+        batches = make_batches(splits.train, recipe, machine, splits, device)
         if progress:
             print(batches.describe(), flush=True)  # which data path, and why (device memory)
         first = result.epochs_completed + 1
         bar = tqdm(
-            range(first, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
-            initial=first - 1, total=config.epochs, leave=False,
+            range(first, recipe.epochs + 1), desc="epochs", unit="epoch", disable=not progress,
+            initial=first - 1, total=recipe.epochs, leave=False,
         )  # fmt: skip
         for epoch in bar:
-            row = _run_epoch(trainer, batches, splits, config, device, epoch, result)
+            row = _run_epoch(trainer, batches, splits, recipe, machine, device, epoch, result)
             if checkpoint_path is not None:
                 save_checkpoint(
-                    checkpoint_state(trainer, result, config, checkpoint_extra), checkpoint_path
+                    checkpoint_state(trainer, result, recipe, machine, checkpoint_extra),
+                    checkpoint_path,
                 )
             bar.set_postfix(
                 train=f"{row['train_accuracy']:.1%}", val=f"{row['val_accuracy']:.1%}",
@@ -149,22 +152,24 @@ def fit(
     return result
 
 
-def _run_epoch(trainer, batches, splits, config, device, epoch: int, result: FitResult) -> dict:
+def _run_epoch(
+    trainer, batches, splits, recipe, machine, device, epoch: int, result: FitResult
+) -> dict:
     """Train and validate one epoch; record its row and the best weights in `result`."""
     started = time.perf_counter()
-    torch.manual_seed(_epoch_seed(config.seed, epoch))  # any other global draw too
+    torch.manual_seed(_epoch_seed(recipe.seed, epoch))  # any other global draw too
     lr = trainer.optimizer.param_groups[0]["lr"]
     train_loss, train_accuracy, compile_seconds = _train_epoch(
         trainer,
         batches,
         device,
-        _epoch_seed(config.seed, epoch),
+        _epoch_seed(recipe.seed, epoch),
         time_first_step=trainer.compiled and not result.compile_seconds,
     )
     result.compile_seconds += compile_seconds
     if not math.isfinite(train_loss):
         raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
-    val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, config, device)
+    val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, machine, device)
     trainer.scheduler.step(val_loss)
     row = {
         "epoch": epoch,
@@ -212,19 +217,19 @@ def evaluate(
     model: nn.Module,
     data: TensorData,
     splits: Splits,
-    config: TrainConfig,
+    machine: Machine,
     device: torch.device,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy (fraction) of `model` on `data`, normalised only.
     The forward pass runs under the run's precision; loss and argmax are taken of the logits
     in float32, so the accuracy agrees with the float32 export's. `device` is where `model` is."""
-    precision = recipe_precision(config, device)
+    precision = precision_for(machine.precision, device)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    layout = memory_format(config, device)
-    batch = eval_batch_size(config, data, device)  # fewer images where device memory is short
+    layout = memory_format(machine, device)
+    batch = eval_batch_size(machine, data, device)  # fewer images where device memory is short
     for start in range(0, len(data), batch):
         images = data.images[start : start + batch].to(device, non_blocking=True)
         labels = data.labels[start : start + batch].to(device, non_blocking=True)

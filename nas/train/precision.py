@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nas.config.recipe import PRECISIONS
+from nas.config.machine import PRECISIONS
 from nas.errors import UserError
 
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere: the first compute capability cuDNN runs bf16 convolutions at

@@ -18,14 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.config.recipe import TrainConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
 from nas.data.batches import memory_format
 from nas.train.checkpoint import restore_rng_state, rng_state
+from nas.train.precision import precision_for
 from nas.train.step import (
     TrainingStep,
     make_optimizer,
     reapply_speed_options,
-    recipe_precision,
     restore_scaler,
 )
 
@@ -75,23 +76,29 @@ class Trainer:
     compiled: bool
 
 
-def make_trainer(model: nn.Module, config: TrainConfig, device: torch.device) -> Trainer:
-    model.to(device=device, memory_format=memory_format(config, device))
-    optimizer = make_optimizer(model, config, device)
+def make_trainer(
+    model: nn.Module, recipe: Recipe, machine: Machine, device: torch.device
+) -> Trainer:
+    """The model on `device` in the machine's layout, the recipe's optimizer and schedule, and
+    its training step under the machine's precision (compiled when the machine asks)."""
+    model.to(device=device, memory_format=memory_format(machine, device))
+    optimizer = make_optimizer(model, recipe, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        optimizer, mode="min", factor=recipe.lr_factor, patience=recipe.lr_patience
     )
-    precision = recipe_precision(config, device)
+    precision = precision_for(machine.precision, device)
     eager = TrainingStep(model, optimizer, precision)
     step = eager
-    if config.compile:
+    if machine.compile:
         # static shapes: one graph for the batch size, never recompiled for another shape
         compiled = torch.compile(model, dynamic=False)
         step = TrainingStep(compiled, optimizer, precision, scaler=eager.scaler)
-    return Trainer(model, optimizer, scheduler, step, eager, config.batch_size, config.compile)
+    return Trainer(model, optimizer, scheduler, step, eager, recipe.batch_size, machine.compile)
 
 
-def checkpoint_state(trainer: Trainer, result: FitResult, config, extra) -> dict[str, Any]:
+def checkpoint_state(
+    trainer: Trainer, result: FitResult, recipe: Recipe, machine: Machine, extra
+) -> dict[str, Any]:
     """What `save_checkpoint` writes after an epoch: enough to go on from it."""
     return {
         "format": 1,
@@ -104,7 +111,7 @@ def checkpoint_state(trainer: Trainer, result: FitResult, config, extra) -> dict
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "best_val_accuracy": result.best_val_accuracy,
-        "config": config.to_dict(),
+        "config": {**recipe.to_dict(), **machine.to_dict()},  # one dict, as before the split
         "rng": rng_state(),
         "extra": extra or {},
     }

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.config.recipe import TrainConfig
-from nas.train.precision import Precision, precision_for
+from nas.config.recipe import Recipe
+from nas.train.precision import Precision
 
 OPTIMIZER_CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SPEED_FLAGS = ("fused", "foreach")  # how an optimizer's update runs, not what it computes
@@ -47,29 +47,22 @@ def speed_options(device_type: str, fused_available: bool) -> dict[str, bool | N
     return {"fused": None, "foreach": True}
 
 
-def make_optimizer(
-    model: nn.Module, config: TrainConfig, device: torch.device
-) -> torch.optim.Optimizer:
-    """The recipe's optimizer (`config.optimizer`, `lr`, `momentum`, `weight_decay`) for
+def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    """The recipe's optimizer (`recipe.optimizer`, `lr`, `momentum`, `weight_decay`) for
     `model`'s parameters, with the update implementation for `device`."""
-    optimizer_class = OPTIMIZER_CLASSES[config.optimizer]
+    optimizer_class = OPTIMIZER_CLASSES[recipe.optimizer]
     speed = speed_options(device.type, accepts_fused(optimizer_class))
-    if config.optimizer == "sgd":
+    if recipe.optimizer == "sgd":
         return optimizer_class(
             model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
             **speed,
         )
     return optimizer_class(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **speed
+        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, **speed
     )
-
-
-def recipe_precision(config: TrainConfig, device: torch.device) -> Precision:
-    """The precision the recipe's `precision` setting gives on `device` (`nas.train.precision`)."""
-    return precision_for(config.precision, device)
 
 
 def reapply_speed_options(optimizer: torch.optim.Optimizer) -> None:
