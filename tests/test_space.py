@@ -49,7 +49,7 @@ LARGE_IMAGES = ROOT / "search_spaces" / "large-images.yaml"
 @pytest.mark.parametrize("image_size, classes", [(64, 200), (96, 10)])  # Tiny-ImageNet, STL-10
 def test_the_large_images_space_fits_5m_at_64_and_96_px(image_size, classes):
     from nas.arch.counts import count_macs
-    from nas.search.loop import check_feasible
+    from nas.costs.budgets import check_feasible
 
     space = SearchSpace.load(LARGE_IMAGES)
     assert space.stem_types == ("cifar", "imagenet")

@@ -21,6 +21,9 @@ out-of-memory, or no cuDNN algorithm that fits) is a verdict, not a crash: the c
 not fit (`Verdict.unfit_on`, the device), is rejected with the reason "does not fit on cuda:N",
 and the samplers see that cost at `UNFIT_EXCESS` over its budget (its true peak is unknown:
 above what the device had free).
+
+Before any candidate, `check_feasible` refuses a space whose cheapest architecture is over the
+parameter or MAC budget, in one sentence saying which budget to raise.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from typing import TYPE_CHECKING, Any
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
-from nas.config.costs import COSTS, describe_limits
+from nas.config.costs import COSTS, describe_limits, format_cost
 from nas.config.machine import Machine, latency_device
 from nas.config.recipe import Recipe
 from nas.data.device_memory import memory_failure, release_memory
+from nas.errors import UserError
 
 if TYPE_CHECKING:
+    from nas.arch.space import SearchSpace
     from nas.config.search import SearchConfig
 
 UNFIT_EXCESS = 1.0  # relative excess the samplers see for a cost whose measurement ran out of
@@ -260,3 +265,24 @@ def record_verdict(trial, verdict: Verdict) -> None:
 def _plain(value: float) -> float | int:
     """Counts stay integers in the store; measured values keep four decimals."""
     return int(value) if float(value).is_integer() else round(value, 4)
+
+
+def check_feasible(
+    space: SearchSpace, budget: int, num_classes: int, max_macs: int | None, image_size: int
+) -> None:
+    """Refuse a space whose cheapest architecture is over the parameter or MAC budget."""
+    smallest = count_params(space.smallest(num_classes))
+    if smallest > budget:
+        raise UserError(
+            f"the smallest architecture in {space.source} has {smallest:,} parameters, over the "
+            f"budget of {budget:,}; raise --budget or use a space with smaller widths"
+        )
+    if max_macs is not None:
+        fewest_macs = space.smallest(num_classes, by=lambda a: count_macs(a, image_size))
+        macs = count_macs(fewest_macs, image_size)
+        if macs > max_macs:
+            raise UserError(
+                f"the cheapest architecture in {space.source} needs {format_cost('macs', macs)} "
+                f"per image, over --max-macs {format_cost('macs', max_macs)}; raise --max-macs "
+                "or use a space with smaller widths"
+            )

@@ -225,6 +225,6 @@ def rebuild_notes(metrics: RunMetrics) -> list[str]:
     return [
         "",
         f"This run also used {', '.join(differing)}, which `nas retrain` takes from its "
-        "defaults: pass them to `nas.run.retrain.retrain(arch, DataConfig(...), Recipe(...), Machine(), "
-        "out)` in Python to rebuild it exactly.",
+        "defaults: pass them to `nas.run.retrain.retrain(arch, DataConfig(...), Recipe(...), "
+        "Machine(), out)` in Python to rebuild it exactly.",
     ]

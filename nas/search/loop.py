@@ -39,14 +39,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas import records
-from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
-from nas.config.costs import format_cost
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
-from nas.costs.budgets import Budgets
+from nas.costs.budgets import Budgets, check_feasible
 from nas.data.batches import data_path_line
 from nas.data.loading import Splits, class_count, load_splits
 from nas.errors import StopRequested, UserError
@@ -75,27 +73,6 @@ BUDGET_KINDS = {  # what a time budget books a finished trial's time to
 
 
 # ---- the loop ----------------------------------------------------------------------------
-
-
-def check_feasible(
-    space: SearchSpace, budget: int, num_classes: int, max_macs: int | None, image_size: int
-) -> None:
-    """Refuse a space whose cheapest architecture is over the parameter or MAC budget."""
-    smallest = count_params(space.smallest(num_classes))
-    if smallest > budget:
-        raise UserError(
-            f"the smallest architecture in {space.source} has {smallest:,} parameters, over the "
-            f"budget of {budget:,}; raise --budget or use a space with smaller widths"
-        )
-    if max_macs is not None:
-        fewest_macs = space.smallest(num_classes, by=lambda a: count_macs(a, image_size))
-        macs = count_macs(fewest_macs, image_size)
-        if macs > max_macs:
-            raise UserError(
-                f"the cheapest architecture in {space.source} needs {format_cost('macs', macs)} "
-                f"per image, over --max-macs {format_cost('macs', max_macs)}; raise --max-macs "
-                "or use a space with smaller widths"
-            )
 
 
 def prepare_study(
