@@ -158,9 +158,7 @@ def run_search(
             waiting.check(study)  # a UserError once other workers' trials stop progressing
             if on_wait is not None:
                 on_wait(running)
-            sleep_unless_stopped(
-                config.poll, stop
-            )  # another worker's trial may finish the study, or go stale
+            sleep_unless_stopped(config.poll, stop)  # another worker's trial may finish it
             continue
         waiting.reset()
         trial = train_one(study, objective, time_budget)
