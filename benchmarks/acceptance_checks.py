@@ -21,6 +21,7 @@ import torch
 
 from nas.arch.architecture import Architecture
 from nas.arch.presets import PRESETS
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.augment import (
     AugmentDraws,
@@ -260,8 +261,8 @@ def train_losses(arch, ctx: Context, batches, precision: Precision, optimizer_ki
     """Per-step training losses of `arch` from seed 0 on `batches` under `precision`: the
     recipe's optimizer (`make_optimizer`: fused Adam on CUDA), or torch's Adam with `fused` or
     `foreach`."""
-    config = Recipe(device=str(ctx.device))
-    layout = memory_format(config, ctx.device)
+    config = Recipe()
+    layout = memory_format(Machine(device=str(ctx.device)), ctx.device)
     set_seed(0)
     model = build_model(arch).to(device=ctx.device, memory_format=layout)
     if optimizer_kind == "recipe":
@@ -278,8 +279,8 @@ def train_losses(arch, ctx: Context, batches, precision: Precision, optimizer_ki
 def step_seconds(arch, ctx: Context, batches, precision: Precision) -> float:
     """Mean seconds of one training step of `arch` under `precision` (cuDNN autotuning on, as
     `fit` trains), over `batches` after as many warm-up steps, synchronised at both ends."""
-    config = Recipe(device=str(ctx.device))
-    layout = memory_format(config, ctx.device)
+    config = Recipe()
+    layout = memory_format(Machine(device=str(ctx.device)), ctx.device)
     set_seed(0)
     model = build_model(arch).to(device=ctx.device, memory_format=layout)
     step = TrainingStep(model, make_optimizer(model, config, ctx.device), precision)
@@ -414,8 +415,8 @@ def check_compile(ctx: Context) -> Result:
     runs = {}
     for compiled in (False, True):
         set_seed(0)
-        config = Recipe(epochs=2, device=str(ctx.device), compile=compiled)
-        runs[compiled] = fit(build_model(arch), splits, config, progress=False)
+        machine = Machine(device=str(ctx.device), compile=compiled)
+        runs[compiled] = fit(build_model(arch), splits, Recipe(epochs=2), machine, progress=False)
     eager, compiled = runs[False], runs[True]
     ok = compiled.compile_seconds > 0 and all(
         math.isfinite(row["train_loss"]) for row in compiled.history

@@ -15,6 +15,7 @@ from acceptance_checks import Context, Result
 from nas import records
 from nas.arch.counts import count_params
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 
 OOM_SPACE = """# gpu_acceptance: one candidate far too big for any GPU at batch 8192, one tiny
@@ -46,7 +47,8 @@ def check_oom(ctx: Context) -> Result:
         storage=f"sqlite:///{ctx.scratch / 'oom.db'}", sampler="random", pruner="none",
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", synthetic_size=OOM_BATCH + 1024, subset=OOM_BATCH)
-    recipe = Recipe(epochs=1, batch_size=OOM_BATCH, augment="none", device=str(ctx.device))
+    recipe = Recipe(epochs=1, batch_size=OOM_BATCH, augment="none")
+    machine = Machine(device=str(ctx.device))
     study = open_study(config, space, data, recipe, num_classes=10, image_size=32)
     shared = {"layers": 2, "conv_kernel": 3, "skip_kernel": 1}
     study.enqueue_trial(
@@ -56,7 +58,7 @@ def check_oom(ctx: Context) -> Result:
         {**shared, "channels_1": 16, "blocks_1": 1, "channels_2": 16, "blocks_2": 1}
     )
     torch.cuda.empty_cache()
-    study = run_search(config, data, recipe)
+    study = run_search(config, data, recipe, machine)
     trials = study.get_trials(deepcopy=False)
     first, second = trials[0], trials[1] if len(trials) > 1 else None
     reason = first.user_attrs.get(records.PRUNE_REASON, "")
@@ -95,11 +97,12 @@ def check_workers(ctx: Context) -> Result:
         storage=f"sqlite:///{ctx.scratch / 'workers.db'}", pruner="none",
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", subset=128 if ctx.cuda else 64)
-    recipe = Recipe(epochs=1, augment="recipe", device=devices[0])
+    recipe = Recipe(epochs=1, augment="recipe")
+    machine = Machine(device=devices[0])
     if ctx.cuda:
         torch.cuda.empty_cache()  # the workers need the memory this process cached
     with _environment(OMP_NUM_THREADS="1") if not ctx.cuda else contextlib.nullcontext():
-        result = run_workers(config, data, recipe, devices)  # CPU: a tiny net, one thread
+        result = run_workers(config, data, recipe, machine, devices)  # CPU: a tiny net, one thread
     import optuna
 
     study = optuna.load_study(study_name="workers", storage=config.storage)
@@ -155,8 +158,8 @@ def check_costs(ctx: Context) -> Result:
     setup = LatencySetup(device=device, batch=1, threads=1)
     first, second = (measure_latency(arch, 32, setup) for _ in range(2))
     disagreement = abs(first.median_ms - second.median_ms) / min(first.median_ms, second.median_ms)
-    recipe = Recipe(batch_size=64, device=device)
-    memory = training_memory(arch, 32, recipe, device)
+    recipe, machine = Recipe(batch_size=64), Machine(device=device)
+    memory = training_memory(arch, 32, recipe, machine)
     estimate = estimate_training_memory(arch, 32, 64, recipe.optimizer)
     store = ctx.scratch / "costs.db"
     config = SearchConfig(
@@ -165,7 +168,7 @@ def check_costs(ctx: Context) -> Result:
         latency_device=device, max_memory_mb=2 * estimate.megabytes,
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", subset=128)
-    run_search(config, data, dataclasses.replace(recipe, epochs=1, augment="none"))
+    run_search(config, data, dataclasses.replace(recipe, epochs=1, augment="none"), machine)
     study = optuna.load_study(study_name="costs", storage=config.storage)
     trained = [t for t in study.trials if records.is_trained(t)]
     within = all(

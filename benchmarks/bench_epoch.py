@@ -45,7 +45,7 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
 from nas.config.data import DataConfig
-from nas.config.machine import usable_cpus
+from nas.config.machine import Machine, usable_cpus
 from nas.config.recipe import Recipe
 from nas.data.augment import BatchAugmenter, normalize_batch
 from nas.data.batches import memory_format
@@ -53,8 +53,8 @@ from nas.data.loading import Splits, TensorData, load_splits
 from nas.train.devices import resolve_device
 from nas.train.fit import fit, set_seed
 from nas.train.model import build_model
-from nas.train.precision import cudnn_autotuning
-from nas.train.step import TrainingStep, float_logits, make_optimizer, recipe_precision
+from nas.train.precision import cudnn_autotuning, precision_for
+from nas.train.step import TrainingStep, float_logits, make_optimizer
 
 # On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
 # images/s on a small machine,
@@ -139,24 +139,26 @@ def reference_epochs(model, splits: Splits, epochs: int, workers: int, device):
     return seconds, best_state
 
 
-def floor_epochs(model, splits: Splits, config: Recipe, epochs: int, device) -> list[float]:
+def floor_epochs(
+    model, splits: Splits, config: Recipe, machine: Machine, epochs: int, device
+) -> list[float]:
     """The floor: wall seconds of each epoch of `model`'s training steps on tensors augmented
     (the recipe, batched, the same draws for every epoch) and normalised once beforehand,
     already on `device` in the training layout, plus the validation forward pass; the same
     optimizer, precision, training step and batch size as `fit`, and one host sync per epoch."""
-    layout = memory_format(config, device)
+    layout = memory_format(machine, device)
     augmenter = BatchAugmenter(config.augment, splits.mean, splits.std)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     images = splits.train.images.to(device)
     train = torch.cat(
-        [augmenter(chunk, generator) for chunk in images.split(config.chunk_size)]
+        [augmenter(chunk, generator) for chunk in images.split(machine.chunk_size)]
     ).contiguous(memory_format=layout)
     labels = splits.train.labels.to(device)
     val = normalize_batch(splits.val.images.to(device), splits.mean, splits.std)
     val = val.contiguous(memory_format=layout)
     val_labels = splits.val.labels.to(device)
     model = model.to(device=device, memory_format=layout)
-    precision = recipe_precision(config, device)
+    precision = precision_for(machine.precision, device)
     step = TrainingStep(model, make_optimizer(model, config, device), precision)
     cuda = device.type == "cuda"
     seconds = []
@@ -172,8 +174,8 @@ def floor_epochs(model, splits: Splits, config: Recipe, epochs: int, device) -> 
                 loss_sum += step(train[batch], labels[batch])[0]
             model.eval()
             with torch.no_grad():
-                for start in range(0, len(val_labels), config.eval_batch_size):
-                    batch = slice(start, start + config.eval_batch_size)
+                for start in range(0, len(val_labels), machine.eval_batch_size):
+                    batch = slice(start, start + machine.eval_batch_size)
                     logits = float_logits(model, val[batch], precision)
                     loss_sum += F.cross_entropy(logits, val_labels[batch])
             loss_sum.item()  # the one host sync per epoch, as in `fit`
@@ -283,20 +285,20 @@ def main() -> None:
         results["reference"], text = summary(seconds, train_n, val_n)
         print(f"reference loop ({args.workers} workers, PIL per image, fp32): {text}")
     if not args.skip_ours:
-        config = Recipe(epochs=args.epochs, device=str(device), compile=args.compile,
-                             seed=args.seed)  # fmt: skip
+        config = Recipe(epochs=args.epochs, seed=args.seed)
+        machine = Machine(device=str(device), compile=args.compile)
         set_seed(args.seed)
-        result = fit(build_model(arch), splits, config, progress=False)
+        result = fit(build_model(arch), splits, config, machine, progress=False)
         seconds = [row["seconds"] for row in result.history]
         results["ours"], text = summary(seconds, train_n, val_n)
-        path = result.extra.get("data_path", config.data_path)
+        path = result.extra.get("data_path", machine.data_path)
         print(f"ours (nas.train.fit.fit, data_path={path}, compile={args.compile}): {text}")
         if args.compile:
             print(f"compile time, apart from the epochs: {result.compile_seconds:.1f} s")
     if not args.skip_floor:
-        config = Recipe(device=str(device), seed=args.seed)
+        config, machine = Recipe(seed=args.seed), Machine(device=str(device))
         set_seed(args.seed)
-        seconds = floor_epochs(build_model(arch), splits, config, args.epochs, device)
+        seconds = floor_epochs(build_model(arch), splits, config, machine, args.epochs, device)
         results["floor"], text = summary(seconds, train_n, val_n)
         print(f"floor (steps on tensors augmented beforehand, no data work): {text}")
     if "reference" in results and "ours" in results:

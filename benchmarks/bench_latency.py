@@ -172,9 +172,7 @@ def memory_row(arch: Architecture, image_size: int, batch: int) -> str:
         module.register_forward_pre_hook(sample)
         module.register_forward_hook(sample)
     cpu = torch.device("cpu")
-    step = TrainingStep(
-        model, make_optimizer(model, Recipe(), cpu), precision_for("fp32", cpu)
-    )
+    step = TrainingStep(model, make_optimizer(model, Recipe(), cpu), precision_for("fp32", cpu))
     images = torch.randn(batch, arch.in_channels, image_size, image_size)
     labels = torch.randint(0, arch.num_classes, (batch,))
     for _ in range(3):

@@ -23,6 +23,7 @@ import torch
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
 from nas.train.fit import fit, set_seed
@@ -35,8 +36,8 @@ ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3
 def epoch_seconds(splits, epochs: int, channels_last: bool) -> list[float]:
     """Seconds of each epoch after the first (warm-up) of one `fit`."""
     set_seed(0)
-    config = Recipe(epochs=epochs, device="cpu", channels_last=channels_last)
-    result = fit(build_model(ARCH), splits, config, progress=False)
+    machine = Machine(device="cpu", channels_last=channels_last)
+    result = fit(build_model(ARCH), splits, Recipe(epochs=epochs), machine, progress=False)
     return [row["seconds"] for row in result.history[1:]]
 
 

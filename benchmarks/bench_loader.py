@@ -29,6 +29,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.batches import LoaderBatches
 from nas.data.loading import Splits, TensorData
@@ -61,8 +62,8 @@ def main() -> None:
     data = TensorData(images, torch.randint(0, 10, (args.images,), generator=generator))
     splits = Splits(data, data, data, tuple("0123456789"), CIFAR10_MEAN, CIFAR10_STD)
     cpu = torch.device("cpu")
-    config = Recipe(data_path="loader", workers=args.workers, device="cpu")
-    seeded = LoaderBatches(data, config, splits, cpu)
+    machine = Machine(data_path="loader", workers=args.workers, device="cpu")
+    seeded = LoaderBatches(data, Recipe(), machine, splits, cpu)
     per_image = PerImage(data, seeded.loader.dataset.transform)
     plain, restarted = (
         DataLoader(

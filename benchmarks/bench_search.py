@@ -71,7 +71,7 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
 from nas.config.data import DataConfig
-from nas.config.machine import usable_cpus
+from nas.config.machine import Machine, usable_cpus
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
@@ -144,8 +144,10 @@ def recipe_for(args, seed: int) -> Recipe:
         augment="none",  # 8x8 digits: AutoAugment's ops and flips make other digits
         flip=False,
         seed=seed,
-        device="cpu",
     )
+
+
+CPU = Machine(device="cpu")  # one thread: deterministic runs (see train_once)
 
 
 def data_config(args) -> DataConfig:
@@ -163,15 +165,17 @@ def train_once(arch: Architecture, splits, recipe: Recipe, cache: Path | None = 
     Training on the CPU with one thread is deterministic, so a run is kept in `cache` (one
     JSON file per architecture, recipe and seed) and not repeated: the warm start's runs of
     consecutive seeds overlap, and several methods often retrain the same winner."""
-    key = hashlib.sha256(f"{arch.to_dict()}{recipe.to_dict()}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{arch.to_dict()}{recipe.to_dict()}{CPU.to_dict()}".encode()).hexdigest()[
+        :24
+    ]
     path = cache / f"{key}.json" if cache is not None else None
     if path is not None and path.exists():
         return tuple(json.loads(path.read_text()))
     set_seed(recipe.seed)  # as the search's objective does before building the model
     model = build_model(arch)
-    result = fit(model, splits, recipe, progress=False)
+    result = fit(model, splits, recipe, CPU, progress=False)
     model.load_state_dict(result.best_state)
-    _, test = evaluate(model, splits.test, splits, recipe, resolve_device(recipe.device))
+    _, test = evaluate(model, splits.test, splits, CPU, resolve_device(CPU.device))
     if path is not None:
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps([result.best_val_accuracy, test]))
@@ -239,7 +243,7 @@ def run_search_method(args, method: str, seed: int, splits) -> dict:
 
     budget = TimeBudget(limit=args.compute, clock=clock)
     started = time.perf_counter()
-    study = run_search(config, data_config(args), recipe, splits=splits, time_budget=budget)
+    study = run_search(config, data_config(args), recipe, CPU, splits=splits, time_budget=budget)
     best, score = named_winner(study)
     kinds = [records.classify(t) for t in study.get_trials(deepcopy=False)]
     return {

@@ -56,6 +56,7 @@ from acceptance_checks import Context, Result, arch_named, take
 
 from nas.arch.counts import count_macs
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
 from nas.errors import DataError, UserError
@@ -100,13 +101,13 @@ def check_epoch(ctx: Context) -> Result:
     )
     set_seed(0)
     fitted = fit(
-        build_model(arch), splits, Recipe(epochs=sizes.ours_epochs, device=str(device)),
+        build_model(arch), splits, Recipe(epochs=sizes.ours_epochs), Machine(device=str(device)),
         progress=False,
     )  # fmt: skip
     ours = [row["seconds"] for row in fitted.history]
     set_seed(0)
     floor = floor_epochs(
-        build_model(arch), splits, Recipe(device=str(device)), sizes.ours_epochs, device
+        build_model(arch), splits, Recipe(), Machine(device=str(device)), sizes.ours_epochs, device
     )
     (ref_mean, ref_text), (ours_mean, ours_text), (floor_mean, floor_text) = (
         summary(seconds, train_n, val_n) for seconds in (reference, ours, floor)
@@ -165,7 +166,7 @@ def check_profile(ctx: Context) -> Result:
     set_seed(0)
     fitted = fit(
         build_model(arch_named(ctx.sizes.epoch_arch)), splits,
-        Recipe(epochs=2, device=str(ctx.device)), callback=start_after_warm_up,
+        Recipe(epochs=2), Machine(device=str(ctx.device)), callback=start_after_warm_up,
         progress=False,
     )  # fmt: skip
     profiler.stop()

@@ -23,6 +23,7 @@ from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.costs import describe_limits
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets, Gate, Verdict
@@ -39,7 +40,8 @@ pytestmark = [
 
 SMALL = Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
 LARGE = Architecture((16, 16, 16), (2, 2, 2), conv_kernel=3, skip_kernel=3, stem=8)
-RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none")
+MACHINE = Machine(device="cpu")
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=60)
 
 
@@ -53,7 +55,7 @@ def url_of(path: Path) -> str:
 def test_a_candidate_over_an_analytic_budget_is_rejected_without_being_timed():
     macs = count_macs(LARGE, 32)
     budgets = Budgets(params=10**9, macs=macs - 1, latency_ms=1e6)
-    verdict = Gate(budgets, 32, RECIPE, "cpu").check(LARGE, earlier=lambda: pytest.fail("read"))
+    verdict = Gate(budgets, 32, RECIPE, MACHINE).check(LARGE, earlier=lambda: pytest.fail("read"))
     assert verdict.broken == {"macs": 1}
     assert "latency" not in verdict.costs  # no timing once MACs reject it
     assert verdict.reason(budgets.limits()) == (
@@ -64,7 +66,7 @@ def test_a_candidate_over_an_analytic_budget_is_rejected_without_being_timed():
 
 def test_a_candidate_within_the_analytic_budgets_is_timed_and_compared_with_every_budget():
     budgets = Budgets(params=count_params(SMALL), macs=count_macs(SMALL, 32), latency_ms=1e-6)
-    verdict = Gate(budgets, 32, RECIPE, "cpu").check(SMALL)
+    verdict = Gate(budgets, 32, RECIPE, MACHINE).check(SMALL)
     assert verdict.excess["params"] == 0 and verdict.excess["macs"] == 0  # at the limit: within
     assert set(verdict.broken) == {"latency"}  # no model runs in a nanosecond
     latency = verdict.details["latency"]
@@ -81,7 +83,7 @@ def test_an_earlier_trials_measurement_is_reused_not_repeated():
                           "seconds": 2.0},
     }  # fmt: skip
     budgets = Budgets(params=10**9, latency_ms=100.0)
-    verdict = Gate(budgets, 32, RECIPE, "cpu").check(SMALL, earlier=lambda: recorded)
+    verdict = Gate(budgets, 32, RECIPE, MACHINE).check(SMALL, earlier=lambda: recorded)
     assert verdict.reused
     assert verdict.costs["latency"] == 123.0  # a new measurement of SMALL would be ~1 ms
     assert verdict.broken == {"latency": 23.0}
@@ -89,7 +91,7 @@ def test_an_earlier_trials_measurement_is_reused_not_repeated():
 
 def test_training_memory_on_the_cpu_is_an_estimate_labelled_so():
     budgets = Budgets(params=10**9, memory_mb=0.001)
-    verdict = Gate(budgets, 32, RECIPE, "cpu").check(SMALL)
+    verdict = Gate(budgets, 32, RECIPE, MACHINE).check(SMALL)
     assert set(verdict.broken) == {"memory"}
     assert verdict.details["memory"]["measured"] is False
     assert "latency" not in verdict.costs  # no latency budget: nothing timed
@@ -101,7 +103,7 @@ def _out_of_memory(*_args):
 
 def test_a_memory_measurement_that_runs_out_of_memory_is_a_rejection_not_a_crash():
     budgets = Budgets(params=10**9, memory_mb=1e6)
-    gate = Gate(budgets, 32, RECIPE, "cpu", memory_meter=_out_of_memory)
+    gate = Gate(budgets, 32, RECIPE, MACHINE, memory_meter=_out_of_memory)
     verdict = gate.check(SMALL)
     assert verdict.rejected and verdict.unfit_on == "cpu"
     assert verdict.broken == {}  # no budget is known to be broken: the device is too small
@@ -114,7 +116,7 @@ def test_a_measurement_failing_for_another_reason_still_raises():
     def broken(*_args):
         raise RuntimeError("size mismatch")
 
-    gate = Gate(Budgets(params=10**9, memory_mb=1e6), 32, RECIPE, "cpu", memory_meter=broken)
+    gate = Gate(Budgets(params=10**9, memory_mb=1e6), 32, RECIPE, MACHINE, memory_meter=broken)
     with pytest.raises(RuntimeError, match="size mismatch"):
         gate.check(SMALL)
 
@@ -158,7 +160,7 @@ def budgeted(tmp_path_factory) -> tuple[Path, SearchConfig, optuna.Study]:
         sampler="random",
         warm_start=False,
     )
-    study = run_search(config, DATA, RECIPE)
+    study = run_search(config, DATA, RECIPE, MACHINE)
     return store, config, study
 
 
@@ -222,10 +224,12 @@ def test_the_study_records_every_budget_and_refuses_a_resume_with_another(budget
         ({"objective": "pareto"}, "--objective accuracy, not --objective pareto --minimize"),
     ):
         with pytest.raises(UserError, match=words):
-            run_search(dataclasses.replace(config, **change), DATA, RECIPE)
+            run_search(dataclasses.replace(config, **change), DATA, RECIPE, MACHINE)
     reloaded = optuna.load_study(study_name=config.study, storage=config.storage)
     assert len(reloaded.trials) == trials_before  # nothing stored was touched
-    run_search(config, DATA, RECIPE)  # the same budgets resume (the target is met: no trial)
+    run_search(
+        config, DATA, RECIPE, MACHINE
+    )  # the same budgets resume (the target is met: no trial)
     assert len(optuna.load_study(study_name=config.study, storage=config.storage).trials) == (
         trials_before
     )
@@ -238,7 +242,7 @@ def test_a_repeated_architecture_reuses_the_measured_latency(tmp_path):
     study.enqueue_trial(params)
     study.enqueue_trial(params)
     budgets = Budgets(params=10**6, latency_ms=1e-6)  # rejects both after timing them
-    objective = Objective(space, _splits(), RECIPE, budgets)
+    objective = Objective(space, _splits(), RECIPE, MACHINE, budgets)
     study.optimize(objective, n_trials=2)
     first, second = study.trials
     assert first.user_attrs["over_budget_by"].keys() == {"latency"}
@@ -264,15 +268,15 @@ def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejecte
 
     calls = []
 
-    def meter(arch, image_size, recipe, device):
+    def meter(arch, image_size, recipe, machine):
         calls.append(arch)
         if len(calls) == 1:  # the first candidate does not fit the device
             _out_of_memory()
-        return training_memory(arch, image_size, recipe, device)
+        return training_memory(arch, image_size, recipe, machine)
 
     config = _memory_search(tmp_path / "m.db", trials=1)
     said: list[str] = []
-    study = run_search(config, DATA, RECIPE, memory_meter=meter, announce=said.append)
+    study = run_search(config, DATA, RECIPE, MACHINE, memory_meter=meter, announce=said.append)
     # the search goes on after it; first it said where the data lives (48 x 3,072 B, the CPU:
     # the most batches of 16 within 8,192 images)
     assert said[-1] == "data: 48 images (147 kB) on cpu, augmented in chunks of 8,192"
@@ -292,7 +296,7 @@ def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejecte
 def test_a_search_whose_every_candidate_runs_out_of_memory_says_so(tmp_path):
     config = _memory_search(tmp_path / "m.db", trials=2, max_rejections=3)
     with pytest.raises(UserError) as caught:
-        run_search(config, DATA, RECIPE, memory_meter=_out_of_memory)
+        run_search(config, DATA, RECIPE, MACHINE, memory_meter=_out_of_memory)
     assert str(caught.value) == (
         "the last 3 candidates did not fit in the memory of cpu (at a batch of 16); lower "
         "--batch-size, use a space with smaller widths, or use a device with more memory"
@@ -314,7 +318,7 @@ def test_a_space_with_nothing_under_the_mac_budget_is_refused_before_any_trial(t
         budget=10**6, max_macs=1000, trials=1, space="tiny", study="m", storage=url_of(store)
     )
     with pytest.raises(UserError, match=r"the cheapest architecture in .* over --max-macs"):
-        run_search(config, DATA, RECIPE)
+        run_search(config, DATA, RECIPE, MACHINE)
     assert not store.exists() or optuna.get_all_study_names(url_of(store)) == []
 
 

@@ -64,11 +64,13 @@ def test_the_top_level_help_lists_the_commands_not_the_module_docstring():
 
 def test_defaults_are_the_config_dataclasses_own():
     from nas.cli.search_settings import search_settings
+    from nas.config.machine import Machine
     from nas.config.recipe import Recipe
     from nas.config.search import SEARCH_EPOCHS, SearchConfig
 
-    config, data, recipe = search_settings(build_parser().parse_args(["search"]))
+    config, data, recipe, machine = search_settings(build_parser().parse_args(["search"]))
     assert recipe == Recipe(epochs=SEARCH_EPOCHS)  # the reference recipe, 40 epochs
+    assert machine == Machine()
     assert (config.sampler, config.pruner, config.budget, config.space) == (
         SearchConfig.sampler,
         SearchConfig.pruner,
@@ -84,8 +86,9 @@ def test_smoke_settings_leave_the_parsed_flags_as_they_were():
 
     args = build_parser().parse_args(["search", "--smoke", "--storage", "sqlite:///x.db"])
     before = dict(vars(args))
-    config, data, recipe = search_settings(args)
+    config, data, recipe, machine = search_settings(args)
     assert (data.dataset, config.space, config.trials, recipe.epochs) == ("synthetic", "tiny", 4, 2)
+    assert machine.device == "cpu"  # --smoke's own device
     assert vars(args) == before  # nothing written back into the namespace (dataset stays None)
     assert args.dataset is None
 

@@ -1,9 +1,12 @@
-"""The torch-free configuration (nas/config/recipe.py, nas/config/search.py): the commands that only
-read it start without torch or optuna, and the choice lists agree with what uses them."""
+"""The torch-free configuration (nas/config/recipe.py, nas/config/machine.py, nas/config/search.py):
+the commands that only read it start without torch or optuna, the choice lists agree with what
+uses them, every value a `Recipe` or a `Machine` accepts means something, and what an earlier
+release recorded (one dict holding both) is read back apart."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -13,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from nas.config.fields import kept_names
-from nas.config.machine import PRECISIONS
-from nas.config.recipe import POLICY_NAMES, Recipe
+from nas.config.machine import DATA_PATHS, PRECISIONS, Machine
+from nas.config.recipe import MACHINE_SETTINGS, POLICY_NAMES, Recipe
 from nas.data.autoaugment import POLICIES
 from nas.errors import UserError
 
@@ -49,6 +52,19 @@ def test_reading_commands_import_neither_torch_nor_optuna(argv):
     last = result.stderr.strip().splitlines()[-1]
     assert last == "status=0 heavy=none", result.stderr
     assert result.stdout.strip()  # the command printed what it was asked for
+
+
+def test_the_config_modules_import_neither_torch_nor_optuna():
+    code = (
+        "import sys, nas.config.recipe, nas.config.machine, nas.config.fields; "
+        "print(','.join(n for n in ('torch', 'optuna') if n in sys.modules) or 'none')"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path[1:]])}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "none"
 
 
 @pytest.mark.slow  # imports torch in a fresh process: seconds on a busy machine
@@ -89,16 +105,13 @@ def test_momentum_from_zero_up_to_below_one_is_accepted(momentum):
         ({"lr_factor": 1.0}, "lr_factor must lie between 0 and 1 (both excluded), got 1.0"),
         ({"lr_factor": 0.0}, "lr_factor must lie between 0 and 1 (both excluded), got 0.0"),
         ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
-        ({"eval_batch_size": 0}, "eval_batch_size must be a whole number of at least 1, got 0"),
-        ({"chunk_size": 0}, "chunk_size must be a whole number of at least 1, got 0"),
         ({"batch_size": 32.5}, "batch_size must be a whole number of at least 1, got 32.5"),
         ({"epochs": -1}, "epochs must be a whole number of at least 0, got -1"),
         ({"lr_patience": -1}, "lr_patience must be a whole number of at least 0, got -1"),
         ({"seed": -1}, "seed must be a whole number of at least 0, got -1"),
-        ({"workers": -1}, "workers must be a whole number of at least 0, got -1"),
         ({"lr": "fast"}, "lr must be a finite number above 0, got 'fast'"),
-        ({"compile": "yes"}, "compile must be true or false, got 'yes'"),
-        ({"precision": "fp8"}, "precision must be one of auto, bf16, fp16, fp32, got 'fp8'"),
+        ({"optimizer": "lion"}, "optimizer must be one of adam, adamw, sgd, got 'lion'"),
+        ({"flip": "no"}, "flip must be true or false, got 'no'"),
     ],
 )
 def test_a_recipe_value_that_cannot_mean_anything_is_one_sentence(settings, fragment):
@@ -116,6 +129,55 @@ def test_a_recipe_value_that_cannot_mean_anything_is_one_sentence(settings, frag
 def test_recipe_values_on_the_accepted_side_of_each_bound(settings):
     config = Recipe(**settings)
     assert config.to_dict().items() >= settings.items()
+
+
+# ---- machine values that mean something --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"eval_batch_size": 0}, "eval_batch_size must be a whole number of at least 1, got 0"),
+        ({"chunk_size": 0}, "chunk_size must be a whole number of at least 1, got 0"),
+        ({"chunk_size": 8192.0}, "chunk_size must be a whole number of at least 1, got 8192.0"),
+        ({"workers": -1}, "workers must be a whole number of at least 0, got -1"),
+        ({"workers": True}, "workers must be a whole number of at least 0, got True"),
+        ({"compile": "yes"}, "compile must be true or false, got 'yes'"),
+        ({"precision": "fp8"}, "precision must be one of auto, bf16, fp16, fp32, got 'fp8'"),
+        ({"data_path": "disk"}, "data_path must be one of auto, device, loader, got 'disk'"),
+        ({"channels_last": "yes"}, "channels_last must be true, false or null, got 'yes'"),
+        ({"device": ""}, "device must be one of auto, cpu, cuda or cuda:N, got ''"),
+        ({"device": None}, "device must be one of auto, cpu, cuda or cuda:N, got None"),
+    ],
+)
+def test_a_machine_value_that_cannot_mean_anything_is_one_sentence(settings, fragment):
+    with pytest.raises(UserError) as raised:
+        Machine(**settings)
+    message = str(raised.value)
+    assert fragment in message
+    assert "\n" not in message and message.count(". ") == 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"workers": 0}, {"workers": None}, {"eval_batch_size": 1}, {"chunk_size": 1},
+        {"channels_last": None}, {"channels_last": False}, {"device": "cuda:3"},
+        *({"precision": precision} for precision in PRECISIONS),
+        *({"data_path": path} for path in DATA_PATHS),
+    ],
+)  # fmt: skip
+def test_machine_values_on_the_accepted_side_of_each_bound(settings):
+    assert Machine(**settings).to_dict().items() >= settings.items()
+
+
+def test_the_recipe_and_the_machine_share_no_setting_and_the_recipe_drops_every_machine_one():
+    recipe = {field.name for field in dataclasses.fields(Recipe)}
+    machine = {field.name for field in dataclasses.fields(Machine)}
+    assert not recipe & machine
+    # what Recipe.from_dict leaves to the machine: each of its settings, and `amp`
+    assert set(MACHINE_SETTINGS) == machine | {"amp"}
+    assert kept_names(Machine) == ()  # another machine may resume any run
 
 
 def test_search_refuses_momentum_one_and_a_half_in_one_sentence(tmp_path):
@@ -137,10 +199,13 @@ def test_search_refuses_momentum_one_and_a_half_in_one_sentence(tmp_path):
 
 
 def test_precision_is_a_device_setting_a_resume_may_change():
-    assert Recipe.precision == "auto"
+    assert Machine.precision == "auto"
     assert PRECISIONS == ("auto", "bf16", "fp16", "fp32")
-    assert "precision" not in kept_names(Recipe)
-    assert "amp" not in {field.name for field in dataclasses.fields(Recipe)}
+    assert "precision" not in kept_names(Recipe) and "precision" not in kept_names(Machine)
+    recipe = {field.name for field in dataclasses.fields(Recipe)}
+    machine = {field.name for field in dataclasses.fields(Machine)}
+    assert "precision" not in recipe and "precision" in machine
+    assert "amp" not in recipe | machine
 
 
 # a recipe as nas 0.1.0 stored it on a study and in a run's metrics.json, before `precision`
@@ -156,12 +221,73 @@ OLDER_RECIPE = {
 @pytest.mark.parametrize("amp, precision", [(True, "auto"), (False, "fp32")])
 def test_an_older_recipe_with_amp_still_loads(amp, precision):
     recipe = Recipe.from_dict({**OLDER_RECIPE, "amp": amp})
-    assert recipe.precision == precision
-    assert (recipe.epochs, recipe.lr, recipe.device) == (40, 0.001, "auto")
-    assert "amp" not in recipe.to_dict()
+    machine = Machine.from_dict({**OLDER_RECIPE, "amp": amp})
+    assert machine.precision == precision
+    assert (recipe.epochs, recipe.lr, machine.device) == (40, 0.001, "auto")
+    assert "amp" not in recipe.to_dict() and "amp" not in machine.to_dict()
 
 
-def test_the_search_and_retrain_flags_set_precision_and_the_study_records_it(tmp_path):
+# ---- what the release before the packages recorded: one dict for recipe and machine ----------
+
+# the "config" of tests/fixtures/before-packages/run-finished/metrics.json, as that release wrote
+# it (the checkpoint's "config" and a study's recipe record held the same dict)
+OLD_RELEASE_CONFIG = {
+    "epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 0.001, "momentum": 0.9,
+    "weight_decay": 0.0, "lr_factor": 0.1, "lr_patience": 10, "augment": "recipe",
+    "policy": "cifar10", "flip": True, "seed": 0, "device": "auto", "workers": None,
+    "precision": "auto", "channels_last": None, "data_path": "auto", "eval_batch_size": 1000,
+    "chunk_size": 8192, "compile": False,
+}  # fmt: skip
+
+
+def test_the_literal_is_the_fixtures_own_record():
+    metrics = ROOT / "tests" / "fixtures" / "before-packages" / "run-finished" / "metrics.json"
+    assert json.loads(metrics.read_text())["config"] == OLD_RELEASE_CONFIG
+
+
+def test_a_recipe_reads_an_earlier_releases_record_and_leaves_the_machine_settings():
+    recipe = Recipe.from_dict(OLD_RELEASE_CONFIG)
+    assert recipe == Recipe(epochs=2, batch_size=32)
+    assert set(recipe.to_dict()) == {field.name for field in dataclasses.fields(Recipe)}
+
+
+def test_a_machine_reads_an_earlier_releases_record_and_ignores_the_recipe_settings():
+    assert Machine.from_dict(OLD_RELEASE_CONFIG) == Machine()
+    changed = {**OLD_RELEASE_CONFIG, "device": "cuda:1", "workers": 3, "compile": True}
+    assert Machine.from_dict(changed) == Machine(device="cuda:1", workers=3, compile=True)
+    assert Recipe.from_dict(changed) == Recipe(epochs=2, batch_size=32)  # the same recipe
+
+
+def test_the_two_read_apart_are_the_record_they_came_from():
+    """metrics.json and the checkpoint still hold one merged dict: splitting it and merging
+    it back loses and adds nothing."""
+    recipe, machine = Recipe.from_dict(OLD_RELEASE_CONFIG), Machine.from_dict(OLD_RELEASE_CONFIG)
+    assert {**recipe.to_dict(), **machine.to_dict()} == OLD_RELEASE_CONFIG
+    merged = {**recipe.to_dict(), **machine.to_dict()}
+    assert (Recipe.from_dict(merged), Machine.from_dict(merged)) == (recipe, machine)
+
+
+def test_an_unknown_name_in_an_old_record_is_refused_in_one_sentence():
+    with pytest.raises(UserError) as raised:
+        Recipe.from_dict({**OLD_RELEASE_CONFIG, "colour": 1})
+    assert str(raised.value) == "unknown training setting(s): colour"
+    with pytest.raises(UserError) as raised:
+        Machine.from_dict({**OLD_RELEASE_CONFIG, "colour": 1})
+    assert str(raised.value) == "unknown machine setting(s): colour"
+
+
+def test_a_machine_value_in_an_old_record_is_checked():
+    with pytest.raises(UserError, match="precision must be one of auto, bf16, fp16, fp32"):
+        Machine.from_dict({**OLD_RELEASE_CONFIG, "precision": "fp8"})
+    with pytest.raises(UserError, match="chunk_size must be a whole number of at least 1"):
+        Machine.from_dict({**OLD_RELEASE_CONFIG, "chunk_size": 0})
+    # the recipe leaves them to the machine: not its values to check
+    assert Recipe.from_dict({**OLD_RELEASE_CONFIG, "chunk_size": 0}) == Recipe(
+        epochs=2, batch_size=32
+    )
+
+
+def test_the_search_and_retrain_flags_set_precision_and_the_study_keeps_it_out(tmp_path):
     from nas import records
     from nas.cli.main import build_parser
     from nas.cli.search_settings import search_settings
@@ -172,10 +298,12 @@ def test_the_search_and_retrain_flags_set_precision_and_the_study_records_it(tmp
     args = parser.parse_args(
         ["search", "--smoke", "--precision", "fp32", "--storage", f"sqlite:///{tmp_path}/s.db"]
     )
-    config, data, recipe = search_settings(args)
-    assert recipe.precision == "fp32"
-    study = run_search(dataclasses.replace(config, trials=0), data, recipe)
-    assert study.user_attrs[records.RECIPE]["precision"] == "fp32"
+    config, data, recipe, machine = search_settings(args)
+    assert machine.precision == "fp32"
+    study = run_search(dataclasses.replace(config, trials=0), data, recipe, machine)
+    # the study records the recipe alone: another machine may resume it in another precision
+    assert study.user_attrs[records.RECIPE] == recipe.to_dict()
+    assert "precision" not in study.user_attrs[records.RECIPE]
 
 
 def test_precision_help_names_the_choices_and_what_auto_means(capsys):

@@ -13,6 +13,7 @@ from optuna.trial import TrialState, create_trial
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
 from nas.search.confirm import SEED_OFFSET, confirm_top
@@ -73,9 +74,10 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
     study = new_study(tmp_path, [trained(0.5, architecture), trained(0.1, "never-built")])
-    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7, device="cpu")
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7)
+    machine = Machine(device="cpu")
     seen = []
-    done = confirm_top(study, splits, recipe, 1, on_run=lambda n, r: seen.append(n))
+    done = confirm_top(study, splits, recipe, machine, 1, on_run=lambda n, r: seen.append(n))
     assert done == seen == [0]
     record = study.user_attrs["confirm_trial_0"]
     assert record["seed"] == 7 + SEED_OFFSET
@@ -85,7 +87,7 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     assert record["mean_val_accuracy"] == pytest.approx((0.5 + record["val_accuracy"]) / 2)
     assert list(confirmations(study)) == [0]
     # confirmed once: a second call (a resume, another worker) trains nothing
-    assert confirm_top(study, splits, recipe, 1) == []
+    assert confirm_top(study, splits, recipe, machine, 1) == []
 
 
 def test_the_verdict_names_the_confirmed_winner_its_spread_and_lead(tmp_path):

@@ -33,7 +33,7 @@ def test_each_rows_flag_is_a_search_flag(name):
 def test_each_rows_flag_value_becomes_that_costs_budget(name):
     text, limit = FLAG_VALUES[name]
     args = build_parser().parse_args(["search", COSTS[name].flag, text])
-    config, _, _ = search_settings(args)
+    config, _, _, _ = search_settings(args)
     budgets = Budgets.of(config)
     assert budgets.limits()[name] == limit
     assert getattr(budgets, COSTS[name].key) == limit  # the row's key is the Budgets field

@@ -23,6 +23,7 @@ import nas.costs.latency
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.costs.latency import (
     CPU_CLOCK,
@@ -135,7 +136,7 @@ def test_activations_grow_with_the_batch_and_the_image():
 
 def test_training_memory_on_the_cpu_is_the_estimate_labelled_as_such():
     recipe = Recipe(batch_size=32, optimizer="sgd", momentum=0.9)
-    memory = training_memory(EVEN, 32, recipe, "cpu")
+    memory = training_memory(EVEN, 32, recipe, Machine(device="cpu"))
     assert memory == TrainingMemory(
         **{**estimate_training_memory(EVEN, 32, 32, "sgd").to_dict(), "device": "cpu"}
     )
@@ -242,7 +243,7 @@ def test_cuda_without_a_gpu_is_a_user_error(device):
     with pytest.raises(UserError, match="no CUDA GPU is visible"):
         measure_latency(TINY, 16, LatencySetup(device=device))
     with pytest.raises(UserError, match="no CUDA GPU is visible"):
-        training_memory(TINY, 16, Recipe(), device)
+        training_memory(TINY, 16, Recipe(), Machine(device=device))
     assert torch.get_num_threads() == threads
 
 

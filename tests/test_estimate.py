@@ -22,6 +22,7 @@ from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.estimate import (
@@ -43,6 +44,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 SHAPE = DataShape(train_images=640, val_images=300, test_images=100, image_size=32, num_classes=10)
 ARCH = Architecture(channels=(8, 8), blocks=(1, 1), conv_kernel=3, skip_kernel=1, stem=8)
+CPU = Machine(device="cpu")
 
 
 def test_the_arithmetic_counts_steps_and_a_third_of_a_step_per_validation_image():
@@ -130,7 +132,7 @@ def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_w
     torch.manual_seed(3)
     random.seed(3)
     before = torch.get_rng_state(), random.getstate()
-    timing = time_training_step(ARCH, Recipe(batch_size=16, device="cpu"), 32, budget=0.3)
+    timing = time_training_step(ARCH, Recipe(batch_size=16), CPU, 32, budget=0.3)
     assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
     # a 2k-parameter net steps 16 images of 32 px in milliseconds: no need to time fewer
     assert timing.timed_batch == 16 and timing.steps >= 1
@@ -139,13 +141,13 @@ def test_a_timed_step_times_the_recipe_batch_and_leaves_the_random_state_as_it_w
 
 @pytest.mark.parametrize("batch_size", [2, 16])  # timed at the probe's size, and at its own
 def test_a_timed_step_with_no_time_left_times_exactly_one_step(batch_size):
-    recipe = Recipe(batch_size=batch_size, device="cpu")
-    assert time_training_step(ARCH, recipe, 32, budget=0.0).steps == 1
+    recipe = Recipe(batch_size=batch_size)
+    assert time_training_step(ARCH, recipe, CPU, 32, budget=0.0).steps == 1
 
 
 def test_a_timed_step_feeds_the_architecture_its_own_channels():
     gray = replace(ARCH, in_channels=1)  # a 3-channel batch would not fit its first convolution
-    timing = time_training_step(gray, Recipe(batch_size=4, device="cpu"), 16, budget=0.1)
+    timing = time_training_step(gray, Recipe(batch_size=4), CPU, 16, budget=0.1)
     assert timing.timed_batch == 4 and timing.steps >= 1
 
 
@@ -154,31 +156,37 @@ def test_quick_runs_like_the_tests_are_not_timed(tmp_path):
         space=str(TINY), budget=8000, trials=5, storage=f"sqlite:///{tmp_path}/s.db"
     )
     data = DataConfig(dataset="synthetic", subset=48)
-    recipe = Recipe(epochs=2, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=2, batch_size=16, augment="none")
     with TorchCalls() as calls:  # timing a step would run the model: convolutions, a loss
-        assert announce_search_cost(config, data, recipe, ["cpu"], out=pytest.fail) == []
-        assert announce_retrain_cost(ARCH, data, recipe, out=pytest.fail) == []
-        assert announce_retrain_cost(ARCH, data, replace(recipe, epochs=0), out=pytest.fail) == []
+        assert announce_search_cost(config, data, recipe, CPU, ["cpu"], out=pytest.fail) == []
+        assert announce_retrain_cost(ARCH, data, recipe, CPU, out=pytest.fail) == []
+        assert (
+            announce_retrain_cost(ARCH, data, replace(recipe, epochs=0), CPU, out=pytest.fail) == []
+        )
     assert calls.names == []
     assert list(tmp_path.iterdir()) == []  # the store was not touched
 
 
 def test_nothing_is_printed_where_the_run_itself_will_refuse(tmp_path):
     data = DataConfig(dataset="synthetic")
-    recipe = Recipe(epochs=40, device="cpu")
+    recipe = Recipe(epochs=40)
     over = SearchConfig(space=str(TINY), budget=100)  # under the smallest candidate
-    assert announce_search_cost(over, data, recipe, ["cpu"], out=pytest.fail) == []
+    assert announce_search_cost(over, data, recipe, CPU, ["cpu"], out=pytest.fail) == []
     missing = SearchConfig(space="missing.yaml")
-    assert announce_search_cost(missing, data, recipe, ["cpu"], out=pytest.fail) == []
-    no_gpu = replace(recipe, epochs=150, device="cuda:9")  # long enough to be timed
-    assert announce_retrain_cost(PRESETS["paper-model1"], data, no_gpu, out=pytest.fail) == []
+    assert announce_search_cost(missing, data, recipe, CPU, ["cpu"], out=pytest.fail) == []
+    no_gpu = Machine(device="cuda:9")
+    long_recipe = replace(recipe, epochs=150)  # long enough to be timed
+    assert (
+        announce_retrain_cost(PRESETS["paper-model1"], data, long_recipe, no_gpu, out=pytest.fail)
+        == []
+    )
     # a missing image folder, for a run long enough to be timed
     no_folder = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "no"), image_size=32)
     long_search = SearchConfig(space=str(TINY), budget=8000, trials=50)
-    assert announce_search_cost(long_search, no_folder, recipe, ["cpu"], out=pytest.fail) == []
+    assert announce_search_cost(long_search, no_folder, recipe, CPU, ["cpu"], out=pytest.fail) == []
     long_retrain = replace(recipe, epochs=150)
     arch = PRESETS["paper-model1"]
-    assert announce_retrain_cost(arch, no_folder, long_retrain, out=pytest.fail) == []
+    assert announce_retrain_cost(arch, no_folder, long_retrain, CPU, out=pytest.fail) == []
 
 
 def store_files(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -196,7 +204,7 @@ def test_trials_a_resumed_study_trained_are_counted_off(tmp_path):
     config = SearchConfig(space=str(TINY), budget=8000, storage=url, study="s")
     assert trained_so_far(url, "s") == 0  # no store yet: nothing is created
     assert not (tmp_path / "s.db").exists()
-    data, recipe = DataConfig(dataset="synthetic"), Recipe(device="cpu")
+    data, recipe = DataConfig(dataset="synthetic"), Recipe()
     study = open_study(config, SearchSpace.load(TINY), data, recipe, num_classes=10, image_size=32)
     for value in (0.5, 0.6):
         study.add_trial(optuna.trial.create_trial(value=value))
@@ -210,7 +218,7 @@ def test_trials_a_resumed_study_trained_are_counted_off(tmp_path):
 def test_a_long_search_prints_its_estimate_right_after_its_first_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path}/s.db"
-    data, recipe = DataConfig(dataset="synthetic"), Recipe(device="cpu")
+    data, recipe = DataConfig(dataset="synthetic"), Recipe()
     space = SearchSpace.load(TINY)
     config = SearchConfig(space=str(TINY), budget=8000, storage=url)
     open_study(config, space, data, recipe, num_classes=10, image_size=32)

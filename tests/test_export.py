@@ -25,6 +25,7 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs
 from nas.cli.main import main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
 from nas.errors import UserError
@@ -49,8 +50,9 @@ def synthetic_run(tmp_path_factory) -> Path:
     data = DataConfig(
         dataset="synthetic", synthetic_size=200, synthetic_classes=3, data_dir=str(run_dir.parent)
     )
-    recipe = Recipe(epochs=2, augment="none", device="cpu", batch_size=32)
-    retrain(Architecture((8, 16), (1, 1), stem=8), data, recipe, run_dir, progress=False)
+    recipe = Recipe(epochs=2, augment="none", batch_size=32)
+    machine = Machine(device="cpu")
+    retrain(Architecture((8, 16), (1, 1), stem=8), data, recipe, machine, run_dir, progress=False)
     return run_dir
 
 

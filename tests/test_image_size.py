@@ -20,6 +20,7 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs
 from nas.cli.main import main
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.costs.memory import training_memory
 from nas.data.loading import DataConfig, choose_image_size, load_splits
@@ -239,11 +240,12 @@ def test_the_memory_and_latency_budgets_are_measured_at_the_data_s_64_px(tmp_pat
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{store}")
     gated = [t for t in study.trials if records.MEMORY_MB in t.user_attrs]
     assert len(gated) >= 2  # --trials counts trained ones; a duplicate may be gated too
-    recipe = Recipe(epochs=1, batch_size=8, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=8, augment="none")
+    machine = Machine(device="cpu")
     for trial in gated:
         arch = Architecture.from_json(trial.user_attrs[ARCHITECTURE])
-        at_64 = training_memory(arch, 64, recipe, "cpu").megabytes
-        assert at_64 != training_memory(arch, 32, recipe, "cpu").megabytes
+        at_64 = training_memory(arch, 64, recipe, machine).megabytes
+        assert at_64 != training_memory(arch, 32, recipe, machine).megabytes
         assert trial.user_attrs[records.MEMORY_MB] == pytest.approx(at_64)
     # the latency of each candidate within the analytic budgets was measured, always at 64 px
     timed = [t for t in gated if records.LATENCY_MS in t.user_attrs]

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from nas import records
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import TensorData, load_splits
@@ -22,7 +23,8 @@ from nas.search.loop import run_search
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=100)
-RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")  # 3 steps an epoch
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none")
+MACHINE = Machine(device="cpu")  # 3 steps an epoch
 
 
 def search(tmp_path: Path, recipe: Recipe, **kwargs) -> list[optuna.trial.FrozenTrial]:
@@ -32,7 +34,7 @@ def search(tmp_path: Path, recipe: Recipe, **kwargs) -> list[optuna.trial.Frozen
         space=str(TINY), budget=10**9, trials=1, storage=url, study="s", max_rejections=2
     )
     with pytest.raises(UserError):  # nothing trains, so the search gives up after 2
-        run_search(config, DATA, recipe, **kwargs)
+        run_search(config, DATA, recipe, MACHINE, **kwargs)
     return optuna.load_study(study_name="s", storage=url).trials
 
 

@@ -21,6 +21,7 @@ from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
@@ -36,7 +37,8 @@ pytestmark = [
 ]
 
 DATA = DataConfig(dataset="synthetic", subset=48, synthetic_size=60)
-RECIPE = Recipe(epochs=2, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=2, batch_size=16, augment="none")
+MACHINE = Machine(device="cpu")
 
 
 def url_of(path: Path) -> str:
@@ -122,7 +124,7 @@ def pareto(tmp_path_factory) -> tuple[SearchConfig, optuna.Study]:
         minimize="params",
         warm_start=False,
     )
-    return config, run_search(config, DATA, RECIPE)
+    return config, run_search(config, DATA, RECIPE, MACHINE)
 
 
 def test_a_pareto_study_has_two_objectives_and_every_trained_trial_its_curve(pareto):
@@ -217,7 +219,7 @@ def test_a_pareto_search_on_latency_minimises_the_latency_it_measured(tmp_path):
         minimize="latency",
         warm_start=False,
     )
-    study = run_search(config, DATA, dataclasses.replace(RECIPE, epochs=1))
+    study = run_search(config, DATA, dataclasses.replace(RECIPE, epochs=1), MACHINE)
     assert study.metric_names == ["val_accuracy", "latency"]
     assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
     complete = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
@@ -245,7 +247,7 @@ def test_a_new_pareto_study_first_trains_a_ladder_of_sizes_across_the_budget(tmp
         objective="pareto",
     )  # fmt: skip
     notes: list[str] = []
-    study = run_search(config, DATA, RECIPE, announce=notes.append)
+    study = run_search(config, DATA, RECIPE, MACHINE, announce=notes.append)
     queued = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs[records.WARM_START] for t in queued] == [
         f"size ladder, {name}" for name, _ in rungs

@@ -29,6 +29,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.records import is_trained
@@ -237,9 +238,9 @@ def test_three_workers_on_two_machines_record_what_one_worker_records(postgres, 
         grace=3,
     )
     data = DataConfig(dataset="synthetic", subset=48)
-    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none")
     with one_torch_thread():
-        run_search(config, data, recipe)
+        run_search(config, data, recipe, Machine(device="cpu"))
 
     # three workers: "machine" A runs --workers 2, "machine" B one worker with its own seed
     for name, finished in machines.outputs.items():

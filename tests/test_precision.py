@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas.cli.main import build_parser, main
-from nas.config.recipe import Recipe
+from nas.config.machine import Machine
 from nas.errors import UserError
 from nas.train.precision import (
     Precision,
@@ -146,19 +146,23 @@ def test_search_and_retrain_take_precision_with_its_choices(command):
     assert status == 2 and "argument --precision: invalid choice: 'fp8'" in err
 
 
-def test_the_flag_reaches_the_recipe_of_a_search_and_of_a_retrain():
+def test_the_flag_reaches_the_machine_of_a_search_and_of_a_retrain():
+    from nas.cli.flags import machine_from
     from nas.cli.retrain import recipe_from
     from nas.cli.search_settings import search_settings
 
-    assert Recipe().precision == "auto"
+    assert Machine().precision == "auto"
     for flags, expected in (([], "auto"), (["--precision", "fp16"], "fp16")):
-        _, _, recipe = search_settings(build_parser().parse_args(["search", *flags]))
-        assert recipe.precision == expected
-        # a retrain takes this machine's flag, never the study's (a device setting)
+        _, _, recipe, machine = search_settings(build_parser().parse_args(["search", *flags]))
+        assert machine.precision == expected
+        assert "precision" not in recipe.to_dict()
+        # a retrain takes this machine's flag, never the study's (a device setting): a study
+        # recorded by an earlier release holds one, which the recipe leaves to the machine
         args = build_parser().parse_args(["retrain", *flags])
-        assert recipe_from(args, {}, {}).precision == expected
+        assert machine_from(args).precision == expected
+        assert "precision" not in recipe_from(args, {"precision": "bf16"}, {}).to_dict()
     with pytest.raises(UserError, match="precision must be one of auto, bf16, fp16, fp32"):
-        Recipe(precision="half")
+        Machine(precision="half")
 
 
 def test_a_retrain_asked_for_bf16_on_the_cpu_says_so_once_and_trains_in_fp32(tmp_path):

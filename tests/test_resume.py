@@ -2,6 +2,7 @@
 follow from (seed, epoch) alone, so a run killed after an epoch and resumed from its checkpoint
 ends with the history and weights of a run never stopped."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import torch
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
 from nas.config.fields import kept_names
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.batches import make_batches
 from nas.data.loading import load_splits
@@ -28,13 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thr
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_size": 80, "synthetic_classes": 4}  # 72 train
 # the per-image path with two worker processes, batches of 16: 5 per epoch
-LOADER = {
-    "data_path": "loader",
-    "workers": 2,
-    "augment": "recipe",
-    "device": "cpu",
-    "batch_size": 16,
-}
+LOADER = {"augment": "recipe", "batch_size": 16}
+LOADER_MACHINE = Machine(device="cpu", data_path="loader", workers=2)
+IN_PROCESS = dataclasses.replace(LOADER_MACHINE, workers=0)
 
 
 def fresh_model(seed: int = 0):
@@ -68,16 +66,17 @@ def test_loader_batches_follow_from_the_epoch_seed_alone():
     splits = load_splits(DataConfig(**SYNTHETIC))
     cpu = torch.device("cpu")
     config = Recipe(**LOADER)
-    with_workers = make_batches(splits.train, config, splits, cpu)
+    with_workers = make_batches(splits.train, config, LOADER_MACHINE, splits, cpu)
     later = [batches_of(with_workers, seed) for seed in (11, 12, 11)]
     # the persistent workers' earlier epochs change nothing: epoch 11 again is epoch 11
     assert_same_batches(later[0], later[2])
     assert not torch.equal(later[0][0][1], later[1][0][1])  # another seed, another shuffle
     # a fresh loader (a resumed run) starting at epoch 12 sees what the long-lived one saw
-    assert_same_batches(batches_of(make_batches(splits.train, config, splits, cpu), 12), later[1])
+    assert_same_batches(
+        batches_of(make_batches(splits.train, config, LOADER_MACHINE, splits, cpu), 12), later[1]
+    )
     # nor does the number of processes matter, or which worker took which batch
-    in_process_config = Recipe(**{**LOADER, "workers": 0})
-    in_process = make_batches(splits.train, in_process_config, splits, cpu)
+    in_process = make_batches(splits.train, config, IN_PROCESS, splits, cpu)
     assert len(in_process) == len(with_workers) == 5
     assert_same_batches(batches_of(in_process, 12), later[1])
     labels = torch.cat([labels for _, labels in later[1]])
@@ -89,8 +88,8 @@ def test_the_loader_path_applies_the_policy_and_flip_settings():
     cpu = torch.device("cpu")
 
     def first_batch(**settings) -> torch.Tensor:
-        config = Recipe(**{**LOADER, "workers": 0, **settings})
-        images, _ = next(make_batches(splits.train, config, splits, cpu).epoch(5))
+        config = Recipe(**{**LOADER, **settings})
+        images, _ = next(make_batches(splits.train, config, IN_PROCESS, splits, cpu).epoch(5))
         return images
 
     recipe = first_batch()
@@ -105,14 +104,23 @@ def test_a_loader_run_with_workers_stopped_after_epoch_2_resumes_exactly(tmp_pat
     splits = load_splits(DataConfig(**SYNTHETIC))
     config = Recipe(**LOADER, epochs=4)
     straight_model = fresh_model()
-    straight = fit(straight_model, splits, config, progress=False)
+    straight = fit(straight_model, splits, config, LOADER_MACHINE, progress=False)
 
     checkpoint = tmp_path / "run.ckpt"
     stopped_config = Recipe(**LOADER, epochs=2)
-    fit(fresh_model(), splits, stopped_config, checkpoint_path=checkpoint, progress=False)
+    fit(
+        fresh_model(),
+        splits,
+        stopped_config,
+        LOADER_MACHINE,
+        checkpoint_path=checkpoint,
+        progress=False,
+    )
     torch.manual_seed(12345)  # a different process state must not matter
     resumed_model = fresh_model(seed=99)
-    resumed = fit(resumed_model, splits, config, checkpoint_path=checkpoint, progress=False)
+    resumed = fit(
+        resumed_model, splits, config, LOADER_MACHINE, checkpoint_path=checkpoint, progress=False
+    )
     assert_same_run(straight, straight_model, resumed, resumed_model)
 
 
@@ -133,8 +141,8 @@ KILLED_RUN = textwrap.dedent(
     import torch
     torch.set_num_threads(1)  # as the test process (conftest.py's one_thread)
     sys.path.insert(0, {tests!r})
-    from test_resume import LOADER, SYNTHETIC, fresh_model
-    from nas.config.recipe import DataConfig
+    from test_resume import LOADER, LOADER_MACHINE, SYNTHETIC, fresh_model
+    from nas.config.data import DataConfig
     from nas.data.loading import load_splits
     from nas.config.recipe import Recipe
     from nas.train.fit import fit
@@ -147,6 +155,7 @@ KILLED_RUN = textwrap.dedent(
         fresh_model(),
         load_splits(DataConfig(**SYNTHETIC)),
         Recipe(**LOADER, epochs=4, policy="svhn", flip=False),
+        LOADER_MACHINE,
         checkpoint_path={checkpoint!r},
         callback=kill_after_epoch_2,
         progress=False,
@@ -162,7 +171,7 @@ def test_a_killed_loader_run_with_workers_resumes_exactly(tmp_path):
     splits = load_splits(DataConfig(**SYNTHETIC))
     config = Recipe(**LOADER, epochs=4, policy="svhn", flip=False)
     straight_model = fresh_model()
-    straight = fit(straight_model, splits, config, progress=False)
+    straight = fit(straight_model, splits, config, LOADER_MACHINE, progress=False)
 
     checkpoint = tmp_path / "run.ckpt"
     script = tmp_path / "killed_run.py"
@@ -182,6 +191,8 @@ def test_a_killed_loader_run_with_workers_resumes_exactly(tmp_path):
 
     torch.manual_seed(12345)  # a different process state must not matter
     resumed_model = fresh_model(seed=99)
-    resumed = fit(resumed_model, splits, config, checkpoint_path=checkpoint, progress=False)
+    resumed = fit(
+        resumed_model, splits, config, LOADER_MACHINE, checkpoint_path=checkpoint, progress=False
+    )
 
     assert_same_run(straight, straight_model, resumed, resumed_model)

@@ -20,6 +20,7 @@ import nas
 from nas import records
 from nas.cli.main import main, retrain_main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
@@ -46,8 +47,8 @@ def store(tmp_path_factory):
         storage=url,
         pruner="none",
     )
-    recipe = Recipe(epochs=1, augment="basic", device="cpu", workers=0)
-    run_search(config, DataConfig(**DATA), recipe)
+    recipe = Recipe(epochs=1, augment="basic")
+    run_search(config, DataConfig(**DATA), recipe, Machine(device="cpu", workers=0))
     return url, folder
 
 
@@ -122,7 +123,7 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     model = nas.load_model(run_dir)
     assert not model.training
     splits = load_splits(DataConfig(**DATA))
-    loss, accuracy = evaluate(model, splits.test, splits, Recipe(), torch.device("cpu"))
+    loss, accuracy = evaluate(model, splits.test, splits, Machine(), torch.device("cpu"))
     assert accuracy == pytest.approx(metrics["test_accuracy"])
     assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
 

@@ -16,6 +16,7 @@ from PIL import Image
 from nas.arch.architecture import Architecture
 from nas.cli.main import main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.errors import UserError
 from nas.run.folder import (
@@ -39,8 +40,9 @@ def finished_run(tmp_path_factory) -> Path:
     """A finished run of a tiny architecture on synthetic data, as `nas retrain` writes it."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     data = DataConfig(dataset="synthetic", synthetic_size=120, data_dir=str(run_dir.parent))
-    recipe = Recipe(epochs=EPOCHS, augment="none", device="cpu", batch_size=32)
-    retrain(Architecture((8, 16), (1, 1), stem=8), data, recipe, run_dir, progress=False)
+    recipe = Recipe(epochs=EPOCHS, augment="none", batch_size=32)
+    machine = Machine(device="cpu")
+    retrain(Architecture((8, 16), (1, 1), stem=8), data, recipe, machine, run_dir, progress=False)
     return run_dir
 
 

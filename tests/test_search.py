@@ -32,6 +32,7 @@ from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import UserError
@@ -52,6 +53,7 @@ TINY = REPO / "search_spaces" / "tiny.yaml"
 STUDY = "t"
 BUDGET = 8000  # about half of tiny.yaml's candidates (1,490..33,138 parameters) fit under it
 EPOCHS = 2
+CPU = Machine(device="cpu")  # the machine every in-process search here trains on
 # a quick but complete search: synthetic data, tiny space, no augmentation, the CPU
 FAST = [
     "--dataset", "synthetic", "--subset", "48", "--augment", "none", "--device", "cpu",
@@ -266,8 +268,8 @@ def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_pat
     space = SearchSpace.resolve("tiny")
     params = space.params_for(Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8))
     data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
-    objective = Objective(space, load_splits(data), recipe, Budgets(params=BUDGET))
+    recipe = Recipe(epochs=1, batch_size=16, augment="none")
+    objective = Objective(space, load_splits(data), recipe, CPU, Budgets(params=BUDGET))
     study.enqueue_trial(params)
     running = study.ask()  # the other worker's trial, mid-training
     space.suggest(running, 10)
@@ -317,10 +319,12 @@ def test_running_out_of_memory_while_training_fails_that_trial_and_the_search_go
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
     data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none")
     space = SearchSpace.resolve("tiny")
     every_candidate = Budgets(params=10**6)  # none rejected: both trials train
-    objective = Objective(space, load_splits(data), recipe, every_candidate, should_stop=stop_check)
+    objective = Objective(
+        space, load_splits(data), recipe, CPU, every_candidate, should_stop=stop_check
+    )
     study.optimize(objective, n_trials=2)
     failed, trained = study.trials
     assert failed.state == TrialState.PRUNED and classify(failed) == TrialKind.FAILED
@@ -425,9 +429,9 @@ def test_a_long_run_of_rejections_ends_with_a_clear_message(tmp_path):
         max_rejections=5,
     )
     data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
+    recipe = Recipe(epochs=1, batch_size=16, augment="none")
     with pytest.raises(UserError, match=r"the last 5 candidates were all over the budget"):
-        run_search(config, data, recipe)
+        run_search(config, data, recipe, CPU)
     trials = load(store, "rejections").trials
     assert len(trials) < 20
     assert all(not is_trained(t) for t in trials[-5:])
@@ -447,8 +451,8 @@ def test_a_trial_stopped_by_the_pruner_counts_as_trained_and_keeps_its_measureme
         confirm=0,  # the added trials' architectures build nothing to confirm
     )
     data = DataConfig(dataset="synthetic", subset=48)
-    recipe = Recipe(epochs=2, batch_size=16, augment="none", device="cpu")
-    run_search(config, data, recipe)
+    recipe = Recipe(epochs=2, batch_size=16, augment="none")
+    run_search(config, data, recipe, CPU)
     study = load(store, "pruned")
     for index in range(5):  # the median pruner's start-up trials, each perfect from epoch 1
         study.add_trial(
@@ -458,7 +462,7 @@ def test_a_trial_stopped_by_the_pruner_counts_as_trained_and_keeps_its_measureme
                 user_attrs={"trained": True, "architecture": f"earlier-{index}"},
             )
         )
-    run_search(dataclasses.replace(config, trials=6), data, recipe)
+    run_search(dataclasses.replace(config, trials=6), data, recipe, CPU)
 
     (trial,) = [t for t in load(store, "pruned").trials[5:] if is_trained(t)]
     attrs = trial.user_attrs
@@ -604,7 +608,7 @@ def _new_study(tmp_path: Path, space: str, **overrides) -> tuple[optuna.Study, l
         **overrides,
     )
     notes: list[str] = []
-    run_search(config, DataConfig(dataset="synthetic", subset=48), Recipe(device="cpu"),
+    run_search(config, DataConfig(dataset="synthetic", subset=48), Recipe(), CPU,
                announce=notes.append)  # fmt: skip
     return load(tmp_path / "w.db", "warm"), notes
 

@@ -14,6 +14,7 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.cli.main import retrain_main
 from nas.config.fields import kept_names
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 
 from helpers import run_in_process
@@ -42,17 +43,20 @@ def test_a_retrain_inherits_the_kept_recipe_and_none_of_the_machine_switches(tmp
         )
     )
     fields = {field.name for field in dataclasses.fields(Recipe)}
+    machine_fields = {field.name for field in dataclasses.fields(Machine)}
     assert set(KEPT_BY_THE_STUDY) == set(kept_names(Recipe))  # every kept setting, ...
-    assert set(MACHINE_OF_THE_STUDY) == fields - set(kept_names(Recipe))  # ... and the rest
+    # ... and the rest: the seed and every machine setting (recorded with the recipe, as
+    # earlier releases did)
+    assert set(MACHINE_OF_THE_STUDY) == (fields - set(kept_names(Recipe))) | machine_fields
     run_dir = tmp_path / "run"
     argv = ["--storage", url, "--study", "s", "--trial", "0", "--epochs", "1"]
     status, out, err = run_in_process(retrain_main, [*argv, "--out", str(run_dir)])
     assert status == 0, out + err
     used = json.loads((run_dir / "metrics.json").read_text())["config"]
     assert {key: used[key] for key in KEPT_BY_THE_STUDY} == {**KEPT_BY_THE_STUDY, "epochs": 1}
-    defaults = Recipe()
+    defaults = {**Recipe().to_dict(), **Machine().to_dict()}
     assert {key: used[key] for key in MACHINE_OF_THE_STUDY} == {
-        key: getattr(defaults, key) for key in MACHINE_OF_THE_STUDY
+        key: defaults[key] for key in MACHINE_OF_THE_STUDY
     }
 
 

@@ -20,7 +20,7 @@ from nas.search.study_setup import study_record
 
 TINY = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 DATA = DataConfig(dataset="synthetic", subset=48, image_size=32)  # as every study records it
-RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none")
 
 
 def earlier_version_study(url: str, budget: int) -> dict:

@@ -111,6 +111,7 @@ def epoch_clock(storage: str, study_name: str):
 
 @pytest.mark.parametrize("confirm, trained, confirmed", [(0, 3, 0), (1, 2, 1)])
 def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trained, confirmed):
+    from nas.config.machine import Machine
     from nas.config.recipe import Recipe
 
     space = tmp_path / "space.yaml"
@@ -120,13 +121,17 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
         budget=100_000, trials=50, space=str(space), study="t", storage=storage,
         sampler="random", pruner="none", warm_start=False, confirm=confirm,
     )  # fmt: skip
-    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, device="cpu")
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False)
     # 7 "seconds" are 7 epochs; a trial takes 2. Without confirmation: trials start at 0, 2, 4
     # (3 left >= 2) and not at 6. With one confirmation run (2 epochs) reserved: at 0, 2 (5
     # left >= 2 + 2), not at 4 (3 left); then the confirmation run.
     budget = TimeBudget(limit=7.0, clock=epoch_clock(storage, "t"))
     study = run_search(
-        config, DataConfig(dataset="synthetic", subset=48), recipe, time_budget=budget
+        config,
+        DataConfig(dataset="synthetic", subset=48),
+        recipe,
+        Machine(device="cpu"),
+        time_budget=budget,
     )
     assert budget.stopped
     assert sum(records.is_trained(t) for t in study.get_trials()) == trained

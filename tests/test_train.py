@@ -19,6 +19,7 @@ import nas.data.batches
 import nas.data.device_memory
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.batches import memory_format
 from nas.data.loading import load_splits
@@ -41,9 +42,16 @@ def splits():
     return load_splits(DataConfig(dataset="synthetic", synthetic_size=800, synthetic_classes=4))
 
 
-def quick(**overrides) -> Recipe:
-    settings = {"epochs": 2, "augment": "none", "device": "cpu", "workers": 0}
-    return Recipe(**{**settings, **overrides})
+CPU = Machine(device="cpu", workers=0)
+MACHINE_NAMES = {field.name for field in dataclasses.fields(Machine)}
+
+
+def quick(**overrides) -> tuple[Recipe, Machine]:
+    """A short recipe and the CPU machine, each with the `overrides` that are its own."""
+    recipe = {"epochs": 2, "augment": "none"}
+    recipe.update({k: v for k, v in overrides.items() if k not in MACHINE_NAMES})
+    machine = {k: v for k, v in overrides.items() if k in MACHINE_NAMES}
+    return Recipe(**recipe), dataclasses.replace(CPU, **machine)
 
 
 def fresh_model(seed: int = 0) -> nn.Module:
@@ -64,7 +72,7 @@ def test_recipe_defaults_match_the_reference():
 
 
 def test_a_tiny_net_learns_synthetic_data_well_above_chance(splits):
-    result = fit(fresh_model(), splits, quick(epochs=6), progress=False)
+    result = fit(fresh_model(), splits, *quick(epochs=6), progress=False)
     assert len(result.history) == 6
     assert result.best_val_accuracy > 0.6  # chance is 0.25
     assert set(result.history[0]) == {
@@ -83,9 +91,9 @@ def test_a_tiny_net_learns_synthetic_data_well_above_chance(splits):
 
 def test_best_weights_are_the_lowest_validation_loss_ones(splits):
     model = fresh_model()
-    result = fit(model, splits, quick(epochs=3), progress=False)
+    result = fit(model, splits, *quick(epochs=3), progress=False)
     model.load_state_dict(result.best_state)
-    loss, accuracy = evaluate(model, splits.val, splits, quick(), torch.device("cpu"))
+    loss, accuracy = evaluate(model, splits.val, splits, CPU, torch.device("cpu"))
     assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
     best_row = result.history[result.best_epoch - 1]
     assert accuracy == pytest.approx(best_row["val_accuracy"])
@@ -94,18 +102,18 @@ def test_best_weights_are_the_lowest_validation_loss_ones(splits):
 def test_resume_after_two_epochs_matches_four_straight(tmp_path):
     splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
     config = quick(epochs=4, augment="recipe")  # the augmentation draws must resume too
-    straight = fit(fresh_model(), splits, config, progress=False)
+    straight = fit(fresh_model(), splits, *config, progress=False)
 
     checkpoint = tmp_path / "run.ckpt"
     fit(
         fresh_model(),
         splits,
-        quick(epochs=2, augment="recipe"),
+        *quick(epochs=2, augment="recipe"),
         checkpoint_path=checkpoint,
         progress=False,
     )
     torch.manual_seed(12345)  # a different process state must not matter
-    resumed = fit(fresh_model(seed=99), splits, config, checkpoint_path=checkpoint, progress=False)
+    resumed = fit(fresh_model(seed=99), splits, *config, checkpoint_path=checkpoint, progress=False)
 
     assert timeless(resumed.history) == timeless(straight.history)
     for name, tensor in straight.best_state.items():
@@ -116,16 +124,16 @@ def test_a_checkpoint_saved_with_fused_adam_resumes_on_the_cpu_with_foreach(tmp_
     """A CUDA run's checkpoint (its optimizer groups say fused=True) resumed on the CPU: the
     optimizer takes the CPU's choice back, and the run ends as one never stopped."""
     splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
-    straight = fit(fresh_model(), splits, quick(epochs=3), progress=False)
+    straight = fit(fresh_model(), splits, *quick(epochs=3), progress=False)
     checkpoint = tmp_path / "run.ckpt"
-    fit(fresh_model(), splits, quick(epochs=2), checkpoint_path=checkpoint, progress=False)
+    fit(fresh_model(), splits, *quick(epochs=2), checkpoint_path=checkpoint, progress=False)
     state = load_checkpoint(checkpoint)
     for group in state["optimizer"]["param_groups"]:  # what make_optimizer saves on CUDA
         group.update(fused=True, foreach=None)
     save_checkpoint(state, checkpoint)
 
     resumed = fit(
-        fresh_model(99), splits, quick(epochs=3), checkpoint_path=checkpoint, progress=False
+        fresh_model(99), splits, *quick(epochs=3), checkpoint_path=checkpoint, progress=False
     )
     groups = load_checkpoint(checkpoint)["optimizer"]["param_groups"]
     assert [(g["fused"], g["foreach"]) for g in groups] == [(None, True)]
@@ -147,10 +155,10 @@ def test_fit_sets_cudnn_autotuning_for_its_run_only(splits, found):
 
     try:
         torch.backends.cudnn.benchmark = found
-        fit(fresh_model(), splits, quick(epochs=1), progress=False, callback=seen.append)
+        fit(fresh_model(), splits, *quick(epochs=1), progress=False, callback=seen.append)
         assert torch.backends.cudnn.benchmark is found
         with pytest.raises(RuntimeError, match="stopped"):
-            fit(fresh_model(), splits, quick(epochs=1), progress=False, callback=stop_after_first)
+            fit(fresh_model(), splits, *quick(epochs=1), progress=False, callback=stop_after_first)
         assert seen[-1] is False and torch.backends.cudnn.benchmark is found
     finally:
         torch.backends.cudnn.benchmark = before
@@ -161,7 +169,7 @@ def test_callback_can_stop_training(splits):
     result = fit(
         fresh_model(),
         splits,
-        quick(epochs=5),
+        *quick(epochs=5),
         progress=False,
         callback=lambda row: seen.append(row["epoch"]) or row["epoch"] == 2,
     )
@@ -180,12 +188,12 @@ class NaNModel(nn.Module):
 
 def test_a_non_finite_loss_raises_its_own_error(splits):
     with pytest.raises(NonFiniteLossError, match="nan"):
-        fit(NaNModel(), splits, quick(), progress=False)
+        fit(NaNModel(), splits, *quick(), progress=False)
 
 
 def test_the_device_path_trains_on_cpu_too(splits):
     result = fit(
-        fresh_model(), splits, quick(epochs=3, data_path="device", augment="basic"), progress=False
+        fresh_model(), splits, *quick(epochs=3, data_path="device", augment="basic"), progress=False
     )
     assert result.best_val_accuracy > 0.4
 
@@ -197,7 +205,7 @@ def test_a_cpu_fit_makes_no_gpu_current_and_initialises_no_cuda(splits):
     fit(
         fresh_model(),
         splits,
-        quick(epochs=1),
+        *quick(epochs=1),
         callback=lambda row: seen.append(torch.cuda.is_initialized()),
         progress=False,
     )
@@ -232,12 +240,12 @@ def test_auto_picks_the_batched_path_and_chunks_cover_the_epoch_once(splits):
     import nas.data.batches
     from nas.data.device_memory import DataPlan
 
-    assert nas.data.batches.resolve_data_path(quick()) == "device"
-    assert nas.data.batches.resolve_data_path(quick(data_path="loader")) == "loader"
+    assert nas.data.batches.resolve_data_path(Machine()) == "device"
+    assert nas.data.batches.resolve_data_path(Machine(data_path="loader")) == "loader"
     config = quick(augment="recipe", batch_size=64)
     several = DataPlan(resident=True, chunk=64, free_bytes=None)  # several chunks of one batch
     batches = nas.data.batches.DeviceBatches(
-        splits.train, config, splits, torch.device("cpu"), several
+        splits.train, *config, splits, torch.device("cpu"), several
     )
     first = list(batches.epoch(seed=3))
     again = list(batches.epoch(seed=3))
@@ -257,8 +265,8 @@ def test_a_split_kept_on_the_host_gives_the_batches_of_one_on_the_device(splits)
 
     config = quick(augment="recipe", batch_size=16)
     cpu = torch.device("cpu")
-    resident = DeviceBatches(splits.train, config, splits, cpu, DataPlan(True, 32, 10**6))
-    staged = DeviceBatches(splits.train, config, splits, cpu, DataPlan(False, 32, 10**6))
+    resident = DeviceBatches(splits.train, *config, splits, cpu, DataPlan(True, 32, 10**6))
+    staged = DeviceBatches(splits.train, *config, splits, cpu, DataPlan(False, 32, 10**6))
     assert staged.images is splits.train.images  # not copied: the host path keeps the split
     pairs = list(zip(resident.epoch(seed=5), staged.epoch(seed=5), strict=True))
     assert len(pairs) == len(resident) > 2  # several chunks of two batches
@@ -272,7 +280,7 @@ def test_a_split_kept_on_the_host_gives_the_batches_of_one_on_the_device(splits)
 
 
 def test_fit_says_which_data_path_it_took(splits, capsys):
-    fit(fresh_model(), splits, quick(epochs=1), progress=True)
+    fit(fresh_model(), splits, *quick(epochs=1), progress=True)
     lines = capsys.readouterr().out.splitlines()
     # the CPU: the split stays where it is, chunks are the most batches of 64 within 8,192
     assert lines == ["data: 720 images (2 MB) on cpu, augmented in chunks of 8,192"]
@@ -280,10 +288,10 @@ def test_fit_says_which_data_path_it_took(splits, capsys):
 
 def test_the_default_layout_is_nhwc_on_cuda_only_and_can_be_forced():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert memory_format(Recipe(), cpu) == torch.contiguous_format
-    assert memory_format(Recipe(), cuda) == torch.channels_last
-    assert memory_format(Recipe(channels_last=True), cpu) == torch.channels_last
-    assert memory_format(Recipe(channels_last=False), cuda) == torch.contiguous_format
+    assert memory_format(Machine(), cpu) == torch.contiguous_format
+    assert memory_format(Machine(), cuda) == torch.channels_last
+    assert memory_format(Machine(channels_last=True), cpu) == torch.channels_last
+    assert memory_format(Machine(channels_last=False), cuda) == torch.contiguous_format
 
 
 @pytest.mark.slow  # two real retrain processes (a fresh interpreter each): ~11-15 s on 2 cores
@@ -338,7 +346,7 @@ class Untouchable:
 @pytest.mark.parametrize("data_path", ["device", "loader"])
 def test_fit_never_touches_the_test_split(splits, data_path):
     guarded = dataclasses.replace(splits, test=Untouchable())
-    result = fit(fresh_model(), guarded, quick(epochs=1, data_path=data_path), progress=False)
+    result = fit(fresh_model(), guarded, *quick(epochs=1, data_path=data_path), progress=False)
     assert len(result.history) == 1
 
 
@@ -352,7 +360,7 @@ def host_syncs(splits, chunk: int, batch_size: int) -> Counter:
         epochs=1, augment="recipe", data_path="device", batch_size=batch_size, chunk_size=chunk
     )
     with TorchCalls() as calls:
-        fit(fresh_model(), splits, config, progress=False)
+        fit(fresh_model(), splits, *config, progress=False)
     return Counter(
         module for name, module in calls.calls if name in HOST_SYNCS and module.startswith("nas.")
     )
@@ -389,7 +397,7 @@ def augmented_chunks_alive(chunk: int) -> int:
 def test_the_device_path_holds_two_augmented_chunks_at_most(splits):
     # 720 images: 6 chunks of one batch
     config = quick(augment="recipe", data_path="device", batch_size=120, chunk_size=120)
-    batches = nas.data.batches.make_batches(splits.train, config, splits, torch.device("cpu"))
+    batches = nas.data.batches.make_batches(splits.train, *config, splits, torch.device("cpu"))
     gc.collect()  # what earlier tests left in reference cycles
     assert augmented_chunks_alive(120) == 0
     alive = [augmented_chunks_alive(120) for _ in batches.epoch(seed=1)]

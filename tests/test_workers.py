@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from nas.arch.space import SearchSpace
 from nas.cli.main import search_main
 from nas.config.data import DataConfig
+from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
@@ -46,7 +47,8 @@ FAST = [
     "--batch-size", "16", "--space", str(TINY), "--seed", "0", "--pruner", "none",
 ]  # fmt: skip
 DATA = DataConfig(dataset="synthetic", subset=48)
-RECIPE = Recipe(epochs=1, batch_size=16, augment="none", device="cpu")
+RECIPE = Recipe(epochs=1, batch_size=16, augment="none")
+MACHINE = Machine(device="cpu")
 
 
 def _config(store: Path, **changes) -> SearchConfig:
@@ -64,7 +66,7 @@ def _config(store: Path, **changes) -> SearchConfig:
 @pytest.mark.slow
 def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
     store = tmp_path / "s.db"
-    run_search(_config(store), DATA, RECIPE)  # create and record the study, train nothing
+    run_search(_config(store), DATA, RECIPE, MACHINE)  # create and record the study, train nothing
     study_id = open_storage(f"sqlite:///{store}").get_study_id_from_name(STUDY)
 
     port = free_port()
@@ -133,12 +135,12 @@ def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
 def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path):
     """Two workers ask at the same moment for the last place: the lower number trains."""
     store = tmp_path / "s.db"
-    run_search(_config(store), DATA, RECIPE)
+    run_search(_config(store), DATA, RECIPE, MACHINE)
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")
     ahead = study.ask()  # another worker's trial, numbered first, still RUNNING
     splits = load_splits(DATA)
     space = SearchSpace.load(TINY)
-    objective = Objective(space, splits, RECIPE, Budgets(params=10**9), target=1)
+    objective = Objective(space, splits, RECIPE, MACHINE, Budgets(params=10**9), target=1)
     with one_torch_thread():
         study.optimize(objective, n_trials=1)
         late = study.trials[-1]
@@ -156,7 +158,7 @@ def test_a_trial_that_loses_the_race_for_the_last_place_is_not_trained(tmp_path)
 def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
     store = tmp_path / "s.db"
     config = _config(store, heartbeat=1, grace=1, confirm=0)  # trial 'x' builds nothing
-    run_search(config, DATA, RECIPE)
+    run_search(config, DATA, RECIPE, MACHINE)
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{store}")
     study.add_trial(
         optuna.trial.create_trial(value=0.5, user_attrs={"trained": True, "architecture": "x"})
@@ -167,7 +169,9 @@ def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
     storage.record_heartbeat(dead)
     time.sleep(2.5)  # past the grace period (heartbeats are stored to the second)
 
-    run_search(dataclasses_replace(config, trials=1), DATA, RECIPE)  # target met: trains nothing
+    run_search(
+        dataclasses_replace(config, trials=1), DATA, RECIPE, MACHINE
+    )  # target met: trains nothing
     trials = optuna.load_study(study_name=STUDY, storage=config.storage).trials
     dead_number = storage.get_trial_number_from_id(dead)
     assert [t.state for t in trials if t.number == dead_number] == [TrialState.FAIL]
@@ -203,8 +207,10 @@ def test_each_worker_is_told_its_own_device_and_seed_in_its_settings():
     if not torch.cuda.is_available():  # auto without a GPU: named, so every worker agrees
         assert plan_devices(2, "auto") == ["cpu", "cpu"]
     config = _config(Path("s.db"), seed=7)
-    settings = json.loads(worker_environment(config, DATA, RECIPE, 1, "cuda:1")[SETTINGS_ENV])
-    assert settings["recipe"]["device"] == "cuda:1"  # the worker's GPU, with its index
+    env = worker_environment(config, DATA, RECIPE, MACHINE, 1, "cuda:1")
+    settings = json.loads(env[SETTINGS_ENV])
+    assert settings["machine"]["device"] == "cuda:1"  # the worker's GPU, with its index
+    assert settings["recipe"] == RECIPE.to_dict()  # the recipe as it is, no machine setting
     assert settings["search"]["seed"] == 8
     own_device("cpu")  # a CPU worker leaves CUDA alone (no context on GPU 0)
     assert not torch.cuda.is_initialized()

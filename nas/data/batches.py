@@ -52,9 +52,7 @@ def memory_format(machine: Machine, device: torch.device) -> torch.memory_format
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
-def data_plan(
-    data: TensorData, recipe: Recipe, machine: Machine, device: torch.device
-) -> DataPlan:
+def data_plan(data: TensorData, recipe: Recipe, machine: Machine, device: torch.device) -> DataPlan:
     """Where the train split lives on `device` and its chunk size, from the free bytes there."""
     image_bytes = math.prod(data.images.shape[1:])
     augment_bytes = image_bytes * FLOAT_BYTES * AUGMENT_FLOAT_COPIES
@@ -190,9 +188,7 @@ class LoaderBatches:
     Workers persist between epochs (no process start per epoch); what they produce follows from
     the epoch's seed alone through each batch's seed (`SeededBatchSampler`)."""
 
-    def __init__(
-        self, data: TensorData, recipe: Recipe, machine: Machine, splits: Splits, device
-    ):
+    def __init__(self, data: TensorData, recipe: Recipe, machine: Machine, splits: Splits, device):
         if machine.workers is not None and machine.workers < 0:
             raise DataError(
                 f"The number of loader workers must be 0 or more, got {machine.workers}."
@@ -237,9 +233,7 @@ def resolve_data_path(machine: Machine) -> str:
     return "device" if machine.data_path == "auto" else machine.data_path
 
 
-def data_path_line(
-    data: TensorData, recipe: Recipe, machine: Machine, device: torch.device
-) -> str:
+def data_path_line(data: TensorData, recipe: Recipe, machine: Machine, device: torch.device) -> str:
     """The line `make_batches(data, recipe, machine, ...).describe()` would give, without
     building the source (a search announces it once; each trial's plan reads the free bytes
     of its own moment)."""
