@@ -30,7 +30,7 @@ def __getattr__(name: str):
 
         return build_model
     if name == "load_model":
-        from nas.train.model import load_model
+        from nas.run.folder import load_model
 
         return load_model
     if name == "predict":
