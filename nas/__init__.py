@@ -8,8 +8,7 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
-
-__version__ = "0.1.0"
+from nas.records import VERSION as __version__
 
 __all__ = [
     "PRESETS",

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.config.machine import usable_cpus
@@ -77,11 +78,9 @@ def failed(name: str, error: BaseException) -> Check:
 
 def versions() -> list[Check]:
     """Python, the nas package, torch with its CUDA and cuDNN, and the packages around it."""
-    from nas import __version__
-
     checks = [
         Check("python", f"{platform.python_version()} ({platform.python_implementation()})"),
-        Check("nas", __version__),
+        Check("nas", records.VERSION),
         Check("platform", f"{platform.platform()}, {usable_cpus()} CPU cores", "info"),
     ]
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 
-from nas import __version__, records
+from nas import records
 from nas.arch.space import SearchSpace
 from nas.config.costs import COSTS
 from nas.config.data import DataConfig
@@ -186,7 +186,7 @@ def study_record(
         records.DATASET: data.to_dict(),
         records.RECIPE: recipe.to_dict(),
         records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
-        records.TOOL_VERSION: __version__,
+        records.TOOL_VERSION: records.VERSION,
         # last: a process that finds BUDGET recorded finds the whole record (open_study)
         records.BUDGET: config.budget,
     }
