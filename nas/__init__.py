@@ -8,7 +8,7 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
-from nas.records import VERSION as __version__
+from nas.version import VERSION as __version__
 
 __all__ = [
     "PRESETS",

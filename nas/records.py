@@ -67,8 +67,6 @@ WORKER = "worker"  # {"host", "pid"} of the process running the trial: set first
 # What a duplicate copies from the trial it repeats.
 COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEVICE)
 
-VERSION = "0.1.0"  # nas.__version__ (pyproject.toml's too), recorded as TOOL_VERSION
-
 # ---- study user attributes ---------------------------------------------------------------
 
 BUDGET = "budget"  # the parameter budget (int)
@@ -79,7 +77,7 @@ SPACE_TEXT = "space_text"  # the space file's text: a resume must use the same
 DATASET = "dataset"  # DataConfig.to_dict()
 RECIPE = "recipe"  # TrainConfig.to_dict()
 SEARCH = "search"  # sampler, pruner, seed of the first run
-TOOL_VERSION = "tool_version"  # VERSION of the tool that created the study
+TOOL_VERSION = "tool_version"  # nas.version.VERSION of the tool that created the study
 REPORT_PATH = "report_path"  # the HTML report the search wrote (absolute): refreshes rewrite it
 RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
 CONFIRM_PREFIX = (

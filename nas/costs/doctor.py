@@ -32,12 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.config.machine import usable_cpus
 from nas.config.outputs import DOCTOR_SECONDS
 from nas.config.recipe import TrainConfig
+from nas.version import VERSION
 
 # a narrow member of the ResNet family (126k parameters) that trains fast on any device
 DOCTOR_ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)
@@ -80,7 +80,7 @@ def versions() -> list[Check]:
     """Python, the nas package, torch with its CUDA and cuDNN, and the packages around it."""
     checks = [
         Check("python", f"{platform.python_version()} ({platform.python_implementation()})"),
-        Check("nas", records.VERSION),
+        Check("nas", VERSION),
         Check("platform", f"{platform.platform()}, {usable_cpus()} CPU cores", "info"),
     ]
     try:
