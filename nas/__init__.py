@@ -8,8 +8,7 @@ from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.presets import PRESETS
 from nas.arch.space import SearchSpace
-
-__version__ = "0.1.0"
+from nas.version import VERSION as __version__
 
 __all__ = [
     "PRESETS",
@@ -30,7 +29,7 @@ def __getattr__(name: str):
 
         return build_model
     if name == "load_model":
-        from nas.train.model import load_model
+        from nas.run.folder import load_model
 
         return load_model
     if name == "predict":

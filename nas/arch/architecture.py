@@ -2,17 +2,17 @@
 their validation, its residual layers (`layer_specs`), its JSON and its printed form. Its exact
 size (parameters, MACs, the per-layer table) is `nas.arch.counts`.
 
-The family (RECIPE.md): a stem convolution to `stem` channels with BatchNorm and ReLU; then
-residual layers, layer i holding `blocks[i]` basic blocks of `channels[i]` output channels, the
+The family (docs/reference-study.md): a stem convolution to `stem` channels with BatchNorm and ReLU;
+then residual layers, layer i holding `blocks[i]` basic blocks of `channels[i]` output channels, the
 first block of every layer after the first with stride 2; a basic block is conv(k) -> BN -> ReLU ->
 conv(k) -> BN plus a shortcut (identity, or a skip-kernel convolution + BN where the block changes
 stride or width) then ReLU; global average pooling and a linear head. Convolutions have no bias.
 
-Two stems (`stem_type`, `STEMS`): `cifar` (the default, RECIPE.md's) is a 3x3 stride-1 convolution,
-so layer 1 sees the image at full resolution, right for 32-px images; `imagenet` is torchvision's
-ResNet stem, a 7x7 stride-2 convolution then a 3x3 stride-2 max-pool, so layer 1 sees a quarter of
-the side: 16 px from 64-px images, 24 from 96, 56 from 224, where the CIFAR stem would run every
-block of layer 1 at 16 to 49 times the pixels.
+Two stems (`stem_type`, `STEMS`): `cifar` (the default, the reference study's) is a 3x3 stride-1
+convolution, so layer 1 sees the image at full resolution, right for 32-px images; `imagenet` is
+torchvision's ResNet stem, a 7x7 stride-2 convolution then a 3x3 stride-2 max-pool, so layer 1 sees
+a quarter of the side: 16 px from 64-px images, 24 from 96, 56 from 224, where the CIFAR stem would
+run every block of layer 1 at 16 to 49 times the pixels.
 
 Claims: `Architecture.parse(arch.describe())` gives back `arch`, and `from_json(to_json())`
 likewise; invalid fields raise ValueError saying which. This module imports no torch and no

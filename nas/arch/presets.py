@@ -1,6 +1,6 @@
 """Owns the named architectures (`--preset`, `--arch NAME`): the reference study's final models
-(RECIPE.md) with their recipes and reported accuracy, and ResNet-18's layout for comparison.
-No torch, no optuna.
+(docs/reference-study.md) with their recipes and reported accuracy, and ResNet-18's layout for
+comparison. No torch, no optuna.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ _MODEL1 = Architecture((64, 128, 128, 256), (5, 4, 3, 2), conv_kernel=3, skip_ke
 _MODEL5 = Architecture((32, 64, 128, 128, 256), (5, 4, 4, 3, 2), conv_kernel=3, skip_kernel=3)
 
 PRESETS: dict[str, Architecture] = {
-    # The reference study's final models (RECIPE.md); model 4 and 6 reuse model 1 and 5's
-    # shapes with another recipe (PRESET_RECIPES).
+    # The reference study's final models (docs/reference-study.md); model 4 and 6 reuse model 1
+    # and 5's shapes with another recipe (PRESET_RECIPES).
     "paper-model1": _MODEL1,
     "paper-model2": Architecture((32, 64, 128, 256), (10, 8, 6, 2), conv_kernel=3, skip_kernel=3),
     "paper-model3": Architecture((32, 128, 128, 256), (10, 4, 4, 2), conv_kernel=3, skip_kernel=3),

@@ -37,6 +37,7 @@ from nas.arch.counts import count_params
 from nas.config.machine import Machine, usable_cpus
 from nas.config.outputs import DOCTOR_SECONDS
 from nas.config.recipe import Recipe
+from nas.version import VERSION
 
 # a narrow member of the ResNet family (126k parameters) that trains fast on any device
 DOCTOR_ARCH = Architecture((16, 32, 32, 64), (1, 1, 1, 1), conv_kernel=3, skip_kernel=3, stem=16)
@@ -77,11 +78,9 @@ def failed(name: str, error: BaseException) -> Check:
 
 def versions() -> list[Check]:
     """Python, the nas package, torch with its CUDA and cuDNN, and the packages around it."""
-    from nas import __version__
-
     checks = [
         Check("python", f"{platform.python_version()} ({platform.python_implementation()})"),
-        Check("nas", __version__),
+        Check("nas", VERSION),
         Check("platform", f"{platform.platform()}, {usable_cpus()} CPU cores", "info"),
     ]
     try:

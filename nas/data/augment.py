@@ -10,8 +10,8 @@ Two paths produce the same distribution of augmented images:
   generator); rotation, flip and crop are one ``grid_sample``, AutoAugment is
   `nas.data.autoaugment`'s grouped ops. One host sync per call (the AutoAugment group sizes).
 
-The recipe (RECIPE.md) is: random rotation within +-5 degrees, horizontal flip with p = 0.5,
-random crop back to the input size after 2 pixels of zero padding, AutoAugment with
+The recipe (docs/reference-study.md) is: random rotation within +-5 degrees, horizontal flip
+with p = 0.5, random crop back to the input size after 2 pixels of zero padding, AutoAugment with
 torchvision's CIFAR-10 policy, then scaling to [0, 1] and per-channel normalisation.
 Modes: ``recipe`` (all of it), ``basic`` (rotation, flip, crop), ``none`` (normalisation only).
 Variants for other data: `policy` picks torchvision's ``svhn`` or ``imagenet`` AutoAugment
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 # torchvision is imported where its transforms are used, not here: importing it costs a command
 # that never augments (nas params, nas space, --help) about 2.5 s of CPU (it loads torch._dynamo)
 
-# The recipe's geometric augmentation (RECIPE.md).
+# The recipe's geometric augmentation (docs/reference-study.md).
 ROTATION_DEGREES = 5.0  # angles drawn uniformly from [-5, 5) degrees, nearest interpolation, fill 0
 FLIP_PROBABILITY = 0.5  # chance of a horizontal flip
 CROP_PADDING = 2  # pixels of zero padding on each side before cropping back to the input size

@@ -1,26 +1,10 @@
 """Owns a run's training curves, `curves.html`: loss and accuracy per epoch, train vs
-validation, as one self-contained plotly page titled with what the run is."""
+validation, as one self-contained plotly page under the title its caller gives (the retrain's
+is what the run is: `nas.run.retrain.curves_title`)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from nas.arch.architecture import Architecture
-from nas.run.folder import RunMetrics
-
-
-def curves_title(arch: Architecture, metrics: RunMetrics) -> str:
-    """What the curves are of: study and trial (or the named architecture), architecture,
-    parameters and test accuracy."""
-    source = metrics.source
-    if "study" in source:
-        what = f"study {source['study']}, trial {source['trial']}"
-    else:
-        what = str(source.get("arch", "retrain"))
-    return (
-        f"{what}: {arch.describe()}, {metrics.params:,} parameters, "
-        f"test accuracy {100 * metrics.test_accuracy:.2f} %"
-    )
 
 
 def curves_html(history: list[dict[str, Any]], title: str) -> str:

@@ -1,6 +1,8 @@
 """Owns a run folder, what `nas retrain` writes and `nas export`, `nas predict` and
 `nas.load_model` read: the names of its files, its metrics (`RunMetrics`, read and written
-here only), and reading that verifies what it reads.
+here only), reading that verifies what it reads, and `load_model` (the run's model for
+inference, which imports neither Optuna nor the search, so deployment code pays only for torch
+and safetensors).
 
 A finished run folder holds `model.safetensors` (the lowest-validation-loss weights),
 `architecture.json`, `metrics.json`, `history.csv` (one row per epoch), `curves.html`,
@@ -9,7 +11,7 @@ A finished run folder holds `model.safetensors` (the lowest-validation-loss weig
 Claims: a missing, damaged or truncated file (weights cut short, metrics that are not JSON or
 lack what a finished run records, an unreadable architecture) is a `UserError` of one sentence
 naming the file, never a traceback from the reader underneath. Imports neither torch (until
-weights are read) nor optuna.
+weights are read or a model is loaded) nor optuna.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.arch.architecture import Architecture
 from nas.errors import UserError
 from nas.files import write_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.train.model import ResNet
 
 WEIGHTS = "model.safetensors"  # the best weights (lowest validation loss)
 ARCHITECTURE = "architecture.json"  # Architecture.to_json
@@ -156,3 +163,21 @@ def write_weights(run_dir: Path, state: dict[str, Any]) -> None:
 
     cpu = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
     write_atomic(Path(run_dir) / WEIGHTS, save(cpu))
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> ResNet:
+    """The model of a finished run folder, in eval mode with its best weights; a missing or
+    damaged file is a UserError naming it."""
+    from nas.train.model import build_model
+
+    arch = read_architecture(Path(run_dir))
+    state = read_weights(Path(run_dir), device=str(device))
+    model = build_model(arch).to(device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:  # missing, unexpected or misshapen tensors
+        raise UserError(
+            f"{Path(run_dir) / WEIGHTS} does not hold the weights of the architecture "
+            f"in {ARCHITECTURE}; rerun nas retrain --fresh on this run"
+        ) from None
+    return model.eval()

@@ -30,8 +30,8 @@ from nas.data.augment import normalize_batch
 from nas.data.readers import IMAGE_EXTENSIONS
 from nas.errors import UserError
 from nas.run import folder as run_folder
-from nas.run.folder import RunMetrics
-from nas.train.model import ResNet, load_model
+from nas.run.folder import RunMetrics, load_model
+from nas.train.model import ResNet
 
 ImageInput = str | Path | Image.Image | np.ndarray  # a file, a PIL image, or an RGB uint8 array
 

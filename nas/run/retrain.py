@@ -6,7 +6,7 @@ immutable in Optuna, so on the study, through its public API only), and the run'
 metrics and history as study artifacts that optuna-dashboard shows.
 
 Which trial of a study to retrain is `nas.search.choice`; the curves page is
-`nas.report.curves`.
+`nas.report.curves` (its title, what the run is, is `curves_title` here).
 
 Claims:
 - The same call after a kill resumes from the last finished epoch; a finished run is not
@@ -40,7 +40,7 @@ from nas.config.recipe import Recipe
 from nas.data.loading import Splits, load_splits
 from nas.errors import StopRequested, UserError
 from nas.files import write_atomic
-from nas.report.curves import curves_html, curves_title
+from nas.report.curves import curves_html
 from nas.run import folder as run_folder
 from nas.run.folder import RunMetrics
 from nas.run.model_card import model_card
@@ -182,6 +182,20 @@ def run_metrics(
         normalization={"mean": list(splits.mean), "std": list(splits.std)},
         config={**recipe.to_dict(), **machine.to_dict()},  # one dict, as before the split
         dataset=data.to_dict(),
+    )
+
+
+def curves_title(arch: Architecture, metrics: RunMetrics) -> str:
+    """What the curves are of: study and trial (or the named architecture), architecture,
+    parameters and test accuracy."""
+    source = metrics.source
+    if "study" in source:
+        what = f"study {source['study']}, trial {source['trial']}"
+    else:
+        what = str(source.get("arch", "retrain"))
+    return (
+        f"{what}: {arch.describe()}, {metrics.params:,} parameters, "
+        f"test accuracy {100 * metrics.test_accuracy:.2f} %"
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 
-from nas import __version__, records
+from nas import records
 from nas.arch.space import SearchSpace
 from nas.config.costs import COSTS
 from nas.config.data import DataConfig
@@ -34,6 +34,7 @@ from nas.errors import UserError
 from nas.search.samplers import make_pruner, make_sampler
 from nas.search.warm_start import warm_start
 from nas.storage import open_storage
+from nas.version import VERSION
 
 RECORD_WAIT_SECONDS = 60.0  # how long a resume waits for a study's creator to finish its record
 RECORD_POLL_SECONDS = 0.2  # how often it looks
@@ -186,7 +187,7 @@ def study_record(
         records.DATASET: data.to_dict(),
         records.RECIPE: recipe.to_dict(),
         records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
-        records.TOOL_VERSION: __version__,
+        records.TOOL_VERSION: VERSION,
         # last: a process that finds BUDGET recorded finds the whole record (open_study)
         records.BUDGET: config.budget,
     }

@@ -6,22 +6,15 @@ even, and any input size, so the main path and the shortcut of a block always ag
 `padding="same"` rule for even kernels, which PyTorch refuses with stride 2). The parameter
 count is exactly `nas.arch.counts.count_params(arch)`; the tests check it for every preset and
 hundreds of sampled architectures.
-
-Also owns `load_model(run_dir)`: a finished run folder's model for inference, which imports
-neither Optuna nor the search, so deployment code pays only for torch and safetensors.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nas.arch.architecture import POOL_KERNEL, Architecture, LayerSpec
-from nas.errors import UserError
-from nas.run import folder as run_folder
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -120,19 +113,3 @@ class ResNet(nn.Module):
 def build_model(arch: Architecture) -> ResNet:
     """A freshly initialised model for `arch` (PyTorch's default initialisation, as the study)."""
     return ResNet(arch)
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> ResNet:
-    """The model of a finished run folder, in eval mode with its best weights; a missing or
-    damaged file is a UserError naming it (`nas.run.folder`)."""
-    arch = run_folder.read_architecture(Path(run_dir))
-    state = run_folder.read_weights(Path(run_dir), device=str(device))
-    model = build_model(arch).to(device)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:  # missing, unexpected or misshapen tensors
-        raise UserError(
-            f"{Path(run_dir) / run_folder.WEIGHTS} does not hold the weights of the architecture "
-            f"in {run_folder.ARCHITECTURE}; rerun nas retrain --fresh on this run"
-        ) from None
-    return model.eval()
