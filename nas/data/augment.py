@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nas.config.recipe import AUGMENTATIONS
 from nas.data.autoaugment import (
     POLICIES,
     AutoAugmentTable,
@@ -41,7 +42,6 @@ from nas.data.autoaugment import (
     autoaugment_table,
     check_policy,
 )
-from nas.config.recipe import AUGMENTATIONS
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2

@@ -120,8 +120,8 @@ IMAGENET_POLICY: tuple[SubPolicy, ...] = (
     (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
 )
 
-# policy name (torchvision's AutoAugmentPolicy value; `nas.config.recipe.POLICY_NAMES` in this order)
-# -> its sub-policies
+# policy name (torchvision's AutoAugmentPolicy value; `nas.config.recipe.POLICY_NAMES` in this
+# order) -> its sub-policies
 POLICIES: dict[str, tuple[SubPolicy, ...]] = {
     "cifar10": CIFAR10_POLICY,
     "svhn": SVHN_POLICY,

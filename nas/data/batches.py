@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nas.data.augment import BatchAugmenter, train_transform
 from nas.config.recipe import TrainConfig
-from nas.data.loading import Splits, TensorData, default_workers
+from nas.data.augment import BatchAugmenter, train_transform
 from nas.data.device_memory import FLOAT_BYTES, DataPlan, eval_batch_images, free_bytes, plan_data
+from nas.data.loading import Splits, TensorData, default_workers
 from nas.errors import DataError
 
 # float copies of an image the batched augmentation holds at its peak: the sampling grid

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from nas.config.data import DataConfig
-from nas.errors import DataError
 from nas.config.machine import usable_cpus
 from nas.data.readers import folder_image_sizes, read_dataset
+from nas.errors import DataError
 
 # The recipe's CIFAR-10 normalisation (pixel values scaled to [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

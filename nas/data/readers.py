@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from nas.config.data import DataConfig
-from nas.errors import DataError
 from nas.config.machine import usable_cpus
+from nas.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
