@@ -40,8 +40,9 @@ def _synthetic_sizes(data: DataConfig) -> SplitSizes:
 
 @dataclass(frozen=True)
 class Dataset:
-    """One dataset `--dataset` may name. A field left None is decided by the data: counted from
-    its files without decoding an image by `nas.data.counting.COUNTERS[reader]`."""
+    """One dataset `--dataset` may name. A count or size left None is decided by its settings
+    (`sized_by`) or by its files, counted without decoding an image by
+    `nas.data.counting.COUNTERS[reader]`."""
 
     name: str  # the `--dataset` value, `DataConfig.dataset` and the study's recorded dataset
     title: str  # in a sentence: CIFAR-10
