@@ -199,9 +199,9 @@ def test_cifar_stays_at_32_and_an_explicit_size_is_kept():
 
 
 def test_a_large_folder_is_sized_from_an_evenly_spread_sample_of_headers(tmp_path, monkeypatch):
-    import nas.data.readers
+    import nas.data.counting
 
-    monkeypatch.setattr(nas.data.readers, "SIZE_SAMPLE", 3)
+    monkeypatch.setattr(nas.data.counting, "SIZE_SAMPLE", 3)
     root = tmp_path / "data"
     for split in ("train", "test"):
         (root / split / "only").mkdir(parents=True)

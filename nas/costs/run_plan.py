@@ -4,8 +4,10 @@ candidate that stands for a search's models, and the arithmetic from a step's se
 run's.
 
 Claims:
-- Nothing is loaded: the dataset's size is counted from its settings (CIFAR's fixed sizes, an
-  image folder's files, the synthetic size), as `nas.data.loading.load_splits` would split it.
+- Nothing is loaded: the dataset's size is counted from its settings by `nas.data.counting`
+  (its row's fixed sizes, as CIFAR's; the synthetic size; an image folder's files, listed by
+  the same function its reader reads them through), as `nas.data.loading.load_splits` would
+  split it.
 - The arithmetic (`RunPlan.seconds`) is linear in trials, epochs and images: the recipe's
   training steps, plus each epoch's validation pass counted as a third of a training step per
   image (forward only, no backward or optimizer step); a retrain adds one pass over the test
@@ -15,21 +17,19 @@ Claims:
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
 from nas.config.data import DataConfig
+from nas.data.counting import split_sizes
 
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward twice the forward
 VALIDATION_SHARE = 1 / 3  # a validation image costs the forward third of a training image
 SLOW_FLOPS = 1e9  # training FLOP/s that one core of any CPU the tool supports exceeds
 SLOW_STEP_SECONDS = 0.02  # per-step overhead (launches, optimizer) a slow machine may need
 CANDIDATE_SAMPLES = 25  # candidates under the budget sampled to pick a typical one
-CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000  # images in CIFAR-10/100's train and test sets
 
 
 @dataclass(frozen=True)
@@ -44,39 +44,19 @@ class DataShape:
 
 
 def data_shape(data: DataConfig) -> DataShape | None:
-    """The split sizes `load_splits` would give, or None when unknown (no folder)."""
-    if data.dataset in ("cifar10", "cifar100"):
-        total, test, classes = CIFAR_TRAIN, CIFAR_TEST, 10 if data.dataset == "cifar10" else 100
-    elif data.dataset == "synthetic":
-        total, test, classes = data.synthetic_size, data.synthetic_size // 5, data.synthetic_classes
-    else:
-        counted = _count_image_folder(Path(data.data_dir))
-        if counted is None:
-            return None
-        total, test, classes = counted
-    val = round(total * data.val_fraction)
-    train = total - val
+    """The split sizes `load_splits` would give, or None when unknown (no usable folder)."""
+    sizes = split_sizes(data)
+    if sizes is None:
+        return None
+    val = round(sizes.train * data.val_fraction)
+    train = sizes.train - val
     if data.subset is not None:
         train = min(train, data.subset)
     if data.image_size is None:  # the commands choose it first; a folder's: headers only
         from nas.data.loading import choose_image_size
 
         data = choose_image_size(data)[0]
-    return DataShape(train, val, test, data.image_size, classes)
-
-
-def _count_image_folder(root: Path) -> tuple[int, int, int] | None:
-    """(train files, test files, classes) of an image folder, or None if it is not one."""
-    counts = []
-    classes = 0
-    for split in ("train", "test"):
-        folder = root / split
-        if not folder.is_dir():
-            return None
-        class_folders = [entry for entry in os.scandir(folder) if entry.is_dir()]
-        classes = classes or len(class_folders)
-        counts.append(sum(1 for c in class_folders for f in os.scandir(c.path) if f.is_file()))
-    return (counts[0], counts[1], classes) if counts[0] > 1 and classes else None
+    return DataShape(train, val, sizes.test, data.image_size, sizes.classes)
 
 
 @dataclass(frozen=True)

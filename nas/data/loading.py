@@ -1,20 +1,24 @@
-"""Owns the data: datasets, the fixed validation split, normalisation statistics, and how many
-loader workers a device gets (the loaders are `nas.data.batches`); the data's settings are
-`nas.config.data.DataConfig`.
+"""Owns the data: the fixed validation split, normalisation, the image size a run trains at when
+none is given, and how many loader workers a device gets (the loaders are `nas.data.batches`);
+each dataset's facts are its row in `nas.config.data.DATASET_TABLE`, its reading
+`nas.data.readers`, its counts `nas.data.counting`.
 
 What this module claims:
 
 - `load_splits(config)` returns train / val / test as in-memory uint8 tensors (N, 3, S, S) at
   `config.image_size`, class names, and the per-channel mean/std used for normalisation. Each
-  dataset is read from disk (or generated) by `nas.data.readers`, which says what it claims there.
-- Owns the image size a run trains at when none is given (`choose_image_size`): 32 px for CIFAR
-  and the synthetic set; for an image folder the smaller of its median width and height (the
-  lower middle of an even count, so a size its images have), at most `MAX_CHOSEN_SIZE`; the
-  line it returns names a folder's median size and the size chosen, and CIFAR at another size
-  says it is resized, so no command resizes images without a word.
-- CIFAR-10 is normalised with the recipe's constants; every other dataset with statistics computed
-  from its training portion (after the validation split, before `subset`, so trimming the data
-  for a quick search does not change the normalisation).
+  dataset is read from disk (or generated) by its row's reader in `nas.data.readers`, which says
+  what it claims there.
+- Owns the image size a run trains at when none is given (`choose_image_size`): the row's own
+  size (32 px for CIFAR and the synthetic set); where the row leaves it to the data (an image
+  folder), the smaller of its median width and height (the lower middle of an even count, so a
+  size its images have), at most `MAX_CHOSEN_SIZE`; the line it returns names a folder's median
+  size and the size chosen, and a dataset read from disk at another size than its own says it
+  is resized, so no command resizes images without a word.
+- A row with fixed statistics (CIFAR-10: the recipe's constants) is normalised with them at its
+  own image size; every other dataset, and any at another size, with statistics computed from
+  its training portion (after the validation split, before `subset`, so trimming the data for a
+  quick search does not change the normalisation).
 - The validation split is a permutation seeded by `split_seed`: the same for every trial and the
   retrain; the test split is a separate set and never part of it.
 - Every mistake a user can make (missing or corrupt files, bad settings) is a
@@ -30,14 +34,12 @@ from pathlib import Path
 
 import torch
 
-from nas.config.data import DataConfig
+from nas.config.data import DATASET_TABLE, DataConfig
 from nas.config.machine import usable_cpus
-from nas.data.readers import folder_image_sizes, read_dataset
+from nas.data.counting import COUNTERS
+from nas.data.counting import class_count as class_count  # the search's check before loading
+from nas.data.readers import read_dataset
 from nas.errors import DataError
-
-# The recipe's CIFAR-10 normalisation (pixel values scaled to [0, 1]).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 
 @dataclass(frozen=True)
@@ -67,21 +69,7 @@ class Splits:
         return tuple(self.train.images.shape[1:])
 
 
-def class_count(config: DataConfig) -> int | None:
-    """The dataset's number of classes from its settings alone (an image folder's class
-    folders, listed, not read); None where the folder is not there."""
-    if config.dataset in ("cifar10", "cifar100"):
-        return 10 if config.dataset == "cifar10" else 100
-    if config.dataset == "synthetic":
-        return config.synthetic_classes
-    train = Path(config.data_dir) / "train"
-    if not train.is_dir():
-        return None
-    return sum(1 for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith("."))
-
-
 MAX_CHOSEN_SIZE = 224  # a folder of larger photos trains at 224 px unless --image-size says more
-NATIVE_SIZE = 32  # CIFAR's images, and the synthetic set's default
 
 
 def choose_image_size(config: DataConfig) -> tuple[DataConfig, str | None]:
@@ -91,9 +79,9 @@ def choose_image_size(config: DataConfig) -> tuple[DataConfig, str | None]:
     the median width and height, the lower middle of an even count: a size its images have)
     up to `MAX_CHOSEN_SIZE`. An image folder is always named with its median size, so no
     image is resized without a word."""
-    size = config.image_size
-    if config.dataset == "imagefolder":
-        sizes, files = folder_image_sizes(config.data_dir)
+    size, row = config.image_size, DATASET_TABLE[config.dataset]
+    if row.image_size is None:  # the data decides: an image folder's median side
+        sizes, files = COUNTERS[row.reader].image_sizes(Path(config.data_dir))
         width = statistics.median_low(w for w, _ in sizes)
         height = statistics.median_low(h for _, h in sizes)
         found = f"{files:,} files" if files == len(sizes) else f"{len(sizes):,} of {files:,} files"
@@ -106,10 +94,10 @@ def choose_image_size(config: DataConfig) -> tuple[DataConfig, str | None]:
             line += f"training at {size} px"
         return dataclasses.replace(config, image_size=size), line
     if size is None:
-        return dataclasses.replace(config, image_size=NATIVE_SIZE), None
-    if config.dataset != "synthetic" and size != NATIVE_SIZE:
-        name = "CIFAR-10" if config.dataset == "cifar10" else "CIFAR-100"
-        return config, f"images: {name}'s 32x32 px resized to {size} px"
+        return dataclasses.replace(config, image_size=row.image_size), None
+    if not row.generated and size != row.image_size:
+        native = row.image_size
+        return config, f"images: {row.title}'s {native}x{native} px resized to {size} px"
     return config, None
 
 
@@ -119,9 +107,10 @@ def load_splits(config: DataConfig) -> Splits:
     if config.image_size is None:
         config, _ = choose_image_size(config)
     train, test, classes = read_dataset(config)
+    row = DATASET_TABLE[config.dataset]
     fixed_stats = None
-    if config.dataset == "cifar10" and config.image_size == 32:
-        fixed_stats = (CIFAR10_MEAN, CIFAR10_STD)
+    if row.mean is not None and config.image_size == row.image_size:
+        fixed_stats = (row.mean, row.std)
     return _split(config, TensorData(*train), TensorData(*test), classes, fixed_stats)
 
 

@@ -1,24 +1,26 @@
-"""Owns reading each dataset from disk in its real format, or generating it: CIFAR-10/100's
-pickled batches, image folders, and the synthetic set.
+"""Owns reading each on-disk format into images, one reader per format in `READERS` (CIFAR's
+pickled batches, image folders, the generated synthetic set), and `read_dataset`, which reads a
+dataset by its row's reader (`nas.config.data.DATASET_TABLE`). A new dataset in a known format
+is a row alone; a new format is a row and a reader here.
 
 What this module claims:
 
 - `read_dataset(config)` returns the train and test parts as CPU uint8 images (N, 3, S, S) at
-  `config.image_size` with int64 labels (N,), and the class names; splitting and normalising
-  are `nas.data.loading`'s.
-- CIFAR-10/100 come from torchvision's archive (`cifar-10-python.tar.gz`, `cifar-100-python.tar.gz`)
-  in `data_dir`, downloaded on first use when allowed, or from the folder it extracts to
-  (`cifar-10-batches-py/`, `cifar-100-python/`). We use torchvision's URLs, file lists and MD5s,
-  and read the batch pickles ourselves (the same format and keys torchvision reads), so that one
-  reading path serves both modes: `verify=True` first checks every file's MD5 as torchvision does;
-  `verify=False` reads whatever files are there (for trusted copies, or the tiny folders tests
-  write). Like torchvision, this unpickles the files: only point it at data you trust.
-- `imagefolder` reads `data_dir/train/<class>/*` and `data_dir/test/<class>/*` with PIL; any
-  mode becomes RGB and any size is plainly resized (bilinear, aspect ratio not kept) to a square.
-- `folder_image_sizes(root)` reads only the headers of a folder's training images (an evenly
-  spread sample of `SIZE_SAMPLE` files in a large folder) for the size the data is trained at
-  when none is given (`nas.data.loading.choose_image_size`).
-- `synthetic` generates a small learnable dataset, deterministic from `split_seed`.
+  `config.image_size` with int64 labels (N,), and the class names; as many classes as the row
+  says where it says (a DataError otherwise); splitting and normalising are `nas.data.loading`'s.
+- `cifar-pickle` reads the torchvision archive its row names (`cifar-10-python.tar.gz`,
+  `cifar-100-python.tar.gz`) in `data_dir`, downloaded on first use when allowed, or the folder
+  it extracts to (`cifar-10-batches-py/`, `cifar-100-python/`). We use torchvision's URLs, file
+  lists and MD5s, and read the batch pickles ourselves (the same format and keys torchvision
+  reads), so that one reading path serves both modes: `verify=True` first checks every file's
+  MD5 as torchvision does; `verify=False` reads whatever files are there (for trusted copies, or
+  the tiny folders tests write). Like torchvision, this unpickles the files: only point it at
+  data you trust.
+- `image-folder` reads the files `nas.data.counting.list_image_folder` lists in
+  `data_dir/train/<class>/` and `data_dir/test/<class>/` with PIL; any mode becomes RGB and any
+  size is plainly resized (bilinear, aspect ratio not kept) to a square.
+- `synthetic` generates a small learnable dataset of the row's sizes, deterministic from
+  `split_seed`.
 - Every missing, corrupt or unreadable file is a `nas.errors.DataError` whose message is one
   sentence saying how to fix it.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import pickle
 import tarfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,23 +38,26 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from nas.config.data import DataConfig
+from nas.config.data import DATASET_TABLE, DataConfig, Dataset
 from nas.config.machine import usable_cpus
+from nas.data.counting import list_image_folder
 from nas.errors import DataError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, S, S) and int64 labels (N,), CPU
 DatasetParts = tuple[Part, Part, tuple[str, ...]]  # train, test, class names
 
 
 def read_dataset(config: DataConfig) -> DatasetParts:
-    """The train and test parts of `config.dataset` and its class names; DataError if unusable."""
-    if config.dataset in ("cifar10", "cifar100"):
-        return _load_cifar(config)
-    if config.dataset == "imagefolder":
-        return _load_image_folder(config)
-    return _make_synthetic(config)
+    """The train and test parts of `config.dataset` and its class names, read by its row's
+    reader; DataError if unusable, or if a row of fixed classes finds another number."""
+    row = DATASET_TABLE[config.dataset]
+    train, test, classes = READERS[row.reader](row, config)
+    if row.classes is not None and len(classes) != row.classes:
+        raise DataError(
+            f"{row.title} in {config.data_dir} has {len(classes)} classes, not its "
+            f"{row.classes}: put the dataset's own files there."
+        )
+    return train, test, classes
 
 
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -67,16 +73,16 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(resized).contiguous()
 
 
-def _load_cifar(config: DataConfig) -> DatasetParts:
-    from torchvision.datasets import CIFAR10, CIFAR100
+def _read_cifar(row: Dataset, config: DataConfig) -> DatasetParts:
+    import torchvision.datasets
     from torchvision.datasets.utils import (
         check_integrity,
         download_and_extract_archive,
         extract_archive,
     )
 
-    spec = CIFAR10 if config.dataset == "cifar10" else CIFAR100
-    name = "CIFAR-10" if config.dataset == "cifar10" else "CIFAR-100"
+    spec = getattr(torchvision.datasets, row.download)
+    name = row.title
     root = Path(config.data_dir)
     folder = root / spec.base_folder
     archive = root / spec.filename
@@ -154,92 +160,21 @@ def _read_cifar_batches(paths: list[Path], num_classes: int, where: str) -> Part
     return torch.cat(images).contiguous(), all_labels
 
 
-def _load_image_folder(config: DataConfig) -> DatasetParts:
-    root = Path(config.data_dir)
-    layout = "train/<class>/<image> and test/<class>/<image>"
-    folders = {}
-    for split in ("train", "test"):
-        folder = root / split
-        if not folder.is_dir():
-            raise DataError(f"Image folder {folder} does not exist: {root} must hold {layout}.")
-        folders[split] = {
-            path.name: path
-            for path in sorted(folder.iterdir())
-            if path.is_dir() and not path.name.startswith(".")
-        }
-    classes = tuple(folders["train"])
-    if not classes:
-        raise DataError(f"{root / 'train'} has no class folders: {root} must hold {layout}.")
-    if set(folders["test"]) != set(classes):
-        only_train = sorted(set(classes) - set(folders["test"]))
-        only_test = sorted(set(folders["test"]) - set(classes))
-        raise DataError(
-            f"The class folders of {root / 'test'} differ from those of {root / 'train'} "
-            f"(only in train: {only_train}, only in test: {only_test}): give both the same classes."
-        )
-    train = _read_image_split(folders["train"], classes, config.image_size)
-    test = _read_image_split(folders["test"], classes, config.image_size)
-    return train, test, classes
+def _read_image_folder(row: Dataset, config: DataConfig) -> DatasetParts:
+    folder = list_image_folder(config.data_dir)
+    train = _read_image_split(folder.train, config.image_size)
+    test = _read_image_split(folder.test, config.image_size)
+    return train, test, folder.classes
 
 
-def _read_image_split(class_folders: dict[str, Path], classes: tuple[str, ...], size: int) -> Part:
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        files = [
-            path
-            for path in sorted(class_folders[name].iterdir())
-            if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-        ]
-        if not files:
-            raise DataError(
-                f"Class folder {class_folders[name]} holds no images "
-                f"({', '.join(IMAGE_EXTENSIONS)}): add some or remove the folder."
-            )
-        paths += files
-        labels += [label] * len(files)
+def _read_image_split(files: tuple[tuple[Path, ...], ...], size: int) -> Part:
+    paths = [path for class_files in files for path in class_files]
+    labels = [label for label, class_files in enumerate(files) for _ in class_files]
     # Decoding releases the GIL, so a few threads speed it up without worker processes.
     with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
         arrays = list(pool.map(lambda path: _read_image(path, size), paths))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(labels, dtype=torch.int64)
-
-
-SIZE_SAMPLE = 2000  # image headers read to find a folder's typical size (evenly spread)
-
-
-def folder_image_sizes(root: str | Path) -> tuple[list[tuple[int, int]], int]:
-    """(width, height) of up to `SIZE_SAMPLE` of `root/train`'s images, evenly spread over its
-    sorted files, and how many image files it holds; headers only, nothing decoded.
-    DataError where the folder or an image cannot be read."""
-    train = Path(root) / "train"
-    if not train.is_dir():
-        raise DataError(
-            f"Image folder {train} does not exist: {root} must hold train/<class>/<image> "
-            "and test/<class>/<image>."
-        )
-    files = sorted(
-        path
-        for folder in train.iterdir()
-        if folder.is_dir() and not folder.name.startswith(".")
-        for path in folder.iterdir()
-        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-    )
-    if not files:
-        raise DataError(f"{train} holds no images in class folders: add some.")
-    step = max(1, len(files) / SIZE_SAMPLE)
-    chosen = [files[int(index * step)] for index in range(min(len(files), SIZE_SAMPLE))]
-    with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
-        return list(pool.map(_image_header_size, chosen)), len(files)
-
-
-def _image_header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:  # lazy: reads the header, decodes no pixel
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise DataError(
-            f"{path} could not be read as an image ({error}): fix or remove it."
-        ) from error
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:
@@ -257,16 +192,17 @@ def _read_image(path: Path, size: int) -> np.ndarray:
         ) from error
 
 
-def _make_synthetic(config: DataConfig) -> DatasetParts:
+def _make_synthetic(row: Dataset, config: DataConfig) -> DatasetParts:
     """Each class is a fixed random low-frequency colour pattern; each image is its class's
     pattern, circularly shifted by a few pixels, with a random brightness offset and pixel noise.
     Mean colour and layout both carry the class, so a tiny CNN learns it in a few epochs."""
     generator = torch.Generator().manual_seed(config.split_seed)
-    size, num_classes = config.image_size, config.synthetic_classes
+    size, sizes = config.image_size, row.known_sizes(config)
+    num_classes = sizes.classes
     coarse = torch.randn(num_classes, 3, 4, 4, generator=generator)
     patterns = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-    train = _synthetic_images(patterns, config.synthetic_size, generator)
-    test = _synthetic_images(patterns, max(1, config.synthetic_size // 5), generator)
+    train = _synthetic_images(patterns, sizes.train, generator)
+    test = _synthetic_images(patterns, sizes.test, generator)
     return train, test, tuple(f"class_{index}" for index in range(num_classes))
 
 
@@ -293,3 +229,11 @@ def _synthetic_images(patterns: torch.Tensor, count: int, generator: torch.Gener
         pixels = 128 + 45 * (images + brightness + noise)
         chunks.append(pixels.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(chunks).contiguous(), labels
+
+
+Reader = Callable[[Dataset, DataConfig], DatasetParts]
+READERS: dict[str, Reader] = {  # by a row's `reader`: the on-disk format it reads
+    "cifar-pickle": _read_cifar,  # CIFAR-10/100's python batches, torchvision's archive
+    "image-folder": _read_image_folder,  # data_dir/train/<class>/*, data_dir/test/<class>/*
+    "synthetic": _make_synthetic,  # generated from the settings, nothing on disk
+}

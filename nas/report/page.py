@@ -29,6 +29,7 @@ from plotly.offline import get_plotlyjs
 from nas import records
 from nas.commands import retrain_command
 from nas.config.costs import NAMES, cost_label, describe_limits, format_cost
+from nas.config.data import DATASET_TABLE
 from nas.files import write_atomic
 from nas.report.figures import NO_FINISHED_TRIAL, sections
 from nas.report.trials import architecture_summary, hover_text, percent
@@ -54,7 +55,8 @@ def _data_label(data: object) -> str:
         return "not recorded"
     subset = data.get("subset")
     images = f"{subset:,} training images" if isinstance(subset, int) else "all training images"
-    if data["dataset"] == "synthetic":
+    row = DATASET_TABLE.get(str(data["dataset"]))  # a study may name one no longer here
+    if row is not None and row.generated:
         images += f" of {data.get('synthetic_size', '?')} generated"
     held_out = data.get("val_fraction")
     split = f", {held_out:.0%} held out for validation" if isinstance(held_out, float) else ""

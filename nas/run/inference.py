@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from nas.config.outputs import DEFAULT_TOP, PREDICT_BATCH
 from nas.data.augment import normalize_batch
-from nas.data.readers import IMAGE_EXTENSIONS
+from nas.data.counting import IMAGE_EXTENSIONS
 from nas.errors import UserError
 from nas.run import folder as run_folder
 from nas.run.folder import RunMetrics, load_model
