@@ -134,7 +134,7 @@ KILLED_RUN = textwrap.dedent(
     torch.set_num_threads(1)  # as the test process (conftest.py's one_thread)
     sys.path.insert(0, {tests!r})
     from test_resume import LOADER, SYNTHETIC, fresh_model
-    from nas.config.recipe import DataConfig
+    from nas.config.data import DataConfig
     from nas.data.loading import load_splits
     from nas.config.recipe import TrainConfig
     from nas.train.fit import fit
