@@ -287,7 +287,7 @@ def main() -> None:
                              seed=args.seed)  # fmt: skip
         set_seed(args.seed)
         result = fit(build_model(arch), splits, config, progress=False)
-        seconds = [row["seconds"] for row in result.history]
+        seconds = [row.seconds for row in result.history]
         results["ours"], text = summary(seconds, train_n, val_n)
         path = result.extra.get("data_path", config.data_path)
         print(f"ours (nas.train.fit.fit, data_path={path}, compile={args.compile}): {text}")

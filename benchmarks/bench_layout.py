@@ -37,7 +37,7 @@ def epoch_seconds(splits, epochs: int, channels_last: bool) -> list[float]:
     set_seed(0)
     config = TrainConfig(epochs=epochs, device="cpu", channels_last=channels_last)
     result = fit(build_model(ARCH), splits, config, progress=False)
-    return [row["seconds"] for row in result.history[1:]]
+    return [row.seconds for row in result.history[1:]]
 
 
 def main() -> None:

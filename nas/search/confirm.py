@@ -31,6 +31,7 @@ from nas.errors import StopRequested
 from nas.search.winner import unconfirmed
 from nas.train.fit import NonFiniteLossError, fit, set_seed
 from nas.train.model import build_model
+from nas.train.state import EpochRow
 
 SEED_OFFSET = 1  # a confirmation run trains with the recipe's seed + this
 
@@ -66,9 +67,9 @@ def confirm_one(
     seed = recipe.seed + SEED_OFFSET
     arch = Architecture.from_json(trial.user_attrs[records.ARCHITECTURE])
 
-    def stop_between_epochs(row: dict[str, Any]) -> bool:
+    def stop_between_epochs(row: EpochRow) -> bool:
         if should_stop is not None and should_stop():
-            raise StopRequested(row["epoch"])  # nothing recorded: the next run confirms it
+            raise StopRequested(row.epoch)  # nothing recorded: the next run confirms it
         return False
 
     started = time.monotonic()
