@@ -132,8 +132,10 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     # attached as study artifacts for the dashboard
     study = optuna.load_study(study_name="s", storage=url)
     record = records.retrain_record(study.user_attrs, study.trials[best.number])
-    assert record["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    assert record["run_dir"] == str(Path("runs") / "s" / f"trial-{best.number}")
+    stored = study.user_attrs[f"retrain_trial_{best.number}"]
+    assert list(stored) == ["test_accuracy", "test_loss", "run_dir", "epochs", "artifacts"]
+    assert record.test_accuracy == pytest.approx(metrics["test_accuracy"])
+    assert record.run_dir == str(Path("runs") / "s" / f"trial-{best.number}")
     assert study.trials[best.number].user_attrs == best.user_attrs
     assert len(list((folder / "artifacts").iterdir())) == 3
     assert "--artifact-dir" in result.stdout

@@ -216,17 +216,18 @@ def record_in_study(
     """Record the retrain's test accuracy and run folder on the study, and attach the run's
     files (`run_folder.ARTIFACTS`) as study artifacts named `trial-<n>-<file>`."""
     key = records.retrain_key(trial.number)
-    record = {
-        "test_accuracy": metrics.test_accuracy,
-        "test_loss": metrics.test_loss,
-        "run_dir": str(run_dir),
-        "epochs": metrics.epochs_completed,
-    }
-    already_uploaded = study.user_attrs.get(key) == {**record, "artifacts": True}
+    record = records.Retrained(
+        test_accuracy=metrics.test_accuracy,
+        test_loss=metrics.test_loss,
+        run_dir=str(run_dir),
+        epochs=metrics.epochs_completed,
+    )
+    uploaded = dataclasses.replace(record, artifacts=True)
+    already_uploaded = study.user_attrs.get(key) == uploaded.to_dict()
     upload = artifact_dir is not None and not already_uploaded
     if upload:
         upload_artifacts(study, trial.number, run_dir, artifact_dir)
-    study.set_user_attr(key, {**record, "artifacts": upload or already_uploaded})
+    study.set_user_attr(key, (uploaded if upload or already_uploaded else record).to_dict())
 
 
 def upload_artifacts(study: optuna.Study, number: int, run_dir: Path, artifact_dir: Path) -> None:
