@@ -419,10 +419,10 @@ def check_compile(ctx: Context) -> Result:
         runs[compiled] = fit(build_model(arch), splits, Recipe(epochs=2), machine, progress=False)
     eager, compiled = runs[False], runs[True]
     ok = compiled.compile_seconds > 0 and all(
-        math.isfinite(row["train_loss"]) for row in compiled.history
+        math.isfinite(row.train_loss) for row in compiled.history
     )
-    seconds = [row["seconds"] for row in compiled.history]
-    eager_seconds = [row["seconds"] for row in eager.history]
+    seconds = [row.seconds for row in compiled.history]
+    eager_seconds = [row.seconds for row in eager.history]
     summary = (
         f"{ctx.sizes.epoch_arch} on {len(splits.train):,} images: compile "
         f"{compiled.compile_seconds:.1f} s (apart); epoch 2 {seconds[-1]:.2f} s compiled "

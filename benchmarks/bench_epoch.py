@@ -289,7 +289,7 @@ def main() -> None:
         machine = Machine(device=str(device), compile=args.compile)
         set_seed(args.seed)
         result = fit(build_model(arch), splits, config, machine, progress=False)
-        seconds = [row["seconds"] for row in result.history]
+        seconds = [row.seconds for row in result.history]
         results["ours"], text = summary(seconds, train_n, val_n)
         path = result.extra.get("data_path", machine.data_path)
         print(f"ours (nas.train.fit.fit, data_path={path}, compile={args.compile}): {text}")

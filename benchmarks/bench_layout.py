@@ -38,7 +38,7 @@ def epoch_seconds(splits, epochs: int, channels_last: bool) -> list[float]:
     set_seed(0)
     machine = Machine(device="cpu", channels_last=channels_last)
     result = fit(build_model(ARCH), splits, Recipe(epochs=epochs), machine, progress=False)
-    return [row["seconds"] for row in result.history[1:]]
+    return [row.seconds for row in result.history[1:]]
 
 
 def main() -> None:

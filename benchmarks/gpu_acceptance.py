@@ -104,7 +104,7 @@ def check_epoch(ctx: Context) -> Result:
         build_model(arch), splits, Recipe(epochs=sizes.ours_epochs), Machine(device=str(device)),
         progress=False,
     )  # fmt: skip
-    ours = [row["seconds"] for row in fitted.history]
+    ours = [row.seconds for row in fitted.history]
     set_seed(0)
     floor = floor_epochs(
         build_model(arch), splits, Recipe(), Machine(device=str(device)), sizes.ours_epochs, device
@@ -159,8 +159,8 @@ def check_profile(ctx: Context) -> Result:
     profiler = profile(activities=activities)
     splits = dataclasses.replace(ctx.splits, train=take(ctx.splits.train, ctx.sizes.profile_images))
 
-    def start_after_warm_up(row: dict) -> None:
-        if row["epoch"] == 1:
+    def start_after_warm_up(row) -> None:
+        if row.epoch == 1:
             profiler.start()
 
     set_seed(0)
@@ -184,7 +184,7 @@ def check_profile(ctx: Context) -> Result:
     for event in events:
         name = next((c for c, p in CATEGORIES if re.search(p, event.key, re.I)), "other")
         by_category[name] = by_category.get(name, 0.0) + getattr(event, key) / 1000
-    wall_ms = fitted.history[-1]["seconds"] * 1000
+    wall_ms = fitted.history[-1].seconds * 1000
     try:
         table = events.table(sort_by=key, row_limit=15)
     except (KeyError, AttributeError, ValueError):  # a torch that sorts by the older name only

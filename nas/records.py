@@ -14,6 +14,10 @@ only the store, a resume only the command. So what each record means is decided 
   epochs, is FAILED: it produced no model worth ranking and does not count toward `--trials`.
 - A retrain's result is recorded on the study (`retrain_record`), keyed by the trial number,
   through Optuna's public API: a finished trial is immutable in Optuna, and we keep it so.
+- The records on the study are typed here: a confirmation run (`Confirmation`), a retrain
+  (`Retrained`), a run's time account (`TimeAccount`); `to_dict` writes the JSON keys studies
+  already hold, `from_dict` reads them back and refuses a key none of them has. The keys inside
+  the other dict-valued records (`WORKER`, `OBJECTIVE`, `SEARCH`) are named here too.
 
 Studies written by the earlier version of the tool read the same (their trials carry the same
 keys; their retrain results on the trial itself are still found).
@@ -64,6 +68,7 @@ BEST_VAL_ACCURACY = "best_val_accuracy"  # highest validation accuracy over its 
 SECONDS_PER_EPOCH = "seconds_per_epoch"  # mean wall seconds of its epochs
 DEVICE = "device"  # where it trained, e.g. cuda:0
 WORKER = "worker"  # {"host", "pid"} of the process running the trial: set first, before training
+WORKER_HOST, WORKER_PID = "host", "pid"  # the keys of a WORKER record (nas.storage)
 # What a duplicate copies from the trial it repeats.
 COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEVICE)
 
@@ -72,18 +77,19 @@ COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEV
 BUDGET = "budget"  # the parameter budget (int)
 BUDGETS = "budgets"  # every budget and how latency is measured (nas.costs.budgets.Budgets.to_dict)
 OBJECTIVE = "objective"  # {"objective": "accuracy" | "pareto", "minimize": cost name}
+OBJECTIVE_KIND, OBJECTIVE_MINIMIZE = "objective", "minimize"  # the keys of an OBJECTIVE record
 SPACE_FILE = "space_file"  # the space's name or path as given (for messages)
 SPACE_TEXT = "space_text"  # the space file's text: a resume must use the same
 DATASET = "dataset"  # DataConfig.to_dict()
 RECIPE = "recipe"  # Recipe.to_dict()
 SEARCH = "search"  # sampler, pruner, seed of the first run
+SEARCH_SAMPLER, SEARCH_PRUNER, SEARCH_SEED = "sampler", "pruner", "seed"  # a SEARCH record's keys
 TOOL_VERSION = "tool_version"  # nas.version.VERSION of the tool that created the study
 REPORT_PATH = "report_path"  # the HTML report the search wrote (absolute): refreshes rewrite it
-RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (a dict)
-CONFIRM_PREFIX = (
-    "confirm_trial_"  # + trial number: its confirmation run (nas.search.confirm, a dict)
-)
+RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (`Retrained`)
+CONFIRM_PREFIX = "confirm_trial_"  # + trial number: its confirmation run (`Confirmation`)
 TIME_BUDGET_PREFIX = "time_budget_run_"  # + run id: how a run with --time-limit spent its time
+# (`TimeAccount`)
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
 
@@ -217,8 +223,8 @@ def objective_of(study_attrs: dict[str, Any]) -> tuple[str, str]:
     """(objective, the cost a Pareto search lowers): ("accuracy", "params") for older studies
     and single-objective ones, whose front is drawn over parameters."""
     recorded = study_attrs.get(OBJECTIVE)
-    if isinstance(recorded, dict) and recorded.get("minimize") in COSTS:
-        return str(recorded.get("objective", "accuracy")), recorded["minimize"]
+    if isinstance(recorded, dict) and recorded.get(OBJECTIVE_MINIMIZE) in COSTS:
+        return str(recorded.get(OBJECTIVE_KIND, "accuracy")), recorded[OBJECTIVE_MINIMIZE]
     return "accuracy", "params"
 
 
@@ -226,7 +232,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# ---- retrain results ---------------------------------------------------------------------
+# ---- records on the study: confirmations, retrains, time accounts -------------------------
 
 
 def confirm_key(trial_number: int) -> str:
@@ -237,25 +243,94 @@ def retrain_key(trial_number: int) -> str:
     return f"{RETRAIN_PREFIX}{trial_number}"
 
 
-def retrain_record(study_attrs: dict[str, Any], trial: FrozenTrial) -> dict[str, Any] | None:
-    """The retrain result of `trial` ({test_accuracy, run_dir, ...}), if it was retrained.
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """A confirmation run of a trial (`nas.search.confirm`), on the study under `confirm_key`."""
+
+    seed: int  # the seed it trained with
+    val_accuracy: float  # its best validation accuracy (0 when that seed diverged)
+    first_val_accuracy: float  # the trial's own (its first run's)
+    mean_val_accuracy: float  # of both runs: what the winner is named by
+    epochs: int  # epochs it trained
+    seconds: float  # wall time it took
+    note: str = ""  # why it counts 0 (a non-finite loss); stored only when there is one
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if not self.note:
+            del data["note"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Confirmation:
+        return cls(**recorded_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrained:
+    """A trial's retrain (`nas.run.retrain`), on the study under `retrain_key`."""
+
+    test_accuracy: float
+    run_dir: str | None  # the run folder, as the retrain was given it
+    test_loss: float | None = None  # None: the earlier version recorded none
+    epochs: int | None = None  # epochs the run trained (None: the earlier version)
+    artifacts: bool = False  # its files were uploaded as study artifacts
+
+    def to_dict(self) -> dict[str, Any]:
+        """In the order the stored records have: test_accuracy, test_loss, run_dir, epochs,
+        artifacts."""
+        names = ("test_accuracy", "test_loss", "run_dir", "epochs", "artifacts")
+        return {name: getattr(self, name) for name in names}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Retrained:
+        return cls(**recorded_fields(cls, data))
+
+
+# where studies of the earlier version recorded a retrain: on the trial itself
+TRIAL_TEST_ACCURACY, TRIAL_RUN_DIR = "test_accuracy", "run_dir"
+
+
+def retrain_record(study_attrs: dict[str, Any], trial: FrozenTrial) -> Retrained | None:
+    """The retrain result of `trial`, if it was retrained.
 
     Recorded on the study by this version; studies of the earlier version wrote
     `test_accuracy` and `run_dir` onto the trial itself, which is read too."""
     record = study_attrs.get(retrain_key(trial.number))
     if isinstance(record, dict) and _is_number(record.get("test_accuracy")):
-        return record
-    if _is_number(trial.user_attrs.get("test_accuracy")):
-        return {
-            "test_accuracy": trial.user_attrs["test_accuracy"],
-            "run_dir": trial.user_attrs.get("run_dir"),
-        }
+        return Retrained.from_dict(record)
+    if _is_number(trial.user_attrs.get(TRIAL_TEST_ACCURACY)):
+        return Retrained(
+            test_accuracy=trial.user_attrs[TRIAL_TEST_ACCURACY],
+            run_dir=trial.user_attrs.get(TRIAL_RUN_DIR),
+        )
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class TimeAccount:
+    """How one run of a search with `--time-limit` spent its time (`nas.search.time_budget`),
+    on the study under `TIME_BUDGET_PREFIX` + the run's id."""
+
+    started: str  # when the run started, ISO 8601 in UTC
+    limit: float  # the limit, in seconds
+    used: float  # seconds the run used
+    stopped_by_limit: bool  # the stop rule refused a trial
+    spent: dict[str, float]  # seconds by what they went to (time_budget.KINDS)
+    counts: dict[str, int]  # trials (and confirmation runs) by that kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TimeAccount:
+        return cls(**recorded_fields(cls, data))
+
+
 def recorded_fields(cls: type, data: Any) -> dict[str, Any]:
-    """The fields of dataclass `cls` in `data`, a measurement a trial records in full
-    (`LATENCY`, `MEMORY`) read back as a dict, or a ValueError naming what is unknown."""
+    """The fields of dataclass `cls` in `data`, a record read back as a dict (a measurement a
+    trial records in full, `LATENCY`, `MEMORY`; a `Confirmation`, `Retrained` or `TimeAccount`
+    on the study), or a ValueError naming what is unknown."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__} must be read from a dict, got {type(data).__name__}")
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})

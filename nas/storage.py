@@ -119,7 +119,8 @@ class StaleTrialReaper:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get(records.WORKER)
             if isinstance(worker, dict):
-                if worker.get("host") != socket.gethostname() or _alive(worker.get("pid")):
+                host, pid = worker.get(records.WORKER_HOST), worker.get(records.WORKER_PID)
+                if host != socket.gethostname() or _alive(pid):
                     continue
             else:
                 seen[trial.number] = self.first_seen.get(trial.number, now)
@@ -143,7 +144,7 @@ class StaleTrialReaper:
 
 def worker_record() -> dict[str, Any]:
     """What a trial's objective records first (`records.WORKER`): where it runs."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    return {records.WORKER_HOST: socket.gethostname(), records.WORKER_PID: os.getpid()}
 
 
 def _alive(pid: Any) -> bool:

@@ -107,9 +107,10 @@ def hook_counted_macs(model: torch.nn.Module, image_size: int) -> int:
     return total
 
 
-def timeless(history: list[dict]) -> list[dict]:
-    """History rows without their timing column: a resumed run keeps every other number."""
-    return [{key: value for key, value in row.items() if key != "seconds"} for row in history]
+def timeless(history: list) -> list[dict]:
+    """History rows (`EpochRow`s) without their timing column: a resumed run keeps every other
+    number."""
+    return [{k: v for k, v in row.to_dict().items() if k != "seconds"} for row in history]
 
 
 def epoch_time(row: dict) -> float:

@@ -20,6 +20,7 @@ from nas.search.confirm import SEED_OFFSET, confirm_top
 from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
+RUN = {"seed": 1, "epochs": 2, "seconds": 1.0}  # a confirmation record besides its accuracies
 
 
 def trained(value: float, arch: str, state=TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
@@ -63,8 +64,15 @@ def test_with_confirmations_the_winner_has_the_best_mean(tmp_path):
     study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.99, "c")])
     # trial 0 was lucky (0.96, then 0.88: mean 0.92), trial 1 is steady (0.94, 0.93: 0.935);
     # trial 2 has no confirmation record and is not named however high its one run
-    study.set_user_attr(records.confirm_key(0), {"mean_val_accuracy": 0.92, "epochs": 5})
-    study.set_user_attr(records.confirm_key(1), {"mean_val_accuracy": 0.935, "epochs": 5})
+    confirmed = {"seed": 1, "epochs": 5, "seconds": 1.0}
+    study.set_user_attr(
+        records.confirm_key(0),
+        {**confirmed, "val_accuracy": 0.88, "first_val_accuracy": 0.96, "mean_val_accuracy": 0.92},
+    )
+    study.set_user_attr(
+        records.confirm_key(1),
+        {**confirmed, "val_accuracy": 0.93, "first_val_accuracy": 0.94, "mean_val_accuracy": 0.935},
+    )
     best, score = winner(study)
     assert (best.number, score) == (1, 0.935)
     assert confirmation_epochs(study) == 10
@@ -80,6 +88,10 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     done = confirm_top(study, splits, recipe, machine, 1, on_run=lambda n, r: seen.append(n))
     assert done == seen == [0]
     record = study.user_attrs["confirm_trial_0"]
+    # the keys studies of earlier releases hold, in their order (no note: the run converged)
+    assert list(record) == [
+        "seed", "val_accuracy", "first_val_accuracy", "mean_val_accuracy", "epochs", "seconds",
+    ]  # fmt: skip
     assert record["seed"] == 7 + SEED_OFFSET
     assert record["epochs"] == 2
     assert record["first_val_accuracy"] == 0.5
@@ -95,11 +107,11 @@ def test_the_verdict_names_the_confirmed_winner_its_spread_and_lead(tmp_path):
     study.set_user_attr(records.RECIPE, {"seed": 0})
     study.set_user_attr(
         records.confirm_key(1),
-        {"seed": 1, "first_val_accuracy": 0.94, "val_accuracy": 0.92, "mean_val_accuracy": 0.93},
+        {**RUN, "first_val_accuracy": 0.94, "val_accuracy": 0.92, "mean_val_accuracy": 0.93},
     )
     study.set_user_attr(
         records.confirm_key(0),
-        {"seed": 1, "first_val_accuracy": 0.96, "val_accuracy": 0.88, "mean_val_accuracy": 0.92},
+        {**RUN, "first_val_accuracy": 0.96, "val_accuracy": 0.88, "mean_val_accuracy": 0.92},
     )
     winner_line, lead, fidelity = verdict_lines(study)
     assert winner_line.startswith("winner: trial 1 (")
@@ -120,7 +132,7 @@ def test_a_winner_confirmed_alone_leads_the_next_candidates_by_their_one_run(tmp
     study.set_user_attr(records.RECIPE, {"seed": 0})
     study.set_user_attr(
         records.confirm_key(0),
-        {"seed": 1, "first_val_accuracy": 0.50, "val_accuracy": 0.35, "mean_val_accuracy": 0.425},
+        {**RUN, "first_val_accuracy": 0.50, "val_accuracy": 0.35, "mean_val_accuracy": 0.425},
     )
     _, lead, _ = verdict_lines(study)
     # 42.5 - 38 = 4.5 points: within the winner's spread of +-7.5 points

@@ -177,3 +177,115 @@ def test_the_retrain_picks_the_best_trial_trained_to_the_end(study):
     choice = choose_from_study(study)
     assert choice.trial.number == 1  # not the stopped (0.80), broken (0.99) or failed (0.95)
     assert records.classify(choice.trial) == TrialKind.TRAINED
+
+
+# ---- the records on the study, typed: the stored JSON keys are the old ones --------------------
+
+# as the release before the packages stored them (tests/fixtures/before-packages/study.sql)
+OLD_CONFIRMATION = {
+    "seed": 1,
+    "val_accuracy": 0.35,
+    "first_val_accuracy": 0.49,
+    "mean_val_accuracy": 0.42,
+    "epochs": 2,
+    "seconds": 0.905178181999986,
+}
+OLD_RETRAIN = {
+    "test_accuracy": 0.535,
+    "test_loss": 1.9002642822265625,
+    "run_dir": "runs/smoke/trial-4",
+    "epochs": 2,
+    "artifacts": True,
+}
+
+
+def test_a_confirmation_record_round_trips_to_the_old_keys():
+    record = records.Confirmation.from_dict(OLD_CONFIRMATION)
+    assert (record.seed, record.val_accuracy, record.first_val_accuracy) == (1, 0.35, 0.49)
+    assert (record.mean_val_accuracy, record.epochs, record.seconds) == (0.42, 2, 0.905178181999986)
+    assert record.note == ""
+    assert record.to_dict() == OLD_CONFIRMATION
+    assert list(record.to_dict()) == list(OLD_CONFIRMATION)
+
+
+def test_a_confirmation_stores_its_note_only_when_there_is_one():
+    diverged = records.Confirmation(
+        seed=8, val_accuracy=0.0, first_val_accuracy=0.5, mean_val_accuracy=0.25, epochs=3,
+        seconds=1.5, note="non-finite loss: nan",
+    )  # fmt: skip
+    assert diverged.to_dict() == {
+        "seed": 8,
+        "val_accuracy": 0.0,
+        "first_val_accuracy": 0.5,
+        "mean_val_accuracy": 0.25,
+        "epochs": 3,
+        "seconds": 1.5,
+        "note": "non-finite loss: nan",
+    }
+    assert records.Confirmation.from_dict(diverged.to_dict()) == diverged
+
+
+def test_a_retrain_record_round_trips_to_the_old_keys():
+    record = records.Retrained.from_dict(OLD_RETRAIN)
+    assert record == records.Retrained(
+        test_accuracy=0.535, run_dir="runs/smoke/trial-4", test_loss=1.9002642822265625,
+        epochs=2, artifacts=True,
+    )  # fmt: skip
+    assert record.to_dict() == OLD_RETRAIN
+    assert list(record.to_dict()) == list(OLD_RETRAIN)
+
+
+def test_a_retrain_is_read_from_the_study_or_from_a_trial_of_the_earlier_version():
+    on_study = create_trial(value=0.5, user_attrs={})
+    on_study.number = 4
+    assert records.retrain_record({"retrain_trial_4": OLD_RETRAIN}, on_study) == (
+        records.Retrained(0.535, "runs/smoke/trial-4", 1.9002642822265625, 2, True)
+    )
+    on_trial = create_trial(value=0.5, user_attrs={"test_accuracy": 0.7, "run_dir": "runs/x"})
+    assert records.retrain_record({}, on_trial) == records.Retrained(0.7, "runs/x")
+    assert records.retrain_record({}, create_trial(value=0.5)) is None
+
+
+def test_a_time_account_round_trips_to_the_stored_keys():
+    stored = {
+        "started": "2025-01-02T03:04:05+00:00",
+        "limit": 20.0,
+        "used": 19.5,
+        "stopped_by_limit": True,
+        "spent": {"trained": 12.0, "confirmation": 3.0},
+        "counts": {"trained": 3, "confirmation": 1},
+    }
+    account = records.TimeAccount.from_dict(stored)
+    assert (account.started, account.limit, account.used) == ("2025-01-02T03:04:05+00:00", 20, 19.5)
+    assert account.stopped_by_limit is True
+    assert account.spent == {"trained": 12.0, "confirmation": 3.0}
+    assert account.counts == {"trained": 3, "confirmation": 1}
+    assert account.to_dict() == stored and list(account.to_dict()) == list(stored)
+
+
+@pytest.mark.parametrize(
+    "cls, stored",
+    [
+        (records.Confirmation, {**OLD_CONFIRMATION, "mean": 0.4}),
+        (records.Retrained, {**OLD_RETRAIN, "test_acc": 0.5}),
+    ],
+)
+def test_a_record_with_a_key_no_version_writes_is_refused(cls, stored):
+    with pytest.raises(ValueError, match="unknown"):
+        cls.from_dict(stored)
+
+
+def test_the_keys_of_the_records_inside_study_attributes_are_the_old_ones():
+    # spelled by hand: what studies already in stores hold
+    assert (records.WORKER_HOST, records.WORKER_PID) == ("host", "pid")
+    assert (records.OBJECTIVE_KIND, records.OBJECTIVE_MINIMIZE) == ("objective", "minimize")
+    assert (records.SEARCH_SAMPLER, records.SEARCH_PRUNER, records.SEARCH_SEED) == (
+        "sampler",
+        "pruner",
+        "seed",
+    )
+    assert (records.TRIAL_TEST_ACCURACY, records.TRIAL_RUN_DIR) == ("test_accuracy", "run_dir")
+    assert (records.confirm_key(4), records.retrain_key(4)) == (
+        "confirm_trial_4",
+        "retrain_trial_4",
+    )

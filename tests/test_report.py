@@ -305,6 +305,7 @@ def test_the_report_and_the_curves_render_their_charts_in_a_real_browser(full_st
     if _browser() is None:
         unavailable("no Chromium here (apt-get install chromium)")
     from nas.report.curves import curves_html
+    from nas.train.state import EpochRow
 
     page = report.write_report(full_study, tmp_path / "r.html")
     dom, console = _render(page)
@@ -314,15 +315,15 @@ def test_the_report_and_the_curves_render_their_charts_in_a_real_browser(full_st
     assert "Caution: computed from 4 trained trials" in dom
 
     history = [
-        {
-            "epoch": e,
-            "train_loss": 2 / e,
-            "train_accuracy": 0.2 * e,
-            "val_loss": 2.1 / e,
-            "val_accuracy": 0.18 * e,
-            "lr": 1e-3,
-            "seconds": 1.0,
-        }  # fmt: skip
+        EpochRow(
+            epoch=e,
+            train_loss=2 / e,
+            train_accuracy=0.2 * e,
+            val_loss=2.1 / e,
+            val_accuracy=0.18 * e,
+            lr=1e-3,
+            seconds=1.0,
+        )  # fmt: skip
         for e in range(1, 5)
     ]
     curves = tmp_path / "curves.html"

@@ -125,7 +125,7 @@ def test_a_loader_run_with_workers_stopped_after_epoch_2_resumes_exactly(tmp_pat
 
 
 def assert_same_run(straight, straight_model, resumed, resumed_model) -> None:
-    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    assert [row.epoch for row in resumed.history] == [1, 2, 3, 4]
     assert timeless(resumed.history) == timeless(straight.history)
     assert resumed.best_epoch == straight.best_epoch
     for name, tensor in straight.best_state.items():
@@ -148,7 +148,7 @@ KILLED_RUN = textwrap.dedent(
     from nas.train.fit import fit
 
     def kill_after_epoch_2(row):  # runs after the epoch's checkpoint is written
-        if row["epoch"] == 2:
+        if row.epoch == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 
     fit(

@@ -24,8 +24,10 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
+from nas.run.retrain import history_csv, read_history_csv
 from nas.search.loop import run_search
 from nas.train.fit import evaluate
+from nas.train.state import EpochRow
 
 from helpers import epoch_time, run_in_process
 
@@ -131,8 +133,10 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     # attached as study artifacts for the dashboard
     study = optuna.load_study(study_name="s", storage=url)
     record = records.retrain_record(study.user_attrs, study.trials[best.number])
-    assert record["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    assert record["run_dir"] == str(Path("runs") / "s" / f"trial-{best.number}")
+    stored = study.user_attrs[f"retrain_trial_{best.number}"]
+    assert list(stored) == ["test_accuracy", "test_loss", "run_dir", "epochs", "artifacts"]
+    assert record.test_accuracy == pytest.approx(metrics["test_accuracy"])
+    assert record.run_dir == str(Path("runs") / "s" / f"trial-{best.number}")
     assert study.trials[best.number].user_attrs == best.user_attrs
     assert len(list((folder / "artifacts").iterdir())) == 3
     assert "--artifact-dir" in result.stdout
@@ -147,6 +151,38 @@ def test_retrain_best_writes_a_complete_run_folder(store, tmp_path):
     assert "already holds a finished run" in again.stdout
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     assert len(list((folder / "artifacts").iterdir())) == 3  # nothing uploaded twice
+
+
+BEFORE_PACKAGES = ROOT / "tests" / "fixtures" / "before-packages"
+
+
+def test_a_history_csv_of_the_release_before_the_packages_reads_into_its_rows():
+    rows = read_history_csv((BEFORE_PACKAGES / "run-finished" / "history.csv").read_text())
+    # the file's two lines, copied by hand
+    assert rows == [
+        EpochRow(
+            epoch=1, train_loss=2.2790511067708334, train_accuracy=0.16777777777777778,
+            val_loss=2.1989617919921876, val_accuracy=0.41, lr=0.001, seconds=0.5460468640000045,
+        ),
+        EpochRow(
+            epoch=2, train_loss=2.12980224609375, train_accuracy=0.3511111111111111,
+            val_loss=1.933181610107422, val_accuracy=0.49, lr=0.001, seconds=0.494831400999999,
+        ),
+    ]  # fmt: skip
+
+
+def test_history_csv_writes_the_old_columns_and_reads_back_the_same_rows():
+    rows = [
+        EpochRow(1, 2.5, 0.25, 0.1 + 0.2, 0.375, 1e-3, 0.5),
+        EpochRow(2, 1 / 3, 0.5, 1.0, 0.5, 1e-4, 0.75),
+    ]
+    text = history_csv(rows)
+    assert text.splitlines() == [
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds",
+        "1,2.5,0.25,0.30000000000000004,0.375,0.001,0.5",
+        "2,0.3333333333333333,0.5,1.0,0.5,0.0001,0.75",
+    ]
+    assert read_history_csv(text) == rows
 
 
 def test_a_killed_retrain_resumes_without_redoing_epochs(store, tmp_path):

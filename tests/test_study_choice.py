@@ -79,8 +79,15 @@ def test_the_best_pick_of_a_confirmed_search_is_the_winner_it_named(tmp_path):
         )
     # trial 0's single run was the luckiest (0.96; 0.88 with the second seed: mean 0.92);
     # trial 1 is steadier (0.94, 0.93: mean 0.935) and is the winner the search named
-    study.set_user_attr(records.confirm_key(0), {"mean_val_accuracy": 0.92, "epochs": 1})
-    study.set_user_attr(records.confirm_key(1), {"mean_val_accuracy": 0.935, "epochs": 1})
+    confirmed = {"seed": 1, "epochs": 1, "seconds": 1.0}
+    study.set_user_attr(
+        records.confirm_key(0),
+        {**confirmed, "val_accuracy": 0.88, "first_val_accuracy": 0.96, "mean_val_accuracy": 0.92},
+    )
+    study.set_user_attr(
+        records.confirm_key(1),
+        {**confirmed, "val_accuracy": 0.93, "first_val_accuracy": 0.94, "mean_val_accuracy": 0.935},
+    )
     choice = choose_from_study(study)
     assert choice.trial.number == 1
     assert "confirmed winner: mean val accuracy 93.50%" in choice.why

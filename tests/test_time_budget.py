@@ -162,6 +162,7 @@ def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp
     # the rule refuses a trial the time left cannot hold: every trial started within the limit,
     # counted from the moment the run's budget started (recorded with the run)
     (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]
+    assert list(run) == ["started", "limit", "used", "stopped_by_limit", "spent", "counts"]
     budget_started = datetime.datetime.fromisoformat(run["started"])
     assert started <= budget_started and run["limit"] == 20.0 and run["stopped_by_limit"]
     limit = budget_started + datetime.timedelta(seconds=20)

@@ -28,6 +28,7 @@ from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.devices import resolve_device
 from nas.train.fit import NonFiniteLossError, evaluate, fit, set_seed
 from nas.train.model import build_model
+from nas.train.state import EpochRow
 
 from helpers import TorchCalls, timeless
 
@@ -75,18 +76,60 @@ def test_a_tiny_net_learns_synthetic_data_well_above_chance(splits):
     result = fit(fresh_model(), splits, *quick(epochs=6), progress=False)
     assert len(result.history) == 6
     assert result.best_val_accuracy > 0.6  # chance is 0.25
-    assert set(result.history[0]) == {
-        "epoch",
-        "train_loss",
-        "train_accuracy",
-        "val_loss",
-        "val_accuracy",
-        "lr",
-        "seconds",
-    }
-    losses = [row["val_loss"] for row in result.history]
+    assert [row.epoch for row in result.history] == [1, 2, 3, 4, 5, 6]
+    losses = [row.val_loss for row in result.history]
     assert result.best_val_loss == min(losses)
     assert result.best_epoch == losses.index(min(losses)) + 1
+
+
+# one epoch's row as the release before EpochRow stored it (a dict in the checkpoint), by hand
+STORED_ROW = {
+    "epoch": 3,
+    "train_loss": 1.25,
+    "train_accuracy": 0.5625,
+    "val_loss": 0.30000000000000004,  # 0.1 + 0.2: every last digit must survive
+    "val_accuracy": 0.41,
+    "lr": 0.001,
+    "seconds": 2.5,
+}
+
+
+def test_an_epoch_row_is_stored_as_the_old_dict_and_read_back_the_same():
+    row = EpochRow(
+        epoch=3, train_loss=1.25, train_accuracy=0.5625, val_loss=0.1 + 0.2, val_accuracy=0.41,
+        lr=1e-3, seconds=2.5,
+    )  # fmt: skip
+    stored = row.to_dict()
+    assert stored == STORED_ROW
+    assert list(stored) == list(STORED_ROW)  # the columns' order too (history.csv's)
+    assert type(stored["epoch"]) is int
+    assert EpochRow.from_dict(STORED_ROW) == row
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {k: v for k, v in STORED_ROW.items() if k != "lr"},  # a key missing
+        {**STORED_ROW, "test_loss": 1.0},  # a key no row has
+    ],
+)
+def test_a_stored_row_without_exactly_the_history_columns_is_refused(stored):
+    with pytest.raises(ValueError, match="history row"):
+        EpochRow.from_dict(stored)
+
+
+def test_the_checkpoint_stores_the_history_as_plain_dicts_and_resumes_them_as_rows(
+    splits, tmp_path
+):
+    checkpoint = tmp_path / "run.ckpt"
+    config = quick(epochs=2)
+    result = fit(fresh_model(), splits, config, checkpoint_path=checkpoint, progress=False)
+    stored = load_checkpoint(checkpoint)["history"]
+    assert [type(row) for row in stored] == [dict, dict]  # the file is as the old release's
+    assert [list(row) for row in stored] == [list(STORED_ROW)] * 2
+    assert [EpochRow.from_dict(row) for row in stored] == result.history
+    resumed = fit(fresh_model(), splits, config, checkpoint_path=checkpoint, progress=False)
+    assert resumed.history == result.history  # nothing left to train: the rows as stored
 
 
 def test_best_weights_are_the_lowest_validation_loss_ones(splits):
@@ -96,7 +139,7 @@ def test_best_weights_are_the_lowest_validation_loss_ones(splits):
     loss, accuracy = evaluate(model, splits.val, splits, CPU, torch.device("cpu"))
     assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
     best_row = result.history[result.best_epoch - 1]
-    assert accuracy == pytest.approx(best_row["val_accuracy"])
+    assert accuracy == pytest.approx(best_row.val_accuracy)
 
 
 def test_resume_after_two_epochs_matches_four_straight(tmp_path):
@@ -171,7 +214,7 @@ def test_callback_can_stop_training(splits):
         splits,
         *quick(epochs=5),
         progress=False,
-        callback=lambda row: seen.append(row["epoch"]) or row["epoch"] == 2,
+        callback=lambda row: seen.append(row.epoch) or row.epoch == 2,
     )
     assert seen == [1, 2]
     assert result.stopped_early and result.epochs_completed == 2

@@ -8,6 +8,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
@@ -26,6 +27,9 @@ from nas.cli.flags import (
 )
 from nas.config.recipe import Recipe
 from nas.errors import EXIT_TERMINATED, StopRequested, UserError, stop_on_sigterm
+
+if TYPE_CHECKING:  # torch is imported when a retrain starts, not to parse its flags
+    from nas.train.state import EpochRow
 
 
 def add_retrain_parser(commands) -> None:
@@ -79,12 +83,12 @@ def artifact_dir_for(storage_url: str) -> Path | None:
     return store.parent / "artifacts" if store is not None else None
 
 
-def print_epoch(row: dict, epochs: int) -> None:
+def print_epoch(row: EpochRow, epochs: int) -> None:
     """One line per epoch: on a terminal above the bar, in a log as a plain line."""
     line = (
-        f"epoch {row['epoch']:>3}/{epochs}  train {row['train_loss']:.4f} "
-        f"{row['train_accuracy']:.2%}  val {row['val_loss']:.4f} "
-        f"{row['val_accuracy']:.2%}  lr {row['lr']:.0e}  {row['seconds']:.1f} s"
+        f"epoch {row.epoch:>3}/{epochs}  train {row.train_loss:.4f} "
+        f"{row.train_accuracy:.2%}  val {row.val_loss:.4f} "
+        f"{row.val_accuracy:.2%}  lr {row.lr:.0e}  {row.seconds:.1f} s"
     )
     if interactive():
         from tqdm.auto import tqdm

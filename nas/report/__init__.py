@@ -3,5 +3,5 @@
 text) and `curves` (a run's training curves page).
 
 Imports: the foundations, `nas.arch` and `nas.search` (the winner, the front, the time
-account); no torch.
+account); no torch (`curves` names `nas.train.state.EpochRow` as a type only).
 """

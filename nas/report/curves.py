@@ -4,24 +4,32 @@ is what the run is: `nas.run.retrain.curves_title`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: the report imports no torch
+    from nas.train.state import EpochRow
 
 
-def curves_html(history: list[dict[str, Any]], title: str) -> str:
+def curves_html(history: list[EpochRow], title: str) -> str:
     """Loss and accuracy (in percent, as the report and the console show it) per epoch, train
     vs validation, as one self-contained HTML page of a fixed size that reads on any window."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    epochs = [row["epoch"] for row in history]
+    epochs = [row.epoch for row in history]
     figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy (%)"))
+    series = {
+        ("train", "loss"): [row.train_loss for row in history],
+        ("val", "loss"): [row.val_loss for row in history],
+        ("train", "accuracy"): [100 * row.train_accuracy for row in history],
+        ("val", "accuracy"): [100 * row.val_accuracy for row in history],
+    }
     for column, metric in ((1, "loss"), (2, "accuracy")):
-        scale = 100 if metric == "accuracy" else 1
         for split, dash in (("train", "solid"), ("val", "dash")):
             figure.add_trace(
                 go.Scatter(
                     x=epochs,
-                    y=[scale * row[f"{split}_{metric}"] for row in history],
+                    y=series[split, metric],
                     name=f"{split} {metric}",
                     mode="lines+markers",
                     line={"dash": dash},

@@ -141,7 +141,7 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
         params = records.params_of(trial)
         seconds = trial.user_attrs.get(records.SECONDS_PER_EPOCH)
         retrained = records.retrain_record(study.user_attrs, trial)
-        test = retrained["test_accuracy"] if retrained else None
+        test = retrained.test_accuracy if retrained else None
         cells = [
             str(rank),
             str(trial.number),
@@ -151,7 +151,7 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
             architecture_summary(trial) + _warm_start_mark(trial),
             f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-",
             percent(test) if isinstance(test, (int, float)) else "-",
-            str(retrained.get("run_dir") or "-") if retrained else "-",
+            str(retrained.run_dir or "-") if retrained else "-",
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"<table class='top'><tr>{head}</tr>{''.join(rows)}</table>"

@@ -3,7 +3,8 @@ finished run folder (`nas.run.folder`: weights, architecture, metrics, history, 
 checkpoint, model card), every file through `nas.files.write_atomic`; and record it on its
 study: the test result and run folder under `records.retrain_key` (a finished trial is
 immutable in Optuna, so on the study, through its public API only), and the run's curves,
-metrics and history as study artifacts that optuna-dashboard shows.
+metrics and history as study artifacts that optuna-dashboard shows. history.csv's text is
+written and read back here (`history_csv`, `read_history_csv`: one `EpochRow` per line).
 
 Which trial of a study to retrain is `nas.search.choice`; the curves page is
 `nas.report.curves` (its title, what the run is, is `curves_title` here).
@@ -45,9 +46,9 @@ from nas.run import folder as run_folder
 from nas.run.folder import RunMetrics
 from nas.run.model_card import model_card
 from nas.train.devices import resolve_device
-from nas.train.fit import HISTORY_COLUMNS, evaluate, fit, set_seed
+from nas.train.fit import evaluate, fit, set_seed
 from nas.train.model import build_model
-from nas.train.state import FitResult
+from nas.train.state import HISTORY_COLUMNS, EpochRow, FitResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,7 @@ def retrain(
     progress: bool = True,
     source: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[EpochRow], None] | None = None,
 ) -> RetrainResult:
     """Train `arch` with `recipe` on `machine`, evaluate on the test split, export to `run_dir`.
 
@@ -127,12 +128,12 @@ def retrain(
     set_seed(recipe.seed)
     model = build_model(arch)
 
-    def after_epoch(row: dict[str, Any]) -> bool:
+    def after_epoch(row: EpochRow) -> bool:
         if on_epoch is not None:
             on_epoch(row)
         # fit calls this after the epoch's checkpoint is written: stopping here loses nothing
         if should_stop is not None and should_stop():
-            raise StopRequested(row["epoch"])
+            raise StopRequested(row.epoch)
         return False
 
     result = fit(
@@ -163,7 +164,7 @@ def run_metrics(
     machine: Machine,
 ) -> RunMetrics:
     """What metrics.json records of a finished fit and its one test evaluation (loss, accuracy)."""
-    seconds = sum(row["seconds"] for row in result.history)
+    seconds = sum(row.seconds for row in result.history)
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     return RunMetrics(
         test_loss=test[0],
@@ -174,7 +175,7 @@ def run_metrics(
         best_epoch=result.best_epoch,
         best_val_loss=result.best_val_loss if best else None,
         # the accuracy of best_epoch (the weights kept), and the highest any epoch reached
-        best_val_accuracy=best["val_accuracy"] if best else None,
+        best_val_accuracy=best.val_accuracy if best else None,
         highest_val_accuracy=result.best_val_accuracy,
         seconds=seconds,
         seconds_per_epoch=seconds / max(1, result.epochs_completed),
@@ -209,12 +210,18 @@ def write_run(run_dir: Path, arch: Architecture, metrics: RunMetrics, result: Fi
     run_folder.write_metrics(run_dir, metrics)
 
 
-def history_csv(history: list[dict[str, Any]]) -> str:
+def history_csv(history: list[EpochRow]) -> str:
+    """history.csv's text: a header of `HISTORY_COLUMNS`, then one line per epoch."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS)
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(row.to_dict() for row in history)
     return text.getvalue()
+
+
+def read_history_csv(text: str) -> list[EpochRow]:
+    """The rows of a history.csv's text (`history_csv`'s, or an earlier release's)."""
+    return [EpochRow.from_dict(line) for line in csv.DictReader(io.StringIO(text))]
 
 
 def record_in_study(
@@ -227,17 +234,18 @@ def record_in_study(
     """Record the retrain's test accuracy and run folder on the study, and attach the run's
     files (`run_folder.ARTIFACTS`) as study artifacts named `trial-<n>-<file>`."""
     key = records.retrain_key(trial.number)
-    record = {
-        "test_accuracy": metrics.test_accuracy,
-        "test_loss": metrics.test_loss,
-        "run_dir": str(run_dir),
-        "epochs": metrics.epochs_completed,
-    }
-    already_uploaded = study.user_attrs.get(key) == {**record, "artifacts": True}
+    record = records.Retrained(
+        test_accuracy=metrics.test_accuracy,
+        test_loss=metrics.test_loss,
+        run_dir=str(run_dir),
+        epochs=metrics.epochs_completed,
+    )
+    uploaded = dataclasses.replace(record, artifacts=True)
+    already_uploaded = study.user_attrs.get(key) == uploaded.to_dict()
     upload = artifact_dir is not None and not already_uploaded
     if upload:
         upload_artifacts(study, trial.number, run_dir, artifact_dir)
-    study.set_user_attr(key, {**record, "artifacts": upload or already_uploaded})
+    study.set_user_attr(key, (uploaded if upload or already_uploaded else record).to_dict())
 
 
 def upload_artifacts(study: optuna.Study, number: int, run_dir: Path, artifact_dir: Path) -> None:

@@ -5,11 +5,11 @@ winner is a good architecture rather than one lucky training run.
 Claims:
 - `confirm_top` trains each of the top `n` candidates (`nas.search.winner.candidates`) not yet
   confirmed once more, all epochs, with the recipe's seed + `SEED_OFFSET`, and records the
-  result on the study under `records.confirm_key(trial number)`: the seed, that run's best
-  validation accuracy, the mean with the trial's own, its epochs and seconds. A finished trial
-  is immutable in Optuna, so the record is a study user attribute (optuna-dashboard shows them
-  with the study), as a retrain's is. A candidate already confirmed is not trained again (a
-  resume, another worker).
+  result on the study under `records.confirm_key(trial number)` (a `records.Confirmation`): the
+  seed, that run's best validation accuracy, the mean with the trial's own, its epochs and
+  seconds. A finished trial is immutable in Optuna, so the record is a study user attribute
+  (optuna-dashboard shows them with the study), as a retrain's is. A candidate already
+  confirmed is not trained again (a resume, another worker).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -32,6 +31,7 @@ from nas.errors import StopRequested
 from nas.search.winner import unconfirmed
 from nas.train.fit import NonFiniteLossError, fit, set_seed
 from nas.train.model import build_model
+from nas.train.state import EpochRow
 
 SEED_OFFSET = 1  # a confirmation run trains with the recipe's seed + this
 
@@ -44,14 +44,14 @@ def confirm_top(
     n: int,
     *,
     should_stop: Callable[[], bool] | None = None,
-    on_run: Callable[[int, dict[str, Any]], None] | None = None,
+    on_run: Callable[[int, records.Confirmation], None] | None = None,
 ) -> list[int]:
     """Train the top `n` candidates not yet confirmed once more with another seed; record
     each (see the module's claims). Returns the trial numbers confirmed now."""
     confirmed = []
     for trial in unconfirmed(study, n):
         record = confirm_one(trial, splits, recipe, machine, should_stop)
-        study.set_user_attr(records.confirm_key(trial.number), record)
+        study.set_user_attr(records.confirm_key(trial.number), record.to_dict())
         confirmed.append(trial.number)
         if on_run is not None:
             on_run(trial.number, record)
@@ -64,14 +64,14 @@ def confirm_one(
     recipe: Recipe,
     machine: Machine,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
+) -> records.Confirmation:
     """One more training run of `trial`'s architecture with the recipe's seed + SEED_OFFSET."""
     seed = recipe.seed + SEED_OFFSET
     arch = Architecture.from_json(trial.user_attrs[records.ARCHITECTURE])
 
-    def stop_between_epochs(row: dict[str, Any]) -> bool:
+    def stop_between_epochs(row: EpochRow) -> bool:
         if should_stop is not None and should_stop():
-            raise StopRequested(row["epoch"])  # nothing recorded: the next run confirms it
+            raise StopRequested(row.epoch)  # nothing recorded: the next run confirms it
         return False
 
     started = time.monotonic()
@@ -90,14 +90,12 @@ def confirm_one(
     except NonFiniteLossError as error:  # that seed diverged: the architecture is not robust
         accuracy, epochs, note = 0.0, recipe.epochs, f"non-finite loss: {error}"
     first = records.accuracy(trial)
-    record = {
-        "seed": seed,
-        "val_accuracy": accuracy,
-        "first_val_accuracy": first,
-        "mean_val_accuracy": statistics.fmean([first, accuracy]),
-        "epochs": epochs,
-        "seconds": time.monotonic() - started,
-    }
-    if note:
-        record["note"] = note
-    return record
+    return records.Confirmation(
+        seed=seed,
+        val_accuracy=accuracy,
+        first_val_accuracy=first,
+        mean_val_accuracy=statistics.fmean([first, accuracy]),
+        epochs=epochs,
+        seconds=time.monotonic() - started,
+        note=note,
+    )

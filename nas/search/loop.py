@@ -254,10 +254,10 @@ def confirm(
     clock = time_budget.clock if time_budget is not None else time.monotonic
     started = clock()
 
-    def booked(_number: int, record: dict) -> None:
+    def booked(_number: int, record: records.Confirmation) -> None:
         nonlocal started
         if time_budget is not None:
-            time_budget.record("confirmation", clock() - started, record["epochs"])
+            time_budget.record("confirmation", clock() - started, record.epochs)
         started = clock()
 
     confirm_top(study, splits, recipe, machine, config.confirm, should_stop=stop, on_run=booked)

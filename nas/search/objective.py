@@ -50,6 +50,7 @@ from nas.storage import worker_record
 from nas.train.devices import resolve_device
 from nas.train.fit import NonFiniteLossError, fit, set_seed
 from nas.train.model import build_model
+from nas.train.state import EpochRow
 
 
 def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenTrial | None:
@@ -184,22 +185,22 @@ class Objective:
         return value
 
     def _fit(self, trial: optuna.Trial, arch: Architecture) -> float:
-        history: list[dict[str, Any]] = []
+        history: list[EpochRow] = []
 
-        def report(row: dict[str, Any]) -> bool:
+        def report(row: EpochRow) -> bool:
             history.append(row)
             if self.pareto_cost:  # Optuna keeps no intermediate values with several objectives
-                curve = [r["val_accuracy"] for r in history]
+                curve = [r.val_accuracy for r in history]
                 trial.set_user_attr(records.CURVE, curve)
             else:
-                trial.report(row["val_accuracy"], row["epoch"])
+                trial.report(row.val_accuracy, row.epoch)
             if self.should_stop is not None and self.should_stop():
-                trial.set_user_attr(records.STOPPED_AFTER_EPOCH, row["epoch"])
+                trial.set_user_attr(records.STOPPED_AFTER_EPOCH, row.epoch)
                 # Optuna marks the trial FAIL; the search enqueues its parameters again
-                raise StopRequested(row["epoch"])
+                raise StopRequested(row.epoch)
             if not self.pareto_cost and trial.should_prune():
                 record_training(trial, history)  # a stopped trial keeps what it measured
-                self._prune(trial, f"stopped by the pruner after epoch {row['epoch']}")
+                self._prune(trial, f"stopped by the pruner after epoch {row.epoch}")
             return False
 
         model = None
@@ -236,13 +237,13 @@ def _places_taken_before(trial: optuna.Trial) -> int:
     )
 
 
-def record_training(trial: optuna.Trial, history: list[dict[str, Any]]) -> None:
+def record_training(trial: optuna.Trial, history: list[EpochRow]) -> None:
     """Mark a trial trained and record its best validation loss/accuracy and epoch time."""
-    seconds = [row["seconds"] for row in history]
+    seconds = [row.seconds for row in history]
     trial.set_user_attr(records.TRAINED, True)
     trial.set_user_attr(records.EPOCHS, len(history))
-    best_loss = min((row["val_loss"] for row in history), default=None)
+    best_loss = min((row.val_loss for row in history), default=None)
     trial.set_user_attr(records.BEST_VAL_LOSS, best_loss)
-    best_accuracy = max((row["val_accuracy"] for row in history), default=0.0)
+    best_accuracy = max((row.val_accuracy for row in history), default=0.0)
     trial.set_user_attr(records.BEST_VAL_ACCURACY, best_accuracy)
     trial.set_user_attr(records.SECONDS_PER_EPOCH, sum(seconds) / max(1, len(seconds)))

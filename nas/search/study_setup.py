@@ -127,7 +127,10 @@ def check_resume(
                 f"study {config.study!r} was created with {_budget_words(key, before.get(key))}, "
                 f"not {_budget_words(key, value)}; repeat the original flags to resume, or {how}"
             )
-    objective = recorded.get(records.OBJECTIVE, {"objective": "accuracy", "minimize": "params"})
+    objective = recorded.get(
+        records.OBJECTIVE,
+        {records.OBJECTIVE_KIND: "accuracy", records.OBJECTIVE_MINIMIZE: "params"},
+    )
     now = _objective_record(config)
     if objective != now:
         raise UserError(
@@ -166,12 +169,12 @@ def _budget_words(key: str, value: Any) -> str:
 
 def _objective_record(config: SearchConfig) -> dict[str, str]:
     minimize = config.minimize if config.pareto else "params"  # accuracy: fronts over params
-    return {"objective": config.objective, "minimize": minimize}
+    return {records.OBJECTIVE_KIND: config.objective, records.OBJECTIVE_MINIMIZE: minimize}
 
 
 def _objective_words(record: dict[str, Any]) -> str:
-    if record.get("objective") == "pareto":
-        return f"--objective pareto --minimize {record.get('minimize')}"
+    if record.get(records.OBJECTIVE_KIND) == "pareto":
+        return f"--objective pareto --minimize {record.get(records.OBJECTIVE_MINIMIZE)}"
     return "--objective accuracy"
 
 
@@ -186,7 +189,11 @@ def study_record(
         records.SPACE_TEXT: space.text,
         records.DATASET: data.to_dict(),
         records.RECIPE: recipe.to_dict(),
-        records.SEARCH: {"sampler": config.sampler, "pruner": config.pruner, "seed": config.seed},
+        records.SEARCH: {
+            records.SEARCH_SAMPLER: config.sampler,
+            records.SEARCH_PRUNER: config.pruner,
+            records.SEARCH_SEED: config.seed,
+        },
         records.TOOL_VERSION: VERSION,
         # last: a process that finds BUDGET recorded finds the whole record (open_study)
         records.BUDGET: config.budget,

@@ -13,9 +13,10 @@ Claims:
   of a search has its own limit, also on a resume. It adds up the time of every trial by what
   became of it (trained, stopped by the pruner, rejected, duplicate, other) and of the
   confirmation runs; trials that trained set the pace.
-- A run's account is recorded on the study (`records.TIME_BUDGET_PREFIX` + the run's start and
-  process), and `run_lines(study_attrs, since)` says, for each run started since then, whether
-  the time limit stopped it and where its time went.
+- A run's account is recorded on the study (a `records.TimeAccount` under
+  `records.TIME_BUDGET_PREFIX` + the run's start and process), and
+  `run_lines(study_attrs, since)` says, for each run started since then, whether the time
+  limit stopped it and where its time went.
 """
 
 from __future__ import annotations
@@ -135,14 +136,15 @@ class TimeBudget:
         return account_line(self.limit, self.elapsed(), self.spent, self.counts, describe)
 
     def to_record(self) -> dict:
-        return {
-            "started": self.started_at.isoformat(),
-            "limit": self.limit,
-            "used": self.elapsed(),
-            "stopped_by_limit": self.stopped,
-            "spent": dict(self.spent),
-            "counts": dict(self.counts),
-        }
+        """The run's account as it is stored on the study (`records.TimeAccount`)."""
+        return records.TimeAccount(
+            started=self.started_at.isoformat(),
+            limit=self.limit,
+            used=self.elapsed(),
+            stopped_by_limit=self.stopped,
+            spent=dict(self.spent),
+            counts=dict(self.counts),
+        ).to_dict()
 
     def record_key(self) -> str:
         return f"{records.TIME_BUDGET_PREFIX}{self.started_at:%Y%m%dT%H%M%S}_{os.getpid()}"
@@ -152,14 +154,14 @@ def run_lines(study_attrs: dict, since: datetime.datetime | None = None) -> list
     """One line per run with a time limit (started at or after `since`), oldest first."""
     lines = []
     for key in sorted(k for k in study_attrs if k.startswith(records.TIME_BUDGET_PREFIX)):
-        run = study_attrs[key]
-        started = datetime.datetime.fromisoformat(run["started"])
+        run = records.TimeAccount.from_dict(study_attrs[key])
+        started = datetime.datetime.fromisoformat(run.started)
         if since is not None and started < since.replace(microsecond=0):
             continue
-        account = account_line(run["limit"], run["used"], run["spent"], run["counts"])
+        account = account_line(run.limit, run.used, run.spent, run.counts)
         why = (
             "stopped by the time limit: no further trial fitted in the time left"
-            if run["stopped_by_limit"]
+            if run.stopped_by_limit
             else "ended within the time limit"
         )
         lines.append(f"run of {started:%Y-%m-%d %H:%M} UTC {why}; {account}")

@@ -18,7 +18,6 @@ Claims:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -41,11 +40,11 @@ def candidates(trials: Iterable[FrozenTrial], n: int) -> list[FrozenTrial]:
     return ranked[:n]
 
 
-def confirmations(study: optuna.Study) -> dict[int, dict[str, Any]]:
+def confirmations(study: optuna.Study) -> dict[int, records.Confirmation]:
     """Trial number -> its confirmation record."""
     prefix = records.CONFIRM_PREFIX
     return {
-        int(key.removeprefix(prefix)): value
+        int(key.removeprefix(prefix)): records.Confirmation.from_dict(value)
         for key, value in study.user_attrs.items()
         if key.startswith(prefix) and key.removeprefix(prefix).isdigit()
     }
@@ -66,8 +65,8 @@ def winner(
     by_number = {t.number: t for t in trials}
     confirmed = [(number, r) for number, r in done.items() if number in by_number]
     if confirmed:
-        number, record = max(confirmed, key=lambda item: (item[1]["mean_val_accuracy"], -item[0]))
-        return by_number[number], float(record["mean_val_accuracy"])
+        number, record = max(confirmed, key=lambda item: (item[1].mean_val_accuracy, -item[0]))
+        return by_number[number], float(record.mean_val_accuracy)
     trained = [t for t in trials if records.is_trained(t)]
     if not trained:
         raise ValueError("no trial has trained yet")
@@ -77,7 +76,7 @@ def winner(
 
 def confirmation_epochs(study: optuna.Study) -> int:
     """Training epochs spent by the study's confirmation runs."""
-    return sum(int(r.get("epochs", 0)) for r in confirmations(study).values())
+    return sum(r.epochs for r in confirmations(study).values())
 
 
 def _next_candidates(
@@ -87,7 +86,7 @@ def _next_candidates(
     candidate by its mean over seeds, any other by its one run's validation accuracy (with the
     default one confirmation run, only the winner has a mean)."""
     done = confirmations(study)
-    scored = {k: (float(r["mean_val_accuracy"]), True) for k, r in done.items()}
+    scored = {k: (float(r.mean_val_accuracy), True) for k, r in done.items()}
     for trial in candidates(trials, n + 1 + len(done)):
         scored.setdefault(trial.number, (float(records.accuracy(trial)), False))
     scored.pop(best.number, None)
@@ -106,12 +105,12 @@ def verdict_lines(study: optuna.Study, trials: list[FrozenTrial] | None = None) 
     arch = best.user_attrs.get(records.ARCH_LINE, "?")
     record = confirmations(study).get(best.number)
     if record is not None:
-        first, second = float(record["first_val_accuracy"]), float(record["val_accuracy"])
+        first, second = float(record.first_val_accuracy), float(record.val_accuracy)
         recipe = study.user_attrs.get(records.RECIPE)
         seed = recipe.get("seed", "?") if isinstance(recipe, dict) else "?"
         lines = [
             f"winner: trial {best.number} ({arch}), {score:.2%} validation accuracy, the mean of "
-            f"2 seeds ({seed}: {first:.2%}, {record['seed']}: {second:.2%}; spread "
+            f"2 seeds ({seed}: {first:.2%}, {record.seed}: {second:.2%}; spread "
             f"+-{abs(first - second) * 50:.1f} points)"
         ]
         spread = abs(first - second) * 50

@@ -65,6 +65,7 @@ from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.devices import current_gpu, resolve_device, synchronize
 from nas.train.precision import cudnn_autotuning, precision_for
 from nas.train.state import (
+    EpochRow,
     FitResult,
     Trainer,
     checkpoint_state,
@@ -74,12 +75,7 @@ from nas.train.state import (
 )
 from nas.train.step import float_logits
 
-# the keys of every history row `fit` records, in the order a CSV shows them
-HISTORY_COLUMNS = (
-    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
-)  # fmt: skip
-
-EpochCallback = Callable[[dict[str, Any]], "bool | None"]
+EpochCallback = Callable[[EpochRow], "bool | None"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -108,7 +104,7 @@ def fit(
 ) -> FitResult:
     """Train `model` on `splits.train`, validating on `splits.val` after every epoch.
 
-    Each history row: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds.
+    Each epoch adds an `EpochRow` (nas.train.state) to the result's history.
     `callback(row)` runs after each epoch's checkpoint; returning True stops training (the
     search uses it for pruning; it may also raise). With `checkpoint_path`, a checkpoint there
     is resumed from and rewritten atomically after every epoch; `checkpoint_extra` (plain
@@ -140,8 +136,8 @@ def fit(
                     checkpoint_path,
                 )
             bar.set_postfix(
-                train=f"{row['train_accuracy']:.1%}", val=f"{row['val_accuracy']:.1%}",
-                loss=f"{row['val_loss']:.3f}",
+                train=f"{row.train_accuracy:.1%}", val=f"{row.val_accuracy:.1%}",
+                loss=f"{row.val_loss:.3f}",
             )  # fmt: skip
             if callback is not None and callback(row):
                 result.stopped_early = True
@@ -154,7 +150,7 @@ def fit(
 
 def _run_epoch(
     trainer, batches, splits, recipe, machine, device, epoch: int, result: FitResult
-) -> dict:
+) -> EpochRow:
     """Train and validate one epoch; record its row and the best weights in `result`."""
     started = time.perf_counter()
     torch.manual_seed(_epoch_seed(recipe.seed, epoch))  # any other global draw too
@@ -171,15 +167,15 @@ def _run_epoch(
         raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
     val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, machine, device)
     trainer.scheduler.step(val_loss)
-    row = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
-        "val_loss": val_loss,
-        "val_accuracy": val_accuracy,
-        "lr": lr,
-        "seconds": time.perf_counter() - started - compile_seconds,  # compile time apart
-    }
+    row = EpochRow(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_accuracy=train_accuracy,
+        val_loss=val_loss,
+        val_accuracy=val_accuracy,
+        lr=lr,
+        seconds=time.perf_counter() - started - compile_seconds,  # compile time apart
+    )
     result.record(row, trainer.model)
     return row
 

@@ -1,16 +1,19 @@
 """Owns what one `nas.train.fit.fit` carries from epoch to epoch and across a resume: the trainer
 it builds from the recipe (the model on its device and layout, the optimizer, the schedule and
-the training steps), the result it fills epoch by epoch (`FitResult`), and the checkpoint of
-both that a resume restores.
+the training steps), the result it fills epoch by epoch (`FitResult`, one `EpochRow` per
+epoch), and the checkpoint of both that a resume restores.
 
 Claims:
+- `EpochRow.to_dict()` is the row as it is stored (in the checkpoint, as a history.csv line):
+  the keys of `HISTORY_COLUMNS`, in that order; `EpochRow.from_dict` reads it back to the same
+  row, also from history.csv's text and from the checkpoints of earlier releases; a stored row
+  without exactly those keys is a ValueError.
 - The checkpoint holds the fp16 gradient scaler's state, restored on resume; a resume may run
   in another precision or on another device (the precision is a device setting).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +33,46 @@ from nas.train.step import (
     restore_scaler,
 )
 
+# the keys of every stored history row, in the order a CSV shows them
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One epoch of a fit's history: what `fit` measured after that epoch."""
+
+    epoch: int  # from 1
+    train_loss: float  # mean over the epoch's training steps
+    train_accuracy: float  # fraction, of the training steps
+    val_loss: float  # of the validation pass after the epoch
+    val_accuracy: float  # fraction
+    lr: float  # the learning rate the epoch trained with
+    seconds: float  # wall time of the epoch, torch.compile's first step apart
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored row: `HISTORY_COLUMNS` in order."""
+        return {name: getattr(self, name) for name in HISTORY_COLUMNS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochRow:
+        """A stored row back: a checkpoint's dict, or a history.csv line (its values as text)."""
+        missing = [name for name in HISTORY_COLUMNS if name not in data]
+        unknown = sorted(set(data) - set(HISTORY_COLUMNS))
+        if missing or unknown:
+            raise ValueError(
+                f"a history row needs exactly {', '.join(HISTORY_COLUMNS)}; "
+                f"missing {missing or 'none'}, unknown {unknown or 'none'}"
+            )
+        return cls(int(data["epoch"]), *(float(data[name]) for name in HISTORY_COLUMNS[1:]))
+
 
 @dataclass
 class FitResult:
     """What `fit` leaves behind: the history and the lowest-validation-loss weights."""
 
-    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch: see `fit`
+    history: list[EpochRow] = field(default_factory=list)  # one row per epoch
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # weights at `best_epoch`
     best_epoch: int = 0  # epoch (from 1) with the lowest validation loss; 0 if none ran
     best_val_loss: float = math.inf
@@ -48,13 +85,13 @@ class FitResult:
     def epochs_completed(self) -> int:
         return len(self.history)
 
-    def record(self, row: dict[str, Any], model: nn.Module) -> None:
+    def record(self, row: EpochRow, model: nn.Module) -> None:
         """Add an epoch's history row, keeping a CPU copy of `model`'s weights when its
         validation loss is the lowest so far."""
         self.history.append(row)
-        self.best_val_accuracy = max(self.best_val_accuracy, row["val_accuracy"])
-        if row["val_loss"] < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = row["val_loss"], row["epoch"]
+        self.best_val_accuracy = max(self.best_val_accuracy, row.val_accuracy)
+        if row.val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = row.val_loss, row.epoch
             self.best_state = weights_on_cpu(model)
 
 
@@ -106,7 +143,7 @@ def checkpoint_state(
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": trainer.step.scaler.state_dict(),  # empty unless fp16
-        "history": copy.deepcopy(result.history),
+        "history": [row.to_dict() for row in result.history],
         "best_state": result.best_state,
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
@@ -124,7 +161,7 @@ def resume(state: dict[str, Any], trainer: Trainer, result: FitResult) -> None:
     reapply_speed_options(trainer.optimizer)  # the saved run's device may have been another
     trainer.scheduler.load_state_dict(state["scheduler"])
     restore_scaler(trainer.step.scaler, state.get("scaler"))  # a resume may change precision
-    result.history = list(state["history"])
+    result.history = [EpochRow.from_dict(row) for row in state["history"]]
     result.best_state = state["best_state"]
     result.best_epoch = state["best_epoch"]
     result.best_val_loss = state["best_val_loss"]
