@@ -36,7 +36,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from nas.data.augment import BatchAugmenter, train_transform
 from nas.config.recipe import TrainConfig
 from nas.data.loading import Splits, TensorData, default_workers
-from nas.data.device_memory import FLOAT_BYTES, DataPlan, eval_batch_images, free_bytes, plan_data
+from nas.data.device_memory import (
+    FLOAT_BYTES,
+    DataPlan,
+    eval_batch_images,
+    free_bytes,
+    pin,
+    plan_data,
+)
 from nas.errors import DataError
 
 # float copies of an image the batched augmentation holds at its peak: the sampling grid
@@ -113,7 +120,7 @@ class DeviceBatches:
         else:  # gather on the host, upload the chunk (the shuffle and draws stay the device's)
             images = self.images[indices.cpu()]
             if self.pinned:
-                images = images.pin_memory()  # torch's pinned cache: reused, safe across copies
+                images = pin(images)  # torch's pinned cache: reused, safe across copies
             images = images.to(self.device, non_blocking=True)
         images = self.augmenter(images, generator)
         return images.contiguous(memory_format=self.layout), self.labels[indices]
