@@ -20,6 +20,8 @@ Claims:
   device (`cpu`, `cuda:N`) goes to every worker, and no GPU means `cpu`. Every name it returns
   is one `device_name` accepts as it is.
 - `latency_device` makes a bare `cuda` latency device the GPU the search trains on.
+- `channels_last_on`: training defaults to channels_last (NHWC) on CUDA, except for fp32 below
+  compute capability 8.0 (no TF32 tensor cores there: NCHW); never on the CPU.
 """
 
 from __future__ import annotations
@@ -75,3 +77,14 @@ def latency_device(latency: str, train_device: str) -> str:
     if latency == "cuda" and train_device.startswith("cuda:"):
         return train_device
     return latency
+
+
+def channels_last_on(device_type: str, precision: str, capability: tuple[int, int] | None) -> bool:
+    """Whether training defaults to channels_last (NHWC): on CUDA, whose tensor-core
+    convolutions (TF32, bf16, fp16) want it, except `--precision fp32` below compute capability
+    8.0 (`capability`, None when unknown), which has no TF32 tensor cores: NCHW there, as the
+    NHWC copies buy nothing. `precision` is the recipe's setting (`auto`: bf16 or fp16 on CUDA).
+    """
+    if device_type != "cuda":
+        return False
+    return not (precision == "fp32" and capability is not None and capability < (8, 0))

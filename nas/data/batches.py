@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from nas.data.augment import BatchAugmenter, train_transform
 from nas.config.recipe import TrainConfig
 from nas.data.loading import Splits, TensorData, default_workers
+from nas.config.machine import channels_last_on
 from nas.data.device_memory import (
     FLOAT_BYTES,
     DataPlan,
@@ -54,7 +55,11 @@ AUGMENT_FLOAT_COPIES = 6
 
 def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
     """The layout training and evaluation use: see `TrainConfig.channels_last`."""
-    nhwc = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    nhwc = config.channels_last
+    if nhwc is None:  # fp32 below compute 8.0 stays NCHW (`channels_last_on`)
+        fp32_cuda = config.precision == "fp32" and device.type == "cuda"
+        capability = torch.cuda.get_device_capability(device) if fp32_cuda else None
+        nhwc = channels_last_on(device.type, config.precision, capability)
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
