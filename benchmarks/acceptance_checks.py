@@ -435,5 +435,40 @@ def check_compile(ctx: Context) -> Result:
     return Result("compile", "passed" if ok else "failed", summary, figures)
 
 
+RESUME_IMAGES = 512  # train and validation images of the CPU-to-GPU resume (its CPU epoch)
+
+
+def check_resume(ctx: Context) -> Result:
+    """A checkpoint written on the CPU resumes on the GPU (docs/gpu.md): one epoch trained on
+    the CPU with a checkpoint, then `fit` for two epochs on CUDA from that checkpoint, where the
+    parameters are channels_last and the recipe's Adam is fused, so the loaded optimizer state
+    must follow them (`nas.train.step.match_optimizer_state`); the resumed epoch trains and its
+    loss is finite."""
+    from nas.train.fit import fit
+
+    if not ctx.cuda:
+        return Result("resume", "skipped", "skipped on --cpu: needs CUDA to resume on")
+    arch = arch_named(ctx.sizes.train_arch)
+    splits = dataclasses.replace(
+        ctx.splits, train=take(ctx.splits.train, RESUME_IMAGES), val=take(ctx.splits.val, 256)
+    )
+    checkpoint = ctx.scratch / "cpu-written.ckpt"
+    set_seed(0)
+    model = build_model(arch)
+    fit(model, splits, Recipe(epochs=1), Machine(device="cpu"), checkpoint_path=checkpoint,
+        progress=False)  # fmt: skip
+    resumed = fit(
+        model, splits, Recipe(epochs=2), Machine(device=str(ctx.device)),
+        checkpoint_path=checkpoint, progress=False,
+    )  # fmt: skip
+    losses = [row["train_loss"] for row in resumed.history]
+    ok = len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    summary = (
+        f"{ctx.sizes.train_arch}: epoch 1 on the CPU, epoch 2 resumed from its checkpoint on "
+        f"{ctx.device} (channels_last, fused Adam): train losses {losses}"
+    )
+    return Result("resume", "passed" if ok else "failed", summary, {"train_losses": losses})
+
+
 def scratch_folder() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="gpu-acceptance-")

@@ -12,6 +12,8 @@ acceptance_search.py):
   model (a slow emulated path fails), and it follows fp32 (TF32 off) in loss over 300 steps.
 - fused_adam: the recipe's optimizer is fused Adam, and it trains like foreach Adam.
 - compile: `fit` with torch.compile trains, its compile time reported apart from the epochs.
+- resume: a checkpoint written on the CPU resumes on the GPU (channels_last, fused Adam) and
+  trains its next epoch (skipped under --cpu).
 - oom: a real search whose first candidate does not fit in GPU memory prunes it with its
   reason, and the next candidate trains in the same process.
 - workers: one worker process per visible GPU on one store.
@@ -212,6 +214,7 @@ CHECKS = {
     "precision": checks.check_precision,
     "fused_adam": checks.check_fused_adam,
     "compile": checks.check_compile,
+    "resume": checks.check_resume,
     "oom": search_checks.check_oom,
     "workers": search_checks.check_workers,
     "costs": search_checks.check_costs,

@@ -98,7 +98,7 @@ def test_training_memory_on_the_cpu_is_an_estimate_labelled_so():
 
 
 def _out_of_memory(*_args):
-    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)")
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)")
 
 
 def test_a_memory_measurement_that_runs_out_of_memory_is_a_rejection_not_a_crash():
@@ -110,6 +110,31 @@ def test_a_memory_measurement_that_runs_out_of_memory_is_a_rejection_not_a_crash
     assert verdict.reason(budgets.limits()) == "does not fit on cpu"
     assert "memory" not in verdict.costs  # nothing was measured
     assert verdict.relative["memory"] == 1.0 and verdict.constraint() == 1.0  # infeasible
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("GET was unable to find an engine to execute this computation", "does not fit on cpu"),
+        (
+            "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+            "does not fit on cpu",
+        ),
+        # cuDNN refusing a layer is not the device's memory (torch's AT_CUDNN_CHECK text)
+        (
+            "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a "
+            "non-contiguous input.",
+            "cuDNN does not support one of its layers on cpu",
+        ),
+    ],
+)
+def test_a_measurement_failure_is_rejected_with_its_own_reason(message, reason):
+    def failing(*_args):
+        raise RuntimeError(message)
+
+    budgets = Budgets(params=10**9, memory_mb=1e6)
+    verdict = Gate(budgets, 32, RECIPE, "cpu", memory_meter=failing).check(SMALL)
+    assert verdict.rejected and verdict.reason(budgets.limits()) == reason
 
 
 def test_a_measurement_failing_for_another_reason_still_raises():

@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.data.device_memory import eval_batch_images, memory_failure, plan_data
+from nas.data.device_memory import (
+    PINNED_HOST,
+    PinnedMemoryError,
+    eval_batch_images,
+    memory_failure,
+    pin,
+    plan_data,
+)
 
 CIFAR = dict(count=45_000, image_bytes=3 * 32 * 32, augment_bytes=3 * 32 * 32 * 4 * 6)
 LARGE = dict(count=100_000, image_bytes=3 * 224 * 224, augment_bytes=3 * 224 * 224 * 4 * 6)
@@ -81,24 +88,123 @@ def test_the_evaluation_batch_is_sized_in_bytes(free, floats, expected):
     assert eval_batch_images(free, floats, cap=1000) == expected
 
 
+# The texts torch 2.3 onwards raises, copied from its sources: c10/cuda/CUDACachingAllocator.cpp
+# (the caching allocator), c10/cuda/CUDAException.h (C10_CUDA_CHECK, also what a failed
+# cudaHostAlloc for pinned memory says), aten/src/ATen/cuda/Exceptions.h (TORCH_CUDABLAS_CHECK,
+# AT_CUDNN_CHECK), aten/src/ATen/native/cudnn/Conv_v7.cpp and Conv_v8.cpp (no algorithm or engine
+# whose workspace could be allocated), torch/_utils.py ExceptionWrapper (DataLoader's pin-memory
+# thread); and cuDNN 8 and 9's cudnnGetErrorString names (cudnn_graph.h in 9)
+CACHING_ALLOCATOR = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.15 GiB of "
+    "which 1.06 GiB is free. Including non-PyTorch memory, this process has 78.08 GiB memory in "
+    "use. Of the allocated memory 76.50 GiB is allocated by PyTorch, and 1.07 GiB is reserved by "
+    "PyTorch but unallocated. If reserved but unallocated memory is large try setting "
+    "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation."
+)
+CUDA_CHECK = (
+    "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported at some "
+    "other API call, so the stacktrace below might be incorrect.\nFor debugging consider "
+    "passing CUDA_LAUNCH_BLOCKING=1\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side "
+    "assertions.\n"
+)
+PIN_THREAD = (
+    "Caught RuntimeError in pin memory thread for device 0.\nOriginal Traceback (most recent "
+    'call last):\n  File ".../torch/utils/data/_utils/pin_memory.py", line 37, in do_one_step'
+    "\n    data = pin_memory(data, device)\nRuntimeError: " + CUDA_CHECK
+)
+NOT_SUPPORTED_8 = (
+    "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a "
+    "non-contiguous input."
+)
+DEVICE = "out of memory", True
+NO_ALGORITHM = "no cuDNN algorithm fits", True
+UNSUPPORTED = "cuDNN does not support one of its layers on {device}", False
+PINNED = "pinned host memory ran out (page-locked host memory for uploads to {device})", False
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
-        (torch.cuda.OutOfMemoryError("CUDA out of memory."), "out of memory"),
-        (RuntimeError("CUDA error: out of memory"), "out of memory"),
+        (torch.cuda.OutOfMemoryError(CACHING_ALLOCATOR), DEVICE),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory."), DEVICE),
+        (RuntimeError(CUDA_CHECK), DEVICE),
         (
-            RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if..."),
-            "no cuDNN algorithm fits",
+            RuntimeError(
+                "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+            ),
+            DEVICE,
+        ),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), DEVICE),  # cuDNN 8
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"), DEVICE),
+        # cuDNN 9 through torch's v8 API: autotuning on (FIND) and off (GET)
+        (
+            RuntimeError("FIND was unable to find an engine to execute this computation"),
+            NO_ALGORITHM,
         ),
         (
-            RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"),
-            "no cuDNN algorithm fits",
+            RuntimeError("GET was unable to find an engine to execute this computation"),
+            NO_ALGORITHM,
         ),
+        (RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"), NO_ALGORITHM),
+        # not memory: cuDNN cannot run the layer (8's name, and 9's finer ones)
+        (RuntimeError(NOT_SUPPORTED_8), UNSUPPORTED),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED_SHAPE"), UNSUPPORTED),
+        # the host's pinned memory, not the device's
+        (RuntimeError(PIN_THREAD), PINNED),
+        (PinnedMemoryError("pinning (8192, 3, 32, 32) host memory: " + CUDA_CHECK), PINNED),
+        # the host's memory inside cuDNN 9: not a verdict on the candidate
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED"), None),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_BAD_PARAM"), None),
         (RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input"), None),
         (ValueError("out of memory"), None),  # not torch's: a bug, not the device
         (MemoryError(), None),  # the host's memory: not a verdict on the candidate
     ],
 )
 def test_memory_failures_are_recognised_by_their_class_and_message(error, expected):
-    assert memory_failure(error) == expected
+    failure = memory_failure(error)
+    assert (None if failure is None else (failure.what, failure.device_memory)) == expected
+
+
+@pytest.mark.skipif(not hasattr(torch, "AcceleratorError"), reason="torch before 2.8")
+def test_the_accelerator_error_of_newer_torch_is_recognised_by_its_message():
+    failure = memory_failure(torch.AcceleratorError(CUDA_CHECK))
+    assert failure is not None and failure.device_memory
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            RuntimeError("GET was unable to find an engine to execute this computation"),
+            "no cuDNN algorithm fits on cuda:1",
+        ),
+        (RuntimeError(NOT_SUPPORTED_8), "cuDNN does not support one of its layers on cuda:1"),
+        (
+            RuntimeError(PIN_THREAD),
+            "pinned host memory ran out (page-locked host memory for uploads to cuda:1)",
+        ),
+    ],
+)
+def test_each_failure_tells_its_own_truth(error, reason):
+    assert memory_failure(error).reason("cuda:1") == reason
+
+
+class _Pinning:
+    """A tensor whose pinning fails the way cudaHostAlloc does (C10_CUDA_CHECK's text)."""
+
+    shape = (8192, 3, 32, 32)
+
+    def __init__(self, message):
+        self.message = message
+
+    def pin_memory(self):
+        raise RuntimeError(self.message)
+
+
+def test_pinning_that_runs_out_is_the_hosts_failure_not_the_devices():
+    with pytest.raises(PinnedMemoryError) as raised:
+        pin(_Pinning(CUDA_CHECK))
+    assert memory_failure(raised.value) is PINNED_HOST
+    with pytest.raises(RuntimeError, match="no accelerator") as other:  # any other error: itself
+        pin(_Pinning("no accelerator is available"))
+    assert not isinstance(other.value, PinnedMemoryError)

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.py"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CHECKS = [
-    "augment", "precision", "fused_adam", "compile", "oom", "workers", "costs", "epoch", "profile",
+    "augment", "precision", "fused_adam", "compile", "resume", "oom", "workers", "costs",
+    "epoch", "profile",
 ]  # fmt: skip
 
 
@@ -55,6 +56,7 @@ def test_the_cpu_acceptance_passes_and_writes_its_json(tmp_path):
     epoch = by_name["epoch"]["figures"]
     assert min(epoch["reference_mean"], epoch["ours_mean"], epoch["floor_mean"]) > 0
     assert by_name["oom"]["summary"] == "skipped: needs CUDA"
+    assert by_name["resume"]["summary"] == "skipped on --cpu: needs CUDA to resume on"
     costs = by_name["costs"]["figures"]  # issue 14: measured on the CPU, the memory estimated
     assert costs["memory"]["measured"] is False and costs["trained_within_budgets"] is True
     assert RESULTS.read_bytes() == results_before  # --cpu without --record records nothing

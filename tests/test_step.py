@@ -22,9 +22,11 @@ from nas.train.step import (
     accepts_fused,
     float_logits,
     make_optimizer,
+    match_optimizer_state,
     reapply_speed_options,
     restore_scaler,
     speed_options,
+    step_home,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -148,6 +150,51 @@ def test_a_state_saved_with_fused_on_takes_this_device_s_choice_back():
     assert optimizer.param_groups[0]["fused"] is True  # load_state_dict copies the saved flags
     reapply_speed_options(optimizer)
     assert [(g["fused"], g["foreach"]) for g in optimizer.param_groups] == [(None, True)]
+
+
+def test_a_contiguous_checkpoint_s_optimizer_state_takes_channels_last_parameters_layout():
+    """A checkpoint written on the CPU (NCHW parameters, so NCHW moment buffers) resumed where
+    the parameters are channels_last (CUDA): `load_state_dict` keeps the saved layout, which the
+    fused update refuses; after `match_optimizer_state` every buffer is laid out, typed and
+    placed as its parameter, and the next step is the one the saved run would have taken."""
+    saved_model, _ = model_pair()
+    optimizer = make_optimizer(saved_model, Recipe(), CPU)
+    TrainingStep(saved_model, optimizer, FP32)(*batch())
+    state = copy.deepcopy(optimizer.state_dict())
+    for group in state["param_groups"]:
+        group.update(fused=None, foreach=True)  # as make_optimizer saves it on the CPU
+
+    model = copy.deepcopy(saved_model).to(memory_format=torch.channels_last)
+    resumed = make_optimizer(model, Recipe(), CPU)
+    resumed.load_state_dict(state)
+    reapply_speed_options(resumed)
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    # the defect: loaded as saved, NCHW beside channels_last parameters
+    assert any(resumed.state[p]["exp_avg"].stride() != p.stride() for p in convs)
+
+    match_optimizer_state(resumed)
+    for param in model.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            buffer = resumed.state[param][key]
+            assert buffer.stride() == param.stride(), key
+            assert (buffer.dtype, buffer.device) == (param.dtype, param.device), key
+        assert resumed.state[param]["step"].device == CPU  # foreach reads it on the host
+
+    TrainingStep(saved_model, optimizer, FP32)(*batch(1))
+    TrainingStep(model, resumed, FP32)(*batch(1))
+    for before, after in zip(saved_model.parameters(), model.parameters()):
+        torch.testing.assert_close(after, before)  # the values came over untouched
+
+
+def test_adam_s_step_counter_lives_on_the_parameter_s_device_only_for_the_fused_update():
+    """torch's fused and capturable Adam read `step` on the parameter's device; the foreach and
+    single-tensor ones on the host (torch/optim/adam.py)."""
+    cuda = torch.device("cuda", 1)
+    assert step_home({"fused": True, "foreach": None}, cuda) == cuda
+    assert step_home({"fused": None, "foreach": True, "capturable": True}, cuda) == cuda
+    assert step_home({"fused": None, "foreach": True, "capturable": False}, cuda) == CPU
+    assert step_home({"fused": False, "foreach": None}, cuda) == CPU
 
 
 def test_logits_come_back_in_float32_whatever_the_precision():

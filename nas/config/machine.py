@@ -25,6 +25,8 @@ Claims:
 - Every value a `Machine` accepts means something (an unknown precision, a chunk of 0 images is
   a `UserError` of one sentence); `Machine.from_dict` reads an earlier release's recipe, which
   held these settings (`amp` before `precision`), and ignores the recipe's own names.
+- `channels_last_on`: training defaults to channels_last (NHWC) on CUDA, except for fp32 below
+  compute capability 8.0 (no TF32 tensor cores there: NCHW); never on the CPU.
 """
 
 from __future__ import annotations
@@ -146,3 +148,14 @@ def latency_device(latency: str, train_device: str) -> str:
     if latency == "cuda" and train_device.startswith("cuda:"):
         return train_device
     return latency
+
+
+def channels_last_on(device_type: str, precision: str, capability: tuple[int, int] | None) -> bool:
+    """Whether training defaults to channels_last (NHWC): on CUDA, whose tensor-core
+    convolutions (TF32, bf16, fp16) want it, except `--precision fp32` below compute capability
+    8.0 (`capability`, None when unknown), which has no TF32 tensor cores: NCHW there, as the
+    NHWC copies buy nothing. `precision` is the recipe's setting (`auto`: bf16 or fp16 on CUDA).
+    """
+    if device_type != "cuda":
+        return False
+    return not (precision == "fp32" and capability is not None and capability < (8, 0))

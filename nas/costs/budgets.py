@@ -20,7 +20,9 @@ A measurement that runs out of device memory (`nas.data.device_memory.memory_fai
 out-of-memory, or no cuDNN algorithm that fits) is a verdict, not a crash: the candidate does
 not fit (`Verdict.unfit_on`, the device), is rejected with the reason "does not fit on cuda:N",
 and the samplers see that cost at `UNFIT_EXCESS` over its budget (its true peak is unknown:
-above what the device had free).
+above what the device had free). A measurement that cuDNN refuses (`CUDNN_STATUS_NOT_SUPPORTED`)
+or that pinned host memory fails is rejected the same way but with its own reason
+(`unfit_reason`): it is not the device's memory.
 
 Before any candidate, `check_feasible` refuses a space whose cheapest architecture is over the
 parameter or MAC budget, in one sentence saying which budget to raise.
@@ -38,7 +40,7 @@ from nas.arch.counts import count_macs, count_params
 from nas.config.costs import COSTS, describe_limits, format_cost
 from nas.config.machine import Machine, latency_device
 from nas.config.recipe import Recipe
-from nas.data.device_memory import memory_failure, release_memory
+from nas.data.device_memory import MemoryFailure, memory_failure, release_memory
 from nas.errors import UserError
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ class Verdict:
     relative: dict[str, float] = field(default_factory=dict)  # excess / limit, per budget checked
     reused: bool = False  # the measurements came from an earlier trial of the architecture
     unfit_on: str | None = None  # the device a measurement ran out of memory on
+    failure: MemoryFailure | None = None  # what ran out or refused there (`memory_failure`)
 
     @property
     def broken(self) -> dict[str, float]:
@@ -141,8 +144,16 @@ class Verdict:
         """`over budget: latency 3.21 > 2.00 ms, MACs 412.3M > 300.0M`: each budget broken;
         `does not fit on cuda:0` for a candidate the device ran out of memory measuring."""
         broken = [COSTS[name].over(self.costs[name], limits[name]) for name in self.broken]
-        unfit = [f"does not fit on {self.unfit_on}"] if self.unfit_on is not None else []
+        unfit = [] if self.unfit_on is None else [unfit_reason(self.failure, self.unfit_on)]
         return "; ".join((["over budget: " + ", ".join(broken)] if broken else []) + unfit)
+
+
+def unfit_reason(failure: MemoryFailure | None, device: str) -> str:
+    """`does not fit on cuda:0` when the device's memory ran out; else what did refuse (cuDNN
+    not supporting a layer, pinned host memory), which says nothing about fitting."""
+    if failure is None or failure.device_memory:
+        return f"does not fit on {device}"
+    return failure.reason(device)
 
 
 class Gate:
@@ -202,11 +213,13 @@ class Gate:
             measure(arch, verdict, recorded)
             return
         except Exception as error:
-            if memory_failure(error) is None:
+            failure = memory_failure(error)
+            if failure is None:
                 raise
         # out of the except block: its traceback no longer holds the measurement's tensors
         release_memory()
         verdict.unfit_on = device
+        verdict.failure = failure
         verdict.relative[name] = UNFIT_EXCESS
 
     def _memory_is_measured(self) -> bool:

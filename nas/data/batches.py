@@ -33,10 +33,17 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nas.config.machine import Machine
+from nas.config.machine import Machine, channels_last_on
 from nas.config.recipe import Recipe
 from nas.data.augment import BatchAugmenter, train_transform
-from nas.data.device_memory import FLOAT_BYTES, DataPlan, eval_batch_images, free_bytes, plan_data
+from nas.data.device_memory import (
+    FLOAT_BYTES,
+    DataPlan,
+    eval_batch_images,
+    free_bytes,
+    pin,
+    plan_data,
+)
 from nas.data.loading import Splits, TensorData, default_workers
 from nas.errors import DataError
 
@@ -48,7 +55,11 @@ AUGMENT_FLOAT_COPIES = 6
 
 def memory_format(machine: Machine, device: torch.device) -> torch.memory_format:
     """The layout training and evaluation use: see `Machine.channels_last`."""
-    nhwc = machine.channels_last if machine.channels_last is not None else device.type == "cuda"
+    nhwc = machine.channels_last
+    if nhwc is None:  # fp32 below compute 8.0 stays NCHW (`channels_last_on`)
+        fp32_cuda = machine.precision == "fp32" and device.type == "cuda"
+        capability = torch.cuda.get_device_capability(device) if fp32_cuda else None
+        nhwc = channels_last_on(device.type, machine.precision, capability)
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
@@ -115,7 +126,7 @@ class DeviceBatches:
         else:  # gather on the host, upload the chunk (the shuffle and draws stay the device's)
             images = self.images[indices.cpu()]
             if self.pinned:
-                images = images.pin_memory()  # torch's pinned cache: reused, safe across copies
+                images = pin(images)  # torch's pinned cache: reused, safe across copies
             images = images.to(self.device, non_blocking=True)
         images = self.augmenter(images, generator)
         return images.contiguous(memory_format=self.layout), self.labels[indices]

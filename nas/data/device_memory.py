@@ -22,9 +22,14 @@ Claims:
   where it is and chunks are the most batches within `cap` images.
 - `eval_batch_images`: the most images, at most the configured batch, whose evaluation bytes
   (`EVAL_INPUT_COPIES` float copies of an image) fit in the allowance; at least one.
-- `memory_failure` recognises `torch.OutOfMemoryError` (= `torch.cuda.OutOfMemoryError`) and a
-  RuntimeError saying "out of memory", "CUDNN_STATUS_NOT_SUPPORTED" or "Unable to find a valid
-  cuDNN algorithm", and nothing else.
+- `memory_failure` recognises `torch.cuda.OutOfMemoryError` (every torch since 2.3) and a
+  RuntimeError whose text torch 2.3 onwards, cuDNN 8 or 9 or cuBLAS gives when device memory
+  ran out ("out of memory", `CUBLAS_STATUS_ALLOC_FAILED`, `CUDNN_STATUS_ALLOC_FAILED`, cuDNN
+  9's `..._DEVICE_ALLOCATION_FAILED`, "FIND/GET was unable to find an engine to execute this
+  computation", "Unable to find a valid cuDNN algorithm"), as device memory; and, as failures
+  of their own that are not the device's memory, `CUDNN_STATUS_NOT_SUPPORTED*` (cuDNN cannot
+  run a layer) and a failed pinned-host allocation (`PinnedMemoryError` from `pin`, or
+  DataLoader's pin-memory thread). Nothing else.
 """
 
 from __future__ import annotations
@@ -118,22 +123,85 @@ def free_bytes(device) -> int | None:
     return free + cached
 
 
-_CUDNN_MARKS = ("CUDNN_STATUS_NOT_SUPPORTED", "Unable to find a valid cuDNN algorithm")
+@dataclass(frozen=True)
+class MemoryFailure:
+    """What `memory_failure` recognised: `what` ran out or refused, and whether it was the
+    device's own memory (then the candidate does not fit there)."""
+
+    what: str  # `out of memory`, `no cuDNN algorithm fits`, ... (may name `{device}`)
+    device_memory: bool  # the device's memory ran out: the candidate does not fit on it
+
+    def reason(self, device: str) -> str:
+        """`out of memory on cuda:0`; `cuDNN does not support ... on cuda:0`; the pinned-host
+        failure names the host's page-locked memory, not the device."""
+        if "{device}" in self.what:
+            return self.what.format(device=device)
+        return f"{self.what} on {device}"
 
 
-def memory_failure(error: BaseException) -> str | None:
-    """What ran out if `error` says the device's memory did ("out of memory", or "no cuDNN
-    algorithm fits", which near-full memory raises), None for any other error."""
+OUT_OF_MEMORY = MemoryFailure("out of memory", device_memory=True)
+NO_CUDNN_ALGORITHM = MemoryFailure("no cuDNN algorithm fits", device_memory=True)
+CUDNN_UNSUPPORTED = MemoryFailure("cuDNN does not support one of its layers on {device}", False)
+PINNED_HOST = MemoryFailure(
+    "pinned host memory ran out (page-locked host memory for uploads to {device})", False
+)
+
+# Messages of torch 2.3 onwards (c10/cuda, aten/src/ATen/native/cudnn, ATen/cuda/Exceptions.h)
+# and of cuDNN 8 and 9's status strings, checked in this order; each maps a substring of the
+# error's text to what it means
+_FAILURE_MARKS: tuple[tuple[str, MemoryFailure], ...] = (
+    # DataLoader's pin-memory thread re-raises with "Caught RuntimeError in pin memory thread
+    # for device 0." ahead of the original traceback (which says "out of memory")
+    ("in pin memory thread", PINNED_HOST),
+    # cuDNN 9 splits NOT_SUPPORTED into CUDNN_STATUS_NOT_SUPPORTED_SHAPE, _LAYOUT, ...: a layer
+    # cuDNN cannot run, not memory
+    ("CUDNN_STATUS_NOT_SUPPORTED", CUDNN_UNSUPPORTED),
+    ("out of memory", OUT_OF_MEMORY),  # CUDA's caching allocator and cudaErrorMemoryAllocation
+    ("CUBLAS_STATUS_ALLOC_FAILED", OUT_OF_MEMORY),  # cuBLAS's handle or workspace
+    ("CUDNN_STATUS_ALLOC_FAILED", OUT_OF_MEMORY),  # cuDNN 8 (and 9's deprecated alias)
+    ("CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED", OUT_OF_MEMORY),  # cuDNN 9
+    # cuDNN 9 through torch's v8 API: every engine's workspace failed to allocate, with
+    # autotuning on (FIND) or off (GET)
+    ("FIND was unable to find an engine to execute this computation", NO_CUDNN_ALGORITHM),
+    ("GET was unable to find an engine to execute this computation", NO_CUDNN_ALGORITHM),
+    # torch's v7 API (cuDNN 8): no algorithm's workspace fits
+    ("Unable to find a valid cuDNN algorithm", NO_CUDNN_ALGORITHM),
+)
+
+
+class PinnedMemoryError(RuntimeError):
+    """Pinning (page-locking) host memory for an upload failed: the host's pinned memory ran
+    out, not the device's."""
+
+
+def pin(tensor):
+    """`tensor.pin_memory()`; its running out becomes `PinnedMemoryError`, so it is not
+    mistaken for the device's memory running out."""
+    try:
+        return tensor.pin_memory()
+    except RuntimeError as error:
+        if "out of memory" not in str(error) and "cudaErrorMemoryAllocation" not in str(error):
+            raise
+        raise PinnedMemoryError(f"pinning {tuple(tensor.shape)} host memory: {error}") from error
+
+
+def memory_failure(error: BaseException) -> MemoryFailure | None:
+    """What ran out if `error` says the device's memory did (`OUT_OF_MEMORY`, or
+    `NO_CUDNN_ALGORITHM`: no cuDNN engine's workspace fits, which near-full memory raises), that
+    cuDNN cannot run a layer (`CUDNN_UNSUPPORTED`) or that pinned host memory ran out
+    (`PINNED_HOST`); None for any other error."""
     import torch
 
-    if isinstance(error, torch.OutOfMemoryError):
-        return "out of memory"
+    if isinstance(error, PinnedMemoryError):
+        return PINNED_HOST
+    # torch.cuda.OutOfMemoryError: every torch since 2.3 has it (torch.OutOfMemoryError is 2.4's)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return OUT_OF_MEMORY
     if isinstance(error, RuntimeError):
         text = str(error)
-        if "out of memory" in text:
-            return "out of memory"
-        if any(mark in text for mark in _CUDNN_MARKS):
-            return "no cuDNN algorithm fits"
+        for mark, failure in _FAILURE_MARKS:
+            if mark in text:
+                return failure
     return None
 
 

@@ -20,7 +20,9 @@ Claims:
 - A non-finite loss, or running out of device memory while training (CUDA out-of-memory, or no
   cuDNN algorithm that fits: `nas.data.device_memory.memory_failure`), prunes the trial with the
   reason recorded (it is then FAILED in `records.classify`: no model worth ranking) and the
-  search goes on; a memory failure also records the device as `records.OUT_OF_MEMORY`.
+  search goes on; a memory failure also records the device as `records.OUT_OF_MEMORY`. cuDNN
+  refusing a layer (`CUDNN_STATUS_NOT_SUPPORTED`) and pinned host memory running out are pruned
+  the same way with their own reason, and record no `records.OUT_OF_MEMORY`.
 - `should_stop()` is checked after every epoch: the trial then fails with `StopRequested`, and
   `Objective.training` still names it, so the search can enqueue its parameters again.
 """
@@ -42,7 +44,7 @@ from nas.arch.space import SearchSpace
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.costs.budgets import Budgets, Gate, record_verdict
-from nas.data.device_memory import memory_failure, release_memory
+from nas.data.device_memory import MemoryFailure, memory_failure, release_memory
 from nas.data.loading import Splits
 from nas.errors import StopRequested
 from nas.search.samplers import record_constraints
@@ -131,7 +133,7 @@ class Objective:
         record_constraints(trial, verdict.relative)  # the samplers learn every budget from these
         if verdict.rejected:
             attrs: dict[str, Any] = {records.OVER_BUDGET_BY: verdict.broken}
-            if verdict.unfit_on is not None:
+            if verdict.unfit_on is not None and out_of_device_memory(verdict.failure):
                 attrs[records.OUT_OF_MEMORY] = verdict.unfit_on
             return self._prune(trial, verdict.reason(self.gate.limits), **attrs)
 
@@ -223,9 +225,16 @@ class Objective:
         if failure is not None:
             release_memory()
             device = str(self.device)
-            return self._prune(trial, f"{failure} on {device}", **{records.OUT_OF_MEMORY: device})
+            attrs = {records.OUT_OF_MEMORY: device} if out_of_device_memory(failure) else {}
+            return self._prune(trial, failure.reason(device), **attrs)
         record_training(trial, result.history)
         return result.best_val_accuracy
+
+
+def out_of_device_memory(failure: MemoryFailure | None) -> bool:
+    """Whether a failure is the device's memory running out (recorded as
+    `records.OUT_OF_MEMORY`); a gate rejection without a failure is one (an older verdict)."""
+    return failure is None or failure.device_memory
 
 
 def _places_taken_before(trial: optuna.Trial) -> int:

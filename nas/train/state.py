@@ -29,6 +29,7 @@ from nas.train.precision import precision_for
 from nas.train.step import (
     TrainingStep,
     make_optimizer,
+    match_optimizer_state,
     reapply_speed_options,
     restore_scaler,
 )
@@ -159,6 +160,7 @@ def resume(state: dict[str, Any], trainer: Trainer, result: FitResult) -> None:
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     reapply_speed_options(trainer.optimizer)  # the saved run's device may have been another
+    match_optimizer_state(trainer.optimizer)  # and its layout: state follows this run's params
     trainer.scheduler.load_state_dict(state["scheduler"])
     restore_scaler(trainer.step.scaler, state.get("scaler"))  # a resume may change precision
     result.history = [EpochRow.from_dict(row) for row in state["history"]]

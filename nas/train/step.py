@@ -13,7 +13,10 @@ Claims:
 - `make_optimizer` is the only place an optimizer is built: fused kernels on CUDA where the
   installed torch's optimizer takes `fused` (`speed_options`), foreach elsewhere;
   `reapply_speed_options` puts that choice back after `load_state_dict` (which copies the
-  saved run's flags), so a CUDA checkpoint resumed on the CPU does not keep `fused=True`.
+  saved run's flags), so a CUDA checkpoint resumed on the CPU does not keep `fused=True`;
+  `match_optimizer_state` then puts each state tensor where that update wants it: moment
+  buffers with their parameter's device, dtype and memory format, `step` on the parameter's
+  device for a fused update (`step_home`), so a CPU checkpoint resumes under fused Adam on CUDA.
 - `restore_scaler` carries fp16's loss scale over a resume (the checkpoint holds the scaler's
   state) and leaves a scaler of another precision as it is.
 """
@@ -72,6 +75,40 @@ def reapply_speed_options(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         for flag in SPEED_FLAGS:
             group[flag] = optimizer.defaults[flag]
+
+
+def step_home(group: dict[str, Any], param_device: torch.device) -> torch.device:
+    """Where Adam's `step` counter lives for a parameter on `param_device` in `group`: on that
+    device for the fused or capturable update (whose kernels read it there, as float32), else on
+    the CPU (the foreach and single-tensor updates read it on the host)."""
+    if group.get("fused") or group.get("capturable"):
+        return param_device
+    return torch.device("cpu")
+
+
+def match_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After `load_state_dict` and `reapply_speed_options`: every state tensor where this run's
+    update wants it. A moment buffer (Adam's exp_avg, exp_avg_sq; SGD's momentum) takes its
+    parameter's device, dtype and strides (a channels_last parameter's buffer is channels_last:
+    `load_state_dict` keeps the checkpoint's layout, and the fused update refuses a mix); the
+    `step` counter goes where `step_home` says, as float32 beside a fused update. A checkpoint
+    written on the CPU so resumes on a GPU, and one written on a GPU on the CPU."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in list(state.items()):
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if key == "step":
+                    home = step_home(group, param.device)
+                    dtype = torch.float32 if home.type != "cpu" else value.dtype
+                    state[key] = value.to(device=home, dtype=dtype)
+                elif value.shape == param.shape:
+                    dtype = param.dtype if value.is_floating_point() else value.dtype
+                    # empty_like keeps the parameter's strides (its memory format)
+                    state[key] = torch.empty_like(param, dtype=dtype).copy_(value)
+                else:
+                    state[key] = value.to(device=param.device)
 
 
 def restore_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any] | None) -> bool:
