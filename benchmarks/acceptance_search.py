@@ -12,7 +12,7 @@ import os
 import torch
 from acceptance_checks import Context, Result
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.counts import count_params
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
@@ -62,9 +62,9 @@ def check_oom(ctx: Context) -> Result:
     trials = study.get_trials(deepcopy=False)
     first, second = trials[0], trials[1] if len(trials) > 1 else None
     reason = first.user_attrs.get(records.PRUNE_REASON, "")
-    failed = records.classify(first) == records.TrialKind.FAILED
+    failed = trial_view.classify(first) == trial_view.TrialKind.FAILED
     pruned = failed and reason.startswith("out of memory")
-    trained = second is not None and records.is_trained(second)
+    trained = second is not None and trial_view.is_trained(second)
     left = torch.cuda.memory_allocated(ctx.device) / 2**20
     summary = (
         f"trial 0 ({count_params(space.from_params(first.params, 10)):,} parameters, batch "
@@ -106,7 +106,7 @@ def check_workers(ctx: Context) -> Result:
     import optuna
 
     study = optuna.load_study(study_name="workers", storage=config.storage)
-    trained = [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
+    trained = [t for t in study.get_trials(deepcopy=False) if trial_view.is_trained(t)]
     used = sorted({str(t.user_attrs.get(records.DEVICE)) for t in trained})
     ok, verdict = workers_verdict(devices, used, result.status, len(trained), config.trials)
     summary = f"{len(devices)} worker(s) on {', '.join(devices)}: {verdict}"
@@ -170,7 +170,7 @@ def check_costs(ctx: Context) -> Result:
     data = DataConfig(dataset="synthetic", subset=128)
     run_search(config, data, dataclasses.replace(recipe, epochs=1, augment="none"), machine)
     study = optuna.load_study(study_name="costs", storage=config.storage)
-    trained = [t for t in study.trials if records.is_trained(t)]
+    trained = [t for t in study.trials if trial_view.is_trained(t)]
     within = all(
         t.user_attrs[records.LATENCY_MS] <= config.max_latency_ms
         and t.user_attrs[records.MEMORY_MB] <= config.max_memory_mb

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import optuna
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
@@ -149,7 +149,7 @@ class RunResult:
 
     rejected: list[bool]  # per proposal, in order: over the budget
     duplicates: list[bool]  # per proposal, in order: an architecture trained before
-    trained: int  # proposals that trained (records.is_trained)
+    trained: int  # proposals that trained (trial_view.is_trained)
     best: float  # best score of a trained candidate
 
     def early_share(self, count: int) -> float:
@@ -171,7 +171,7 @@ class TrainedStartupPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        trained = sum(map(records.is_trained, complete))
+        trained = sum(map(trial_view.is_trained, complete))
         return trained >= self.n_startup and self.inner.prune(study, trial)
 
 
@@ -217,11 +217,11 @@ def run_study(setup: BenchSetup, sampler: str, seed: int, folder: Path) -> RunRe
     )
     study.optimize(objective, n_trials=setup.proposals)
     trials = study.get_trials(deepcopy=False)
-    accuracies = [a for a in map(records.accuracy, trials) if a is not None]
+    accuracies = [a for a in map(trial_view.accuracy, trials) if a is not None]
     return RunResult(
-        rejected=[records.classify(t) == records.TrialKind.REJECTED for t in trials],
-        duplicates=[records.classify(t) == records.TrialKind.DUPLICATE for t in trials],
-        trained=sum(map(records.is_trained, trials)),
+        rejected=[trial_view.classify(t) == trial_view.TrialKind.REJECTED for t in trials],
+        duplicates=[trial_view.classify(t) == trial_view.TrialKind.DUPLICATE for t in trials],
+        trained=sum(map(trial_view.is_trained, trials)),
         best=max(accuracies, default=float("nan")),
     )
 

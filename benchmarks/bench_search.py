@@ -66,7 +66,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
@@ -186,7 +186,7 @@ def train_once(arch: Architecture, splits, recipe: Recipe, cache: Path | None = 
 def study_epochs(study: optuna.Study) -> int:
     """Training epochs the study has spent: trained and pruned trials, confirmation runs."""
     trials = study.get_trials(deepcopy=False)
-    spent = sum(t.user_attrs.get(records.EPOCHS, 0) for t in trials if records.is_trained(t))
+    spent = sum(t.user_attrs.get(records.EPOCHS, 0) for t in trials if trial_view.is_trained(t))
     return spent + confirmation_epochs(study)
 
 
@@ -203,9 +203,9 @@ def named_winner(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, float]:
     try:
         from nas.search.winner import winner
     except ImportError:
-        trained = [t for t in study.get_trials(deepcopy=False) if records.is_trained(t)]
-        best = max(trained, key=lambda t: (records.accuracy(t), -t.number))
-        return best, records.accuracy(best)
+        trained = [t for t in study.get_trials(deepcopy=False) if trial_view.is_trained(t)]
+        best = max(trained, key=lambda t: (trial_view.accuracy(t), -t.number))
+        return best, trial_view.accuracy(best)
     return winner(study)
 
 
@@ -245,15 +245,15 @@ def run_search_method(args, method: str, seed: int, splits) -> dict:
     started = time.perf_counter()
     study = run_search(config, data_config(args), recipe, CPU, splits=splits, time_budget=budget)
     best, score = named_winner(study)
-    kinds = [records.classify(t) for t in study.get_trials(deepcopy=False)]
+    kinds = [trial_view.classify(t) for t in study.get_trials(deepcopy=False)]
     return {
         "arch": best.user_attrs[records.ARCHITECTURE],
         "search_score": score,
         "epochs": study_epochs(study),
         "trained": sum(k.trained for k in kinds),
-        "stopped": kinds.count(records.TrialKind.STOPPED),
-        "rejected": kinds.count(records.TrialKind.REJECTED),
-        "duplicates": kinds.count(records.TrialKind.DUPLICATE),
+        "stopped": kinds.count(trial_view.TrialKind.STOPPED),
+        "rejected": kinds.count(trial_view.TrialKind.REJECTED),
+        "duplicates": kinds.count(trial_view.TrialKind.DUPLICATE),
         "search_wall_s": time.perf_counter() - started,
     }
 

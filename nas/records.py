@@ -1,5 +1,6 @@
-"""Owns the records contract: every key the tool writes on a study or a trial, and the one
-classification of a trial that the search, its summary, the report and the retrain share.
+"""Owns the records contract: every key the tool writes on a study or a trial, and the typed
+records on a study. How a trial is read back from these records (its kind, accuracy, costs) is
+`nas.trial_view`.
 
 A study in the store is the tool's whole memory: a retrain needs only the study name, a report
 only the store, a resume only the command. So what each record means is decided here, once:
@@ -8,10 +9,6 @@ only the store, a resume only the command. So what each record means is decided 
   deduplicates and trains a candidate; study user attributes (`BUDGET`, `SPACE_TEXT`,
   `DATASET`, `RECIPE`, ...) when the study is created. Per-epoch validation accuracy is the
   trial's intermediate values.
-- `classify(trial)` puts every trial in exactly one `TrialKind`. "Trained" means the candidate
-  was trained and produced a model that ranks: to the end (COMPLETE) or until the pruner
-  stopped it. A trial whose training broke (a non-finite loss, out of memory), even after some
-  epochs, is FAILED: it produced no model worth ranking and does not count toward `--trials`.
 - A retrain's result is recorded on the study (`retrain_record`), keyed by the trial number,
   through Optuna's public API: a finished trial is immutable in Optuna, and we keep it so.
 - The records on the study are typed here: a confirmation run (`Confirmation`), a retrain
@@ -30,12 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from enum import Enum
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
-
-from nas.config.costs import COSTS
+from optuna.trial import FrozenTrial
 
 # ---- trial user attributes ---------------------------------------------------------------
 
@@ -92,144 +86,6 @@ TIME_BUDGET_PREFIX = "time_budget_run_"  # + run id: how a run with --time-limit
 # (`TimeAccount`)
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
-
-
-class TrialKind(Enum):
-    """What became of a trial. Every trial is exactly one kind."""
-
-    TRAINED = "trained to the end"
-    STOPPED = "stopped early by the pruner"  # trained some epochs: it ranks with its best epoch
-    DUPLICATE = "reused an earlier identical architecture"
-    REJECTED = "rejected (over budget)"
-    NOT_NEEDED = "not needed (other workers filled the target)"
-    FAILED = "failed or broke"  # Optuna FAIL, or training broke: non-finite loss, out of memory
-    RUNNING = "running or waiting"
-
-    @property
-    def trained(self) -> bool:
-        """Counts toward `--trials`, is plotted and ranked."""
-        return self in (TrialKind.TRAINED, TrialKind.STOPPED)
-
-
-def classify(trial: FrozenTrial) -> TrialKind:
-    """The one answer to "what became of this trial" (see `TrialKind`)."""
-    attrs = trial.user_attrs
-    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
-        return TrialKind.RUNNING
-    if trial.state == TrialState.FAIL:
-        return TrialKind.FAILED
-    if OVER_BUDGET_BY in attrs:
-        return TrialKind.REJECTED
-    if DUPLICATE_OF in attrs:
-        return TrialKind.DUPLICATE
-    if attrs.get(NOT_NEEDED) or str(attrs.get(PRUNE_REASON, "")).startswith("not needed"):
-        return TrialKind.NOT_NEEDED  # the second test reads studies of the earlier version
-    if trial.state == TrialState.COMPLETE:
-        return TrialKind.TRAINED
-    if attrs.get(TRAINED):
-        return TrialKind.STOPPED
-    return TrialKind.FAILED  # pruned without a usable model: its training broke
-
-
-def is_trained(trial: FrozenTrial) -> bool:
-    return classify(trial).trained
-
-
-def is_rejected(trial: FrozenTrial) -> bool:
-    """Rejected over budget: it never trained."""
-    return classify(trial) == TrialKind.REJECTED
-
-
-def accuracy(trial: FrozenTrial) -> float | None:
-    """The validation accuracy a trained trial is ranked by, None for any other kind.
-
-    A complete trial's value; for one the pruner stopped, the best accuracy of its epochs."""
-    kind = classify(trial)
-    if kind == TrialKind.TRAINED and trial.values:
-        return float(trial.values[0])  # a Pareto study's first objective is the accuracy
-    if kind == TrialKind.STOPPED:
-        recorded = trial.user_attrs.get(BEST_VAL_ACCURACY)
-        if _is_number(recorded):
-            return float(recorded)
-        finite = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
-        return max(finite) if finite else None
-    return None
-
-
-def curve(trial: FrozenTrial) -> dict[int, float]:
-    """Validation accuracy by epoch: Optuna's intermediate values, or, in a Pareto study (where
-    Optuna keeps none: it cannot prune several objectives), the recorded `CURVE`."""
-    if trial.intermediate_values:
-        return dict(trial.intermediate_values)
-    recorded = trial.user_attrs.get(CURVE)
-    if isinstance(recorded, list):
-        return {epoch: float(v) for epoch, v in enumerate(recorded, start=1) if _is_number(v)}
-    return {}
-
-
-def params_of(trial: FrozenTrial) -> int | None:
-    value = trial.user_attrs.get(PARAMS)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def macs_of(trial: FrozenTrial) -> int | None:
-    """Multiply-accumulates per image; studies of the earlier version stored them as `flops`."""
-    for key in (MACS, "flops"):
-        value = trial.user_attrs.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def cost_of(trial: FrozenTrial, name: str) -> float | None:
-    """A trial's recorded cost `name` (a `nas.config.costs` name), None where it was not
-    measured."""
-    if name == "params":
-        return params_of(trial)
-    if name == "macs":
-        return macs_of(trial)
-    value = trial.user_attrs.get(COSTS[name].key)
-    return float(value) if _is_number(value) else None
-
-
-def over_budget(trial: FrozenTrial) -> dict[str, float]:
-    """{budget: excess} of the budgets a rejected trial broke ({} for any other trial)."""
-    recorded = trial.user_attrs.get(OVER_BUDGET_BY)
-    if _is_number(recorded):
-        return {"params": recorded}  # the earlier version had one budget
-    return dict(recorded) if isinstance(recorded, dict) else {}
-
-
-def budget_of(study_attrs: dict[str, Any]) -> int | None:
-    value = study_attrs.get(BUDGET)
-    return int(value) if _is_number(value) else None
-
-
-def budget_limits(study_attrs: dict[str, Any]) -> dict[str, float]:
-    """{cost: limit} of every budget a study has (only parameters in older studies)."""
-    limits: dict[str, float] = {}
-    params = budget_of(study_attrs)
-    if params is not None:
-        limits["params"] = params
-    recorded = study_attrs.get(BUDGETS)
-    if isinstance(recorded, dict):
-        for name, cost in COSTS.items():
-            if name != "params" and _is_number(recorded.get(cost.key)):
-                limits[name] = recorded[cost.key]
-    return limits
-
-
-def objective_of(study_attrs: dict[str, Any]) -> tuple[str, str]:
-    """(objective, the cost a Pareto search lowers): ("accuracy", "params") for older studies
-    and single-objective ones, whose front is drawn over parameters."""
-    recorded = study_attrs.get(OBJECTIVE)
-    if isinstance(recorded, dict) and recorded.get(OBJECTIVE_MINIMIZE) in COSTS:
-        return str(recorded.get(OBJECTIVE_KIND, "accuracy")), recorded[OBJECTIVE_MINIMIZE]
-    return "accuracy", "params"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---- records on the study: confirmations, retrains, time accounts -------------------------
@@ -297,9 +153,9 @@ def retrain_record(study_attrs: dict[str, Any], trial: FrozenTrial) -> Retrained
     Recorded on the study by this version; studies of the earlier version wrote
     `test_accuracy` and `run_dir` onto the trial itself, which is read too."""
     record = study_attrs.get(retrain_key(trial.number))
-    if isinstance(record, dict) and _is_number(record.get("test_accuracy")):
+    if isinstance(record, dict) and is_number(record.get("test_accuracy")):
         return Retrained.from_dict(record)
-    if _is_number(trial.user_attrs.get(TRIAL_TEST_ACCURACY)):
+    if is_number(trial.user_attrs.get(TRIAL_TEST_ACCURACY)):
         return Retrained(
             test_accuracy=trial.user_attrs[TRIAL_TEST_ACCURACY],
             run_dir=trial.user_attrs.get(TRIAL_RUN_DIR),
@@ -337,3 +193,8 @@ def recorded_fields(cls: type, data: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     return dict(data)
+
+
+def is_number(value: Any) -> bool:
+    """A real, finite number (not a bool): a record's figure that can be compared."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
@@ -133,7 +133,7 @@ def test_a_measurement_failure_is_rejected_with_its_own_reason(message, reason):
         raise RuntimeError(message)
 
     budgets = Budgets(params=10**9, memory_mb=1e6)
-    verdict = Gate(budgets, 32, RECIPE, "cpu", memory_meter=failing).check(SMALL)
+    verdict = Gate(budgets, 32, RECIPE, MACHINE, memory_meter=failing).check(SMALL)
     assert verdict.rejected and verdict.reason(budgets.limits()) == reason
 
 
@@ -192,8 +192,8 @@ def budgeted(tmp_path_factory) -> tuple[Path, SearchConfig, optuna.Study]:
 def test_only_candidates_within_every_budget_train_and_rejections_name_what_they_broke(budgeted):
     _, config, study = budgeted
     limits = {"params": 20_000, "macs": 5_000_000, "latency": config.max_latency_ms}
-    trained = [t for t in study.trials if records.is_trained(t)]
-    rejected = [t for t in study.trials if records.classify(t) == records.TrialKind.REJECTED]
+    trained = [t for t in study.trials if trial_view.is_trained(t)]
+    rejected = [t for t in study.trials if trial_view.classify(t) == trial_view.TrialKind.REJECTED]
     assert len(trained) == 3
     assert rejected, "random seed 0 meets candidates over the MAC budget in tiny"
     for trial in trained:
@@ -232,7 +232,7 @@ def test_the_study_records_every_budget_and_refuses_a_resume_with_another(budget
     latency = config.max_latency_ms
     assert recorded["macs"] == 5_000_000 and recorded["latency_ms"] == latency
     assert recorded["latency_device"] == "cpu" and recorded["latency_threads"] == 1
-    assert records.budget_limits(study.user_attrs) == {
+    assert trial_view.budget_limits(study.user_attrs) == {
         "params": 20_000,
         "macs": 5_000_000,
         "latency": latency,
@@ -311,7 +311,7 @@ def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejecte
     assert first.user_attrs[records.OUT_OF_MEMORY] == "cpu"
     assert first.user_attrs[records.PARAMS] == count_params(calls[0])
     assert first.user_attrs[records.OVER_BUDGET_BY] == {}
-    assert records.classify(first) == records.TrialKind.REJECTED
+    assert trial_view.classify(first) == trial_view.TrialKind.REJECTED
     assert first.intermediate_values == {} and records.MEMORY_MB not in first.user_attrs
     assert first.user_attrs["constraint"] == 1.0  # the samplers see it as infeasible
     _check_samplers_view(first)

@@ -17,8 +17,8 @@ import optuna
 import pytest
 
 from nas.cli.main import search_main
-from nas.records import is_trained
 from nas.search.samplers import HAS_SET_CONSTRAINT
+from nas.trial_view import is_trained
 
 from helpers import dashboard_command, free_port, get, one_torch_thread
 

@@ -42,8 +42,8 @@ from optuna.trial import TrialState
 
 from nas.arch.architecture import Architecture
 from nas.cli.main import main, retrain_main, search_main
-from nas.records import is_trained
 from nas.train.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
+from nas.trial_view import is_trained
 
 from helpers import epoch_time
 

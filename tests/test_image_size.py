@@ -24,8 +24,9 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.costs.memory import training_memory
 from nas.data.loading import DataConfig, choose_image_size, load_splits
-from nas.records import ARCHITECTURE, DATASET, macs_of
+from nas.records import ARCHITECTURE, DATASET
 from nas.train.model import build_model
+from nas.trial_view import macs_of
 
 from helpers import hook_counted_macs, run_in_process
 

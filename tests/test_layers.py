@@ -1,7 +1,7 @@
 """The layers of `nas/`, as rules read from the tree rather than a table of module names.
 
 The layers, lowest first (`LAYERS`): the foundations (the top-level modules `errors`, `files`,
-`records`, `storage`, `commands`, `version` and the package `config`), then the packages `arch`,
+`records`, `trial_view`, `storage`, `commands`, `version` and the package `config`), then the packages `arch`,
 `data`, `train`, `costs`, `search`, `report`, `run` and `cli`. `nas/__init__.py` holds the public
 names and `nas/__main__.py` runs the command line. The checks:
 
@@ -37,7 +37,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 
 # The foundations: modules every layer may use, in any order among themselves.
-FOUNDATIONS = frozenset({"errors", "files", "records", "storage", "commands", "version", "config"})
+FOUNDATIONS = frozenset(
+    {"errors", "files", "records", "trial_view", "storage", "commands", "version", "config"}
+)
 # Lowest first; a package may import from itself and the layers before it.
 LAYERS = ("foundations", "arch", "data", "train", "costs", "search", "report", "run", "cli")
 CONFIG_MAY_IMPORT = frozenset({"config", "errors"})  # config is read by every parser: no torch
@@ -403,3 +405,45 @@ def test_the_size_check_names_a_long_function_and_module(tmp_path: Path):
     assert problems[0].startswith(f"nas/ holds {MAX_TOP_LEVEL + 1} top-level modules")
     assert problems[1].startswith("nas/long.py has ")
     assert problems[2].startswith(f"nas/long.py:1 long has {MAX_FUNCTION_LINES + 1} lines")
+
+
+# ---- the map a newcomer reads ----------------------------------------------------------------
+
+MAP = PACKAGE.parent / "ARCHITECTURE.md"
+
+
+def test_the_map_draws_every_package_with_its_modules():
+    """ARCHITECTURE.md's tree names every package of `nas/` with each of its modules on the
+    package's lines, and every top-level module; a module added, moved or renamed without the
+    map fails here (seen failing on a module missing from its package's line)."""
+    text = MAP.read_text()
+    tree = text[text.index("```\nnas/") : text.index("```", text.index("```\nnas/") + 3)]
+    rows: dict[str, str] = {}
+    current = ""
+    for line in tree.splitlines()[2:]:
+        stripped = line.strip()
+        if re.match(r"^[a-z_]+/\s", stripped):
+            current = stripped.split("/")[0]
+            rows[current] = stripped.split(maxsplit=1)[1]
+        elif current and line.startswith("             "):
+            rows[current] += " " + stripped
+    missing = []
+    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
+        words = set(rows.get(folder.name, "").split())
+        for module in sorted(folder.glob("*.py")):
+            if module.stem != "__init__" and module.stem not in words:
+                missing.append(f"nas/{folder.name}/{module.name}")
+    top = next(line for line in tree.splitlines() if "errors.py" in line)
+    missing += [
+        f"nas/{m.name}" for m in PACKAGE.glob("*.py") if m.stem not in FACES and m.name not in top
+    ]
+    assert not missing, f"ARCHITECTURE.md's tree does not name {', '.join(missing)}"
+
+
+def test_every_file_the_map_names_exists():
+    """Each `nas/...py` path ARCHITECTURE.md names (the ten things a newcomer looks for, where
+    to add things) is a file of the package."""
+    named = set(re.findall(r"`(nas/[\w/]+\.py)`", MAP.read_text()))
+    assert len(named) >= 10
+    gone = sorted(path for path in named if not (PACKAGE.parent / path).is_file())
+    assert not gone, f"ARCHITECTURE.md names files that do not exist: {gone}"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
@@ -45,7 +45,7 @@ def test_a_loss_that_diverges_prunes_the_trial_with_its_reason(tmp_path):
     for trial in trials:
         assert trial.state == TrialState.PRUNED
         assert trial.user_attrs[records.PRUNE_REASON].startswith("non-finite loss: ")
-        assert records.classify(trial) == records.TrialKind.FAILED
+        assert trial_view.classify(trial) == trial_view.TrialKind.FAILED
 
 
 class ExhaustingImages(torch.Tensor):
@@ -68,4 +68,4 @@ def test_running_out_of_memory_while_training_prunes_the_trial_with_its_reason(t
         assert trial.state == TrialState.PRUNED
         assert trial.user_attrs[records.PRUNE_REASON] == "out of memory on cpu"
         assert trial.user_attrs[records.OUT_OF_MEMORY] == "cpu"
-        assert records.classify(trial) == records.TrialKind.FAILED
+        assert trial_view.classify(trial) == trial_view.TrialKind.FAILED

@@ -16,7 +16,7 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.counts import count_macs, count_params
 from nas.arch.space import SearchSpace
 from nas.cli.main import main
@@ -73,19 +73,21 @@ def test_the_front_is_exactly_the_non_dominated_trials_cheapest_first():
         dominated = {
             t.number
             for t, other in itertools.permutations(trials, 2)
-            if records.params_of(other) <= records.params_of(t)
-            and records.accuracy(other) >= records.accuracy(t)
-            and (records.params_of(other), records.accuracy(other))
-            != (records.params_of(t), records.accuracy(t))
+            if trial_view.params_of(other) <= trial_view.params_of(t)
+            and trial_view.accuracy(other) >= trial_view.accuracy(t)
+            and (trial_view.params_of(other), trial_view.accuracy(other))
+            != (trial_view.params_of(t), trial_view.accuracy(t))
         }
         expected = {t.number for t in trials if t.number not in dominated}
         # of identical points the earliest stays
         got = {t.number for t in on_front}
-        assert {(records.params_of(trials[n]), records.accuracy(trials[n])) for n in got} == {
-            (records.params_of(trials[n]), records.accuracy(trials[n])) for n in expected
+        assert {(trial_view.params_of(trials[n]), trial_view.accuracy(trials[n])) for n in got} == {
+            (trial_view.params_of(trials[n]), trial_view.accuracy(trials[n])) for n in expected
         }
-        assert len(got) == len({(records.params_of(t), records.accuracy(t)) for t in on_front})
-        costs = [records.params_of(t) for t in on_front]
+        assert len(got) == len(
+            {(trial_view.params_of(t), trial_view.accuracy(t)) for t in on_front}
+        )
+        costs = [trial_view.params_of(t) for t in on_front]
         assert costs == sorted(costs) and len(set(costs)) == len(costs)
 
 
@@ -133,20 +135,20 @@ def test_a_pareto_study_has_two_objectives_and_every_trained_trial_its_curve(par
     assert study.metric_names == ["val_accuracy", "params"]
     assert study.user_attrs[records.OBJECTIVE] == {"objective": "pareto", "minimize": "params"}
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert sum(records.is_trained(t) for t in complete) == 5
+    assert sum(trial_view.is_trained(t) for t in complete) == 5
     for trial in complete:
         assert trial.values[1] == trial.user_attrs["params"] <= config.budget
         assert trial.intermediate_values == {}  # Optuna keeps none with two objectives...
         curve = trial.user_attrs[records.CURVE]  # ...so the search records the curve itself
         assert len(curve) == RECIPE.epochs
-        if records.is_trained(trial):
-            assert trial.values[0] == max(curve) == records.accuracy(trial)
+        if trial_view.is_trained(trial):
+            assert trial.values[0] == max(curve) == trial_view.accuracy(trial)
     # the front the tool shows is Optuna's own Pareto front (same trials, no duplicates)
     ours = {t.number for t in front(study.trials, "params")}
     optunas = {
         t.number
         for t in study.best_trials
-        if records.is_trained(t)  # a duplicate repeats an earlier trial's values
+        if trial_view.is_trained(t)  # a duplicate repeats an earlier trial's values
     }
     assert ours == optunas or {tuple(study.trials[n].values) for n in ours} == {
         tuple(study.trials[n].values) for n in optunas
@@ -187,8 +189,8 @@ def test_retrain_pick_smallest_within_retrains_that_trial(pareto, tmp_path, caps
     assert metrics["source"]["trial"] == expected.number
     reloaded = optuna.load_study(study_name=config.study, storage=config.storage)
     assert records.retrain_key(expected.number) in reloaded.user_attrs
-    assert records.accuracy(expected) >= records.accuracy(best) - 0.01
-    assert records.params_of(expected) <= records.params_of(best)
+    assert trial_view.accuracy(expected) >= trial_view.accuracy(best) - 0.01
+    assert trial_view.params_of(expected) <= trial_view.params_of(best)
 
 
 @pytest.mark.parametrize(

@@ -12,15 +12,15 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.cli.summary import print_summary
 from nas.config.search import SearchConfig
-from nas.records import TrialKind
 from nas.report import figures as report_figures
 from nas.report import page as report
 from nas.search.choice import choose_from_study
 from nas.search.progress import outcome_of, trial_counts
+from nas.trial_view import TrialKind
 
 BUDGET = 50_000
 DISTRIBUTIONS = {"width": IntDistribution(8, 64)}
@@ -133,7 +133,7 @@ def study(tmp_path_factory) -> optuna.Study:
 
 
 def test_every_kind_the_search_writes_is_classified_once(study):
-    kinds = [records.classify(t) for t in study.trials]
+    kinds = [trial_view.classify(t) for t in study.trials]
     assert kinds == list(EXPECTED.values())
     assert set(kinds) == set(TrialKind)  # the fixture covers every kind
 
@@ -141,7 +141,7 @@ def test_every_kind_the_search_writes_is_classified_once(study):
 def test_the_search_counts_and_reports_each_trial_as_classified(study, capsys):
     assert trial_counts(study) == (3, 1)  # trained + stopped by the pruner; one running
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert [outcome_of(t).kind for t in finished] == [records.classify(t) for t in finished]
+    assert [outcome_of(t).kind for t in finished] == [trial_view.classify(t) for t in finished]
     broke = outcome_of(study.trials[6])
     assert broke.val_accuracy is None  # never shown as a trained accuracy
     config = SearchConfig(budget=BUDGET, study="kinds", storage="sqlite:///unused.db")
@@ -150,7 +150,7 @@ def test_the_search_counts_and_reports_each_trial_as_classified(study, capsys):
     table = out[: out.index("\nstudy")]
     assert sorted(int(n) for n in re.findall(r"^\s+\d+\s+(\d+)\s", table, re.M)) == [0, 1, 2]
     assert "study 'kinds': 3 trained candidates" in out
-    counted = Counter(records.classify(t) for t in study.trials)
+    counted = Counter(trial_view.classify(t) for t in study.trials)
     for kind, count in counted.items():
         assert f"{count} {kind.name.lower().replace('_', ' ')}" in out
 
@@ -161,7 +161,7 @@ def test_the_report_shows_and_counts_each_trial_as_classified(study, tmp_path):
     header = dict(
         re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", header[: header.index("</table>")])
     )
-    counted = Counter(records.classify(t) for t in study.trials)
+    counted = Counter(trial_view.classify(t) for t in study.trials)
     for kind in TrialKind:
         assert header[kind.value] == str(counted[kind]), kind
     assert header["trained"] == "3"
@@ -176,7 +176,7 @@ def test_the_report_shows_and_counts_each_trial_as_classified(study, tmp_path):
 def test_the_retrain_picks_the_best_trial_trained_to_the_end(study):
     choice = choose_from_study(study)
     assert choice.trial.number == 1  # not the stopped (0.80), broken (0.99) or failed (0.95)
-    assert records.classify(choice.trial) == TrialKind.TRAINED
+    assert trial_view.classify(choice.trial) == TrialKind.TRAINED
 
 
 # ---- the records on the study, typed: the stored JSON keys are the old ones --------------------

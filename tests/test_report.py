@@ -13,7 +13,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from plotly.offline import get_plotlyjs
 
-from nas import records
+from nas import trial_view
 from nas.arch.architecture import Architecture
 from nas.report import figures as report_figures
 from nas.report import page as report
@@ -112,11 +112,11 @@ def _trace(figure, name: str):
 
 def test_classification_helpers(full_study):
     trials = full_study.get_trials()
-    trained = [t for t in trials if records.is_trained(t)]
+    trained = [t for t in trials if trial_view.is_trained(t)]
     assert [t.number for t in trained] == [0, 1, 2, 3, 4]
-    assert [t.number for t in trials if records.is_rejected(t)] == [5, 6]
+    assert [t.number for t in trials if trial_view.is_rejected(t)] == [5, 6]
     # The pruned trial's accuracy is its best epoch, not its last one.
-    assert records.accuracy(trained[4]) == pytest.approx(0.45)
+    assert trial_view.accuracy(trained[4]) == pytest.approx(0.45)
 
 
 def test_header_counts_every_kind_of_trial(full_study, tmp_path):
@@ -255,7 +255,7 @@ def test_duplicates_are_neither_points_nor_top_rows(tmp_path):
             user_attrs={**_attrs(32, 2, 200_000), "duplicate_of": 1},
         )
     )
-    assert [t.number for t in study.get_trials() if records.is_trained(t)] == [0, 1]
+    assert [t.number for t in study.get_trials() if trial_view.is_trained(t)] == [0, 1]
     assert [t.number for t in report.top_trials(study.get_trials())] == [1, 0]
     trained = [
         trace

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.config.search import PRUNERS, SAMPLERS
 from nas.search.samplers import (
     TrainedStartupTPESampler,
@@ -89,9 +89,9 @@ def test_tpe_samples_at_random_until_enough_candidates_were_trained(tmp_path):
         finish(study, x)
     for index in range(9):  # with them, more than Optuna's own start-up of 10 trials
         finish(study, 0.6 + 0.04 * index)
-    kinds = [records.classify(t) for t in study.trials]
-    assert kinds.count(records.TrialKind.TRAINED) == startup - 1
-    assert kinds.count(records.TrialKind.REJECTED) == 9
+    kinds = [trial_view.classify(t) for t in study.trials]
+    assert kinds.count(trial_view.TrialKind.TRAINED) == startup - 1
+    assert kinds.count(trial_view.TrialKind.REJECTED) == 9
 
     # one trained candidate short: still uniform over [0, 1], so about half over 0.5
     random_draws = draws(study, 8)
@@ -151,8 +151,8 @@ def test_each_sampler_builds_and_learns_without_deprecation_warnings(tmp_path, n
         finished = [finish(study) for _ in range(12)]  # past TPE's start-up and NSGA-II's
         for pruner in PRUNERS:
             make_pruner(pruner, epochs=3)
-    rejected = [t for t in finished if records.classify(t) == records.TrialKind.REJECTED]
-    trained = [t for t in finished if records.is_trained(t)]
+    rejected = [t for t in finished if trial_view.classify(t) == trial_view.TrialKind.REJECTED]
+    trained = [t for t in finished if trial_view.is_trained(t)]
     assert rejected and trained
     if name == "tpe":  # the constraint reached the sampler (the other two use none)
         for trial in rejected + trained:

@@ -36,9 +36,9 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import UserError
-from nas.records import is_trained
 from nas.search.loop import run_search
 from nas.search.samplers import constraint_of
+from nas.trial_view import is_trained
 
 from helpers import hook_counted_macs, running_with_an_epoch, wait_for_trials
 
@@ -317,8 +317,9 @@ def test_running_out_of_memory_while_training_fails_that_trial_and_the_search_go
     objective is given): the trial is pruned with its reason, the next one trains."""
     from nas.costs.budgets import Budgets
     from nas.data.loading import load_splits
-    from nas.records import OUT_OF_MEMORY, PRUNE_REASON, TrialKind, classify
+    from nas.records import OUT_OF_MEMORY, PRUNE_REASON
     from nas.search.objective import Objective
+    from nas.trial_view import TrialKind, classify
 
     raised = []
 

@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 
 from nas.arch.architecture import Architecture
 from nas.cli.main import retrain_main, search_main
-from nas.records import is_trained
 from nas.train.checkpoint import load_checkpoint
+from nas.trial_view import is_trained
 
 from helpers import epoch_time, run_in_process, running_with_an_epoch, wait_for_trials
 

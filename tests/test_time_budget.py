@@ -9,7 +9,7 @@ import datetime
 import optuna
 import pytest
 
-from nas import records
+from nas import records, trial_view
 from nas.config.data import DataConfig
 from nas.config.search import SearchConfig
 from nas.errors import UserError
@@ -103,7 +103,9 @@ def epoch_clock(storage: str, study_name: str):
         except KeyError:  # not created yet
             return 0.0
         trained = study.get_trials(deepcopy=False)
-        spent = sum(t.user_attrs.get(records.EPOCHS, 0) for t in trained if records.is_trained(t))
+        spent = sum(
+            t.user_attrs.get(records.EPOCHS, 0) for t in trained if trial_view.is_trained(t)
+        )
         return float(spent + confirmation_epochs(study))
 
     return clock
@@ -134,7 +136,7 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
         time_budget=budget,
     )
     assert budget.stopped
-    assert sum(records.is_trained(t) for t in study.get_trials()) == trained
+    assert sum(trial_view.is_trained(t) for t in study.get_trials()) == trained
     assert budget.counts["trained"] == trained
     assert len(confirmations(study)) == confirmed
     assert budget.counts["confirmation"] == confirmed
@@ -158,7 +160,7 @@ def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp
     assert status == 0, err
     study = optuna.load_study(study_name="smoke", storage="sqlite:///studies/nas.db")
     trials = study.get_trials()
-    assert 1 <= sum(records.is_trained(t) for t in trials) < 1000
+    assert 1 <= sum(trial_view.is_trained(t) for t in trials) < 1000
     # the rule refuses a trial the time left cannot hold: every trial started within the limit,
     # counted from the moment the run's budget started (recorded with the run)
     (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]

@@ -122,13 +122,15 @@ def test_the_checkpoint_stores_the_history_as_plain_dicts_and_resumes_them_as_ro
     splits, tmp_path
 ):
     checkpoint = tmp_path / "run.ckpt"
-    config = quick(epochs=2)
-    result = fit(fresh_model(), splits, config, checkpoint_path=checkpoint, progress=False)
+    recipe, machine = quick(epochs=2)
+    result = fit(fresh_model(), splits, recipe, machine, checkpoint_path=checkpoint, progress=False)
     stored = load_checkpoint(checkpoint)["history"]
     assert [type(row) for row in stored] == [dict, dict]  # the file is as the old release's
     assert [list(row) for row in stored] == [list(STORED_ROW)] * 2
     assert [EpochRow.from_dict(row) for row in stored] == result.history
-    resumed = fit(fresh_model(), splits, config, checkpoint_path=checkpoint, progress=False)
+    resumed = fit(
+        fresh_model(), splits, recipe, machine, checkpoint_path=checkpoint, progress=False
+    )
     assert resumed.history == result.history  # nothing left to train: the rows as stored
 
 

@@ -30,10 +30,10 @@ from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.data.loading import load_splits
-from nas.records import is_trained
 from nas.search.loop import run_search
 from nas.search.objective import Objective
 from nas.storage import open_storage
+from nas.trial_view import is_trained
 
 from helpers import dashboard_command, free_port, get, one_torch_thread
 

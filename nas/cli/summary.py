@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from nas import records
+from nas import records, trial_view
 from nas.cli.common import format_table
 from nas.commands import dashboard_command, retrain_command
 from nas.config.costs import NAMES, cost_label
@@ -26,10 +26,10 @@ def print_front(study, trials, config) -> None:
     rows = front_rows(study, trials, config.storage)
     if len(rows) < 2 and not config.pareto:
         return  # one trial is the best at every size: the table above says it all
-    cost = records.objective_of(study.user_attrs)[1]
+    cost = trial_view.objective_of(study.user_attrs)[1]
     print(f"\n{FRONT_TITLE} (validation accuracy vs {cost_label(cost)}, cheapest first):")
     shown = [
-        (trial.number, f"{records.accuracy(trial):.2%}", costs[NAMES.index(cost)], command)
+        (trial.number, f"{trial_view.accuracy(trial):.2%}", costs[NAMES.index(cost)], command)
         for trial, costs, command in rows[:FRONT_ROWS]
     ]
     print(format_table(("trial", "val acc", cost_label(cost), "retrain it"), shown))
@@ -46,8 +46,8 @@ def print_summary(study, config, report: Path, since=None) -> None:
         (
             rank,
             trial.number,
-            f"{records.accuracy(trial):.2%}",
-            f"{records.params_of(trial) or 0:,}",
+            f"{trial_view.accuracy(trial):.2%}",
+            f"{trial_view.params_of(trial) or 0:,}",
             architecture_summary(trial),
             f"{trial.user_attrs.get(records.SECONDS_PER_EPOCH, 0):.1f}",
         )
@@ -58,14 +58,14 @@ def print_summary(study, config, report: Path, since=None) -> None:
         print(format_table(("rank", "trial", "val acc", "params", "architecture", "s/epoch"), rows))
     else:
         print("no trial has finished training yet")
-    kinds = Counter(records.classify(t) for t in trials)
+    kinds = Counter(trial_view.classify(t) for t in trials)
     counts = ", ".join(f"{n} {kind.name.lower().replace('_', ' ')}" for kind, n in kinds.items())
     trained = sum(n for kind, n in kinds.items() if kind.trained)
     print(
         f"\nstudy {config.study!r}: {trained} trained candidates (target {config.trials}), "
         f"{len(trials)} trials in all ({counts})"
     )
-    broken = Counter(name for t in trials for name in records.over_budget(t))
+    broken = Counter(name for t in trials for name in trial_view.over_budget(t))
     if broken:  # which budgets the rejected candidates broke (one may break several)
         over = ", ".join(f"{cost_label(name)} {n}" for name, n in broken.items())
         print(f"rejected candidates by the budget they broke: {over}")

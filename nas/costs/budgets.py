@@ -21,9 +21,7 @@ out-of-memory, or no cuDNN algorithm that fits) is a verdict, not a crash: the c
 not fit (`Verdict.unfit_on`, the device), is rejected with the reason "does not fit on cuda:N",
 and the samplers see that cost at `UNFIT_EXCESS` over its budget (its true peak is unknown:
 above what the device had free). A measurement that cuDNN refuses (`CUDNN_STATUS_NOT_SUPPORTED`)
-or that pinned host memory fails is rejected the same way but with its own reason
-(`unfit_reason`): it is not the device's memory.
-
+or that pinned host memory fails is rejected the same way with its own reason (`unfit_reason`).
 Before any candidate, `check_feasible` refuses a space whose cheapest architecture is over the
 parameter or MAC budget, in one sentence saying which budget to raise.
 """

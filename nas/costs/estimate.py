@@ -44,7 +44,7 @@ def trained_so_far(storage_url: str, study_name: str) -> int:
         return 0
     import optuna
 
-    from nas import records
+    from nas import trial_view
     from nas.storage import open_storage
 
     try:
@@ -53,7 +53,7 @@ def trained_so_far(storage_url: str, study_name: str) -> int:
         )
     except (UserError, KeyError):
         return 0
-    return sum(records.is_trained(t) for t in study.get_trials(deepcopy=False))
+    return sum(trial_view.is_trained(t) for t in study.get_trials(deepcopy=False))
 
 
 # ---- what is printed -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Owns the report's figures: plotly figures of a study's trials, each built from the one
-trial classification (`records.classify`), with integer trial and epoch axes, accuracy axes
+trial classification (`trial_view.classify`), with integer trial and epoch axes, accuracy axes
 fitted to the data, and rejected candidates apart from the accuracy scale. A point's hover
 text is `nas.report.trials`'.
 
@@ -23,7 +23,7 @@ from optuna.importance import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import records
+from nas import trial_view
 from nas.config.costs import COSTS, cost_label
 from nas.report.trials import architecture_summary, hover_text
 from nas.search.front import front
@@ -79,14 +79,14 @@ def _history_section(trained: list[FrozenTrial]) -> _Section:
     title = "Optimisation history"
     if not trained:
         return _Section("history", title, None, NO_FINISHED_TRIAL)
-    numbers, accuracies = [t.number for t in trained], [records.accuracy(t) for t in trained]
+    numbers, accuracies = [t.number for t in trained], [trial_view.accuracy(t) for t in trained]
     markers = {"symbol": _state_symbols(trained), "size": 8}
     figure = go.Figure(
         _scatter(trained, numbers, accuracies, "trial", mode="markers", marker=markers)
     )
     # Best so far over complete trials only: a pruned trial is never the one retrained.
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
-    best_so_far = list(accumulate((records.accuracy(t) for t in complete), max))
+    best_so_far = list(accumulate((trial_view.accuracy(t) for t in complete), max))
     if complete:
         x = [t.number for t in complete]
         figure.add_trace(
@@ -109,8 +109,8 @@ def _front_section(
     title = f"{label[0].upper()}{label[1:]} vs validation accuracy, and the Pareto front"
     key = f"{cost}_vs_accuracy"
     # A trial without a recorded cost cannot be placed on this figure.
-    placed = [t for t in trained if records.cost_of(t, cost) is not None]
-    rejected = [t for t in rejected if records.cost_of(t, cost) is not None]
+    placed = [t for t in trained if trial_view.cost_of(t, cost) is not None]
+    rejected = [t for t in rejected if trial_view.cost_of(t, cost) is not None]
     if not placed and not rejected:
         what = "parameter count" if cost == "params" else label
         note = f"No trained trial has a recorded {what}." if trained else NO_FINISHED_TRIAL
@@ -120,14 +120,14 @@ def _front_section(
     )
     _add_trained(figure, placed, cost)
     if rejected:
-        x = [records.cost_of(t, cost) for t in rejected]
+        x = [trial_view.cost_of(t, cost) for t in rejected]
         cross = {"symbol": "x", "color": "grey", "size": 8}
         figure.add_trace(
             _scatter(rejected, x, [""] * len(x), REJECTED_TRACE, mode="markers", marker=cross),
             row=2,
             col=1,
         )
-    accuracies = [records.accuracy(t) for t in placed]
+    accuracies = [trial_view.accuracy(t) for t in placed]
     accuracy_range = _fitted(accuracies) if accuracies else [0.0, 1.0]
     if limit is not None:
         line = {"dash": "dash", "color": "red"}
@@ -151,8 +151,8 @@ def _front_section(
 
 def _add_trained(figure: go.Figure, placed: list[FrozenTrial], cost: str) -> None:
     """The trained trials and the Pareto front through them, on the accuracy row."""
-    costs = [records.cost_of(t, cost) for t in placed]
-    accuracies = [records.accuracy(t) for t in placed]
+    costs = [trial_view.cost_of(t, cost) for t in placed]
+    accuracies = [trial_view.accuracy(t) for t in placed]
     markers = {"symbol": _state_symbols(placed), "size": 8}
     figure.add_trace(
         _scatter(placed, costs, accuracies, TRAINED_TRACE, mode="markers", marker=markers),
@@ -161,8 +161,8 @@ def _add_trained(figure: go.Figure, placed: list[FrozenTrial], cost: str) -> Non
     )
     on_front = front(placed, cost)
     if on_front:
-        x = [records.cost_of(t, cost) for t in on_front]
-        y = [records.accuracy(t) for t in on_front]
+        x = [trial_view.cost_of(t, cost) for t in on_front]
+        y = [trial_view.accuracy(t) for t in on_front]
         # A staircase: accuracy only rises at the next point of the front.
         style = {"mode": "lines+markers", "line_shape": "hv"}
         figure.add_trace(_scatter(on_front, x, y, PARETO_TRACE, **style), row=1, col=1)
@@ -181,7 +181,7 @@ def _importance_evaluator() -> tuple[BaseImportanceEvaluator, str]:
 
 def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Section:
     title = "Parameter importances"
-    complete = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
+    complete = [t for t in trials if trial_view.classify(t) == trial_view.TrialKind.TRAINED]
     if len(complete) < 2:
         return _Section("importances", title, None, "Needs at least two complete trials.")
     evaluator, method = _importance_evaluator()
@@ -189,7 +189,7 @@ def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Sect
         with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
             warnings.simplefilter("ignore")
             # a Pareto study has two objectives: importances for its accuracy
-            target = records.accuracy if len(study.directions) > 1 else None
+            target = trial_view.accuracy if len(study.directions) > 1 else None
             importances = optuna.importance.get_param_importances(
                 study, evaluator=evaluator, target=target
             )
@@ -213,7 +213,7 @@ def _importance_section(study: optuna.Study, trials: list[FrozenTrial]) -> _Sect
 
 def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
     title = "Validation accuracy per epoch"
-    curves = {t.number: records.curve(t) for t in trained}
+    curves = {t.number: trial_view.curve(t) for t in trained}
     curves = {number: curve for number, curve in curves.items() if curve}
     if not curves:
         return _Section("intermediate", title, None, "No trial has reported an epoch yet.")
@@ -239,12 +239,12 @@ def _intermediate_section(trained: list[FrozenTrial]) -> _Section:
 
 
 def sections(study: optuna.Study, trials: list[FrozenTrial]) -> list[_Section]:
-    trained = [t for t in trials if records.is_trained(t)]
-    cost = records.objective_of(study.user_attrs)[1]
-    limit = records.budget_limits(study.user_attrs).get(cost)
+    trained = [t for t in trials if trial_view.is_trained(t)]
+    cost = trial_view.objective_of(study.user_attrs)[1]
+    limit = trial_view.budget_limits(study.user_attrs).get(cost)
     return [
         _history_section(trained),
-        _front_section(trained, [t for t in trials if records.is_rejected(t)], cost, limit),
+        _front_section(trained, [t for t in trials if trial_view.is_rejected(t)], cost, limit),
         _importance_section(study, trials),
         _intermediate_section(trained),
         _fidelity_section(study, trials),

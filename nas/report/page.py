@@ -10,7 +10,7 @@ candidates, parameter importances, per-epoch curves, "the best model at every si
 front's trials with the command that retrains each), and a table of the top trials.
 
 Claims: every figure and count is built from the one trial classification
-(`records.classify`, the same the search and the retrain use), the params figure has exactly
+(`trial_view.classify`, the same the search and the retrain use), the params figure has exactly
 one point per trained trial, and a study with no finished trial, or with trials missing
 attributes, still gets a report instead of an error.
 """
@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
-from nas import records
+from nas import records, trial_view
 from nas.commands import retrain_command
 from nas.config.costs import NAMES, cost_label, describe_limits, format_cost
 from nas.config.data import DATASET_TABLE
@@ -39,8 +39,8 @@ from nas.search.winner import verdict_lines
 
 
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    trained = [t for t in trials if records.is_trained(t)]
-    return sorted(trained, key=lambda t: (-records.accuracy(t), t.number))
+    trained = [t for t in trials if trial_view.is_trained(t)]
+    return sorted(trained, key=lambda t: (-trial_view.accuracy(t), t.number))
 
 
 def top_trials(trials: list[FrozenTrial], count: int = 10) -> list[FrozenTrial]:
@@ -88,11 +88,11 @@ def _recipe_label(recipe: object) -> str:
 
 
 def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
-    limits = records.budget_limits(study.user_attrs)
-    counts = Counter(records.classify(t) for t in trials)
-    trained = [t for t in trials if records.is_trained(t)]
+    limits = trial_view.budget_limits(study.user_attrs)
+    counts = Counter(trial_view.classify(t) for t in trials)
+    trained = [t for t in trials if trial_view.is_trained(t)]
     budgets = describe_limits(limits)
-    objective, cost = records.objective_of(study.user_attrs)
+    objective, cost = trial_view.objective_of(study.user_attrs)
     rows: list[tuple[str, object]] = [
         ("study", study.study_name),
         ("budgets", budgets or "not recorded"),
@@ -105,11 +105,11 @@ def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
         ("data", _data_label(study.user_attrs.get(records.DATASET))),
         ("recipe", _recipe_label(study.user_attrs.get(records.RECIPE))),
         ("trained", len(trained)),
-        *((kind.value, counts[kind]) for kind in records.TrialKind),
+        *((kind.value, counts[kind]) for kind in trial_view.TrialKind),
     ]
     # The best complete trial, as optuna's `study.best_trial` (the one a retrain picks).
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (records.accuracy(t), -t.number), default=None)
+    best = max(complete, key=lambda t: (trial_view.accuracy(t), -t.number), default=None)
     best_text = NO_FINISHED_TRIAL if best is None else hover_text(best).replace("<br>", ", ")
     rows.append(("best trial", best_text))
     body = "".join(
@@ -138,7 +138,7 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns.split("|"))
     rows = []
     for rank, trial in enumerate(ranked, start=1):
-        params = records.params_of(trial)
+        params = trial_view.params_of(trial)
         seconds = trial.user_attrs.get(records.SECONDS_PER_EPOCH)
         retrained = records.retrain_record(study.user_attrs, trial)
         test = retrained.test_accuracy if retrained else None
@@ -146,7 +146,7 @@ def _top_table_html(study: optuna.Study, trials: list[FrozenTrial], count: int) 
             str(rank),
             str(trial.number),
             trial.state.name.lower(),
-            percent(records.accuracy(trial)),
+            percent(trial_view.accuracy(trial)),
             f"{params:,}" if params is not None else "-",
             architecture_summary(trial) + _warm_start_mark(trial),
             f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-",
@@ -163,10 +163,10 @@ FRONT_TITLE = "The best model at every size"
 def front_rows(study: optuna.Study, trials: list[FrozenTrial], storage: str = ""):
     """(trial, its costs as text, the command that retrains it) for each trial on the study's
     Pareto front, cheapest first: what the report's table and the search summary list."""
-    cost = records.objective_of(study.user_attrs)[1]
+    cost = trial_view.objective_of(study.user_attrs)[1]
     rows = []
     for trial in front(trials, cost):
-        costs = [records.cost_of(trial, name) for name in NAMES]
+        costs = [trial_view.cost_of(trial, name) for name in NAMES]
         rows.append(
             (
                 trial,
@@ -188,11 +188,11 @@ def _front_table_html(study: optuna.Study, trials: list[FrozenTrial], storage: s
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for trial, costs, command in rows:
-        cells = [str(trial.number), percent(records.accuracy(trial)), *(costs[i] for i in shown)]
+        cells = [str(trial.number), percent(trial_view.accuracy(trial)), *(costs[i] for i in shown)]
         cells.append(architecture_summary(trial))
         text = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
         body.append(f"<tr>{text}<td><code>{html.escape(command)}</code></td></tr>")
-    cost = cost_label(records.objective_of(study.user_attrs)[1])
+    cost = cost_label(trial_view.objective_of(study.user_attrs)[1])
     note = (
         f"<p class='note'>Each row is a trial no other trial beats in both validation accuracy "
         f"and {html.escape(cost)}, cheapest first; trials trained to the end only.</p>"

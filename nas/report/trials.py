@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.config.costs import COSTS, cost_label, format_cost
 
@@ -30,17 +30,17 @@ def percent(value: float | None) -> str:
 
 def hover_text(trial: FrozenTrial) -> str:
     """The lines shown on hovering over a trial's point, joined with `<br>` as plotly wants."""
-    params = records.params_of(trial)
+    params = trial_view.params_of(trial)
     lines = [
         f"trial {trial.number} ({trial.state.name.lower()})",
         architecture_summary(trial),
         f"{params:,} params" if params is not None else "params unknown",
-        f"val accuracy {percent(records.accuracy(trial))}",
+        f"val accuracy {percent(trial_view.accuracy(trial))}",
     ]
-    costs = [(name, records.cost_of(trial, name)) for name in COSTS if name != "params"]
+    costs = [(name, trial_view.cost_of(trial, name)) for name in COSTS if name != "params"]
     lines[3:3] = [format_cost(name, value) for name, value in costs if value is not None]
-    if records.is_rejected(trial):
-        broken = records.over_budget(trial).items()
+    if trial_view.is_rejected(trial):
+        broken = trial_view.over_budget(trial).items()
         over = ", ".join(f"{cost_label(name)} +{format_cost(name, v)}" for name, v in broken)
         lines[-1] = f"rejected, over budget: {over}" if over else "rejected"
     if records.WARM_START in trial.user_attrs:

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.config.costs import format_cost
 from nas.config.fields import kept_names
@@ -87,7 +87,7 @@ def _picked_trial(study: optuna.Study, pick: Pick) -> tuple[FrozenTrial, str]:
     """The trial `pick` names and why, in words: `the cheapest trial within 1 point of the most
     accurate: val accuracy 93.10%, 1,234 params`."""
     # a pruner-stopped trial ranks on fewer epochs, so only trials trained to the end
-    cost = records.objective_of(study.user_attrs)[1]
+    cost = trial_view.objective_of(study.user_attrs)[1]
     trials = study.get_trials(deepcopy=False)
     if pick.how == "best" and confirmations(study):
         # the search named its winner by the mean over its seeds (nas.search.winner): retrain that
@@ -100,6 +100,6 @@ def _picked_trial(study: optuna.Study, pick: Pick) -> tuple[FrozenTrial, str]:
             f"study {study.study_name!r} has no trial trained to the end yet; "
             "run the search (nas search) until one completes"
         )
-    value = records.cost_of(trial, cost)
+    value = trial_view.cost_of(trial, cost)
     spent = f", {format_cost(cost, value)}" if value is not None else ""
-    return trial, f"{pick.describe()}: val accuracy {records.accuracy(trial):.2%}{spent}"
+    return trial, f"{pick.describe()}: val accuracy {trial_view.accuracy(trial):.2%}{spent}"

@@ -22,7 +22,7 @@ from dataclasses import replace
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
@@ -89,7 +89,7 @@ def confirm_one(
         note = ""
     except NonFiniteLossError as error:  # that seed diverged: the architecture is not robust
         accuracy, epochs, note = 0.0, recipe.epochs, f"non-finite loss: {error}"
-    first = records.accuracy(trial)
+    first = trial_view.accuracy(trial)
     return records.Confirmation(
         seed=seed,
         val_accuracy=accuracy,

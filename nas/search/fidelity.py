@@ -3,7 +3,7 @@ same? Read from the per-epoch validation accuracies every trial already stores.
 
 What it claims:
 
-- It compares the trained trials that ran every epoch of the study (`records.classify` says
+- It compares the trained trials that ran every epoch of the study (`trial_view.classify` says
   TRAINED, and there is a finite validation accuracy for each epoch 1..E, E being the recipe's
   `epochs`, or the most epochs any trained trial reported where the study has no recipe).
   Pruned, short, rejected, duplicate and failed trials are left out: they have no epoch E.
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import records, trial_view
 
 if TYPE_CHECKING:
     import optuna
@@ -156,9 +156,9 @@ def full_length_curves(trials: Iterable[FrozenTrial], epochs: int) -> dict[int, 
     ran all of them (with a finite accuracy each)."""
     curves = {}
     for trial in trials:
-        if records.classify(trial) != records.TrialKind.TRAINED:
+        if trial_view.classify(trial) != trial_view.TrialKind.TRAINED:
             continue
-        values = records.curve(trial)
+        values = trial_view.curve(trial)
         if len(values) != epochs:
             continue
         curve = [values.get(epoch) for epoch in range(1, epochs + 1)]
@@ -177,7 +177,7 @@ def rank_fidelity(
     trials = list(trials)
     if epochs is None:
         epochs = max(
-            (max(records.curve(t), default=0) for t in trials if records.is_trained(t)),
+            (max(trial_view.curve(t), default=0) for t in trials if trial_view.is_trained(t)),
             default=0,
         )
     if epochs < 1:  # no trial has trained an epoch yet

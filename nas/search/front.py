@@ -1,7 +1,7 @@
 """Owns the Pareto front of a study: "the best model at every size", and the retrain picks
 that read it (`--pick best`, `--pick smallest-within PCT`).
 
-The front is drawn over the study's cost (`records.objective_of`: what a Pareto search lowers;
+The front is drawn over the study's cost (`trial_view.objective_of`: what a Pareto search lowers;
 parameters for an accuracy search) from the trials trained to the end (`TrialKind.TRAINED`): a
 trial the pruner stopped ranks on fewer epochs, so it is neither on the front nor picked, as
 `nas retrain` never picks it by default either. A trial is on the front when no other trial
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import trial_view
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,16 @@ def ranked_trials(trials: Sequence[FrozenTrial], cost: str) -> list[FrozenTrial]
     return [
         t
         for t in trials
-        if records.classify(t) == records.TrialKind.TRAINED
-        and records.accuracy(t) is not None
-        and records.cost_of(t, cost) is not None
+        if trial_view.classify(t) == trial_view.TrialKind.TRAINED
+        and trial_view.accuracy(t) is not None
+        and trial_view.cost_of(t, cost) is not None
     ]
 
 
 def front(trials: Sequence[FrozenTrial], cost: str) -> list[FrozenTrial]:
     """The trials on the Pareto front of accuracy against `cost`, cheapest first."""
     candidates = ranked_trials(trials, cost)
-    points = [(records.cost_of(t, cost), records.accuracy(t)) for t in candidates]
+    points = [(trial_view.cost_of(t, cost), trial_view.accuracy(t)) for t in candidates]
     return [candidates[i] for i in pareto_front(points)]
 
 
@@ -77,15 +77,15 @@ def pick_trial(trials: Sequence[FrozenTrial], cost: str, pick: Pick) -> FrozenTr
     best: the highest validation accuracy (the earliest of equals). smallest-within: of the
     trials within `pick.points` percentage points of that accuracy, the one with the least
     `cost` (the more accurate, then the earliest, of equals)."""
-    complete = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
+    complete = [t for t in trials if trial_view.classify(t) == trial_view.TrialKind.TRAINED]
     if not complete:
         return None
-    best = max(complete, key=lambda t: (records.accuracy(t), -t.number))
+    best = max(complete, key=lambda t: (trial_view.accuracy(t), -t.number))
     if pick.how == "best":
         return best
-    floor = records.accuracy(best) - pick.points / 100
+    floor = trial_view.accuracy(best) - pick.points / 100
     # a float margin, so "within 1 point" keeps 0.93 against 0.94 despite binary rounding
-    near = [t for t in ranked_trials(trials, cost) if records.accuracy(t) >= floor - 1e-12]
+    near = [t for t in ranked_trials(trials, cost) if trial_view.accuracy(t) >= floor - 1e-12]
     if not near:
         return best  # the best recorded no cost (a study of the earlier version)
-    return min(near, key=lambda t: (records.cost_of(t, cost), -records.accuracy(t), t.number))
+    return min(near, key=lambda t: (trial_view.cost_of(t, cost), -trial_view.accuracy(t), t.number))

@@ -11,7 +11,7 @@ Claims:
   `objective="pareto"` makes a two-objective study (validation accuracy up, `minimize` down)
   whose samplers see every budget as a constraint and which prunes nothing (Optuna cannot prune
   several objectives).
-- `trials` counts trained candidates (`records.TrialKind.trained`) over the whole study (every
+- `trials` counts trained candidates (`trial_view.TrialKind.trained`) over the whole study (every
   run, every worker); a run asks for no new trial once trained + running trials reach it.
 - A study remembers its budgets, objective, space text, dataset, recipe and tool version;
   resuming with a different budget, objective, space, or any setting declared `kept` on
@@ -38,7 +38,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.space import SearchSpace
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
@@ -65,10 +65,10 @@ from nas.storage import StaleTrialReaper, check_url
 from nas.train.devices import resolve_device
 
 BUDGET_KINDS = {  # what a time budget books a finished trial's time to
-    records.TrialKind.TRAINED: "trained",
-    records.TrialKind.STOPPED: "pruned",
-    records.TrialKind.REJECTED: "rejected",
-    records.TrialKind.DUPLICATE: "duplicate",
+    trial_view.TrialKind.TRAINED: "trained",
+    trial_view.TrialKind.STOPPED: "pruned",
+    trial_view.TrialKind.REJECTED: "rejected",
+    trial_view.TrialKind.DUPLICATE: "duplicate",
 }
 
 
@@ -162,7 +162,7 @@ def run_search(
             continue
         waiting.reset()
         trial = train_one(study, objective, time_budget)
-        if records.is_trained(trial):
+        if trial_view.is_trained(trial):
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
         streak.record(trial)
         if on_trial is not None:
@@ -222,7 +222,7 @@ def train_one(
     trial = finished[-1]
     if time_budget is not None:
         time_budget.record(
-            BUDGET_KINDS.get(records.classify(trial), "other"),
+            BUDGET_KINDS.get(trial_view.classify(trial), "other"),
             time_budget.clock() - started,
             trial.user_attrs.get(records.EPOCHS, 0),
         )

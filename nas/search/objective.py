@@ -19,7 +19,7 @@ Claims:
   first) is pruned as not needed before training, so the study ends with exactly its target.
 - A non-finite loss, or running out of device memory while training (CUDA out-of-memory, or no
   cuDNN algorithm that fits: `nas.data.device_memory.memory_failure`), prunes the trial with the
-  reason recorded (it is then FAILED in `records.classify`: no model worth ranking) and the
+  reason recorded (it is then FAILED in `trial_view.classify`: no model worth ranking) and the
   search goes on; a memory failure also records the device as `records.OUT_OF_MEMORY`. cuDNN
   refusing a layer (`CUDNN_STATUS_NOT_SUPPORTED`) and pinned host memory running out are pruned
   the same way with their own reason, and record no `records.OUT_OF_MEMORY`.
@@ -37,7 +37,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_params
 from nas.arch.space import SearchSpace
@@ -58,7 +58,10 @@ from nas.train.state import EpochRow
 def find_trained(study: optuna.Study, architecture: str) -> optuna.trial.FrozenTrial | None:
     """An earlier trial that trained this exact architecture, if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if records.is_trained(trial) and trial.user_attrs.get(records.ARCHITECTURE) == architecture:
+        if (
+            trial_view.is_trained(trial)
+            and trial.user_attrs.get(records.ARCHITECTURE) == architecture
+        ):
             return trial
     return None
 
@@ -241,7 +244,7 @@ def _places_taken_before(trial: optuna.Trial) -> int:
     """Trained or still running trials numbered before `trial`: they have first claim on the
     target's places."""
     return sum(
-        t.number < trial.number and (t.state == TrialState.RUNNING or records.is_trained(t))
+        t.number < trial.number and (t.state == TrialState.RUNNING or trial_view.is_trained(t))
         for t in trial.study.get_trials(deepcopy=False)
     )
 

@@ -2,7 +2,7 @@
 its target: the study's trained and running trials (`trial_counts`: `SearchConfig.trials`
 counts trained ones over the whole study, every run and worker), each finished trial's outcome
 for the progress lines (`TrialOutcome`, `outcome_of`, read from the one trial classification,
-`records.classify`), a streak of untrained candidates (`RejectionStreak`), the bounded wait
+`trial_view.classify`), a streak of untrained candidates (`RejectionStreak`), the bounded wait
 for other workers' trials (`WaitWatch`), and a sleep that wakes when a stop is requested.
 
 Claims:
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.errors import UserError
@@ -33,7 +33,7 @@ class TrialOutcome:
     """What the search reports about each finished trial (for progress lines)."""
 
     number: int
-    kind: records.TrialKind
+    kind: trial_view.TrialKind
     params: int
     val_accuracy: float | None
     seconds: float
@@ -43,13 +43,13 @@ class TrialOutcome:
 def trial_counts(study: optuna.Study) -> tuple[int, int]:
     """(trained trials, running trials) over the whole study."""
     trials = study.get_trials(deepcopy=False)
-    trained = sum(records.is_trained(t) for t in trials)
+    trained = sum(trial_view.is_trained(t) for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return trained, running
 
 
 def outcome_of(trial: FrozenTrial) -> TrialOutcome:
-    kind = records.classify(trial)
+    kind = trial_view.classify(trial)
     attrs = trial.user_attrs
     seconds = (
         (trial.datetime_complete - trial.datetime_start).total_seconds()
@@ -57,13 +57,13 @@ def outcome_of(trial: FrozenTrial) -> TrialOutcome:
         else 0.0
     )
     note = attrs.get(records.PRUNE_REASON, "")
-    if kind == records.TrialKind.DUPLICATE and not note:
+    if kind == trial_view.TrialKind.DUPLICATE and not note:
         note = f"duplicate of trial {attrs[records.DUPLICATE_OF]}"
-    if kind == records.TrialKind.DUPLICATE:
+    if kind == trial_view.TrialKind.DUPLICATE:
         accuracy = attrs.get(records.BEST_VAL_ACCURACY)  # the earlier trial's, copied
     else:
-        accuracy = records.accuracy(trial)
-    params = records.params_of(trial) or 0
+        accuracy = trial_view.accuracy(trial)
+    params = trial_view.params_of(trial) or 0
     return TrialOutcome(trial.number, kind, params, accuracy, seconds, note)
 
 
@@ -78,7 +78,7 @@ class RejectionStreak:
         self.device: str | None = None  # the device the last of them ran out of memory on
 
     def record(self, trial: FrozenTrial) -> None:
-        self.untrained = 0 if records.is_trained(trial) else self.untrained + 1
+        self.untrained = 0 if trial_view.is_trained(trial) else self.untrained + 1
         self.device = trial.user_attrs.get(records.OUT_OF_MEMORY)
         self.unfit = self.unfit + 1 if self.device is not None else 0
 
@@ -114,7 +114,7 @@ class WaitWatch:
 
     def check(self, study: optuna.Study) -> None:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        progress = tuple((t.number, len(records.curve(t))) for t in running)
+        progress = tuple((t.number, len(trial_view.curve(t))) for t in running)
         now = time.monotonic()
         if self.since is None or progress != self.last:
             self.since, self.last = now, progress

@@ -4,7 +4,7 @@ reaches them.
 Claims:
 - `make_sampler(name, seed, trials)` sizes the sampler from the study's target (`--trials`,
   trained candidates): TPE samples at random until `tpe_startup(trials)` candidates were
-  really trained (`records.is_trained`; over-budget rejections, duplicates and "not needed"
+  really trained (`trial_view.is_trained`; over-budget rejections, duplicates and "not needed"
   trials do not count, where Optuna's own `n_startup_trials` would count every finished
   trial), then models; NSGA-II's population is `nsga2_population(trials)` trained candidates,
   so a study of tens of trials goes through several generations instead of never leaving its
@@ -15,7 +15,7 @@ Claims:
   no sampler gets `constraints_func` (which 5.0 deprecates); on Optuna 4.x
   `record_constraints` does nothing and TPE's `constraints_func` reads `records.CONSTRAINT`,
   the budgets in one number. Rejected candidates stay PRUNED trials without intermediate
-  values, so `records.classify`, the report and the median pruner's start-up (COMPLETE trials
+  values, so `trial_view.classify`, the report and the median pruner's start-up (COMPLETE trials
   only) see them as before. TPE puts them, infeasible, in its "bad" group, so over-budget
   regions get rarer. NSGA-II builds its populations from COMPLETE trials only, so a rejected
   child never becomes a parent and every parent is within the budget; it needs no constraint
@@ -38,7 +38,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.search.fidelity import rank_fidelity
 
 CONSTRAINT_SUFFIX = "_excess"  # Optuna >= 5: constraint `<cost>_excess` per budget (set_constraint)
@@ -136,9 +136,9 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 
 
 def trained_count(study: optuna.Study) -> int:
-    """Finished trials that trained a candidate (`records.is_trained`)."""
+    """Finished trials that trained a candidate (`trial_view.is_trained`)."""
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return sum(records.is_trained(trial) for trial in finished)
+    return sum(trial_view.is_trained(trial) for trial in finished)
 
 
 class TrainedStartupTPESampler(optuna.samplers.TPESampler):

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas import records
+from nas import records, trial_view
 from nas.search.fidelity import rank_fidelity, recipe_epochs
 
 
@@ -30,8 +30,8 @@ def candidates(trials: Iterable[FrozenTrial], n: int) -> list[FrozenTrial]:
     """The `n` best fully trained trials, one per architecture, best first."""
     seen: set[str] = set()
     ranked = []
-    full = [t for t in trials if records.classify(t) == records.TrialKind.TRAINED]
-    for trial in sorted(full, key=lambda t: (-records.accuracy(t), t.number)):
+    full = [t for t in trials if trial_view.classify(t) == trial_view.TrialKind.TRAINED]
+    for trial in sorted(full, key=lambda t: (-trial_view.accuracy(t), t.number)):
         architecture = trial.user_attrs.get(records.ARCHITECTURE)
         if architecture in seen:
             continue
@@ -67,11 +67,11 @@ def winner(
     if confirmed:
         number, record = max(confirmed, key=lambda item: (item[1].mean_val_accuracy, -item[0]))
         return by_number[number], float(record.mean_val_accuracy)
-    trained = [t for t in trials if records.is_trained(t)]
+    trained = [t for t in trials if trial_view.is_trained(t)]
     if not trained:
         raise ValueError("no trial has trained yet")
-    best = max(trained, key=lambda t: (records.accuracy(t), -t.number))
-    return best, float(records.accuracy(best))
+    best = max(trained, key=lambda t: (trial_view.accuracy(t), -t.number))
+    return best, float(trial_view.accuracy(best))
 
 
 def confirmation_epochs(study: optuna.Study) -> int:
@@ -88,7 +88,7 @@ def _next_candidates(
     done = confirmations(study)
     scored = {k: (float(r.mean_val_accuracy), True) for k, r in done.items()}
     for trial in candidates(trials, n + 1 + len(done)):
-        scored.setdefault(trial.number, (float(records.accuracy(trial)), False))
+        scored.setdefault(trial.number, (float(trial_view.accuracy(trial)), False))
     scored.pop(best.number, None)
     ranked = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))
     return [(number, score, confirmed) for number, (score, confirmed) in ranked[:n]]

@@ -2,9 +2,10 @@
 loss and accuracy of a model on a split (the validation pass after every epoch; the retrain's
 one pass over the test split). What a fit carries and checkpoints is `nas.train.state`.
 
-The recipe's defaults reproduce RECIPE.md: Adam at 1e-3, batch 64, ReduceLROnPlateau on the
-validation loss (factor 0.1, patience 10), cross entropy, the recipe's augmentation, 150 epochs;
-after every epoch the weights with the lowest validation loss so far are kept.
+The recipe's defaults reproduce the reference study (docs/reference-study.md): Adam at 1e-3,
+batch 64, ReduceLROnPlateau on the validation loss (factor 0.1, patience 10), cross entropy, the
+recipe's augmentation, 150 epochs; after every epoch the weights with the lowest validation
+loss so far are kept.
 
 Claims:
 - `fit` never touches the test split (the retrain evaluates it once, after `fit`).
