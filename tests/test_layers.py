@@ -1,9 +1,9 @@
 """The layers of `nas/`, as rules read from the tree rather than a table of module names.
 
 The layers, lowest first (`LAYERS`): the foundations (the top-level modules `errors`, `files`,
-`records`, `trial_view`, `storage`, `commands`, `version` and the package `config`), then the packages `arch`,
-`data`, `train`, `costs`, `search`, `report`, `run` and `cli`. `nas/__init__.py` holds the public
-names and `nas/__main__.py` runs the command line. The checks:
+`records`, `trial_view`, `storage`, `commands`, `version` and the package `config`), then the
+packages `arch`, `data`, `train`, `costs`, `search`, `report`, `run` and `cli`. `nas/__init__.py`
+holds the public names and `nas/__main__.py` runs the command line. The checks:
 
 (a) every module of `nas/` belongs to a known layer: a new top-level module or package that the
     order does not name fails, saying where to add it (and every name the order holds exists);
