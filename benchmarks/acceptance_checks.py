@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -78,13 +79,15 @@ class Sizes:
     reference_workers: int  # the reference loop's DataLoader workers (the study used 2)
     compile_images: int  # train images of the torch.compile run
     profile_images: int  # train images of the profiled epoch
+    timing_batch: int = 64  # images per step of the precision check's speed comparison
+    timing_repeats: int = 3  # timed runs per precision; the median counts
 
 
 GPU_SIZES = Sizes(
     augment_images=4096, train_arch="paper-model1", amp_steps=300, amp_window=25,
     amp_tolerance=0.15, adam_steps=20, timed_steps=30, epoch_arch="paper-model1", epoch_images=None,
     reference_epochs=2, ours_epochs=3, reference_workers=2, compile_images=10_000,
-    profile_images=10_000,
+    profile_images=10_000, timing_batch=256, timing_repeats=5,
 )  # fmt: skip
 CPU_SIZES = Sizes(
     augment_images=48, train_arch="cpu-tiny", amp_steps=16, amp_window=8, amp_tolerance=0.15,
@@ -276,38 +279,46 @@ def train_losses(arch, ctx: Context, batches, precision: Precision, optimizer_ki
     return torch.stack(losses).float().cpu(), model, optimizer
 
 
-def step_seconds(arch, ctx: Context, batches, precision: Precision) -> float:
-    """Mean seconds of one training step of `arch` under `precision` (cuDNN autotuning on, as
-    `fit` trains), over `batches` after as many warm-up steps, synchronised at both ends."""
+def step_seconds(arch, ctx: Context, batches, precision: Precision, repeats: int = 1) -> float:
+    """Seconds of one training step of `arch` under `precision` (cuDNN autotuning on, as `fit`
+    trains): the median over `repeats` timed passes over `batches`, after a warm-up pass,
+    synchronised at both ends. fp32 is timed with TF32 off (`full_fp32`): plain float32, the
+    speed reduced precision is meant to beat."""
     config = Recipe()
     layout = memory_format(Machine(device=str(ctx.device)), ctx.device)
     set_seed(0)
     model = build_model(arch).to(device=ctx.device, memory_format=layout)
     step = TrainingStep(model, make_optimizer(model, config, ctx.device), precision)
     inputs = [(images.contiguous(memory_format=layout), labels) for images, labels in batches]
-    with cudnn_autotuning(ctx.cuda):
+    plain = full_fp32(ctx.device) if precision.name == "fp32" else contextlib.nullcontext()
+    timings = []
+    with cudnn_autotuning(ctx.cuda), plain:
         for images, labels in inputs:  # warm-up: autotuning, allocator
             step(images, labels)
-        synchronize(ctx.device)
-        started = time.perf_counter()
-        for images, labels in inputs:
-            step(images, labels)
-        synchronize(ctx.device)
-    return (time.perf_counter() - started) / len(inputs)
+        for _ in range(repeats):
+            synchronize(ctx.device)
+            started = time.perf_counter()
+            for images, labels in inputs:
+                step(images, labels)
+            synchronize(ctx.device)
+            timings.append((time.perf_counter() - started) / len(inputs))
+    return statistics.median(timings)
 
 
-# A reduced-precision step may be this much slower than fp32 before the check fails: small
-# nets are launch-bound and time the same in both (noise), while the slow emulated bf16 path
-# below compute 8.0 takes several times fp32's time.
-MAX_STEP_RATIO = 1.10
+# Reduced precision against plain fp32 (TF32 off), median of several runs of a batch large
+# enough to be compute-bound: it may be this much slower before the check fails. A launch-bound
+# net times the same in both, give or take autocast's casts; the emulated bf16 path below
+# compute 8.0 takes several times fp32's time. The ratio itself is reported, not judged finer:
+# how much bf16 gains over fp32 depends on the GPU and the net (no target is claimed).
+MAX_STEP_RATIO = 1.5
 
 
 def precision_verdict(
     chosen: str, capability: tuple[int, int] | None, seconds: float, fp32_seconds: float
 ) -> tuple[bool, str]:
-    """Whether the precision a run trains in is the right one for the GPU and pays off: bf16
-    only at compute >= 8.0 (fp16 below), and its step at most `MAX_STEP_RATIO` x fp32's.
-    On the CPU (no capability) fp32 is right and there is nothing faster to compare."""
+    """Whether the precision a run trains in is the right one for the GPU and is not a slow
+    path: bf16 only at compute >= 8.0 (fp16 below), and its step at most `MAX_STEP_RATIO` x
+    plain fp32's (TF32 off). On the CPU (no capability) fp32 is right and nothing is compared."""
     if capability is None:
         ok = chosen == "fp32"
         return ok, f"{chosen} on the CPU" + ("" if ok else ": the CPU trains in fp32")
@@ -318,7 +329,7 @@ def precision_verdict(
     ratio = seconds / fp32_seconds
     ok = ratio <= MAX_STEP_RATIO
     return ok, (
-        f"{chosen} at compute {compute}, step {seconds * 1000:.1f} ms vs fp32 "
+        f"{chosen} at compute {compute}, step {seconds * 1000:.1f} ms vs fp32 (TF32 off) "
         f"{fp32_seconds * 1000:.1f} ms ({ratio:.2f}x, at most {MAX_STEP_RATIO:.2f}x allowed)"
     )
 
@@ -344,14 +355,15 @@ def check_precision(ctx: Context) -> Result:
     gap = float((means[0] - means[1]).abs().max())
     finite = bool(torch.isfinite(reference).all() and torch.isfinite(reduced).all())
     learning = all(float(m[-1]) < float(m[0]) for m in means)
-    timing = fixed_batches(ctx, sizes.timed_steps)
+    timing = fixed_batches(ctx, sizes.timed_steps, sizes.timing_batch)
+    repeats = sizes.timing_repeats
     seconds = {
-        name: step_seconds(arch, ctx, timing, p)
+        name: step_seconds(arch, ctx, timing, p, repeats)
         for name, p in (("fp32", fp32), (chosen.name, chosen))
     }
     if ctx.cuda and chosen.name != "bf16":  # what bf16 would cost here: the slow path, shown
         bf16 = choose_precision("bf16", "cuda", capability)
-        seconds["bf16 (not used)"] = step_seconds(arch, ctx, timing, bf16)
+        seconds["bf16 (not used)"] = step_seconds(arch, ctx, timing, bf16, repeats)
     right, verdict = precision_verdict(
         chosen.name, capability, seconds[chosen.name], seconds["fp32"]
     )
@@ -366,6 +378,8 @@ def check_precision(ctx: Context) -> Result:
     figures = {
         "precision": chosen.name, "reason": chosen.reason, "capability": capability,
         "step_seconds": seconds, "max_step_ratio": MAX_STEP_RATIO, "verdict": verdict,
+        "timing": {"batch": sizes.timing_batch, "steps": sizes.timed_steps, "repeats": repeats,
+                   "fp32": "TF32 off", "statistic": "median"},
         "arch": sizes.train_arch, "steps": sizes.amp_steps, "window": sizes.amp_window,
         "tolerance_nats": sizes.amp_tolerance, "max_gap": gap,
         "fp32_window_means": means[0].tolist(), "reduced_window_means": means[1].tolist(),
@@ -461,7 +475,7 @@ def check_resume(ctx: Context) -> Result:
         model, splits, Recipe(epochs=2), Machine(device=str(ctx.device)),
         checkpoint_path=checkpoint, progress=False,
     )  # fmt: skip
-    losses = [row["train_loss"] for row in resumed.history]
+    losses = [row.train_loss for row in resumed.history]
     ok = len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
     summary = (
         f"{ctx.sizes.train_arch}: epoch 1 on the CPU, epoch 2 resumed from its checkpoint on "

@@ -30,21 +30,20 @@ skip_kernel: [1]
 OOM_BATCH = 8192  # 512 channels x 8 blocks at 32x32: ~75 MB of activations per image, ~600 GB
 
 
-def check_oom(ctx: Context) -> Result:
-    """A real search (`run_search`) whose first candidate does not fit in the GPU's memory:
-    it is pruned with its reason, and the next candidate trains in the same process."""
+def run_oom_search(ctx: Context, name: str, max_memory_mb: float | None = None) -> list:
+    """A real search (`run_search`) on `ctx.device` whose first candidate (enqueued) does not
+    fit in GPU memory at batch `OOM_BATCH` and whose second is tiny; its trials."""
     from nas.arch.space import SearchSpace
     from nas.config.search import SearchConfig
     from nas.search.loop import open_study, run_search
 
-    if not ctx.cuda:
-        return Result("oom", "skipped", "skipped: needs CUDA")
-    space_file = ctx.scratch / "oom.yaml"
+    space_file = ctx.scratch / f"{name}.yaml"
     space_file.write_text(OOM_SPACE)
     space = SearchSpace.load(space_file)
     config = SearchConfig(
-        budget=count_params(space.largest(10)), trials=1, space=str(space_file), study="oom",
-        storage=f"sqlite:///{ctx.scratch / 'oom.db'}", sampler="random", pruner="none",
+        budget=count_params(space.largest(10)), trials=1, space=str(space_file), study=name,
+        storage=f"sqlite:///{ctx.scratch / f'{name}.db'}", sampler="random", pruner="none",
+        max_memory_mb=max_memory_mb,
     )  # fmt: skip
     data = DataConfig(dataset="synthetic", synthetic_size=OOM_BATCH + 1024, subset=OOM_BATCH)
     recipe = Recipe(epochs=1, batch_size=OOM_BATCH, augment="none")
@@ -58,8 +57,18 @@ def check_oom(ctx: Context) -> Result:
         {**shared, "channels_1": 16, "blocks_1": 1, "channels_2": 16, "blocks_2": 1}
     )
     torch.cuda.empty_cache()
-    study = run_search(config, data, recipe, machine)
-    trials = study.get_trials(deepcopy=False)
+    return run_search(config, data, recipe, machine).get_trials(deepcopy=False)
+
+
+def check_oom(ctx: Context) -> Result:
+    """A real search (`run_search`) whose first candidate does not fit in the GPU's memory:
+    it is pruned with its reason, and the next candidate trains in the same process."""
+    from nas.arch.space import SearchSpace
+
+    if not ctx.cuda:
+        return Result("oom", "skipped", "skipped: needs CUDA")
+    trials = run_oom_search(ctx, "oom")
+    space = SearchSpace.load(ctx.scratch / "oom.yaml")
     first, second = trials[0], trials[1] if len(trials) > 1 else None
     reason = first.user_attrs.get(records.PRUNE_REASON, "")
     failed = trial_view.classify(first) == trial_view.TrialKind.FAILED

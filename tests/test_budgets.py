@@ -112,6 +112,21 @@ def test_a_memory_measurement_that_runs_out_of_memory_is_a_rejection_not_a_crash
     assert verdict.relative["memory"] == 1.0 and verdict.constraint() == 1.0  # infeasible
 
 
+def test_an_out_of_memory_on_a_gpu_other_workers_share_is_not_a_lasting_verdict():
+    budgets = Budgets(params=10**9, memory_mb=1e6)
+    shared = Machine(device="cuda:0", gpu_shared_by=2)  # the gate itself never touches CUDA
+    verdict = Gate(budgets, 32, RECIPE, shared, memory_meter=_out_of_memory).check(SMALL)
+    assert verdict.rejected and verdict.unfit_on == "cuda:0" and verdict.shared_by == 2
+    assert verdict.reason(budgets.limits()) == (
+        "out of memory on cuda:0, shared by 2 workers: measured again later"
+    )
+    assert verdict.relative["memory"] == 0.0  # the samplers learn no "does not fit" from it
+    alone = Machine(device="cuda:0")
+    verdict = Gate(budgets, 32, RECIPE, alone, memory_meter=_out_of_memory).check(SMALL)
+    assert verdict.reason(budgets.limits()) == "does not fit on cuda:0"
+    assert verdict.relative["memory"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [

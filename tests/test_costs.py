@@ -268,3 +268,52 @@ def test_records_round_trip_through_json_and_describe_their_numbers():
     assert measured.describe() == "198.0 MB (measured on cuda:0)"
     with pytest.raises(ValueError, match="unknown Latency field"):
         Latency.from_dict({**latency.to_dict(), "mean_ms": 1.0})
+
+
+class SimulatedAllocator:
+    """`measure_steady_step`'s ops over a toy caching allocator (bytes held, and the peak as
+    `torch.cuda.max_memory_allocated` keeps it: reset to what is held now). The model and its
+    state take 100 bytes; a warm-up step briefly holds 5000 (cuDNN autotuning's trial
+    workspaces); the steady step briefly holds 300 more than the model (activations and the
+    chosen algorithm's workspace). Records the order of the phases."""
+
+    def __init__(self):
+        self.held, self.top, self.calls = 100, 100, []
+
+    def _spike(self, extra: int) -> None:
+        self.top = max(self.top, self.held + extra)
+
+    def warm_up(self, steps: int) -> None:
+        self.calls += ["warm_up"] * steps
+        for _ in range(steps):
+            self._spike(5000)
+
+    def synchronize(self) -> None:
+        self.calls.append("synchronize")
+
+    def release_cache(self) -> None:
+        self.calls.append("release_cache")
+
+    def reset_peak(self) -> None:
+        self.calls.append("reset_peak")
+        self.top = self.held
+
+    def measured_step(self) -> None:
+        self.calls.append("measured_step")
+        self._spike(300)
+
+    def peak(self) -> int:
+        self.calls.append("peak")
+        return self.top
+
+
+def test_the_measured_memory_is_one_steady_step_after_the_warm_up():
+    from nas.costs.memory import WARM_UP_STEPS, measure_steady_step
+
+    ops = SimulatedAllocator()
+    assert measure_steady_step(ops) == 400  # the model's 100 and the step's 300, no trial 5000
+    assert WARM_UP_STEPS == 2
+    assert ops.calls == [
+        "warm_up", "warm_up", "synchronize", "release_cache", "reset_peak", "measured_step",
+        "synchronize", "peak",
+    ]  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nas.arch.architecture import Architecture
 from nas.data.device_memory import (
     PINNED_HOST,
     PinnedMemoryError,
@@ -16,6 +17,7 @@ from nas.data.device_memory import (
     memory_failure,
     pin,
     plan_data,
+    widest_activation_floats,
 )
 
 CIFAR = dict(count=45_000, image_bytes=3 * 32 * 32, augment_bytes=3 * 32 * 32 * 4 * 6)
@@ -86,6 +88,20 @@ def test_without_a_gpu_the_split_stays_where_it_is_in_the_most_batches_of_8192(b
 )
 def test_the_evaluation_batch_is_sized_in_bytes(free, floats, expected):
     assert eval_batch_images(free, floats, cap=1000) == expected
+
+
+def test_the_evaluation_batch_follows_the_architecture_s_widest_activation():
+    """Issue 31 item 8: a first stage of 256 channels at full resolution holds far more per
+    image than one of 16. Bytes per image: (2 x 3,072 image floats + 3 x widest) x 4."""
+    narrow = Architecture((16, 32), (1, 1), stem=16)  # widest: 16 x 32 x 32 = 16,384
+    wide = Architecture((256, 32), (1, 1), stem=16)  # widest: 256 x 32 x 32 = 262,144
+    assert widest_activation_floats(narrow, 32) == 16_384
+    assert widest_activation_floats(wide, 32) == 262_144
+    pooled = Architecture((64, 128), (1, 1), stem=32, stem_type="imagenet")
+    assert widest_activation_floats(pooled, 224) == 32 * 112 * 112  # the stem's, before pooling
+    free = 10**8  # allowance 5e7 bytes
+    assert eval_batch_images(free, 3072, 1000, 16_384) == 226  # 5e7 // 221,184
+    assert eval_batch_images(free, 3072, 1000, 262_144) == 15  # 5e7 // 3,170,304
 
 
 # The texts torch 2.3 onwards raises, copied from its sources: c10/cuda/CUDACachingAllocator.cpp

@@ -231,3 +231,22 @@ def test_a_long_search_prints_its_estimate_right_after_its_first_line(tmp_path, 
     assert lines[0].startswith("study 'nas'")
     assert lines[1].startswith("estimated cost on cpu") and "50 trials x 40 epochs" in lines[1]
     assert "8,000" in err.getvalue()  # the run's own refusal follows, unchanged
+
+
+def test_the_parent_of_gpu_workers_times_nothing_and_says_so(tmp_path):
+    """Issue 31 item 5: the estimate's timed step would keep a CUDA context on the first GPU in
+    the parent for the whole search. The devices are only names here: nothing resolves them."""
+    config = SearchConfig(space=str(TINY), budget=8000, storage=f"sqlite:///{tmp_path}/s.db")
+    data, recipe = DataConfig(dataset="synthetic"), Recipe()  # 50 trials x 40 epochs: timed
+    said = []
+    with TorchCalls() as calls:
+        lines = announce_search_cost(config, data, recipe, CPU, ["cuda:0", "cuda:1"], said.append)
+    expected = (
+        "no cost estimate before 2 GPU workers: timing a step in this process would keep a "
+        "CUDA context on cuda:0 for the whole search, memory its worker needs; the progress "
+        "lines show each trial's time"
+    )
+    assert lines == said == [expected]
+    assert calls.names == []  # no model ran
+    assert torch.cuda.is_initialized() is False
+    assert list(tmp_path.iterdir()) == []

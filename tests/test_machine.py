@@ -6,7 +6,15 @@ import os
 
 import pytest
 
-from nas.config.machine import channels_last_on, usable_cpus
+from nas.config.machine import (
+    channels_last_on,
+    gpu_shared_by,
+    oom_is_the_candidates,
+    parent_may_use_cuda,
+    shared_latency_refusal,
+    sharing_line,
+    usable_cpus,
+)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
@@ -42,3 +50,63 @@ def test_channels_last_is_cudas_default_but_not_for_fp32_before_ampere(
     device_type, precision, capability, expected
 ):
     assert channels_last_on(device_type, precision, capability) is expected
+
+
+# ---- more workers than GPUs (issue 31 items 5 and 6) -----------------------------------------
+
+FOUR_ON_TWO = ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+
+
+def test_sharing_is_said_once_naming_each_shared_gpu_and_its_workers():
+    assert sharing_line(["cuda:0", "cuda:1"]) is None  # one worker per GPU
+    assert sharing_line(["cpu", "cpu", "cpu"]) is None  # CPU workers share no GPU
+    assert sharing_line(["cuda:0"]) is None
+    assert sharing_line(FOUR_ON_TWO) == (
+        "4 workers share 2 GPUs: cuda:0 runs workers 0, 2; cuda:1 runs workers 1, 3; each "
+        "trial trains beside another (slower), and an out-of-memory there is measured again "
+        "by a later trial, not recorded as does-not-fit"
+    )
+    line = sharing_line(["cuda:0", "cuda:1", "cuda:0"])
+    assert line.startswith("3 workers share 2 GPUs: cuda:0 runs workers 0, 2; each")
+
+
+def test_each_worker_knows_how_many_train_on_its_gpu():
+    three = ["cuda:0", "cuda:1", "cuda:0"]
+    assert [gpu_shared_by(three, i) for i in range(3)] == [2, 1, 2]
+    assert [gpu_shared_by(["cpu", "cpu"], i) for i in range(2)] == [1, 1]
+
+
+def test_the_parent_of_several_gpu_workers_runs_no_cuda_work():
+    assert parent_may_use_cuda(["cuda:0", "cuda:1"]) is False
+    assert parent_may_use_cuda(["cuda:0", "cuda:0"]) is False
+    assert parent_may_use_cuda(["cuda:0"]) is True  # it trains in this process itself
+    assert parent_may_use_cuda(["cpu", "cpu"]) is True
+
+
+def test_latency_timed_beside_another_worker_s_training_is_refused():
+    assert shared_latency_refusal("cuda", ["cuda:0", "cuda:1"]) is None  # each its own GPU
+    assert shared_latency_refusal("cpu", FOUR_ON_TWO) is None
+    assert shared_latency_refusal("cuda:0", ["cuda:0"]) is None
+    assert shared_latency_refusal("cuda", FOUR_ON_TWO) == (
+        "--latency-device cuda would time worker 0's candidates on cuda:0, where worker 2 "
+        "trains, which skews the timing; use as many workers as GPUs (the default), one GPU "
+        "each, or --latency-device cpu"
+    )
+    # one worker per GPU, but every worker times on GPU 0, where worker 0 trains
+    refusal = shared_latency_refusal("cuda:0", ["cuda:0", "cuda:1"])
+    assert refusal.startswith("--latency-device cuda:0 would time worker 1's candidates on cuda:0")
+
+
+def test_an_out_of_memory_on_a_shared_gpu_is_not_the_candidate_s_own():
+    assert oom_is_the_candidates("cuda:0", "cuda:0", 1) is True
+    assert oom_is_the_candidates("cuda:0", "cuda:0", 2) is False
+    assert oom_is_the_candidates("cpu", "cuda:0", 2) is True  # latency on the CPU
+    assert oom_is_the_candidates("cuda:1", "cuda:0", 2) is True  # not the shared GPU
+
+
+def test_a_worker_s_machine_carries_its_sharing_and_other_records_stay_as_they_were():
+    from nas.config.machine import Machine
+
+    shared = Machine(device="cuda:0", gpu_shared_by=2)
+    assert Machine.from_dict(shared.to_dict()) == shared  # as a worker's settings carry it
+    assert "gpu_shared_by" not in Machine().to_dict()  # a GPU of its own: recorded as before

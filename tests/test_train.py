@@ -17,6 +17,7 @@ from torch import nn
 
 import nas.data.batches
 import nas.data.device_memory
+import nas.train.fit
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
@@ -322,6 +323,51 @@ def test_a_split_kept_on_the_host_gives_the_batches_of_one_on_the_device(splits)
         "data: 720 images (2 MB) too large for cpu (1 MB free): kept in host memory, uploaded "
         "per chunk of 32"
     )
+
+
+def test_the_host_path_brings_the_shuffle_to_the_host_once_an_epoch(splits):
+    """Issue 31 item 8: `indices.cpu()` per chunk waits for the GPU's queue before every host
+    gather; the host path copies the epoch's order once. Counted as calls of our code."""
+    from nas.data.batches import DeviceBatches
+    from nas.data.device_memory import DataPlan
+
+    config = quick(augment="none", batch_size=16)
+    cpu = torch.device("cpu")
+    staged = DeviceBatches(splits.train, *config, splits, cpu, DataPlan(False, 32, 10**6))
+    resident = DeviceBatches(splits.train, *config, splits, cpu, DataPlan(True, 32, 10**6))
+    with TorchCalls() as calls:
+        assert len(list(staged.epoch(seed=5))) == 45  # 720 images: 23 chunks of 32
+    ours = [name for name, module in calls.calls if module == "nas.data.batches"]
+    assert ours.count("cpu") == 1
+    with TorchCalls() as calls:
+        list(resident.epoch(seed=5))
+    assert [name for name, module in calls.calls if module == "nas.data.batches"].count("cpu") == 0
+
+
+def test_fit_sizes_the_evaluation_batch_once_and_records_autotuning_as_it_ran(splits, monkeypatch):
+    """Issue 31 items 8 and 9: the evaluation batch is sized once per fit (not from each
+    epoch's free memory), from the model's architecture; `cudnn_benchmark` is what the epochs
+    ran with (off on the CPU), not the setting fit restores afterwards."""
+    sized = []
+    real = nas.train.fit.eval_batch_size
+
+    def counted(machine, data, device, arch=None):
+        sized.append(arch)
+        return real(machine, data, device, arch)
+
+    monkeypatch.setattr(nas.train.fit, "eval_batch_size", counted)
+    model = fresh_model()
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # a setting the caller had: fit restores it
+    try:
+        result = fit(model, splits, *quick(epochs=3), progress=False)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before
+    assert len(result.history) == 3
+    assert sized == [model.arch]  # once, for the architecture trained
+    assert result.extra["eval_batch_size"] == 1000  # the CPU: the configured batch
+    assert result.extra["cudnn_benchmark"] is False
 
 
 def test_fit_says_which_data_path_it_took(splits, capsys):

@@ -165,7 +165,13 @@ def search_command(args: argparse.Namespace) -> int:
     devices = plan_devices(args.workers, machine.device)
     workers = f", {len(devices)} workers" if len(devices) > 1 else ""
     from nas.config.costs import cost_label
+    from nas.config.machine import shared_latency_refusal, sharing_line
     from nas.costs.budgets import Budgets
+
+    if Budgets.of(config).latency_measured:  # refused before anything is printed or stored
+        refusal = shared_latency_refusal(config.latency_device, devices)
+        if refusal is not None:
+            raise UserError(refusal)
 
     goal = (
         f"Pareto (accuracy up, {cost_label(config.minimize)} down)" if config.pareto else "accuracy"
@@ -176,6 +182,9 @@ def search_command(args: argparse.Namespace) -> int:
         f"space {config.space}, objective {goal}{workers}",
         flush=True,
     )
+    line = sharing_line(devices)
+    if line is not None:
+        print(line, flush=True)  # once, for every worker
     warn_about_precision(machine.precision, devices)
     data = announce_image_size(data)
     if not args.smoke:  # the smoke run's minute needs no estimate

@@ -25,6 +25,17 @@ Claims:
 - Every value a `Machine` accepts means something (an unknown precision, a chunk of 0 images is
   a `UserError` of one sentence); `Machine.from_dict` reads an earlier release's recipe, which
   held these settings (`amp` before `precision`), and ignores the recipe's own names.
+- `sharing_line` names, once, the GPUs that several workers share and what that changes; None
+  when no GPU is shared.
+- `gpu_shared_by` counts the workers on a worker's GPU (itself included; 1 on the CPU).
+- `parent_may_use_cuda`: the process that starts several workers on GPUs runs no CUDA work of
+  its own (it would hold a CUDA context, several hundred MB, on its first GPU for the whole
+  search); one process that trains itself may.
+- `shared_latency_refusal`: latency timed on a GPU another worker trains on is refused in one
+  sentence (the timing would count that worker's kernels); None where no worker's latency GPU
+  is another's training GPU.
+- `oom_is_the_candidates`: running out of memory on the GPU a run trains on is the candidate's
+  own verdict only when no other worker shares that GPU.
 - `channels_last_on`: training defaults to channels_last (NHWC) on CUDA, except for fp32 below
   compute capability 8.0 (no TF32 tensor cores there: NCHW); never on the CPU.
 """
@@ -68,13 +79,16 @@ class Machine:
     chunk_size: int = 8192  # most images augmented at once on the device path (fewer where
     # device memory is short: nas.data.device_memory): enough to fill a GPU, more gains nothing
     compile: bool = False  # torch.compile the model (CUDA); compile time is reported apart
+    gpu_shared_by: int = 1  # worker processes training on this run's GPU (nas.search.workers
+    # sets it; more than 1 when workers outnumber GPUs): an out-of-memory there may be another
+    # worker's peak, so it is not taken as the candidate's own (`oom_is_the_candidates`)
 
     def __post_init__(self) -> None:
         require(
             isinstance(self.device, str) and bool(self.device),
             f"device must be one of {DEVICE_NAMES}, got {self.device!r}",
         )
-        for name in ("eval_batch_size", "chunk_size"):
+        for name in ("eval_batch_size", "chunk_size", "gpu_shared_by"):
             require_whole(name, getattr(self, name), 1)
         if self.workers is not None:
             require_whole("workers", self.workers, 0)
@@ -90,7 +104,11 @@ class Machine:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting; `gpu_shared_by` only where a GPU is shared (records stay as before)."""
+        settings = asdict(self)
+        if self.gpu_shared_by == 1:
+            del settings["gpu_shared_by"]
+        return settings
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Machine:
@@ -159,3 +177,64 @@ def channels_last_on(device_type: str, precision: str, capability: tuple[int, in
     if device_type != "cuda":
         return False
     return not (precision == "fp32" and capability is not None and capability < (8, 0))
+
+
+def _sharers(devices: list[str]) -> dict[str, list[int]]:
+    """Each CUDA device several workers train on, with those workers' indices."""
+    workers: dict[str, list[int]] = {}
+    for index, device in enumerate(devices):
+        if device.startswith("cuda"):
+            workers.setdefault(device, []).append(index)
+    return {device: found for device, found in workers.items() if len(found) > 1}
+
+
+def sharing_line(devices: list[str]) -> str | None:
+    """One line naming the GPUs that workers share, e.g. `4 workers share 2 GPUs: cuda:0 runs
+    workers 0, 2; cuda:1 runs workers 1, 3 ...`; None when every GPU has one worker at most."""
+    shared = _sharers(devices)
+    if not shared:
+        return None
+    gpus = sorted({device for device in devices if device.startswith("cuda")})
+    who = "; ".join(
+        f"{device} runs workers {', '.join(map(str, found))}" for device, found in shared.items()
+    )
+    return (
+        f"{len(devices)} workers share {len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: {who}; "
+        "each trial trains beside another (slower), and an out-of-memory there is measured "
+        "again by a later trial, not recorded as does-not-fit"
+    )
+
+
+def gpu_shared_by(devices: list[str], index: int) -> int:
+    """How many of the workers on `devices` train on worker `index`'s GPU (1 off CUDA)."""
+    device = devices[index]
+    return devices.count(device) if device.startswith("cuda") else 1
+
+
+def parent_may_use_cuda(devices: list[str]) -> bool:
+    """Whether the process planning a search may run CUDA work itself (the cost estimate's
+    timed step): yes when it trains itself (one worker) or nothing trains on a GPU."""
+    return len(devices) <= 1 or not any(device.startswith("cuda") for device in devices)
+
+
+def shared_latency_refusal(latency: str, devices: list[str]) -> str | None:
+    """Why latency cannot be timed with these workers, or None: when a worker would time it
+    (`latency_device`) on a GPU another worker trains on, the timing counts that worker's
+    kernels and is cached for the study, so it is refused rather than skewed."""
+    for index, device in enumerate(devices):
+        where = latency_device(latency, device)
+        others = [i for i, other in enumerate(devices) if other == where and i != index]
+        if where.startswith("cuda") and others:
+            return (
+                f"--latency-device {latency} would time worker {index}'s candidates on {where}, "
+                f"where worker {others[0]} trains, which skews the timing; use as many workers "
+                "as GPUs (the default), one GPU each, or --latency-device cpu"
+            )
+    return None
+
+
+def oom_is_the_candidates(device: str, train_device: str, shared_by: int) -> bool:
+    """Whether running out of memory on `device` while measuring says the candidate does not
+    fit: not on the training GPU when `shared_by` workers (more than 1) train there, where the
+    other worker's peak may be what filled it."""
+    return not (device == train_device and device.startswith("cuda") and shared_by > 1)

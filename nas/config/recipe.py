@@ -31,7 +31,7 @@ POLICY_NAMES = ("cifar10", "svhn", "imagenet")  # torchvision's AutoAugment poli
 # what earlier releases stored with the recipe and the machine now owns (nas.config.machine)
 MACHINE_SETTINGS = (
     "device", "workers", "precision", "amp", "channels_last", "data_path", "eval_batch_size",
-    "chunk_size", "compile",
+    "chunk_size", "compile", "gpu_shared_by",
 )  # fmt: skip
 
 

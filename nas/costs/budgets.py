@@ -16,12 +16,12 @@ Each checked cost gives an excess (cost - limit, <= 0 within the budget) and a r
 (excess / limit): the samplers learn every budget from the relative ones, so a millisecond and a
 million parameters weigh alike. A rejection names each budget it broke.
 
-A measurement that runs out of device memory (`nas.data.device_memory.memory_failure`: CUDA
-out-of-memory, or no cuDNN algorithm that fits) is a verdict, not a crash: the candidate does
-not fit (`Verdict.unfit_on`, the device), is rejected with the reason "does not fit on cuda:N",
-and the samplers see that cost at `UNFIT_EXCESS` over its budget (its true peak is unknown:
-above what the device had free). A measurement that cuDNN refuses (`CUDNN_STATUS_NOT_SUPPORTED`)
-or that pinned host memory fails is rejected the same way with its own reason (`unfit_reason`).
+A measurement that runs out of device memory (`nas.data.device_memory.memory_failure`) is a
+verdict, not a crash: rejected as "does not fit on cuda:N" (`Verdict.unfit_on`), the samplers
+seeing that cost `UNFIT_EXCESS` over budget (its true peak is above what was free); cuDNN
+refusing a layer or pinned host memory failing is rejected with its own reason (`unfit_reason`).
+On a GPU other workers share (`Machine.gpu_shared_by`) it may be their peak: rejected for now,
+unmeasured (relative excess 0, no out-of-memory device), and a later trial measures it again.
 Before any candidate, `check_feasible` refuses a space whose cheapest architecture is over the
 parameter or MAC budget, in one sentence saying which budget to raise.
 """
@@ -36,7 +36,7 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
 from nas.config.costs import COSTS, describe_limits, format_cost
-from nas.config.machine import Machine, latency_device
+from nas.config.machine import Machine, latency_device, oom_is_the_candidates
 from nas.config.recipe import Recipe
 from nas.data.device_memory import MemoryFailure, memory_failure, release_memory
 from nas.errors import UserError
@@ -45,8 +45,7 @@ if TYPE_CHECKING:
     from nas.arch.space import SearchSpace
     from nas.config.search import SearchConfig
 
-UNFIT_EXCESS = 1.0  # relative excess the samplers see for a cost whose measurement ran out of
-# device memory: the candidate is at least that far from fitting, as far as they should learn
+UNFIT_EXCESS = 1.0  # relative excess the samplers see for a cost whose measurement ran out
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,7 @@ class Verdict:
     reused: bool = False  # the measurements came from an earlier trial of the architecture
     unfit_on: str | None = None  # the device a measurement ran out of memory on
     failure: MemoryFailure | None = None  # what ran out or refused there (`memory_failure`)
+    shared_by: int = 1  # workers on `unfit_on`; over 1: not the candidate's own out-of-memory
 
     @property
     def broken(self) -> dict[str, float]:
@@ -142,13 +142,15 @@ class Verdict:
         """`over budget: latency 3.21 > 2.00 ms, MACs 412.3M > 300.0M`: each budget broken;
         `does not fit on cuda:0` for a candidate the device ran out of memory measuring."""
         broken = [COSTS[name].over(self.costs[name], limits[name]) for name in self.broken]
-        unfit = [] if self.unfit_on is None else [unfit_reason(self.failure, self.unfit_on)]
+        unfit = [unfit_reason(self.failure, self.unfit_on, self.shared_by)] if self.unfit_on else []
         return "; ".join((["over budget: " + ", ".join(broken)] if broken else []) + unfit)
 
 
-def unfit_reason(failure: MemoryFailure | None, device: str) -> str:
-    """`does not fit on cuda:0` when the device's memory ran out; else what did refuse (cuDNN
-    not supporting a layer, pinned host memory), which says nothing about fitting."""
+def unfit_reason(failure: MemoryFailure | None, device: str, shared_by: int = 1) -> str:
+    """`does not fit on cuda:0` when the device's memory ran out (unless `shared_by` workers
+    share it); else what did refuse (cuDNN, pinned host memory): nothing about fitting."""
+    if shared_by > 1:
+        return f"out of memory on {device}, shared by {shared_by} workers: measured again later"
     if failure is None or failure.device_memory:
         return f"does not fit on {device}"
     return failure.reason(device)
@@ -163,13 +165,9 @@ class Gate:
     `nas.costs.memory.TrainingMemory` (default: `training_memory`)."""
 
     def __init__(
-        self,
-        budgets: Budgets,
-        image_size: int,
-        recipe: Recipe,
-        machine: Machine,
+        self, budgets: Budgets, image_size: int, recipe: Recipe, machine: Machine,
         memory_meter: Callable[..., Any] | None = None,
-    ):
+    ):  # fmt: skip
         self.budgets = budgets
         self.limits = budgets.limits()
         self.image_size = image_size
@@ -218,7 +216,10 @@ class Gate:
         release_memory()
         verdict.unfit_on = device
         verdict.failure = failure
-        verdict.relative[name] = UNFIT_EXCESS
+        shared = self.machine.gpu_shared_by  # another worker's peak may have filled it: unknown
+        if failure.device_memory and not oom_is_the_candidates(device, self.train_device, shared):
+            verdict.shared_by = shared
+        verdict.relative[name] = UNFIT_EXCESS if verdict.shared_by == 1 else 0.0
 
     def _memory_is_measured(self) -> bool:
         return self.train_device.startswith("cuda")

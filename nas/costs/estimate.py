@@ -12,6 +12,8 @@ Claims:
 - It is the cost of a full run: the pruner stops weak trials early and a resumed run skips the
   epochs it has, so the real run is usually shorter; augmentation and data handling are not
   timed ("The floor" in benchmarks/RESULTS.md measures what they add).
+- The parent of several workers on GPUs times nothing (`nas.config.machine.parent_may_use_cuda`):
+  it says so in one line instead, and initialises no CUDA.
 - Where the estimate cannot be made (an unusable device, no candidate under the budget, a
   missing image folder), nothing is printed: the run itself reports the problem in its words.
 """
@@ -24,7 +26,7 @@ from dataclasses import replace
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs, count_params
 from nas.config.data import DataConfig
-from nas.config.machine import usable_cpus
+from nas.config.machine import parent_may_use_cuda, usable_cpus
 from nas.costs.run_plan import RunPlan, data_shape, typical_candidate
 from nas.costs.step_timing import time_training_step
 from nas.errors import UserError
@@ -32,6 +34,11 @@ from nas.errors import UserError
 NOT_WORTH_SECONDS = 600.0  # runs that machine ends within 10 min (a real one: 1-2) are not timed
 ADVICE_HOURS = 3.0  # a CPU run estimated longer than this gets the line of flags
 EXAMPLE_SUBSET, EXAMPLE_EPOCHS = 5000, 10  # the cheaper settings the advice line prices
+NO_ESTIMATE_WITH_GPU_WORKERS = (
+    "no cost estimate before {workers} GPU workers: timing a step in this process would keep a "
+    "CUDA context on {gpu} for the whole search, memory its worker needs; the progress lines "
+    "show each trial's time"
+)
 
 
 def trained_so_far(storage_url: str, study_name: str) -> int:
@@ -174,6 +181,10 @@ def announce_search_cost(
         plan = RunPlan(config.trials, recipe.epochs, recipe.batch_size, shape, parallel)
         if plan.slow_seconds(count_macs(arch, shape.image_size)) < NOT_WORTH_SECONDS:
             return []  # checked before the store is read: quick runs pay nothing
+        if not parent_may_use_cuda(devices):
+            line = NO_ESTIMATE_WITH_GPU_WORKERS.format(workers=len(devices), gpu=devices[0])
+            out(line)
+            return [line]
         plan = replace(plan, runs=config.trials - trained_so_far(config.storage, config.study))
         return _estimate(plan, arch, recipe, machine, True, out)
     except UserError:

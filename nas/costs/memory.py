@@ -1,13 +1,14 @@
 """Owns the peak memory of one training step of a candidate (issue 14): measured on CUDA,
 estimated from the architecture alone anywhere else.
 
-`training_memory`: on CUDA it is measured (`torch.cuda.max_memory_allocated` over two training
-steps of `nas.train.step.TrainingStep` under the run's precision, cuDNN autotuning on for those
-steps only, as `nas.train.fit.fit` runs them); anywhere else it is estimated from the architecture
-alone (`estimate_training_memory`, whose docstring gives the model) and labelled `measured=False`.
+`training_memory`: on CUDA it is measured (`torch.cuda.max_memory_allocated` over one
+steady-state training step of `nas.train.step.TrainingStep` under the run's precision, after
+warm-up steps with cuDNN autotuning on as `nas.train.fit.fit` runs them:
+`measure_steady_step`); anywhere else it is estimated from the architecture alone
+(`estimate_training_memory`, whose docstring gives the model) and labelled `measured=False`.
 Neither counts the data path's own device memory (`nas.data.batches` keeps the training split and
-two augmented chunks on the device), torch's or CUDA's fixed overhead (the CUDA context, cuDNN
-workspaces), or the allocator's rounding.
+two augmented chunks on the device), torch's or CUDA's fixed overhead (the CUDA context,
+autotuning's trial workspaces), or the allocator's rounding.
 
 Claims:
 - The estimate's activations are what autograd really saves for the backward pass of
@@ -15,6 +16,9 @@ Claims:
   optimizer state follow from the parameter count and the optimizer.
 - Off CUDA, `training_memory` is that estimate, labelled `measured=False` and with the device.
 - An optimizer the estimate does not know is a UserError.
+- `measure_steady_step` resets the peak after the last warm-up step and before the one measured
+  step, and reads it after that step: autotuning's trial workspaces and the first steps'
+  allocations are not counted.
 - A `TrainingMemory` reads back from its dict (as a trial records it) unchanged.
 """
 
@@ -177,22 +181,68 @@ def training_memory(
     return _measure_cuda_memory(arch, image_size, recipe, machine, target)
 
 
+WARM_UP_STEPS = 2  # the optimizer's state appears in step 1; step 2 is the first steady one
+
+
+def measure_steady_step(ops) -> int:
+    """Peak bytes of one steady-state training step, through `ops` (`CudaStepOps` on a GPU; a
+    recorder in the CPU suite): `WARM_UP_STEPS` steps with cuDNN autotuning as the run has it
+    (its trial workspaces, the optimizer's first state and the allocator's first blocks land
+    there), a wait for them, the cache given back, the peak reset, then the one step that is
+    measured. What that step peaks at is what every later step of the run peaks at, whatever
+    was free or autotuned before."""
+    ops.warm_up(WARM_UP_STEPS)
+    ops.synchronize()
+    ops.release_cache()
+    ops.reset_peak()
+    ops.measured_step()
+    ops.synchronize()
+    return ops.peak()
+
+
+class CudaStepOps:
+    """`measure_steady_step`'s phases on a CUDA device for one training step of `step`."""
+
+    def __init__(self, step, images, labels, device: torch.device, before: int):
+        self.step, self.images, self.labels = step, images, labels
+        self.device = device
+        self.before = before  # bytes allocated before the model existed
+
+    def warm_up(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step(self.images, self.labels)
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def release_cache(self) -> None:
+        torch.cuda.empty_cache()  # autotuning's freed trial workspaces leave the cache
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)  # the peak restarts at what is held now
+
+    def measured_step(self) -> None:
+        self.step(self.images, self.labels)
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device) - self.before
+
+
 def _measure_cuda_memory(
     arch: Architecture, image_size: int, recipe: Recipe, machine: Machine, device: torch.device
 ) -> TrainingMemory:
-    """Peak allocated bytes over two training steps as `nas.train.fit.fit` takes them (its layout,
-    precision, optimizer and `nas.train.step.TrainingStep`, with cuDNN autotuning). Two steps,
-    because the optimizer's state appears in the first step's `optimizer.step()` and the last
-    step's gradients live through the next forward pass: the second step is the steady state
-    every later step repeats. Without torch.compile (`machine.compile` is not applied). A CUDA
-    out-of-memory error propagates after the clean-up: the candidate does not fit this GPU."""
+    """Peak allocated bytes of one steady-state training step as `nas.train.fit.fit` takes it
+    (its layout, precision, optimizer and `nas.train.step.TrainingStep`, cuDNN autotuning on as
+    in `fit`), measured by `measure_steady_step`: the model, its gradients and optimizer state
+    and the step's activations and chosen workspaces, not autotuning's trials. Without
+    torch.compile (`machine.compile` is not applied). A CUDA out-of-memory error propagates
+    after the clean-up: the candidate does not fit this GPU."""
     gc.collect(YOUNG_GENERATIONS)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
     layout = memory_format(machine, device)
-    model = step = images = labels = None
+    model = step = images = labels = ops = None
     try:
         # the draws leave the global RNG alone; autotuning as `fit` runs, for this block only
         with torch.random.fork_rng(devices=[device]), cudnn_autotuning(True):
@@ -202,12 +252,10 @@ def _measure_cuda_memory(
             shape = (recipe.batch_size, arch.in_channels, image_size, image_size)
             images = torch.randn(shape, device=device).contiguous(memory_format=layout)
             labels = torch.randint(0, arch.num_classes, (recipe.batch_size,), device=device)
-            for _ in range(2):
-                step(images, labels)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
+            ops = CudaStepOps(step, images, labels, device, before)
+            peak = measure_steady_step(ops)
     finally:
-        del model, step, images, labels
+        del model, step, images, labels, ops
         gc.collect(YOUNG_GENERATIONS)
         torch.cuda.empty_cache()
     return TrainingMemory(

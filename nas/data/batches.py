@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nas.arch.architecture import Architecture
 from nas.config.machine import Machine, channels_last_on
 from nas.config.recipe import Recipe
 from nas.data.augment import BatchAugmenter, train_transform
@@ -43,6 +44,7 @@ from nas.data.device_memory import (
     free_bytes,
     pin,
     plan_data,
+    widest_activation_floats,
 )
 from nas.data.loading import Splits, TensorData, default_workers
 from nas.errors import DataError
@@ -73,10 +75,14 @@ def data_plan(data: TensorData, recipe: Recipe, machine: Machine, device: torch.
     )  # fmt: skip
 
 
-def eval_batch_size(machine: Machine, data: TensorData, device: torch.device) -> int:
-    """Images per evaluation batch on `device`: `machine.eval_batch_size` where memory allows."""
+def eval_batch_size(
+    machine: Machine, data: TensorData, device: torch.device, arch: Architecture | None = None
+) -> int:
+    """Images per evaluation batch on `device`: `machine.eval_batch_size` where memory allows
+    (sized from `arch`'s widest activation; without it, from the image alone)."""
     floats = math.prod(data.images.shape[1:])
-    return eval_batch_images(free_bytes(device), floats, machine.eval_batch_size)
+    widest = None if arch is None else widest_activation_floats(arch, data.images.shape[-1])
+    return eval_batch_images(free_bytes(device), floats, machine.eval_batch_size, widest)
 
 
 class DeviceBatches:
@@ -120,11 +126,12 @@ class DeviceBatches:
         split stayed on the host and why."""
         return self.description
 
-    def _augment(self, indices: torch.Tensor, generator: torch.Generator):
-        if self.resident:
+    def _augment(self, indices: torch.Tensor, on_host: torch.Tensor | None, generator):
+        """One chunk: `indices` on the device; `on_host`, the same on the host (host path)."""
+        if on_host is None:
             images = self.images[indices]
         else:  # gather on the host, upload the chunk (the shuffle and draws stay the device's)
-            images = self.images[indices.cpu()]
+            images = self.images[on_host]
             if self.pinned:
                 images = pin(images)  # torch's pinned cache: reused, safe across copies
             images = images.to(self.device, non_blocking=True)
@@ -135,11 +142,16 @@ class DeviceBatches:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         order = torch.randperm(len(self.labels), generator=generator, device=self.device)
         pieces = order.split(self.chunk)
-        ahead = self._augment(pieces[0], generator) if pieces else None
+        # the host path gathers on the host: its copy of the order comes over once per epoch
+        # (when the last epoch's evaluation has drained the queue), not once per chunk
+        host = [None] * len(pieces) if self.resident else order.cpu().split(self.chunk)
+        ahead = self._augment(pieces[0], host[0], generator) if pieces else None
         for index in range(len(pieces)):
             images, labels = ahead
             # the generator draws chunk after chunk in order, so the draws depend only on seed
-            ahead = self._augment(pieces[index + 1], generator) if index + 1 < len(pieces) else None
+            ahead = None
+            if index + 1 < len(pieces):
+                ahead = self._augment(pieces[index + 1], host[index + 1], generator)
             for start in range(0, len(labels), self.batch_size):
                 yield (
                     images[start : start + self.batch_size],

@@ -21,7 +21,9 @@ Claims:
 - Without a free-bytes figure (the CPU: host memory is not the device's to size) the split stays
   where it is and chunks are the most batches within `cap` images.
 - `eval_batch_images`: the most images, at most the configured batch, whose evaluation bytes
-  (`EVAL_INPUT_COPIES` float copies of an image) fit in the allowance; at least one.
+  (two float copies of an image and three of the architecture's widest activation,
+  `widest_activation_floats`) fit in the allowance; at least one. A wider first stage gets
+  fewer images.
 - `memory_failure` recognises `torch.cuda.OutOfMemoryError` (every torch since 2.3) and a
   RuntimeError whose text torch 2.3 onwards, cuDNN 8 or 9 or cuBLAS gives when device memory
   ran out ("out of memory", `CUBLAS_STATUS_ALLOC_FAILED`, `CUDNN_STATUS_ALLOC_FAILED`, cuDNN
@@ -36,14 +38,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nas.arch.architecture import Architecture
+
 DATA_SHARE_DIVISOR = 2  # data and evaluation take at most free bytes / 2: the rest is the model's
 LABEL_BYTES = 8  # an int64 label
 FLOAT_BYTES = 4  # float32
-# A no-grad forward holds per image its float input, the normalised copy and two or three
-# activations of the widest full-resolution layer: the reference space's first stage is up to
-# 96 channels, 32 times the input's 3, so about 96 float copies of the image (float32; reduced
-# precision halves the activations, which leaves room)
-EVAL_INPUT_COPIES = 96
+# A no-grad forward holds per image its float input and the normalised copy, and up to three
+# activations of the model's widest layer at once (a block's input, its output and its
+# shortcut's), in float32 (reduced precision halves them, which leaves room)
+EVAL_INPUT_COPIES = 2
+EVAL_LIVE_ACTIVATIONS = 3
+# without the architecture: about 96 float copies of the image, which is a first stage of 32x
+# the input's channels (96 for RGB) at full resolution
+EVAL_UNKNOWN_COPIES = 96
 MB = 1e6
 GB = 1e9
 
@@ -102,13 +109,33 @@ def plan_data(
     return DataPlan(resident=resident, chunk=batch_size * batches, free_bytes=free_bytes)
 
 
-def eval_batch_images(free_bytes: int | None, image_floats: int, cap: int) -> int:
+def eval_batch_images(
+    free_bytes: int | None, image_floats: int, cap: int, widest_floats: int | None = None
+) -> int:
     """Images per evaluation batch: at most `cap`, and within the allowance at
-    `EVAL_INPUT_COPIES` float copies of an image of `image_floats` values each."""
+    `EVAL_INPUT_COPIES` float copies of an image of `image_floats` values and
+    `EVAL_LIVE_ACTIVATIONS` of the model's widest activation (`widest_floats` per image:
+    `widest_activation_floats`; None: `EVAL_UNKNOWN_COPIES` copies of the image)."""
     if free_bytes is None:
         return cap
-    per_image = image_floats * FLOAT_BYTES * EVAL_INPUT_COPIES
-    return max(1, min(cap, (free_bytes // DATA_SHARE_DIVISOR) // per_image))
+    if widest_floats is None:
+        floats = image_floats * EVAL_UNKNOWN_COPIES
+    else:
+        floats = image_floats * EVAL_INPUT_COPIES + widest_floats * EVAL_LIVE_ACTIVATIONS
+    return max(1, min(cap, (free_bytes // DATA_SHARE_DIVISOR) // (floats * FLOAT_BYTES)))
+
+
+def widest_activation_floats(arch: Architecture, image_size: int) -> int:
+    """Floats per image of the widest activation of `arch`'s forward pass at `image_size`: the
+    stem's output or a layer's (each stride-2 step keeps ceil(size / 2))."""
+    stem = arch.stem_spec
+    size = -(-image_size // stem.stride)
+    widest = arch.stem * size * size
+    size = stem.output_size(image_size)
+    for spec in arch.layer_specs():
+        size = -(-size // spec.stride)
+        widest = max(widest, spec.out_channels * size * size)
+    return widest
 
 
 def free_bytes(device) -> int | None:

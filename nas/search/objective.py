@@ -136,7 +136,8 @@ class Objective:
         record_constraints(trial, verdict.relative)  # the samplers learn every budget from these
         if verdict.rejected:
             attrs: dict[str, Any] = {records.OVER_BUDGET_BY: verdict.broken}
-            if verdict.unfit_on is not None and out_of_device_memory(verdict.failure):
+            own = verdict.unfit_on is not None and verdict.shared_by == 1  # not a shared GPU's
+            if own and out_of_device_memory(verdict.failure):
                 attrs[records.OUT_OF_MEMORY] = verdict.unfit_on
             return self._prune(trial, verdict.reason(self.gate.limits), **attrs)
 

@@ -16,6 +16,8 @@ Claims:
   `auto` workers are named `cpu`; each worker's settings carry its device, with its index, and
   its seed (the search's plus its index).
 - A plan naming a GPU that is not there is one sentence, exit status 2, nothing stored.
+- Each worker's machine says how many workers train on its GPU (`Machine.gpu_shared_by`,
+  from `nas.config.machine.gpu_shared_by`).
 - `own_device` makes a CUDA device the current GPU and does nothing for the CPU (a CPU worker
   never touches CUDA).
 """
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.config.data import DataConfig
-from nas.config.machine import Machine, usable_cpus, worker_devices
+from nas.config.machine import Machine, gpu_shared_by, usable_cpus, worker_devices
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import (
@@ -86,7 +88,10 @@ def worker_environment(
     machine: Machine,
     index: int,
     device: str,
+    shared_by: int = 1,
 ) -> dict[str, str]:
+    """Worker `index`'s environment: its settings on `device`, which `shared_by` workers train
+    on (`Machine.gpu_shared_by`)."""
     env = dict(os.environ)
     settings = {
         # each worker samples with its own seed so they do not propose the same candidates
@@ -98,7 +103,7 @@ def worker_environment(
         ),
         "data": data.to_dict(),
         "recipe": recipe.to_dict(),
-        "machine": dataclasses.replace(machine, device=device).to_dict(),
+        "machine": dataclasses.replace(machine, device=device, gpu_shared_by=shared_by).to_dict(),
     }
     env[SETTINGS_ENV] = json.dumps(settings)
     return env
@@ -165,7 +170,8 @@ def _worker_env(
     devices: list[str],
 ) -> dict[str, str]:
     """Worker `index`'s environment; CPU-only workers share the cores between them."""
-    env = worker_environment(config, data, recipe, machine, index, devices[index])
+    shared_by = gpu_shared_by(devices, index)
+    env = worker_environment(config, data, recipe, machine, index, devices[index], shared_by)
     if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
         # share the cores instead of every worker using all of them
         env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))

@@ -10,6 +10,8 @@ in-process search or retrain gets it from `nas.train.fit.fit`, which runs under 
 
 Claims:
 - `gpu_to_make_current(device)` is the index of a CUDA device and None for any other device.
+- `resolve_device` initialises no CUDA in a process that has not (a parent of GPU workers):
+  without `torch.cuda.set_device` the current GPU is GPU 0.
 - `current_gpu(device)` makes that GPU the current one while its block runs, and on the CPU is
   a no-op: it initialises no CUDA.
 """
@@ -28,8 +30,11 @@ def resolve_device(name: str) -> torch.device:
     """`auto`, `cpu`, `cuda`, `cuda:N` -> a usable device with an index on CUDA (`cuda` is the
     current GPU: `nas.config.machine.device_name`), or a UserError saying why not."""
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    # asked only for a name without an index: it initialises CUDA in this process
-    current = torch.cuda.current_device() if visible and name in ("auto", "cuda") else 0
+    # asked only for a name without an index, and only of a process that has initialised CUDA
+    # (set_device does): else GPU 0 is current, and asking would open a context on it, which a
+    # parent of GPU workers must not hold (nas.config.machine.parent_may_use_cuda)
+    asks = visible and name in ("auto", "cuda") and torch.cuda.is_initialized()
+    current = torch.cuda.current_device() if asks else 0
     return torch.device(device_name(name, visible, current))
 
 

@@ -28,10 +28,14 @@ Claims:
 - With `compile`, the model is compiled for static shapes and a smaller last batch runs
   eagerly (no recompilation); the compile time (the first step) is reported apart in
   `FitResult.compile_seconds`, not in epoch 1's seconds.
+- `FitResult.extra` records the data path, the precision and the cuDNN autotuning setting
+  (`cudnn_benchmark`) the epochs ran with, read inside the run (the setting is restored after).
 - A non-finite training loss raises `NonFiniteLossError`, which the search turns into a
   pruned trial.
 - `evaluate` normalises only (no augmentation), in batches that fit the device
-  (`nas.data.batches.eval_batch_size`), and takes loss and accuracy of float32 logits, as the
+  (`nas.data.batches.eval_batch_size`, from the model's architecture): `fit` sizes them once, at
+  its first evaluation, and keeps that size (the same shapes every epoch: no new autotuning),
+  and takes loss and accuracy of float32 logits, as the
   float32 export computes them (the forward pass runs under the run's precision,
   `nas.train.step.float_logits`).
 
@@ -121,6 +125,7 @@ def fit(
     # cuDNN autotuning for this run only (fixed shapes: it keeps the fastest algorithms); the
     # training GPU is the current one, so the loader's pin-memory thread pins for it, not GPU 0
     with cudnn_autotuning(device.type == "cuda"), current_gpu(device):
+        result.extra["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)  # as it ran
         batches = make_batches(splits.train, recipe, machine, splits, device)
         if progress:
             print(batches.describe(), flush=True)  # which data path, and why (device memory)
@@ -166,7 +171,11 @@ def _run_epoch(
     result.compile_seconds += compile_seconds
     if not math.isfinite(train_loss):
         raise NonFiniteLossError(f"the training loss became {train_loss} in epoch {epoch}")
-    val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, machine, device)
+    if "eval_batch_size" not in result.extra:  # sized once, after the first epoch's training
+        arch = getattr(trainer.model, "arch", None)
+        result.extra["eval_batch_size"] = eval_batch_size(machine, splits.val, device, arch)
+    batch = result.extra["eval_batch_size"]
+    val_loss, val_accuracy = evaluate(trainer.model, splits.val, splits, machine, device, batch)
     trainer.scheduler.step(val_loss)
     row = EpochRow(
         epoch=epoch,
@@ -216,17 +225,20 @@ def evaluate(
     splits: Splits,
     machine: Machine,
     device: torch.device,
+    batch: int | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy (fraction) of `model` on `data`, normalised only.
     The forward pass runs under the run's precision; loss and argmax are taken of the logits
-    in float32, so the accuracy agrees with the float32 export's. `device` is where `model` is."""
+    in float32, so the accuracy agrees with the float32 export's. `device` is where `model` is;
+    `batch` images at once (None: sized here from the device's free memory)."""
     precision = precision_for(machine.precision, device)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     layout = memory_format(machine, device)
-    batch = eval_batch_size(machine, data, device)  # fewer images where device memory is short
+    if batch is None:  # fewer images where device memory is short
+        batch = eval_batch_size(machine, data, device, getattr(model, "arch", None))
     for start in range(0, len(data), batch):
         images = data.images[start : start + batch].to(device, non_blocking=True)
         labels = data.labels[start : start + batch].to(device, non_blocking=True)
