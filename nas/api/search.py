@@ -94,6 +94,8 @@ def search(
     config = config or SearchConfig(storage=default_storage())
     recipe = recipe or Recipe(epochs=SEARCH_EPOCHS)
     bar = _Bar(config.trials) if progress else None
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial is on the bar instead
     try:
         study = run_search(
             config,
@@ -104,6 +106,7 @@ def search(
             announce=bar.note if bar else None,
         )
     finally:
+        optuna.logging.set_verbosity(verbosity)
         if bar is not None:
             bar.close()
     return SearchResult(study, config.storage)
