@@ -1,5 +1,5 @@
 """Owns every command line the tool prints for a person to run next: `nas retrain` (a study's
-trial, or a finished run rebuilt) and `optuna-dashboard`.
+trial, or a finished run rebuilt) and `optuna-dashboard` (a journal store named by its file).
 
 Each is built from its words and joined with `shlex.quote`, so a study named `my study` or a
 folder with a space prints a command a shell runs as printed. The store is named with
@@ -43,8 +43,11 @@ def retrain_command(
 
 
 def dashboard_command(storage: str, artifact_dir: str | Path | None = None) -> str:
-    """`optuna-dashboard URL [--artifact-dir DIR]`: the dashboard always needs the store named."""
+    """`optuna-dashboard URL [--artifact-dir DIR]`: the dashboard always needs the store named;
+    a journal store by its file's path, which optuna-dashboard opens as a journal."""
+    from nas.journal import journal_path
     from nas.storage import display_url
 
-    words = ["optuna-dashboard", display_url(storage)]
+    journal = journal_path(storage)
+    words = ["optuna-dashboard", str(journal) if journal is not None else display_url(storage)]
     return join(words + (["--artifact-dir", str(artifact_dir)] if artifact_dir else []))

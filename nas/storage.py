@@ -12,7 +12,8 @@ Claims:
 - Read-only use (`create=False`: reports, retrains, listings) never creates a store: a missing
   SQLite file or an empty database is one sentence, and nothing is written.
 - A trial whose heartbeat stops for the grace period, or whose process is gone before its
-  first heartbeat (`StaleTrialReaper`), is failed and its parameters re-enqueued.
+  first heartbeat (`StaleTrialReaper`), is failed and its parameters re-enqueued; on a journal
+  file (`journal:///PATH`, nas.journal) the heartbeat is the journal's own beat.
 - A malformed URL, a missing driver or an unreachable database is one sentence (`UserError`);
   any other error is a bug and keeps its traceback.
 """
@@ -35,6 +36,7 @@ from optuna.trial import TrialState
 from nas import records
 from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV
 from nas.errors import UserError
+from nas.journal import beat_age, journal_path, open_journal
 
 
 def default_storage() -> str:
@@ -52,7 +54,8 @@ def parse_url(url: str):
     except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         raise UserError(
             f"{display_url(url)!r} is not a storage URL; write one like "
-            "sqlite:///studies/nas.db or postgresql+psycopg2://USER@HOST/DB"
+            "sqlite:///studies/nas.db, journal:///studies/nas.log or "
+            "postgresql+psycopg2://USER@HOST/DB"
         ) from None
 
 
@@ -61,6 +64,8 @@ def check_url(url: str) -> None:
     a command checks before it loads data or trains."""
     from sqlalchemy.exc import NoSuchModuleError
 
+    if journal_path(url) is not None:  # a file Optuna writes itself: no driver to check
+        return
     parsed = parse_url(url)
     try:
         parsed.get_dialect().import_dbapi()
@@ -91,6 +96,17 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def store_file(url: str) -> Path | None:
+    """The file a store lives in (a SQLite database or a journal), None for a server store."""
+    return journal_path(url) or sqlite_path(url)
+
+
+def artifact_dir(url: str) -> Path | None:
+    """Where a retrain's files go for the dashboard: `artifacts/` beside a file store."""
+    store = store_file(url)
+    return store.parent / "artifacts" if store is not None else None
+
+
 class StaleTrialReaper:
     """Fails the RUNNING trials whose process is gone, and re-enqueues their candidates.
 
@@ -100,6 +116,7 @@ class StaleTrialReaper:
     under every Optuna version. So, besides Optuna's check, each call fails:
     - a trial whose objective recorded this machine's host and a process id that no longer
       exists (`records.WORKER`): at once;
+    - a trial whose journal heartbeat (`nas.journal`, any machine) is older than `grace`;
     - a trial whose objective never started (no `records.WORKER`) and that this reaper has seen
       RUNNING for `grace` seconds: a live objective records its worker within milliseconds.
     Trials of live processes, and those of other machines (their heartbeats decide), are left.
@@ -120,7 +137,9 @@ class StaleTrialReaper:
             worker = trial.user_attrs.get(records.WORKER)
             if isinstance(worker, dict):
                 host, pid = worker.get(records.WORKER_HOST), worker.get(records.WORKER_PID)
-                if host != socket.gethostname() or _alive(pid):
+                gone = host == socket.gethostname() and not _alive(pid)
+                age = beat_age(trial)
+                if not gone and (age is None or age < self.grace):
                     continue
             else:
                 seen[trial.number] = self.first_seen.get(trial.number, now)
@@ -165,6 +184,9 @@ def open_storage(
     """An Optuna storage for `url`. With `create`, the store (file, tables) is made when
     missing, and RUNNING trials beat every `heartbeat` seconds and are stale after `grace`
     seconds of silence. Without it, a missing store is a UserError and nothing is written."""
+    journal = journal_path(url)
+    if journal is not None:
+        return open_journal(journal, heartbeat=heartbeat, create=create)
     shown = display_url(url)
     parsed = parse_url(url)
     path = sqlite_path(url)

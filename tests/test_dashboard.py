@@ -1,23 +1,26 @@
 """The real optuna-dashboard, served over loopback against a store the search wrote, shows the
 study: its trials, params, user attributes and per-epoch intermediate values (through the same
-HTTP API its web page reads)."""
+HTTP API its web page reads). The store is a SQLite file or a journal file, and the dashboard is
+started with the command the tool prints for it (`nas.commands.dashboard_command`)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import shlex
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
 
 from nas.cli.main import search_main
+from nas.commands import dashboard_command as printed_dashboard_command
 from nas.search.samplers import HAS_SET_CONSTRAINT
+from nas.storage import open_storage
 from nas.trial_view import is_trained
 
 from helpers import dashboard_command, free_port, get, one_torch_thread
@@ -26,25 +29,27 @@ from helpers import dashboard_command, free_port, get, one_torch_thread
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
-@pytest.fixture()
-def store(tmp_path) -> Path:
-    """A store written by a (trimmed) smoke search."""
-    path = tmp_path / "s.db"
+@pytest.fixture(params=["sqlite:///{}/s.db", "journal:///{}/s.log"], ids=["sqlite", "journal"])
+def store(tmp_path, request) -> str:
+    """The URL of a store written by a (trimmed) smoke search."""
+    url = request.param.format(tmp_path)
     argv = ["--smoke", "--subset", "48", "--augment", "none", "--trials", "2", "--epochs", "2"]
-    argv += ["--storage", f"sqlite:///{path}"]
+    argv += ["--storage", url]
     with one_torch_thread():  # tiny nets on a shared 2-core machine: one thread is much faster
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             assert search_main(argv) == 0
-    return path
+    return url
 
 
 @pytest.fixture()
 def dashboard(store):
-    """The optuna-dashboard server on a free loopback port; yields its base URL."""
+    """The optuna-dashboard server on a free loopback port, started with the words of the
+    command the tool prints for the store; yields its base URL."""
+    program, *words = shlex.split(printed_dashboard_command(store))
+    assert program == "optuna-dashboard"
     port = free_port()
     server = subprocess.Popen(
-        [*dashboard_command(), f"sqlite:///{store}", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--quiet"],
+        [*dashboard_command(), *words, "--host", "127.0.0.1"] + ["--port", str(port), "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -73,7 +78,7 @@ def dashboard(store):
 
 
 def test_dashboard_serves_the_study_with_trials_params_attrs_and_curves(store, dashboard):
-    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{store}")
+    study = optuna.load_study(study_name="smoke", storage=open_storage(store, create=False))
 
     summaries = get(f"{dashboard}/api/studies")["study_summaries"]
     (summary,) = [s for s in summaries if s["study_name"] == "smoke"]

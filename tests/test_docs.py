@@ -78,3 +78,13 @@ def test_a_shown_command_parses(page, command, capsys):
         return
     status = exit_status(argv)
     assert status == 0, f"{page} shows `{command}`, which nas refuses (exit {status})"
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", [*PAGES, *sorted((ROOT / "examples").rglob("*.md"))])
+def test_every_relative_link_names_a_file_that_exists(page):
+    links = [link for link in LINK.findall(page.read_text()) if "://" not in link]
+    missing = [link for link in links if not (page.parent / link).exists()]
+    assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"

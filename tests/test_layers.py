@@ -1,9 +1,9 @@
 """The layers of `nas/`, as rules read from the tree rather than a table of module names.
 
 The layers, lowest first (`LAYERS`): the foundations (the top-level modules `errors`, `files`,
-`records`, `trial_view`, `storage`, `commands`, `version` and the package `config`), then the
-packages `arch`, `data`, `train`, `costs`, `search`, `report`, `run` and `cli`. `nas/__init__.py`
-holds the public names and `nas/__main__.py` runs the command line. The checks:
+`records`, `trial_view`, `storage`, `journal`, `commands`, `version` and the package `config`),
+then the packages `arch`, `data`, `train`, `costs`, `search`, `report`, `run`, `api` and `cli`.
+`nas/__init__.py` holds the public names and `nas/__main__.py` runs the command line. The checks:
 
 (a) every module of `nas/` belongs to a known layer: a new top-level module or package that the
     order does not name fails, saying where to add it (and every name the order holds exists);
@@ -38,10 +38,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 
 # The foundations: modules every layer may use, in any order among themselves.
 FOUNDATIONS = frozenset(
-    {"errors", "files", "records", "trial_view", "storage", "commands", "version", "config"}
+    {"errors", "files", "records", "trial_view", "storage", "journal", "commands", "version"}
+    | {"config"}
 )
 # Lowest first; a package may import from itself and the layers before it.
-LAYERS = ("foundations", "arch", "data", "train", "costs", "search", "report", "run", "cli")
+LAYERS = (
+    "foundations", "arch", "data", "train", "costs", "search", "report", "run", "api", "cli"
+)  # fmt: skip
 CONFIG_MAY_IMPORT = frozenset({"config", "errors"})  # config is read by every parser: no torch
 FACES = ("__init__", "__main__")  # the public names; `python -m nas`
 COMMAND_LINE = "cli"

@@ -94,8 +94,9 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--storage",
-        help=f"any Optuna storage URL (default: ${STORAGE_ENV} when set, else {DEFAULT_STORAGE}); "
-        f"put a URL with a password in ${STORAGE_ENV} to keep it off the command line",
+        help=f"any Optuna storage URL, or journal:///PATH for a journal file on a shared "
+        f"filesystem (default: ${STORAGE_ENV} when set, else {DEFAULT_STORAGE}); put a URL "
+        f"with a password in ${STORAGE_ENV} to keep it off the command line",
     )
 
 

@@ -76,13 +76,6 @@ def add_retrain_parser(commands) -> None:
     parser.set_defaults(handler=retrain_command)
 
 
-def artifact_dir_for(storage_url: str) -> Path | None:
-    from nas.storage import sqlite_path
-
-    store = sqlite_path(storage_url)
-    return store.parent / "artifacts" if store is not None else None
-
-
 def print_epoch(row: EpochRow, epochs: int) -> None:
     """One line per epoch: on a terminal above the bar, in a log as a plain line."""
     line = (
@@ -262,8 +255,9 @@ def record_and_report(args, storage_url: str, target: Target, metrics) -> None:
     from nas.commands import dashboard_command
     from nas.report.page import report_path, write_report
     from nas.run.retrain import record_in_study
+    from nas.storage import artifact_dir
 
-    artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(storage_url)
+    artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir(storage_url)
     record_in_study(target.study, target.choice.trial, metrics, target.run_dir, artifacts)
     report = write_report(target.study, report_path(target.study, storage_url), storage=storage_url)
     print(f"dashboard:  {dashboard_command(storage_url, artifacts)}")

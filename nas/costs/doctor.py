@@ -150,14 +150,14 @@ def dataset(data_dir: str = "data") -> Check:
 def store(url: str) -> Check:
     """Whether the store at `url` opens, read-only; for SQLite also its journal mode."""
     from nas.errors import UserError
-    from nas.storage import display_url, open_storage, sqlite_path
+    from nas.storage import display_url, open_storage, sqlite_path, store_file
 
     shown = display_url(url)
     try:
-        path = sqlite_path(url)
+        path, file = sqlite_path(url), store_file(url)
     except UserError as error:
         return Check("store", f"{shown}: {error}", "FAILED")
-    if path is not None and not path.is_file():
+    if file is not None and not file.is_file():
         return Check("store", f"{shown} absent: the first search creates it", "info")
     try:
         studies = len(open_storage(url, create=False).get_all_studies())

@@ -42,11 +42,12 @@ NO_ESTIMATE_WITH_GPU_WORKERS = (
 
 
 def trained_so_far(storage_url: str, study_name: str) -> int:
-    """Trained trials a resumed study already holds, read from a SQLite store (0 when there is
-    none yet; server stores are not contacted here, so their estimate covers the whole target)."""
-    from nas.storage import sqlite_path
+    """Trained trials a resumed study already holds, read from a SQLite or journal file (0 when
+    there is none yet; server stores are not contacted here, so their estimate covers the whole
+    target)."""
+    from nas.storage import store_file
 
-    path = sqlite_path(storage_url)
+    path = store_file(storage_url)
     if path is None or not path.is_file():
         return 0
     import optuna

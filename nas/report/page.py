@@ -247,12 +247,12 @@ def render_report(study: optuna.Study, top: int = 10, storage: str = "") -> str:
 
 
 def default_report_path(storage: str, study_name: str) -> Path:
-    """Where a study's report goes unless the search was given one: beside its SQLite store,
-    else under studies/; the file is named after the study, with characters a file name cannot
+    """Where a study's report goes unless the search was given one: beside its SQLite or journal
+    file, else under studies/; the file is named after the study, with characters a file name cannot
     hold replaced."""
-    from nas.storage import sqlite_path
+    from nas.storage import store_file
 
-    store = sqlite_path(storage)
+    store = store_file(storage)
     folder = store.parent if store is not None else Path("studies")
     return folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', study_name)}.html"
 
