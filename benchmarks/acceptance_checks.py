@@ -37,6 +37,7 @@ from nas.data.loading import Splits, TensorData
 from nas.train.devices import synchronize
 from nas.train.fit import set_seed
 from nas.train.model import build_model
+from nas.train.optimizer import make_optimizer
 from nas.train.precision import (
     BF16_MIN_CAPABILITY,
     Precision,
@@ -44,7 +45,7 @@ from nas.train.precision import (
     cudnn_autotuning,
     device_capability,
 )
-from nas.train.step import TrainingStep, make_optimizer
+from nas.train.step import TrainingStep
 
 # a net of a few thousand parameters for the CPU-sized runs of the training checks
 CPU_ARCH = Architecture((8, 16), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)

@@ -53,8 +53,9 @@ from nas.data.loading import Splits, TensorData, load_splits
 from nas.train.devices import resolve_device
 from nas.train.fit import fit, set_seed
 from nas.train.model import build_model
+from nas.train.optimizer import make_optimizer
 from nas.train.precision import cudnn_autotuning, precision_for
-from nas.train.step import TrainingStep, float_logits, make_optimizer
+from nas.train.step import TrainingStep, float_logits
 
 # On CPU paper-model1 (4.7 GFLOP per image trained: 3 x 2 x its 784M MACs) trains at a few
 # images/s on a small machine,

@@ -44,8 +44,9 @@ from nas.config.recipe import Recipe
 from nas.costs.latency import MIN_RUNS, MIN_SECONDS, WARMUP_RUNS, LatencySetup, measure_latency
 from nas.costs.memory import MB, estimate_training_memory
 from nas.train.model import build_model
+from nas.train.optimizer import make_optimizer
 from nas.train.precision import precision_for
-from nas.train.step import TrainingStep, make_optimizer
+from nas.train.step import TrainingStep
 
 PRESET_NAMES = ("paper-model1", "paper-model5", "resnet18")  # the fixed candidates
 MEMORY_BATCH = 64  # --memory: the recipe's batch size

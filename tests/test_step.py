@@ -16,18 +16,16 @@ from nas.config.recipe import Recipe
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.fit import set_seed
 from nas.train.model import build_model
-from nas.train.precision import Precision
-from nas.train.step import (
-    TrainingStep,
+from nas.train.optimizer import (
     accepts_fused,
-    float_logits,
     make_optimizer,
     match_optimizer_state,
     reapply_speed_options,
-    restore_scaler,
     speed_options,
     step_home,
 )
+from nas.train.precision import Precision
+from nas.train.step import TrainingStep, float_logits, restore_scaler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ARCH = Architecture((8, 16), (1, 1), stem=8, num_classes=4)

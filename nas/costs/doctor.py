@@ -230,8 +230,9 @@ def _train_for(machine, device, seconds: float) -> tuple[int, float, float, str]
 
     from nas.data.batches import memory_format
     from nas.train.model import build_model
+    from nas.train.optimizer import make_optimizer
     from nas.train.precision import cudnn_autotuning, precision_for
-    from nas.train.step import TrainingStep, make_optimizer
+    from nas.train.step import TrainingStep
 
     cuda = device.type == "cuda"
     layout = memory_format(machine, device)

@@ -40,14 +40,15 @@ from nas.errors import UserError
 from nas.records import recorded_fields
 from nas.train.devices import resolve_device
 from nas.train.model import build_model
+from nas.train.optimizer import make_optimizer
 from nas.train.precision import cudnn_autotuning, precision_for
-from nas.train.step import TrainingStep, make_optimizer
+from nas.train.step import TrainingStep
 
 MB = 2**20  # bytes in a megabyte as the flag counts them (MiB, as nvidia-smi shows)
 FLOAT_BYTES = 4  # float32: weights, gradients, optimizer state and activations on the CPU
 LABEL_BYTES = 8  # int64 class labels
 
-# optimizer state in float32 copies of the weights (nas.train.step.make_optimizer's optimizers)
+# optimizer state in float32 copies of the weights (nas.train.optimizer.make_optimizer's optimizers)
 OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}  # Adam: two moments; SGD: momentum buffer
 
 

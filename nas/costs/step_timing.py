@@ -62,8 +62,9 @@ def _timed_steps(arch: Architecture, recipe, machine, image_size: int, device, b
 
     from nas.data.batches import memory_format
     from nas.train.model import build_model
+    from nas.train.optimizer import make_optimizer
     from nas.train.precision import precision_for
-    from nas.train.step import TrainingStep, make_optimizer
+    from nas.train.step import TrainingStep
 
     cuda = device.type == "cuda"
     layout = memory_format(machine, device)

@@ -1,4 +1,6 @@
-"""Owns training with the fixed recipe: `fit()`, its epochs and its steps, and `evaluate`, the
+"""Owns training with the fixed recipe: `fit()`, the trainer it builds (`make_trainer`: the
+model in the machine's layout, the recipe's optimizer and schedule, the step), its epochs and
+its steps, and `evaluate`, the
 loss and accuracy of a model on a split (the validation pass after every epoch; the retrain's
 one pass over the test split). What a fit carries and checkpoints is `nas.train.state`.
 
@@ -68,17 +70,17 @@ from nas.data.batches import eval_batch_size, make_batches, memory_format, resol
 from nas.data.loading import Splits, TensorData
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.devices import current_gpu, resolve_device, synchronize
+from nas.train.optimizer import make_optimizer
 from nas.train.precision import cudnn_autotuning, precision_for
 from nas.train.state import (
     EpochRow,
     FitResult,
     Trainer,
     checkpoint_state,
-    make_trainer,
     resume,
     weights_on_cpu,
 )
-from nas.train.step import float_logits
+from nas.train.step import TrainingStep, float_logits
 
 EpochCallback = Callable[[EpochRow], "bool | None"]
 
@@ -94,6 +96,26 @@ def set_seed(seed: int) -> None:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def make_trainer(
+    model: nn.Module, recipe: Recipe, machine: Machine, device: torch.device
+) -> Trainer:
+    """The model on `device` in the machine's layout, the recipe's optimizer and schedule, and
+    its training step under the machine's precision (compiled when the machine asks)."""
+    model.to(device=device, memory_format=memory_format(machine, device))
+    optimizer = make_optimizer(model, recipe, device)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=recipe.lr_factor, patience=recipe.lr_patience
+    )
+    precision = precision_for(machine.precision, device)
+    eager = TrainingStep(model, optimizer, precision)
+    step = eager
+    if machine.compile:
+        # static shapes: one graph for the batch size, never recompiled for another shape
+        compiled = torch.compile(model, dynamic=False)
+        step = TrainingStep(compiled, optimizer, precision, scaler=eager.scaler)
+    return Trainer(model, optimizer, scheduler, step, eager, recipe.batch_size, machine.compile)
 
 
 def fit(

@@ -23,16 +23,9 @@ from torch import nn
 
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
-from nas.data.batches import memory_format
 from nas.train.checkpoint import restore_rng_state, rng_state
-from nas.train.precision import precision_for
-from nas.train.step import (
-    TrainingStep,
-    make_optimizer,
-    match_optimizer_state,
-    reapply_speed_options,
-    restore_scaler,
-)
+from nas.train.optimizer import match_optimizer_state, reapply_speed_options
+from nas.train.step import TrainingStep, restore_scaler
 
 # the keys of every stored history row, in the order a CSV shows them
 HISTORY_COLUMNS = (
@@ -112,26 +105,6 @@ class Trainer:
     last_step: TrainingStep  # a smaller last batch: eager, so the compiled graph keeps its shape
     batch_size: int
     compiled: bool
-
-
-def make_trainer(
-    model: nn.Module, recipe: Recipe, machine: Machine, device: torch.device
-) -> Trainer:
-    """The model on `device` in the machine's layout, the recipe's optimizer and schedule, and
-    its training step under the machine's precision (compiled when the machine asks)."""
-    model.to(device=device, memory_format=memory_format(machine, device))
-    optimizer = make_optimizer(model, recipe, device)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=recipe.lr_factor, patience=recipe.lr_patience
-    )
-    precision = precision_for(machine.precision, device)
-    eager = TrainingStep(model, optimizer, precision)
-    step = eager
-    if machine.compile:
-        # static shapes: one graph for the batch size, never recompiled for another shape
-        compiled = torch.compile(model, dynamic=False)
-        step = TrainingStep(compiled, optimizer, precision, scaler=eager.scaler)
-    return Trainer(model, optimizer, scheduler, step, eager, recipe.batch_size, machine.compile)
 
 
 def checkpoint_state(
