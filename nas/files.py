@@ -1,4 +1,5 @@
-"""Owns how the tool writes a file: every file it writes goes through `write_atomic`.
+"""Owns how the tool writes a file: every file it writes goes through `write_atomic`; and the
+file name a user's name (a study's) becomes (`safe_file_name`).
 
 Claims:
 - A file is never seen half-written under its name: the data goes to a temporary file in the
@@ -7,16 +8,25 @@ Claims:
   at worst, a `.<name>.*.tmp` file beside it; any exception raised while writing removes it.
 - The file gets the user's normal permissions, 0o666 less the umask, as `open()` would give it,
   not the 0o600 of `tempfile.mkstemp`: teammates on a shared machine can read the models.
+- `safe_file_name(name)` is `name` itself when it is already a safe file name (letters, digits,
+  `.`, `_`, `-`; not `.` or `..`; at most `SAFE_NAME_LENGTH` characters), so existing studies'
+  files stay where they are; any other name becomes its safe characters (others as `_`, cut to
+  `SAFE_NAME_LENGTH`) plus `-` and 8 hex digits of its SHA-256: never a path separator or a
+  parent folder, and two names never share a file ("my study" and "my_study" differ).
 No torch, no optuna.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
 
+SAFE_NAME_LENGTH = 120  # well under the 255 bytes a file name may take, with a suffix added
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _UMASK_LOCK = threading.Lock()  # reading the umask means setting it: one thread at a time
 
 
@@ -47,3 +57,12 @@ def _current_umask() -> int:
         umask = os.umask(0o077)
         os.umask(umask)
     return umask
+
+
+def safe_file_name(name: str) -> str:
+    """`name` as one file name inside a folder (see the module): unchanged when already safe."""
+    if _SAFE_NAME.fullmatch(name) and name not in (".", "..") and len(name) <= SAFE_NAME_LENGTH:
+        return name
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:SAFE_NAME_LENGTH]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}"
