@@ -8,7 +8,9 @@ Claims:
   environment is the default store, so a password need not appear on a command line.
 - A SQLite store is switched to WAL (a dashboard reads while workers write) and waits up to a
   minute for another writer instead of failing with "database is locked"; a server store pings
-  its connections before use; opening retries while another worker creates the same tables.
+  its connections before use; opening retries while another worker creates the same tables
+  (PostgreSQL or a new SQLite file). Every SQLite transaction takes the write lock at its
+  start (BEGIN IMMEDIATE), so two workers never both take one enqueued trial.
 - Read-only use (`create=False`: reports, retrains, listings) never creates a store: a missing
   SQLite file or an empty database is one sentence, and nothing is written.
 - A trial whose heartbeat stops for the grace period, or whose process is gone before its
@@ -185,8 +187,12 @@ def open_storage(
 
     try:
         if create:
-            return _open_rdb(url, engine_kwargs, heartbeat, grace)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+            storage = _open_rdb(url, engine_kwargs, heartbeat, grace)
+        else:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+        if path is not None:
+            _one_transaction_at_a_time(storage)
+        return storage
     except (ImportError, NoSuchModuleError) as error:
         # Optuna re-raises its own ImportError; the missing module is named by the cause
         missing = getattr(error.__cause__ or error.__context__, "name", None)
@@ -205,8 +211,10 @@ def open_storage(
 
 def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: int) -> RDBStorage:
     """RDBStorage, retried when another worker is creating the same tables at the same moment
-    (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type")."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type"; on a
+    new SQLite file both see no table, and the second CREATE TABLE finds "table ... already
+    exists"); a retry finds the tables made and goes on."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(5):
         try:
@@ -219,11 +227,35 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: in
                     grace_period=grace,
                     **_stale_trial_retry_kwargs(max_retry=2),
                 )
-        except (IntegrityError, ProgrammingError):
-            if attempt == 4:
+        except (IntegrityError, ProgrammingError, OperationalError) as error:
+            creating = not isinstance(error, OperationalError) or "already exists" in str(error)
+            if attempt == 4 or not creating:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _one_transaction_at_a_time(storage: RDBStorage) -> None:
+    """Make every transaction on a SQLite store BEGIN IMMEDIATE (SQLAlchemy's documented
+    pysqlite recipe: no implicit transactions, BEGIN on SQLAlchemy's begin).
+
+    Why: pysqlite begins a transaction only at the first write, so Optuna's read-then-write
+    steps are not atomic across processes: two workers asking at once both read the same
+    WAITING (enqueued, e.g. a killed worker's retried) trial and both set it RUNNING, train it,
+    and the second to finish dies in "Cannot tell a COMPLETE trial". Optuna's SELECT ... FOR
+    UPDATE, which keeps PostgreSQL safe, means nothing to SQLite; taking the write lock at BEGIN
+    does the same there (the 60 s busy timeout waits for it)."""
+    from sqlalchemy import event
+
+    def no_implicit_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    def begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(storage.engine, "connect", no_implicit_transactions)
+    event.listen(storage.engine, "begin", begin_immediate)
+    storage.engine.dispose()  # connections opened before the listeners get them when reopened
 
 
 def _stale_trial_callback(max_retry: int):
