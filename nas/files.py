@@ -6,6 +6,7 @@ Claims:
   same folder (so the final rename stays on one file system), is flushed and fsync'd, and only
   then `os.replace`s the old file. A process killed mid-write leaves the old file intact and,
   at worst, a `.<name>.*.tmp` file beside it; any exception raised while writing removes it.
+- A full disk or quota (ENOSPC, EDQUOT) is a `UserError` of one sentence naming the path.
 - The file gets the user's normal permissions, 0o666 less the umask, as `open()` would give it,
   not the 0o600 of `tempfile.mkstemp`: teammates on a shared machine can read the models.
 - `safe_file_name(name)` is `name` itself when it is already a safe file name (letters, digits,
@@ -18,12 +19,15 @@ No torch, no optuna.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import tempfile
 import threading
 from pathlib import Path
+
+from nas.errors import UserError
 
 SAFE_NAME_LENGTH = 120  # well under the 255 bytes a file name may take, with a suffix added
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -34,8 +38,21 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write `data` (str is encoded as UTF-8) to `path` atomically; returns the path.
 
     Missing parent folders are created. The old file, if any, stays until the new one is
-    complete on disk."""
+    complete on disk. A full disk (or quota) is a UserError naming the path, the temporary file
+    removed and the old file intact, so the same command resumes once space is freed."""
     path = Path(path)
+    try:
+        return _write_atomic(path, data)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"no space left on the device to write {path}: free some space there and run the "
+            "same command again (what was written before is intact)"
+        ) from None
+
+
+def _write_atomic(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
