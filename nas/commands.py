@@ -6,8 +6,11 @@ folder with a space prints a command a shell runs as printed. The store is named
 `--storage` only when it is not the one a command uses anyway (`$NAS_STORAGE`, else the
 built-in default), with any password masked (`nas.storage.display_url`).
 
-Claims: a printed command, split as a shell splits it, gives back the study name, trial and
-folders it was built from.
+A value a user chose (a study name, a store, a folder) that starts with `-` is given as
+`--flag=VALUE` (`option`), so it is never read as a flag; any other as `--flag VALUE`.
+
+Claims: a printed command, split as a shell splits it and parsed by `nas`'s own parser, gives
+back the study name, trial and folders it was built from, whatever the name.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ def join(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(word)) for word in words)
 
 
+def option(flag: str, value: str) -> list[str]:
+    """`flag` and `value` as words a parser reads back as that flag's value: one word
+    `--flag=VALUE` when the value starts with `-` (argparse would take it for a flag)."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
+
+
 def storage_words(storage: str) -> list[str]:
     """`["--storage", URL]` with its password masked, or [] when `storage` is empty or the store
     a command uses without the flag."""
@@ -29,14 +38,14 @@ def storage_words(storage: str) -> list[str]:
         return []
     from nas.storage import default_storage, display_url  # opens no store: no optuna at import
 
-    return [] if storage == default_storage() else ["--storage", display_url(storage)]
+    return [] if storage == default_storage() else option("--storage", display_url(storage))
 
 
 def retrain_command(
     study: str, trial: int | None = None, storage: str = "", extra: Sequence[str] = ()
 ) -> str:
     """`nas retrain --study S [--trial N] [--storage URL] [EXTRA...]`."""
-    words = ["nas", "retrain", "--study", study]
+    words = ["nas", "retrain", *option("--study", study)]
     if trial is not None:
         words += ["--trial", str(trial)]
     return join([*words, *storage_words(storage), *extra])
@@ -50,4 +59,4 @@ def dashboard_command(storage: str, artifact_dir: str | Path | None = None) -> s
 
     journal = journal_path(storage)
     words = ["optuna-dashboard", str(journal) if journal is not None else display_url(storage)]
-    return join(words + (["--artifact-dir", str(artifact_dir)] if artifact_dir else []))
+    return join(words + (option("--artifact-dir", str(artifact_dir)) if artifact_dir else []))

@@ -11,7 +11,7 @@ Optuna's journal store has no heartbeat of its own (its heartbeat thread and
 `fail_stale_trials` serve RDB stores only), so a trial whose machine died would stay RUNNING
 for ever. `BeatingJournalStorage` beats instead: every trial this process sets RUNNING gets
 `records.HEARTBEAT` (wall-clock seconds) written at once and every `heartbeat` seconds, until
-this process finishes it; `nas.storage.StaleTrialReaper` fails a RUNNING trial whose beat is
+this process finishes it; `nas.search.reaper.StaleTrialReaper` fails a RUNNING trial whose beat is
 older than the grace period, whichever machine it ran on.
 
 Claims:

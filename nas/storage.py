@@ -1,6 +1,7 @@
 """Owns the study store: storage URLs (parsed with SQLAlchemy, shown with the password masked),
-opening any Optuna storage with what several workers and a reading dashboard need, and the
-heartbeat-based recovery of trials whose process died.
+opening any Optuna storage with what several workers and a reading dashboard need, with
+Optuna's heartbeat-based recovery of trials whose process died (our own checks beside it are
+`nas.search.reaper`).
 
 Claims:
 - A storage URL is parsed by SQLAlchemy's `make_url`, never by string prefixes; wherever the
@@ -8,12 +9,14 @@ Claims:
   environment is the default store, so a password need not appear on a command line.
 - A SQLite store is switched to WAL (a dashboard reads while workers write) and waits up to a
   minute for another writer instead of failing with "database is locked"; a server store pings
-  its connections before use; opening retries while another worker creates the same tables.
+  its connections before use; opening retries while another worker creates the same tables
+  (PostgreSQL or a new SQLite file). Every SQLite transaction takes the write lock at its
+  start (BEGIN IMMEDIATE), so two workers never both take one enqueued trial.
 - Read-only use (`create=False`: reports, retrains, listings) never creates a store: a missing
   SQLite file or an empty database is one sentence, and nothing is written.
-- A trial whose heartbeat stops for the grace period, or whose process is gone before its
-  first heartbeat (`StaleTrialReaper`), is failed and its parameters re-enqueued; on a journal
-  file (`journal:///PATH`, nas.journal) the heartbeat is the journal's own beat.
+- A trial whose heartbeat stops for the grace period is failed by Optuna and its parameters
+  re-enqueued (`stale_trial_callback`); on a journal file (`journal:///PATH`, nas.journal) the
+  heartbeat is the journal's own beat, which `nas.search.reaper` reads.
 - A malformed URL, a missing driver or an unreachable database is one sentence (`UserError`);
   any other error is a bug and keeps its traceback.
 """
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sqlite3
 import time
 import warnings
@@ -31,12 +33,10 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
 
-from nas import records
 from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV
 from nas.errors import UserError
-from nas.journal import beat_age, journal_path, open_journal
+from nas.journal import journal_path, open_journal
 
 
 def default_storage() -> str:
@@ -107,77 +107,6 @@ def artifact_dir(url: str) -> Path | None:
     return store.parent / "artifacts" if store is not None else None
 
 
-class StaleTrialReaper:
-    """Fails the RUNNING trials whose process is gone, and re-enqueues their candidates.
-
-    Optuna's heartbeat check (`optuna.storages.fail_stale_trials`) fails a trial whose
-    heartbeat stopped, but never one that has no heartbeat at all: a process killed between
-    creating its trial and the heartbeat thread's first write leaves a RUNNING trial forever,
-    under every Optuna version. So, besides Optuna's check, each call fails:
-    - a trial whose objective recorded this machine's host and a process id that no longer
-      exists (`records.WORKER`): at once;
-    - a trial whose journal heartbeat (`nas.journal`, any machine) is older than `grace`;
-    - a trial whose objective never started (no `records.WORKER`) and that this reaper has seen
-      RUNNING for `grace` seconds: a live objective records its worker within milliseconds.
-    Trials of live processes, and those of other machines (their heartbeats decide), are left.
-    """
-
-    def __init__(self, grace: float, max_retry: int = 2):
-        self.grace = grace
-        self.max_retry = max_retry
-        self.first_seen: dict[int, float] = {}  # trial number -> when first seen without worker
-
-    def __call__(self, study: optuna.Study) -> list[int]:
-        """Fail stale trials; returns the numbers this call failed (besides Optuna's)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        now, seen, reaped = time.monotonic(), {}, []
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = trial.user_attrs.get(records.WORKER)
-            if isinstance(worker, dict):
-                host, pid = worker.get(records.WORKER_HOST), worker.get(records.WORKER_PID)
-                gone = host == socket.gethostname() and not _alive(pid)
-                age = beat_age(trial)
-                if not gone and (age is None or age < self.grace):
-                    continue
-            else:
-                seen[trial.number] = self.first_seen.get(trial.number, now)
-                if now - seen[trial.number] < self.grace:
-                    continue
-            if self._fail(study, trial.number):
-                reaped.append(trial.number)
-        self.first_seen = seen
-        return reaped
-
-    def _fail(self, study: optuna.Study, number: int) -> bool:
-        try:
-            failed = study.tell(number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):  # finished meanwhile (Optuna's types vary by version)
-            return False
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            _stale_trial_callback(self.max_retry)(study, failed)  # re-enqueue, as Optuna would
-        return True
-
-
-def worker_record() -> dict[str, Any]:
-    """What a trial's objective records first (`records.WORKER`): where it runs."""
-    return {records.WORKER_HOST: socket.gethostname(), records.WORKER_PID: os.getpid()}
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
 def open_storage(
     url: str, *, heartbeat: int = 30, grace: int = 90, create: bool = True
 ) -> optuna.storages.BaseStorage:
@@ -207,8 +136,12 @@ def open_storage(
 
     try:
         if create:
-            return _open_rdb(url, engine_kwargs, heartbeat, grace)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+            storage = _open_rdb(url, engine_kwargs, heartbeat, grace)
+        else:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+        if path is not None:
+            _one_transaction_at_a_time(storage)
+        return storage
     except (ImportError, NoSuchModuleError) as error:
         # Optuna re-raises its own ImportError; the missing module is named by the cause
         missing = getattr(error.__cause__ or error.__context__, "name", None)
@@ -227,8 +160,10 @@ def open_storage(
 
 def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: int) -> RDBStorage:
     """RDBStorage, retried when another worker is creating the same tables at the same moment
-    (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type")."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type"; on a
+    new SQLite file both see no table, and the second CREATE TABLE finds "table ... already
+    exists"); a retry finds the tables made and goes on."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(5):
         try:
@@ -241,14 +176,38 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: in
                     grace_period=grace,
                     **_stale_trial_retry_kwargs(max_retry=2),
                 )
-        except (IntegrityError, ProgrammingError):
-            if attempt == 4:
+        except (IntegrityError, ProgrammingError, OperationalError) as error:
+            creating = not isinstance(error, OperationalError) or "already exists" in str(error)
+            if attempt == 4 or not creating:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
-def _stale_trial_callback(max_retry: int):
+def _one_transaction_at_a_time(storage: RDBStorage) -> None:
+    """Make every transaction on a SQLite store BEGIN IMMEDIATE (SQLAlchemy's documented
+    pysqlite recipe: no implicit transactions, BEGIN on SQLAlchemy's begin).
+
+    Why: pysqlite begins a transaction only at the first write, so Optuna's read-then-write
+    steps are not atomic across processes: two workers asking at once both read the same
+    WAITING (enqueued, e.g. a killed worker's retried) trial and both set it RUNNING, train it,
+    and the second to finish dies in "Cannot tell a COMPLETE trial". Optuna's SELECT ... FOR
+    UPDATE, which keeps PostgreSQL safe, means nothing to SQLite; taking the write lock at BEGIN
+    does the same there (the 60 s busy timeout waits for it)."""
+    from sqlalchemy import event
+
+    def no_implicit_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    def begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(storage.engine, "connect", no_implicit_transactions)
+    event.listen(storage.engine, "begin", begin_immediate)
+    storage.engine.dispose()  # connections opened before the listeners get them when reopened
+
+
+def stale_trial_callback(max_retry: int):
     """Re-enqueue a stale trial's parameters, under whichever name this Optuna spells it."""
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
@@ -256,7 +215,7 @@ def _stale_trial_callback(max_retry: int):
 
 
 def _stale_trial_retry_kwargs(max_retry: int) -> dict[str, Any]:
-    callback = _stale_trial_callback(max_retry)
+    callback = stale_trial_callback(max_retry)
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
         return {"heartbeat_stale_trial_callback": callback}
     return {"failed_trial_callback": callback}

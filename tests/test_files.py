@@ -7,6 +7,7 @@ import stat
 import pytest
 
 import nas.files
+from nas.errors import UserError
 from nas.files import write_atomic
 
 
@@ -56,8 +57,8 @@ def test_a_failure_before_the_rename_keeps_the_old_file_and_leaves_no_temporary(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(nas.files.os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        write_atomic(path, b"x" * 100_000)
+    with pytest.raises(UserError, match="no space left on the device to write .*checkpoint.ckpt"):
+        write_atomic(path, b"x" * 100_000)  # one sentence naming the path, not an OSError
     assert path.read_bytes() == b"last good"
     assert leftovers(tmp_path) == []
 

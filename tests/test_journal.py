@@ -31,7 +31,8 @@ from nas.errors import UserError
 from nas.journal import BeatingJournalStorage, journal_path
 from nas.report.page import default_report_path
 from nas.search.loop import run_search
-from nas.storage import StaleTrialReaper, check_url, open_storage, store_file
+from nas.search.reaper import StaleTrialReaper
+from nas.storage import check_url, open_storage, store_file
 from nas.trial_view import is_trained
 
 from helpers import run_in_process

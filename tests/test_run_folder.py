@@ -88,6 +88,51 @@ def test_metrics_that_are_not_json_are_one_sentence_naming_the_file(run_copy, co
     assert_one_sentence_naming(METRICS, metrics, commands(run_copy)[command])
 
 
+def _damage_metrics(metrics: Path, how: str) -> str:
+    """Rewrite metrics.json as `how` says; returns the words the sentence must hold."""
+    data = json.loads(metrics.read_text())
+    if how == "latin-1":  # a class name saved in Latin-1 by an editor: not UTF-8
+        data["classes"][0] = "caf\u00e9"
+        metrics.write_bytes(json.dumps(data, ensure_ascii=False).encode("latin-1"))
+        return "not UTF-8"
+    changes = {
+        "dataset null": ("dataset", None, "dataset is not an object"),
+        "classes a string": ("classes", "cat,dog", "classes is not a list of names"),
+        "accuracy a string": ("test_accuracy", "high", "test_accuracy is not a number"),
+        "epochs a float": ("epochs_completed", 1.5, "epochs_completed is not a whole number"),
+        "no std": ("normalization", {"mean": [0.5] * 3}, "normalization lacks mean or std"),
+        "image size text": ("dataset", {"image_size": "32"}, "dataset.image_size"),
+    }
+    key, value, words = changes[how]
+    data[key] = value
+    metrics.write_text(json.dumps(data))
+    return words
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "retrain"])
+@pytest.mark.parametrize("how", ["latin-1", "dataset null"])
+def test_metrics_not_utf8_or_of_wrong_types_are_one_sentence_naming_the_file(
+    run_copy, command, how
+):
+    metrics = run_copy / METRICS
+    words = _damage_metrics(metrics, how)
+    assert_one_sentence_naming(METRICS, metrics, commands(run_copy)[command])
+    assert words in run_in_process(main, commands(run_copy)[command])[2]
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["classes a string", "accuracy a string", "epochs a float", "no std", "image size text"],
+)
+def test_every_field_of_the_wrong_type_is_named(run_copy, how):
+    metrics = run_copy / METRICS
+    words = _damage_metrics(metrics, how)
+    with pytest.raises(UserError, match=re.escape(words)) as refused:
+        read_metrics(run_copy)
+    assert str(metrics) in str(refused.value)
+    assert_one_sentence_naming(METRICS, metrics, commands(run_copy)["predict"])
+
+
 def test_the_undamaged_run_is_reused_by_the_same_retrain(run_copy):
     status, out, err = run_in_process(main, commands(run_copy)["retrain"])
     assert status == 0, err

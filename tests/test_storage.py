@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 from nas import records
 from nas.errors import UserError
 from nas.search.progress import WaitWatch
-from nas.storage import StaleTrialReaper, display_url, open_storage, sqlite_path, worker_record
+from nas.search.reaper import StaleTrialReaper, worker_record
+from nas.storage import display_url, open_storage, sqlite_path
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

@@ -66,7 +66,9 @@ def add_retrain_parser(commands) -> None:
     add_data_flags(parser, inherited=True)
     add_recipe_flags(parser, inherited=True)
     parser.add_argument(
-        "--out", help="run folder (default: runs/<study>/trial-<n>, or runs/<preset>)"
+        "--out",
+        help="run folder (default: runs/<study>/trial-<n>, the study named as a safe file name; "
+        "or runs/<preset>)",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument(
@@ -210,6 +212,7 @@ def choose_target(args: argparse.Namespace, storage_url: str) -> Target:
         arch, name, recipe_base = arch_from_text(args.arch)
         run_dir = Path(args.out or Path("runs") / name)
         return Target(arch, {}, recipe_base, {"arch": args.arch}, run_dir)
+    from nas.files import safe_file_name
     from nas.search.choice import choose_from_study, load_study
     from nas.storage import display_url, open_storage
 
@@ -217,7 +220,8 @@ def choose_target(args: argparse.Namespace, storage_url: str) -> Target:
     choice = choose_from_study(study, args.trial, pick)
     number = choice.trial.number
     source = {"study": args.study, "storage": display_url(storage_url), "trial": number}
-    run_dir = Path(args.out or Path("runs") / args.study / f"trial-{number}")
+    default = Path("runs") / safe_file_name(args.study) / f"trial-{number}"  # inside runs/
+    run_dir = Path(args.out or default)
     return Target(choice.arch, choice.data, choice.recipe, source, run_dir, study, choice)
 
 

@@ -14,7 +14,7 @@ Claims:
   sentence each, a missing `train/` or `test/`, no class folders, different classes in `train/`
   and `test/`, and a class folder without images.
 - `folder_image_sizes(root)` reads only the headers of a folder's training images (an evenly
-  spread sample of `SIZE_SAMPLE` files in a large folder).
+  spread sample of `SIZE_SAMPLE` files in a large folder), leaving out those it cannot read.
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ def _folder_sizes(root: Path) -> SplitSizes | None:
 
 def folder_image_sizes(root: str | Path) -> tuple[list[tuple[int, int]], int]:
     """(width, height) of up to `SIZE_SAMPLE` of `root/train`'s images, evenly spread over its
-    sorted files, and how many image files it holds; headers only, nothing decoded.
-    DataError where the folder or an image cannot be read."""
+    sorted files, and how many image files it holds; headers only, nothing decoded; a file
+    that cannot be read (a decompression bomb included) left out. DataError where the folder,
+    or every sampled image, cannot be read."""
     train = Path(root) / "train"
     if not train.is_dir():
         raise DataError(f"Image folder {train} does not exist: {root} must hold {LAYOUT}.")
@@ -122,19 +123,23 @@ def folder_image_sizes(root: str | Path) -> tuple[list[tuple[int, int]], int]:
     step = max(1, len(files) / SIZE_SAMPLE)
     chosen = [files[int(index * step)] for index in range(min(len(files), SIZE_SAMPLE))]
     with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
-        return list(pool.map(_image_header_size, chosen)), len(files)
+        sizes = [size for size in pool.map(_image_header_size, chosen) if size is not None]
+    if not sizes:
+        raise DataError(
+            f"All {len(chosen)} image files sampled under {train} could not be read as an "
+            "image: fix or remove them."
+        )
+    return sizes, len(files)
 
 
-def _image_header_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError  # here: the run plan's counts need no PIL
+def _image_header_size(path: Path) -> tuple[int, int] | None:
+    """The size `path` claims, or None where it cannot be read (the reader names it)."""
+    from nas.data.images import header_size  # here: the run plan's counts need no PIL
 
     try:
-        with Image.open(path) as image:  # lazy: reads the header, decodes no pixel
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise DataError(
-            f"{path} could not be read as an image ({error}): fix or remove it."
-        ) from error
+        return header_size(path)
+    except DataError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,20 @@ What this module claims:
   the tiny folders tests write). Like torchvision, this unpickles the files: only point it at
   data you trust.
 - `image-folder` reads the files `nas.data.counting.list_image_folder` lists in
-  `data_dir/train/<class>/` and `data_dir/test/<class>/` with PIL; any mode becomes RGB and any
-  size is plainly resized (bilinear, aspect ratio not kept) to a square.
+  `data_dir/train/<class>/` and `data_dir/test/<class>/` with `nas.data.images.read_rgb` (any
+  mode to RGB, EXIF orientation, a plain resize to a square); a file it cannot read (a
+  decompression bomb included) is skipped with one line on stderr naming it, and a split none
+  of whose files can be read is a DataError.
 - `synthetic` generates a small learnable dataset of the row's sizes, deterministic from
   `split_seed`.
-- Every missing, corrupt or unreadable file is a `nas.errors.DataError` whose message is one
-  sentence saying how to fix it.
+- Every other missing, corrupt or unreadable file is a `nas.errors.DataError` whose message is
+  one sentence saying how to fix it.
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 import tarfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from nas.config.data import DATASET_TABLE, DataConfig, Dataset
 from nas.config.machine import usable_cpus
 from nas.data.counting import list_image_folder
+from nas.data.images import read_rgb
 from nas.errors import DataError
 
 Part = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 3, S, S) and int64 labels (N,), CPU
@@ -172,24 +175,24 @@ def _read_image_split(files: tuple[tuple[Path, ...], ...], size: int) -> Part:
     labels = [label for label, class_files in enumerate(files) for _ in class_files]
     # Decoding releases the GIL, so a few threads speed it up without worker processes.
     with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
-        arrays = list(pool.map(lambda path: _read_image(path, size), paths))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(labels, dtype=torch.int64)
-
-
-def _read_image(path: Path, size: int) -> np.ndarray:
-    """One image as an RGB uint8 (size, size, 3) array: plain bilinear resize to a square."""
-    try:
-        with Image.open(path) as image:
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")  # PIL asks for this route for palette transparency
-            rgb = image.convert("RGB")  # drops alpha, like torchvision's ImageFolder loader
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+        arrays = list(pool.map(lambda path: _read_or_skip(path, size), paths))
+    kept = [index for index, array in enumerate(arrays) if array is not None]
+    if not kept:
         raise DataError(
-            f"{path} could not be read as an image ({error}): fix or remove it."
-        ) from error
+            f"All {len(paths)} image files under {paths[0].parent.parent} could not be read as "
+            "an image (the lines above say why): fix or remove them."
+        )
+    images = torch.from_numpy(np.stack([arrays[i] for i in kept])).permute(0, 3, 1, 2)
+    return images.contiguous(), torch.tensor([labels[i] for i in kept], dtype=torch.int64)
+
+
+def _read_or_skip(path: Path, size: int) -> np.ndarray | None:
+    """One image (`nas.data.images.read_rgb`), or None after one line on stderr naming it."""
+    try:
+        return read_rgb(path, size)
+    except DataError as error:
+        print(f"skipped: {error}", file=sys.stderr, flush=True)
+        return None
 
 
 def _make_synthetic(row: Dataset, config: DataConfig) -> DatasetParts:

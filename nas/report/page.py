@@ -18,7 +18,6 @@ attributes, still gets a report instead of an error.
 from __future__ import annotations
 
 import html
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from nas import records, trial_view
 from nas.commands import retrain_command
 from nas.config.costs import NAMES, cost_label, describe_limits, format_cost
 from nas.config.data import DATASET_TABLE
-from nas.files import write_atomic
+from nas.files import safe_file_name, write_atomic
 from nas.report.figures import NO_FINISHED_TRIAL, sections
 from nas.report.trials import architecture_summary, hover_text, percent
 from nas.search.front import front
@@ -248,13 +247,13 @@ def render_report(study: optuna.Study, top: int = 10, storage: str = "") -> str:
 
 def default_report_path(storage: str, study_name: str) -> Path:
     """Where a study's report goes unless the search was given one: beside its SQLite or journal
-    file, else under studies/; the file is named after the study, with characters a file name cannot
-    hold replaced."""
+    file, else under studies/; the file is named after the study (`nas.files.safe_file_name`: the
+    name itself when safe, else one no other study shares, never outside that folder)."""
     from nas.storage import store_file
 
     store = store_file(storage)
     folder = store.parent if store is not None else Path("studies")
-    return folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', study_name)}.html"
+    return folder / f"{safe_file_name(study_name)}.html"
 
 
 def report_path(study: optuna.Study, storage: str) -> Path:

@@ -8,9 +8,10 @@ A finished run folder holds `model.safetensors` (the lowest-validation-loss weig
 `architecture.json`, `metrics.json`, `history.csv` (one row per epoch), `curves.html`,
 `checkpoint.ckpt` (resumable state) and `MODEL.md` (the model card).
 
-Claims: a missing, damaged or truncated file (weights cut short, metrics that are not JSON or
-lack what a finished run records, an unreadable architecture) is a `UserError` of one sentence
-naming the file, never a traceback from the reader underneath. Imports neither torch (until
+Claims: a missing, damaged or truncated file (weights cut short; metrics that are not UTF-8,
+not JSON, lack what a finished run records or hold a field of the wrong type; an unreadable
+architecture) is a `UserError` of one sentence naming the file, never a traceback from the
+reader underneath. Imports neither torch (until
 weights are read or a model is loaded) nor optuna.
 """
 
@@ -70,13 +71,26 @@ class RunMetrics:
 
     @classmethod
     def from_dict(cls, data: Any, path: Path) -> RunMetrics:
-        """The metrics `path` held, or a UserError naming it when they are not a run's."""
+        """The metrics `path` held, or a UserError naming it when they are not a run's: a
+        required field missing, or any field of the wrong type (`"dataset": null`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         required = [f.name for f in dataclasses.fields(cls) if _required(f)]
         if not isinstance(data, dict) or any(name not in data for name in required):
             missing = [n for n in required if not isinstance(data, dict) or n not in data]
             raise UserError(
                 f"{path} is damaged: it lacks {', '.join(missing)}; "
+                "rerun nas retrain --fresh on this run to rewrite it"
+            )
+        wrong = [
+            f"{f.name} is not {_CHECKS[f.type][0]}"
+            for f in dataclasses.fields(cls)
+            if f.name in data and not _CHECKS[f.type][1](data[f.name])
+        ]
+        if not wrong:
+            wrong = _inner_faults(data)
+        if wrong:
+            raise UserError(
+                f"{path} is damaged: its {'; its '.join(wrong)}; "
                 "rerun nas retrain --fresh on this run to rewrite it"
             )
         return cls(**{key: value for key, value in data.items() if key in names})
@@ -91,16 +105,68 @@ def _required(field_: dataclasses.Field) -> bool:
     return field_.default is dataclasses.MISSING and field_.default_factory is dataclasses.MISSING
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(map(_number, value))
+
+
+# Each RunMetrics annotation (as written above) and how a value read from JSON is checked
+# against it; a field of a new type needs its line here (the round-trip test reads every field).
+_CHECKS: dict[str, tuple[str, Any]] = {
+    "float": ("a number", _number),
+    "int": ("a whole number", _integer),
+    "float | None": ("a number or null", lambda v: v is None or _number(v)),
+    "int | None": ("a whole number or null", lambda v: v is None or _integer(v)),
+    "str": ("text", lambda v: isinstance(v, str)),
+    "list[str]": (
+        "a list of names",
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    ),
+    "dict[str, list[float]]": (
+        "an object of number lists",
+        lambda v: isinstance(v, dict) and all(map(_numbers, v.values())),
+    ),
+    "dict[str, Any]": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def _inner_faults(data: dict[str, Any]) -> list[str]:
+    """What the readers of a run need inside the objects: a normalisation's mean and std, the
+    dataset's image size."""
+    faults = []
+    normalization = data.get("normalization") or {}
+    if normalization and not {"mean", "std"} <= set(normalization):
+        faults.append("normalization lacks mean or std")
+    image_size = data.get("dataset", {}).get("image_size", 32)
+    if not _integer(image_size) or image_size < 1:
+        faults.append(f"dataset.image_size is not a positive whole number ({image_size!r})")
+    return faults
+
+
 def read_metrics(run_dir: Path) -> RunMetrics | None:
     """The run's metrics, None when it has none (not finished), a UserError naming the file
     when it is damaged."""
     path = Path(run_dir) / METRICS
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
         raise UserError(f"cannot read {path} ({error.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{path} is damaged (not UTF-8 text: {error.reason} at byte {error.start}); rerun "
+            "nas retrain --fresh on this run to rewrite it"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:

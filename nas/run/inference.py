@@ -2,9 +2,9 @@
 `read_image`, `predict` (`nas.predict`) and the batched, per-file-tolerant `predict_files`
 behind `nas predict`.
 
-The preprocessing is the one the run was trained and tested with: any image mode becomes RGB
-(palette transparency through RGBA, alpha dropped), any size is plainly resized (PIL bilinear,
-aspect ratio not kept) to the run's square `dataset.image_size`, pixels are scaled to [0, 1]
+The preprocessing is the one the run was trained and tested with: `nas.data.images.read_rgb`
+(any mode to RGB, 16-bit scaled, transparency flattened, EXIF orientation applied, a plain PIL
+bilinear resize to the run's square `dataset.image_size`), pixels are scaled to [0, 1]
 and normalised with the run's `normalization` mean and std from metrics.json
 (`nas.data.augment.normalize_batch`, the function evaluation uses). It is `nas.data.readers`' way of
 reading an image folder, so an image predicted here gets the numbers it got in the test split.
@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from nas.config.outputs import DEFAULT_TOP, PREDICT_BATCH
 from nas.data.augment import normalize_batch
 from nas.data.counting import IMAGE_EXTENSIONS
+from nas.data.images import read_rgb
 from nas.errors import UserError
 from nas.run import folder as run_folder
 from nas.run.folder import RunMetrics, load_model
@@ -88,8 +89,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> RunMode
 
 
 def read_image(image: ImageInput, size: int) -> np.ndarray:
-    """One image as RGB uint8 (size, size, 3), read as the training data was; UserError if a
-    file cannot be read as an image."""
+    """One image as RGB uint8 (size, size, 3), read as the training data was; a UserError
+    (`DataError`) naming a file that cannot be read as an image, a decompression bomb included."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise UserError(
@@ -97,23 +98,7 @@ def read_image(image: ImageInput, size: int) -> np.ndarray:
                 f"{image.shape}"
             )
         image = Image.fromarray(image)
-    if isinstance(image, Image.Image):
-        return _to_rgb_square(image, size)
-    path = Path(image)
-    try:
-        with Image.open(path) as opened:
-            return _to_rgb_square(opened, size)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise UserError(f"{path} could not be read as an image ({reason})") from None
-
-
-def _to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
-    # the same steps as nas.data.readers reads an image folder with
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # PIL asks for this route for palette transparency
-    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    return read_rgb(image, size)  # the way nas.data.readers reads an image folder
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nas.arch.architecture import POOL_KERNEL, Architecture
 from nas.arch.counts import count_macs, param_table
-from nas.commands import join, retrain_command
+from nas.commands import join, option, retrain_command
 from nas.config.data import DataConfig
 from nas.config.recipe import Recipe
 from nas.run import folder as run_folder
@@ -183,12 +183,12 @@ def rebuild_command(metrics: RunMetrics, run_dir: str | Path) -> str:
         if key in recipe
         for word in (flag, str(recipe[key]))
     ]
-    flags += ["--out", f"{run_dir}-rebuilt"]
+    flags += option("--out", f"{run_dir}-rebuilt")
     if "study" in source:  # the study supplies the data and the recipe
         study, trial = str(source["study"]), source["trial"]
         return retrain_command(study, trial, str(source.get("storage") or ""), flags)
     return join(
-        ["nas", "retrain", "--arch", str(Path(run_dir) / run_folder.ARCHITECTURE)]
+        ["nas", "retrain", *option("--arch", str(Path(run_dir) / run_folder.ARCHITECTURE))]
         + _data_flags(metrics)
         + flags
     )

@@ -58,10 +58,11 @@ from nas.search.progress import (
     sleep_unless_stopped,
     trial_counts,
 )
+from nas.search.reaper import StaleTrialReaper
 from nas.search.study_setup import open_study
 from nas.search.time_budget import TimeBudget
 from nas.search.winner import unconfirmed
-from nas.storage import StaleTrialReaper, check_url
+from nas.storage import check_url
 from nas.train.devices import resolve_device
 
 BUDGET_KINDS = {  # what a time budget books a finished trial's time to

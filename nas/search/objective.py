@@ -47,8 +47,8 @@ from nas.costs.budgets import Budgets, Gate, record_verdict
 from nas.data.device_memory import MemoryFailure, memory_failure, release_memory
 from nas.data.loading import Splits
 from nas.errors import StopRequested
+from nas.search.reaper import worker_record
 from nas.search.samplers import record_constraints
-from nas.storage import worker_record
 from nas.train.devices import resolve_device
 from nas.train.fit import NonFiniteLossError, fit, set_seed
 from nas.train.model import build_model
@@ -122,7 +122,7 @@ class Objective:
         self.training: tuple[int, dict[str, Any]] | None = None  # (number, params) while training
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        # first: if this process dies from here on, other runs can tell (storage.StaleTrialReaper)
+        # first: if this process dies from here on, other runs can tell (nas.search.reaper)
         trial.set_user_attr(records.WORKER, worker_record())
         self.training = None
         arch = self.space.suggest(trial, num_classes=self.splits.num_classes)

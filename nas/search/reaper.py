@@ -1,0 +1,92 @@
+"""Owns which RUNNING trials are stale, and failing them: a trial whose process is gone (this
+machine's, by its process id), whose journal heartbeat stopped (any machine's), or whose
+objective never started; each is failed and its candidate queued again, so no trial stays
+RUNNING and nothing is lost. Also what a trial records first so that others can tell
+(`worker_record`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas import records
+from nas.journal import beat_age
+from nas.storage import stale_trial_callback
+
+
+class StaleTrialReaper:
+    """Fails the RUNNING trials whose process is gone, and re-enqueues their candidates.
+
+    Optuna's heartbeat check (`optuna.storages.fail_stale_trials`) fails a trial whose
+    heartbeat stopped, but never one that has no heartbeat at all: a process killed between
+    creating its trial and the heartbeat thread's first write leaves a RUNNING trial forever,
+    under every Optuna version. So, besides Optuna's check, each call fails:
+    - a trial whose objective recorded this machine's host and a process id that no longer
+      exists (`records.WORKER`): at once;
+    - a trial whose journal heartbeat (`nas.journal`, any machine) is older than `grace`;
+    - a trial whose objective never started (no `records.WORKER`) and that this reaper has seen
+      RUNNING for `grace` seconds: a live objective records its worker within milliseconds.
+    Trials of live processes, and those of other machines (their heartbeats decide), are left.
+    """
+
+    def __init__(self, grace: float, max_retry: int = 2):
+        self.grace = grace
+        self.max_retry = max_retry
+        self.first_seen: dict[int, float] = {}  # trial number -> when first seen without worker
+
+    def __call__(self, study: optuna.Study) -> list[int]:
+        """Fail stale trials; returns the numbers this call failed (besides Optuna's)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        now, seen, reaped = time.monotonic(), {}, []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get(records.WORKER)
+            if isinstance(worker, dict):
+                host, pid = worker.get(records.WORKER_HOST), worker.get(records.WORKER_PID)
+                gone = host == socket.gethostname() and not _alive(pid)
+                age = beat_age(trial)
+                if not gone and (age is None or age < self.grace):
+                    continue
+            else:
+                seen[trial.number] = self.first_seen.get(trial.number, now)
+                if now - seen[trial.number] < self.grace:
+                    continue
+            if self._fail(study, trial.number):
+                reaped.append(trial.number)
+        self.first_seen = seen
+        return reaped
+
+    def _fail(self, study: optuna.Study, number: int) -> bool:
+        try:
+            failed = study.tell(number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # finished meanwhile (Optuna's types vary by version)
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            stale_trial_callback(self.max_retry)(study, failed)  # re-enqueue, as Optuna would
+        return True
+
+
+def worker_record() -> dict[str, Any]:
+    """What a trial's objective records first (`records.WORKER`): where it runs."""
+    return {records.WORKER_HOST: socket.gethostname(), records.WORKER_PID: os.getpid()}
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
