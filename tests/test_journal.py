@@ -70,7 +70,8 @@ def test_the_dashboard_is_given_the_file_and_the_report_goes_beside_it():
     assert dashboard_command("journal:////shared/my runs/s.log") == (
         "optuna-dashboard '/shared/my runs/s.log'"
     )
-    assert default_report_path("journal:////shared/x/s.log", "my study") == Path(
+    # beside the file (how a name becomes a file name: tests/test_study_names.py)
+    assert default_report_path("journal:////shared/x/s.log", "my_study") == Path(
         "/shared/x/my_study.html"
     )
 
