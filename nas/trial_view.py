@@ -54,7 +54,7 @@ class TrialKind(Enum):
     NOT_NEEDED = "not needed (other workers filled the target)"
     FAILED = "failed or broke"  # Optuna FAIL, or training broke: non-finite loss, out of memory
     RUNNING = "running or waiting"
-    CONFIRMATION = "a confirmation run's claim"  # bookkeeping: no candidate (nas.search.confirm)
+    CONFIRMATION = "claim of a confirmation run"  # bookkeeping: no candidate (nas.search.confirm)
 
     @property
     def trained(self) -> bool:

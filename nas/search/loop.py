@@ -129,19 +129,15 @@ def run_search(
     """Run (or resume) the study until it holds `config.trials` trained candidates, or until
     `time_budget` refuses a new trial (`time_budget.stopped` then says so).
 
-    `memory_meter` replaces `nas.costs.memory.training_memory` in the budget gate
-    (`nas.costs.budgets.Gate`).
+    `memory_meter` replaces `nas.costs.memory.training_memory` in the gate (`costs.budgets`).
 
     With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
     after the running trial's epoch (that trial is failed and its parameters enqueued for the
     next run) or before asking for a new trial.
     """
     stop = should_stop or (lambda: False)
-    if time_budget is None and config.time_limit is not None:
-        time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
-    if time_budget is not None:
-        time_budget.epochs = recipe.epochs  # the next trial is priced as a full one
-    end = Ending(stop, time_budget, announce)
+    end = ending(config, recipe, stop, time_budget, announce)
+    time_budget = end.time_budget
     space, study, splits = prepare_study(config, data, recipe, machine, splits, announce)
     if trial_counts(study)[0] >= config.trials:
         return finish_run(study, config, splits, recipe, machine, end)
@@ -176,6 +172,16 @@ def run_search(
         if on_trial is not None:
             on_trial(outcome_of(trial), trial_counts(study)[0])
         streak.check()
+
+
+def ending(config, recipe, stop, time_budget: TimeBudget | None, announce) -> Ending:
+    """What ends this run besides its target; without a budget from the caller, one from
+    `config.time_limit` starting now."""
+    if time_budget is None and config.time_limit is not None:
+        time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
+    if time_budget is not None:
+        time_budget.epochs = recipe.epochs  # the next trial is priced as a full one
+    return Ending(stop, time_budget, announce)
 
 
 FINISH, WAIT, TRAIN = "finish", "wait", "train"  # what the search loop does next
