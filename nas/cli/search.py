@@ -119,7 +119,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-limit",
         metavar="DURATION",
-        help="the command ends within this (8h, 90m, 3600s), counted from its start: no trial "
+        help="the search ends within this (8h, 90m, 3600s), counted from its start: no trial "
         "or confirmation run starts that the time left cannot hold, and one still training "
         "when it is out stops after its epoch (the next run retries it); with --trials, "
         "whichever comes first; each run (a resume) has its own limit",
