@@ -113,6 +113,16 @@ VARIANTS: dict[str, dict] = {
     "tpe+confirm": {"sampler": "tpe", "pruner": "none", "confirm": 3},
     "tpe+fidelity+confirm": {"sampler": "tpe", "pruner": "fidelity", "confirm": 3},
     "random": {"sampler": "random", "pruner": "none", "confirm": 0, "warm_start": False},
+    # what users would run instead (issue 30): Optuna's pruners as its docs teach them, no warm
+    # start, no confirmation; the sampler is this tool's TPE (multivariate + group, random until
+    # 10 candidates trained), not a bare optuna.samplers.TPESampler
+    "optuna-hyperband": {
+        "sampler": "tpe",
+        "pruner": "hyperband",
+        "confirm": 0,
+        "warm_start": False,
+    },
+    "optuna-asha": {"sampler": "tpe", "pruner": "asha", "confirm": 0, "warm_start": False},
 }
 BASELINE = "random"
 DEFAULT_METHODS = ["defaults", "random", "warm"]  # the comparison of RESULTS.md

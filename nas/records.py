@@ -53,6 +53,8 @@ DUPLICATE_OF = "duplicate_of"  # the trial number whose identical architecture w
 NOT_NEEDED = "not_needed"  # True: lost the race for the study's last places to other workers
 PRUNE_REASON = "prune_reason"  # one line: why the trial was pruned or stopped
 WARM_START = "warm_start"  # the reference model (preset name) a warm start queued first
+CONFIRMS = "confirms"  # on a confirmation claim (nas.search.confirm): the trial it confirms
+CLAIM_TOKEN = "claim"  # on a confirmation's claim: the id its process finds it by
 RETRY_OF = "retry_of"  # enqueued again after this trial was interrupted (Ctrl-C, SIGTERM)
 STOPPED_AFTER_EPOCH = "stopped_after_epoch"  # a stop request ended the trial after this epoch
 TRAINED = "trained"  # True once the candidate trained to the end or until the pruner stopped it
@@ -83,6 +85,7 @@ TOOL_VERSION = "tool_version"  # nas.version.VERSION of the tool that created th
 REPORT_PATH = "report_path"  # the HTML report the search wrote (absolute): refreshes rewrite it
 RETRAIN_PREFIX = "retrain_trial_"  # + trial number: that trial's retrain result (`Retrained`)
 CONFIRM_PREFIX = "confirm_trial_"  # + trial number: its confirmation run (`Confirmation`)
+WINNER = "winner"  # the trial the search names best and its evidence (nas.search.winner)
 TIME_BUDGET_PREFIX = "time_budget_run_"  # + run id: how a run with --time-limit spent its time
 # (`TimeAccount`)
 

@@ -7,6 +7,8 @@ Claims:
   was trained and produced a model that ranks: to the end (COMPLETE) or until the pruner
   stopped it. A trial whose training broke (a non-finite loss, out of memory), even after some
   epochs, is FAILED: it produced no model worth ranking and does not count toward `--trials`.
+  A confirmation run's claim (a trial carrying `records.CONFIRMS`, `nas.search.confirm`) is
+  CONFIRMATION in any state: never a candidate, never counted as running or trained.
 - Studies written by earlier versions of the tool read the same (MACs recorded as "flops").
 
 Imports of `nas` only the foundations (`nas.records`, `nas.config.costs`), and of Optuna only
@@ -26,6 +28,7 @@ from nas.records import (
     BEST_VAL_ACCURACY,
     BUDGET,
     BUDGETS,
+    CONFIRMS,
     CURVE,
     DUPLICATE_OF,
     MACS,
@@ -51,6 +54,7 @@ class TrialKind(Enum):
     NOT_NEEDED = "not needed (other workers filled the target)"
     FAILED = "failed or broke"  # Optuna FAIL, or training broke: non-finite loss, out of memory
     RUNNING = "running or waiting"
+    CONFIRMATION = "claim of a confirmation run"  # bookkeeping: no candidate (nas.search.confirm)
 
     @property
     def trained(self) -> bool:
@@ -61,6 +65,8 @@ class TrialKind(Enum):
 def classify(trial: FrozenTrial) -> TrialKind:
     """The one answer to "what became of this trial" (see `TrialKind`)."""
     attrs = trial.user_attrs
+    if CONFIRMS in attrs:  # checked first: a claim is RUNNING while its run trains
+        return TrialKind.CONFIRMATION
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         return TrialKind.RUNNING
     if trial.state == TrialState.FAIL:

@@ -1,23 +1,35 @@
-"""nas.search.confirm: which candidates are confirmed, the record a confirmation run leaves on the
-study, and which trial the search names best (real Optuna studies on SQLite, a real training
-run on synthetic data)."""
+"""nas.search.confirm and nas.search.winner: the race that decides which candidate a
+confirmation run trains, the record it leaves on the study, its claim in the store, and which
+trial the search names best (real Optuna studies on SQLite built through the public API, real
+training runs on synthetic data). Expected winners are computed by hand in each test."""
 
 from __future__ import annotations
 
-import json
+import re
 
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from nas import records
+from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
-from nas.search.confirm import SEED_OFFSET, confirm_top
-from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
+from nas.search.choice import choose_from_study
+from nas.search.confirm import SEED_OFFSET, claim, race, release
+from nas.search.progress import trial_counts
+from nas.search.winner import (
+    candidates,
+    confirmation_epochs,
+    confirmations,
+    next_to_confirm,
+    settled,
+    verdict_lines,
+    winner,
+    winner_record,
+)
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
 RUN = {"seed": 1, "epochs": 2, "seconds": 1.0}  # a confirmation record besides its accuracies
@@ -33,61 +45,193 @@ def trained(value: float, arch: str, state=TrialState.COMPLETE) -> optuna.trial.
 
 def new_study(tmp_path, trials) -> optuna.Study:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}", direction="maximize")
+    study.set_user_attr(records.RECIPE, {"seed": 0})
     for trial in trials:
         study.add_trial(trial)
     return study
 
 
-def test_candidates_are_the_best_full_trials_one_per_architecture(tmp_path):
+def confirmed_as(study, number: int, first: float, second: float, note: str = "") -> None:
+    """Record a confirmation run of trial `number` as the search writes it."""
+    record = {**RUN, "first_val_accuracy": first, "val_accuracy": second}
+    record["mean_val_accuracy"] = (first + second) / 2
+    if note:
+        record["note"] = note
+    study.set_user_attr(records.confirm_key(number), record)
+
+
+def arch_json(width: int) -> str:
+    return Architecture((width,), (1,), conv_kernel=3, skip_kernel=1, stem=4).to_json()
+
+
+def test_candidates_are_the_full_trials_one_per_architecture_with_all_their_runs(tmp_path):
     study = new_study(
         tmp_path,
         [
             trained(0.80, "a"),  # 0
             trained(0.95, "b", TrialState.PRUNED),  # 1: stopped by the pruner: not a candidate
             trained(0.90, "c"),  # 2
-            trained(0.90, "c"),  # 3: the same architecture again
+            trained(0.70, "c"),  # 3: the same architecture again: one more run of candidate 2
             trained(0.85, "d"),  # 4
-            trained(0.90, "e"),  # 5: ties with 2, a higher number
+            trained(0.85, "e"),  # 5: ties with 4, a higher number
         ],
     )
-    assert [t.number for t in candidates(study.get_trials(), 3)] == [2, 5, 4]
-    assert [t.number for t in candidates(study.get_trials(), 10)] == [2, 5, 4, 0]
+    ranked = candidates(study)
+    # c: mean of 0.90 and 0.70 = 0.80, ties with a (0.80, one run): more runs first
+    assert [(c.number, round(c.score, 4)) for c in ranked] == [
+        (4, 0.85), (5, 0.85), (2, 0.80), (0, 0.80),
+    ]  # fmt: skip
+    assert [c.confirmed for c in ranked] == [False, False, True, False]
 
 
-def test_without_confirmation_the_winner_is_the_best_trained_trial(tmp_path):
-    study = new_study(tmp_path, [trained(0.80, "a"), trained(0.95, "b", TrialState.PRUNED)])
+def test_without_confirmation_the_winner_is_the_best_trial_trained_to_the_end(tmp_path):
+    # the pruner-stopped trial ranks on fewer epochs: neither the winner nor the retrain's pick
+    stopped = trained(0.95, arch_json(8), TrialState.PRUNED)
+    study = new_study(tmp_path, [trained(0.80, arch_json(4)), stopped])
     best, score = winner(study)
-    assert (best.number, score) == (1, 0.95)
+    assert (best.number, score) == (0, 0.80)
+    assert choose_from_study(study).trial.number == 0
+    assert verdict_lines(study)[0].startswith("winner: trial 0 (")
 
 
 def test_with_confirmations_the_winner_has_the_best_mean(tmp_path):
-    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.99, "c")])
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.91, "c")])
     # trial 0 was lucky (0.96, then 0.88: mean 0.92), trial 1 is steady (0.94, 0.93: 0.935);
-    # trial 2 has no confirmation record and is not named however high its one run
-    confirmed = {"seed": 1, "epochs": 5, "seconds": 1.0}
-    study.set_user_attr(
-        records.confirm_key(0),
-        {**confirmed, "val_accuracy": 0.88, "first_val_accuracy": 0.96, "mean_val_accuracy": 0.92},
-    )
-    study.set_user_attr(
-        records.confirm_key(1),
-        {**confirmed, "val_accuracy": 0.93, "first_val_accuracy": 0.94, "mean_val_accuracy": 0.935},
-    )
+    # trial 2's one run (0.91) is below 0.935: the race is settled
+    confirmed_as(study, 0, 0.96, 0.88)
+    confirmed_as(study, 1, 0.94, 0.93)
     best, score = winner(study)
-    assert (best.number, score) == (1, 0.935)
-    assert confirmation_epochs(study) == 10
+    assert (best.number, score) == (1, pytest.approx(0.935))
+    assert next_to_confirm(study) is None and settled(study)
+    assert confirmation_epochs(study) == 4
 
 
-def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_records_it(tmp_path):
+def test_the_race_confirms_in_order_until_the_leader_stands_above_every_single_run(tmp_path):
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.90, "c")])
+    assert next_to_confirm(study).number == 0  # nothing confirmed: the top single run first
+    confirmed_as(study, 0, 0.96, 0.90)  # mean 0.93: trial 1's one run (0.94) stands above it
+    assert next_to_confirm(study).number == 1 and not settled(study)
+    confirmed_as(study, 1, 0.94, 0.94)  # mean 0.94 > 0.93 and > trial 2's 0.90: settled
+    assert next_to_confirm(study) is None and settled(study)
+    assert winner(study)[0].number == 1
+
+
+def test_a_diverged_confirmation_loses_the_lead_and_the_retrain_takes_the_runner_up(tmp_path):
+    runs = [(0.96, 4), (0.90, 8), (0.50, 12)]
+    study = new_study(tmp_path, [trained(value, arch_json(width)) for value, width in runs])
+    confirmed_as(study, 0, 0.96, 0.0, note="non-finite loss: nan")  # mean 0.48
+    assert next_to_confirm(study).number == 1  # 0.90 stands above 0.48: confirm it next
+    confirmed_as(study, 1, 0.90, 0.86)  # mean 0.88
+    best, score = winner(study)
+    assert (best.number, score) == (1, pytest.approx(0.88))
+    choice = choose_from_study(study)
+    assert choice.trial.number == 1
+    assert "the search's winner: val accuracy 88.00% (the mean of 2 runs)" in choice.why
+    winner_line, lead, _ = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 1 (")
+    assert "88.00% validation accuracy, the mean of 2 runs (seed 0: 90.00%, seed 1: 86.00%" in (
+        winner_line
+    )
+    # the diverged candidate shows its evidence and sits below: 88 - 48 = 40, 88 - 50 = 38
+    assert lead == (
+        "its lead: +38.0 points over trial 2 (50.00%, one run), +40.0 points over trial 0 "
+        "(48.00%: the mean of seed 0: 96.00%, seed 1: 0.00%)"
+    )
+
+
+def test_with_no_run_left_the_diverged_candidate_is_not_named(tmp_path):
+    # --confirm 1 spent on the top run, which diverged: the runner-up's one run (0.90) is the
+    # best evidence there is, and it is named, unconfirmed, saying why
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.90, "b")])
+    confirmed_as(study, 0, 0.96, 0.0)
+    assert winner(study)[0].number == 1
+    winner_line, lead, _ = verdict_lines(study)
+    assert "90.00% validation accuracy from one training run, not confirmed: " in winner_line
+    assert (
+        lead
+        == "its lead: +42.0 points over trial 0 (48.00%: the mean of seed 0: 96.00%, seed 1: 0.00%)"
+    )
+
+
+@pytest.mark.parametrize("second, named", [(0.80, 0), (0.91, 2)])
+def test_a_later_trial_that_beats_the_confirmed_mean_is_confirmed_before_it_is_named(
+    tmp_path, second, named
+):
+    study = new_study(tmp_path, [trained(0.90, "a"), trained(0.85, "b")])
+    confirmed_as(study, 0, 0.90, 0.88)  # mean 0.89: settled
+    assert settled(study)
+    study.add_trial(trained(0.93, "c"))  # trial 2, from a resumed run or another worker
+    assert not settled(study)
+    assert next_to_confirm(study).number == 2  # 0.93 > 0.89: the race goes on with it
+    confirmed_as(study, 2, 0.93, second)  # mean 0.865 (below 0.89) or 0.92 (above)
+    assert winner(study)[0].number == named
+    assert settled(study)
+
+
+def test_the_winner_is_never_below_a_candidate_measured_the_same_way(tmp_path):
+    # every shown candidate's score is the mean of its runs; the winner's is the highest, so
+    # no lead is negative, and the winner's own second record is not another candidate
+    study = new_study(
+        tmp_path, [trained(0.50, "a"), trained(0.38, "b"), trained(0.45, "a"), trained(0.28, "c")]
+    )
+    confirmed_as(study, 0, 0.50, 0.35)  # a: 0.50, 0.45 (trial 2), 0.35: mean 0.4333
+    winner_line, lead, _ = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 0 (")
+    assert "the mean of 3 runs (seed 0: 50.00%, seed 0: 45.00%, seed 1: 35.00%; spread +-7.5" in (
+        winner_line
+    )
+    assert lead == (
+        "its lead: +5.3 points over trial 1 (38.00%, one run), +15.3 points over trial 3 "
+        "(28.00%, one run): within the winner's spread over seeds, the runner-up may be as good"
+    )
+    assert re.findall(r"([+-]\d+\.\d) points", lead) == ["+5.3", "+15.3"]  # none negative
+
+
+def test_an_unconfirmed_winner_says_so_and_leads_by_its_run(tmp_path):
+    study = new_study(tmp_path, [trained(0.90, "a"), trained(0.95, "b"), trained(0.80, "c")])
+    winner_line, lead, _ = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 1 (")
+    assert "95.00% validation accuracy from one training run, not confirmed by a second seed" in (
+        winner_line
+    )
+    assert lead == (
+        "its lead: +5.0 points over trial 0 (90.00%, one run), +15.0 points over trial 2 "
+        "(80.00%, one run)"
+    )
+
+
+def test_a_pareto_study_names_no_single_winner(tmp_path):
+    study = new_study(tmp_path, [trained(0.90, "a"), trained(0.95, "b")])
+    study.set_user_attr(records.OBJECTIVE, {"objective": "pareto", "minimize": "params"})
+    lines = verdict_lines(study)
+    assert lines[0] == "a Pareto study names no single winner: see the best model at every size"
+    assert len(lines) == 2 and lines[1].startswith("rank fidelity: ")
+
+
+def test_a_confirmation_is_claimed_once_in_the_store(tmp_path):
+    study = new_study(tmp_path, [trained(0.9, "a")])
+    first = claim(study, 0)
+    assert first == 1  # the claim is trial 1, RUNNING
+    assert claim(study, 0) is None  # a second process's claim loses to the live one
+    # claims are bookkeeping: not candidates, not running trials of the search
+    kinds = [trial_view.classify(t) for t in study.get_trials()]
+    assert kinds == [trial_view.TrialKind.TRAINED] + [trial_view.TrialKind.CONFIRMATION] * 2
+    assert trial_counts(study) == (1, 0)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL]
+    release(study, first)  # its run ended unrecorded (stopped): the trial may be claimed again
+    assert claim(study, 0) == 3
+
+
+def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path):
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
-    architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
-    study = new_study(tmp_path, [trained(0.5, architecture), trained(0.1, "never-built")])
+    study = new_study(tmp_path, [trained(0.96, "never-built"), trained(0.5, SMALL.to_json())])
+    confirmed_as(study, 0, 0.96, 0.0, note="non-finite loss: nan")  # mean 0.48
     recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7)
-    machine = Machine(device="cpu")
     seen = []
-    done = confirm_top(study, splits, recipe, machine, 1, on_run=lambda n, r: seen.append(n))
-    assert done == seen == [0]
-    record = study.user_attrs["confirm_trial_0"]
+    done = race(study, splits, recipe, Machine(device="cpu"), 3, on_run=lambda n, r: seen.append(n))
+    assert done == seen == [1]  # trial 0 is not confirmed again; nothing else is left
+    record = study.user_attrs["confirm_trial_1"]
     # the keys studies of earlier releases hold, in their order (no note: the run converged)
     assert list(record) == [
         "seed", "val_accuracy", "first_val_accuracy", "mean_val_accuracy", "epochs", "seconds",
@@ -97,54 +241,12 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     assert record["first_val_accuracy"] == 0.5
     assert 0.0 <= record["val_accuracy"] <= 1.0
     assert record["mean_val_accuracy"] == pytest.approx((0.5 + record["val_accuracy"]) / 2)
-    assert list(confirmations(study)) == [0]
+    assert sorted(confirmations(study)) == [0, 1]
+    # its claim was finished, and the winner recorded for the dashboard
+    (claimed,) = [t for t in study.get_trials() if records.CONFIRMS in t.user_attrs]
+    assert (claimed.user_attrs[records.CONFIRMS], claimed.state) == (1, TrialState.FAIL)
+    expected = 1 if record["mean_val_accuracy"] > 0.48 else 0
+    assert study.user_attrs[records.WINNER]["trial"] == expected
+    assert study.user_attrs[records.WINNER] == winner_record(study)
     # confirmed once: a second call (a resume, another worker) trains nothing
-    assert confirm_top(study, splits, recipe, machine, 1) == []
-
-
-def test_the_verdict_names_the_confirmed_winner_its_spread_and_lead(tmp_path):
-    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.94, "b"), trained(0.90, "c")])
-    study.set_user_attr(records.RECIPE, {"seed": 0})
-    study.set_user_attr(
-        records.confirm_key(1),
-        {**RUN, "first_val_accuracy": 0.94, "val_accuracy": 0.92, "mean_val_accuracy": 0.93},
-    )
-    study.set_user_attr(
-        records.confirm_key(0),
-        {**RUN, "first_val_accuracy": 0.96, "val_accuracy": 0.88, "mean_val_accuracy": 0.92},
-    )
-    winner_line, lead, fidelity = verdict_lines(study)
-    assert winner_line.startswith("winner: trial 1 (")
-    assert "93.00% validation accuracy, the mean of 2 seeds (0: 94.00%, 1: 92.00%; " in winner_line
-    assert winner_line.endswith("spread +-1.0 points)")
-    # 93 - 92 = 1 point: no more than the spread, so the runner-up may be as good; trial 2
-    # (0.90) was not confirmed: its one run, 93 - 90 = 3 points below
-    assert lead == (
-        "its lead: +1.0 points over trial 0 (92.00%), +3.0 points over trial 2 (90.00%, one "
-        "run): within the winner's spread over seeds, the runner-up may be as good"
-    )
-    assert fidelity.startswith("rank fidelity: not enough trials to say")
-
-
-def test_a_winner_confirmed_alone_leads_the_next_candidates_by_their_one_run(tmp_path):
-    # the default: one confirmation run, so only the winner has a mean over seeds
-    study = new_study(tmp_path, [trained(0.50, "a"), trained(0.38, "b"), trained(0.28, "c")])
-    study.set_user_attr(records.RECIPE, {"seed": 0})
-    study.set_user_attr(
-        records.confirm_key(0),
-        {**RUN, "first_val_accuracy": 0.50, "val_accuracy": 0.35, "mean_val_accuracy": 0.425},
-    )
-    _, lead, _ = verdict_lines(study)
-    # 42.5 - 38 = 4.5 points: within the winner's spread of +-7.5 points
-    assert lead == (
-        "its lead: +4.5 points over trial 1 (38.00%, one run), +14.5 points over trial 2 "
-        "(28.00%, one run): within the winner's spread over seeds, the runner-up may be as good"
-    )
-
-
-def test_an_unconfirmed_winner_says_so_and_leads_by_accuracy(tmp_path):
-    study = new_study(tmp_path, [trained(0.90, "a"), trained(0.95, "b"), trained(0.80, "c")])
-    winner_line, lead, _ = verdict_lines(study)
-    assert winner_line.startswith("winner: trial 1 (")
-    assert "95.00% validation accuracy from one training run, not confirmed" in winner_line
-    assert lead == "its lead: +5.0 points over trial 0 (90.00%), +15.0 points over trial 2 (80.00%)"
+    assert race(study, splits, recipe, Machine(device="cpu"), 3) == []

@@ -251,3 +251,43 @@ def test_the_memory_and_latency_budgets_are_measured_at_the_data_s_64_px(tmp_pat
     # the latency of each candidate within the analytic budgets was measured, always at 64 px
     timed = [t for t in gated if records.LATENCY_MS in t.user_attrs]
     assert timed and sizes and set(sizes) == {64}
+
+
+# ---- a last batch of one image at a 1x1 map (issue 30) ------------------------------------------
+
+ONE_BY_ONE = Architecture((8, 8, 8, 8, 8), (1, 1, 1, 1, 1), stem=8, stem_type="imagenet")
+
+
+def test_a_retrain_whose_last_map_is_1x1_drops_only_a_last_batch_of_one():
+    from nas.arch.counts import deepest_side
+    from nas.train.fit import fit
+
+    # ImageNet stem at 64 px: 16 px into layer 1, then 8, 4, 2, 1 through layers 2-5
+    assert deepest_side(ONE_BY_ONE, 64) == 1 and deepest_side(ONE_BY_ONE, 96) == 2
+    splits = load_splits(DataConfig(dataset="synthetic", subset=81, image_size=64))
+    assert len(splits.train) == 81  # 5 batches of 16 and one of 1
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", flip=False)
+    torch.manual_seed(0)
+    result = fit(build_model(ONE_BY_ONE), splits, recipe, Machine(device="cpu"), progress=False)
+    assert len(result.history) == 1  # trained, no traceback (BatchNorm on 1 value per channel)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [8, 16, 64])
+def test_the_large_images_space_trains_or_rejects_every_candidate(tmp_path, size):
+    from nas import trial_view
+    from nas.config.search import SearchConfig
+    from nas.search.loop import run_search
+
+    # 81 training images at batch 16: a last batch of one in every epoch
+    config = SearchConfig(
+        budget=50_000_000, trials=2, space="large-images", study="l",
+        storage=f"sqlite:///{tmp_path / 'l.db'}", sampler="random", pruner="none",
+        warm_start=False, confirm=0,
+    )  # fmt: skip
+    recipe = Recipe(epochs=1, batch_size=16, augment="none", flip=False)
+    data = DataConfig(dataset="synthetic", subset=81, image_size=size, synthetic_size=120)
+    study = run_search(config, data, recipe, Machine(device="cpu"))
+    kinds = [trial_view.classify(t) for t in study.get_trials()]
+    assert kinds.count(trial_view.TrialKind.TRAINED) == 2
+    assert all(k in (trial_view.TrialKind.TRAINED, trial_view.TrialKind.REJECTED) for k in kinds)

@@ -103,6 +103,9 @@ WRITTEN = {
         user_attrs={**_arch(20), records.STOPPED_AFTER_EPOCH: 1},
         intermediate_values={1: 0.95},
     ),
+    "a confirmation's claim, its run training": dict(  # neither trained nor running
+        state=TrialState.RUNNING, user_attrs={records.CONFIRMS: 0, records.CLAIM_TOKEN: "x"}
+    ),
 }
 EXPECTED = {
     "trained": TrialKind.TRAINED,
@@ -113,6 +116,7 @@ EXPECTED = {
     "not needed": TrialKind.NOT_NEEDED,
     "non-finite after one epoch": TrialKind.FAILED,
     "stopped by SIGTERM": TrialKind.FAILED,
+    "a confirmation's claim, its run training": TrialKind.CONFIRMATION,
     "running": TrialKind.RUNNING,
 }
 
@@ -123,6 +127,9 @@ def study(tmp_path_factory) -> optuna.Study:
     study = optuna.create_study(study_name="kinds", storage=url, direction="maximize")
     study.set_user_attr(records.BUDGET, BUDGET)
     for written in WRITTEN.values():
+        if records.ARCHITECTURE not in written["user_attrs"]:  # a claim proposes no candidate
+            study.add_trial(create_trial(**written))
+            continue
         width = Architecture.from_json(written["user_attrs"][records.ARCHITECTURE]).channels[0]
         study.add_trial(
             create_trial(params={"width": width}, distributions=DISTRIBUTIONS, **written)

@@ -129,7 +129,7 @@ def test_header_counts_every_kind_of_trial(full_study, tmp_path):
     assert counts["stopped early by the pruner"] == "1"
     assert counts["rejected (over budget)"] == "2"
     assert counts["failed or broke"] == "1"
-    assert counts["best trial"].startswith("trial 1 (complete)")
+    assert counts["winner"].startswith("trial 1 (complete)")  # what --pick best takes
 
 
 def test_params_figure_has_one_point_per_trained_trial_and_rejects_apart(full_study):

@@ -117,6 +117,11 @@ def searched(one_thread, tmp_path_factory):
     return store, argv, out
 
 
+def proposed(study) -> list:
+    """The trials the sampler proposed: all but the claims of confirmation runs."""
+    return [t for t in study.trials if "confirms" not in t.user_attrs]
+
+
 # ---- the budget gate and what a study records -----------------------------------------------
 
 
@@ -143,15 +148,18 @@ def test_no_trained_trial_is_over_budget_and_rejections_are_pruned_without_value
         # the excess, as a share of the budget, reaches the sampler as Optuna's constraint
         # (set_constraint on Optuna 5, constraints_func's stored result on 4.x)
         assert constraint_of(trial) == pytest.approx((params - BUDGET) / BUDGET)
-    # every trial is either trained or rejected here (no duplicates in 3 trained of 1,008)
-    assert len(trained) + len(rejected) == len(trials)
+    # every trial is trained or rejected here (no duplicates in 3 trained of 1,008), but the
+    # one claim of the winner's confirmation run (nas.search.confirm)
+    claims = [t for t in trials if "confirms" in t.user_attrs]
+    assert len(claims) == 1 and claims[0].state == TrialState.FAIL
+    assert len(trained) + len(rejected) + len(claims) == len(trials)
 
 
 def test_trial_params_rebuild_the_recorded_architecture_and_its_count(searched):
     store, _, _ = searched
     study = load(store)
     space = SearchSpace.from_text(study.user_attrs["space_text"])
-    for trial in study.trials:
+    for trial in proposed(study):
         arch = Architecture.from_json(trial.user_attrs["architecture"])
         assert space.from_params(trial.params, arch.num_classes) == arch
         assert count_params(arch) == trial.user_attrs["params"]
@@ -194,7 +202,7 @@ def test_trained_trials_record_attrs_and_per_epoch_val_accuracy(searched):
 def test_search_prints_trials_top_table_and_next_commands(searched):
     store, _, out = searched
     study = load(store)
-    for trial in study.trials:
+    for trial in proposed(study):  # a confirmation's claim proposes no candidate: not listed
         assert f"trial {trial.number:>4}" in out
     assert "rank" in out and "val acc" in out
     assert f"next:   optuna-dashboard {url_of(store)}" in out
@@ -508,7 +516,7 @@ def test_smoke_runs_end_to_end_from_any_directory(tmp_path, monkeypatch):
     assert study.user_attrs["space_text"] == TINY.read_text()
     assert study.user_attrs["budget"] == 20_000
     assert sum(is_trained(t) for t in study.trials) == 2
-    assert all(t.params and "params" in t.user_attrs for t in study.trials)
+    assert all(t.params and "params" in t.user_attrs for t in proposed(study))
     assert "rank" in out and "val acc" in out
     assert "next:   optuna-dashboard sqlite:///studies/nas.db" in out
     assert "nas retrain --study smoke" in out

@@ -91,4 +91,4 @@ def test_the_best_pick_of_a_confirmed_search_is_the_winner_it_named(tmp_path):
     )
     choice = choose_from_study(study)
     assert choice.trial.number == 1
-    assert "confirmed winner: mean val accuracy 93.50%" in choice.why
+    assert "the search's winner: val accuracy 93.50% (the mean of 2 runs)" in choice.why

@@ -57,29 +57,42 @@ class FakeClock:
         return self.now
 
 
-def test_a_budget_measures_its_pace_from_trained_trials_with_the_clock_it_is_given():
+def test_the_next_trial_is_priced_as_a_full_trial_at_the_slowest_epoch():
     clock = FakeClock()
-    budget = TimeBudget(limit=60.0, clock=clock)
+    budget = TimeBudget(limit=60.0, clock=clock, epochs=4)
     assert budget.allows_trial()  # nothing measured yet
     clock.now += 2.0
     budget.record("rejected", 2.0)  # a rejection's time is spent but sets no pace
     assert budget.per_trial() is None
     clock.now += 20.0
-    budget.record("trained", 20.0, epochs=4)
-    clock.now += 10.0
-    budget.record("pruned", 10.0, epochs=2)
-    assert budget.per_trial() == 15.0  # (20 + 10) / 2
-    assert budget.per_epoch() == 5.0  # 30 s over 6 epochs
-    clock.now = 1_000.0 + 45.0  # 15 s left: exactly one trial at the pace
+    budget.record("trained", 20.0, epochs=4)  # 5 s an epoch
+    clock.now += 12.0
+    budget.record("pruned", 12.0, epochs=2)  # 6 s an epoch: the slowest
+    # 4 epochs at 6 s: 24 s (the mean of the two trials, 16 s, would let a full one overrun)
+    assert budget.per_trial() == 24.0
+    assert budget.per_epoch() == 6.0
+    clock.now = 1_000.0 + 36.0  # 24 s left: exactly one full trial
     assert budget.allows_trial() and not budget.stopped
     clock.now += 0.5
     assert not budget.allows_trial()
     assert budget.stopped
     account = budget.account(lambda s: f"{s:g}s")
     assert account == (
-        "time limit 60s: 45.5s used: trained 1 (20s), stopped by the pruner 1 (10s), "
+        "time limit 60s: 36.5s used: trained 1 (20s), stopped by the pruner 1 (12s), "
         "rejected 1 (2s)"
     )
+
+
+def test_the_time_before_the_budget_was_made_counts():
+    # a worker started 7 s after its command: its 10 s limit has 3 s left
+    clock = FakeClock()
+    budget = TimeBudget(limit=10.0, clock=clock, offset=7.0)
+    assert budget.elapsed() == 7.0
+    assert budget.fits(3.0) and not budget.fits(3.5)
+    assert not budget.expired()
+    clock.now += 3.0
+    assert budget.expired()
+    assert budget.to_record()["used"] == 10.0
 
 
 TINY_SPACE = """\
@@ -102,10 +115,10 @@ def epoch_clock(storage: str, study_name: str):
             study = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:  # not created yet
             return 0.0
-        trained = study.get_trials(deepcopy=False)
-        spent = sum(
-            t.user_attrs.get(records.EPOCHS, 0) for t in trained if trial_view.is_trained(t)
-        )
+        trials = study.get_trials(deepcopy=False)
+        spent = sum(t.user_attrs.get(records.EPOCHS, 0) for t in trials if trial_view.is_trained(t))
+        # the epochs of a trial still training (or cut) count as they end
+        spent += sum(len(t.intermediate_values) for t in trials if not trial_view.is_trained(t))
         return float(spent + confirmation_epochs(study))
 
     return clock
@@ -142,6 +155,95 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
     assert budget.counts["confirmation"] == confirmed
     epochs_spent = budget.elapsed()  # the clock counts epochs: 2 per trial and per confirmation
     assert epochs_spent == 2 * (trained + confirmed)
+
+
+def tiny_search(tmp_path, confirm: int, trials: int = 50):
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    config = SearchConfig(
+        budget=100_000, trials=trials, space=str(space), study="t", storage=storage,
+        sampler="random", pruner="none", warm_start=False, confirm=confirm,
+    )  # fmt: skip
+    return config, storage
+
+
+def test_a_trial_still_training_when_the_time_is_out_stops_after_its_epoch(tmp_path):
+    from nas.config.machine import Machine
+    from nas.config.recipe import Recipe
+
+    config, storage = tiny_search(tmp_path, confirm=1)
+    # 4 epochs a trial, 2.5 "seconds" (epochs) allowed: the first trial starts (no pace yet) and
+    # is cut after epoch 3, the first epoch ending past the limit; nothing is left to confirm
+    budget = TimeBudget(limit=2.5, clock=epoch_clock(storage, "t"))
+    said = []
+    study = run_search(
+        config, DataConfig(dataset="synthetic", subset=48),
+        Recipe(epochs=4, batch_size=16, augment="none", flip=False), Machine(device="cpu"),
+        time_budget=budget, announce=said.append,
+    )  # fmt: skip
+    cut, retry = study.get_trials()
+    assert cut.state == optuna.trial.TrialState.FAIL
+    assert cut.user_attrs[records.STOPPED_AFTER_EPOCH] == 3 and len(cut.intermediate_values) == 3
+    assert retry.state == optuna.trial.TrialState.WAITING  # the next run trains it first
+    assert retry.user_attrs[records.RETRY_OF] == 0
+    assert budget.elapsed() == 3.0  # within one epoch of the limit
+    assert [line for line in said if line.startswith("time limit: ")] == [
+        "time limit: the time ran out while a trial trained; it stopped after its epoch and "
+        "the next run retries it"
+    ]
+    (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]
+    assert run["counts"]["other"] == 1 and run["used"] == 3.0
+
+
+def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(tmp_path):
+    from nas.config.machine import Machine
+    from nas.config.recipe import Recipe
+
+    config, storage = tiny_search(tmp_path, confirm=1, trials=1)
+    # one trial of 2 epochs ends the search at 2 of 3 epochs; its confirmation needs 2: skipped
+    budget = TimeBudget(limit=3.0, clock=epoch_clock(storage, "t"))
+    said = []
+    study = run_search(
+        config, DataConfig(dataset="synthetic", subset=48),
+        Recipe(epochs=2, batch_size=16, augment="none", flip=False), Machine(device="cpu"),
+        time_budget=budget, announce=said.append,
+    )  # fmt: skip
+    assert confirmations(study) == {}
+    assert [line for line in said if line.startswith("time limit: ")] == [
+        "time limit: the confirmation run of trial 0 (about 2 s) does not fit in the 1 s left; "
+        "skipped (rerun the search to confirm it)"
+    ]
+    assert study.user_attrs[records.WINNER] == {
+        "trial": 0, "score": study.trials[0].value, "runs": [study.trials[0].value],
+        "settled": False,
+    }  # fmt: skip
+
+
+def test_a_sigterm_during_the_confirmation_still_writes_the_time_record(tmp_path):
+    from nas.config.machine import Machine
+    from nas.config.recipe import Recipe
+    from nas.errors import StopRequested
+
+    config, storage = tiny_search(tmp_path, confirm=1, trials=1)
+
+    def sigterm_once_confirming() -> bool:  # as the SIGTERM flag reads once the signal came
+        study = optuna.load_study(study_name="t", storage=storage)
+        return any(records.CONFIRMS in t.user_attrs for t in study.get_trials(deepcopy=False))
+
+    budget = TimeBudget(limit=3600.0)
+    with pytest.raises(StopRequested):
+        run_search(
+            config, DataConfig(dataset="synthetic", subset=48),
+            Recipe(epochs=2, batch_size=16, augment="none", flip=False), Machine(device="cpu"),
+            time_budget=budget, should_stop=sigterm_once_confirming,
+        )  # fmt: skip
+    study = optuna.load_study(study_name="t", storage=storage)
+    (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]
+    assert run["counts"]["trained"] == 1 and run["counts"]["confirmation"] == 0
+    assert confirmations(study) == {}  # stopped unrecorded: the next run confirms it
+    (claimed,) = [t for t in study.get_trials() if records.CONFIRMS in t.user_attrs]
+    assert claimed.state == optuna.trial.TrialState.FAIL  # released: it may be claimed again
 
 
 # ---- nas search --time-limit, in this process -----------------------------------------------

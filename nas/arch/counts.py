@@ -58,6 +58,15 @@ def param_table(arch: Architecture, image_size: int) -> list[tuple[str, tuple[in
     return rows
 
 
+def deepest_side(arch: Architecture, image_size: int) -> int:
+    """Pixels per side of the last layer's output on a square `image_size` image: the smallest
+    map any BatchNorm of the network normalises."""
+    size = arch.stem_spec.output_size(image_size)
+    for spec in arch.layer_specs():
+        size = -(-size // spec.stride)  # convolutions keep ceil(size / stride) pixels
+    return size
+
+
 def count_macs(arch: Architecture, image_size: int) -> int:
     """Multiply-accumulates of one forward pass on a square image (convolutions and head).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 from nas.cli.budgets import add_budget_flags
@@ -118,17 +119,19 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-limit",
         metavar="DURATION",
-        help="start no trial once the time left cannot hold one more at this run's pace: 8h, "
-        "90m, 3600s; the running trial finishes and the winner is still confirmed; with "
-        "--trials, whichever comes first; each run (a resume) has its own limit",
+        help="the search ends within this (8h, 90m, 3600s), counted from its start: no trial "
+        "or confirmation run starts that the time left cannot hold, and one still training "
+        "when it is out stops after its epoch (the next run retries it); with --trials, "
+        "whichever comes first; each run (a resume) has its own limit",
     )
     parser.add_argument(
         "--confirm",
         type=int,
         metavar="N",
         default=SearchConfig.confirm,
-        help="top candidates trained again with another seed before the search names its best, "
-        "ranked by the mean of both runs (default: %(default)s; 0: none)",
+        help="confirmation runs (another seed) this run may spend before naming its best: the "
+        "race confirms candidates in order until the leader's mean stands above every "
+        "unconfirmed candidate's run (default: %(default)s; 0: none)",
     )
     parser.add_argument(
         "--report",
@@ -156,6 +159,7 @@ def search_command(args: argparse.Namespace) -> int:
     from nas.storage import display_url
 
     started = datetime.datetime.now(datetime.UTC)  # the summary tells this command's runs
+    started_clock = time.time()  # the time limit counts from here: the setup below included
     config, data, recipe, machine = search_settings(args)
     quiet_optuna()
     from nas.report.page import default_report_path
@@ -194,10 +198,10 @@ def search_command(args: argparse.Namespace) -> int:
     progress = Progress(config.trials)
     try:
         if len(devices) > 1:
-            status = _with_workers(config, data, recipe, machine, devices, progress)
+            status = _with_workers(config, data, recipe, machine, devices, progress, started_clock)
         else:
             machine = dataclasses.replace(machine, device=devices[0])
-            status = _in_this_process(config, data, recipe, machine, progress)
+            status = _in_this_process(config, data, recipe, machine, progress, started_clock)
     except KeyboardInterrupt:
         progress.close()
         print(INTERRUPTED, file=sys.stderr)
@@ -207,14 +211,18 @@ def search_command(args: argparse.Namespace) -> int:
     return finish(config, report if args.report else None, progress, started)
 
 
-def _in_this_process(config, data, recipe, machine, progress: Progress) -> int:
+def _in_this_process(config, data, recipe, machine, progress: Progress, started: float) -> int:
     from nas.search.loop import run_search
+    from nas.search.time_budget import TimeBudget
 
+    budget = None
+    if config.time_limit is not None:  # counted from the command's start
+        budget = TimeBudget(config.time_limit, offset=time.time() - started)
     try:
         with stop_on_sigterm() as stop:
             run_search(
                 config, data, recipe, machine, on_trial=progress.trial, on_wait=progress.waiting,
-                should_stop=stop, announce=progress.note,
+                should_stop=stop, announce=progress.note, time_budget=budget,
             )  # fmt: skip
     except StopRequested:
         progress.close()
@@ -223,13 +231,13 @@ def _in_this_process(config, data, recipe, machine, progress: Progress) -> int:
     return 0
 
 
-def _with_workers(config, data, recipe, machine, devices, progress: Progress) -> int:
+def _with_workers(config, data, recipe, machine, devices, progress: Progress, started) -> int:
     from nas.search.workers import run_workers
 
     with stop_on_sigterm() as stop:
         result = run_workers(
             config, data, recipe, machine, devices, on_trial=progress.trial, should_stop=stop,
-            announce=progress.note,
+            announce=progress.note, started=started,
         )  # fmt: skip
     if result.status == EXIT_TERMINATED:
         progress.close()

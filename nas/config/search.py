@@ -20,7 +20,7 @@ SEARCH_EPOCHS = 40  # epochs per candidate: the reference study's block-size swe
 MAX_STUDY_NAME = 200  # characters: the report is written to a file named after the study
 
 SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "fidelity", "hyperband", "none")
+PRUNERS = ("median", "fidelity", "hyperband", "asha", "none")
 OBJECTIVES = ("accuracy", "pareto")  # --objective
 LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device (cuda:N too)
 

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
 from nas import records, trial_view
@@ -34,7 +34,7 @@ from nas.report.figures import NO_FINISHED_TRIAL, sections
 from nas.report.trials import architecture_summary, hover_text, percent
 from nas.search.front import front
 from nas.search.time_budget import run_lines
-from nas.search.winner import verdict_lines
+from nas.search.winner import candidates, verdict_lines
 
 
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -106,11 +106,12 @@ def _header_html(study: optuna.Study, trials: list[FrozenTrial]) -> str:
         ("trained", len(trained)),
         *((kind.value, counts[kind]) for kind in trial_view.TrialKind),
     ]
-    # The best complete trial, as optuna's `study.best_trial` (the one a retrain picks).
-    complete = [t for t in trained if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (trial_view.accuracy(t), -t.number), default=None)
-    best_text = NO_FINISHED_TRIAL if best is None else hover_text(best).replace("<br>", ", ")
-    rows.append(("best trial", best_text))
+    # the winner the search names (nas.search.winner), the one `nas retrain --pick best` takes
+    if objective != "pareto":
+        ranked = candidates(study, trials)
+        best = ranked[0].trial if ranked else None
+        best_text = NO_FINISHED_TRIAL if best is None else hover_text(best).replace("<br>", ", ")
+        rows.append(("winner", best_text))
     body = "".join(
         f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
         for name, value in rows

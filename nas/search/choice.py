@@ -5,8 +5,9 @@ the one a `nas.search.front.Pick` names), with the data and recipe settings the 
 Claims:
 - A retrain of a study inherits the study's data and the recipe settings a resume keeps
   (`nas.config.fields.kept`), never its devices or speed switches.
-- `--pick best` in a study whose search confirmed its candidates takes the winner the search
-  named (the best mean over seeds, `nas.search.winner`), not the luckiest single run.
+- `--pick best` in a single-objective study takes the winner the search names
+  (`nas.search.winner`: the best mean over each candidate's runs, trained to the end), not the
+  luckiest single run; in a Pareto study, the most accurate trial of its front.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nas.config.fields import kept_names
 from nas.config.recipe import Recipe
 from nas.errors import UserError
 from nas.search.front import Pick, pick_trial
-from nas.search.winner import confirmations, winner
+from nas.search.winner import candidates
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,13 @@ def _picked_trial(study: optuna.Study, pick: Pick) -> tuple[FrozenTrial, str]:
     # a pruner-stopped trial ranks on fewer epochs, so only trials trained to the end
     cost = trial_view.objective_of(study.user_attrs)[1]
     trials = study.get_trials(deepcopy=False)
-    if pick.how == "best" and confirmations(study):
-        # the search named its winner by the mean over its seeds (nas.search.winner): retrain that
-        # one, not a candidate whose single run was luckier
-        trial, score = winner(study, trials)
-        return trial, f"the search's confirmed winner: mean val accuracy {score:.2%} over its seeds"
+    if pick.how == "best" and trial_view.objective_of(study.user_attrs)[0] != "pareto":
+        # the one definition of the winner (nas.search.winner): what the summary names
+        ranked = candidates(study, trials)
+        if ranked:
+            best = ranked[0]
+            runs = f"the mean of {len(best.runs)} runs" if best.confirmed else "one run"
+            return best.trial, f"the search's winner: val accuracy {best.score:.2%} ({runs})"
     trial = pick_trial(trials, cost, pick)
     if trial is None:
         raise UserError(

@@ -1,26 +1,35 @@
-"""Owns the confirmation of a search's winner: before a search names its best candidate, its top
-candidates are trained again with another seed and ranked by the mean of both runs, so the
-winner is a good architecture rather than one lucky training run.
+"""Owns the confirmation runs of a search's candidates: the race the winner rule
+(`nas.search.winner`) asks for, run once per trial study-wide, so the winner is a good
+architecture rather than one lucky training run.
 
 Claims:
-- `confirm_top` trains each of the top `n` candidates (`nas.search.winner.candidates`) not yet
-  confirmed once more, all epochs, with the recipe's seed + `SEED_OFFSET`, and records the
-  result on the study under `records.confirm_key(trial number)` (a `records.Confirmation`): the
-  seed, that run's best validation accuracy, the mean with the trial's own, its epochs and
-  seconds. A finished trial is immutable in Optuna, so the record is a study user attribute
-  (optuna-dashboard shows them with the study), as a retrain's is. A candidate already
-  confirmed is not trained again (a resume, another worker).
+- `race` trains, one at a time, the candidate `nas.search.winner.next_to_confirm` names once
+  more, all epochs, with the recipe's seed + `SEED_OFFSET`, until the race is settled, `allowed`
+  runs are spent, or `fits(trial)` says the next run does not fit (the time limit). Each result
+  is recorded on the study under `records.confirm_key(trial number)` (a `records.Confirmation`:
+  the seed, that run's best validation accuracy, the mean with the trial's own, its epochs and
+  seconds); a finished trial is immutable in Optuna, so the record is a study user attribute
+  (optuna-dashboard shows them with the study), as a retrain's is. A run whose loss turned
+  non-finite records 0.0 with its reason. The winner and its evidence are recorded after every
+  run (`records.WINNER`).
+- Once per trial, study-wide: before training, a process claims the trial in the store (a
+  RUNNING trial carrying `records.CONFIRMS`, `claim`); of the live claims on one trial the
+  lowest-numbered holds it, so two workers or machines never train the same confirmation; the
+  others end their race (the holder goes on with it). A claim is finished (FAIL: it holds no
+  candidate) when its run is recorded or stopped; a claim of a process that died is failed by
+  `nas.storage.StaleTrialReaper` on its machine, and the trial may be claimed again.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from nas import records, trial_view
 from nas.arch.architecture import Architecture
@@ -28,7 +37,9 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import Splits
 from nas.errors import StopRequested
-from nas.search.winner import unconfirmed
+from nas.search.reaper import worker_record
+from nas.search.time_budget import Ending, format_duration
+from nas.search.winner import confirmations, next_to_confirm, winner_record
 from nas.train.fit import NonFiniteLossError, fit, set_seed
 from nas.train.model import build_model
 from nas.train.state import EpochRow
@@ -36,26 +47,113 @@ from nas.train.state import EpochRow
 SEED_OFFSET = 1  # a confirmation run trains with the recipe's seed + this
 
 
-def confirm_top(
+def race(
     study: optuna.Study,
     splits: Splits,
     recipe: Recipe,
     machine: Machine,
-    n: int,
+    allowed: int,
     *,
     should_stop: Callable[[], bool] | None = None,
     on_run: Callable[[int, records.Confirmation], None] | None = None,
+    fits: Callable[[FrozenTrial], bool] | None = None,
 ) -> list[int]:
-    """Train the top `n` candidates not yet confirmed once more with another seed; record
-    each (see the module's claims). Returns the trial numbers confirmed now."""
-    confirmed = []
-    for trial in unconfirmed(study, n):
-        record = confirm_one(trial, splits, recipe, machine, should_stop)
-        study.set_user_attr(records.confirm_key(trial.number), record.to_dict())
-        confirmed.append(trial.number)
+    """Confirm candidates in the race's order (see the module's claims). Returns the trial
+    numbers this call confirmed."""
+    confirmed: list[int] = []
+    while len(confirmed) < allowed:
+        trial = next_to_confirm(study)
+        if trial is None or (fits is not None and not fits(trial)):
+            break
+        claimed = claim(study, trial.number)
+        if claimed is None:
+            break  # another process confirms it and goes on with the race
+        try:
+            if trial.number in confirmations(study):
+                continue  # recorded by a holder that finished before this claim
+            record = confirm_one(trial, splits, recipe, machine, should_stop)
+            study.set_user_attr(records.confirm_key(trial.number), record.to_dict())
+            confirmed.append(trial.number)
+        finally:
+            release(study, claimed)
+        study.set_user_attr(records.WINNER, winner_record(study))
         if on_run is not None:
             on_run(trial.number, record)
     return confirmed
+
+
+def confirm(
+    study: optuna.Study,
+    allowed: int,
+    splits: Splits,
+    recipe: Recipe,
+    machine: Machine,
+    end: Ending,
+) -> None:
+    """Run the confirmation race (`nas.search.confirm`) before the search names its best, and
+    record the winner: at most `allowed` runs, each only while it fits in the time left."""
+    budget = end.time_budget
+    clock = budget.clock if budget is not None else time.monotonic
+    started = clock()
+
+    def fits(trial: FrozenTrial) -> bool:
+        pace = budget.per_epoch() if budget is not None else None
+        needed = recipe.epochs * pace if pace is not None else 0.0
+        if budget is None or (budget.fits(needed) and not budget.expired()):
+            return True
+        left = format_duration(budget.limit - budget.elapsed())
+        end.say(f"the confirmation run of trial {trial.number} (about "
+                f"{format_duration(needed)}) does not fit in the {left} left; skipped (rerun "
+                "the search to confirm it)")  # fmt: skip
+        return False
+
+    def booked(_number: int, record: records.Confirmation) -> None:
+        nonlocal started
+        if budget is not None:
+            budget.record("confirmation", clock() - started, record.epochs)
+        started = clock()
+
+    try:
+        race(study, splits, recipe, machine, allowed, should_stop=end.halt,
+             on_run=booked, fits=fits)  # fmt: skip
+    except StopRequested:
+        if end.stop() or not end.out_of_time():
+            raise
+        end.say("the time ran out during a confirmation run; it stopped after its epoch, "
+                "unrecorded (rerun the search to confirm it)")  # fmt: skip
+    finally:
+        record = winner_record(study)
+        if record is not None:
+            study.set_user_attr(records.WINNER, record)
+
+
+def claim(study: optuna.Study, number: int) -> int | None:
+    """Claim trial `number`'s confirmation in the store; the claim's trial number, or None when
+    an earlier live claim holds it. Trial numbers are handed out in the order trials are
+    created, so a claim sees every claim made before it: of two claims on one trial, only the
+    later one can miss the other, and it is the one that loses."""
+    token = uuid.uuid4().hex
+    attrs = {records.CONFIRMS: number, records.CLAIM_TOKEN: token, records.WORKER: worker_record()}
+    study.add_trial(create_trial(state=TrialState.RUNNING, user_attrs=attrs))
+    claims = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial_view.classify(t) == trial_view.TrialKind.CONFIRMATION
+        and t.user_attrs.get(records.CONFIRMS) == number
+    ]
+    mine = next(t.number for t in claims if t.user_attrs.get(records.CLAIM_TOKEN) == token)
+    if min(t.number for t in claims) == mine:
+        return mine
+    release(study, mine)
+    return None
+
+
+def release(study: optuna.Study, claimed: int) -> None:
+    """Finish a claim: FAIL, so that no sampler reads it as a trial."""
+    try:
+        study.tell(claimed, state=TrialState.FAIL)
+    except (ValueError, RuntimeError):  # failed meanwhile by a reaper
+        pass
 
 
 def confirm_one(

@@ -17,11 +17,16 @@ Claims:
   resuming with a different budget, objective, space, or any setting declared `kept` on
   `DataConfig`/`Recipe` is refused. Trials left RUNNING by a killed process are failed by
   Optuna's heartbeat check and their parameters retried.
-- With a `TimeBudget` (`nas.search.time_budget`) no new trial starts once the time left cannot hold
-one more at this run's measured pace plus the confirmation runs still to come; the run then
-  confirms and returns, `time_budget.stopped` set.
-- Before a single-objective search returns, its top `confirm` candidates are trained again with
-  another seed (`nas.search.confirm`), so the best it names is confirmed; one worker does it.
+- With a `TimeBudget` (`nas.search.time_budget`, counted from the command's start) no new trial
+  starts once the time left cannot hold a full trial at this run's slowest epoch plus the
+  confirmation runs still to come (`time_budget.stopped` set, said in one sentence); a trial or
+  confirmation run still training when the time is out stops after its epoch (the trial is
+  failed and its candidate enqueued for the next run, as after a stop request) and the run
+  returns normally; a confirmation run that does not fit in the time left is skipped with one
+  sentence. Its account is recorded on the study however the run ends (SIGTERM too).
+- Before a single-objective search returns, every worker that reaches the end of its search
+  runs the confirmation race (`nas.search.confirm.race`, at most `confirm` runs each; a trial
+  is confirmed once study-wide), and the winner is recorded on the study (`records.WINNER`).
 - `should_stop()` (e.g. set by SIGTERM) is checked after every epoch and before every new trial:
   the running trial is failed with `StopRequested` after its epoch. A trial interrupted that way
   or by Ctrl-C has its parameters enqueued, so the next run retries it first.
@@ -31,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +52,7 @@ from nas.costs.budgets import Budgets, check_feasible
 from nas.data.batches import data_path_line
 from nas.data.loading import Splits, class_count, load_splits
 from nas.errors import StopRequested, UserError
-from nas.search.confirm import confirm_top
+from nas.search.confirm import confirm
 from nas.search.objective import Objective
 from nas.search.progress import (
     RejectionStreak,
@@ -60,8 +64,7 @@ from nas.search.progress import (
 )
 from nas.search.reaper import StaleTrialReaper
 from nas.search.study_setup import open_study
-from nas.search.time_budget import TimeBudget
-from nas.search.winner import unconfirmed
+from nas.search.time_budget import Ending, TimeBudget, format_duration
 from nas.storage import check_url
 from nas.train.devices import resolve_device
 
@@ -127,25 +130,24 @@ def run_search(
     """Run (or resume) the study until it holds `config.trials` trained candidates, or until
     `time_budget` refuses a new trial (`time_budget.stopped` then says so).
 
-    `memory_meter` replaces `nas.costs.memory.training_memory` in the budget gate
-    (`nas.costs.budgets.Gate`).
+    `memory_meter` replaces `nas.costs.memory.training_memory` in the gate (`costs.budgets`).
 
     With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
     after the running trial's epoch (that trial is failed and its parameters enqueued for the
     next run) or before asking for a new trial.
     """
     stop = should_stop or (lambda: False)
-    if time_budget is None and config.time_limit is not None:
-        time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
+    end = ending(config, recipe, stop, time_budget, announce)
+    time_budget = end.time_budget
     space, study, splits = prepare_study(config, data, recipe, machine, splits, announce)
     if trial_counts(study)[0] >= config.trials:
-        return finish_run(study, config, splits, recipe, machine, stop, time_budget)
+        return finish_run(study, config, splits, recipe, machine, end)
     if announce is not None:  # where the data goes on this device, and why (its free memory)
         announce(data_path_line(splits.train, recipe, machine, resolve_device(machine.device)))
     objective = Objective(
         space, splits, recipe, machine, Budgets.of(config),
         pareto_cost=config.minimize if config.pareto else None, target=config.trials,
-        should_stop=stop, memory_meter=memory_meter,
+        should_stop=end.halt, memory_meter=memory_meter,
     )  # fmt: skip
     streak = RejectionStreak(config, recipe.batch_size)
     reap = StaleTrialReaper(config.grace)
@@ -154,7 +156,7 @@ def run_search(
         reap(study)
         move, running = next_move(study, config, stop, time_budget, recipe.epochs)
         if move == FINISH:
-            return finish_run(study, config, splits, recipe, machine, stop, time_budget)
+            return finish_run(study, config, splits, recipe, machine, end)
         if move == WAIT:
             waiting.check(study)  # a UserError once other workers' trials stop progressing
             if on_wait is not None:
@@ -162,13 +164,25 @@ def run_search(
             sleep_unless_stopped(config.poll, stop)  # another worker's trial may finish it
             continue
         waiting.reset()
-        trial = train_one(study, objective, time_budget)
+        trial = train_one(study, objective, end)
+        if trial is None:  # the time ran out while it trained
+            return finish_run(study, config, splits, recipe, machine, end)
         if trial_view.is_trained(trial):
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
         streak.record(trial)
         if on_trial is not None:
             on_trial(outcome_of(trial), trial_counts(study)[0])
         streak.check()
+
+
+def ending(config, recipe, stop, time_budget: TimeBudget | None, announce) -> Ending:
+    """What ends this run besides its target; without a budget from the caller, one from
+    `config.time_limit` starting now."""
+    if time_budget is None and config.time_limit is not None:
+        time_budget = TimeBudget(config.time_limit)  # from now: each run has its own limit
+    if time_budget is not None:
+        time_budget.epochs = recipe.epochs  # the next trial is priced as a full one
+    return Ending(stop, time_budget, announce)
 
 
 FINISH, WAIT, TRAIN = "finish", "wait", "train"  # what the search loop does next
@@ -190,22 +204,22 @@ def next_move(
         return FINISH, running
     if stop():
         raise StopRequested()
-    if trained + running >= config.trials:
-        return WAIT, running
     if time_budget is not None and not time_budget.allows_trial(
         confirmation_reserve(config, time_budget, epochs)
     ):
-        return FINISH, running
+        return FINISH, running  # also while waiting: no time is left to wait in
+    if trained + running >= config.trials:
+        return WAIT, running
     return TRAIN, running
 
 
-def train_one(
-    study: optuna.Study, objective: Objective, time_budget: TimeBudget | None
-) -> FrozenTrial:
+def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenTrial | None:
     """Ask for one trial and run it; book its time to the time budget. A trial interrupted by a
-    stop request or Ctrl-C has its candidate enqueued before the interruption goes on."""
+    stop request, Ctrl-C or the time limit has its candidate enqueued (the next run, any worker,
+    retries it first); the interruption goes on, but for the time limit: None then."""
     finished: list[FrozenTrial] = []  # filled by Optuna's callback after the trial
-    started = time_budget.clock() if time_budget is not None else 0.0
+    budget = end.time_budget
+    started = budget.clock() if budget is not None else 0.0
     try:
         study.optimize(
             objective,
@@ -213,18 +227,22 @@ def train_one(
             gc_after_trial=False,  # the loop collects after trained trials only
             callbacks=[lambda _study, trial: finished.append(trial)],
         )
-    except (StopRequested, KeyboardInterrupt):
-        # Optuna has marked the interrupted trial FAIL; the next run (any worker) retries
-        # its candidate first, so the work resumes where it stopped
+    except (StopRequested, KeyboardInterrupt) as interruption:
+        # Optuna has marked the interrupted trial FAIL; the next run retries its candidate
         if objective.training is not None:
             number, params = objective.training
             study.enqueue_trial(params, user_attrs={records.RETRY_OF: number})
-        raise
+        if not isinstance(interruption, StopRequested) or end.stop() or not end.out_of_time():
+            raise
+        budget.record("other", budget.clock() - started)
+        end.say("the time ran out while a trial trained; it stopped after its epoch and the "
+                "next run retries it")  # fmt: skip
+        return None
     trial = finished[-1]
-    if time_budget is not None:
-        time_budget.record(
+    if budget is not None:
+        budget.record(
             BUDGET_KINDS.get(trial_view.classify(trial), "other"),
-            time_budget.clock() - started,
+            budget.clock() - started,
             trial.user_attrs.get(records.EPOCHS, 0),
         )
     return trial
@@ -239,43 +257,27 @@ def confirmation_reserve(config: SearchConfig, budget: TimeBudget, epochs: int) 
     return config.confirm * epochs * per_epoch
 
 
-def confirm(
-    study: optuna.Study,
-    config: SearchConfig,
-    splits: Splits,
-    recipe: Recipe,
-    machine: Machine,
-    stop: Callable[[], bool],
-    time_budget: TimeBudget | None,
-) -> optuna.Study:
-    """Confirm the top `config.confirm` candidates (`nas.search.confirm`) before the search names
-    its best; a Pareto study names a front, not one best, and confirms nothing."""
-    if config.pareto or not config.confirm or not unconfirmed(study, config.confirm):
-        return study
-    clock = time_budget.clock if time_budget is not None else time.monotonic
-    started = clock()
-
-    def booked(_number: int, record: records.Confirmation) -> None:
-        nonlocal started
-        if time_budget is not None:
-            time_budget.record("confirmation", clock() - started, record.epochs)
-        started = clock()
-
-    confirm_top(study, splits, recipe, machine, config.confirm, should_stop=stop, on_run=booked)
-    return study
-
-
 def finish_run(
     study: optuna.Study,
     config: SearchConfig,
     splits: Splits,
     recipe: Recipe,
     machine: Machine,
-    stop: Callable[[], bool],
-    time_budget: TimeBudget | None,
+    end: Ending,
 ) -> optuna.Study:
-    """What every run does last: confirm the winner, then record how the time went."""
-    confirm(study, config, splits, recipe, machine, stop, time_budget)
-    if time_budget is not None:
-        study.set_user_attr(time_budget.record_key(), time_budget.to_record())
+    """What every run does last: confirm the winner, then record how the time went (however
+    the confirmation ends: a SIGTERM during it too)."""
+    budget = end.time_budget
+    if budget is not None and budget.stopped:
+        left = format_duration(budget.limit - budget.elapsed())
+        pace = budget.per_trial()
+        end.say(f"no further trial fits in the {left} left" + (
+            f" (a full trial takes about {format_duration(pace)})" if pace is not None else ""
+        ))  # fmt: skip
+    try:
+        if not config.pareto:  # a Pareto study names a front, not one best: nothing to confirm
+            confirm(study, config.confirm, splits, recipe, machine, end)
+    finally:
+        if budget is not None:
+            study.set_user_attr(budget.record_key(), budget.to_record())
     return study

@@ -44,7 +44,10 @@ def trial_counts(study: optuna.Study) -> tuple[int, int]:
     """(trained trials, running trials) over the whole study."""
     trials = study.get_trials(deepcopy=False)
     trained = sum(trial_view.is_trained(t) for t in trials)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
+    running = sum(  # a confirmation's claim is RUNNING too, but trains no candidate
+        t.state == TrialState.RUNNING and trial_view.classify(t) == trial_view.TrialKind.RUNNING
+        for t in trials
+    )
     return trained, running
 
 
@@ -113,7 +116,11 @@ class WaitWatch:
         self.since, self.last = None, ()
 
     def check(self, study: optuna.Study) -> None:
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if trial_view.classify(t) == trial_view.TrialKind.RUNNING  # not a confirmation claim
+        ]
         progress = tuple((t.number, len(trial_view.curve(t))) for t in running)
         now = time.monotonic()
         if self.since is None or progress != self.last:

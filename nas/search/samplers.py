@@ -129,6 +129,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
+    if name == "asha":  # Optuna's SuccessiveHalvingPruner with its documented defaults
+        return optuna.pruners.SuccessiveHalvingPruner()
     if name == "fidelity":
         return FidelityPruner(epochs)
     # compare with the median only after a few full trials and a third of the epochs

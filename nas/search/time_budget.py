@@ -9,10 +9,14 @@ Claims:
   measured pace (`per_trial`) plus `reserve` (the confirmation runs still to come). Before any
   trial of this run has trained, the pace is unknown and a trial starts while time is left.
 - `TimeBudget` measures with the clock it is given (`time.monotonic` by default; a test or a
-  benchmark passes its own, e.g. one that counts training epochs), from its creation: each run
-  of a search has its own limit, also on a resume. It adds up the time of every trial by what
-  became of it (trained, stopped by the pruner, rejected, duplicate, other) and of the
-  confirmation runs; trials that trained set the pace.
+  benchmark passes its own, e.g. one that counts training epochs), from its creation, plus
+  `offset`, the time the command spent before it was made (a worker's parent's setup): each
+  run of a search has its own limit, also on a resume, counted from the command's start. It
+  adds up the time of every trial by what became of it (trained, stopped by the pruner,
+  rejected, duplicate, other) and of the confirmation runs. The pace is the slowest epoch of
+  this run's trials that trained: the next trial is priced as a full trial at that pace
+  (`per_trial`), not at a mean that pruned trials lower; `fits(seconds)` and `expired()` are
+  what the loop asks before a confirmation run and after every epoch.
 - A run's account is recorded on the study (a `records.TimeAccount` under
   `records.TIME_BUDGET_PREFIX` + the run's start and process), and
   `run_lines(study_attrs, since)` says, for each run started since then, whether the time
@@ -90,10 +94,13 @@ class TimeBudget:
 
     limit: float  # in the clock's units (seconds for the default clock)
     clock: Callable[[], float] = time.monotonic
+    offset: float = 0.0  # spent before this budget was made: the command's start came first
+    epochs: int = 1  # a full trial's epochs: what the next trial is priced as
     started: float = field(init=False)
     spent: dict[str, float] = field(init=False)  # clock units by what the time went to
     counts: dict[str, int] = field(init=False)  # trials (and confirmation runs) by kind
     trained_epochs: int = field(init=False, default=0)  # epochs of this run's trained trials
+    slowest_epoch: float | None = field(init=False, default=None)  # clock units per epoch
     stopped: bool = field(init=False, default=False)  # True once the rule refused a new trial
 
     def __post_init__(self) -> None:
@@ -103,26 +110,32 @@ class TimeBudget:
         self.counts = dict.fromkeys(KINDS, 0)
 
     def elapsed(self) -> float:
-        return self.clock() - self.started
+        return self.clock() - self.started + self.offset
+
+    def expired(self) -> bool:
+        """No time is left: a running trial stops after its epoch."""
+        return self.elapsed() >= self.limit
+
+    def fits(self, duration: float) -> bool:
+        """The time left holds `duration`."""
+        return self.limit - self.elapsed() >= duration
 
     def record(self, kind: str, duration: float, epochs: int = 0) -> None:
         """A finished trial (or confirmation run) of `kind` (one of KINDS) took `duration`;
         `epochs`: the epochs it trained (trained and pruned trials)."""
         self.spent[kind] += duration
         self.counts[kind] += 1
-        if kind in ("trained", "pruned"):
+        if kind in ("trained", "pruned") and epochs:
             self.trained_epochs += epochs
+            self.slowest_epoch = max(self.slowest_epoch or 0.0, duration / epochs)
 
     def per_trial(self) -> float | None:
-        """Mean time of the trials that trained (to the end or until pruned) in this run."""
-        count = self.counts["trained"] + self.counts["pruned"]
-        return (self.spent["trained"] + self.spent["pruned"]) / count if count else None
+        """A full trial (`epochs`) at the slowest epoch of this run's trained trials."""
+        return None if self.slowest_epoch is None else self.epochs * self.slowest_epoch
 
     def per_epoch(self) -> float | None:
-        """Mean time of one training epoch in this run."""
-        if not self.trained_epochs:
-            return None
-        return (self.spent["trained"] + self.spent["pruned"]) / self.trained_epochs
+        """The slowest training epoch of this run's trials (None before one trained)."""
+        return self.slowest_epoch
 
     def allows_trial(self, reserve: float = 0.0) -> bool:
         """The stop rule at this moment; remembers a refusal (`stopped`)."""
@@ -166,3 +179,27 @@ def run_lines(study_attrs: dict, since: datetime.datetime | None = None) -> list
         )
         lines.append(f"run of {started:%Y-%m-%d %H:%M} UTC {why}; {account}")
     return lines
+
+
+class Ending:
+    """What ends a run besides its target: a stop request (SIGTERM, Ctrl-C) and the time
+    limit, with the one sentence that says what the time limit skipped."""
+
+    def __init__(
+        self,
+        stop: Callable[[], bool],
+        time_budget: TimeBudget | None,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
+        self.stop, self.time_budget = stop, time_budget
+        self.announce = announce or (lambda _line: None)
+
+    def out_of_time(self) -> bool:
+        return self.time_budget is not None and self.time_budget.expired()
+
+    def halt(self) -> bool:
+        """Checked after every epoch: a stop request, or no time left."""
+        return self.stop() or self.out_of_time()
+
+    def say(self, line: str) -> None:
+        self.announce(f"time limit: {line}")

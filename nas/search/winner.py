@@ -1,23 +1,36 @@
-"""Owns which trial a search names best and how sure it is: the candidates a confirmation run
-trains again (`nas.search.confirm`), the confirmation records on the study, the winner, and the
-first lines of the summary and the report ("how good is the winner, and how sure are we"). Reads the
-records contract only: no torch.
+"""Owns which trial a search names best and how sure it is: the candidates and their evidence,
+the race that decides which one a confirmation run (`nas.search.confirm`) trains next, the
+winner, the record of it on the study, and the first lines of the summary and the report ("how
+good is the winner, and how sure are we"). The one definition of the winner: the summary, the
+report, the dashboard's study attribute and `nas retrain --pick best` (`nas.search.choice`) all
+read it here. Reads the records contract only: no torch.
 
 Claims:
-- `candidates(trials, n)`: the `n` best trials that trained to the end (`TrialKind.TRAINED`),
-  by validation accuracy, each architecture once (its lowest-numbered trial).
-- `winner(study)` is the trial the search names best: the confirmed candidate with the highest
-  mean; without any confirmation, the trained trial of highest validation accuracy (ties: the
-  lower number). The score returned is the one it was named by.
-- `confirmation_epochs(study)`: the training epochs the confirmation runs spent.
-- `verdict_lines(study, trials)`: the winner with its confirmed accuracy and the spread over its
-  seeds (or that it is not confirmed), its lead over the next candidates, and the rank-fidelity
-  line.
+- A candidate is an architecture trained to the end (`TrialKind.TRAINED`; a trial the pruner
+  stopped ranks on fewer epochs and is no candidate, as `nas retrain --pick` never takes one):
+  its runs are the validation accuracy of each of its trials (a retried architecture's records
+  are one candidate, named by its lowest-numbered trial) and of each confirmation run of them;
+  its score is the mean of its runs. `candidates(study)`: every one, best score first (ties:
+  more runs, then the lower number).
+- `winner(study)` is the first candidate: every candidate is compared by the same measure, the
+  mean of its runs, so the winner is never below another candidate; a confirmation that
+  diverged (recorded as 0.0) lowers its candidate's mean like any other run.
+- `next_to_confirm(study)` is the race's next step: the best unconfirmed candidate while its one
+  run stands at or above the best confirmed mean (or nothing is confirmed yet); None once the
+  winner is confirmed and its mean stands above every unconfirmed candidate's one run
+  (`settled`). A trial found after a confirmation that beats the confirmed mean is next.
+- `verdict_lines(study, trials)`: the winner with its runs and their spread (or why it is not
+  confirmed), its lead over the next two candidates with their runs (never negative), and the
+  rank-fidelity line; a Pareto study names no single winner and says so.
+- `winner_record(study)`: the winner and its evidence as the study records it for the dashboard
+  (`records.WINNER`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -26,18 +39,40 @@ from nas import records, trial_view
 from nas.search.fidelity import rank_fidelity, recipe_epochs
 
 
-def candidates(trials: Iterable[FrozenTrial], n: int) -> list[FrozenTrial]:
-    """The `n` best fully trained trials, one per architecture, best first."""
-    seen: set[str] = set()
-    ranked = []
-    full = [t for t in trials if trial_view.classify(t) == trial_view.TrialKind.TRAINED]
-    for trial in sorted(full, key=lambda t: (-trial_view.accuracy(t), t.number)):
-        architecture = trial.user_attrs.get(records.ARCHITECTURE)
-        if architecture in seen:
-            continue
-        seen.add(architecture)
-        ranked.append(trial)
-    return ranked[:n]
+@dataclass(frozen=True)
+class Candidate:
+    """An architecture trained to the end, with every run of it."""
+
+    trial: FrozenTrial  # its lowest-numbered trial, which names it
+    runs: tuple[tuple[object, float], ...]  # (seed, best validation accuracy): first runs first
+
+    @property
+    def score(self) -> float:
+        return statistics.fmean(accuracy for _, accuracy in self.runs)
+
+    @property
+    def confirmed(self) -> bool:
+        return len(self.runs) > 1
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def evidence(self) -> str:
+        """Its runs: 'seed 0: 94.00%, seed 1: 92.00%'."""
+        return ", ".join(f"seed {seed}: {accuracy:.2%}" for seed, accuracy in self.runs)
+
+    def measured(self) -> str:
+        """Its score and how it was measured: '90.00%, one run' or '92.00%: the mean of seed 0:
+        96.00%, seed 1: 88.00%'."""
+        if not self.confirmed:
+            return f"{self.score:.2%}, one run"
+        return f"{self.score:.2%}: the mean of {self.evidence()}"
+
+    def spread(self) -> float:
+        """Half the range of its runs, in points."""
+        values = [accuracy for _, accuracy in self.runs]
+        return (max(values) - min(values)) * 50
 
 
 def confirmations(study: optuna.Study) -> dict[int, records.Confirmation]:
@@ -50,28 +85,55 @@ def confirmations(study: optuna.Study) -> dict[int, records.Confirmation]:
     }
 
 
-def unconfirmed(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The top `n` candidates that have no confirmation run yet."""
+def candidates(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[Candidate]:
+    """Every candidate with its runs, best score first (see the claims)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     done = confirmations(study)
-    return [t for t in candidates(study.get_trials(deepcopy=False), n) if t.number not in done]
+    recipe = study.user_attrs.get(records.RECIPE)
+    seed = recipe.get("seed", "?") if isinstance(recipe, dict) else "?"
+    grouped: dict[object, list[FrozenTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial_view.classify(trial) == trial_view.TrialKind.TRAINED:
+            grouped.setdefault(trial.user_attrs.get(records.ARCHITECTURE), []).append(trial)
+    found = []
+    for group in grouped.values():
+        runs = [(seed, float(trial_view.accuracy(t))) for t in group]
+        runs += [
+            (done[t.number].seed, float(done[t.number].val_accuracy))
+            for t in group
+            if t.number in done
+        ]
+        found.append(Candidate(group[0], tuple(runs)))
+    return sorted(found, key=lambda c: (-c.score, -len(c.runs), c.number))
 
 
 def winner(
-    study: optuna.Study, trials: list[FrozenTrial] | None = None
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
 ) -> tuple[FrozenTrial, float]:
-    """The trial the search names best, and the score it is named by (see the claims)."""
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    done = confirmations(study)
-    by_number = {t.number: t for t in trials}
-    confirmed = [(number, r) for number, r in done.items() if number in by_number]
-    if confirmed:
-        number, record = max(confirmed, key=lambda item: (item[1].mean_val_accuracy, -item[0]))
-        return by_number[number], float(record.mean_val_accuracy)
-    trained = [t for t in trials if trial_view.is_trained(t)]
-    if not trained:
-        raise ValueError("no trial has trained yet")
-    best = max(trained, key=lambda t: (trial_view.accuracy(t), -t.number))
-    return best, float(trial_view.accuracy(best))
+    """The trial the search names best, and its score (see the claims); ValueError when no
+    trial has trained to the end."""
+    ranked = candidates(study, trials)
+    if not ranked:
+        raise ValueError("no trial has trained to the end yet")
+    return ranked[0].trial, ranked[0].score
+
+
+def next_to_confirm(study: optuna.Study) -> FrozenTrial | None:
+    """The race's next confirmation run, None once it is settled (see the claims)."""
+    ranked = candidates(study)
+    confirmed = [c.score for c in ranked if c.confirmed]
+    for candidate in ranked:
+        if not candidate.confirmed:
+            if not confirmed or candidate.score >= max(confirmed):
+                return candidate.trial
+            return None
+    return None
+
+
+def settled(study: optuna.Study) -> bool:
+    """The winner is confirmed and no unconfirmed candidate's one run reaches its mean."""
+    ranked = candidates(study)
+    return bool(ranked) and ranked[0].confirmed and next_to_confirm(study) is None
 
 
 def confirmation_epochs(study: optuna.Study) -> int:
@@ -79,58 +141,60 @@ def confirmation_epochs(study: optuna.Study) -> int:
     return sum(r.epochs for r in confirmations(study).values())
 
 
-def _next_candidates(
-    study: optuna.Study, trials: list[FrozenTrial], best: FrozenTrial, n: int
-) -> list[tuple[int, float, bool]]:
-    """(trial number, score, confirmed) of the next `n` candidates after `best`: a confirmed
-    candidate by its mean over seeds, any other by its one run's validation accuracy (with the
-    default one confirmation run, only the winner has a mean)."""
-    done = confirmations(study)
-    scored = {k: (float(r.mean_val_accuracy), True) for k, r in done.items()}
-    for trial in candidates(trials, n + 1 + len(done)):
-        scored.setdefault(trial.number, (float(trial_view.accuracy(trial)), False))
-    scored.pop(best.number, None)
-    ranked = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))
-    return [(number, score, confirmed) for number, (score, confirmed) in ranked[:n]]
+def winner_record(study: optuna.Study) -> dict | None:
+    """The winner and its evidence, as recorded on the study (`records.WINNER`)."""
+    ranked = candidates(study)
+    if not ranked:
+        return None
+    best = ranked[0]
+    return {
+        "trial": best.number,
+        "score": best.score,
+        "runs": [accuracy for _, accuracy in best.runs],
+        "settled": settled(study),
+    }
 
 
 def verdict_lines(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[str]:
-    """How good is the winner, and how sure are we: three lines (see the claims). `trials`:
-    the study's trials where the caller has read them already."""
+    """How good is the winner, and how sure are we (see the claims). `trials`: the study's
+    trials where the caller has read them already."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    try:
-        best, score = winner(study, trials)
-    except ValueError:
-        return ["no trial has finished training yet"]
-    arch = best.user_attrs.get(records.ARCH_LINE, "?")
-    record = confirmations(study).get(best.number)
-    if record is not None:
-        first, second = float(record.first_val_accuracy), float(record.val_accuracy)
-        recipe = study.user_attrs.get(records.RECIPE)
-        seed = recipe.get("seed", "?") if isinstance(recipe, dict) else "?"
+    fidelity = rank_fidelity(trials, recipe_epochs(study.user_attrs))
+    last = f"rank fidelity: {fidelity.advice()}"
+    if trial_view.objective_of(study.user_attrs)[0] == "pareto":
+        return ["a Pareto study names no single winner: see the best model at every size", last]
+    ranked = candidates(study, trials)
+    if not ranked:
+        return ["no trial has trained to the end yet", last]
+    best = ranked[0]
+    arch = best.trial.user_attrs.get(records.ARCH_LINE, "?")
+    head = f"winner: trial {best.number} ({arch}), {best.score:.2%} validation accuracy"
+    if best.confirmed:
         lines = [
-            f"winner: trial {best.number} ({arch}), {score:.2%} validation accuracy, the mean of "
-            f"2 seeds ({seed}: {first:.2%}, {record.seed}: {second:.2%}; spread "
-            f"+-{abs(first - second) * 50:.1f} points)"
+            f"{head}, the mean of {len(best.runs)} runs ({best.evidence()}; spread "
+            f"+-{best.spread():.1f} points)"
         ]
-        spread = abs(first - second) * 50
+    elif any(c.confirmed for c in ranked):
+        lines = [
+            f"{head} from one training run, not confirmed: the confirmation runs of the "
+            "candidates above it lowered their means and none was left for it (rerun the "
+            "search, or raise --confirm)"
+        ]
     else:
         lines = [
-            f"winner: trial {best.number} ({arch}), {score:.2%} validation accuracy from one "
-            "training run, not confirmed by a second seed (--confirm 0, or the run stopped first)"
+            f"{head} from one training run, not confirmed by a second seed (--confirm 0, or "
+            "the run stopped first)"
         ]
-        spread = None
-    following = _next_candidates(study, trials, best, 2)
+    following = ranked[1:3]
     if following:
         leads = ", ".join(
-            f"{(score - other) * 100:+.1f} points over trial {number} ({other:.2%}"
-            f"{'' if confirmed or record is None else ', one run'})"
-            for number, other, confirmed in following
+            f"{max(0.0, best.score - other.score) * 100:+.1f} points over trial {other.number} "
+            f"({other.measured()})"
+            for other in following
         )
         close = ""
-        if spread is not None and (score - following[0][1]) * 100 <= spread + 1e-9:
+        if best.confirmed and (best.score - following[0].score) * 100 <= best.spread() + 1e-9:
             close = ": within the winner's spread over seeds, the runner-up may be as good"
         lines.append(f"its lead: {leads}{close}")
-    fidelity = rank_fidelity(trials, recipe_epochs(study.user_attrs))
-    lines.append(f"rank fidelity: {fidelity.advice()}")
+    lines.append(last)
     return lines

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nas import trial_view
 from nas.config.data import DataConfig
 from nas.config.machine import Machine, gpu_shared_by, usable_cpus, worker_devices
 from nas.config.recipe import Recipe
@@ -49,6 +50,7 @@ from nas.errors import (
 )
 from nas.search.loop import prepare_study, run_search
 from nas.search.progress import TrialOutcome, outcome_of, trial_counts
+from nas.search.time_budget import TimeBudget
 
 SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search", "data", "recipe", "machine": ...}
 
@@ -89,18 +91,16 @@ def worker_environment(
     index: int,
     device: str,
     shared_by: int = 1,
+    started: float | None = None,
 ) -> dict[str, str]:
     """Worker `index`'s environment: its settings on `device`, which `shared_by` workers train
     on (`Machine.gpu_shared_by`)."""
     env = dict(os.environ)
     settings = {
-        # each worker samples with its own seed so they do not propose the same candidates
-        # worker 0 alone confirms the winner: its run ends once the study holds its target
-        "search": dataclasses.asdict(
-            dataclasses.replace(
-                config, seed=config.seed + index, confirm=config.confirm if index == 0 else 0
-            )
-        ),
+        # each worker samples with its own seed so they do not propose the same candidates;
+        # each confirms at its end what the race still asks for (claimed in the store)
+        "search": dataclasses.asdict(dataclasses.replace(config, seed=config.seed + index)),
+        "started": started,  # the command's start (time.time()): where its time limit counts from
         "data": data.to_dict(),
         "recipe": recipe.to_dict(),
         "machine": dataclasses.replace(machine, device=device, gpu_shared_by=shared_by).to_dict(),
@@ -119,8 +119,11 @@ def run_workers(
     on_trial: Callable[[TrialOutcome, int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     announce: Callable[[str], None] | None = None,
+    started: float | None = None,
 ) -> WorkersResult:
     """Run one worker per device until the study holds `config.trials` trained candidates.
+    `started`: when the command started (`time.time()`): each worker's time limit counts from
+    there.
 
     Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
     trials; the KeyboardInterrupt is re-raised once they have exited."""
@@ -131,7 +134,7 @@ def run_workers(
     processes: list[subprocess.Popen] = []
     try:
         for index, log in enumerate(logs):
-            env = _worker_env(config, data, recipe, machine, index, devices)
+            env = _worker_env(config, data, recipe, machine, index, devices, started)
             processes.append(_start_worker(env, log))
         stopping = _watch(processes, new_trials, should_stop)
     except KeyboardInterrupt:
@@ -157,6 +160,8 @@ class _NewTrials:
         for trial in self.study.get_trials(deepcopy=False):
             if trial.state.is_finished() and trial.number not in self.seen:
                 self.seen.add(trial.number)
+                if trial_view.classify(trial) == trial_view.TrialKind.CONFIRMATION:
+                    continue  # a confirmation's claim: bookkeeping, not a candidate
                 if self.on_trial is not None:
                     self.on_trial(outcome_of(trial), trial_counts(self.study)[0])
 
@@ -168,10 +173,13 @@ def _worker_env(
     machine: Machine,
     index: int,
     devices: list[str],
+    started: float | None = None,
 ) -> dict[str, str]:
     """Worker `index`'s environment; CPU-only workers share the cores between them."""
     shared_by = gpu_shared_by(devices, index)
-    env = worker_environment(config, data, recipe, machine, index, devices[index], shared_by)
+    env = worker_environment(
+        config, data, recipe, machine, index, devices[index], shared_by, started
+    )
     if all(device == "cpu" for device in devices) and "OMP_NUM_THREADS" not in env:
         # share the cores instead of every worker using all of them
         env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // len(devices)))
@@ -251,10 +259,15 @@ def worker_main() -> int:
     except (KeyError, ValueError, TypeError):
         print(f"error: a worker needs its settings in ${SETTINGS_ENV}", file=sys.stderr)
         return EXIT_USAGE
+    budget = None
+    if config.time_limit is not None:  # counted from the command's start, not this process's
+        started = settings.get("started")
+        spent = max(0.0, time.time() - started) if isinstance(started, (int, float)) else 0.0
+        budget = TimeBudget(config.time_limit, offset=spent)
     try:
         own_device(machine.device)
         with stop_on_sigterm() as stop:
-            run_search(config, data, recipe, machine, should_stop=stop)
+            run_search(config, data, recipe, machine, should_stop=stop, time_budget=budget)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -32,6 +32,9 @@ Claims:
   `FitResult.compile_seconds`, not in epoch 1's seconds.
 - `FitResult.extra` records the data path, the precision and the cuDNN autotuning setting
   (`cudnn_benchmark`) the epochs ran with, read inside the run (the setting is restored after).
+- A training batch of one image whose deepest feature map is 1x1 (a last batch of one, e.g. 81
+  images at batch 16 through the ImageNet stem at 64 px and five layers) is dropped: BatchNorm
+  cannot train on one value per channel. No other batch is dropped.
 - A non-finite training loss raises `NonFiniteLossError`, which the search turns into a
   pruned trial.
 - `evaluate` normalises only (no augmentation), in batches that fit the device
@@ -63,6 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from nas.arch.counts import deepest_side
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.augment import normalize_batch
@@ -212,6 +216,16 @@ def _run_epoch(
     return row
 
 
+def _one_value_per_channel(model: nn.Module, images: torch.Tensor) -> bool:
+    """A batch of one image whose deepest feature map is 1x1: every BatchNorm there would see
+    one value per channel, which training cannot normalise. Only such a batch is dropped, so
+    every other epoch trains on exactly the batches it did."""
+    arch = getattr(model, "arch", None)  # a ResNet of nas.train.model knows its architecture
+    if images.shape[0] != 1 or arch is None:
+        return False
+    return all(deepest_side(arch, side) == 1 for side in images.shape[-2:])
+
+
 def _train_epoch(
     trainer: Trainer, batches, device, seed, time_first_step=False
 ) -> tuple[float, float, float]:
@@ -223,6 +237,8 @@ def _train_epoch(
     seen = 0
     first_step_seconds = 0.0
     for index, (images, labels) in enumerate(batches.epoch(seed)):
+        if _one_value_per_channel(trainer.model, images):
+            continue  # BatchNorm cannot train on it: a last batch of one image at a 1x1 map
         timed = time_first_step and index == 0
         if timed:
             synchronize(device)
