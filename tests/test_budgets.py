@@ -330,7 +330,12 @@ def test_a_candidate_that_runs_out_of_memory_while_measured_is_stored_as_rejecte
     assert first.intermediate_values == {} and records.MEMORY_MB not in first.user_attrs
     assert first.user_attrs["constraint"] == 1.0  # the samplers see it as infeasible
     _check_samplers_view(first)
-    assert [t.state for t in rest] == [TrialState.COMPLETE]  # one trained: the target
+    # one trained (the target), and the claim of its confirmation run (nas.search.confirm)
+    proposed = [t for t in rest if records.CONFIRMS not in t.user_attrs]
+    assert [t.state for t in proposed] == [TrialState.COMPLETE]
+    assert [t.user_attrs[records.CONFIRMS] for t in rest if t not in proposed] == [
+        proposed[0].number
+    ]
 
 
 def test_a_search_whose_every_candidate_runs_out_of_memory_says_so(tmp_path):
