@@ -1,20 +1,34 @@
 """Races between processes on one SQLite store (nas.storage.open_storage), each reproduced at
 its cause on real SQLite files with real Optuna: two workers asking at the same moment never
 both take one enqueued trial (the cause of "Cannot tell a COMPLETE trial" in a worker nobody
-killed), and processes opening a new store at the same moment all open it (the cause of "table
-... already exists")."""
+killed), processes opening a new store at the same moment all open it (the cause of "table
+... already exists"), and a trial another process failed while this one trained it is lost,
+said once, and the search goes on (no "Cannot tell a FAIL trial" traceback)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from sqlalchemy import event
 
-from nas.storage import open_storage
+from nas import records
+from nas.config.data import DataConfig
+from nas.config.machine import Machine
+from nas.config.recipe import Recipe
+from nas.config.search import SearchConfig
+from nas.search.loop import run_search
+from nas.storage import open_storage, stale_trial_callback
+from nas.trial_view import is_trained
+
+from helpers import one_torch_thread
+
+TINY = Path(__file__).resolve().parent.parent / "search_spaces" / "tiny.yaml"
 
 
 def test_two_handles_asking_at_once_never_take_the_same_enqueued_trial(tmp_path):
@@ -72,3 +86,49 @@ def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path, round_):
     assert outcomes == ["ok"] * 4
     study = optuna.create_study(study_name="after", storage=open_storage(url))
     assert study.study_name == "after"
+
+
+@pytest.mark.parametrize("epochs", [1, 2])  # failed before its tell; failed before its epoch 2
+def test_a_trial_another_process_failed_while_it_trained_is_lost_and_the_search_goes_on(
+    tmp_path, epochs
+):
+    url = f"sqlite:///{tmp_path}/s.db"
+    config = SearchConfig(
+        budget=8000, trials=2, space=str(TINY), study="s", storage=url, pruner="none",
+        heartbeat=1, confirm=0,
+    )  # fmt: skip
+    failed: list[int] = []
+
+    def another_process_fails_the_training_trial() -> bool:
+        # should_stop, asked after every epoch: the first time a trial is training, a second
+        # handle on the file fails it as another worker's reaper would, candidate re-enqueued
+        if not failed:
+            other = optuna.load_study(study_name="s", storage=open_storage(url))
+            for trial in other.get_trials(states=(TrialState.RUNNING,)):
+                if records.DEVICE in trial.user_attrs:  # its objective is training it
+                    told = other.tell(trial.number, state=TrialState.FAIL)
+                    stale_trial_callback(max_retry=2)(other, told)
+                    failed.append(trial.number)
+        return False
+
+    lines: list[str] = []
+    with one_torch_thread():
+        study = run_search(
+            config,
+            DataConfig(dataset="synthetic", subset=48),
+            Recipe(epochs=epochs, batch_size=16, augment="none"),
+            Machine(device="cpu"),
+            should_stop=another_process_fails_the_training_trial,
+            announce=lines.append,
+        )
+    trials = study.get_trials()
+    assert len(failed) == 1
+    lost = trials[failed[0]]
+    assert lost.state == TrialState.FAIL
+    said = [line for line in lines if f"trial {failed[0]} was failed by another process" in line]
+    assert len(said) == 1
+    trained = [t for t in trials if is_trained(t)]
+    assert len(trained) == 2  # the target, the lost trial not counted
+    assert TrialState.RUNNING not in {t.state for t in trials}
+    # its candidate was tried again and trained: nothing lost
+    assert lost.params in [t.params for t in trained]

@@ -62,7 +62,7 @@ from nas.search.progress import (
     sleep_unless_stopped,
     trial_counts,
 )
-from nas.search.reaper import StaleTrialReaper
+from nas.search.reaper import TOLD_ELSEWHERE, StaleTrialReaper, TrialWatch
 from nas.search.study_setup import open_study
 from nas.search.time_budget import Ending, TimeBudget, format_duration
 from nas.storage import check_url
@@ -128,12 +128,10 @@ def run_search(
     time_budget: TimeBudget | None = None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds `config.trials` trained candidates, or until
-    `time_budget` refuses a new trial (`time_budget.stopped` then says so).
-
-    `memory_meter` replaces `nas.costs.memory.training_memory` in the gate (`costs.budgets`).
-
-    With `should_stop`, raises `StopRequested` at the next safe point once it returns True:
-    after the running trial's epoch (that trial is failed and its parameters enqueued for the
+    `time_budget` refuses a new trial (`time_budget.stopped` then says so). `memory_meter`
+    replaces `nas.costs.memory.training_memory` in the gate (`costs.budgets`). With
+    `should_stop`, raises `StopRequested` at the next safe point once it returns True: after the
+    running trial's epoch (that trial is failed and its parameters enqueued for the
     next run) or before asking for a new trial.
     """
     stop = should_stop or (lambda: False)
@@ -167,6 +165,8 @@ def run_search(
         trial = train_one(study, objective, end)
         if trial is None:  # the time ran out while it trained
             return finish_run(study, config, splits, recipe, machine, end)
+        if trial is LOST:  # another process failed it meanwhile: said once, not counted
+            continue
         if trial_view.is_trained(trial):
             gc.collect()  # a trained model's tensors; ~0.6 s, so not after every rejection
         streak.record(trial)
@@ -186,6 +186,7 @@ def ending(config, recipe, stop, time_budget: TimeBudget | None, announce) -> En
 
 
 FINISH, WAIT, TRAIN = "finish", "wait", "train"  # what the search loop does next
+LOST = "lost"  # train_one: another process failed the trial while it trained here
 
 
 def next_move(
@@ -213,16 +214,19 @@ def next_move(
     return TRAIN, running
 
 
-def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenTrial | None:
+def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenTrial | str | None:
     """Ask for one trial and run it; book its time to the time budget. A trial interrupted by a
     stop request, Ctrl-C or the time limit has its candidate enqueued (the next run, any worker,
-    retries it first); the interruption goes on, but for the time limit: None then."""
+    retries it first); the interruption goes on, but for the time limit: None then. A trial
+    another process failed while it trained here (`reaper.TrialWatch`) is LOST, said in one
+    line (the reaper that failed it queued its candidate again)."""
     finished: list[FrozenTrial] = []  # filled by Optuna's callback after the trial
     budget = end.time_budget
     started = budget.clock() if budget is not None else 0.0
+    watch = TrialWatch(objective)
     try:
         study.optimize(
-            objective,
+            watch,
             n_trials=1,
             gc_after_trial=False,  # the loop collects after trained trials only
             callbacks=[lambda _study, trial: finished.append(trial)],
@@ -238,6 +242,12 @@ def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenT
         end.say("the time ran out while a trial trained; it stopped after its epoch and the "
                 "next run retries it")  # fmt: skip
         return None
+    except Exception as error:
+        lost = watch.lost(study) if isinstance(error, TOLD_ELSEWHERE) else None
+        if lost is None:
+            raise
+        end.announce(lost)
+        return LOST
     trial = finished[-1]
     if budget is not None:
         budget.record(

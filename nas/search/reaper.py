@@ -2,7 +2,15 @@
 machine's, by its process id), whose journal heartbeat stopped (any machine's), or whose
 objective never started; each is failed and its candidate queued again, so no trial stays
 RUNNING and nothing is lost. Also what a trial records first so that others can tell
-(`worker_record`).
+(`worker_record`), and telling, in the process that trained it, a trial another process failed
+meanwhile (`TrialWatch`).
+
+Claims:
+- A trial of a live process that another process failed while it trained (its heartbeat
+  stalled past the grace period, e.g. the process was paused or the store was away) is known as
+  lost once its objective ends or its next write is refused: `TrialWatch.lost` says so, and
+  the search goes on without counting it (nas.search.loop); any other error is not taken for
+  one.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -73,6 +82,47 @@ class StaleTrialReaper:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             stale_trial_callback(self.max_retry)(study, failed)  # re-enqueue, as Optuna would
         return True
+
+
+# what Optuna raises when the trial it tells was finished by another process: a ValueError
+# ("Cannot tell a FAIL trial."), UpdateFinishedTrialError from the store, or, under Optuna 5,
+# the AssertionError of its own "Should not reach." when a trial whose objective returned was
+# found FAIL
+TOLD_ELSEWHERE = (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError)
+
+
+class TrialWatch:
+    """An objective, watched: which trial it ran, and whether it ended (a result, pruned, or a
+    write the store refused because the trial was finished), so that after Optuna's tell fails
+    the search can tell a trial another process failed from a bug (`lost`)."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], Any]):
+        self.objective = objective
+        self.number: int | None = None
+        self.ended = False
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        self.number, self.ended = trial.number, False
+        try:
+            value = self.objective(trial)
+        except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+            self.ended = True
+            raise
+        self.ended = True
+        return value
+
+    def lost(self, study: optuna.Study) -> str | None:
+        """If another process finished the trial this process ran, the line that says so."""
+        if self.number is None or not self.ended:
+            return None
+        for trial in study.get_trials(deepcopy=False):
+            if trial.number == self.number and trial.state.is_finished():
+                return (
+                    f"trial {trial.number} was failed by another process while it trained here "
+                    "(its heartbeat stalled past the grace period); its result is not counted "
+                    "and its candidate is tried again"
+                )
+        return None
 
 
 def worker_record() -> dict[str, Any]:
