@@ -20,16 +20,15 @@ from nas import records, trial_view
 from nas.config.data import DataConfig
 from nas.config.search import SearchConfig
 from nas.errors import UserError
+from nas.process import command_start_from, skip_final_collection
 from nas.search.loop import run_search
 from nas.search.time_budget import (
     TimeBudget,
-    command_start_from,
     may_start,
     may_start_workers,
     parse_duration,
     record_closing,
     recorded_closing,
-    skip_final_collection,
     workers_refusal,
 )
 from nas.search.winner import confirmation_epochs, confirmations
@@ -326,7 +325,7 @@ def test_this_process_start_is_read_back_from_proc():
     from helpers import fresh_python
 
     before = time.time()
-    code = "import time; from nas.search.time_budget import command_start; "
+    code = "import time; from nas.process import command_start; "
     code += "print(command_start(), time.time())"
     started, now = map(float, fresh_python(code).split())
     # /proc counts in clock ticks (10 ms): the start lies between the launch and the reading

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(argv: Sequence[str] | None, whole_process: bool) -> int:
     """Run one command; `whole_process`: it is this process's whole life, so it is timed from
     the process's start and the interpreter's exit is made short."""
-    from nas.search.time_budget import command_start, skip_final_collection
+    from nas.process import command_start, skip_final_collection
 
     started = command_start() if whole_process else time.time()
     try:

@@ -8,18 +8,14 @@ Claims:
   trial starts only while the time left (`limit - elapsed`) holds one more trial at the
   measured pace (`per_trial`) plus `reserve` (the confirmation runs still to come). Before any
   trial of this run has trained, the pace is unknown and a trial starts while time is left.
-- `command_start_from(stat, uptime, ticks_per_second, now)` is the `time.time()` at which a
-  process started, from its `/proc/<pid>/stat` (field 22: clock ticks since boot; the command
-  name in field 2 may hold spaces and parentheses) and `/proc/uptime`; `command_start()` reads
-  them for this process (`time.time()` now where /proc is not there).
 - `TimeBudget` measures with the clock it is given (`time.monotonic` by default; a test or a
   benchmark passes its own, e.g. one that counts training epochs), from its creation, plus
   `offset`, the time the command spent before it was made (the interpreter's start, imports,
   a worker's parent's setup): each run of a search has its own limit, also on a resume,
-  counted from the command's start. `closing` is held back from the limit for what runs after
-  the search loop (the closing report and summary, a worker's parent noticing its exit): no
-  trial or confirmation run starts that would reach into it, and a trial stops after the epoch
-  that does (`expired`, `fits`, `allows_trial`, `left`). It
+  counted from the command's start (`nas.process.command_start`). `closing` is held back from
+  the limit for what runs after the search loop (the closing report and summary, a worker's
+  parent noticing its exit): no trial or confirmation run starts that would reach into it, and
+  a trial stops after the epoch that does (`expired`, `fits`, `allows_trial`, `left`). It
   adds up the time of every trial by what became of it (trained, stopped by the pruner,
   rejected, duplicate, other) and of the confirmation runs. The pace is the slowest epoch of
   this run's trials that trained: the next trial is priced as a full trial at that pace
@@ -41,7 +37,6 @@ Claims:
 from __future__ import annotations
 
 import datetime
-import gc
 import os
 import re
 import time
@@ -103,33 +98,6 @@ def workers_refusal(elapsed: float, limit: float, closing: float) -> str | None:
         f"start-up (about {format_duration(elapsed)}, as this command's took) and the closing "
         "report; no worker started"
     )
-
-
-def command_start_from(stat: str, uptime: str, ticks_per_second: int, now: float) -> float:
-    """The `time.time()` at which a process started: `now` less its age, the seconds since boot
-    (`uptime`'s first field) less its start in clock ticks since boot (`stat`'s field 22)."""
-    after_name = stat.rsplit(")", 1)[1].split()  # field 2, the name, may hold ' ' and ')'
-    started_after_boot = int(after_name[22 - 3]) / ticks_per_second  # field 3 comes first
-    return now - (float(uptime.split()[0]) - started_after_boot)
-
-
-def command_start() -> float:
-    """When this process started (`time.time()` units): a time limit counts from there, the
-    interpreter's start and imports included. Where /proc is missing, now."""
-    now = time.time()
-    try:
-        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
-            return command_start_from(stat.read(), uptime.read(), os.sysconf("SC_CLK_TCK"), now)
-    except (OSError, ValueError, IndexError):
-        return now
-
-
-def skip_final_collection() -> None:
-    """Called last by a process that ran a command: the interpreter's final garbage collection
-    walks every object torch, Optuna and the search made, 1.4-1.9 s measured on the 2-core
-    machine after a smoke search (0.3 s with this), time the wall clock of a time-limited
-    command counts. Nothing left needs it: the store's writes are committed, files closed."""
-    gc.freeze()
 
 
 def record_closing(study, seconds: float) -> None:

@@ -52,7 +52,7 @@ from nas.errors import (
     UserError,
     stop_on_sigterm,
 )
-from nas.search import time_budget
+from nas.process import skip_final_collection
 from nas.search.loop import prepare_study, run_search
 from nas.search.progress import TrialOutcome, outcome_of, trial_counts
 from nas.search.time_budget import TimeBudget, recorded_closing, workers_refusal
@@ -295,5 +295,5 @@ def worker_main() -> int:
 
 if __name__ == "__main__":
     status = worker_main()
-    time_budget.skip_final_collection()  # the parent waits for this process's exit
+    skip_final_collection()  # the parent waits for this process's exit
     sys.exit(status)
