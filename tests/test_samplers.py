@@ -155,7 +155,8 @@ def test_each_sampler_builds_and_learns_without_deprecation_warnings(tmp_path, n
     rejected = [t for t in finished if trial_view.classify(t) == trial_view.TrialKind.REJECTED]
     trained = [t for t in finished if trial_view.is_trained(t)]
     assert rejected and trained
-    if name in ("tpe", "gp"):  # the constraint reached the sampler (the other two use none)
+    if name in ("tpe", "gp") or (name == "optuna-tpe" and HAS_SET_CONSTRAINT):
+        # the constraint reached the sampler (random and NSGA-II use none)
         for trial in rejected + trained:
             assert constraint_of(study.trials[trial.number]) == trial.user_attrs[records.CONSTRAINT]
 
@@ -224,3 +225,9 @@ def test_the_gp_sampler_without_scipy_is_one_sentence(monkeypatch):
     assert str(refused.value) == (
         "--sampler gp needs scipy (Optuna's GPSampler uses it): pip install scipy"
     )
+
+
+def test_optuna_tpe_is_optunas_own_tpe_not_this_tools():
+    sampler = make_sampler("optuna-tpe", seed=0, trials=10)
+    assert type(sampler) is optuna.samplers.TPESampler  # not TrainedStartupTPESampler
+    assert type(make_sampler("tpe", seed=0, trials=10)) is TrainedStartupTPESampler

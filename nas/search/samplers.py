@@ -22,6 +22,9 @@ Claims:
   (its COMPLETE trials are all feasible). Finishing rejections as COMPLETE with a worst value
   and the constraint was measured too and did no better (benchmarks/RESULTS.md), at the cost
   of fake COMPLETE trials in the store.
+- `optuna-tpe` is `optuna.samplers.TPESampler` with Optuna's defaults (seeded; its start-up
+  counts every finished trial, rejections too), the comparison's "Optuna raw"; the budgets
+  reach it as they reach `tpe` on Optuna >= 5 (`Trial.set_constraint`), not on 4.x.
 - `gp` is Optuna's `GPSampler`, given the budgets as constraints as TPE is:
   `Trial.set_constraint` on Optuna >= 5, `constraints_func` on 4.2-4.9. It models COMPLETE
   trials only (within the budget), so over-budget rejections, PRUNED, never reach its model,
@@ -80,6 +83,8 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
     if name == "nsga2":
         population = nsga2_population(trials)
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    if name == "optuna-tpe":  # Optuna's TPESampler as its docs teach it: its own defaults
+        return optuna.samplers.TPESampler(seed=seed)
     if name == "gp":
         check_gp_sampler()
         return optuna.samplers.GPSampler(
