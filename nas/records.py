@@ -88,6 +88,7 @@ CONFIRM_PREFIX = "confirm_trial_"  # + trial number: its confirmation run (`Conf
 WINNER = "winner"  # the trial the search names best and its evidence (nas.search.winner)
 TIME_BUDGET_PREFIX = "time_budget_run_"  # + run id: how a run with --time-limit spent its time
 # (`TimeAccount`)
+CLOSING = "closing_seconds"  # how long the last search command's closing (report, summary) took
 
 METRIC_NAME = "val_accuracy"  # the objective's name, shown by the dashboard
 

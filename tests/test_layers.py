@@ -39,6 +39,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 # The foundations: modules every layer may use, in any order among themselves.
 FOUNDATIONS = frozenset(
     {"errors", "files", "records", "trial_view", "storage", "journal", "commands", "version"}
+    | {"process"}
     | {"config"}
 )
 # Lowest first; a package may import from itself and the layers before it.

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from nas import records, trial_view
 from nas.config.search import PRUNERS, SAMPLERS
 from nas.search.samplers import (
+    HAS_SET_CONSTRAINT,
     TrainedStartupTPESampler,
     constraint_of,
     make_pruner,
@@ -154,7 +155,8 @@ def test_each_sampler_builds_and_learns_without_deprecation_warnings(tmp_path, n
     rejected = [t for t in finished if trial_view.classify(t) == trial_view.TrialKind.REJECTED]
     trained = [t for t in finished if trial_view.is_trained(t)]
     assert rejected and trained
-    if name == "tpe":  # the constraint reached the sampler (the other two use none)
+    if name in ("tpe", "gp") or (name == "optuna-tpe" and HAS_SET_CONSTRAINT):
+        # the constraint reached the sampler (random and NSGA-II use none)
         for trial in rejected + trained:
             assert constraint_of(study.trials[trial.number]) == trial.user_attrs[records.CONSTRAINT]
 
@@ -173,3 +175,59 @@ def test_over_budget_proposals_get_rarer_as_tpe_learns(tmp_path):
     assert len(run.rejected) == 80
     assert run.early_share(20) >= 0.6
     assert run.late_share(40) <= run.early_share(20) / 2
+
+
+def test_a_short_search_with_the_gp_sampler_runs_and_gives_it_the_budget(tmp_path):
+    """`--sampler gp`: Optuna's GPSampler drives a real search (tiny space, synthetic data,
+    SQLite) past its random start-up (2 COMPLETE trials for a target of 6), and every trial it
+    models carries the parameter budget as a constraint (<= 0 within it), the same names on
+    each, as GPSampler requires. The budget holds the whole space: GPSampler models COMPLETE
+    trials only, so a rejection never reaches it, and at a budget of 1,500 here it proposed
+    over-budget candidates until the rejection streak ended the search (docs/search.md)."""
+    from nas.config.data import DataConfig
+    from nas.config.machine import Machine
+    from nas.config.recipe import Recipe
+    from nas.config.search import SearchConfig
+    from nas.search.loop import run_search
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "name: tinygp\nstem: 4\nlayers: [1, 2]\nchannels: [4, 16]\nblocks: [1, 2]\n"
+        "conv_kernel: [1, 3]\nskip_kernel: [1]\nkernels: shared\n"
+    )
+    config = SearchConfig(
+        budget=100_000, trials=6, space=str(space), study="gp", sampler="gp", pruner="none",
+        storage=f"sqlite:///{tmp_path / 's.db'}", warm_start=False, confirm=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = run_search(
+            config, DataConfig(dataset="synthetic", subset=48),
+            Recipe(epochs=1, batch_size=16, augment="none", flip=False), Machine(device="cpu"),
+        )  # fmt: skip
+    assert isinstance(study.sampler, optuna.samplers.GPSampler)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sum(trial_view.is_trained(t) for t in trials) == 6 and len(complete) >= 6
+    for trial in complete:  # what GPSampler models: within the budget, constraint <= 0
+        assert trial.user_attrs[records.PARAMS] <= 100_000
+        assert constraint_of(trial) == trial.user_attrs[records.CONSTRAINT] <= 0
+    if HAS_SET_CONSTRAINT:  # Optuna 5: one named constraint per budget, the same on every trial
+        assert {tuple(t.constraints) for t in complete} == {("params_excess",)}
+
+
+def test_the_gp_sampler_without_scipy_is_one_sentence(monkeypatch):
+    from nas.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
+    with pytest.raises(UserError) as refused:
+        make_sampler("gp", seed=0, trials=10)
+    assert str(refused.value) == (
+        "--sampler gp needs scipy (Optuna's GPSampler uses it): pip install scipy"
+    )
+
+
+def test_optuna_tpe_is_optunas_own_tpe_not_this_tools():
+    sampler = make_sampler("optuna-tpe", seed=0, trials=10)
+    assert type(sampler) is optuna.samplers.TPESampler  # not TrainedStartupTPESampler
+    assert type(make_sampler("tpe", seed=0, trials=10)) is TrainedStartupTPESampler

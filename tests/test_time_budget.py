@@ -4,7 +4,14 @@ real search (tiny space, synthetic data, SQLite) stopped by a budget whose clock
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
+import io
+import os
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
@@ -13,8 +20,17 @@ from nas import records, trial_view
 from nas.config.data import DataConfig
 from nas.config.search import SearchConfig
 from nas.errors import UserError
+from nas.process import command_start_from, skip_final_collection
 from nas.search.loop import run_search
-from nas.search.time_budget import TimeBudget, may_start, parse_duration
+from nas.search.time_budget import (
+    TimeBudget,
+    may_start,
+    may_start_workers,
+    parse_duration,
+    record_closing,
+    recorded_closing,
+    workers_refusal,
+)
 from nas.search.winner import confirmation_epochs, confirmations
 
 
@@ -91,8 +107,10 @@ def test_the_time_before_the_budget_was_made_counts():
     assert budget.fits(3.0) and not budget.fits(3.5)
     assert not budget.expired()
     clock.now += 3.0
+    assert not budget.expired()  # a trial that fitted exactly ends at the limit, not cut
+    clock.now += 0.5
     assert budget.expired()
-    assert budget.to_record()["used"] == 10.0
+    assert budget.to_record()["used"] == 10.5
 
 
 TINY_SPACE = """\
@@ -288,3 +306,148 @@ def test_a_bad_time_limit_is_one_sentence_and_exit_2(tmp_path, monkeypatch, valu
     assert status == 2
     assert err.startswith("error: --time-limit must be") and err.count("\n") == 1
     assert not (tmp_path / "studies").exists()  # refused before anything was stored
+
+
+# ---- the whole command: its start, its closing, the workers' start-up ----------------------
+
+
+def test_a_process_start_is_its_age_before_now():
+    # field 2, the command's name, holds a space and ')': the fields are counted after the last
+    # ')'. Field 22 (12345 ticks at 100 a second) is the process's start, 123.45 s after boot;
+    # 200 s after boot it is 76.55 s old: at now=1000 it started at 923.45
+    after_name = ["S"] + ["7"] * 18 + ["12345"] + ["9"] * 30  # fields 3..52
+    stat = "4242 (nas (x) y) " + " ".join(after_name)
+    started = command_start_from(stat, "200.00 390.12\n", 100, now=1_000.0)
+    assert started == pytest.approx(923.45)
+
+
+def test_this_process_start_is_read_back_from_proc():
+    from helpers import fresh_python
+
+    before = time.time()
+    code = "import time; from nas.process import command_start; "
+    code += "print(command_start(), time.time())"
+    started, now = map(float, fresh_python(code).split())
+    # /proc counts in clock ticks (10 ms): the start lies between the launch and the reading
+    assert before - 0.05 <= started <= now
+
+
+def test_the_closing_is_held_back_from_the_limit():
+    clock = FakeClock()
+    budget = TimeBudget(limit=10.0, clock=clock, epochs=1, closing=2.0)
+    clock.now += 7.0
+    assert budget.left() == 1.0
+    assert budget.fits(1.0) and not budget.fits(1.5) and not budget.expired()
+    budget.record("trained", 1.0, epochs=1)  # 1 s a full trial
+    assert budget.allows_trial()  # 1 s left before the closing: exactly one more
+    clock.now += 0.5
+    assert not budget.allows_trial() and budget.stopped
+    clock.now += 0.5
+    assert not budget.expired()  # 8 of 10 s: ending at the closing is within it
+    clock.now += 0.5
+    assert budget.expired()  # a running trial stops after this epoch
+    assert budget.to_record()["limit"] == 10.0 and budget.to_record()["used"] == 8.5
+
+
+def test_workers_start_only_while_their_start_up_and_the_closing_fit():
+    # 10 s limit, the command's own start-up took 4.75 s, the closing 0.5 s: 5.25 s left holds
+    # another 4.75 + 0.5 exactly; a hundredth later it does not
+    assert may_start_workers(4.75, 10.0, 4.75, 0.5)
+    assert workers_refusal(4.75, 10.0, 0.5) is None
+    assert not may_start_workers(4.76, 10.0, 4.76, 0.5)
+    assert workers_refusal(6.0, 10.0, 0.5) == (
+        "time limit: the 4 s left cannot hold the workers' start-up (about 6 s, as this "
+        "command's took) and the closing report; no worker started"
+    )
+
+
+def test_the_study_keeps_its_closing_and_the_next_run_reserves_it(tmp_path):
+    from nas.config.machine import Machine
+    from nas.config.recipe import Recipe
+
+    config, storage = tiny_search(tmp_path, confirm=0, trials=1)
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False)
+    data = DataConfig(dataset="synthetic", subset=48)
+    study = run_search(config, data, recipe, Machine(device="cpu"))  # one trial, no budget
+    assert recorded_closing(study.user_attrs) == 0.0  # none measured yet
+    record_closing(study, 3.0)  # in this test's clock: epochs
+    assert recorded_closing(study.user_attrs) == 3.0
+    # 7 epochs allowed, 3 held back for the closing: trials start at 0 and 2 (2 left >= 2), not
+    # at 4; without the closing a third would start at 4 (as in the test above)
+    budget = TimeBudget(limit=7.0, clock=epoch_clock(storage, "t"))
+    study = run_search(
+        dataclasses.replace(config, trials=50), data, recipe, Machine(device="cpu"),
+        time_budget=budget,
+    )  # fmt: skip
+    assert budget.closing == 3.0 and budget.stopped
+    assert budget.counts["trained"] == 2
+    assert sum(trial_view.is_trained(t) for t in study.get_trials()) == 1 + 2
+
+
+def test_workers_that_cannot_start_in_the_time_left_are_skipped_in_one_sentence(tmp_path):
+    from nas.config.machine import Machine
+    from nas.config.recipe import Recipe
+    from nas.search.workers import run_workers
+
+    config, storage = tiny_search(tmp_path, confirm=0)
+    config = dataclasses.replace(config, time_limit=50.0)
+    said = []
+    result = run_workers(
+        config, DataConfig(dataset="synthetic", subset=48),
+        Recipe(epochs=2, batch_size=16, augment="none", flip=False), Machine(device="cpu"),
+        ["cpu", "cpu"], announce=said.append, started=time.time() - 100.0,  # 100 s ago
+    )  # fmt: skip
+    assert result.status == 0
+    (line,) = [line for line in said if line.startswith("time limit: ")]
+    assert line.startswith("time limit: the 0 s left cannot hold the workers' start-up (about ")
+    assert line.endswith("and the closing report; no worker started")
+    assert optuna.load_study(study_name="t", storage=storage).get_trials() == []
+
+
+def test_a_search_command_counts_from_its_start_and_keeps_its_closing(tmp_path, monkeypatch):
+    from nas.cli.common import run
+    from nas.cli.main import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["search", "--smoke", "--time-limit", "20s"])
+    args.started = time.time() - 30.0  # the command started 30 s ago: nothing fits
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run(args.handler, args) == 0
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///studies/nas.db")
+    assert study.get_trials() == []
+    assert "time limit: no further trial fits in the 0 s left" in out.getvalue()
+    assert "store:  sqlite:///studies/nas.db" in out.getvalue()  # the summary, as always
+    assert isinstance(study.user_attrs[records.CLOSING], float)  # measured for the next run
+
+
+def test_freezing_before_exit_keeps_the_objects_from_the_final_collection():
+    import gc
+
+    try:
+        skip_final_collection()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.slow
+def test_the_command_line_counts_from_the_process_start(tmp_path):
+    """The command line's time limit counts from the process's start, before main() ran: here
+    a 30 s sleep in front of a 25 s limit, so no trial may start (counted from main's call,
+    the 25 s would hold the start-up and a smoke trial)."""
+    from helpers import ROOT
+
+    code = (
+        "import sys, time; time.sleep(30); "
+        "sys.argv = ['nas', 'search', '--smoke', '--time-limit', '25s']; "
+        "from nas.cli.main import main; sys.exit(main())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "time limit: no further trial fits in the 0 s left" in done.stdout
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path}/studies/nas.db")
+    assert study.get_trials() == []

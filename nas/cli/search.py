@@ -119,7 +119,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-limit",
         metavar="DURATION",
-        help="the search ends within this (8h, 90m, 3600s), counted from its start: no trial "
+        help="the search ends within this (8h, 90m, 3600s), counted from the process's start "
+        "and holding back the closing report: no trial "
         "or confirmation run starts that the time left cannot hold, and one still training "
         "when it is out stops after its epoch (the next run retries it); with --trials, "
         "whichever comes first; each run (a resume) has its own limit",
@@ -159,7 +160,7 @@ def search_command(args: argparse.Namespace) -> int:
     from nas.storage import display_url
 
     started = datetime.datetime.now(datetime.UTC)  # the summary tells this command's runs
-    started_clock = time.time()  # the time limit counts from here: the setup below included
+    started_clock = args.started  # the time limit counts from the command's start
     config, data, recipe, machine = search_settings(args)
     quiet_optuna()
     from nas.report.page import default_report_path
@@ -208,7 +209,7 @@ def search_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if status:
         return status
-    return finish(config, report if args.report else None, progress, started)
+    return finish(config, report if args.report else None, progress, started, time.time())
 
 
 def _in_this_process(config, data, recipe, machine, progress: Progress, started: float) -> int:
@@ -249,9 +250,10 @@ def _with_workers(config, data, recipe, machine, devices, progress: Progress, st
     return result.status
 
 
-def finish(config, given: Path | None, progress: Progress, started=None) -> int:
+def finish(config, given: Path | None, progress: Progress, started=None, closing=None) -> int:
     """Write the report (to `given`, which the study then keeps, else to the one it keeps) and
-    print the summary."""
+    print the summary; `closing`: when the search ended (`time.time()`): the study keeps how
+    long this took, which the next run's time limit reserves."""
     import optuna
 
     from nas.report.page import record_report_path, report_path, write_report
@@ -269,4 +271,8 @@ def finish(config, given: Path | None, progress: Progress, started=None) -> int:
     from nas.cli.summary import print_summary
 
     print_summary(study, config, report, since=started)
+    if closing is not None:
+        from nas.search.time_budget import record_closing
+
+        record_closing(study, time.time() - closing)
     return 0

@@ -19,7 +19,7 @@ STORAGE_ENV = "NAS_STORAGE"  # environment variable naming the store when --stor
 SEARCH_EPOCHS = 40  # epochs per candidate: the reference study's block-size sweep (README)
 MAX_STUDY_NAME = 200  # characters: the report is written to a file named after the study
 
-SAMPLERS = ("tpe", "random", "nsga2")
+SAMPLERS = ("tpe", "random", "nsga2", "gp", "optuna-tpe")
 PRUNERS = ("median", "fidelity", "hyperband", "asha", "none")
 OBJECTIVES = ("accuracy", "pareto")  # --objective
 LATENCY_DEVICES = ("cpu", "cuda")  # --latency-device (cuda:N too)
@@ -34,7 +34,7 @@ class SearchConfig:
     space: str = "resnet"  # a built-in space's name (nas space --list) or a YAML file's path
     study: str = DEFAULT_STUDY  # study name inside the storage
     storage: str = DEFAULT_STORAGE  # any Optuna storage URL
-    sampler: str = "tpe"  # tpe | random | nsga2
+    sampler: str = "tpe"  # tpe | random | nsga2 | gp | optuna-tpe
     pruner: str = "median"  # median | hyperband | none
     seed: int = 0  # sampler seed (each worker offsets it)
     max_rejections: int = 500  # untrained candidates in a row (over budget, duplicates) before

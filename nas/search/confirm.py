@@ -101,7 +101,7 @@ def confirm(
         needed = recipe.epochs * pace if pace is not None else 0.0
         if budget is None or (budget.fits(needed) and not budget.expired()):
             return True
-        left = format_duration(budget.limit - budget.elapsed())
+        left = format_duration(budget.left())
         end.say(f"the confirmation run of trial {trial.number} (about "
                 f"{format_duration(needed)}) does not fit in the {left} left; skipped (rerun "
                 "the search to confirm it)")  # fmt: skip

@@ -19,7 +19,8 @@ Claims:
   Optuna's heartbeat check and their parameters retried.
 - With a `TimeBudget` (`nas.search.time_budget`, counted from the command's start) no new trial
   starts once the time left cannot hold a full trial at this run's slowest epoch plus the
-  confirmation runs still to come (`time_budget.stopped` set, said in one sentence); a trial or
+  confirmation runs still to come and the closing the study last measured
+  (`time_budget.reserve_closing`; `time_budget.stopped` set, said in one sentence); a trial or
   confirmation run still training when the time is out stops after its epoch (the trial is
   failed and its candidate enqueued for the next run, as after a stop request) and the run
   returns normally; a confirmation run that does not fit in the time left is skipped with one
@@ -64,7 +65,7 @@ from nas.search.progress import (
 )
 from nas.search.reaper import TOLD_ELSEWHERE, StaleTrialReaper, TrialWatch
 from nas.search.study_setup import open_study
-from nas.search.time_budget import Ending, TimeBudget, format_duration
+from nas.search.time_budget import Ending, TimeBudget, format_duration, reserve_closing
 from nas.storage import check_url
 from nas.train.devices import resolve_device
 
@@ -136,8 +137,8 @@ def run_search(
     """
     stop = should_stop or (lambda: False)
     end = ending(config, recipe, stop, time_budget, announce)
-    time_budget = end.time_budget
     space, study, splits = prepare_study(config, data, recipe, machine, splits, announce)
+    reserve_closing(end.time_budget, study)  # the command's report and summary follow the loop
     if trial_counts(study)[0] >= config.trials:
         return finish_run(study, config, splits, recipe, machine, end)
     if announce is not None:  # where the data goes on this device, and why (its free memory)
@@ -152,7 +153,7 @@ def run_search(
     waiting = WaitWatch(config.max_wait)
     while True:
         reap(study)
-        move, running = next_move(study, config, stop, time_budget, recipe.epochs)
+        move, running = next_move(study, config, stop, end.time_budget, recipe.epochs)
         if move == FINISH:
             return finish_run(study, config, splits, recipe, machine, end)
         if move == WAIT:
@@ -279,7 +280,7 @@ def finish_run(
     the confirmation ends: a SIGTERM during it too)."""
     budget = end.time_budget
     if budget is not None and budget.stopped:
-        left = format_duration(budget.limit - budget.elapsed())
+        left = format_duration(budget.left())
         pace = budget.per_trial()
         end.say(f"no further trial fits in the {left} left" + (
             f" (a full trial takes about {format_duration(pace)})" if pace is not None else ""

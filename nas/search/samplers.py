@@ -22,6 +22,15 @@ Claims:
   (its COMPLETE trials are all feasible). Finishing rejections as COMPLETE with a worst value
   and the constraint was measured too and did no better (benchmarks/RESULTS.md), at the cost
   of fake COMPLETE trials in the store.
+- `optuna-tpe` is `optuna.samplers.TPESampler` with Optuna's defaults (seeded; its start-up
+  counts every finished trial, rejections too), the comparison's "Optuna raw"; the budgets
+  reach it as they reach `tpe` on Optuna >= 5 (`Trial.set_constraint`), not on 4.x.
+- `gp` is Optuna's `GPSampler`, given the budgets as constraints as TPE is:
+  `Trial.set_constraint` on Optuna >= 5, `constraints_func` on 4.2-4.9. It models COMPLETE
+  trials only (within the budget), so over-budget rejections, PRUNED, never reach its model,
+  and parameters only some trials have (a deeper layer's width) are drawn at random. Without
+  scipy (GPSampler's optimizer) asking for it is one sentence, a `UserError`, before the study
+  is created.
 - The `fidelity` pruner (`FidelityPruner`) applies the median rule only from the earliest epoch
   that the study's own rank fidelity (`nas.search.fidelity`, over its trials that ran every epoch)
   says ranks like the last; before enough full-length trials, or while no epoch agrees, it
@@ -39,6 +48,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import records, trial_view
+from nas.errors import UserError
 from nas.search.fidelity import rank_fidelity
 
 CONSTRAINT_SUFFIX = "_excess"  # Optuna >= 5: constraint `<cost>_excess` per budget (set_constraint)
@@ -73,6 +83,21 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
     if name == "nsga2":
         population = nsga2_population(trials)
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    if name == "optuna-tpe":  # Optuna's TPESampler as its docs teach it: its own defaults
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "gp":
+        check_gp_sampler()
+        return optuna.samplers.GPSampler(
+            seed=seed,
+            # random until as many COMPLETE trials as TPE's start-up (GPSampler counts COMPLETE
+            # trials only, so rejections do not use it up); Optuna's 10 would never end in a
+            # short study
+            n_startup_trials=tpe_startup(trials),
+            # a space's deeper layers' widths exist only in some trials: GPSampler draws those
+            # at random, as intended here, and would warn on every trial
+            warn_independent_sampling=False,
+            **constraint_kwargs(),
+        )
     return TrainedStartupTPESampler(
         n_trained_startup=tpe_startup(trials),
         seed=seed,
@@ -80,6 +105,23 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
         group=True,  # 4- and 5-layer candidates have different parameters
         **constraint_kwargs(),
     )
+
+
+def check_gp_sampler() -> None:
+    """Refuse `--sampler gp` in one sentence where it cannot run, or cannot see the budgets:
+    GPSampler (experimental since Optuna 3.6) takes constraints from 4.2, through
+    `constraints_func` (deprecated in 5.0 for `Trial.set_constraint`); on 4.0 and 4.1, which
+    pyproject's range allows, it is refused (not run: the suite runs on 5.1)."""
+    import importlib.util
+    import inspect
+
+    if "constraints_func" not in inspect.signature(optuna.samplers.GPSampler).parameters:
+        raise UserError(
+            f"--sampler gp needs Optuna 4.2 or later, whose GPSampler takes the budget as a "
+            f"constraint; this is Optuna {optuna.__version__}"
+        )
+    if importlib.util.find_spec("scipy") is None:
+        raise UserError("--sampler gp needs scipy (Optuna's GPSampler uses it): pip install scipy")
 
 
 def constraint_kwargs() -> dict[str, Any]:

@@ -10,13 +10,24 @@ Claims:
   trial of this run has trained, the pace is unknown and a trial starts while time is left.
 - `TimeBudget` measures with the clock it is given (`time.monotonic` by default; a test or a
   benchmark passes its own, e.g. one that counts training epochs), from its creation, plus
-  `offset`, the time the command spent before it was made (a worker's parent's setup): each
-  run of a search has its own limit, also on a resume, counted from the command's start. It
+  `offset`, the time the command spent before it was made (the interpreter's start, imports,
+  a worker's parent's setup): each run of a search has its own limit, also on a resume,
+  counted from the command's start (`nas.process.command_start`). `closing` is held back from
+  the limit for what runs after the search loop (the closing report and summary, a worker's
+  parent noticing its exit): no trial or confirmation run starts that would reach into it, and
+  a trial stops after the epoch that does (`expired`, `fits`, `allows_trial`, `left`). It
   adds up the time of every trial by what became of it (trained, stopped by the pruner,
   rejected, duplicate, other) and of the confirmation runs. The pace is the slowest epoch of
   this run's trials that trained: the next trial is priced as a full trial at that pace
   (`per_trial`), not at a mean that pruned trials lower; `fits(seconds)` and `expired()` are
   what the loop asks before a confirmation run and after every epoch.
+- `may_start_workers(elapsed, limit, startup, closing)`: worker processes start only while the
+  time left holds their start-up (interpreter, imports, data load) and the closing;
+  `workers_refusal` prices the start-up as the command's own so far and says the skip in one
+  sentence.
+- `record_closing(study, seconds)` keeps the closing's measured time on the study
+  (`records.CLOSING`); `recorded_closing(study_attrs)` reads it back (0 before one was measured)
+  and `reserve_closing(budget, study)` holds it back from the next run's budget.
 - A run's account is recorded on the study (a `records.TimeAccount` under
   `records.TIME_BUDGET_PREFIX` + the run's start and process), and
   `run_lines(study_attrs, since)` says, for each run started since then, whether the time
@@ -70,6 +81,42 @@ def may_start(elapsed: float, limit: float, per_trial: float | None, reserve: fl
     return left >= per_trial + reserve
 
 
+def may_start_workers(elapsed: float, limit: float, startup: float, closing: float) -> bool:
+    """Whether worker processes may start: the time left holds their start-up and the closing
+    (a worker that starts with no time for a trial only adds its start-up to the overrun)."""
+    return limit - elapsed >= startup + closing
+
+
+def workers_refusal(elapsed: float, limit: float, closing: float) -> str | None:
+    """The sentence that skips the workers when the time left cannot hold their start-up, priced
+    as this command's own so far (`elapsed`: interpreter, imports, data load, the same work),
+    and the closing; None when they may start."""
+    if may_start_workers(elapsed, limit, elapsed, closing):
+        return None
+    return (
+        f"time limit: the {format_duration(limit - elapsed)} left cannot hold the workers' "
+        f"start-up (about {format_duration(elapsed)}, as this command's took) and the closing "
+        "report; no worker started"
+    )
+
+
+def record_closing(study, seconds: float) -> None:
+    """Keep the closing's measured time (report, summary) on the study: the next run's reserve."""
+    study.set_user_attr(records.CLOSING, round(seconds, 3))
+
+
+def recorded_closing(study_attrs: dict) -> float:
+    """The last measured closing of this study (0.0 before one was measured)."""
+    seconds = study_attrs.get(records.CLOSING)
+    return float(seconds) if isinstance(seconds, (int, float)) else 0.0
+
+
+def reserve_closing(budget: TimeBudget | None, study) -> None:
+    """Hold back from `budget` the closing `study` last measured (nothing without a budget)."""
+    if budget is not None:
+        budget.closing += recorded_closing(study.user_attrs)
+
+
 def account_line(
     limit: float,
     used: float,
@@ -96,6 +143,7 @@ class TimeBudget:
     clock: Callable[[], float] = time.monotonic
     offset: float = 0.0  # spent before this budget was made: the command's start came first
     epochs: int = 1  # a full trial's epochs: what the next trial is priced as
+    closing: float = 0.0  # held back from the limit for what runs after the search loop
     started: float = field(init=False)
     spent: dict[str, float] = field(init=False)  # clock units by what the time went to
     counts: dict[str, int] = field(init=False)  # trials (and confirmation runs) by kind
@@ -112,13 +160,18 @@ class TimeBudget:
     def elapsed(self) -> float:
         return self.clock() - self.started + self.offset
 
+    def left(self) -> float:
+        """Time left for the search loop: the limit less the time used and the closing."""
+        return self.limit - self.closing - self.elapsed()
+
     def expired(self) -> bool:
-        """No time is left: a running trial stops after its epoch."""
-        return self.elapsed() >= self.limit
+        """The time is overrun: a running trial stops after its epoch. One ending exactly at the
+        limit is not cut: a trial that fitted exactly was allowed to start."""
+        return self.left() < 0
 
     def fits(self, duration: float) -> bool:
         """The time left holds `duration`."""
-        return self.limit - self.elapsed() >= duration
+        return self.left() >= duration
 
     def record(self, kind: str, duration: float, epochs: int = 0) -> None:
         """A finished trial (or confirmation run) of `kind` (one of KINDS) took `duration`;
@@ -139,7 +192,7 @@ class TimeBudget:
 
     def allows_trial(self, reserve: float = 0.0) -> bool:
         """The stop rule at this moment; remembers a refusal (`stopped`)."""
-        if may_start(self.elapsed(), self.limit, self.per_trial(), reserve):
+        if may_start(self.elapsed(), self.limit - self.closing, self.per_trial(), reserve):
             return True
         self.stopped = True
         return False

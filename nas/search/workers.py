@@ -20,6 +20,10 @@ Claims:
   from `nas.config.machine.gpu_shared_by`).
 - `own_device` makes a CUDA device the current GPU and does nothing for the CPU (a CPU worker
   never touches CUDA).
+- With a time limit, no worker starts once the time left cannot hold a worker's start-up,
+  priced as this command's own until its study was prepared (the same work), and the closing
+  (`time_budget.workers_refusal`: one sentence, result 0). Each worker holds back the parent's
+  poll (its closing) from its limit.
 """
 
 from __future__ import annotations
@@ -48,11 +52,13 @@ from nas.errors import (
     UserError,
     stop_on_sigterm,
 )
+from nas.process import skip_final_collection
 from nas.search.loop import prepare_study, run_search
 from nas.search.progress import TrialOutcome, outcome_of, trial_counts
-from nas.search.time_budget import TimeBudget
+from nas.search.time_budget import TimeBudget, recorded_closing, workers_refusal
 
 SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search", "data", "recipe", "machine": ...}
+WATCH_POLL = 0.5  # seconds between the parent's looks at its workers and the store
 
 
 def plan_devices(requested: int | None, device: str) -> list[str]:
@@ -129,6 +135,14 @@ def run_workers(
     trials; the KeyboardInterrupt is re-raised once they have exited."""
     # user errors surface here, once; a new study is created (and warm-started) here
     _, study, _ = prepare_study(config, data, recipe, machine, announce=announce)
+    if config.time_limit is not None and started is not None:  # room for their start-up?
+        refusal = workers_refusal(
+            max(0.0, time.time() - started), config.time_limit,
+            WATCH_POLL + recorded_closing(study.user_attrs),
+        )  # fmt: skip
+        if refusal is not None:
+            (announce or print)(refusal)
+            return WorkersResult(0)
     new_trials = _NewTrials(study, on_trial)
     logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
     processes: list[subprocess.Popen] = []
@@ -213,7 +227,7 @@ def _watch(
             stopping = True
             _send(processes, signal.SIGTERM)
         new_trials.report()
-        time.sleep(0.5)
+        time.sleep(WATCH_POLL)
     return stopping
 
 
@@ -263,7 +277,8 @@ def worker_main() -> int:
     if config.time_limit is not None:  # counted from the command's start, not this process's
         started = settings.get("started")
         spent = max(0.0, time.time() - started) if isinstance(started, (int, float)) else 0.0
-        budget = TimeBudget(config.time_limit, offset=spent)
+        # the parent notices this worker's exit at its next poll, then closes
+        budget = TimeBudget(config.time_limit, offset=spent, closing=WATCH_POLL)
     try:
         own_device(machine.device)
         with stop_on_sigterm() as stop:
@@ -279,4 +294,6 @@ def worker_main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main())
+    status = worker_main()
+    skip_final_collection()  # the parent waits for this process's exit
+    sys.exit(status)
