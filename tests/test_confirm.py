@@ -8,16 +8,20 @@ import json
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState, create_trial
 
+import nas.search.confirm
 from nas import records
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
-from nas.search.confirm import SEED_OFFSET, confirm_top
+from nas.search.confirm import confirm_top
 from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
+from nas.train.fit import fit, set_seed
+from nas.train.model import build_model
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
 RUN = {"seed": 1, "epochs": 2, "seconds": 1.0}  # a confirmation record besides its accuracies
@@ -78,12 +82,23 @@ def test_with_confirmations_the_winner_has_the_best_mean(tmp_path):
     assert confirmation_epochs(study) == 10
 
 
-def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_records_it(tmp_path):
+def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_records_it(
+    tmp_path, monkeypatch
+):
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
     study = new_study(tmp_path, [trained(0.5, architecture), trained(0.1, "never-built")])
-    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7)
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=3)
     machine = Machine(device="cpu")
+    runs = []  # what the confirmation handed to the real fit: its seed, first weights, result
+
+    def watched_fit(model, splits, recipe, machine, **options):
+        first = {k: v.clone() for k, v in model.state_dict().items()}
+        result = fit(model, splits, recipe, machine, **options)
+        runs.append((recipe.seed, first, result))
+        return result
+
+    monkeypatch.setattr(nas.search.confirm, "fit", watched_fit)
     seen = []
     done = confirm_top(study, splits, recipe, machine, 1, on_run=lambda n, r: seen.append(n))
     assert done == seen == [0]
@@ -92,14 +107,21 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     assert list(record) == [
         "seed", "val_accuracy", "first_val_accuracy", "mean_val_accuracy", "epochs", "seconds",
     ]  # fmt: skip
-    assert record["seed"] == 7 + SEED_OFFSET
+    assert record["seed"] == 4  # the recipe's 3, plus one: by hand, not from SEED_OFFSET
     assert record["epochs"] == 2
     assert record["first_val_accuracy"] == 0.5
-    assert 0.0 <= record["val_accuracy"] <= 1.0
+    # the run trained with seed 4: its epochs' draws, and its first weights (as a trial's)
+    [(seed, first, result)] = runs
+    set_seed(4)
+    assert seed == 4 and first.keys() == build_model(SMALL).state_dict().keys()
+    set_seed(4)
+    for name, tensor in build_model(SMALL).state_dict().items():
+        assert torch.equal(first[name], tensor), name
+    assert record["val_accuracy"] == result.best_val_accuracy
     assert record["mean_val_accuracy"] == pytest.approx((0.5 + record["val_accuracy"]) / 2)
     assert list(confirmations(study)) == [0]
     # confirmed once: a second call (a resume, another worker) trains nothing
-    assert confirm_top(study, splits, recipe, machine, 1) == []
+    assert confirm_top(study, splits, recipe, machine, 1) == [] and len(runs) == 1
 
 
 def test_the_verdict_names_the_confirmed_winner_its_spread_and_lead(tmp_path):
@@ -148,3 +170,16 @@ def test_an_unconfirmed_winner_says_so_and_leads_by_accuracy(tmp_path):
     assert winner_line.startswith("winner: trial 1 (")
     assert "95.00% validation accuracy from one training run, not confirmed" in winner_line
     assert lead == "its lead: +5.0 points over trial 0 (90.00%), +15.0 points over trial 2 (80.00%)"
+
+
+def test_ties_name_the_lower_numbered_trial(tmp_path):
+    """Equal scores: the lower trial number wins, among unconfirmed trained trials (equal
+    accuracies) and among confirmed candidates (equal means), in whatever order they come."""
+    study = new_study(tmp_path, [trained(0.7, "a"), trained(0.9, "b"), trained(0.9, "c")])
+    assert winner(study)[0].number == 1
+    assert winner(study, list(reversed(study.get_trials())))[0].number == 1
+    confirmed = {**RUN, "first_val_accuracy": 0.9, "val_accuracy": 0.8, "mean_val_accuracy": 0.85}
+    for number in (2, 1):  # the higher number recorded first
+        study.set_user_attr(records.confirm_key(number), confirmed)
+    assert winner(study) == (study.trials[1], 0.85)
+    assert winner(study, list(reversed(study.get_trials())))[0].number == 1
