@@ -40,7 +40,12 @@ from nas.search.loop import run_search
 from nas.search.samplers import constraint_of
 from nas.trial_view import is_trained
 
-from helpers import hook_counted_macs, running_with_an_epoch, wait_for_trials
+from helpers import (
+    ctrl_c_as_by_default,
+    hook_counted_macs,
+    running_with_an_epoch,
+    wait_for_trials,
+)
 
 pytestmark = [
     # the search and its stores use Optuna features it still marks experimental
@@ -589,8 +594,9 @@ def test_ctrl_c_fails_the_running_trial_keeps_the_rest_and_exits_130(tmp_path):
     command = _command(store, trials=1)
     command[1:4] = [str(REPO / "scripts" / "search.py")]  # the script, not python -m nas search
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-    )
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        preexec_fn=ctrl_c_as_by_default,  # Ctrl-C reaches it however this suite was started
+    )  # fmt: skip
     try:
         running = _wait_mid_trial(process, store)
         process.send_signal(signal.SIGINT)
