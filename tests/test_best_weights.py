@@ -116,12 +116,14 @@ def test_the_retrain_scores_the_test_split_with_the_best_weights(splits, tmp_pat
     with pytest.raises(StopRequested):
         retrain(TINY, DATA, RECIPE, CPU, run_dir, progress=False, should_stop=stop_after_two)
     checkpoint = load_checkpoint(run_dir / run_folder.CHECKPOINT)
+    stopped = checkpoint["history"]  # epochs 1 and 2, kept by the resume below
     checkpoint["model"][classifier_bias(build_model(TINY))][0] += SPOIL
     save_checkpoint(checkpoint, run_dir / run_folder.CHECKPOINT)
 
     metrics = retrain(TINY, DATA, RECIPE, CPU, run_dir, progress=False).metrics
     assert metrics.epochs_completed == 3 and metrics.best_epoch in (1, 2)
     last = load_checkpoint(run_dir / run_folder.CHECKPOINT)
+    assert last["history"][:2] == stopped  # resumed after epoch 2: not trained again (same times)
     assert last["history"][2]["val_loss"] > 10  # the fixture: epoch 3 is the worst
     test, val = splits.test, splits.val
     kept = run_folder.read_weights(run_dir)  # the best epoch's: its validation loss, by hand

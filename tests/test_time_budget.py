@@ -147,6 +147,7 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
 # ---- nas search --time-limit, in this process -----------------------------------------------
 
 
+@pytest.mark.slow  # a real 20 s run; the rule is proven fast by the stop-rule tests above
 def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp_path, monkeypatch):
     from nas.cli.main import search_main
 
