@@ -183,3 +183,70 @@ def test_ties_name_the_lower_numbered_trial(tmp_path):
         study.set_user_attr(records.confirm_key(number), confirmed)
     assert winner(study) == (study.trials[1], 0.85)
     assert winner(study, list(reversed(study.get_trials())))[0].number == 1
+
+
+def confirm(study: optuna.Study, number: int, first: float, second: float, mean: float) -> None:
+    """A confirmation record by hand: the trial's first run, the second seed's, their mean."""
+    record = {**RUN, "first_val_accuracy": first, "val_accuracy": second, "mean_val_accuracy": mean}
+    study.set_user_attr(records.confirm_key(number), record)
+
+
+def test_the_lead_ranks_the_next_candidates_by_score_whatever_their_numbers(tmp_path):
+    # trial 0 is confirmed (mean 0.80) but scores below trial 2's one run (0.90): 2 comes first
+    study = new_study(tmp_path, [trained(0.70, "a"), trained(0.96, "b"), trained(0.90, "c")])
+    confirm(study, 1, 0.96, 0.94, 0.95)  # the winner: spread +-1.0 point
+    confirm(study, 0, 0.70, 0.90, 0.80)
+    _, lead, _ = verdict_lines(study)
+    # 95 - 90 = 5 points: more than the spread, so no "within the spread"
+    assert lead == (
+        "its lead: +5.0 points over trial 2 (90.00%, one run), +15.0 points over trial 0 (80.00%)"
+    )
+
+
+def test_next_candidates_of_equal_score_come_lower_number_first(tmp_path):
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.90, "b"), trained(0.90, "c")])
+    confirm(study, 0, 0.96, 0.94, 0.95)
+    confirm(study, 1, 0.90, 0.90, 0.90)  # confirmed, ties with trial 2's one run
+    _, lead, _ = verdict_lines(study)
+    assert (
+        lead
+        == "its lead: +5.0 points over trial 1 (90.00%), +5.0 points over trial 2 (90.00%, one run)"
+    )
+
+
+def test_a_lead_just_beyond_the_spread_is_not_called_close(tmp_path):
+    # seeds 0.96 and 0.88: mean 0.92, spread +-4.0 points; trial 1 is 4.06 points behind
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.8794, "b")])
+    study.set_user_attr(records.RECIPE, {"seed": 5})
+    confirm(study, 0, 0.96, 0.88, 0.92)
+    winner_line, lead, _ = verdict_lines(study)
+    assert winner_line.endswith("the mean of 2 seeds (5: 96.00%, 1: 88.00%; spread +-4.0 points)")
+    assert lead == "its lead: +4.1 points over trial 1 (87.94%, one run)"
+
+
+def test_the_winner_line_names_its_architecture_and_says_what_is_unknown(tmp_path):
+    named = trained(0.96, "a")
+    named.set_user_attr(records.ARCH_LINE, "channels 8-16")
+    study = new_study(tmp_path, [named, trained(0.90, "b")])
+    confirm(study, 0, 0.96, 0.94, 0.95)  # no recipe recorded: its seed is unknown
+    winner_line, _, _ = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 0 (channels 8-16), 95.00% validation accuracy")
+    assert "the mean of 2 seeds (?: 96.00%, 1: 94.00%; " in winner_line
+    study.set_user_attr(records.RECIPE, {"epochs": 2})  # a recipe without its seed
+    assert "the mean of 2 seeds (?: 96.00%, " in verdict_lines(study)[0]
+    (tmp_path / "unnamed").mkdir()
+    unnamed = new_study(tmp_path / "unnamed", [trained(0.9, "a")])
+    assert verdict_lines(unnamed)[0].startswith("winner: trial 0 (?), 90.00% validation accuracy")
+
+
+def test_a_study_with_nothing_trained_says_so(tmp_path):
+    study = new_study(tmp_path, [create_trial(state=TrialState.FAIL)])
+    assert verdict_lines(study) == ["no trial has finished training yet"]
+
+
+def test_a_best_trial_stopped_by_the_pruner_leads_the_candidates(tmp_path):
+    # trial 1 trained but was pruned: the winner without confirmation, though not a candidate
+    study = new_study(tmp_path, [trained(0.80, "a"), trained(0.95, "b", TrialState.PRUNED)])
+    winner_line, lead, _ = verdict_lines(study)
+    assert winner_line.startswith("winner: trial 1 (")
+    assert lead == "its lead: +15.0 points over trial 0 (80.00%)"
