@@ -250,3 +250,12 @@ def test_a_best_trial_stopped_by_the_pruner_leads_the_candidates(tmp_path):
     winner_line, lead, _ = verdict_lines(study)
     assert winner_line.startswith("winner: trial 1 (")
     assert lead == "its lead: +15.0 points over trial 0 (80.00%)"
+
+
+def test_the_lead_names_the_next_two_candidates_only(tmp_path):
+    study = new_study(tmp_path, [trained(v, a) for v, a in [(0.9, "a"), (0.8, "b"), (0.7, "c")]])
+    study.add_trial(trained(0.6, "d"))
+    _, lead, _ = verdict_lines(study)
+    assert (
+        lead == "its lead: +10.0 points over trial 1 (80.00%), +20.0 points over trial 2 (70.00%)"
+    )
