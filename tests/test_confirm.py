@@ -259,3 +259,21 @@ def test_the_lead_names_the_next_two_candidates_only(tmp_path):
     assert (
         lead == "its lead: +10.0 points over trial 1 (80.00%), +20.0 points over trial 2 (70.00%)"
     )
+
+
+def test_without_a_trained_trial_there_is_no_winner(tmp_path):
+    study = new_study(tmp_path, [create_trial(state=TrialState.FAIL)])
+    with pytest.raises(ValueError, match="^no trial has trained yet$"):
+        winner(study)
+
+
+def test_the_fidelity_line_counts_trials_of_the_recipes_epochs(tmp_path):
+    # the recipe says 3 epochs; these trials reported 2 (trained under an earlier recipe), so
+    # none is full-length: the line counts 0, not the 2 a count by reported epochs would give
+    study = new_study(tmp_path, [trained(0.9, "a"), trained(0.8, "b")])
+    study.set_user_attr(records.RECIPE, {"seed": 0, "epochs": 3})
+    _, _, fidelity = verdict_lines(study)
+    assert (
+        fidelity
+        == "rank fidelity: not enough trials to say (5 full-length trials needed, 0 so far)"
+    )
