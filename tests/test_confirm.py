@@ -277,3 +277,11 @@ def test_the_fidelity_line_counts_trials_of_the_recipes_epochs(tmp_path):
         fidelity
         == "rank fidelity: not enough trials to say (5 full-length trials needed, 0 so far)"
     )
+
+
+def test_only_confirm_keys_with_a_trial_number_are_confirmations(tmp_path):
+    study = new_study(tmp_path, [trained(0.9, "a"), trained(0.8, "b")])
+    confirm(study, 1, 0.8, 0.7, 0.75)
+    study.set_user_attr("confirm_trial_notes", "kept by hand")  # the prefix, no number
+    study.set_user_attr("7", {"seed": 1})  # a number, not the prefix
+    assert list(confirmations(study)) == [1]
