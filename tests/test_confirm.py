@@ -18,6 +18,7 @@ from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
+from nas.errors import StopRequested
 from nas.search.confirm import confirm_top
 from nas.search.winner import candidates, confirmation_epochs, confirmations, verdict_lines, winner
 from nas.train.fit import fit, set_seed
@@ -285,3 +286,14 @@ def test_only_confirm_keys_with_a_trial_number_are_confirmations(tmp_path):
     study.set_user_attr("confirm_trial_notes", "kept by hand")  # the prefix, no number
     study.set_user_attr("7", {"seed": 1})  # a number, not the prefix
     assert list(confirmations(study)) == [1]
+
+
+def test_a_stop_request_ends_a_confirmation_run_after_its_epoch_and_records_nothing(tmp_path):
+    splits = load_splits(DataConfig(dataset="synthetic", subset=48))
+    architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
+    study = new_study(tmp_path, [trained(0.5, architecture)])
+    recipe = Recipe(epochs=3, batch_size=16, augment="none", flip=False, seed=3)
+    with pytest.raises(StopRequested) as stopped:
+        confirm_top(study, splits, recipe, Machine(device="cpu"), 1, should_stop=lambda: True)
+    assert stopped.value.epoch == 1  # after the first epoch, not after all three
+    assert confirmations(study) == {}  # the next run confirms it
