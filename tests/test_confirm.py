@@ -5,6 +5,7 @@ run on synthetic data)."""
 from __future__ import annotations
 
 import json
+import time
 
 import optuna
 import pytest
@@ -84,7 +85,7 @@ def test_with_confirmations_the_winner_has_the_best_mean(tmp_path):
 
 
 def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_records_it(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capfd
 ):
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
@@ -101,7 +102,11 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
 
     monkeypatch.setattr(nas.search.confirm, "fit", watched_fit)
     seen = []
+    capfd.readouterr()
+    before = time.monotonic()
     done = confirm_top(study, splits, recipe, machine, 1, on_run=lambda n, r: seen.append(n))
+    took = time.monotonic() - before
+    assert capfd.readouterr() == ("", "")  # quiet: the search prints its own line per run
     assert done == seen == [0]
     record = study.user_attrs["confirm_trial_0"]
     # the keys studies of earlier releases hold, in their order (no note: the run converged)
@@ -110,6 +115,7 @@ def test_confirmation_trains_the_top_candidates_again_with_another_seed_and_reco
     ]  # fmt: skip
     assert record["seed"] == 4  # the recipe's 3, plus one: by hand, not from SEED_OFFSET
     assert record["epochs"] == 2
+    assert 0 < record["seconds"] <= took  # the run's own time, within the call's
     assert record["first_val_accuracy"] == 0.5
     # the run trained with seed 4: its epochs' draws, and its first weights (as a trial's)
     [(seed, first, result)] = runs
@@ -297,3 +303,16 @@ def test_a_stop_request_ends_a_confirmation_run_after_its_epoch_and_records_noth
         confirm_top(study, splits, recipe, Machine(device="cpu"), 1, should_stop=lambda: True)
     assert stopped.value.epoch == 1  # after the first epoch, not after all three
     assert confirmations(study) == {}  # the next run confirms it
+
+
+def test_a_confirmation_run_that_diverges_is_recorded_as_failed_with_its_reason(tmp_path):
+    splits = load_splits(DataConfig(dataset="synthetic", subset=48))
+    architecture = json.dumps(SMALL.to_dict(), separators=(",", ":"))
+    study = new_study(tmp_path, [trained(0.5, architecture)])
+    # Adam moves every weight by about lr in the first step: the second step's loss is not finite
+    recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=3, lr=1e30)
+    assert confirm_top(study, splits, recipe, Machine(device="cpu"), 1) == [0]
+    record = confirmations(study)[0]
+    assert (record.seed, record.val_accuracy, record.epochs) == (4, 0.0, 2)
+    assert record.mean_val_accuracy == 0.25  # (0.5 + 0) / 2: the architecture is not robust
+    assert record.note.startswith("non-finite loss: the training loss became nan in epoch 1")
