@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,14 @@ def fresh_python(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def ctrl_c_as_by_default() -> None:
+    """For `subprocess.Popen(preexec_fn=...)`: the child gets SIGINT's default disposition, so
+    Python turns Ctrl-C into KeyboardInterrupt there. Without it the child inherits this
+    process's: a suite started as a background job of a non-interactive shell (`bash -c 'pytest
+    &'`, a CI runner's) has SIGINT ignored, and so would every process it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def dashboard_command() -> list[str]:

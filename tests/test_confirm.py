@@ -9,8 +9,10 @@ import re
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState, create_trial
 
+import nas.search.confirm
 from nas import records, trial_view
 from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
@@ -18,7 +20,7 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.loading import load_splits
 from nas.search.choice import choose_from_study
-from nas.search.confirm import SEED_OFFSET, claim, race, release
+from nas.search.confirm import claim, race, release
 from nas.search.progress import trial_counts
 from nas.search.winner import (
     candidates,
@@ -30,6 +32,8 @@ from nas.search.winner import (
     winner,
     winner_record,
 )
+from nas.train.fit import fit, set_seed
+from nas.train.model import build_model
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
 RUN = {"seed": 1, "epochs": 2, "seconds": 1.0}  # a confirmation record besides its accuracies
@@ -223,11 +227,19 @@ def test_a_confirmation_is_claimed_once_in_the_store(tmp_path):
     assert claim(study, 0) == 3
 
 
-def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path):
+def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path, monkeypatch):
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     study = new_study(tmp_path, [trained(0.96, "never-built"), trained(0.5, SMALL.to_json())])
     confirmed_as(study, 0, 0.96, 0.0, note="non-finite loss: nan")  # mean 0.48
     recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7)
+    runs = []  # what the confirmation handed to the real fit: its seed and first weights
+
+    def watched_fit(model, splits, recipe, machine, **options):
+        first = {k: v.clone() for k, v in model.state_dict().items()}
+        runs.append((recipe.seed, first))
+        return fit(model, splits, recipe, machine, **options)
+
+    monkeypatch.setattr(nas.search.confirm, "fit", watched_fit)
     seen = []
     done = race(study, splits, recipe, Machine(device="cpu"), 3, on_run=lambda n, r: seen.append(n))
     assert done == seen == [1]  # trial 0 is not confirmed again; nothing else is left
@@ -236,7 +248,14 @@ def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path):
     assert list(record) == [
         "seed", "val_accuracy", "first_val_accuracy", "mean_val_accuracy", "epochs", "seconds",
     ]  # fmt: skip
-    assert record["seed"] == 7 + SEED_OFFSET
+    assert record["seed"] == 8  # the recipe's 7, plus one: by hand, not from SEED_OFFSET
+    # the run trained with seed 8: its epochs' draws, and its first weights (as a trial's)
+    [(seed, first)] = runs
+    set_seed(8)
+    expected_weights = build_model(SMALL).state_dict()
+    assert seed == 8 and first.keys() == expected_weights.keys()
+    for name, tensor in expected_weights.items():
+        assert torch.equal(first[name], tensor), name
     assert record["epochs"] == 2
     assert record["first_val_accuracy"] == 0.5
     assert 0.0 <= record["val_accuracy"] <= 1.0
@@ -250,3 +269,15 @@ def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path):
     assert study.user_attrs[records.WINNER] == winner_record(study)
     # confirmed once: a second call (a resume, another worker) trains nothing
     assert race(study, splits, recipe, Machine(device="cpu"), 3) == []
+
+
+def test_ties_name_the_lower_numbered_trial(tmp_path):
+    """Equal scores: the lower trial number wins, among unconfirmed trained trials (equal
+    accuracies) and among confirmed candidates (equal means), in whatever order they come."""
+    study = new_study(tmp_path, [trained(0.7, "a"), trained(0.9, "b"), trained(0.9, "c")])
+    assert winner(study)[0].number == 1
+    assert winner(study, list(reversed(study.get_trials())))[0].number == 1
+    for number in (2, 1):  # the higher number recorded first
+        confirmed_as(study, number, 0.9, 0.8)  # both: mean 0.85
+    assert winner(study)[0].number == 1 and winner(study)[1] == pytest.approx(0.85)
+    assert winner(study, list(reversed(study.get_trials())))[0].number == 1

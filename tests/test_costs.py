@@ -178,15 +178,18 @@ def test_a_latency_measurement_is_bounded_ordered_and_leaves_the_threads_and_rng
 
 class Probe(torch.nn.Module):
     """A stand-in for the candidate (put where `nas.costs.latency` builds it): each forward pass
-    records whether Python's garbage collector was on, then sleeps `sleep` seconds."""
+    records whether Python's garbage collector was on and torch's intra-op threads, then sleeps
+    `sleep` seconds."""
 
     def __init__(self, sleep: float = 0.0):
         super().__init__()
         self.sleep = sleep
         self.collector_on: list[bool] = []
+        self.threads: list[int] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.collector_on.append(gc.isenabled())
+        self.threads.append(torch.get_num_threads())
         time.sleep(self.sleep)
         return images.sum()
 
@@ -204,6 +207,17 @@ def test_the_collector_is_held_off_while_timing_and_nothing_is_printed(monkeypat
     assert len(probe.collector_on) >= latency.runs >= MIN_RUNS  # warm-up and timed runs
     assert not any(probe.collector_on)
     assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(("process", "asked"), [(2, 1), (1, 2)])
+def test_every_timed_run_uses_the_threads_asked_for(monkeypatch, process, asked):
+    probe = probed(monkeypatch, Probe())
+    with torch_threads(process):
+        latency = measure_latency(TINY, 16, LatencySetup(threads=asked))
+        assert torch.get_num_threads() == process  # the process's own again after
+    assert len(probe.threads) >= latency.runs >= MIN_RUNS  # warm-up and timed runs
+    assert set(probe.threads) == {asked}
+    assert latency.clock == (CPU_CLOCK if asked == 1 else WALL_CLOCK)
 
 
 def test_a_slow_model_stops_after_few_runs_on_either_clock(monkeypatch):

@@ -185,6 +185,7 @@ def test_history_csv_writes_the_old_columns_and_reads_back_the_same_rows():
     assert read_history_csv(text) == rows
 
 
+@pytest.mark.slow  # a real process killed mid-run; tests/test_best_weights.py resumes one fast
 def test_a_killed_retrain_resumes_without_redoing_epochs(store, tmp_path):
     url, _ = store
     out = tmp_path / "run"

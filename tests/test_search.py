@@ -40,7 +40,12 @@ from nas.search.loop import run_search
 from nas.search.samplers import constraint_of
 from nas.trial_view import is_trained
 
-from helpers import hook_counted_macs, running_with_an_epoch, wait_for_trials
+from helpers import (
+    ctrl_c_as_by_default,
+    hook_counted_macs,
+    running_with_an_epoch,
+    wait_for_trials,
+)
 
 pytestmark = [
     # the search and its stores use Optuna features it still marks experimental
@@ -592,13 +597,48 @@ def test_killed_search_is_recovered_by_the_same_command(tmp_path):
     assert _finished(store)[: len(finished)] == finished  # nothing finished lost or changed
 
 
+def test_ctrl_c_in_a_trial_fails_it_and_queues_its_candidate_to_be_retried_first(tmp_path):
+    """The rule the Ctrl-C process test below proves end to end, in this process: Ctrl-C
+    (KeyboardInterrupt) after a trial's first epoch fails that trial, goes on up, and leaves its
+    candidate waiting, marked as the retry of the failed trial."""
+    from nas.costs.budgets import Budgets
+    from nas.data.loading import load_splits
+    from nas.search.loop import train_one
+    from nas.search.objective import Objective
+
+    def ctrl_c() -> bool:
+        raise KeyboardInterrupt
+
+    study = optuna.create_study(
+        storage=url_of(tmp_path / "c.db"),
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
+    recipe = Recipe(epochs=3, batch_size=16, augment="none")
+    objective = Objective(
+        SearchSpace.resolve("tiny"), load_splits(data), recipe, CPU, Budgets(params=10**6),
+        should_stop=ctrl_c,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        train_one(study, objective, None)
+    interrupted, waiting = study.trials
+    assert interrupted.state == TrialState.FAIL
+    assert list(interrupted.intermediate_values) == [1]  # stopped after its first epoch
+    assert waiting.state == TrialState.WAITING
+    assert waiting.user_attrs["retry_of"] == interrupted.number
+    assert waiting.system_attrs["fixed_params"] == interrupted.params
+
+
+@pytest.mark.slow  # a real process and signal; the rule is proven in-process above
 def test_ctrl_c_fails_the_running_trial_keeps_the_rest_and_exits_130(tmp_path):
     store = tmp_path / "s.db"
     command = _command(store, trials=1)
     command[1:4] = [str(REPO / "scripts" / "search.py")]  # the script, not python -m nas search
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-    )
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        preexec_fn=ctrl_c_as_by_default,  # Ctrl-C reaches it however this suite was started
+    )  # fmt: skip
     try:
         running = _wait_mid_trial(process, store)
         process.send_signal(signal.SIGINT)
@@ -704,6 +744,7 @@ def test_a_search_records_its_augmentation_policy_and_a_resume_must_keep_it(tmp_
     assert status == 2 and "policy = 'svhn', not 'cifar10'" in err
 
 
+@pytest.mark.slow  # a fresh interpreter running a whole search: ~8 s on 2 cores
 def test_a_smoke_search_raises_no_deprecation_and_writes_a_plain_log(tmp_path):
     """Optuna's and torch's deprecation notices arrive as FutureWarning/DeprecationWarning: as
     errors here, so a search that leans on a deprecated API fails this test, on every supported

@@ -13,6 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from nas import records
 from nas.errors import UserError
@@ -63,6 +65,23 @@ def test_a_sqlite_store_is_in_wal_mode(tmp_path):
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_every_store_connection_waits_a_minute_for_another_writer(tmp_path):
+    """What the slow test below shows with a real 6 s lock, read from each SQLite connection the
+    store opens (SQLAlchemy's public connect event): a busy timeout of 60 s, not sqlite3's 5 s."""
+    waits = []
+
+    def read_wait(connection, _record) -> None:
+        waits.append(connection.execute("PRAGMA busy_timeout").fetchone()[0])
+
+    event.listen(Engine, "connect", read_wait)
+    try:
+        _study(tmp_path).set_user_attr("written", True)
+    finally:
+        event.remove(Engine, "connect", read_wait)
+    assert waits and set(waits) == {60_000}  # milliseconds
+
+
+@pytest.mark.slow  # holds a real lock for 6 s; the wait is proven fast above
 def test_a_write_waits_for_another_writer_instead_of_failing(tmp_path):
     study = _study(tmp_path)
     other = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)

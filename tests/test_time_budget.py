@@ -267,6 +267,7 @@ def test_a_sigterm_during_the_confirmation_still_writes_the_time_record(tmp_path
 # ---- nas search --time-limit, in this process -----------------------------------------------
 
 
+@pytest.mark.slow  # a real 20 s run; the rule is proven fast by the stop-rule tests above
 def test_a_smoke_search_with_a_time_limit_stops_starting_trials_and_says_why(tmp_path, monkeypatch):
     from nas.cli.main import search_main
 
