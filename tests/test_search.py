@@ -605,6 +605,7 @@ def test_ctrl_c_in_a_trial_fails_it_and_queues_its_candidate_to_be_retried_first
     from nas.data.loading import load_splits
     from nas.search.loop import train_one
     from nas.search.objective import Objective
+    from nas.search.time_budget import Ending
 
     def ctrl_c() -> bool:
         raise KeyboardInterrupt
@@ -621,7 +622,7 @@ def test_ctrl_c_in_a_trial_fails_it_and_queues_its_candidate_to_be_retried_first
         should_stop=ctrl_c,
     )  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
-        train_one(study, objective, None)
+        train_one(study, objective, Ending(ctrl_c, None))
     interrupted, waiting = study.trials
     assert interrupted.state == TrialState.FAIL
     assert list(interrupted.intermediate_values) == [1]  # stopped after its first epoch
