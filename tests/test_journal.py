@@ -187,27 +187,29 @@ def test_a_sigkilled_search_loses_nothing_and_the_other_and_a_rerun_finish_the_s
 ):
     store = tmp_path / "s.log"
     run_search(_config(store), DATA, RECIPE, MACHINE)  # the study, created once, trains nothing
-    victim, other = (
-        subprocess.Popen(
-            _search(store, 3, 3, "--seed", str(seed)),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
+
+    def search(seed: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            _search(store, 3, 3, "--seed", str(seed)), cwd=tmp_path, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env=ENV,
         )  # fmt: skip
-        for seed in (0, 1)
-    )
+
+    # the victim first, killed in its first trial's epochs; then a second search on the same
+    # file (started together, the second could fill the study before the victim trains at all)
+    victim = search(0)
+    other = None
     try:
         killed = _wait_for_running_epoch(victim, store)
         victim.send_signal(signal.SIGKILL)  # no handler runs: the trial stays RUNNING
         victim.wait(timeout=30)
-        # the other search on the same file fails the dead trial (its process is gone),
-        # retries its candidate and fills the study
+        # the other search fails the dead trial (its process is gone), retries its candidate
+        # and fills the study
+        other = search(1)
         _, err = other.communicate(timeout=300)
     finally:
         victim.kill()
-        other.kill()
+        if other is not None:
+            other.kill()
     assert victim.returncode == -signal.SIGKILL
     assert other.returncode == 0, err
     trials = _trials(store)
