@@ -1,5 +1,7 @@
 """Checkpoint files: atomic replacement, damage detection, refusal of unsafe pickles."""
 
+import hashlib
+import io
 import os
 import pickle
 import random
@@ -48,6 +50,42 @@ def test_truncated_and_corrupt_files_are_refused(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         load_checkpoint(path)
+
+
+def _blob(payload: bytes, magic: bytes = MAGIC) -> bytes:
+    """A checkpoint file by hand: magic, SHA-256 of the payload, the payload."""
+    return magic + hashlib.sha256(payload).digest() + payload
+
+
+def _saved(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+ADVICE = "delete it (or pass --fresh) to start over"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "checkpoint {path} does not exist"),
+        # as long as a header but not this tool's magic: refused as foreign, not as damaged
+        (b"NOTCKPT!" + bytes(32) + b"payload", "{path} is not a checkpoint written by this tool"),
+        # a header and nothing after it: a well-formed file whose payload torch cannot read
+        (_blob(b""), "checkpoint {path} holds content that is not plain tensors and values "
+         "(EOFError); refusing to load it"),
+        (_blob(_saved([1, 2])), "checkpoint {path} does not hold a state dictionary"),
+    ],
+)  # fmt: skip
+def test_each_refusal_says_what_is_wrong_and_what_to_do(tmp_path, content, message):
+    path = tmp_path / "c.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    expected = message.format(path=path)
+    assert str(refused.value) == (expected if content is None else f"{expected}; {ADVICE}")
 
 
 class Exploit:
