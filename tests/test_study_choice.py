@@ -92,3 +92,68 @@ def test_the_best_pick_of_a_confirmed_search_is_the_winner_it_named(tmp_path):
     choice = choose_from_study(study)
     assert choice.trial.number == 1
     assert "the search's winner: val accuracy 93.50% (the mean of 2 runs)" in choice.why
+
+
+def _study_of(tmp_path, runs) -> optuna.Study:
+    """A study whose trials trained to the end: (val accuracy, width) each, 1-layer nets."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", direction="maximize")
+    for value, width in runs:
+        arch = Architecture((width,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                intermediate_values={1: value},
+                user_attrs={
+                    records.TRAINED: True,
+                    records.EPOCHS: 1,
+                    records.ARCHITECTURE: arch.to_json(),
+                    records.PARAMS: 1000 * width,
+                },
+            )  # fmt: skip
+        )
+    return study
+
+
+def test_each_pick_says_which_trial_and_why_in_words(tmp_path):
+    from nas.search.choice import choose_from_study
+    from nas.search.front import Pick
+
+    study = _study_of(tmp_path, [(0.95, 16), (0.945, 8), (0.90, 4)])
+    # unconfirmed: the winner by its one run
+    best = choose_from_study(study)
+    assert best.trial.number == 0
+    assert best.why == "the search's winner: val accuracy 95.00% (one run)"
+    # the cheapest within 1 point of 95 %: trial 1 (94.5 %, 8,000 params), not the winner
+    within = choose_from_study(study, pick=Pick("smallest-within", 1.0))
+    assert within.trial.number == 1
+    assert within.why == (
+        "the cheapest trial within 1 accuracy point of the most accurate: val accuracy 94.50%, "
+        "8,000 params"
+    )
+
+
+def test_a_pareto_study_picks_by_its_front_not_by_a_single_winner(tmp_path):
+    from nas.search.choice import choose_from_study
+
+    study = _study_of(tmp_path, [(0.95, 16), (0.945, 8)])
+    study.set_user_attr(records.OBJECTIVE, {"objective": "pareto", "minimize": "params"})
+    best = choose_from_study(study)
+    assert best.trial.number == 0
+    assert best.why == "the most accurate trial: val accuracy 95.00%, 16,000 params"
+
+
+def test_a_study_with_nothing_trained_to_the_end_is_one_sentence(tmp_path):
+    import pytest
+
+    from nas.errors import UserError
+    from nas.search.choice import choose_from_study
+
+    study = optuna.create_study(
+        study_name="empty", storage=f"sqlite:///{tmp_path / 'e.db'}", direction="maximize"
+    )
+    with pytest.raises(UserError) as refused:
+        choose_from_study(study)
+    assert str(refused.value) == (
+        "study 'empty' has no trial trained to the end yet; run the search (nas search) until "
+        "one completes"
+    )
