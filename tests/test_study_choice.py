@@ -157,3 +157,63 @@ def test_a_study_with_nothing_trained_to_the_end_is_one_sentence(tmp_path):
         "study 'empty' has no trial trained to the end yet; run the search (nas search) until "
         "one completes"
     )
+
+
+def test_a_study_the_store_does_not_hold_is_one_sentence_naming_what_it_holds(tmp_path):
+    import pytest
+
+    from nas.errors import UserError
+    from nas.search.choice import load_study
+
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    with pytest.raises(UserError) as empty:
+        load_study(url, "c")
+    assert str(empty.value) == "there is no study named 'c'; the store is empty"
+    for name in ("b", "a"):
+        optuna.create_study(study_name=name, storage=url)
+    with pytest.raises(UserError) as missing:
+        load_study(url, "c")
+    assert str(missing.value) == "there is no study named 'c'; the store holds: a, b"
+    assert load_study(url, "b").study_name == "b"  # of two, the one named
+
+
+def test_a_trial_asked_for_by_number_that_cannot_be_retrained_is_one_sentence(tmp_path):
+    import pytest
+
+    from nas.errors import UserError
+    from nas.search.choice import choose_from_study
+
+    study = _study_of(tmp_path, [(0.9, 4), (0.8, 8), (0.7, 12)])
+    study.add_trial(optuna.trial.create_trial(value=0.5))  # trial 3: no architecture
+    study.add_trial(  # trial 4: an architecture that does not parse
+        optuna.trial.create_trial(value=0.5, user_attrs={records.ARCHITECTURE: "{broken"})
+    )
+    for number, message in (
+        (7, f"study {study.study_name!r} has no trial 7; its trials are numbered 0 to 4"),
+        (3, "trial 3 recorded no architecture; pick another --trial"),
+        (4, "trial 4 holds no readable architecture"),
+    ):
+        with pytest.raises(UserError) as refused:
+            choose_from_study(study, trial_number=number)
+        assert str(refused.value) == message
+    assert choose_from_study(study, trial_number=1).why == "trial 1, as asked"
+
+
+def test_a_pick_whose_trial_recorded_no_cost_says_only_its_accuracy(tmp_path):
+    from nas.search.choice import choose_from_study
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize")
+    arch = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
+    study.add_trial(  # as an earlier version recorded it: no params
+        optuna.trial.create_trial(
+            value=0.95,
+            intermediate_values={1: 0.95},
+            user_attrs={
+                records.TRAINED: True,
+                records.EPOCHS: 1,
+                records.ARCHITECTURE: arch.to_json(),
+            },
+        )  # fmt: skip
+    )
+    study.set_user_attr(records.OBJECTIVE, {"objective": "pareto", "minimize": "params"})
+    assert choose_from_study(study).why == "the most accurate trial: val accuracy 95.00%"
