@@ -19,17 +19,18 @@ only the store, a resume only the command. So what each record means is decided 
 Studies written by the earlier version of the tool read the same (their trials carry the same
 keys; their retrain results on the trial itself are still found).
 
-Imports of `nas` only the table of costs (`nas.config.costs`: which key records each cost), and
-of Optuna only its trial types.
+Imports of `nas` only the configuration's value check (`nas.config.fields.is_finite`), and of
+Optuna only its trial types.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from optuna.trial import FrozenTrial
+
+from nas.config.fields import is_finite
 
 # ---- trial user attributes ---------------------------------------------------------------
 
@@ -158,9 +159,9 @@ def retrain_record(study_attrs: dict[str, Any], trial: FrozenTrial) -> Retrained
     Recorded on the study by this version; studies of the earlier version wrote
     `test_accuracy` and `run_dir` onto the trial itself, which is read too."""
     record = study_attrs.get(retrain_key(trial.number))
-    if isinstance(record, dict) and is_number(record.get("test_accuracy")):
+    if isinstance(record, dict) and is_finite(record.get("test_accuracy")):
         return Retrained.from_dict(record)
-    if is_number(trial.user_attrs.get(TRIAL_TEST_ACCURACY)):
+    if is_finite(trial.user_attrs.get(TRIAL_TEST_ACCURACY)):
         return Retrained(
             test_accuracy=trial.user_attrs[TRIAL_TEST_ACCURACY],
             run_dir=trial.user_attrs.get(TRIAL_RUN_DIR),
@@ -198,8 +199,3 @@ def recorded_fields(cls: type, data: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     return dict(data)
-
-
-def is_number(value: Any) -> bool:
-    """A real, finite number (not a bool): a record's figure that can be compared."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

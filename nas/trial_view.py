@@ -24,6 +24,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.config.costs import COSTS
+from nas.config.fields import is_finite
 from nas.records import (
     BEST_VAL_ACCURACY,
     BUDGET,
@@ -40,7 +41,6 @@ from nas.records import (
     PARAMS,
     PRUNE_REASON,
     TRAINED,
-    is_number,
 )
 
 
@@ -102,7 +102,7 @@ def accuracy(trial: FrozenTrial) -> float | None:
         return float(trial.values[0])  # a Pareto study's first objective is the accuracy
     if kind == TrialKind.STOPPED:
         recorded = trial.user_attrs.get(BEST_VAL_ACCURACY)
-        if is_number(recorded):
+        if is_finite(recorded):
             return float(recorded)
         finite = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
         return max(finite) if finite else None
@@ -116,7 +116,7 @@ def curve(trial: FrozenTrial) -> dict[int, float]:
         return dict(trial.intermediate_values)
     recorded = trial.user_attrs.get(CURVE)
     if isinstance(recorded, list):
-        return {epoch: float(v) for epoch, v in enumerate(recorded, start=1) if is_number(v)}
+        return {epoch: float(v) for epoch, v in enumerate(recorded, start=1) if is_finite(v)}
     return {}
 
 
@@ -142,20 +142,20 @@ def cost_of(trial: FrozenTrial, name: str) -> float | None:
     if name == "macs":
         return macs_of(trial)
     value = trial.user_attrs.get(COSTS[name].key)
-    return float(value) if is_number(value) else None
+    return float(value) if is_finite(value) else None
 
 
 def over_budget(trial: FrozenTrial) -> dict[str, float]:
     """{budget: excess} of the budgets a rejected trial broke ({} for any other trial)."""
     recorded = trial.user_attrs.get(OVER_BUDGET_BY)
-    if is_number(recorded):
+    if is_finite(recorded):
         return {"params": recorded}  # the earlier version had one budget
     return dict(recorded) if isinstance(recorded, dict) else {}
 
 
 def budget_of(study_attrs: dict[str, Any]) -> int | None:
     value = study_attrs.get(BUDGET)
-    return int(value) if is_number(value) else None
+    return int(value) if is_finite(value) else None
 
 
 def budget_limits(study_attrs: dict[str, Any]) -> dict[str, float]:
@@ -167,7 +167,7 @@ def budget_limits(study_attrs: dict[str, Any]) -> dict[str, float]:
     recorded = study_attrs.get(BUDGETS)
     if isinstance(recorded, dict):
         for name, cost in COSTS.items():
-            if name != "params" and is_number(recorded.get(cost.key)):
+            if name != "params" and is_finite(recorded.get(cost.key)):
                 limits[name] = recorded[cost.key]
     return limits
 

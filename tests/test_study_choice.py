@@ -64,20 +64,7 @@ def test_a_retrain_inherits_the_kept_recipe_and_none_of_the_machine_switches(tmp
 def test_the_best_pick_of_a_confirmed_search_is_the_winner_it_named(tmp_path):
     from nas.search.choice import choose_from_study
 
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
-    for value, width in ((0.96, 4), (0.94, 8), (0.90, 12)):
-        arch = Architecture((width,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
-        study.add_trial(
-            optuna.trial.create_trial(
-                value=value,
-                intermediate_values={1: value},
-                user_attrs={
-                    records.TRAINED: True,
-                    records.EPOCHS: 1,
-                    records.ARCHITECTURE: arch.to_json(),
-                },
-            )  # fmt: skip
-        )
+    study = _study_of(tmp_path, [(0.96, 4), (0.94, 8), (0.90, 12)])
     # trial 0's single run was the luckiest (0.96; 0.88 with the second seed: mean 0.92);
     # trial 1 is steadier (0.94, 0.93: mean 0.935) and is the winner the search named
     confirmed = {"seed": 1, "epochs": 1, "seconds": 1.0}

@@ -147,7 +147,6 @@ class TimeBudget:
     started: float = field(init=False)
     spent: dict[str, float] = field(init=False)  # clock units by what the time went to
     counts: dict[str, int] = field(init=False)  # trials (and confirmation runs) by kind
-    trained_epochs: int = field(init=False, default=0)  # epochs of this run's trained trials
     slowest_epoch: float | None = field(init=False, default=None)  # clock units per epoch
     stopped: bool = field(init=False, default=False)  # True once the rule refused a new trial
 
@@ -179,7 +178,6 @@ class TimeBudget:
         self.spent[kind] += duration
         self.counts[kind] += 1
         if kind in ("trained", "pruned") and epochs:
-            self.trained_epochs += epochs
             self.slowest_epoch = max(self.slowest_epoch or 0.0, duration / epochs)
 
     def per_trial(self) -> float | None:
