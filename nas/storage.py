@@ -177,7 +177,11 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: in
                     **_stale_trial_retry_kwargs(max_retry=2),
                 )
         except (IntegrityError, ProgrammingError, OperationalError) as error:
-            creating = not isinstance(error, OperationalError) or "already exists" in str(error)
+            # "locked": in WAL mode a read snapshot that another creator's commit made stale
+            # cannot be upgraded to write, and SQLite says so at once instead of waiting
+            creating = not isinstance(error, OperationalError) or any(
+                sign in str(error) for sign in ("already exists", "database is locked")
+            )
             if attempt == 4 or not creating:
                 raise
             time.sleep(0.5 * (attempt + 1))
@@ -221,11 +225,37 @@ def _stale_trial_retry_kwargs(max_retry: int) -> dict[str, Any]:
     return {"failed_trial_callback": callback}
 
 
-def _prepare_sqlite(path: Path) -> None:
+def _prepare_sqlite(path: Path, wait: float = 60.0) -> None:
+    """Make the store's folder and put the file in WAL mode (a dashboard reads while workers
+    write; it is a property of the file, set once), waiting up to `wait` seconds for another
+    process that holds the file's write lock, e.g. one creating the same new store."""
+    deadline = time.monotonic() + wait
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL lets a dashboard read while workers write; it is a property of the file, set once
-        with sqlite3.connect(path, timeout=60) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
+        while not _set_wal(path):
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked")
+            time.sleep(0.05)
     except (OSError, sqlite3.Error) as error:
         raise UserError(f"cannot create the SQLite store {path}: {error}") from None
+
+
+def _set_wal(path: Path) -> bool:
+    """True once the file is in WAL mode; False while another process holds its write lock.
+
+    Why the loop above and not the busy timeout alone: switching to WAL upgrades a read lock to
+    a write lock, and SQLite answers "database is locked" at once, without waiting, when another
+    connection holds the write lock (waiting could deadlock) - four processes opening one new
+    store at the same moment hit it."""
+    try:
+        connection = sqlite3.connect(path, timeout=60)
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+        return True
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return False
+        raise

@@ -8,6 +8,7 @@ said once, and the search goes on (no "Cannot tell a FAIL trial" traceback)."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import warnings
 from pathlib import Path
@@ -132,3 +133,25 @@ def test_a_trial_another_process_failed_while_it_trained_is_lost_and_the_search_
     assert TrialState.RUNNING not in {t.state for t in trials}
     # its candidate was tried again and trained: nothing lost
     assert lost.params in [t.params for t in trained]
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])  # a new file; one already in WAL
+def test_a_store_another_process_is_writing_waits_for_its_lock(tmp_path, journal_mode):
+    # switching to WAL or creating tables upgrades a read lock, and SQLite answers "database
+    # is locked" at once (no busy wait) while another connection holds the write lock
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute(f"PRAGMA journal_mode={journal_mode}")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE other_writer (x)")
+    committed = threading.Timer(1.0, lambda: writer.execute("COMMIT"))
+    committed.start()
+    storage = open_storage(f"sqlite:///{path}")
+    committed.join()
+    writer.close()
+    study = optuna.create_study(study_name="after", storage=storage)
+    assert study.study_name == "after"
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        names = {row[0] for row in reader.execute("SELECT name FROM sqlite_master")}
+    assert {"other_writer", "studies", "trials"} <= names
