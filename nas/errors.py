@@ -29,6 +29,13 @@ class DataError(UserError):
     """A dataset is missing, corrupt or misconfigured; the message says how to fix it."""
 
 
+class StoreUnavailable(UserError):
+    """The study store could not be reached or written for longer than the outage allowance
+    (`nas.steady_store`); the message says so in one sentence. Nothing stored is lost, and the
+    same command resumes once the store is back: like a mistake in the input, it is said once
+    and ends the command with exit status 2, whatever the process (a worker, the parent)."""
+
+
 class StopRequested(Exception):
     """Raised at a safe point (after an epoch, between trials) when a stop was asked for."""
 

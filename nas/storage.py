@@ -1,7 +1,7 @@
 """Owns the study store: storage URLs (parsed with SQLAlchemy, shown with the password masked),
-opening any Optuna storage with what several workers and a reading dashboard need, with
-Optuna's heartbeat-based recovery of trials whose process died (our own checks beside it are
-`nas.search.reaper`).
+opening any Optuna storage with what several workers and a reading dashboard need, behind
+`nas.steady_store.SteadyStore` (a short outage is ridden out; the trials this process runs
+beat, and `nas.search.reaper` fails those whose beat stopped).
 
 Claims:
 - A storage URL is parsed by SQLAlchemy's `make_url`, never by string prefixes; wherever the
@@ -14,9 +14,9 @@ Claims:
   start (BEGIN IMMEDIATE), so two workers never both take one enqueued trial.
 - Read-only use (`create=False`: reports, retrains, listings) never creates a store: a missing
   SQLite file or an empty database is one sentence, and nothing is written.
-- A trial whose heartbeat stops for the grace period is failed by Optuna and its parameters
-  re-enqueued (`stale_trial_callback`); on a journal file (`journal:///PATH`, nas.journal) the
-  heartbeat is the journal's own beat, which `nas.search.reaper` reads.
+- Every store this opens is a `SteadyStore`: with `create`, the trials this process runs beat
+  every `heartbeat` seconds, whatever the kind of store (an RDB store's and a journal file's
+  beats are the same record, which `nas.search.reaper` reads).
 - A malformed URL, a missing driver or an unreachable database is one sentence (`UserError`);
   any other error is a bug and keeps its traceback.
 """
@@ -27,7 +27,6 @@ import os
 import re
 import sqlite3
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,9 @@ from optuna.storages import RDBStorage
 from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV
 from nas.errors import UserError
 from nas.journal import journal_path, open_journal
+from nas.steady_store import SteadyStore
+
+OUTAGE = 60.0  # seconds a store may be away (a PostgreSQL restart, a failover) before giving up
 
 
 def default_storage() -> str:
@@ -108,15 +110,22 @@ def artifact_dir(url: str) -> Path | None:
 
 
 def open_storage(
-    url: str, *, heartbeat: int = 30, grace: int = 90, create: bool = True
-) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`. With `create`, the store (file, tables) is made when
-    missing, and RUNNING trials beat every `heartbeat` seconds and are stale after `grace`
-    seconds of silence. Without it, a missing store is a UserError and nothing is written."""
+    url: str, *, heartbeat: int = 30, create: bool = True, outage: float = OUTAGE
+) -> SteadyStore:
+    """An Optuna storage for `url`, riding out outages of up to `outage` seconds. With
+    `create`, the store (file, tables) is made when missing, and the trials this process runs
+    beat every `heartbeat` seconds. Without it, a missing store is a UserError and nothing is
+    written."""
+    shown = display_url(url)
     journal = journal_path(url)
     if journal is not None:
-        return open_journal(journal, heartbeat=heartbeat, create=create)
-    shown = display_url(url)
+        inner = open_journal(journal, create=create)
+    else:
+        inner = _open_rdb_store(url, shown, create)
+    return SteadyStore(inner, shown, heartbeat=heartbeat if create else None, outage=outage)
+
+
+def _open_rdb_store(url: str, shown: str, create: bool) -> RDBStorage:
     parsed = parse_url(url)
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
@@ -136,7 +145,7 @@ def open_storage(
 
     try:
         if create:
-            storage = _open_rdb(url, engine_kwargs, heartbeat, grace)
+            storage = _open_rdb(url, engine_kwargs)
         else:
             storage = RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)
         if path is not None:
@@ -158,7 +167,7 @@ def open_storage(
         raise UserError(f"cannot {what} the storage {shown}: {reason}") from None
 
 
-def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: int) -> RDBStorage:
+def _open_rdb(url: str, engine_kwargs: dict[str, Any]) -> RDBStorage:
     """RDBStorage, retried when another worker is creating the same tables at the same moment
     (on an empty PostgreSQL database two CREATE TABLEs race: "duplicate key ... pg_type"; on a
     new SQLite file both see no table, and the second CREATE TABLE finds "table ... already
@@ -167,15 +176,7 @@ def _open_rdb(url: str, engine_kwargs: dict[str, Any], heartbeat: int, grace: in
 
     for attempt in range(5):
         try:
-            with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=heartbeat,
-                    grace_period=grace,
-                    **_stale_trial_retry_kwargs(max_retry=2),
-                )
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
         except (IntegrityError, ProgrammingError, OperationalError) as error:
             # "locked": in WAL mode a read snapshot that another creator's commit made stale
             # cannot be upgraded to write, and SQLite says so at once instead of waiting
@@ -216,13 +217,6 @@ def stale_trial_callback(max_retry: int):
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     return optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
-
-
-def _stale_trial_retry_kwargs(max_retry: int) -> dict[str, Any]:
-    callback = stale_trial_callback(max_retry)
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-        return {"heartbeat_stale_trial_callback": callback}
-    return {"failed_trial_callback": callback}
 
 
 def _prepare_sqlite(path: Path, wait: float = 60.0) -> None:

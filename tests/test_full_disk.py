@@ -1,17 +1,24 @@
-"""A disk that fills (nas.files.write_atomic): a retrain whose run folder sits on a full
-filesystem ends with one sentence naming the path and exit 2, leaves no half-written or
-temporary file, and the same command resumes from its intact checkpoint once space is freed.
+"""A disk that fills: a retrain whose run folder sits on a full filesystem
+(nas.files.write_atomic), and a search whose SQLite store does (nas.steady_store), each end
+with one sentence naming the path and exit 2, leave no half-written or temporary file and an
+intact store, and the same command resumes once space is freed.
 The filesystem is a real tmpfs mounted small for the test (skipped, with the reason, where
 mounting is not allowed)."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import subprocess
+from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from nas.arch.architecture import Architecture
 from nas.cli.main import main
+from nas.trial_view import is_trained
 
 from helpers import one_torch_thread, run_in_process
 
@@ -28,7 +35,8 @@ def small_disk(tmp_path):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        # lazily: a store the in-process search opened may still hold a pooled connection
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 @pytest.mark.slow
@@ -57,3 +65,54 @@ def test_a_retrain_on_a_full_disk_is_one_sentence_and_finishes_once_space_is_fre
     assert (run / "checkpoint.ckpt").read_bytes() == checkpoint
     assert (run / "model.safetensors").is_file() and (run / "metrics.json").is_file()
     assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
+
+
+TINY = Path(__file__).resolve().parent.parent / "search_spaces" / "tiny.yaml"
+
+
+def _fill(folder: Path) -> Path:
+    """Write zeros into `folder` until its filesystem is full; the file written."""
+    ballast = folder / "ballast"
+    with ballast.open("wb") as out:
+        try:
+            while True:
+                out.write(bytes(65536))
+                out.flush()
+        except OSError:
+            pass
+    return ballast
+
+
+@pytest.mark.slow
+def test_a_search_whose_store_fills_its_disk_is_one_sentence_and_resumes(small_disk):
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)  # a report
+    store = small_disk / "s.db"
+    argv = [
+        "search", "--dataset", "synthetic", "--subset", "48", "--augment", "none",
+        "--device", "cpu", "--batch-size", "16", "--space", str(TINY), "--pruner", "none",
+        "--budget", "8000", "--study", "s", "--confirm", "0", "--epochs", "1",
+        "--storage", f"sqlite:///{store}", "--report", str(small_disk / "report.html"),
+    ]  # fmt: skip
+    with one_torch_thread():
+        assert run_in_process(main, [*argv, "--trials", "1"])[0] == 0
+        ballast = _fill(small_disk)
+        status, _, err = run_in_process(main, [*argv, "--trials", "3", "--store-wait", "1"])
+    assert status == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # the seconds it tried: 1 or a little more
+    assert re.fullmatch(
+        rf"error: the study store sqlite:///{store} could not be reached or written for \d+ s "
+        r"\(database or disk is full\); nothing stored is lost: run the same command again "
+        r"once the store is back \(or has free space\) and it resumes",
+        last,
+    ), last
+    with sqlite3.connect(store) as connection:  # the store is intact
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
+
+    ballast.unlink()  # space freed: the same command resumes and finishes
+    with one_torch_thread():
+        status, _, err = run_in_process(main, [*argv, "--trials", "3", "--store-wait", "1"])
+    assert status == 0, err
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{store}").trials
+    assert sum(is_trained(t) for t in trials) == 3
+    assert not [t for t in trials if t.state == TrialState.RUNNING]

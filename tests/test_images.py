@@ -170,3 +170,15 @@ def test_predict_reads_an_image_as_the_folder_reader_does(finished_run, tmp_path
     from nas.run.inference import read_image
 
     assert np.unique(read_image(copy, 8)).tolist() == [128]
+
+
+def test_many_unreadable_files_are_said_one_whole_line_each_in_the_files_order(tmp_path, capfd):
+    # read by several threads at once: lines printed from the threads interleaved ("skipped: A
+    # skipped: B" on one line), and came in the order the reads finished
+    broken = {f"broken{index:02d}.png": b"\x89PNG\r\n\x1a\nno" for index in range(30)}
+    write_folder_with(tmp_path, broken)
+    load_splits(DataConfig(dataset="imagefolder", data_dir=str(tmp_path), image_size=8))
+    skipped = [line for line in capfd.readouterr().err.splitlines() if "skipped" in line]
+    assert [line.count("skipped: ") for line in skipped] == [1] * 30
+    named = [line.split()[1] for line in skipped]
+    assert named == [str(tmp_path / "train" / "a" / name) for name in sorted(broken)]

@@ -28,7 +28,7 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import UserError
-from nas.journal import BeatingJournalStorage, journal_path
+from nas.journal import journal_path
 from nas.report.page import default_report_path
 from nas.search.loop import run_search
 from nas.search.reaper import StaleTrialReaper
@@ -91,25 +91,6 @@ def test_a_journal_url_without_a_file_is_one_sentence_and_exit_2(tmp_path, monke
         "(relative) or journal:////shared/nas/study.log (absolute)"
     ]
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_running_trial_beats_until_it_is_finished(tmp_path):
-    url = f"journal:///{tmp_path}/s.log"
-    storage = open_storage(url, heartbeat=1)
-    assert isinstance(storage, BeatingJournalStorage)
-    study = optuna.create_study(study_name="s", storage=storage)
-    trial = study.ask()
-    first = study.trials[0].system_attrs[records.HEARTBEAT]  # written at once
-    time.sleep(2.3)
-    later = study.trials[0].system_attrs[records.HEARTBEAT]
-    assert later >= first + 1  # beats every second while running
-    study.tell(trial, 0.5)
-    finished = study.trials[0].system_attrs[records.HEARTBEAT]
-    time.sleep(1.5)
-    # read through another store object: what the file holds, no beat after the trial ended
-    reread = optuna.load_study(study_name="s", storage=open_storage(url, create=False))
-    assert reread.trials[0].system_attrs[records.HEARTBEAT] == finished
-    assert reread.trials[0].state == TrialState.COMPLETE
 
 
 def test_a_trial_whose_beat_is_stale_is_failed_on_any_machine_and_retried(tmp_path):

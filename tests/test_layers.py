@@ -1,7 +1,8 @@
 """The layers of `nas/`, as rules read from the tree rather than a table of module names.
 
 The layers, lowest first (`LAYERS`): the foundations (the top-level modules `errors`, `files`,
-`records`, `trial_view`, `storage`, `journal`, `commands`, `version` and the package `config`),
+`records`, `trial_view`, `storage`, `steady_store`, `journal`, `commands`, `version`, `process`
+and the package `config`),
 then the packages `arch`, `data`, `train`, `costs`, `search`, `report`, `run`, `api` and `cli`.
 `nas/__init__.py` holds the public names and `nas/__main__.py` runs the command line. The checks:
 
@@ -39,7 +40,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 # The foundations: modules every layer may use, in any order among themselves.
 FOUNDATIONS = frozenset(
     {"errors", "files", "records", "trial_view", "storage", "journal", "commands", "version"}
-    | {"process"}
+    | {"process", "steady_store"}
     | {"config"}
 )
 # Lowest first; a package may import from itself and the layers before it.

@@ -88,6 +88,20 @@ class Server:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
+    def restart_after(self, seconds: float) -> None:
+        """Stop the server (every connection ended, as a restart does), start it `seconds`
+        later. A fast stop, not an immediate one: with this cluster's synchronous_commit=off, a
+        crash may drop commits it already acknowledged, which a production server would not."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(seconds)
+        log = str(self.folder / "server.log")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        started = self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+        assert started.returncode == 0, started.stderr
+
     def database(self, name: str) -> str:
         """Create database `name`; its SQLAlchemy URL."""
         import psycopg2
@@ -329,8 +343,47 @@ def test_workers_opening_an_empty_database_at_once_all_get_the_store(postgres):
 
     def open_at_once(_: int) -> str:
         ready.wait()  # all create the tables at the same moment, as workers started together
-        return type(open_storage(url)).__name__
+        return type(open_storage(url).inner).__name__
 
     with ThreadPoolExecutor(WORKERS_AT_ONCE) as pool:
         opened = list(pool.map(open_at_once, range(WORKERS_AT_ONCE)))
     assert opened == ["RDBStorage"] * WORKERS_AT_ONCE
+
+
+def _running(url: str) -> int:
+    try:
+        study = optuna.load_study(study_name="t", storage=url)
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+@pytest.mark.slow  # a real server stopped for 10 s under three processes: ~60 s on 2 cores
+def test_a_server_restarted_under_two_workers_is_ridden_out(postgres, tmp_path):
+    url = postgres.database("restart")
+    command = [
+        sys.executable, str(REPO / "scripts" / "search.py"), *FAST, "--epochs", "3",
+        "--workers", "2", "--storage", url,
+    ]  # fmt: skip
+    search = subprocess.Popen(
+        command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _running(url) < 2 and search.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # both workers are training when the server goes
+        assert search.poll() is None, search.communicate()
+        postgres.restart_after(10)
+        out, err = search.communicate(timeout=240)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    assert search.returncode == 0, err
+    assert f"study 't': {TRIALS} trained candidates" in out
+    assert "Traceback" not in err
+    assert "is not answering (connection to server" in err and "is back after" in err
+    summary = _summary(url)
+    assert summary["trained"] == TRIALS and summary["architectures"] == TRIALS
+    # none left RUNNING, and none failed: the trials the restart paused went on where they were
+    assert summary["states"] <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert summary["epochs"] == {(1, 2, 3)}

@@ -99,7 +99,7 @@ def test_a_write_waits_for_another_writer_instead_of_failing(tmp_path):
 
 def _study(tmp_path: Path) -> optuna.Study:
     return optuna.create_study(
-        study_name="s", storage=open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=60, grace=120)
+        study_name="s", storage=open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=60)
     )
 
 

@@ -54,7 +54,7 @@ def test_two_handles_asking_at_once_never_take_the_same_enqueued_trial(tmp_path)
             asking.join(timeout=2)
             interleave.asking = asking
 
-    event.listen(first.engine, "before_cursor_execute", interleave)
+    event.listen(first.inner.engine, "before_cursor_execute", interleave)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Heartbeat ... supposed to be used with optimize"
         taken["first"] = study.ask().number

@@ -166,11 +166,17 @@ def test_a_stale_trial_is_failed_even_when_the_target_is_already_met(tmp_path):
     study.add_trial(
         optuna.trial.create_trial(value=0.5, user_attrs={"trained": True, "architecture": "x"})
     )
-    # a worker that died mid-trial after its last heartbeat
-    storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
-    dead = storage.create_new_trial(storage.get_study_id_from_name(STUDY))
-    storage.record_heartbeat(dead)
-    time.sleep(2.5)  # past the grace period (heartbeats are stored to the second)
+    # a worker on another machine that died mid-trial, its last heartbeat 5 s ago (grace 1 s);
+    # written through a store that does not beat, as the dead worker's no longer does
+    storage = open_storage(config.storage, create=False)
+    dead = storage.create_new_trial(
+        storage.get_study_id_from_name(STUDY),
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            user_attrs={records.WORKER: {records.WORKER_HOST: "elsewhere", records.WORKER_PID: 1}},
+            system_attrs={records.HEARTBEAT: time.time() - 5},
+        ),
+    )
 
     run_search(
         dataclasses_replace(config, trials=1), DATA, RECIPE, MACHINE

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from nas.cli.budgets import add_budget_flags
-from nas.cli.common import Parser, parse_count, positive_int, quiet_optuna
+from nas.cli.common import Parser, non_negative_float, parse_count, positive_int, quiet_optuna
 from nas.cli.flags import (
     add_data_flags,
     add_recipe_flags,
@@ -102,6 +102,15 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=SearchConfig.heartbeat,
         help="seconds between heartbeats of a running trial; a trial silent for 3 heartbeats "
         "is failed and retried (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--store-wait",
+        type=non_negative_float,
+        metavar="SECONDS",
+        default=SearchConfig.store_wait,
+        help="how long to wait for a study store that stopped answering (a database restart "
+        "or failover, a full disk) before stopping; the same command then resumes "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--workers",

@@ -56,6 +56,7 @@ def search_settings(args: argparse.Namespace):
         warm_start=args.warm_start,
         heartbeat=heartbeat,
         grace=3 * heartbeat,
+        store_wait=args.store_wait,
         **{cost.dest: getattr(args, cost.dest) for name, cost in COSTS.items() if name != "params"},
         latency_device=args.latency_device,
         latency_batch=args.latency_batch,

@@ -39,10 +39,12 @@ class SearchConfig:
     seed: int = 0  # sampler seed (each worker offsets it)
     max_rejections: int = 500  # untrained candidates in a row (over budget, duplicates) before
     # giving up: the space is then almost all over the budget
-    heartbeat: int = 30  # seconds between a running trial's heartbeats (RDB storages)
+    heartbeat: int = 30  # seconds between a running trial's heartbeats (every kind of store)
     grace: int = 90  # seconds without a heartbeat after which a RUNNING trial is stale
     poll: float = 5.0  # seconds between checks while other workers' trials are running
     max_wait: float = 3600.0  # seconds to wait for other workers' trials that report no epoch
+    store_wait: float = 60.0  # seconds a process waits for a store that stopped answering (a
+    # restart, a failover, a full disk) before it stops, saying so; the same command resumes
     warm_start: bool = True  # a new study first trains the reference models the space holds
     max_macs: int | None = None  # most multiply-accumulates per image (None: no MAC budget)
     max_latency_ms: float | None = None  # most ms per forward pass on latency_device
@@ -71,6 +73,8 @@ class SearchConfig:
             raise UserError(f"the seed must be 0 or more, got {self.seed}")
         if self.trials < 0:  # 0 creates and records the study, and trains nothing
             raise UserError(f"trials must be 0 or more, got {self.trials}")
+        if not self.store_wait >= 0:  # NaN too
+            raise UserError(f"--store-wait must be 0 seconds or more, got {self.store_wait}")
         if self.heartbeat < 1:
             raise UserError(f"the heartbeat must be 1 second or more, got {self.heartbeat}")
         if self.objective not in OBJECTIVES:

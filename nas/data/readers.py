@@ -175,8 +175,12 @@ def _read_image_split(files: tuple[tuple[Path, ...], ...], size: int) -> Part:
     labels = [label for label, class_files in enumerate(files) for _ in class_files]
     # Decoding releases the GIL, so a few threads speed it up without worker processes.
     with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
-        arrays = list(pool.map(lambda path: _read_or_skip(path, size), paths))
-    kept = [index for index, array in enumerate(arrays) if array is not None]
+        arrays = list(pool.map(lambda path: _read_or_refusal(path, size), paths))
+    # said here, in the files' order, one whole line each: threads printing at once would
+    # interleave their lines
+    for refusal in (array for array in arrays if isinstance(array, DataError)):
+        print(f"skipped: {refusal}", file=sys.stderr, flush=True)
+    kept = [index for index, array in enumerate(arrays) if isinstance(array, np.ndarray)]
     if not kept:
         raise DataError(
             f"All {len(paths)} image files under {paths[0].parent.parent} could not be read as "
@@ -186,13 +190,12 @@ def _read_image_split(files: tuple[tuple[Path, ...], ...], size: int) -> Part:
     return images.contiguous(), torch.tensor([labels[i] for i in kept], dtype=torch.int64)
 
 
-def _read_or_skip(path: Path, size: int) -> np.ndarray | None:
-    """One image (`nas.data.images.read_rgb`), or None after one line on stderr naming it."""
+def _read_or_refusal(path: Path, size: int) -> np.ndarray | DataError:
+    """One image (`nas.data.images.read_rgb`), or the DataError saying why it cannot be read."""
     try:
         return read_rgb(path, size)
     except DataError as error:
-        print(f"skipped: {error}", file=sys.stderr, flush=True)
-        return None
+        return error
 
 
 def _make_synthetic(row: Dataset, config: DataConfig) -> DatasetParts:

@@ -66,7 +66,8 @@ from nas.search.progress import (
 from nas.search.reaper import TOLD_ELSEWHERE, StaleTrialReaper, TrialWatch
 from nas.search.study_setup import open_study
 from nas.search.time_budget import Ending, TimeBudget, format_duration, reserve_closing
-from nas.storage import check_url
+from nas.steady_store import unavailable_in
+from nas.storage import check_url, open_storage
 from nas.train.devices import resolve_device
 
 BUDGET_KINDS = {  # what a time budget books a finished trial's time to
@@ -87,10 +88,11 @@ def prepare_study(
     machine: Machine,
     splits: Splits | None = None,
     announce: Callable[[str], None] | None = None,
-) -> tuple[SearchSpace, optuna.Study, Splits]:
+) -> tuple[SearchSpace, optuna.Study, Splits, StaleTrialReaper]:
     """Check the space, device and data, then open (or create) the study and fail its stale
     trials: what a search does first, and what a parent of several workers does once. The data
-    is loaded before the study is touched, so a missing dataset leaves the store as it was."""
+    is loaded before the study is touched, so a missing dataset leaves the store as it was.
+    Returns the reaper that goes on watching the study's store."""
     check_url(config.storage)
     space = SearchSpace.resolve(config.space)
     # the parameter budget, refused before the data loads (a folder's classes are counted from
@@ -106,12 +108,14 @@ def prepare_study(
     size = splits.image_shape[-1]
     data = dataclasses.replace(data, image_size=size)  # the study records the size it trains at
     check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
+    storage = open_storage(config.storage, heartbeat=config.heartbeat, outage=config.store_wait)
     study = open_study(
-        config, space, data, recipe, announce, num_classes=splits.num_classes, image_size=size
-    )
-    # a trial whose worker died while another reached the target must not stay RUNNING
-    StaleTrialReaper(config.grace)(study)
-    return space, study, splits
+        config, space, data, recipe, announce,
+        num_classes=splits.num_classes, image_size=size, storage=storage,
+    )  # fmt: skip
+    reap = StaleTrialReaper(config.grace, storage)
+    reap(study)  # a trial whose worker died while another reached the target must not stay RUNNING
+    return space, study, splits, reap
 
 
 def run_search(
@@ -137,7 +141,7 @@ def run_search(
     """
     stop = should_stop or (lambda: False)
     end = ending(config, recipe, stop, time_budget, announce)
-    space, study, splits = prepare_study(config, data, recipe, machine, splits, announce)
+    space, study, splits, reap = prepare_study(config, data, recipe, machine, splits, announce)
     reserve_closing(end.time_budget, study)  # the command's report and summary follow the loop
     if trial_counts(study)[0] >= config.trials:
         return finish_run(study, config, splits, recipe, machine, end)
@@ -149,7 +153,6 @@ def run_search(
         should_stop=end.halt, memory_meter=memory_meter,
     )  # fmt: skip
     streak = RejectionStreak(config, recipe.batch_size)
-    reap = StaleTrialReaper(config.grace)
     waiting = WaitWatch(config.max_wait)
     while True:
         reap(study)
@@ -244,6 +247,9 @@ def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenT
                 "next run retries it")  # fmt: skip
         return None
     except Exception as error:
+        gone = unavailable_in(error)  # under Optuna's own error when it could not record the trial
+        if gone is not None:
+            raise gone from None
         lost = watch.lost(study) if isinstance(error, TOLD_ELSEWHERE) else None
         if lost is None:
             raise

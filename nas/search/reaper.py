@@ -1,5 +1,5 @@
 """Owns which RUNNING trials are stale, and failing them: a trial whose process is gone (this
-machine's, by its process id), whose journal heartbeat stopped (any machine's), or whose
+machine's, by its process id), whose heartbeat stopped (any machine's, `nas.steady_store`), or whose
 objective never started; each is failed and its candidate queued again, so no trial stays
 RUNNING and nothing is lost. Also what a trial records first so that others can tell
 (`worker_record`), and telling, in the process that trained it, a trial another process failed
@@ -26,35 +26,32 @@ import optuna
 from optuna.trial import TrialState
 
 from nas import records
-from nas.journal import beat_age
+from nas.steady_store import SteadyStore, beat_age
 from nas.storage import stale_trial_callback
 
 
 class StaleTrialReaper:
     """Fails the RUNNING trials whose process is gone, and re-enqueues their candidates.
 
-    Optuna's heartbeat check (`optuna.storages.fail_stale_trials`) fails a trial whose
-    heartbeat stopped, but never one that has no heartbeat at all: a process killed between
-    creating its trial and the heartbeat thread's first write leaves a RUNNING trial forever,
-    under every Optuna version. So, besides Optuna's check, each call fails:
+    Each call fails:
     - a trial whose objective recorded this machine's host and a process id that no longer
       exists (`records.WORKER`): at once;
-    - a trial whose journal heartbeat (`nas.journal`, any machine) is older than `grace`;
+    - a trial whose heartbeat (`nas.steady_store`, any machine, any store) is older than
+      `grace`, once `store` (this process's view of the study store) has been steady for
+      `grace` seconds: no beat lands while the store is away, so right after an outage every
+      live trial's beat is late (a PostgreSQL restart must not fail the trials it paused);
     - a trial whose objective never started (no `records.WORKER`) and that this reaper has seen
       RUNNING for `grace` seconds: a live objective records its worker within milliseconds.
     Trials of live processes, and those of other machines (their heartbeats decide), are left.
     """
 
-    def __init__(self, grace: float, max_retry: int = 2):
-        self.grace = grace
+    def __init__(self, grace: float, store: SteadyStore | None = None, max_retry: int = 2):
+        self.grace, self.store = grace, store
         self.max_retry = max_retry
         self.first_seen: dict[int, float] = {}  # trial number -> when first seen without worker
 
     def __call__(self, study: optuna.Study) -> list[int]:
-        """Fail stale trials; returns the numbers this call failed (besides Optuna's)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        """Fail stale trials; returns the numbers this call failed."""
         now, seen, reaped = time.monotonic(), {}, []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get(records.WORKER)
@@ -62,7 +59,7 @@ class StaleTrialReaper:
                 host, pid = worker.get(records.WORKER_HOST), worker.get(records.WORKER_PID)
                 gone = host == socket.gethostname() and not _alive(pid)
                 age = beat_age(trial)
-                if not gone and (age is None or age < self.grace):
+                if not gone and (age is None or age < self.grace or self.just_back()):
                     continue
             else:
                 seen[trial.number] = self.first_seen.get(trial.number, now)
@@ -72,6 +69,10 @@ class StaleTrialReaper:
                 reaped.append(trial.number)
         self.first_seen = seen
         return reaped
+
+    def just_back(self) -> bool:
+        """Whether the store came back from an outage less than a grace period ago."""
+        return self.store is not None and self.store.steady_for() < self.grace
 
     def _fail(self, study: optuna.Study, number: int) -> bool:
         try:

@@ -33,6 +33,7 @@ from nas.costs.budgets import Budgets
 from nas.errors import UserError
 from nas.search.samplers import make_pruner, make_sampler
 from nas.search.warm_start import warm_start
+from nas.steady_store import SteadyStore
 from nas.storage import open_storage
 from nas.version import VERSION
 
@@ -50,14 +51,16 @@ def open_study(
     num_classes: int,
     image_size: int,
     record_wait: float = RECORD_WAIT_SECONDS,
+    storage: SteadyStore | None = None,
 ) -> optuna.Study:
     """Create the study or resume it, refusing a resume whose trials would not compare.
     `num_classes` and `image_size` are the loaded data's: the warm start's costs depend on them.
     A study another process is creating is read once its record is complete (at most
     `record_wait` seconds; after that its creator is taken for dead and the record written).
-    The study records the data at `image_size`, and a resume must keep it."""
+    The study records the data at `image_size`, and a resume must keep it. `storage`: the
+    store opened for `config.storage`, when the caller holds it already."""
     data = replace(data, image_size=image_size)
-    storage = open_storage(config.storage, heartbeat=config.heartbeat, grace=config.grace)
+    storage = storage or open_storage(config.storage, heartbeat=config.heartbeat)
     sampler = make_sampler(config.sampler, config.seed, config.trials)
     # Optuna cannot prune a study of several objectives
     pruner = make_pruner("none" if config.pareto else config.pruner, recipe.epochs)

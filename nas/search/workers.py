@@ -134,7 +134,7 @@ def run_workers(
     Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
     trials; the KeyboardInterrupt is re-raised once they have exited."""
     # user errors surface here, once; a new study is created (and warm-started) here
-    _, study, _ = prepare_study(config, data, recipe, machine, announce=announce)
+    _, study, _, _ = prepare_study(config, data, recipe, machine, announce=announce)
     if config.time_limit is not None and started is not None:  # room for their start-up?
         refusal = workers_refusal(
             max(0.0, time.time() - started), config.time_limit,
