@@ -20,10 +20,11 @@ from nas import records
 from nas.arch.architecture import Architecture
 from nas.arch.counts import count_macs
 from nas.cli.main import main
-from nas.config.machine import Machine
+from nas.config.machine import Machine, available_memory
 from nas.config.recipe import Recipe
 from nas.costs.memory import training_memory
-from nas.data.loading import DataConfig, choose_image_size, load_splits
+from nas.data.loading import DataConfig, check_memory, choose_image_size, load_splits
+from nas.errors import DataError
 from nas.records import ARCHITECTURE, DATASET
 from nas.train.model import build_model
 from nas.trial_view import macs_of
@@ -291,3 +292,48 @@ def test_the_large_images_space_trains_or_rejects_every_candidate(tmp_path, size
     kinds = [trial_view.classify(t) for t in study.get_trials()]
     assert kinds.count(trial_view.TrialKind.TRAINED) == 2
     assert all(k in (trial_view.TrialKind.TRAINED, trial_view.TrialKind.REJECTED) for k in kinds)
+
+
+# ---- the memory an image size needs, checked before loading ----------------------------------
+
+
+def test_an_image_size_the_memory_cannot_hold_is_refused_with_the_figures():
+    cifar = DataConfig(dataset="cifar10", image_size=1024)
+    # by hand: (2 x 50,000 + 10,000) images x 3 x 1024 x 1024 bytes = 346,030,080,000 bytes
+    with pytest.raises(DataError) as refused:
+        check_memory(cifar, available=24 * 10**9)
+    assert str(refused.value) == (
+        "at --image-size 1024 the 60,000 images need about 346.0 GB of memory to load "
+        "(1024x1024 px, 3 bytes each, and the splits' copies), more than the 24.0 GB "
+        "available: use a smaller --image-size"
+    )
+    # 64 px: (110,000) x 3 x 4,096 = 1,351,680,000 bytes; one byte short and exactly enough
+    check_memory(DataConfig(dataset="cifar10", image_size=64), available=1_351_680_000)
+    with pytest.raises(DataError):
+        check_memory(DataConfig(dataset="cifar10", image_size=64), available=1_351_679_999)
+    check_memory(cifar, available=None)  # a platform that does not say: no refusal
+
+
+def test_the_available_memory_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(
+        "MemTotal:       24599712 kB\nMemFree:         1234567 kB\n"
+        "MemAvailable:   20480000 kB\nBuffers:           12345 kB\n"
+    )
+    assert available_memory(meminfo) == 20_480_000 * 1024
+    assert available_memory(tmp_path / "missing") is None
+    meminfo.write_text("MemTotal:       24599712 kB\n")  # an old kernel without the line
+    assert available_memory(meminfo) is None
+
+
+def test_a_search_at_an_image_size_no_memory_holds_is_one_sentence_and_stores_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", "--dataset", "synthetic", "--image-size", "1000000", "--trials", "1",
+            "--device", "cpu"]  # fmt: skip
+    status, _, err = run_in_process(main, argv)
+    assert status == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [err.strip()]
+    assert err.startswith("error: at --image-size 1000000 the 1,200 images need about ")
+    assert not (tmp_path / "studies").exists()

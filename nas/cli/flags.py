@@ -186,10 +186,13 @@ def warn_about_precision(requested: str, device_names: Sequence[str]) -> None:
 
 def announce_image_size(data: DataConfig) -> DataConfig:
     """`data` at the image size it trains at (`nas.data.loading.choose_image_size`), printing the
-    one line that says the size and why wherever images are resized."""
-    from nas.data.loading import choose_image_size
+    one line that says the size and why wherever images are resized; a size whose images the
+    memory cannot hold is refused here, before any cost is estimated at it."""
+    from nas.config.machine import available_memory
+    from nas.data.loading import check_memory, choose_image_size
 
     data, line = choose_image_size(data)
     if line is not None:
         print(line, flush=True)
+    check_memory(data, available_memory())
     return data

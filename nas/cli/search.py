@@ -89,13 +89,14 @@ def add_search_parser(commands) -> None:
         "with --objective pareto, which Optuna cannot prune)",
     )
     add_budget_flags(parser)
+    add_store_flags(parser)
     add_run_flags(parser)
     parser.set_defaults(handler=search_command)
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """How this run of the search goes: heartbeats, worker processes, the warm start, the
-    report's path, and --smoke."""
+def add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """How this run's processes share the study store: heartbeats, the wait for a store that
+    stopped answering, worker processes."""
     parser.add_argument(
         "--heartbeat",
         type=positive_int,
@@ -118,6 +119,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="worker processes on this machine, all on the same store (default: one per "
         "visible GPU on CUDA, each on its own device; 1 on the CPU)",
     )
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """How this run of the search goes: the warm start, the time limit, confirmations, the
+    report's path, and --smoke."""
     parser.add_argument(
         "--no-warm-start",
         dest="warm_start",

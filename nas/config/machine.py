@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from nas.config.fields import from_known, require, require_whole
@@ -129,6 +130,18 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):  # respects container and taskset CPU limits
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes of host memory available to a new allocation without swapping (Linux's
+    MemAvailable, which counts reclaimable caches), None where the platform does not say."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # given in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def device_name(name: str, visible: int, current: int = 0) -> str:

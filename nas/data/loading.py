@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from nas.config.data import DATASET_TABLE, DataConfig
-from nas.config.machine import usable_cpus
-from nas.data.counting import COUNTERS
+from nas.config.data import DATASET_TABLE, DataConfig, SplitSizes
+from nas.config.machine import available_memory, usable_cpus
+from nas.data.counting import COUNTERS, split_sizes
 from nas.data.counting import class_count as class_count  # the search's check before loading
 from nas.data.readers import read_dataset
 from nas.errors import DataError
@@ -106,12 +106,42 @@ def load_splits(config: DataConfig) -> Splits:
     An `image_size` of None is chosen as `choose_image_size` does."""
     if config.image_size is None:
         config, _ = choose_image_size(config)
+    check_memory(config, available_memory())
     train, test, classes = read_dataset(config)
     row = DATASET_TABLE[config.dataset]
     fixed_stats = None
     if row.mean is not None and config.image_size == row.image_size:
         fixed_stats = (row.mean, row.std)
     return _split(config, TensorData(*train), TensorData(*test), classes, fixed_stats)
+
+
+def loading_peak_bytes(sizes: SplitSizes, image_size: int) -> int:
+    """Host bytes `load_splits` holds at its peak: every image at `image_size` (uint8, 3
+    channels) twice over for the training part (read, then its train and validation copies;
+    a resize likewise holds its chunks and their concatenation) and once for the test part."""
+    return (2 * sizes.train + sizes.test) * 3 * image_size * image_size
+
+
+def check_memory(config: DataConfig, available: int | None) -> None:
+    """Refuse, before a pixel is read, an image size whose images the memory cannot hold: one
+    sentence with the figures; nothing where the platform does not say what is available."""
+    sizes = split_sizes(config)
+    if available is None or sizes is None or config.image_size is None:
+        return
+    needed = loading_peak_bytes(sizes, config.image_size)
+    if needed > available:
+        side = config.image_size
+        raise DataError(
+            f"at --image-size {side} the {sizes.train + sizes.test:,} images need about "
+            f"{_size(needed)} of memory to load ({side}x{side} px, 3 bytes each, and the "
+            f"splits' copies), more than the {_size(available)} available: use a smaller "
+            "--image-size"
+        )
+
+
+def _size(count: int) -> str:
+    """`840 MB`, `15.1 GB`: memory as the sentence above says it."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
 
 
 def _split(
