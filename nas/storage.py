@@ -110,7 +110,7 @@ def artifact_dir(url: str) -> Path | None:
 
 
 def open_storage(
-    url: str, *, heartbeat: int = 30, create: bool = True, outage: float = OUTAGE
+    url: str, *, heartbeat: float = 30, create: bool = True, outage: float = OUTAGE
 ) -> SteadyStore:
     """An Optuna storage for `url`, riding out outages of up to `outage` seconds. With
     `create`, the store (file, tables) is made when missing, and the trials this process runs

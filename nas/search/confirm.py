@@ -17,7 +17,9 @@ Claims:
   lowest-numbered holds it, so two workers or machines never train the same confirmation; the
   others end their race (the holder goes on with it). A claim is finished (FAIL: it holds no
   candidate) when its run is recorded or stopped; a claim of a process that died is failed by
-  `nas.storage.StaleTrialReaper` on its machine, and the trial may be claimed again.
+  `nas.search.reaper.StaleTrialReaper` (at once on its machine, on any other once its
+  heartbeat is older than the grace period), not queued again, and the trial may be claimed
+  again.
 """
 
 from __future__ import annotations

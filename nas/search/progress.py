@@ -3,7 +3,8 @@ its target: the study's trained and running trials (`trial_counts`: `SearchConfi
 counts trained ones over the whole study, every run and worker), each finished trial's outcome
 for the progress lines (`TrialOutcome`, `outcome_of`, read from the one trial classification,
 `trial_view.classify`), a streak of untrained candidates (`RejectionStreak`), the bounded wait
-for other workers' trials (`WaitWatch`), and a sleep that wakes when a stop is requested.
+for other workers' trials (`WaitWatch`), a sleep that wakes when a stop is requested, and the
+parent of several workers reporting each of their trials once (`NewTrials`).
 
 Claims:
 - `max_rejections` untrained candidates in a row end the search with a sentence saying why: over
@@ -141,3 +142,22 @@ def sleep_unless_stopped(seconds: float, stop: Callable[[], bool]) -> None:
     deadline = time.monotonic() + seconds
     while not stop() and time.monotonic() < deadline:
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+class NewTrials:
+    """Reports each trial of the study once, when it is first seen finished (the parent of
+    several workers, which reads their trials from the store)."""
+
+    def __init__(self, study, on_trial: Callable[[TrialOutcome, int], None] | None):
+        self.study = study
+        self.on_trial = on_trial
+        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in self.seen:
+                self.seen.add(trial.number)
+                if trial_view.classify(trial) == trial_view.TrialKind.CONFIRMATION:
+                    continue  # a confirmation's claim: bookkeeping, not a candidate
+                if self.on_trial is not None:
+                    self.on_trial(outcome_of(trial), trial_counts(self.study)[0])

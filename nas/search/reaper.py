@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas import records
+from nas import records, trial_view
 from nas.steady_store import SteadyStore, beat_age
 from nas.storage import stale_trial_callback
 
@@ -43,6 +43,9 @@ class StaleTrialReaper:
     - a trial whose objective never started (no `records.WORKER`) and that this reaper has seen
       RUNNING for `grace` seconds: a live objective records its worker within milliseconds.
     Trials of live processes, and those of other machines (their heartbeats decide), are left.
+    A failed candidate is queued again (its parameters, as Optuna's retry does); a failed
+    confirmation claim (`nas.search.confirm`) is not: it holds no candidate, and a queued copy
+    would be taken for a new candidate's trial that no count ever sees.
     """
 
     def __init__(self, grace: float, store: SteadyStore | None = None, max_retry: int = 2):
@@ -79,6 +82,8 @@ class StaleTrialReaper:
             failed = study.tell(number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # finished meanwhile (Optuna's types vary by version)
             return False
+        if trial_view.classify(failed) == trial_view.TrialKind.CONFIRMATION:
+            return True  # a claim holds no candidate: failing it frees its trial to be claimed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             stale_trial_callback(self.max_retry)(study, failed)  # re-enqueue, as Optuna would

@@ -6,7 +6,8 @@ variable `NAS_WORKER_SETTINGS`, never from its command line: a storage URL's pas
 of `ps`. Each samples with the search seed plus its index. A worker on a GPU makes it its
 current device first (`own_device`), so `cuda` means its own GPU (`nas.config.machine`). The parent
 reports every finished trial from the store as it appears, forwards Ctrl-C and SIGTERM to the
-workers, and turns their exit statuses into one result.
+workers, and turns their exit statuses into one result. The workers map the parent's one copy of
+the data (`nas.data.shared`) instead of each loading its own.
 
 Exit statuses of a worker: 0 done, 2 a user error (its one sentence on stderr), 143 stopped by
 SIGTERM at a safe point.
@@ -38,12 +39,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from nas import trial_view
 from nas.config.data import DataConfig
 from nas.config.machine import Machine, gpu_shared_by, usable_cpus, worker_devices
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
+from nas.data.shared import SHARED_DATA_ENV, shared_copy, shared_splits
 from nas.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -54,7 +56,7 @@ from nas.errors import (
 )
 from nas.process import skip_final_collection
 from nas.search.loop import prepare_study, run_search
-from nas.search.progress import TrialOutcome, outcome_of, trial_counts
+from nas.search.progress import NewTrials, TrialOutcome
 from nas.search.time_budget import TimeBudget, recorded_closing, workers_refusal
 
 SETTINGS_ENV = "NAS_WORKER_SETTINGS"  # JSON: {"search", "data", "recipe", "machine": ...}
@@ -134,7 +136,7 @@ def run_workers(
     Ctrl-C (KeyboardInterrupt here) is forwarded to every worker, which fail their running
     trials; the KeyboardInterrupt is re-raised once they have exited."""
     # user errors surface here, once; a new study is created (and warm-started) here
-    _, study, _, _ = prepare_study(config, data, recipe, machine, announce=announce)
+    _, study, splits, _ = prepare_study(config, data, recipe, machine, announce=announce)
     if config.time_limit is not None and started is not None:  # room for their start-up?
         refusal = workers_refusal(
             max(0.0, time.time() - started), config.time_limit,
@@ -143,14 +145,17 @@ def run_workers(
         if refusal is not None:
             (announce or print)(refusal)
             return WorkersResult(0)
-    new_trials = _NewTrials(study, on_trial)
+    new_trials = NewTrials(study, on_trial)
     logs = [tempfile.TemporaryFile("w+") for _ in devices]  # each worker's stderr
     processes: list[subprocess.Popen] = []
     try:
-        for index, log in enumerate(logs):
-            env = _worker_env(config, data, recipe, machine, index, devices, started)
-            processes.append(_start_worker(env, log))
-        stopping = _watch(processes, new_trials, should_stop)
+        with shared_copy(splits, announce or print) as folder:  # one copy of the data for all
+            del splits  # this process trains nothing: its copy goes
+            for index, log in enumerate(logs):
+                env = _worker_env(config, data, recipe, machine, index, devices, started)
+                env.update({SHARED_DATA_ENV: str(folder)} if folder else {})
+                processes.append(_start_worker(env, log))
+            stopping = _watch(processes, new_trials, should_stop)
     except KeyboardInterrupt:
         _send(processes, signal.SIGINT)
         for process in processes:
@@ -160,24 +165,6 @@ def run_workers(
         texts = _read_and_close(logs)
     new_trials.report()
     return _result_of([process.returncode for process in processes], texts, stopping)
-
-
-class _NewTrials:
-    """Reports each trial of the study once, when it is first seen finished."""
-
-    def __init__(self, study, on_trial: Callable[[TrialOutcome, int], None] | None):
-        self.study = study
-        self.on_trial = on_trial
-        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-
-    def report(self) -> None:
-        for trial in self.study.get_trials(deepcopy=False):
-            if trial.state.is_finished() and trial.number not in self.seen:
-                self.seen.add(trial.number)
-                if trial_view.classify(trial) == trial_view.TrialKind.CONFIRMATION:
-                    continue  # a confirmation's claim: bookkeeping, not a candidate
-                if self.on_trial is not None:
-                    self.on_trial(outcome_of(trial), trial_counts(self.study)[0])
 
 
 def _worker_env(
@@ -217,7 +204,7 @@ def _send(processes: list[subprocess.Popen], signum: int) -> None:
 
 
 def _watch(
-    processes: list[subprocess.Popen], new_trials: _NewTrials, should_stop: Callable[[], bool]
+    processes: list[subprocess.Popen], new_trials: NewTrials, should_stop: Callable[[], bool]
 ) -> bool:
     """Report finished trials until every worker has exited; a stop request is sent to them
     once, as SIGTERM. Returns whether it was."""
@@ -281,8 +268,12 @@ def worker_main() -> int:
         budget = TimeBudget(config.time_limit, offset=spent, closing=WATCH_POLL)
     try:
         own_device(machine.device)
+        shared = os.environ.get(SHARED_DATA_ENV)  # the parent's copy of the data, mapped
+        splits = shared_splits(Path(shared)) if shared else None
         with stop_on_sigterm() as stop:
-            run_search(config, data, recipe, machine, should_stop=stop, time_budget=budget)
+            run_search(
+                config, data, recipe, machine, splits=splits, should_stop=stop, time_budget=budget
+            )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
