@@ -4,7 +4,7 @@ trial, or a finished run rebuilt) and `optuna-dashboard` (a journal store named 
 Each is built from its words and joined with `shlex.quote`, so a study named `my study` or a
 folder with a space prints a command a shell runs as printed. The store is named with
 `--storage` only when it is not the one a command uses anyway (`$NAS_STORAGE`, else the
-built-in default), with any password masked (`nas.storage.display_url`).
+built-in default), with any password masked (`nas.store.opening.display_url`).
 
 A value a user chose (a study name, a store, a folder) that starts with `-` is given as
 `--flag=VALUE` (`option`), so it is never read as a flag; any other as `--flag VALUE`.
@@ -36,7 +36,10 @@ def storage_words(storage: str) -> list[str]:
     a command uses without the flag."""
     if not storage:
         return []
-    from nas.storage import default_storage, display_url  # opens no store: no optuna at import
+    from nas.store.opening import (  # opens no store: no optuna at import
+        default_storage,
+        display_url,
+    )
 
     return [] if storage == default_storage() else option("--storage", display_url(storage))
 
@@ -54,8 +57,8 @@ def retrain_command(
 def dashboard_command(storage: str, artifact_dir: str | Path | None = None) -> str:
     """`optuna-dashboard URL [--artifact-dir DIR]`: the dashboard always needs the store named;
     a journal store by its file's path, which optuna-dashboard opens as a journal."""
-    from nas.journal import journal_path
-    from nas.storage import display_url
+    from nas.store.journal import journal_path
+    from nas.store.opening import display_url
 
     journal = journal_path(storage)
     words = ["optuna-dashboard", str(journal) if journal is not None else display_url(storage)]

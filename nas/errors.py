@@ -31,7 +31,7 @@ class DataError(UserError):
 
 class StoreUnavailable(UserError):
     """The study store could not be reached or written for longer than the outage allowance
-    (`nas.steady_store`); the message says so in one sentence. Nothing stored is lost, and the
+    (`nas.store.steady`); the message says so in one sentence. Nothing stored is lost, and the
     same command resumes once the store is back: like a mistake in the input, it is said once
     and ends the command with exit status 2, whatever the process (a worker, the parent)."""
 

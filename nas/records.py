@@ -65,8 +65,10 @@ BEST_VAL_ACCURACY = "best_val_accuracy"  # highest validation accuracy over its 
 SECONDS_PER_EPOCH = "seconds_per_epoch"  # mean wall seconds of its epochs
 DEVICE = "device"  # where it trained, e.g. cuda:0
 WORKER = "worker"  # {"host", "pid"} of the process running the trial: set first, before training
-WORKER_HOST, WORKER_PID = "host", "pid"  # the keys of a WORKER record (nas.storage)
-HEARTBEAT = "nas:heartbeat"  # a system attribute: a journal-store trial's last beat (nas.journal)
+WORKER_HOST, WORKER_PID = "host", "pid"  # the keys of a WORKER record (nas.store.opening)
+HEARTBEAT = (
+    "nas:heartbeat"  # a system attribute: a journal-store trial's last beat (nas.store.journal)
+)
 # What a duplicate copies from the trial it repeats.
 COPIED_BY_DUPLICATES = (BEST_VAL_LOSS, BEST_VAL_ACCURACY, SECONDS_PER_EPOCH, DEVICE)
 

@@ -21,7 +21,7 @@ from nas import records
 from nas.cli.main import search_main
 from nas.commands import dashboard_command as printed_dashboard_command
 from nas.search.samplers import HAS_SET_CONSTRAINT
-from nas.storage import open_storage
+from nas.store.opening import open_storage
 from nas.trial_view import is_trained
 
 from helpers import dashboard_command, free_port, get, one_torch_thread

@@ -21,7 +21,7 @@ import nas.costs.doctor
 from nas.cli.main import main
 from nas.config.search import STORAGE_ENV
 from nas.costs.doctor import training
-from nas.storage import open_storage
+from nas.store.opening import open_storage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

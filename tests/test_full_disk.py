@@ -1,5 +1,5 @@
 """A disk that fills: a retrain whose run folder sits on a full filesystem
-(nas.files.write_atomic), and a search whose SQLite store does (nas.steady_store), each end
+(nas.files.write_atomic), and a search whose SQLite store does (nas.store.steady), each end
 with one sentence naming the path and exit 2, leave no half-written or temporary file and an
 intact store, and the same command resumes once space is freed.
 The filesystem is a real tmpfs mounted small for the test (skipped, with the reason, where

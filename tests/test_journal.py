@@ -28,11 +28,11 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.errors import UserError
-from nas.journal import journal_path
 from nas.report.page import default_report_path
 from nas.search.loop import run_search
 from nas.search.reaper import StaleTrialReaper
-from nas.storage import check_url, open_storage, store_file
+from nas.store.journal import journal_path
+from nas.store.opening import check_url, open_storage, store_file
 from nas.trial_view import is_trained
 
 from helpers import run_in_process

@@ -1,8 +1,7 @@
 """The layers of `nas/`, as rules read from the tree rather than a table of module names.
 
 The layers, lowest first (`LAYERS`): the foundations (the top-level modules `errors`, `files`,
-`records`, `trial_view`, `storage`, `steady_store`, `journal`, `commands`, `version`, `process`
-and the package `config`),
+`records`, `trial_view`, `commands`, `version`, `process` and the packages `config` and `store`),
 then the packages `arch`, `data`, `train`, `costs`, `search`, `report`, `run`, `api` and `cli`.
 `nas/__init__.py` holds the public names and `nas/__main__.py` runs the command line. The checks:
 
@@ -39,9 +38,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 
 # The foundations: modules every layer may use, in any order among themselves.
 FOUNDATIONS = frozenset(
-    {"errors", "files", "records", "trial_view", "storage", "journal", "commands", "version"}
-    | {"process", "steady_store"}
-    | {"config"}
+    {"errors", "files", "records", "trial_view", "commands", "version", "process"}
+    | {"config", "store"}
 )
 # Lowest first; a package may import from itself and the layers before it.
 LAYERS = (

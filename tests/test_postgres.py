@@ -34,7 +34,7 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.search.loop import run_search
-from nas.storage import open_storage
+from nas.store.opening import open_storage
 from nas.trial_view import is_trained
 
 from helpers import free_port, one_torch_thread, unavailable

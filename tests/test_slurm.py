@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from nas import records
 from nas.search.winner import winner
-from nas.storage import open_storage
+from nas.store.opening import open_storage
 from nas.trial_view import is_trained
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The store every command writes through (nas.steady_store.SteadyStore), on real stores: a real
+"""The store every command writes through (nas.store.steady.SteadyStore), on real stores: a real
 SQLite file whose connection fails for a while (failures raised at the driver, through
 SQLAlchemy's public events, as a dropped server connection or a full disk raise them), a real
 journal file; the heartbeat of a running trial on each kind of store."""
@@ -17,8 +17,8 @@ from sqlalchemy import event
 from nas import records
 from nas.errors import StoreUnavailable
 from nas.search.reaper import StaleTrialReaper
-from nas.steady_store import SteadyStore, is_outage
-from nas.storage import open_storage
+from nas.store.opening import open_storage
+from nas.store.steady import SteadyStore, is_outage
 
 
 class Outage:

@@ -20,7 +20,7 @@ from nas import records
 from nas.errors import UserError
 from nas.search.progress import WaitWatch
 from nas.search.reaper import StaleTrialReaper, worker_record
-from nas.storage import display_url, open_storage, sqlite_path
+from nas.store.opening import display_url, open_storage, sqlite_path
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

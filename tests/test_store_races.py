@@ -1,4 +1,4 @@
-"""Races between processes on one SQLite store (nas.storage.open_storage), each reproduced at
+"""Races between processes on one SQLite store (nas.store.opening.open_storage), each reproduced at
 its cause on real SQLite files with real Optuna: two workers asking at the same moment never
 both take one enqueued trial (the cause of "Cannot tell a COMPLETE trial" in a worker nobody
 killed), processes opening a new store at the same moment all open it (the cause of "table
@@ -24,7 +24,7 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.search.loop import run_search
-from nas.storage import open_storage, stale_trial_callback
+from nas.store.opening import open_storage, stale_trial_callback
 from nas.trial_view import is_trained
 
 from helpers import one_torch_thread

@@ -33,7 +33,7 @@ from nas.costs.budgets import Budgets
 from nas.data.loading import load_splits
 from nas.search.loop import run_search
 from nas.search.objective import Objective
-from nas.storage import open_storage
+from nas.store.opening import open_storage
 from nas.trial_view import is_trained
 
 from helpers import dashboard_command, free_port, get, one_torch_thread

@@ -20,7 +20,7 @@ from nas.run.retrain import record_in_study
 from nas.run.retrain import retrain as train_run
 from nas.search.choice import choose_from_study
 from nas.search.front import Pick
-from nas.storage import artifact_dir, display_url
+from nas.store.opening import artifact_dir, display_url
 
 
 def retrain(

@@ -28,7 +28,7 @@ from nas.config.search import SEARCH_EPOCHS, SearchConfig
 from nas.search.choice import load_study
 from nas.search.front import front
 from nas.search.winner import winner
-from nas.storage import default_storage, open_storage
+from nas.store.opening import default_storage, open_storage
 
 
 @dataclass(frozen=True)

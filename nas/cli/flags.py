@@ -101,7 +101,7 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def storage_from(args: argparse.Namespace) -> str:
-    from nas.storage import default_storage
+    from nas.store.opening import default_storage
 
     if args.storage is not None and not args.storage.strip():
         raise UserError("--storage must be a storage URL, e.g. sqlite:///studies/nas.db")

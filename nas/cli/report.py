@@ -26,7 +26,7 @@ def add_report_parser(commands) -> None:
 def report_command(args: argparse.Namespace) -> int:
     from nas.report.page import report_path, write_report
     from nas.search.choice import load_study
-    from nas.storage import open_storage
+    from nas.store.opening import open_storage
 
     quiet_optuna()
     url = storage_from(args)

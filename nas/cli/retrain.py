@@ -214,7 +214,7 @@ def choose_target(args: argparse.Namespace, storage_url: str) -> Target:
         return Target(arch, {}, recipe_base, {"arch": args.arch}, run_dir)
     from nas.files import safe_file_name
     from nas.search.choice import choose_from_study, load_study
-    from nas.storage import display_url, open_storage
+    from nas.store.opening import display_url, open_storage
 
     study = load_study(open_storage(storage_url, create=False), args.study)
     choice = choose_from_study(study, args.trial, pick)
@@ -259,7 +259,7 @@ def record_and_report(args, storage_url: str, target: Target, metrics) -> None:
     from nas.commands import dashboard_command
     from nas.report.page import report_path, write_report
     from nas.run.retrain import record_in_study
-    from nas.storage import artifact_dir
+    from nas.store.opening import artifact_dir
 
     artifacts = Path(args.artifact_dir) if args.artifact_dir else artifact_dir(storage_url)
     record_in_study(target.study, target.choice.trial, metrics, target.run_dir, artifacts)

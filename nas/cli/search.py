@@ -172,7 +172,7 @@ def search_command(args: argparse.Namespace) -> int:
     import datetime
 
     from nas.search.workers import plan_devices
-    from nas.storage import display_url
+    from nas.store.opening import display_url
 
     started = datetime.datetime.now(datetime.UTC)  # the summary tells this command's runs
     started_clock = args.started  # the time limit counts from the command's start
@@ -273,7 +273,7 @@ def finish(config, given: Path | None, progress: Progress, started=None, closing
 
     from nas.report.page import record_report_path, report_path, write_report
     from nas.search.progress import trial_counts
-    from nas.storage import open_storage
+    from nas.store.opening import open_storage
 
     study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage))
     progress.set(trial_counts(study)[0])

@@ -16,7 +16,7 @@ from nas.report.page import FRONT_TITLE, front_rows, top_trials
 from nas.report.trials import architecture_summary
 from nas.search.time_budget import run_lines
 from nas.search.winner import verdict_lines
-from nas.storage import display_url
+from nas.store.opening import display_url
 
 FRONT_ROWS = 10  # front trials the summary lists (the report lists them all)
 

@@ -150,7 +150,7 @@ def dataset(data_dir: str = "data") -> Check:
 def store(url: str) -> Check:
     """Whether the store at `url` opens, read-only; for SQLite also its journal mode."""
     from nas.errors import UserError
-    from nas.storage import display_url, open_storage, sqlite_path, store_file
+    from nas.store.opening import display_url, open_storage, sqlite_path, store_file
 
     shown = display_url(url)
     try:
@@ -265,7 +265,7 @@ def run_checks(
 ) -> list[Check]:
     """Every check in report order; `on_check` sees each as it finishes (the training steps
     take `seconds`, so a caller can show the lines before them)."""
-    from nas.storage import default_storage
+    from nas.store.opening import default_storage
 
     checks: list[Check] = []
 

@@ -45,7 +45,7 @@ def trained_so_far(storage_url: str, study_name: str) -> int:
     """Trained trials a resumed study already holds, read from a SQLite or journal file (0 when
     there is none yet; server stores are not contacted here, so their estimate covers the whole
     target)."""
-    from nas.storage import store_file
+    from nas.store.opening import store_file
 
     path = store_file(storage_url)
     if path is None or not path.is_file():
@@ -53,7 +53,7 @@ def trained_so_far(storage_url: str, study_name: str) -> int:
     import optuna
 
     from nas import trial_view
-    from nas.storage import open_storage
+    from nas.store.opening import open_storage
 
     try:
         study = optuna.load_study(

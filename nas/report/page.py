@@ -250,7 +250,7 @@ def default_report_path(storage: str, study_name: str) -> Path:
     """Where a study's report goes unless the search was given one: beside its SQLite or journal
     file, else under studies/; the file is named after the study (`nas.files.safe_file_name`: the
     name itself when safe, else one no other study shares, never outside that folder)."""
-    from nas.storage import store_file
+    from nas.store.opening import store_file
 
     store = store_file(storage)
     folder = store.parent if store is not None else Path("studies")

@@ -1,8 +1,8 @@
 """Owns the search: the loop that asks for trials until the study holds its target, stop rules
 and resume. Its settings are `nas.config.search.SearchConfig`; what a study records and what a
-resume must match is nas.search.study_setup; what one trial does is nas.search.objective; the store
-itself is nas.storage; the trial counts and progress outcomes are nas.search.progress; a streak of
-untrained candidates and the wait for other workers' trials are nas.search.progress.
+resume must match is nas.search.study_setup; what one trial does is nas.search.objective; the
+store itself is nas.store; the trial counts and progress outcomes, a streak of untrained
+candidates and the wait for other workers' trials are nas.search.progress.
 
 Claims:
 - Feasibility first: a space whose smallest architecture is over the parameter or MAC budget is
@@ -66,8 +66,8 @@ from nas.search.progress import (
 from nas.search.reaper import TOLD_ELSEWHERE, StaleTrialReaper, TrialWatch
 from nas.search.study_setup import open_study
 from nas.search.time_budget import Ending, TimeBudget, format_duration, reserve_closing
-from nas.steady_store import unavailable_in
-from nas.storage import check_url, open_storage
+from nas.store.opening import check_url, open_storage
+from nas.store.steady import unavailable_in
 from nas.train.devices import resolve_device
 
 BUDGET_KINDS = {  # what a time budget books a finished trial's time to

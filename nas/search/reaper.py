@@ -1,5 +1,5 @@
 """Owns which RUNNING trials are stale, and failing them: a trial whose process is gone (this
-machine's, by its process id), whose heartbeat stopped (any machine's, `nas.steady_store`), or whose
+machine's, by its process id), whose heartbeat stopped (any machine's, `nas.store.steady`), or whose
 objective never started; each is failed and its candidate queued again, so no trial stays
 RUNNING and nothing is lost. Also what a trial records first so that others can tell
 (`worker_record`), and telling, in the process that trained it, a trial another process failed
@@ -26,8 +26,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas import records, trial_view
-from nas.steady_store import SteadyStore, beat_age
-from nas.storage import stale_trial_callback
+from nas.store.opening import stale_trial_callback
+from nas.store.steady import SteadyStore, beat_age
 
 
 class StaleTrialReaper:
@@ -36,7 +36,7 @@ class StaleTrialReaper:
     Each call fails:
     - a trial whose objective recorded this machine's host and a process id that no longer
       exists (`records.WORKER`): at once;
-    - a trial whose heartbeat (`nas.steady_store`, any machine, any store) is older than
+    - a trial whose heartbeat (`nas.store.steady`, any machine, any store) is older than
       `grace`, once `store` (this process's view of the study store) has been steady for
       `grace` seconds: no beat lands while the store is away, so right after an outage every
       live trial's beat is late (a PostgreSQL restart must not fail the trials it paused);

@@ -33,8 +33,8 @@ from nas.costs.budgets import Budgets
 from nas.errors import UserError
 from nas.search.samplers import make_pruner, make_sampler
 from nas.search.warm_start import warm_start
-from nas.steady_store import SteadyStore
-from nas.storage import open_storage
+from nas.store.opening import open_storage
+from nas.store.steady import SteadyStore
 from nas.version import VERSION
 
 RECORD_WAIT_SECONDS = 60.0  # how long a resume waits for a study's creator to finish its record

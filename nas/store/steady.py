@@ -28,11 +28,14 @@ Claims:
 - A finishing write retried after an outage, which had landed before the connection broke, is
   taken as done (True), not as "Cannot tell a COMPLETE trial".
 - A trial this process runs beats until it is finished, and only then stops.
+- A study's trials are read whole only once: its finished trials come from this process's copy
+  (`nas.store.finished_trials`), which Optuna's own cache, internal to it, cannot be asked for.
 - `steady_for` counts from the end of the last outage this process saw (infinite before one).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import threading
 import time
@@ -45,6 +48,7 @@ from optuna.trial import TrialState
 
 from nas import records
 from nas.errors import StoreUnavailable
+from nas.store.finished_trials import FinishedTrials
 
 FIRST_PAUSE, LONGEST_PAUSE = 0.25, 8.0  # seconds between tries while the store is away
 
@@ -130,6 +134,7 @@ class SteadyStore(_Delegating):
         self.away_since: float | None = None  # when the current outage was first seen
         self.back_at: float | None = None  # when the last outage ended (time.monotonic)
         self.given_up = False  # an outage outlasted the allowance: later calls try once
+        self.trial_copy = FinishedTrials(self.call)  # finished trials, read once
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """`inner.name(*args, **kwargs)`, tried again while the store is away."""
@@ -195,6 +200,18 @@ class SteadyStore(_Delegating):
         except Exception:  # noqa: BLE001 - still away: the retry loop decides
             return False
         return trial.state == state and (values is None or trial.values == list(values))
+
+    # a study's trials: the finished ones from this process's copy (nas.store.finished_trials)
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        trials = self.trial_copy.trials(study_id)
+        if states is not None:
+            trials = [trial for trial in trials if trial.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_n_trials(self, study_id, state=None):
+        states = (state,) if isinstance(state, TrialState) else state
+        return len(self.get_all_trials(study_id, deepcopy=False, states=states))
 
     # what this process runs beats: the trials it creates RUNNING or takes from WAITING
 

@@ -7,7 +7,7 @@ Its URL is `journal:///` followed by the file's path, the way SQLite's URL names
 itself: `optuna-dashboard /shared/nas/study.log` (`nas.commands.dashboard_command`).
 
 Optuna's journal store has no heartbeat of its own; the beats every store gets from
-`nas.steady_store.SteadyStore` serve it as they serve a database.
+`nas.store.steady.SteadyStore` serve it as they serve a database.
 
 Claims:
 - `journal_path` is the file a `journal:` URL names (parsed by SQLAlchemy's `make_url`, as every
@@ -58,7 +58,7 @@ def file_backend(path: Path):
 
 def open_journal(path: Path, *, create: bool = True) -> JournalStorage:
     """The journal store in `path`; with `create`, the file (and its folder) is made when
-    missing (`nas.storage.open_storage` puts it behind the heartbeats every store has)."""
+    missing (`nas.store.opening.open_storage` puts it behind the heartbeats every store has)."""
     if not create and not path.is_file():
         raise UserError(
             f"there is no study store at {path}; run a search first (nas search) or pass "

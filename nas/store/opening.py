@@ -1,6 +1,6 @@
 """Owns the study store: storage URLs (parsed with SQLAlchemy, shown with the password masked),
 opening any Optuna storage with what several workers and a reading dashboard need, behind
-`nas.steady_store.SteadyStore` (a short outage is ridden out; the trials this process runs
+`nas.store.steady.SteadyStore` (a short outage is ridden out; the trials this process runs
 beat, and `nas.search.reaper` fails those whose beat stopped).
 
 Claims:
@@ -35,8 +35,8 @@ from optuna.storages import RDBStorage
 
 from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV
 from nas.errors import UserError
-from nas.journal import journal_path, open_journal
-from nas.steady_store import SteadyStore
+from nas.store.journal import journal_path, open_journal
+from nas.store.steady import SteadyStore
 
 OUTAGE = 60.0  # seconds a store may be away (a PostgreSQL restart, a failover) before giving up
 
