@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
 
 import optuna
@@ -25,13 +26,17 @@ class Outage:
     """Makes the next `failures` statements on `storage`'s engine fail as `error` does (at
     the driver: SQLAlchemy wraps it as for a real outage); `after` statements pass first."""
 
-    def __init__(self, storage: SteadyStore, failures: int, error: str, after: int = 0):
-        self.failures, self.error, self.after = failures, error, after
+    def __init__(
+        self, storage: SteadyStore, failures: int, error: str, after: int = 0, writes=False
+    ):
+        self.failures, self.error, self.after, self.writes = failures, error, after, writes
         self.statements = 0
         event.listen(storage.inner.engine, "before_cursor_execute", self)
 
-    def __call__(self, *_args) -> None:
+    def __call__(self, _connection, _cursor, statement: str, *_args) -> None:
         self.statements += 1
+        if self.writes and not statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            return  # a full disk: reads go on
         if self.statements > self.after and self.failures > 0:
             self.failures -= 1
             raise sqlite3.OperationalError(self.error)
@@ -61,6 +66,21 @@ def test_a_write_while_the_store_is_away_lands_once_it_is_back(tmp_path):
         rf"the study store sqlite:///{tmp_path}/s.db is back after \d+ s; going on", said[1]
     )
     assert len(said) == 2
+
+
+def test_a_read_that_works_while_writes_fail_does_not_say_the_store_is_back(tmp_path):
+    said: list[str] = []
+    storage, study_id = _steady(tmp_path, said=said)
+    trial_id = storage.create_new_trial(study_id)
+    Outage(storage, failures=3, error="database or disk is full", writes=True)
+    writer = threading.Thread(target=storage.set_trial_user_attr, args=(trial_id, "w", 1))
+    writer.start()
+    while storage.away_since is None:  # the write met the full disk, and waits to try again
+        time.sleep(0.01)
+    assert storage.get_trial(trial_id).number == 0  # a read works meanwhile
+    writer.join()
+    assert storage.get_trial(trial_id).user_attrs["w"] == 1
+    assert len(said) == 2 and "not answering" in said[0] and "is back after" in said[1]
 
 
 def test_a_store_away_past_the_allowance_is_one_sentence(tmp_path):

@@ -24,11 +24,14 @@ from nas.process import command_start_from, skip_final_collection
 from nas.search.loop import run_search
 from nas.search.time_budget import (
     TimeBudget,
+    account_line,
+    format_duration,
     may_start,
     may_start_workers,
     parse_duration,
     record_closing,
     recorded_closing,
+    run_lines,
     workers_refusal,
 )
 from nas.search.winner import confirmation_epochs, confirmations
@@ -36,7 +39,15 @@ from nas.search.winner import confirmation_epochs, confirmations
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("8h", 28_800.0), ("90m", 5_400.0), ("3600s", 3_600.0), ("3600", 3_600.0), ("1.5h", 5_400.0)],
+    [
+        ("8h", 28_800.0),
+        ("90m", 5_400.0),
+        ("3600s", 3_600.0),
+        ("3600", 3_600.0),
+        ("1.5h", 5_400.0),
+        ("0.5", 0.5),
+        ("1s", 1.0),
+    ],  # fmt: skip
 )
 def test_durations_read_as_seconds(text, expected):
     assert parse_duration(text) == expected
@@ -452,3 +463,58 @@ def test_the_command_line_counts_from_the_process_start(tmp_path):
     assert "time limit: no further trial fits in the 0 s left" in done.stdout
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path}/studies/nas.db")
     assert study.get_trials() == []
+
+
+@pytest.mark.parametrize(
+    "seconds, said",
+    [
+        (7530, "2 h 05 min"),  # 2 h 5 min 30 s: hours and minutes
+        (3600, "1 h 00 min"),  # an hour exactly is said in hours
+        (3599.9, "59 min 59 s"),  # just under: minutes and seconds
+        (60, "1 min 00 s"),
+        (59.4, "59 s"),
+        (-5, "0 s"),  # a clock that ran back says nothing negative
+    ],
+)
+def test_durations_are_said_in_hours_minutes_or_seconds(seconds, said):
+    assert format_duration(seconds) == said
+
+
+def test_the_closing_is_kept_to_the_millisecond(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    record_closing(study, 1.23456)
+    assert study.user_attrs[records.CLOSING] == 1.235
+
+
+def test_a_runs_account_names_each_kind_of_trial_in_order_with_its_time():
+    spent = {"trained": 11.2, "pruned": 2.0, "rejected": 1.0, "duplicate": 0.4, "other": 0.0}
+    counts = {"trained": 3, "pruned": 1, "rejected": 2, "duplicate": 2, "other": 0}
+    assert account_line(20, 14.6, spent, counts) == (
+        "time limit 20 s: 15 s used: trained 3 (11 s), stopped by the pruner 1 (2 s), "
+        "rejected 2 (1 s), duplicates 2 (0 s)"
+    )  # a kind with no trial ("other") is left out
+    assert account_line(20, 3, {}, {}) == "time limit 20 s: 3 s used"
+
+
+def test_each_run_with_a_limit_is_one_line_oldest_first_since_the_asked_moment():
+    def account(started: str, stopped: bool, trained: int) -> dict:
+        return records.TimeAccount(
+            started=started, limit=60.0, used=50.0, stopped_by_limit=stopped,
+            spent={"trained": 45.0}, counts={"trained": trained},
+        ).to_dict()  # fmt: skip
+
+    attrs = {
+        f"{records.TIME_BUDGET_PREFIX}20261206T101500_2": account("2026-12-06T10:15:00", True, 4),
+        f"{records.TIME_BUDGET_PREFIX}20261206T090000_1": account("2026-12-06T09:00:00", False, 2),
+        "not_a_time_account": {"started": "2026-12-06T11:00:00"},
+    }
+    lines = run_lines(attrs)
+    assert lines == [
+        "run of 2026-12-06 09:00 UTC ended within the time limit; time limit 1 min 00 s: "
+        "50 s used: trained 2 (45 s)",
+        "run of 2026-12-06 10:15 UTC stopped by the time limit: no further trial fitted in the "
+        "time left; time limit 1 min 00 s: 50 s used: trained 4 (45 s)",
+    ]
+    # since a moment: runs started at it (to the second) or after; earlier ones left out
+    assert run_lines(attrs, since=datetime.datetime(2026, 12, 6, 10, 15, 0, 700_000)) == lines[1:]
+    assert run_lines(attrs, since=datetime.datetime(2026, 12, 6, 10, 15, 1)) == []
