@@ -72,7 +72,7 @@ def test_a_read_that_works_while_writes_fail_does_not_say_the_store_is_back(tmp_
     said: list[str] = []
     storage, study_id = _steady(tmp_path, said=said)
     trial_id = storage.create_new_trial(study_id)
-    Outage(storage, failures=3, error="database or disk is full", writes=True)
+    Outage(storage, failures=2, error="database or disk is full", writes=True)
     writer = threading.Thread(target=storage.set_trial_user_attr, args=(trial_id, "w", 1))
     writer.start()
     while storage.away_since is None:  # the write met the full disk, and waits to try again

@@ -518,3 +518,14 @@ def test_each_run_with_a_limit_is_one_line_oldest_first_since_the_asked_moment()
     # since a moment: runs started at it (to the second) or after; earlier ones left out
     assert run_lines(attrs, since=datetime.datetime(2026, 12, 6, 10, 15, 0, 700_000)) == lines[1:]
     assert run_lines(attrs, since=datetime.datetime(2026, 12, 6, 10, 15, 1)) == []
+
+
+def test_the_account_adds_up_each_kind_and_only_trained_epochs_set_the_pace():
+    budget = TimeBudget(limit=100.0, clock=lambda: 0.0)
+    budget.record("trained", 0.5, epochs=1)  # under a second: the pace is 0.5, not a floor of 1
+    budget.record("trained", 0.3, epochs=1)
+    budget.record("rejected", 30.0, epochs=2)  # epochs of what did not train set no pace
+    budget.record("pruned", 4.0)  # no epochs recorded: no pace from it
+    assert budget.spent["trained"] == pytest.approx(0.8) and budget.counts["trained"] == 2
+    assert budget.spent["rejected"] == 30.0 and budget.counts["rejected"] == 1
+    assert budget.per_epoch() == 0.5
