@@ -109,6 +109,8 @@ def prepare_study(
     data = dataclasses.replace(data, image_size=size)  # the study records the size it trains at
     check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
     storage = open_storage(config.storage, heartbeat=config.heartbeat, outage=config.store_wait)
+    if announce is not None:  # an outage is said among the progress lines, not across a bar
+        storage.say = announce
     study = open_study(
         config, space, data, recipe, announce,
         num_classes=splits.num_classes, image_size=size, storage=storage,
