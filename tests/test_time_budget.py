@@ -529,3 +529,18 @@ def test_the_account_adds_up_each_kind_and_only_trained_epochs_set_the_pace():
     assert budget.spent["trained"] == pytest.approx(0.8) and budget.counts["trained"] == 2
     assert budget.spent["rejected"] == 30.0 and budget.counts["rejected"] == 1
     assert budget.per_epoch() == 0.5
+
+
+def test_a_runs_record_holds_its_limit_use_refusal_and_account():
+    now = [0.0]
+    budget = TimeBudget(limit=10.0, clock=lambda: now[0], offset=1.0)
+    budget.record("trained", 4.0, epochs=2)
+    now[0] = 6.0  # 7 of 10 used: a full trial at 2 per epoch (1 epoch) fits, then not
+    budget.epochs = 2  # a full trial: 4, more than the 3 left
+    assert not budget.allows_trial()
+    record = records.TimeAccount.from_dict(budget.to_record())
+    assert (record.limit, record.used, record.stopped_by_limit) == (10.0, 7.0, True)
+    assert record.spent["trained"] == 4.0 and record.counts == {
+        "trained": 1, "pruned": 0, "rejected": 0, "duplicate": 0, "other": 0, "confirmation": 0,
+    }  # fmt: skip
+    assert datetime.datetime.fromisoformat(record.started).tzinfo is not None  # UTC, named
