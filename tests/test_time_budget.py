@@ -470,7 +470,7 @@ def test_the_command_line_counts_from_the_process_start(tmp_path):
     [
         (7530, "2 h 05 min"),  # 2 h 5 min 30 s: hours and minutes
         (3600, "1 h 00 min"),  # an hour exactly is said in hours
-        (7199, "1 h 59 min"),  # the last minute of an hour
+        (3660, "1 h 01 min"),  # the first minute past an hour
         (3599.9, "59 min 59 s"),  # just under: minutes and seconds
         (60, "1 min 00 s"),
         (59.4, "59 s"),
