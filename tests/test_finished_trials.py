@@ -90,5 +90,6 @@ def _rows_of_a_second_read(tmp_path, finished: int) -> int:
 
 def test_a_read_costs_the_same_whatever_the_number_of_finished_trials(tmp_path):
     # the unfinished trial read again and one look for a new number; a plain RDBStorage hands
-    # over every finished trial's rows again (seen failing without the copy: 17 rows for 3 trials, 1,502 for 300)
+    # over every finished trial's rows again (seen failing without the copy: 17 rows for 3
+    # trials, 1,502 for 300)
     assert _rows_of_a_second_read(tmp_path, 3) == _rows_of_a_second_read(tmp_path, 60)

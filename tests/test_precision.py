@@ -177,3 +177,10 @@ def test_a_retrain_asked_for_bf16_on_the_cpu_says_so_once_and_trains_in_fp32(tmp
         "in fp32"
     )
     assert err.splitlines().count(warning) == 1 and "Traceback" not in err
+
+
+def test_a_gpu_whose_capability_cannot_be_read_is_taken_for_an_old_one():
+    chosen = choose_precision("auto", "cuda", None)
+    assert (chosen.name, chosen.reason) == (
+        "fp16", "auto: compute unknown < 8.0, no cuDNN bf16 below 8.0"
+    )  # fmt: skip
