@@ -53,7 +53,8 @@ class TrialKind(Enum):
     REJECTED = "rejected (over budget)"
     NOT_NEEDED = "not needed (other workers filled the target)"
     FAILED = "failed or broke"  # Optuna FAIL, or training broke: non-finite loss, out of memory
-    RUNNING = "running or waiting"
+    RUNNING = "running"
+    WAITING = "waiting to be trained (queued, or the retry of a stopped trial)"
     CONFIRMATION = "claim of a confirmation run"  # bookkeeping: no candidate (nas.search.confirm)
 
     @property
@@ -67,8 +68,10 @@ def classify(trial: FrozenTrial) -> TrialKind:
     attrs = trial.user_attrs
     if CONFIRMS in attrs:  # checked first: a claim is RUNNING while its run trains
         return TrialKind.CONFIRMATION
-    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+    if trial.state == TrialState.RUNNING:
         return TrialKind.RUNNING
+    if trial.state == TrialState.WAITING:
+        return TrialKind.WAITING
     if trial.state == TrialState.FAIL:
         return TrialKind.FAILED
     if OVER_BUDGET_BY in attrs:

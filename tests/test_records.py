@@ -118,6 +118,7 @@ EXPECTED = {
     "stopped by SIGTERM": TrialKind.FAILED,
     "a confirmation's claim, its run training": TrialKind.CONFIRMATION,
     "running": TrialKind.RUNNING,
+    "waiting": TrialKind.WAITING,
 }
 
 
@@ -136,6 +137,7 @@ def study(tmp_path_factory) -> optuna.Study:
         )
     running = study.ask()  # a trial another worker is training right now
     running.set_user_attr(records.ARCHITECTURE, Architecture((8, 8), (1, 1)).to_json())
+    study.enqueue_trial({"width": 8})  # a stopped trial's retry, queued for the next run
     return study
 
 

@@ -223,6 +223,7 @@ def test_a_trial_still_training_when_the_time_is_out_stops_after_its_epoch(tmp_p
     ]
     (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]
     assert run["counts"]["other"] == 1 and run["used"] == 3.0
+    assert run["stopped_by_limit"] is True  # its line says the limit stopped it, not "within"
 
 
 def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(tmp_path):
