@@ -245,7 +245,7 @@ def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenT
         if not isinstance(interruption, StopRequested) or end.stop() or not end.out_of_time():
             raise
         budget.record("other", budget.clock() - started)
-        budget.stopped = True  # the limit ended this run: its record must not say "within"
+        budget.cut = True  # the limit ended this run: its record must not say "within"
         end.say("the time ran out while a trial trained; it stopped after its epoch and the "
                 "next run retries it")  # fmt: skip
         return None

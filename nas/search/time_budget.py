@@ -149,6 +149,7 @@ class TimeBudget:
     counts: dict[str, int] = field(init=False)  # trials (and confirmation runs) by kind
     slowest_epoch: float | None = field(init=False, default=None)  # clock units per epoch
     stopped: bool = field(init=False, default=False)  # True once the rule refused a new trial
+    cut: bool = field(init=False, default=False)  # True once a trial stopped as the time ran out
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -205,7 +206,7 @@ class TimeBudget:
             started=self.started_at.isoformat(),
             limit=self.limit,
             used=self.elapsed(),
-            stopped_by_limit=self.stopped,
+            stopped_by_limit=self.stopped or self.cut,
             spent=dict(self.spent),
             counts=dict(self.counts),
         ).to_dict()
