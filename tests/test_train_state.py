@@ -52,3 +52,13 @@ def test_a_checkpoint_says_its_format_and_a_resume_carries_the_loss_scale_over()
     resumed.step.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=65536.0)
     resume(state, resumed, FitResult())
     assert resumed.step.scaler.get_scale() == 256.0  # not restarted at 65536
+
+
+def test_a_checkpoint_holds_the_run_config_and_what_its_caller_asked_to_keep():
+    recipe, machine = Recipe(epochs=7, lr=0.003), Machine(device="cpu", precision="fp32")
+    state = checkpoint_state(_trainer(), FitResult(), recipe, machine, {"trial": 12})
+    # one dict, recipe and machine merged, as checkpoints held it before the two were split
+    assert state["config"] == {**recipe.to_dict(), **machine.to_dict()}
+    assert state["config"]["epochs"] == 7 and state["config"]["device"] == "cpu"
+    assert state["extra"] == {"trial": 12}
+    assert checkpoint_state(_trainer(), FitResult(), recipe, machine, None)["extra"] == {}
