@@ -184,3 +184,12 @@ def test_a_gpu_whose_capability_cannot_be_read_is_taken_for_an_old_one():
     assert (chosen.name, chosen.reason) == (
         "fp16", "auto: compute unknown < 8.0, no cuDNN bf16 below 8.0"
     )  # fmt: skip
+
+
+def test_the_cpu_has_no_compute_capability_and_a_scaler_is_for_its_precisions_device():
+    from nas.train.precision import device_capability
+
+    assert device_capability(torch.device("cpu")) is None  # never asks CUDA about the CPU
+    # a precision's scaler belongs to its device: a CPU fp16 scaler works without CUDA
+    scaler = Precision("fp16", "cpu", "fp16 asked for").grad_scaler()
+    assert scaler.is_enabled() and scaler.get_scale() == 65536.0
