@@ -193,3 +193,30 @@ def test_the_cpu_has_no_compute_capability_and_a_scaler_is_for_its_precisions_de
     # a precision's scaler belongs to its device: a CPU fp16 scaler works without CUDA
     scaler = Precision("fp16", "cpu", "fp16 asked for").grad_scaler()
     assert scaler.is_enabled() and scaler.get_scale() == 65536.0
+
+
+@pytest.mark.parametrize(
+    ("requested", "device_type", "capability", "expected"),
+    [
+        ("auto", "cpu", None, Precision("fp32", "cpu", "auto: the cpu trains in fp32")),
+        ("fp16", "cpu", None, Precision(
+            "fp32", "cpu", "fp16 asked for on the cpu",
+            "--precision fp16 applies to CUDA GPUs; this run is on the cpu, which trains in fp32",
+        )),
+        ("auto", "cuda", (9, 0), Precision("bf16", "cuda", "auto: compute 9.0 >= 8.0")),
+        ("auto", "cuda", (7, 5), Precision(
+            "fp16", "cuda", "auto: compute 7.5 < 8.0, no cuDNN bf16 below 8.0"
+        )),
+        ("bf16", "cuda", (7, 5), Precision(
+            "bf16", "cuda", "bf16 asked for at compute 7.5",
+            "--precision bf16 on a GPU of compute 7.5: PyTorch has no cuDNN bf16 convolution "
+            "below 8.0 and runs a several times slower path; --precision auto picks fp16 with "
+            "a gradient scaler there",
+        )),
+        ("fp32", "cuda", (8, 0), Precision("fp32", "cuda", "fp32 asked for")),
+    ],
+)  # fmt: skip
+def test_each_choice_is_the_precision_its_device_and_its_words(
+    requested, device_type, capability, expected
+):
+    assert choose_precision(requested, device_type, capability) == expected
