@@ -358,11 +358,11 @@ def _running(url: str) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-@pytest.mark.slow  # a real server stopped for 10 s under three processes: ~60 s on 2 cores
+@pytest.mark.slow  # a real server stopped for 5 s (past the 3 s grace) under three processes: ~20 s
 def test_a_server_restarted_under_two_workers_is_ridden_out(postgres, tmp_path):
     url = postgres.database("restart")
     command = [
-        sys.executable, str(REPO / "scripts" / "search.py"), *FAST, "--epochs", "3",
+        sys.executable, str(REPO / "scripts" / "search.py"), *FAST, "--epochs", "2",
         "--workers", "2", "--storage", url,
     ]  # fmt: skip
     search = subprocess.Popen(
@@ -373,7 +373,7 @@ def test_a_server_restarted_under_two_workers_is_ridden_out(postgres, tmp_path):
         while _running(url) < 2 and search.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)  # both workers are training when the server goes
         assert search.poll() is None, search.communicate()
-        postgres.restart_after(10)
+        postgres.restart_after(5)
         out, err = search.communicate(timeout=240)
     finally:
         if search.poll() is None:
@@ -387,4 +387,4 @@ def test_a_server_restarted_under_two_workers_is_ridden_out(postgres, tmp_path):
     assert summary["trained"] == TRIALS and summary["architectures"] == TRIALS
     # none left RUNNING, and none failed: the trials the restart paused went on where they were
     assert summary["states"] <= {TrialState.COMPLETE, TrialState.PRUNED}
-    assert summary["epochs"] == {(1, 2, 3)}
+    assert summary["epochs"] == {(1, 2)}
