@@ -447,12 +447,12 @@ def test_freezing_before_exit_keeps_the_objects_from_the_final_collection():
 @pytest.mark.slow
 def test_the_command_line_counts_from_the_process_start(tmp_path):
     """The command line's time limit counts from the process's start, before main() ran: here
-    a 30 s sleep in front of a 25 s limit, so no trial may start (counted from main's call,
+    a 26 s sleep in front of a 25 s limit, so no trial may start (counted from main's call,
     the 25 s would hold the start-up and a smoke trial)."""
     from helpers import ROOT
 
     code = (
-        "import sys, time; time.sleep(30); "
+        "import sys, time; time.sleep(26); "
         "sys.argv = ['nas', 'search', '--smoke', '--time-limit', '25s']; "
         "from nas.cli.main import main; sys.exit(main())"
     )
