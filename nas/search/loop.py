@@ -1,8 +1,6 @@
 """Owns the search: the loop that asks for trials until the study holds its target, stop rules
-and resume. Its settings are `nas.config.search.SearchConfig`; what a study records and what a
-resume must match is nas.search.study_setup; what one trial does is nas.search.objective; the
-store itself is nas.store; the trial counts and progress outcomes, a streak of untrained
-candidates and the wait for other workers' trials are nas.search.progress.
+and resume. Its settings are `SearchConfig`; what a study records and a resume must match is
+nas.search.study_setup; one trial is nas.search.objective; counts and waits nas.search.progress.
 
 Claims:
 - Feasibility first: a space whose smallest architecture is over the parameter or MAC budget is
@@ -16,7 +14,7 @@ Claims:
 - A study remembers its budgets, objective, space text, dataset, recipe and tool version;
   resuming with a different budget, objective, space, or any setting declared `kept` on
   `DataConfig`/`Recipe` is refused. Trials left RUNNING by a killed process are failed by
-  Optuna's heartbeat check and their parameters retried.
+  `nas.search.reaper` (their heartbeats, `nas.store.steady`) and their parameters retried.
 - With a `TimeBudget` (`nas.search.time_budget`, counted from the command's start) no new trial
   starts once the time left cannot hold a full trial at this run's slowest epoch plus the
   confirmation runs still to come and the closing the study last measured
@@ -65,7 +63,13 @@ from nas.search.progress import (
 )
 from nas.search.reaper import TOLD_ELSEWHERE, StaleTrialReaper, TrialWatch
 from nas.search.study_setup import open_study
-from nas.search.time_budget import Ending, TimeBudget, format_duration, reserve_closing
+from nas.search.time_budget import (
+    Ending,
+    TimeBudget,
+    confirmation_reserve,
+    format_duration,
+    reserve_closing,
+)
 from nas.store.opening import check_url, open_storage
 from nas.store.steady import unavailable_in
 from nas.train.devices import resolve_device
@@ -108,9 +112,10 @@ def prepare_study(
     size = splits.image_shape[-1]
     data = dataclasses.replace(data, image_size=size)  # the study records the size it trains at
     check_feasible(space, config.budget, splits.num_classes, config.max_macs, size)
-    storage = open_storage(config.storage, heartbeat=config.heartbeat, outage=config.store_wait)
-    if announce is not None:  # an outage is said among the progress lines, not across a bar
-        storage.say = announce
+    # an outage is said among the progress lines (`announce`), not across a bar
+    storage = open_storage(
+        config.storage, heartbeat=config.heartbeat, outage=config.store_wait, say=announce
+    )
     study = open_study(
         config, space, data, recipe, announce,
         num_classes=splits.num_classes, image_size=size, storage=storage,
@@ -266,15 +271,6 @@ def train_one(study: optuna.Study, objective: Objective, end: Ending) -> FrozenT
             trial.user_attrs.get(records.EPOCHS, 0),
         )
     return trial
-
-
-def confirmation_reserve(config: SearchConfig, budget: TimeBudget, epochs: int) -> float:
-    """Time the confirmation runs will need: `config.confirm` full-length runs at this run's
-    measured pace per epoch (0 before any trial trained, or in a Pareto study)."""
-    per_epoch = budget.per_epoch()
-    if config.pareto or not config.confirm or per_epoch is None:
-        return 0.0
-    return config.confirm * epochs * per_epoch
 
 
 def finish_run(

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nas import records
+from nas.config.search import SearchConfig
 from nas.errors import UserError
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # suffix -> seconds
@@ -79,6 +80,15 @@ def may_start(elapsed: float, limit: float, per_trial: float | None, reserve: fl
     if per_trial is None:
         return left > reserve
     return left >= per_trial + reserve
+
+
+def confirmation_reserve(config: SearchConfig, budget: TimeBudget, epochs: int) -> float:
+    """Time the confirmation runs will need: `config.confirm` full-length runs at this run's
+    measured pace per epoch (0 before any trial trained, or in a Pareto study)."""
+    per_epoch = budget.per_epoch()
+    if config.pareto or not config.confirm or per_epoch is None:
+        return 0.0
+    return config.confirm * epochs * per_epoch
 
 
 def may_start_workers(elapsed: float, limit: float, startup: float, closing: float) -> bool:

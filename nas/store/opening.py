@@ -27,6 +27,7 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +111,25 @@ def artifact_dir(url: str) -> Path | None:
 
 
 def open_storage(
-    url: str, *, heartbeat: float = 30, create: bool = True, outage: float = OUTAGE
+    url: str,
+    *,
+    heartbeat: float = 30,
+    create: bool = True,
+    outage: float = OUTAGE,
+    say: Callable[[str], None] | None = None,
 ) -> SteadyStore:
-    """An Optuna storage for `url`, riding out outages of up to `outage` seconds. With
-    `create`, the store (file, tables) is made when missing, and the trials this process runs
-    beat every `heartbeat` seconds. Without it, a missing store is a UserError and nothing is
-    written."""
+    """An Optuna storage for `url`, riding out outages of up to `outage` seconds (told through
+    `say`, by default a line on stderr). With `create`, the store (file, tables) is made when
+    missing, and the trials this process runs beat every `heartbeat` seconds. Without it, a
+    missing store is a UserError and nothing is written."""
     shown = display_url(url)
     journal = journal_path(url)
     if journal is not None:
         inner = open_journal(journal, create=create)
     else:
         inner = _open_rdb_store(url, shown, create)
-    return SteadyStore(inner, shown, heartbeat=heartbeat if create else None, outage=outage)
+    heartbeat_or_none = heartbeat if create else None  # a store only read runs no trial
+    return SteadyStore(inner, shown, heartbeat=heartbeat_or_none, outage=outage, say=say)
 
 
 def _open_rdb_store(url: str, shown: str, create: bool) -> RDBStorage:
