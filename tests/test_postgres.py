@@ -169,18 +169,27 @@ def _summary(url: str) -> dict:
 
 def _command_lines_holding(secret: str, besides: set[int]) -> set[str]:
     """The command lines of this machine's processes (other than the pids `besides`) holding
-    `secret`, as `ps` would show them to every user."""
+    `secret`, as `ps` would show them to every user. A child of one of `besides` that still
+    shows its parent's command line is left out: a fork caught before its exec (the moment
+    `subprocess` starts a worker), which runs nothing of its own."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in besides | {os.getpid()}:
             continue
         try:
-            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # the process ended meanwhile
+            line = _cmdline(entry)
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if secret in line and parent in besides and line == _cmdline(Path(f"/proc/{parent}")):
+                continue
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
             continue
         if secret in line:
             found.add(line)
     return found
+
+
+def _cmdline(entry: Path) -> str:
+    return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
 
 
 SECRET = "Pa55-w0rd-never-shown"

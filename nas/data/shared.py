@@ -94,6 +94,7 @@ def shared_copy(
     try:
         folder = Path(tempfile.mkdtemp(prefix="nas-data-", dir=where))
         share_splits(splits, folder)
+        del splits  # the caller's copy can go while the workers run: this frame lives as long
     except OSError as error:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
