@@ -34,12 +34,10 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 
-from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV
+from nas.config.search import DEFAULT_STORAGE, STORAGE_ENV, SearchConfig
 from nas.errors import UserError
 from nas.store.journal import journal_path, open_journal
 from nas.store.steady import SteadyStore
-
-OUTAGE = 60.0  # seconds a store may be away (a PostgreSQL restart, a failover) before giving up
 
 
 def default_storage() -> str:
@@ -113,9 +111,9 @@ def artifact_dir(url: str) -> Path | None:
 def open_storage(
     url: str,
     *,
-    heartbeat: float = 30,
+    heartbeat: float = SearchConfig.heartbeat,
     create: bool = True,
-    outage: float = OUTAGE,
+    outage: float = SearchConfig.store_wait,
     say: Callable[[str], None] | None = None,
 ) -> SteadyStore:
     """An Optuna storage for `url`, riding out outages of up to `outage` seconds (told through

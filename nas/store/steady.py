@@ -122,8 +122,8 @@ class SteadyStore(_Delegating):
         inner: BaseStorage,
         shown: str,
         *,
-        heartbeat: float | None = 30,
-        outage: float = 60,
+        heartbeat: float | None,
+        outage: float,
         say: Callable[[str], None] | None = None,
     ):
         self.inner, self.shown = inner, shown
