@@ -281,3 +281,75 @@ def test_ties_name_the_lower_numbered_trial(tmp_path):
         confirmed_as(study, number, 0.9, 0.8)  # both: mean 0.85
     assert winner(study)[0].number == 1 and winner(study)[1] == pytest.approx(0.85)
     assert winner(study, list(reversed(study.get_trials())))[0].number == 1
+
+
+def test_a_study_with_nothing_trained_to_the_end_has_no_winner_and_says_why(tmp_path):
+    # a library caller of winner() reads the reason; the summary says it in its first line
+    study = new_study(tmp_path, [trained(0.95, arch_json(8), TrialState.PRUNED)])
+    with pytest.raises(ValueError, match=r"^no trial has trained to the end yet$"):
+        winner(study)
+    assert verdict_lines(study)[0] == "no trial has trained to the end yet"
+    assert winner_record(study) is None and not settled(study)
+
+
+@pytest.mark.parametrize(
+    "runner_up, close",
+    [(0.86, True), (0.855, False)],  # a lead of exactly the spread (2.0) is close; 2.5 is not
+)
+def test_the_verdict_is_said_whole_with_the_two_next_candidates(tmp_path, runner_up, close):
+    study = new_study(
+        tmp_path,
+        [trained(0.90, "a"), trained(runner_up, "b"), trained(0.80, "c"), trained(0.70, "d")],
+    )
+    study.set_user_attr("unrelated", 1)
+    confirmed_as(study, 0, 0.90, 0.86)  # mean 0.88, spread +-2.0 points
+    winner_line, lead, fidelity = verdict_lines(study)
+    # the trials carry no printed architecture: "?" stands for it
+    assert winner_line == (
+        "winner: trial 0 (?), 88.00% validation accuracy, the mean of 2 runs (seed 0: 90.00%, "
+        "seed 1: 86.00%; spread +-2.0 points)"
+    )
+    following = (
+        f"over trial 1 ({runner_up:.2%}, one run), +8.0 points over trial 2 (80.00%, one run)"
+    )
+    expected = f"its lead: +{(0.88 - runner_up) * 100:.1f} points {following}"
+    if close:
+        expected += ": within the winner's spread over seeds, the runner-up may be as good"
+    assert lead == expected  # trial 3 (70.00%) is the third: not listed
+    assert fidelity.startswith("rank fidelity: ")
+
+
+def test_an_unconfirmed_winner_says_whole_why_it_is_not_confirmed(tmp_path):
+    study = new_study(tmp_path, [trained(0.96, "a"), trained(0.90, "b")])
+    study.add_trial(
+        create_trial(
+            value=0.70,
+            intermediate_values={1: 0.70},
+            user_attrs={records.TRAINED: True, records.ARCHITECTURE: "c", records.EPOCHS: 2,
+                        records.ARCH_LINE: "8 / 1 / k3 / s1"},
+        )
+    )  # fmt: skip
+    assert verdict_lines(study)[0] == (
+        "winner: trial 0 (?), 96.00% validation accuracy from one training run, not confirmed "
+        "by a second seed (--confirm 0, or the run stopped first)"
+    )
+    confirmed_as(study, 0, 0.96, 0.60)  # mean 0.78: trial 1's one run (0.90) leads, unconfirmed
+    assert verdict_lines(study)[0] == (
+        "winner: trial 1 (?), 90.00% validation accuracy from one training run, not confirmed: "
+        "the confirmation runs of the candidates above it lowered their means and none was left "
+        "for it (rerun the search, or raise --confirm)"
+    )
+    confirmed_as(study, 1, 0.90, 0.30)  # mean 0.60: trial 2, with its printed architecture
+    assert verdict_lines(study)[0].startswith(
+        "winner: trial 0 (?), 78.00% validation accuracy, the mean of 2 runs"
+    )
+    confirmed_as(study, 0, 0.96, 0.0)  # mean 0.48: trial 2 (0.70) stands above every mean
+    assert verdict_lines(study)[0].startswith("winner: trial 2 (8 / 1 / k3 / s1), 70.00% ")
+
+
+def test_the_fidelity_line_counts_the_trials_that_ran_the_recipes_epochs(tmp_path):
+    # the study's recipe says 3 epochs; these trials reported 2 (a search started with fewer
+    # epochs and resumed with more): none of them is a full-length trial of this study
+    study = new_study(tmp_path, [trained(0.5 + i / 100, arch_json(4 + i)) for i in range(6)])
+    study.set_user_attr(records.RECIPE, {"seed": 0, "epochs": 3})
+    assert verdict_lines(study)[-1].endswith(" full-length trials needed, 0 so far)")
