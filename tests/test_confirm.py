@@ -227,7 +227,7 @@ def test_a_confirmation_is_claimed_once_in_the_store(tmp_path):
     assert claim(study, 0) == 3
 
 
-def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path, monkeypatch):
+def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path, monkeypatch, capsys):
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     study = new_study(tmp_path, [trained(0.96, "never-built"), trained(0.5, SMALL.to_json())])
     confirmed_as(study, 0, 0.96, 0.0, note="non-finite loss: nan")  # mean 0.48
@@ -243,6 +243,8 @@ def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path, m
     seen = []
     done = race(study, splits, recipe, Machine(device="cpu"), 3, on_run=lambda n, r: seen.append(n))
     assert done == seen == [1]  # trial 0 is not confirmed again; nothing else is left
+    # a quiet run: no data-path line, no epoch bar among the search's progress lines
+    assert capsys.readouterr() == ("", "")
     record = study.user_attrs["confirm_trial_1"]
     # the keys studies of earlier releases hold, in their order (no note: the run converged)
     assert list(record) == [

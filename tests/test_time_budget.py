@@ -262,12 +262,13 @@ def test_a_sigterm_during_the_confirmation_still_writes_the_time_record(tmp_path
         return any(records.CONFIRMS in t.user_attrs for t in study.get_trials(deepcopy=False))
 
     budget = TimeBudget(limit=3600.0)
-    with pytest.raises(StopRequested):
+    with pytest.raises(StopRequested) as stopped:
         run_search(
             config, DataConfig(dataset="synthetic", subset=48),
             Recipe(epochs=2, batch_size=16, augment="none", flip=False), Machine(device="cpu"),
             time_budget=budget, should_stop=sigterm_once_confirming,
         )  # fmt: skip
+    assert stopped.value.epoch == 1  # the stop is said with the confirmation's last epoch
     study = optuna.load_study(study_name="t", storage=storage)
     (run,) = [v for k, v in study.user_attrs.items() if k.startswith(records.TIME_BUDGET_PREFIX)]
     assert run["counts"]["trained"] == 1 and run["counts"]["confirmation"] == 0
