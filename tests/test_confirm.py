@@ -355,3 +355,15 @@ def test_the_fidelity_line_counts_the_trials_that_ran_the_recipes_epochs(tmp_pat
     study = new_study(tmp_path, [trained(0.5 + i / 100, arch_json(4 + i)) for i in range(6)])
     study.set_user_attr(records.RECIPE, {"seed": 0, "epochs": 3})
     assert verdict_lines(study)[-1].endswith(" full-length trials needed, 0 so far)")
+
+
+def test_a_confirmation_run_that_diverges_is_recorded_as_zero_with_its_reason(tmp_path):
+    # Adam moves every weight by about lr in its first step: the next loss is not finite
+    splits = load_splits(DataConfig(dataset="synthetic", subset=48))
+    study = new_study(tmp_path, [trained(0.5, SMALL.to_json())])
+    recipe = Recipe(epochs=2, batch_size=16, lr=1e30, augment="none", flip=False, seed=3)
+    assert race(study, splits, recipe, Machine(device="cpu"), 1) == [0]
+    record = study.user_attrs["confirm_trial_0"]
+    assert record["note"].startswith("non-finite loss: ")
+    assert (record["seed"], record["val_accuracy"], record["epochs"]) == (4, 0.0, 2)
+    assert (record["first_val_accuracy"], record["mean_val_accuracy"]) == (0.5, 0.25)
