@@ -6,6 +6,7 @@ training runs on synthetic data). Expected winners are computed by hand in each 
 from __future__ import annotations
 
 import re
+import time
 
 import optuna
 import pytest
@@ -212,19 +213,23 @@ def test_a_pareto_study_names_no_single_winner(tmp_path):
     assert len(lines) == 2 and lines[1].startswith("rank fidelity: ")
 
 
-def test_a_confirmation_is_claimed_once_in_the_store(tmp_path):
-    study = new_study(tmp_path, [trained(0.9, "a")])
+def test_a_confirmation_is_claimed_once_in_the_store(tmp_path, recwarn):
+    study = new_study(tmp_path, [trained(0.9, "a"), trained(0.8, "b")])
     first = claim(study, 0)
-    assert first == 1  # the claim is trial 1, RUNNING
+    assert first == 2  # the claim is trial 2, RUNNING
     assert claim(study, 0) is None  # a second process's claim loses to the live one
     # claims are bookkeeping: not candidates, not running trials of the search
     kinds = [trial_view.classify(t) for t in study.get_trials()]
-    assert kinds == [trial_view.TrialKind.TRAINED] + [trial_view.TrialKind.CONFIRMATION] * 2
-    assert trial_counts(study) == (1, 0)
+    assert kinds == [trial_view.TrialKind.TRAINED] * 2 + [trial_view.TrialKind.CONFIRMATION] * 2
+    assert trial_counts(study) == (2, 0)
     states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING, TrialState.FAIL]
+    # the live claim on trial 0 does not hold trial 1: another worker may confirm it meanwhile
+    assert claim(study, 1) == 4
     release(study, first)  # its run ended unrecorded (stopped): the trial may be claimed again
-    assert claim(study, 0) == 3
+    assert claim(study, 0) == 5
+    # finishing a claim is said to no one: Optuna warns when a tell carries no state
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path, monkeypatch, capsys):
@@ -362,8 +367,11 @@ def test_a_confirmation_run_that_diverges_is_recorded_as_zero_with_its_reason(tm
     splits = load_splits(DataConfig(dataset="synthetic", subset=48))
     study = new_study(tmp_path, [trained(0.5, SMALL.to_json())])
     recipe = Recipe(epochs=2, batch_size=16, lr=1e30, augment="none", flip=False, seed=3)
+    before = time.monotonic()
     assert race(study, splits, recipe, Machine(device="cpu"), 1) == [0]
+    took = time.monotonic() - before
     record = study.user_attrs["confirm_trial_0"]
+    assert 0.0 < record["seconds"] <= took  # the run's own duration, within the call's
     assert record["note"].startswith("non-finite loss: ")
     assert (record["seed"], record["val_accuracy"], record["epochs"]) == (4, 0.0, 2)
     assert (record["first_val_accuracy"], record["mean_val_accuracy"]) == (0.5, 0.25)

@@ -154,7 +154,10 @@ def epoch_clock(storage: str, study_name: str):
 
 
 @pytest.mark.parametrize("confirm, trained, confirmed", [(0, 3, 0), (1, 2, 1)])
-def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trained, confirmed):
+@pytest.mark.parametrize("scale", [1.0, 1.5])  # seconds per epoch of the fake clock
+def test_a_search_starts_no_trial_the_budget_cannot_hold(
+    tmp_path, confirm, trained, confirmed, scale
+):
     from nas.config.machine import Machine
     from nas.config.recipe import Recipe
 
@@ -169,7 +172,8 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
     # 7 "seconds" are 7 epochs; a trial takes 2. Without confirmation: trials start at 0, 2, 4
     # (3 left >= 2) and not at 6. With one confirmation run (2 epochs) reserved: at 0, 2 (5
     # left >= 2 + 2), not at 4 (3 left); then the confirmation run.
-    budget = TimeBudget(limit=7.0, clock=epoch_clock(storage, "t"))
+    epochs = epoch_clock(storage, "t")
+    budget = TimeBudget(limit=7.0 * scale, clock=lambda: scale * epochs())
     study = run_search(
         config,
         DataConfig(dataset="synthetic", subset=48),
@@ -182,8 +186,11 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trai
     assert budget.counts["trained"] == trained
     assert len(confirmations(study)) == confirmed
     assert budget.counts["confirmation"] == confirmed
-    epochs_spent = budget.elapsed()  # the clock counts epochs: 2 per trial and per confirmation
+    epochs_spent = budget.elapsed() / scale  # the clock counts epochs: 2 per trial and run
     assert epochs_spent == 2 * (trained + confirmed)
+    # each is booked at its own duration: 2 epochs of `scale` seconds
+    assert budget.spent["trained"] == 2 * scale * trained
+    assert budget.spent["confirmation"] == 2 * scale * confirmed
 
 
 def tiny_search(tmp_path, confirm: int, trials: int = 50):
@@ -226,13 +233,18 @@ def test_a_trial_still_training_when_the_time_is_out_stops_after_its_epoch(tmp_p
     assert run["stopped_by_limit"] is True  # its line says the limit stopped it, not "within"
 
 
-def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(tmp_path):
+@pytest.mark.parametrize("scale, needed, left", [(1.0, "2 s", "1 s"), (3.0, "6 s", "3 s")])
+def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(
+    tmp_path, scale, needed, left
+):
     from nas.config.machine import Machine
     from nas.config.recipe import Recipe
 
     config, storage = tiny_search(tmp_path, confirm=1, trials=1)
     # one trial of 2 epochs ends the search at 2 of 3 epochs; its confirmation needs 2: skipped
-    budget = TimeBudget(limit=3.0, clock=epoch_clock(storage, "t"))
+    # (at `scale` seconds an epoch: the run is priced at its epochs times the pace)
+    epochs = epoch_clock(storage, "t")
+    budget = TimeBudget(limit=3.0 * scale, clock=lambda: scale * epochs())
     said = []
     study = run_search(
         config, DataConfig(dataset="synthetic", subset=48),
@@ -241,8 +253,8 @@ def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(tmp_path)
     )  # fmt: skip
     assert confirmations(study) == {}
     assert [line for line in said if line.startswith("time limit: ")] == [
-        "time limit: the confirmation run of trial 0 (about 2 s) does not fit in the 1 s left; "
-        "skipped (rerun the search to confirm it)"
+        f"time limit: the confirmation run of trial 0 (about {needed}) does not fit in the "
+        f"{left} left; skipped (rerun the search to confirm it)"
     ]
     assert study.user_attrs[records.WINNER] == {
         "trial": 0, "score": study.trials[0].value, "runs": [study.trials[0].value],
