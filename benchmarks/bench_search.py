@@ -138,6 +138,8 @@ VARIANTS: dict[str, dict] = {
     "defaults-no-warm": {"warm_start": False},
 }
 BASELINE = "random"
+RAW = "optuna-raw"  # what users would run instead of this tool
+RECHECK_SEED = 5000  # --recheck-seeds: seeds 5000, 5001, ... (the retrains use 1000-3999)
 DEFAULT_METHODS = ["defaults", "random", "warm"]  # the comparison of RESULTS.md
 
 
@@ -367,6 +369,39 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
+def paired(results, rows: list[dict], measure: str, other: str) -> str:
+    """'+1.0 +- 0.7 | 11/0/9 | ' over `other`'s rows of the same seeds, or '- | - | '."""
+    if not all((r["seed"], other) in results for r in rows) or rows[0]["method"] == other:
+        return "- | - | "
+    diffs = [100 * (r[measure] - results[(r["seed"], other)][measure]) for r in rows]
+    d, d_se = mean_se(diffs)
+    wins = sum(x > 1e-9 for x in diffs)
+    losses = sum(x < -1e-9 for x in diffs)
+    return f"{d:+.1f} +- {d_se:.1f} | {wins}/{len(diffs) - wins - losses}/{losses} | "
+
+
+def recheck_task(task: tuple) -> tuple[str, float]:
+    args, arch_json, seed = task
+    torch.set_num_threads(args.threads)
+    splits = load_splits(data_config(args))
+    return arch_json, train_once(Architecture.from_json(arch_json), splits,
+                                 recipe_for(args, seed), args.cache)[1]  # fmt: skip
+
+
+def recheck(args, results: dict[tuple[int, str], dict], pool) -> None:
+    """Each named winner's test accuracy over `--recheck-seeds` more retrains, the same seeds
+    (RECHECK_SEED + k) for every architecture: how good the picked architecture is, with the
+    retrain's luck mostly averaged out (3 seeds leave a spread of several points)."""
+    archs = sorted({row["arch"] for row in results.values()})
+    seeds = [RECHECK_SEED + k for k in range(args.recheck_seeds)]
+    tests: dict[str, list[float]] = {arch: [] for arch in archs}
+    tasks = [(args, arch, seed) for arch in archs for seed in seeds]
+    for arch, test in pool.imap_unordered(recheck_task, tasks):
+        tests[arch].append(test)
+    for row in results.values():
+        row["recheck"] = statistics.fmean(tests[row["arch"]])
+
+
 def print_tables(results: dict[tuple[int, str], dict], seeds: list[int], methods: list[str]):
     print("| seed | " + " | ".join(f"{m} test (winner)" for m in methods) + " |")
     print("|---|" + "---|" * len(methods))
@@ -376,21 +411,15 @@ def print_tables(results: dict[tuple[int, str], dict], seeds: list[int], methods
         ]
         print(f"| {seed} | " + " | ".join(cells) + " |")
     print()
-    print("| method | test, mean +- s.e. | vs random (points) | wins/ties/losses | search score "
-          "| epochs used | trained (pruned) | rejected |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | test, mean +- s.e. | vs random (points) | wins/ties/losses "
+          "| vs optuna-raw | wins/ties/losses | search score | epochs used | trained (pruned) "
+          "| rejected |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for method in methods:
         rows = [results[(seed, method)] for seed in seeds]
         test, test_se = mean_se([r["test"] for r in rows])
         line = f"| {method} | {test:.1%} +- {test_se:.1%} | "
-        if method != BASELINE and all((s, BASELINE) in results for s in seeds):
-            diffs = [100 * (r["test"] - results[(r["seed"], BASELINE)]["test"]) for r in rows]
-            d, d_se = mean_se(diffs)
-            wins = sum(x > 1e-9 for x in diffs)
-            losses = sum(x < -1e-9 for x in diffs)
-            line += f"{d:+.1f} +- {d_se:.1f} | {wins}/{len(diffs) - wins - losses}/{losses} | "
-        else:
-            line += "- | - | "
+        line += paired(results, rows, "test", BASELINE) + paired(results, rows, "test", RAW)
         score = statistics.fmean(r["search_score"] for r in rows)
         epochs = statistics.fmean(r["epochs"] for r in rows)
         trained = statistics.fmean(r["trained"] for r in rows)
@@ -398,6 +427,18 @@ def print_tables(results: dict[tuple[int, str], dict], seeds: list[int], methods
         rejected = statistics.fmean(r["rejected"] for r in rows)
         line += f"{score:.1%} | {epochs:.1f} | {trained:.1f} ({stopped:.1f}) | {rejected:.1f} |"
         print(line)
+    if not all("recheck" in results[(seed, m)] for seed in seeds for m in methods):
+        return
+    print("\nThe same winners, each retrained with the same more seeds (`--recheck-seeds`):\n")
+    print("| method | winner's test over the more seeds | vs random | wins/ties/losses "
+          "| vs optuna-raw | wins/ties/losses |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for method in methods:
+        rows = [results[(seed, method)] for seed in seeds]
+        value, value_se = mean_se([r["recheck"] for r in rows])
+        line = f"| {method} | {value:.1%} +- {value_se:.1%} | "
+        line += paired(results, rows, "recheck", BASELINE) + paired(results, rows, "recheck", RAW)
+        print(line.rstrip(" |") + " |")
 
 
 def parse_args() -> argparse.Namespace:
@@ -410,6 +451,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=5)  # epochs per candidate
     parser.add_argument("--budget", type=int, default=5_000)  # parameters
     parser.add_argument("--retrain-seeds", type=int, default=3)  # retrains of each winner
+    # more retrains of every winner, the same seeds for all: its quality without the luck
+    parser.add_argument("--recheck-seeds", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=8)  # the digits' native size
     parser.add_argument("--test-images", type=int, default=400)  # stratified, never searched
     parser.add_argument("--val-fraction", type=float, default=0.2)  # of the training images
@@ -467,6 +510,9 @@ def main() -> None:
                 if args.results is not None:
                     with args.results.open("a") as out:
                         out.write(json.dumps(row) + "\n")
+            if args.recheck_seeds:
+                chosen = {(s, m): results[(s, m)] for s in args.seeds for m in args.methods}
+                recheck(args, chosen, pool)
     print(f"\n{time.perf_counter() - started:.0f} s wall, load after {os.getloadavg()[0]:.2f}\n")
     print_tables(results, args.seeds, args.methods)
 
