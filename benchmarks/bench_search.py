@@ -75,6 +75,7 @@ from nas.config.machine import Machine, usable_cpus
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.data.loading import load_splits
+from nas.errors import UserError
 from nas.search.loop import run_search
 from nas.search.time_budget import TimeBudget
 from nas.train.devices import resolve_device
@@ -268,10 +269,18 @@ def run_search_method(args, method: str, seed: int, splits) -> dict:
 
     budget = TimeBudget(limit=args.compute, clock=clock)
     started = time.perf_counter()
-    study = run_search(config, data_config(args), recipe, CPU, splits=splits, time_budget=budget)
+    ended = ""
+    try:
+        study = run_search(
+            config, data_config(args), recipe, CPU, splits=splits, time_budget=budget
+        )
+    except UserError as error:  # e.g. a sampler stuck on rejected candidates: the search ends
+        ended = str(error)  # and the user has its study as it stands, winner and all
+        study = optuna.load_study(study_name=config.study, storage=store)
     best, score = named_winner(study)
     kinds = [trial_view.classify(t) for t in study.get_trials(deepcopy=False)]
     return {
+        "ended": ended,
         "arch": best.user_attrs[records.ARCHITECTURE],
         "search_score": score,
         "epochs": study_epochs(study),
@@ -506,7 +515,8 @@ def main() -> None:
                       f"{row['search_score']:.1%}), {row['epochs']} epochs, "
                       f"{row['trained']} trained ({row['stopped']} pruned), "
                       f"{row['rejected']} rejected, search {row['search_wall_s']:.0f} s, "
-                      f"load {row['load']:.2f}", flush=True)  # fmt: skip
+                      f"load {row['load']:.2f}{'; ended: ' if row.get('ended') else ''}"
+                      f"{row.get('ended', '')}", flush=True)  # fmt: skip
                 if args.results is not None:
                     with args.results.open("a") as out:
                         out.write(json.dumps(row) + "\n")
