@@ -400,3 +400,28 @@ def test_params_costs_prints_what_the_budgets_would_see(capsys):
     memory = estimate_training_memory(SMALL, 32, 16, "adam").describe()
     assert f"training memory, batch 16, Adam: {memory}" in lines
     assert lines[-1].startswith("latency (cpu, batch 1, 1 thread): ") and " ms (" in lines[-1]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_a_streak_of_rejected_candidates_ends_the_search_with_what_to_change(sampler):
+    from optuna.trial import create_trial
+
+    from nas.search.progress import RejectionStreak
+
+    config = SearchConfig(budget=5_000, max_rejections=3, sampler=sampler, space="tiny")
+    streak = RejectionStreak(config, batch_size=16)
+    rejected = create_trial(state=TrialState.PRUNED, user_attrs={"over_budget_by": {"params": 1}})
+    trained = create_trial(value=0.5, user_attrs={records.TRAINED: True, records.EPOCHS: 1})
+    for trial in (rejected, rejected, trained, rejected, rejected):
+        streak.record(trial)
+        streak.check()  # a trained candidate starts the count again: 2 in a row, not 4
+    streak.record(rejected)
+    with pytest.raises(UserError) as caught:
+        streak.check()
+    advice = "raise a budget, widen the space, or lower --trials"
+    if sampler == "gp":  # GPSampler never learns from a rejection: the way out is another sampler
+        advice = "use --sampler tpe, which learns from rejected candidates, or " + advice
+    assert str(caught.value) == (
+        "the last 3 candidates were all over the budgets (5,000 parameters) or already trained; "
+        + advice
+    )

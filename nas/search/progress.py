@@ -97,10 +97,12 @@ class RejectionStreak:
                 f"(at a batch of {self.batch_size}); lower --batch-size, use a space with "
                 "smaller widths, or use a device with more memory"
             )
+        advice = "raise a budget, widen the space, or lower --trials"
+        if self.config.sampler == "gp":  # it models COMPLETE trials only: no rejection teaches it
+            advice = f"use --sampler tpe, which learns from rejected candidates, or {advice}"
         raise UserError(
             f"the last {self.untrained} candidates were all over the budgets "
-            f"({Budgets.of(self.config).describe()}) or already trained; raise a budget, widen "
-            "the space, or lower --trials"
+            f"({Budgets.of(self.config).describe()}) or already trained; {advice}"
         )
 
 
