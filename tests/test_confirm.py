@@ -375,3 +375,88 @@ def test_a_confirmation_run_that_diverges_is_recorded_as_zero_with_its_reason(tm
     assert record["note"].startswith("non-finite loss: ")
     assert (record["seed"], record["val_accuracy"], record["epochs"]) == (4, 0.0, 2)
     assert (record["first_val_accuracy"], record["mean_val_accuracy"]) == (0.5, 0.25)
+
+
+def _two_top_runs(tmp_path) -> optuna.Study:
+    """Two real candidates whose recorded single runs (99.9 %, 99.8 %) no real 2-epoch run on
+    the synthetic images reaches: each confirmation lowers its mean below the next one's run,
+    so the race goes on until it is out of runs."""
+    wide = Architecture((8,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
+    return new_study(tmp_path, [trained(0.999, SMALL.to_json()), trained(0.998, wide.to_json())])
+
+
+SYNTHETIC = DataConfig(dataset="synthetic", subset=48)
+TWO_EPOCHS = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=3)
+
+
+def test_the_race_trains_no_more_runs_than_allowed(tmp_path):
+    study = _two_top_runs(tmp_path)
+    splits = load_splits(SYNTHETIC)
+    assert race(study, splits, TWO_EPOCHS, Machine(device="cpu"), 1) == [0]
+    assert next_to_confirm(study).number == 1  # the race wanted one more: none was allowed
+    assert sorted(confirmations(study)) == [0]
+
+
+def test_a_race_whose_next_run_another_process_holds_ends_with_nothing_confirmed(tmp_path):
+    study = _two_top_runs(tmp_path)
+    assert claim(study, 0) == 2  # another process's live claim on the race's next run
+    assert race(study, load_splits(SYNTHETIC), TWO_EPOCHS, Machine(device="cpu"), 2) == []
+    assert confirmations(study) == {}
+
+
+def test_a_run_another_process_recorded_meanwhile_is_passed_over_and_the_race_goes_on(
+    tmp_path, monkeypatch
+):
+    study = _two_top_runs(tmp_path)
+    real_claim = nas.search.confirm.claim
+
+    def claim_after_another_finished(study, number):
+        if number == 0:  # the holder of trial 0 recorded its run between the race's read and
+            confirmed_as(study, 0, 0.999, 0.5)  # this claim: mean 0.7495, below trial 1's run
+        return real_claim(study, number)
+
+    monkeypatch.setattr(nas.search.confirm, "claim", claim_after_another_finished)
+    done = race(study, load_splits(SYNTHETIC), TWO_EPOCHS, Machine(device="cpu"), 2)
+    assert done == [1]  # trial 0 is not trained again; the race goes on with trial 1
+    assert sorted(confirmations(study)) == [0, 1]
+
+
+@pytest.mark.parametrize("limit", [5.0, 3.0])
+def test_each_confirmation_is_booked_at_its_own_time_and_one_cut_by_the_limit_says_so(
+    tmp_path, limit
+):
+    from nas.search.confirm import confirm
+    from nas.search.time_budget import Ending, TimeBudget
+
+    study = _two_top_runs(tmp_path)
+    now = [0.0]
+
+    def one_second_an_epoch() -> bool:  # the stop check after every epoch moves the clock
+        now[0] += 1.0
+        return False
+
+    said = []
+    budget = TimeBudget(limit=limit, clock=lambda: now[0])
+    end = Ending(one_second_an_epoch, budget, said.append)
+    confirm(study, 2, load_splits(SYNTHETIC), TWO_EPOCHS, Machine(device="cpu"), end)
+    if limit == 5.0:  # run 1: seconds 0-2, run 2: 2-4, each booked at its own 2 s
+        assert (budget.counts["confirmation"], budget.spent["confirmation"]) == (2, 4.0)
+        assert sorted(confirmations(study)) == [0, 1] and said == []
+        return
+    # run 1: seconds 0-2, booked 2 s; run 2 starts at 2 (1 s left, no pace: it may start),
+    # its first epoch ends at 3, the limit: stopped after it, unrecorded, said once
+    assert (budget.counts["confirmation"], budget.spent["confirmation"]) == (1, 2.0)
+    assert sorted(confirmations(study)) == [0]
+    assert said == [
+        "time limit: the time ran out during a confirmation run; it stopped after its epoch, "
+        "unrecorded (rerun the search to confirm it)"
+    ]
+    assert study.user_attrs[records.WINNER]["trial"] == 1  # 0.998 over trial 0's lower mean
+
+
+@pytest.mark.parametrize("recipe", [{"epochs": 2}, "not a recipe"])
+def test_a_run_whose_seed_the_study_did_not_record_shows_a_question_mark(tmp_path, recipe):
+    study = new_study(tmp_path, [trained(0.90, "a")])
+    study.set_user_attr(records.RECIPE, recipe)  # a study of an early release, or a damaged one
+    confirmed_as(study, 0, 0.90, 0.80)
+    assert candidates(study)[0].evidence() == "seed ?: 90.00%, seed 1: 80.00%"
