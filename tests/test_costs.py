@@ -331,3 +331,15 @@ def test_the_measured_memory_is_one_steady_step_after_the_warm_up():
         "warm_up", "warm_up", "synchronize", "release_cache", "reset_peak", "measured_step",
         "synchronize", "peak",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "setup, said",
+    [
+        (LatencySetup(), "cpu, batch 1, 1 thread"),
+        (LatencySetup(device="cpu:0", batch=8, threads=2), "cpu:0, batch 8, 2 threads"),
+        (LatencySetup(device="cuda:1", threads=4), "cuda:1, batch 1"),  # threads: CPU only
+    ],
+)
+def test_a_latency_setup_says_its_threads_only_for_the_cpu(setup, said):
+    assert setup.describe() == said
