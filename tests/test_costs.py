@@ -343,3 +343,32 @@ def test_the_measured_memory_is_one_steady_step_after_the_warm_up():
 )
 def test_a_latency_setup_says_its_threads_only_for_the_cpu(setup, said):
     assert setup.describe() == said
+
+
+@pytest.mark.parametrize(
+    "seconds_a_run, warmups, runs",
+    [
+        # 3 warm-up runs hold 0.375 s >= 0.1 s; 15 runs hold 1.875 s >= 0.5 s: the count ends it
+        (0.125, 3, 15),
+        # 3 warm-up runs hold only 0.09375 s: a 4th; then 0.5 s takes 16 runs, past the 15
+        (1 / 32, 4, 16),
+        # 0.5 s at 1/64 s a run: 32 runs (the wall clock's 0.5 s reached exactly ends it)
+        (1 / 64, 7, 32),
+        # a slow model: 3.0 s reached after 12 runs (>= FEW_RUNS) ends it before the 15
+        (0.25, 3, 12),
+    ],
+)
+def test_latency_is_timed_after_its_warm_up_until_its_bounds(seconds_a_run, warmups, runs):
+    from nas.costs.latency import FEW_RUNS, _time_runs
+
+    assert FEW_RUNS <= 12
+    now = [100.0]  # a clock that does not start at 0
+    calls = []
+
+    def model(inputs):  # each forward pass takes `seconds_a_run` of the fake clock
+        calls.append(inputs)
+        now[0] += seconds_a_run
+
+    times = _time_runs(model, "x", torch.device("cpu"), lambda: now[0], lambda: now[0])
+    assert times == [seconds_a_run] * runs
+    assert len(calls) == warmups + runs

@@ -121,18 +121,25 @@ def _timer(device: torch.device, threads: int) -> Callable[[], float]:
     return time.thread_time if device.type == "cpu" and threads == 1 else time.perf_counter
 
 
-def _time_runs(model, inputs, device: torch.device, timer: Callable[[], float]) -> list[float]:
-    """Seconds of each timed forward pass, after the warm-up (see the module docstring)."""
-    started = time.perf_counter()
+def _time_runs(
+    model,
+    inputs,
+    device: torch.device,
+    timer: Callable[[], float],
+    wall: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Seconds of each timed forward pass by `timer`, after the warm-up (see the module
+    docstring); the warm-up's and the bounds' seconds are `wall`'s."""
+    started = wall()
     warmups = 0
-    while warmups < WARMUP_RUNS or time.perf_counter() - started < WARMUP_SECONDS:
+    while warmups < WARMUP_RUNS or wall() - started < WARMUP_SECONDS:
         model(inputs)
         warmups += 1
     synchronize(device)
     times: list[float] = []
-    timing_started = time.perf_counter()
+    timing_started = wall()
     while len(times) < MAX_RUNS:
-        elapsed = time.perf_counter() - timing_started  # the bounds count wall seconds
+        elapsed = wall() - timing_started  # the bounds count wall seconds
         if len(times) >= MIN_RUNS and elapsed >= MIN_SECONDS:
             break
         if len(times) >= FEW_RUNS and elapsed >= MAX_SECONDS:
