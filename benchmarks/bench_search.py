@@ -389,6 +389,13 @@ def paired(results, rows: list[dict], measure: str, other: str) -> str:
     return f"{d:+.1f} +- {d_se:.1f} | {wins}/{len(diffs) - wins - losses}/{losses} | "
 
 
+def measured_cells(results, method: str, rows: list[dict], measure: str) -> str:
+    """'| method | mean +- s.e. | ' and the pairs with random search and Optuna raw."""
+    value, value_se = mean_se([r[measure] for r in rows])
+    cells = f"| {method} | {value:.1%} +- {value_se:.1%} | "
+    return cells + paired(results, rows, measure, BASELINE) + paired(results, rows, measure, RAW)
+
+
 def recheck_task(task: tuple) -> tuple[str, float]:
     args, arch_json, seed = task
     torch.set_num_threads(args.threads)
@@ -426,9 +433,7 @@ def print_tables(results: dict[tuple[int, str], dict], seeds: list[int], methods
     print("|---|---|---|---|---|---|---|---|---|---|")
     for method in methods:
         rows = [results[(seed, method)] for seed in seeds]
-        test, test_se = mean_se([r["test"] for r in rows])
-        line = f"| {method} | {test:.1%} +- {test_se:.1%} | "
-        line += paired(results, rows, "test", BASELINE) + paired(results, rows, "test", RAW)
+        line = measured_cells(results, method, rows, "test")
         score = statistics.fmean(r["search_score"] for r in rows)
         epochs = statistics.fmean(r["epochs"] for r in rows)
         trained = statistics.fmean(r["trained"] for r in rows)
@@ -444,10 +449,7 @@ def print_tables(results: dict[tuple[int, str], dict], seeds: list[int], methods
     print("|---|---|---|---|---|---|")
     for method in methods:
         rows = [results[(seed, method)] for seed in seeds]
-        value, value_se = mean_se([r["recheck"] for r in rows])
-        line = f"| {method} | {value:.1%} +- {value_se:.1%} | "
-        line += paired(results, rows, "recheck", BASELINE) + paired(results, rows, "recheck", RAW)
-        print(line.rstrip(" |") + " |")
+        print(measured_cells(results, method, rows, "recheck").rstrip(" |") + " |")
 
 
 def parse_args() -> argparse.Namespace:
