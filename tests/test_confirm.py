@@ -38,6 +38,8 @@ from nas.train.model import build_model
 
 SMALL = Architecture((4,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
 RUN = {"seed": 1, "epochs": 2, "seconds": 1.0}  # a confirmation record besides its accuracies
+SYNTHETIC = DataConfig(dataset="synthetic", subset=48)  # the real runs' images
+TWO_EPOCHS = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=3)
 
 
 def trained(value: float, arch: str, state=TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
@@ -233,7 +235,7 @@ def test_a_confirmation_is_claimed_once_in_the_store(tmp_path, recwarn):
 
 
 def test_the_race_trains_the_runner_up_after_a_diverged_confirmation(tmp_path, monkeypatch, capsys):
-    splits = load_splits(DataConfig(dataset="synthetic", subset=48))
+    splits = load_splits(SYNTHETIC)
     study = new_study(tmp_path, [trained(0.96, "never-built"), trained(0.5, SMALL.to_json())])
     confirmed_as(study, 0, 0.96, 0.0, note="non-finite loss: nan")  # mean 0.48
     recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=7)
@@ -364,7 +366,7 @@ def test_the_fidelity_line_counts_the_trials_that_ran_the_recipes_epochs(tmp_pat
 
 def test_a_confirmation_run_that_diverges_is_recorded_as_zero_with_its_reason(tmp_path):
     # Adam moves every weight by about lr in its first step: the next loss is not finite
-    splits = load_splits(DataConfig(dataset="synthetic", subset=48))
+    splits = load_splits(SYNTHETIC)
     study = new_study(tmp_path, [trained(0.5, SMALL.to_json())])
     recipe = Recipe(epochs=2, batch_size=16, lr=1e30, augment="none", flip=False, seed=3)
     before = time.monotonic()
@@ -383,10 +385,6 @@ def _two_top_runs(tmp_path) -> optuna.Study:
     so the race goes on until it is out of runs."""
     wide = Architecture((8,), (1,), conv_kernel=3, skip_kernel=1, stem=4)
     return new_study(tmp_path, [trained(0.999, SMALL.to_json()), trained(0.998, wide.to_json())])
-
-
-SYNTHETIC = DataConfig(dataset="synthetic", subset=48)
-TWO_EPOCHS = Recipe(epochs=2, batch_size=16, augment="none", flip=False, seed=3)
 
 
 def test_the_race_trains_no_more_runs_than_allowed(tmp_path):

@@ -136,8 +136,9 @@ kernels: shared
 """
 
 
-def epoch_clock(storage: str, study_name: str):
-    """A clock that reads the study's training epochs: trained trials and confirmation runs."""
+def epoch_clock(storage: str, study_name: str, seconds_an_epoch: float = 1.0):
+    """A clock that reads the study's training epochs (trained trials and confirmation runs)
+    and counts `seconds_an_epoch` for each."""
 
     def clock() -> float:
         try:
@@ -148,32 +149,23 @@ def epoch_clock(storage: str, study_name: str):
         spent = sum(t.user_attrs.get(records.EPOCHS, 0) for t in trials if trial_view.is_trained(t))
         # the epochs of a trial still training (or cut) count as they end
         spent += sum(len(t.intermediate_values) for t in trials if not trial_view.is_trained(t))
-        return float(spent + confirmation_epochs(study))
+        return seconds_an_epoch * (spent + confirmation_epochs(study))
 
     return clock
 
 
 @pytest.mark.parametrize("confirm, trained, confirmed", [(0, 3, 0), (1, 2, 1)])
-@pytest.mark.parametrize("scale", [1.5])  # seconds an epoch: not 1, so seconds are not epochs
-def test_a_search_starts_no_trial_the_budget_cannot_hold(
-    tmp_path, confirm, trained, confirmed, scale
-):
+def test_a_search_starts_no_trial_the_budget_cannot_hold(tmp_path, confirm, trained, confirmed):
     from nas.config.machine import Machine
     from nas.config.recipe import Recipe
 
-    space = tmp_path / "space.yaml"
-    space.write_text(TINY_SPACE)
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    config = SearchConfig(
-        budget=100_000, trials=50, space=str(space), study="t", storage=storage,
-        sampler="random", pruner="none", warm_start=False, confirm=confirm,
-    )  # fmt: skip
+    config, storage = tiny_search(tmp_path, confirm)
     recipe = Recipe(epochs=2, batch_size=16, augment="none", flip=False)
-    # 7 "seconds" are 7 epochs; a trial takes 2. Without confirmation: trials start at 0, 2, 4
-    # (3 left >= 2) and not at 6. With one confirmation run (2 epochs) reserved: at 0, 2 (5
-    # left >= 2 + 2), not at 4 (3 left); then the confirmation run.
-    epochs = epoch_clock(storage, "t")
-    budget = TimeBudget(limit=7.0 * scale, clock=lambda: scale * epochs())
+    # 1.5 s an epoch (not 1, so seconds are not epochs), 10.5 s: room for 7 epochs; a trial
+    # takes 2. Without confirmation: trials start at epochs 0, 2, 4 (3 left >= 2) and not at 6.
+    # With one confirmation run (2 epochs) reserved: at 0, 2 (5 left >= 2 + 2), not at 4 (3
+    # left); then the confirmation run.
+    budget = TimeBudget(limit=10.5, clock=epoch_clock(storage, "t", seconds_an_epoch=1.5))
     study = run_search(
         config,
         DataConfig(dataset="synthetic", subset=48),
@@ -186,11 +178,10 @@ def test_a_search_starts_no_trial_the_budget_cannot_hold(
     assert budget.counts["trained"] == trained
     assert len(confirmations(study)) == confirmed
     assert budget.counts["confirmation"] == confirmed
-    epochs_spent = budget.elapsed() / scale  # the clock counts epochs: 2 per trial and run
-    assert epochs_spent == 2 * (trained + confirmed)
-    # each is booked at its own duration: 2 epochs of `scale` seconds
-    assert budget.spent["trained"] == 2 * scale * trained
-    assert budget.spent["confirmation"] == 2 * scale * confirmed
+    assert budget.elapsed() == 1.5 * 2 * (trained + confirmed)  # 2 epochs a trial and a run
+    # each is booked at its own duration: 2 epochs of 1.5 s
+    assert budget.spent["trained"] == 3.0 * trained
+    assert budget.spent["confirmation"] == 3.0 * confirmed
 
 
 def tiny_search(tmp_path, confirm: int, trials: int = 50):
@@ -233,18 +224,14 @@ def test_a_trial_still_training_when_the_time_is_out_stops_after_its_epoch(tmp_p
     assert run["stopped_by_limit"] is True  # its line says the limit stopped it, not "within"
 
 
-@pytest.mark.parametrize("scale, needed, left", [(3.0, "6 s", "3 s")])  # 3 s an epoch
-def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(
-    tmp_path, scale, needed, left
-):
+def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(tmp_path):
     from nas.config.machine import Machine
     from nas.config.recipe import Recipe
 
     config, storage = tiny_search(tmp_path, confirm=1, trials=1)
     # one trial of 2 epochs ends the search at 2 of 3 epochs; its confirmation needs 2: skipped
-    # (at `scale` seconds an epoch: the run is priced at its epochs times the pace)
-    epochs = epoch_clock(storage, "t")
-    budget = TimeBudget(limit=3.0 * scale, clock=lambda: scale * epochs())
+    # (at 3 s an epoch: the run is priced at its epochs times the pace, 6 s, with 3 s left)
+    budget = TimeBudget(limit=9.0, clock=epoch_clock(storage, "t", seconds_an_epoch=3.0))
     said = []
     study = run_search(
         config, DataConfig(dataset="synthetic", subset=48),
@@ -253,8 +240,8 @@ def test_a_confirmation_that_does_not_fit_is_skipped_with_one_sentence(
     )  # fmt: skip
     assert confirmations(study) == {}
     assert [line for line in said if line.startswith("time limit: ")] == [
-        f"time limit: the confirmation run of trial 0 (about {needed}) does not fit in the "
-        f"{left} left; skipped (rerun the search to confirm it)"
+        "time limit: the confirmation run of trial 0 (about 6 s) does not fit in the 3 s left; "
+        "skipped (rerun the search to confirm it)"
     ]
     assert study.user_attrs[records.WINNER] == {
         "trial": 0, "score": study.trials[0].value, "runs": [study.trials[0].value],
