@@ -372,3 +372,31 @@ def test_latency_is_timed_after_its_warm_up_until_its_bounds(seconds_a_run, warm
     times = _time_runs(model, "x", torch.device("cpu"), lambda: now[0], lambda: now[0])
     assert times == [seconds_a_run] * runs
     assert len(calls) == warmups + runs
+
+
+def test_a_latency_is_the_median_and_inclusive_quartiles_of_its_runs_in_milliseconds():
+    # fake clocks: the wall clock moves 1 s a reading, so the warm-up is its 3 runs and timing
+    # stops at FEW_RUNS = 5 runs (3.0 s passed); run i lasts i + 1 ms of the run timer.
+    # By hand: 1..5 ms have the median 3 and, inclusive (quartiles of the runs themselves),
+    # 2 and 4 (exclusive would give 1.5 and 4.5). The wall clock is read 11 times: at the
+    # start, the warm-up's start and its one check, the timing's start, 6 bound checks and
+    # at the end: 10 s from the first reading to the last.
+    from nas.costs.latency import FEW_RUNS, MAX_SECONDS, WALL_CLOCK
+
+    assert (FEW_RUNS, MAX_SECONDS) == (5, 3.0)
+    wall_readings = iter(range(100, 200))
+    run_readings = iter([0.0, 0.001, 1.0, 1.002, 2.0, 2.003, 3.0, 3.004, 4.0, 4.005])
+
+    latency = measure_latency(
+        TINY,
+        16,
+        LatencySetup(threads=1),
+        timer=lambda: next(run_readings),
+        wall=lambda: float(next(wall_readings)),
+    )
+    assert latency.runs == 5
+    assert latency.median_ms == pytest.approx(3.0)
+    assert (latency.low_ms, latency.high_ms) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert latency.seconds == 10.0
+    assert latency.clock == WALL_CLOCK  # a timer other than the thread's CPU time
+    assert next(wall_readings) == 111  # nothing else read the wall clock

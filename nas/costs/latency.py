@@ -151,15 +151,25 @@ def _time_runs(
     return times
 
 
-def measure_latency(arch: Architecture, image_size: int, setup: LatencySetup) -> Latency:
+def measure_latency(
+    arch: Architecture,
+    image_size: int,
+    setup: LatencySetup,
+    *,
+    timer: Callable[[], float] | None = None,
+    wall: Callable[[], float] = time.perf_counter,
+) -> Latency:
     """The latency of `arch` on `image_size`-pixel square images under `setup`.
 
-    Raises UserError for a device that cannot be used here (e.g. cuda without a GPU).
+    `timer` times each run (by default `_timer`'s choice for the device) and `wall` the
+    warm-up, the bounds and the whole measurement; a test passes fake clocks to know each
+    figure exactly. Raises UserError for a device that cannot be used here (e.g. cuda without
+    a GPU).
     """
-    started = time.perf_counter()
+    started = wall()
     device = resolve_device(setup.device)
     threads = torch.get_num_threads()
-    timer = _timer(device, setup.threads)
+    timer = timer or _timer(device, setup.threads)
     collecting = gc.isenabled()
     # the young generations hold what a previous candidate left; a full collection takes
     # ~0.4 s with torch loaded here (300k objects), longer than the whole measurement
@@ -174,7 +184,7 @@ def measure_latency(arch: Architecture, image_size: int, setup: LatencySetup) ->
         # cuDNN's heuristics pick the algorithms: the same ones in every process and for every
         # candidate, where autotuning's pick follows timing noise (its own flag restored after)
         with torch.inference_mode(), cudnn_autotuning(False):
-            times = _time_runs(model, inputs, device, timer)
+            times = _time_runs(model, inputs, device, timer, wall)
     finally:
         if collecting:
             gc.enable()
@@ -188,6 +198,6 @@ def measure_latency(arch: Architecture, image_size: int, setup: LatencySetup) ->
         low_ms=low * 1000,
         high_ms=high * 1000,
         runs=len(times),
-        seconds=time.perf_counter() - started,
+        seconds=wall() - started,
         clock=CPU_CLOCK if timer is time.thread_time else WALL_CLOCK,
     )
