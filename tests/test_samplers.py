@@ -18,6 +18,7 @@ from nas.config.search import PRUNERS, SAMPLERS
 from nas.search.samplers import (
     HAS_SET_CONSTRAINT,
     TrainedStartupTPESampler,
+    budget_constraint,
     constraint_of,
     make_pruner,
     make_sampler,
@@ -231,3 +232,18 @@ def test_optuna_tpe_is_optunas_own_tpe_not_this_tools():
     sampler = make_sampler("optuna-tpe", seed=0, trials=10)
     assert type(sampler) is optuna.samplers.TPESampler  # not TrainedStartupTPESampler
     assert type(make_sampler("tpe", seed=0, trials=10)) is TrainedStartupTPESampler
+
+
+def test_the_optuna_4_constraint_is_the_gates_one_number_and_feasible_when_unrecorded():
+    # Optuna 4.x samplers read the budgets through `constraints_func`: the number the gate
+    # recorded, as a float in a 1-tuple; a trial without it (never gated) counts as feasible
+
+    def trial(**user_attrs):
+        return optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=0.5, user_attrs=user_attrs
+        )
+
+    assert budget_constraint(trial(**{records.CONSTRAINT: 3})) == (3.0,)
+    assert isinstance(budget_constraint(trial(**{records.CONSTRAINT: 3}))[0], float)
+    assert budget_constraint(trial(**{records.CONSTRAINT: -0.25})) == (-0.25,)
+    assert budget_constraint(trial()) == (0.0,)
