@@ -366,12 +366,19 @@ def test_fit_sizes_the_evaluation_batch_once_and_records_autotuning_as_it_ran(sp
         torch.backends.cudnn.benchmark = before
     assert len(result.history) == 3
     assert sized == [model.arch]  # once, for the architecture trained
-    assert result.extra["eval_batch_size"] == 1000  # the CPU: the configured batch
-    assert result.extra["cudnn_benchmark"] is False
+    # what the run records it ran with: the data path `auto` resolves to, the CPU's float32,
+    # the CPU's evaluation batch (the configured one) and no autotuning on the CPU
+    assert result.extra == {
+        "data_path": "device",
+        "precision": "fp32",
+        "eval_batch_size": 1000,
+        "cudnn_benchmark": False,
+    }
+    assert result.extra["cudnn_benchmark"] is False  # a bool, not 0
 
 
 def test_fit_says_which_data_path_it_took(splits, capsys):
-    fit(fresh_model(), splits, *quick(epochs=1), progress=True)
+    fit(fresh_model(), splits, *quick(epochs=1))  # progress is on unless asked off
     lines = capsys.readouterr().out.splitlines()
     # the CPU: the split stays where it is, chunks are the most batches of 64 within 8,192
     assert lines == ["data: 720 images (2 MB) on cpu, augmented in chunks of 8,192"]
