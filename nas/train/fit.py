@@ -11,12 +11,13 @@ loss so far are kept.
 
 Claims:
 - `fit` never touches the test split (the retrain evaluates it once, after `fit`).
-- Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)`
-  as `(seed * 1_000_003 + epoch) mod 2**63`, the same in every release (a checkpoint written by
-  an earlier one resumes with the draws it would have had), and a checkpoint is written atomically at the end of every epoch. On the CPU a run resumed
-  from epoch k ends with bit-for-bit the same weights and history as a run never stopped,
-  also when the checkpoint was saved on CUDA with fused optimizer kernels (the optimizer takes
-  this device's update implementation back after loading).
+- Every epoch's randomness (shuffle order, augmentation draws) is seeded from `(seed, epoch)` as
+  `(seed * 1_000_003 + epoch) mod 2**63`, the same in every release (a checkpoint written by an
+  earlier one resumes with the draws it would have had), and a checkpoint is written atomically
+  at the end of every epoch. On the CPU a run resumed from epoch k ends with bit-for-bit the
+  same weights and history as a run never stopped, also when the checkpoint was saved on CUDA
+  with fused optimizer kernels (the optimizer takes this device's update implementation back
+  after loading).
 - Each epoch's batches come from `nas.data.batches` (by default augmented in chunks where the model
   is, in the layout `memory_format` picks); every step is `nas.train.step.TrainingStep` under the
   precision `nas.train.precision` picks for the device (bf16 at compute 8.0 and up, fp16 with a
