@@ -425,3 +425,15 @@ def test_a_streak_of_rejected_candidates_ends_the_search_with_what_to_change(sam
         "the last 3 candidates were all over the budgets (5,000 parameters) or already trained; "
         + advice
     )
+
+
+@pytest.mark.parametrize(
+    "budgets, said",
+    [
+        (Budgets(latency_ms=2.0), "cpu, batch 1, 1 thread"),
+        (Budgets(latency_ms=2.0, latency_threads=2, latency_batch=4), "cpu, batch 4, 2 threads"),
+        (Budgets(latency_ms=2.0, latency_device="cuda", latency_threads=2), "cuda, batch 1"),
+    ],
+)
+def test_the_latency_setup_says_its_threads_in_words_only_on_the_cpu(budgets, said):
+    assert budgets.latency_setup_text() == said
