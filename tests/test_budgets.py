@@ -27,7 +27,7 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets, Gate, Verdict
-from nas.costs.latency import LatencySetup, measure_latency
+from nas.costs.latency import Latency, LatencySetup, measure_latency
 from nas.errors import UserError
 from nas.search.loop import run_search
 from nas.search.objective import Objective
@@ -75,6 +75,20 @@ def test_a_candidate_within_the_analytic_budgets_is_timed_and_compared_with_ever
     assert verdict.reason(budgets.limits()).endswith(" > 0.00 ms")
     # the samplers see each budget as a share of it: a millisecond weighs like a parameter
     assert verdict.relative["latency"] == pytest.approx(verdict.costs["latency"] / 1e-6 - 1)
+
+
+def test_latency_is_measured_under_the_budgets_setup_on_the_image_size_of_the_data():
+    asked = []
+
+    def meter(arch, image_size, setup):
+        asked.append((arch, image_size, setup))
+        return Latency(median_ms=3.0, low_ms=2.5, high_ms=3.5, runs=15, seconds=0.5)
+
+    budgets = Budgets(params=10**9, latency_ms=2.0, latency_batch=4, latency_threads=2)
+    verdict = Gate(budgets, 24, RECIPE, MACHINE, latency_meter=meter).check(SMALL)
+    assert asked == [(SMALL, 24, LatencySetup(device="cpu", batch=4, threads=2))]
+    assert verdict.broken == {"latency": 1.0}
+    assert verdict.details["latency"]["runs"] == 15
 
 
 def test_an_earlier_trials_measurement_is_reused_not_repeated():

@@ -162,11 +162,13 @@ class Gate:
     `image_size` is the data's; memory is for `recipe` (its batch size and optimizer) on
     `machine` (its device, where the search trains, and its precision and layout).
     `memory_meter` takes (arch, image_size, recipe, machine) and returns a
-    `nas.costs.memory.TrainingMemory` (default: `training_memory`)."""
+    `nas.costs.memory.TrainingMemory` (default: `training_memory`); `latency_meter` takes (arch,
+    image_size, setup) and returns a `nas.costs.latency.Latency` (default: `measure_latency`)."""
 
     def __init__(
         self, budgets: Budgets, image_size: int, recipe: Recipe, machine: Machine,
         memory_meter: Callable[..., Any] | None = None,
+        latency_meter: Callable[..., Any] | None = None,
     ):  # fmt: skip
         self.budgets = budgets
         self.limits = budgets.limits()
@@ -175,6 +177,7 @@ class Gate:
         self.machine = machine
         self.train_device = machine.device
         self.memory_meter = memory_meter
+        self.latency_meter = latency_meter
 
     def check(
         self, arch: Architecture, earlier: Callable[[], dict[str, Any] | None] | None = None
@@ -236,7 +239,8 @@ class Gate:
                 batch=self.budgets.latency_batch,
                 threads=self.budgets.latency_threads,
             )
-            latency = measure_latency(arch, self.image_size, setup)
+            meter = self.latency_meter or measure_latency
+            latency = meter(arch, self.image_size, setup)
         verdict.costs["latency"] = latency.median_ms
         verdict.details["latency"] = latency.to_dict()
 
