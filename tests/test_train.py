@@ -5,6 +5,7 @@ import gc
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -164,6 +165,31 @@ def test_resume_after_two_epochs_matches_four_straight(tmp_path):
     assert timeless(resumed.history) == timeless(straight.history)
     for name, tensor in straight.best_state.items():
         assert torch.equal(tensor, resumed.best_state[name]), name
+
+
+def test_a_resumed_fit_shows_its_epochs_from_where_it_stopped_and_clears_its_bar(tmp_path, capsys):
+    """What a user sees of a fit (tqdm on stderr, also into a log file): the epochs bar starts
+    at the epochs already done out of all of them, each epoch adds the validation loss and
+    both accuracies as its history records them, and the bar is cleared when the fit ends (the
+    retrain's and the search's own lines follow). The checkpoint keeps the caller's extras."""
+    splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
+    checkpoint = tmp_path / "run.ckpt"
+    extra = {"architecture": "4,8 / 1,1", "run": "r1"}
+    fit(fresh_model(), splits, *quick(epochs=1), checkpoint_path=checkpoint, progress=False,
+        checkpoint_extra=extra)  # fmt: skip
+    assert load_checkpoint(checkpoint)["extra"] == extra
+    capsys.readouterr()
+    result = fit(fresh_model(), splits, *quick(epochs=3), checkpoint_path=checkpoint)
+    renders = capsys.readouterr().err.split("\r")
+    shown = [render for render in renders if render.strip()]
+    assert re.fullmatch(r"epochs: +33%\|.*\| 1/3 \[00:00<\?, \?epoch/s\]", shown[0])
+    assert re.search(r"\| 3/3 \[", shown[-1])
+    for row in result.history[1:]:  # epochs 2 and 3, each said after it ran
+        said = (
+            f"loss={row.val_loss:.3f}, train={row.train_accuracy:.1%}, val={row.val_accuracy:.1%}]"
+        )
+        assert any(render.endswith(said) for render in shown), said
+    assert renders[-1] == "" and renders[-2].strip() == ""  # cleared, not left standing
 
 
 def test_a_checkpoint_saved_with_fused_adam_resumes_on_the_cpu_with_foreach(tmp_path):
