@@ -247,3 +247,40 @@ def test_the_optuna_4_constraint_is_the_gates_one_number_and_feasible_when_unrec
     assert isinstance(budget_constraint(trial(**{records.CONSTRAINT: 3}))[0], float)
     assert budget_constraint(trial(**{records.CONSTRAINT: -0.25})) == (-0.25,)
     assert budget_constraint(trial()) == (0.0,)
+
+
+def test_the_tpe_draws_as_optunas_random_sampler_then_as_optunas_tpe_draw_for_draw(tmp_path):
+    """Optuna's own samplers are the reference: the start-up draws are `RandomSampler(seed)`'s,
+    and once enough candidates were trained (3 here, fewer than Optuna's default start-up of 10
+    trials) every draw is `TPESampler(seed, n_startup_trials=0, multivariate, group)`'s: the
+    widths every candidate has (`x`, `y`) and a deeper layer's width and blocks (`z`, `w`) that
+    only some had, which TPE models as a group of their own; and one no finished trial had
+    yet (`v`), which TPE draws on its own."""
+    ours = new_study(tmp_path, make_sampler("tpe", seed=3, trials=15), name="ours")
+    reference = new_study(tmp_path, optuna.samplers.RandomSampler(seed=3), name="random")
+    assert draws(ours, 1) == draws(reference, 1)  # the start-up: Optuna's RandomSampler
+
+    def next_draw(study, **fixed):
+        if fixed:
+            study.enqueue_trial(fixed)
+        trial = study.ask()
+        drawn = (trial.suggest_float("x", 0.0, 1.0), trial.suggest_int("y", 1, 64))
+        if not fixed or "z" in fixed:  # a deeper candidate: one more layer's width and blocks
+            drawn += (trial.suggest_int("z", 1, 64), trial.suggest_int("w", 1, 4))
+        if fixed:  # trained: the smaller x + y / 64, the better
+            trial.set_user_attr(records.TRAINED, True)
+            study.tell(trial, 1.0 - drawn[0] - drawn[1] / 64)
+            return drawn
+        return (*drawn, trial.suggest_int("v", 1, 8))  # one no finished trial had: independent
+
+    # the start-up's 3 trained candidates, two of them deeper (TPE models `z` and `w` together,
+    # as a group of their own)
+    for fixed in ({"x": 0.02, "y": 60, "z": 40, "w": 1}, {"x": 0.3, "y": 5, "z": 9, "w": 3},
+                  {"x": 0.9, "y": 33}):  # fmt: skip
+        next_draw(ours, **fixed)
+    tpe = optuna.samplers.TPESampler(n_startup_trials=0, seed=3, multivariate=True, group=True)
+    modelled = new_study(tmp_path, tpe, name="tpe")
+    modelled.add_trials(ours.trials)
+    expected = [next_draw(modelled) for _ in range(4)]
+    assert [next_draw(ours) for _ in range(4)] == expected
+    assert len({x for x, *_ in expected}) == 4  # four different draws, not a constant
