@@ -23,14 +23,14 @@ from nas.arch.architecture import Architecture
 from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
-from nas.data.batches import memory_format
+from nas.data.batches import make_batches, memory_format
 from nas.data.loading import load_splits
 from nas.errors import UserError
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.devices import resolve_device
-from nas.train.fit import NonFiniteLossError, evaluate, fit, set_seed
+from nas.train.fit import NonFiniteLossError, evaluate, fit, make_trainer, set_seed
 from nas.train.model import build_model
-from nas.train.state import EpochRow
+from nas.train.state import EpochRow, FitResult, Trainer
 
 from helpers import TorchCalls, timeless
 
@@ -526,3 +526,49 @@ def test_the_device_path_holds_two_augmented_chunks_at_most(splits):
     assert augmented_chunks_alive(120) == 0
     alive = [augmented_chunks_alive(120) for _ in batches.epoch(seed=1)]
     assert len(alive) == 6 and max(alive) == 2  # the chunk trained on and the one ahead
+
+
+def test_zero_epochs_give_the_initial_weights_as_the_best(splits):
+    model = fresh_model()
+    initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    result = fit(model, splits, *quick(epochs=0), progress=False)
+    assert result.history == [] and result.best_epoch == 0  # none ran
+    assert result.best_state.keys() == initial.keys()
+    for name, tensor in initial.items():
+        assert torch.equal(result.best_state[name], tensor), name
+
+
+def test_a_model_that_is_not_one_of_ours_trains_too(splits):
+    # no `arch` attribute: the evaluation batch and the one-image rule do without it
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+    result = fit(model, splits, *quick(epochs=2), progress=False)
+    assert [row.epoch for row in result.history] == [1, 2]
+    assert result.extra["eval_batch_size"] == 1000  # the CPU's configured batch
+
+
+def epochs_of(trainer: Trainer, splits, count: int) -> tuple[FitResult, list[float]]:
+    """`count` epochs of `trainer` as `fit` runs them; the compile seconds after each."""
+    recipe, machine = quick(epochs=count)
+    device = torch.device("cpu")
+    batches = make_batches(splits.train, recipe, machine, splits, device)
+    result, after = FitResult(), []
+    for epoch in range(1, count + 1):
+        nas.train.fit._run_epoch(trainer, batches, splits, recipe, machine, device, epoch, result)
+        after.append(result.compile_seconds)
+    return result, after
+
+
+def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(splits):
+    # what the flag decides, without compiling (the steps stay eager): a compiled run's first
+    # step is the compilation, timed once and kept out of epoch 1's seconds; an eager run's
+    # first steps are part of their epochs
+    recipe, machine = quick()
+    eager = make_trainer(fresh_model(), recipe, machine, torch.device("cpu"))
+    result, after = epochs_of(eager, splits, 2)
+    assert after == [0.0, 0.0]
+    compiled = dataclasses.replace(
+        make_trainer(fresh_model(), recipe, machine, torch.device("cpu")), compiled=True
+    )
+    result, after = epochs_of(compiled, splits, 3)
+    assert after[0] > 0 and after[1] == after[2] == after[0]  # the first step of epoch 1 only
