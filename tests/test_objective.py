@@ -69,3 +69,13 @@ def test_running_out_of_memory_while_training_prunes_the_trial_with_its_reason(t
         assert trial.user_attrs[records.PRUNE_REASON] == "out of memory on cpu"
         assert trial.user_attrs[records.OUT_OF_MEMORY] == "cpu"
         assert trial_view.classify(trial) == trial_view.TrialKind.FAILED
+
+
+def test_only_a_failure_of_the_devices_own_memory_is_recorded_as_out_of_memory():
+    from nas.data.device_memory import MemoryFailure
+    from nas.search.objective import out_of_device_memory
+
+    assert out_of_device_memory(MemoryFailure("out of memory", device_memory=True)) is True
+    refused = MemoryFailure("cuDNN does not support this layer", device_memory=False)
+    assert out_of_device_memory(refused) is False  # cuDNN refusing a layer, pinned host memory
+    assert out_of_device_memory(None) is True  # a gate rejection of an older verdict
