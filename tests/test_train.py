@@ -45,6 +45,12 @@ def splits():
     return load_splits(DataConfig(dataset="synthetic", synthetic_size=800, synthetic_classes=4))
 
 
+@pytest.fixture(scope="module")
+def few():
+    """A smaller split, for tests that need epochs to run, not a model to learn."""
+    return load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
+
+
 CPU = Machine(device="cpu", workers=0)
 MACHINE_NAMES = {field.name for field in dataclasses.fields(Machine)}
 
@@ -167,12 +173,14 @@ def test_resume_after_two_epochs_matches_four_straight(tmp_path):
         assert torch.equal(tensor, resumed.best_state[name]), name
 
 
-def test_a_resumed_fit_shows_its_epochs_from_where_it_stopped_and_clears_its_bar(tmp_path, capsys):
+def test_a_resumed_fit_shows_its_epochs_from_where_it_stopped_and_clears_its_bar(
+    tmp_path, capsys, few
+):
     """What a user sees of a fit (tqdm on stderr, also into a log file): the epochs bar starts
     at the epochs already done out of all of them, each epoch adds the validation loss and
     both accuracies as its history records them, and the bar is cleared when the fit ends (the
     retrain's and the search's own lines follow). The checkpoint keeps the caller's extras."""
-    splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=150, synthetic_classes=4))
+    splits = few
     checkpoint = tmp_path / "run.ckpt"
     extra = {"architecture": "4,8 / 1,1", "run": "r1"}
     fit(fresh_model(), splits, *quick(epochs=1), checkpoint_path=checkpoint, progress=False,
@@ -528,21 +536,21 @@ def test_the_device_path_holds_two_augmented_chunks_at_most(splits):
     assert len(alive) == 6 and max(alive) == 2  # the chunk trained on and the one ahead
 
 
-def test_zero_epochs_give_the_initial_weights_as_the_best(splits):
+def test_zero_epochs_give_the_initial_weights_as_the_best(few):
     model = fresh_model()
     initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    result = fit(model, splits, *quick(epochs=0), progress=False)
+    result = fit(model, few, *quick(epochs=0), progress=False)
     assert result.history == [] and result.best_epoch == 0  # none ran
     assert result.best_state.keys() == initial.keys()
     for name, tensor in initial.items():
         assert torch.equal(result.best_state[name], tensor), name
 
 
-def test_a_model_that_is_not_one_of_ours_trains_too(splits):
+def test_a_model_that_is_not_one_of_ours_trains_too(few):
     # no `arch` attribute: the evaluation batch and the one-image rule do without it
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
-    result = fit(model, splits, *quick(epochs=2), progress=False)
+    result = fit(model, few, *quick(epochs=2), progress=False)
     assert [row.epoch for row in result.history] == [1, 2]
     assert result.extra["eval_batch_size"] == 1000  # the CPU's configured batch
 
@@ -559,16 +567,16 @@ def epochs_of(trainer: Trainer, splits, count: int) -> tuple[FitResult, list[flo
     return result, after
 
 
-def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(splits):
+def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(few):
     # what the flag decides, without compiling (the steps stay eager): a compiled run's first
     # step is the compilation, timed once and kept out of epoch 1's seconds; an eager run's
     # first steps are part of their epochs
     recipe, machine = quick()
     eager = make_trainer(fresh_model(), recipe, machine, torch.device("cpu"))
-    result, after = epochs_of(eager, splits, 2)
+    result, after = epochs_of(eager, few, 2)
     assert after == [0.0, 0.0]
     compiled = dataclasses.replace(
         make_trainer(fresh_model(), recipe, machine, torch.device("cpu")), compiled=True
     )
-    result, after = epochs_of(compiled, splits, 3)
+    result, after = epochs_of(compiled, few, 3)
     assert after[0] > 0 and after[1] == after[2] == after[0]  # the first step of epoch 1 only
