@@ -146,7 +146,7 @@ class Verdict:
         return "; ".join((["over budget: " + ", ".join(broken)] if broken else []) + unfit)
 
 
-def unfit_reason(failure: MemoryFailure | None, device: str, shared_by: int = 1) -> str:
+def unfit_reason(failure: MemoryFailure | None, device: str, shared_by: int) -> str:
     """`does not fit on cuda:0` when the device's memory ran out (unless `shared_by` workers
     share it); else what did refuse (cuDNN, pinned host memory): nothing about fitting."""
     if shared_by > 1:
