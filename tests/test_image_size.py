@@ -269,8 +269,29 @@ def test_a_retrain_whose_last_map_is_1x1_drops_only_a_last_batch_of_one():
     assert len(splits.train) == 81  # 5 batches of 16 and one of 1
     recipe = Recipe(epochs=1, batch_size=16, augment="none", flip=False)
     torch.manual_seed(0)
-    result = fit(build_model(ONE_BY_ONE), splits, recipe, Machine(device="cpu"), progress=False)
+    model = build_model(ONE_BY_ONE)
+    trained_on = []  # the batch sizes the model trained on (a forward pre-hook, torch's public)
+    model.register_forward_pre_hook(
+        lambda module, inputs: trained_on.append(len(inputs[0])) if module.training else None
+    )
+    result = fit(model, splits, recipe, Machine(device="cpu"), progress=False)
     assert len(result.history) == 1  # trained, no traceback (BatchNorm on 1 value per channel)
+    assert trained_on == [16] * 5  # the last batch of one dropped, every other batch trained
+
+
+def test_only_a_batch_of_one_image_whose_deepest_map_is_1x1_is_dropped():
+    from torch import nn
+
+    from nas.train.fit import _one_value_per_channel
+
+    model = build_model(ONE_BY_ONE)
+    assert _one_value_per_channel(model, torch.zeros(1, 3, 64, 64))
+    assert not _one_value_per_channel(model, torch.zeros(2, 3, 64, 64))  # 2 values a channel
+    assert not _one_value_per_channel(model, torch.zeros(1, 3, 96, 96))  # a 2x2 map: 4 values
+    assert not _one_value_per_channel(model, torch.zeros(1, 3, 64, 96))  # 1x2: 2 values
+    assert not _one_value_per_channel(model, torch.zeros(1, 3, 96, 64))  # 2x1: 2 values
+    not_ours = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))  # no BatchNorm to spare
+    assert not _one_value_per_channel(not_ours, torch.zeros(1, 3, 64, 64))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import nas.data.batches
@@ -580,3 +581,23 @@ def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(few):
     )
     result, after = epochs_of(compiled, few, 3)
     assert after[0] > 0 and after[1] == after[2] == after[0]  # the first step of epoch 1 only
+
+
+def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_images(few):
+    # at lr 1e-30 no float32 weight can move, and a linear model has no batch statistics: the
+    # epoch's loss and accuracy are then those of one pass over the normalised training split,
+    # computed here by torch alone
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    result = fit(model, few, *quick(epochs=1, lr=1e-30, flip=False), progress=False)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name  # the premise: nothing moved
+    images = few.train.images.float() / 255
+    mean, std = torch.tensor(few.mean)[:, None, None], torch.tensor(few.std)[:, None, None]
+    with torch.no_grad():
+        logits = model((images - mean) / std)
+    row = result.history[0]
+    assert row.train_loss == pytest.approx(F.cross_entropy(logits, few.train.labels).item())
+    right = (logits.argmax(1) == few.train.labels).sum().item()
+    assert row.train_accuracy == right / len(few.train)

@@ -229,7 +229,7 @@ def _one_value_per_channel(model: nn.Module, images: torch.Tensor) -> bool:
 
 
 def _train_epoch(
-    trainer: Trainer, batches, device, seed, time_first_step=False
+    trainer: Trainer, batches, device, seed, *, time_first_step: bool
 ) -> tuple[float, float, float]:
     """Mean loss and accuracy of one epoch, and the seconds of its first step when asked (with
     torch.compile that step compiles the model: its time is reported apart from the epoch)."""
