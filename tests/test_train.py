@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -556,16 +557,19 @@ def test_a_model_that_is_not_one_of_ours_trains_too(few):
     assert result.extra["eval_batch_size"] == 1000  # the CPU's configured batch
 
 
-def epochs_of(trainer: Trainer, splits, count: int) -> tuple[FitResult, list[float]]:
-    """`count` epochs of `trainer` as `fit` runs them; the compile seconds after each."""
+def epochs_of(trainer: Trainer, splits, count: int) -> tuple[FitResult, list[float], list[float]]:
+    """`count` epochs of `trainer` as `fit` runs them: the result, the compile seconds after
+    each epoch, and the seconds each epoch's call took (the same clock, read around it)."""
     recipe, machine = quick(epochs=count)
     device = torch.device("cpu")
     batches = make_batches(splits.train, recipe, machine, splits, device)
-    result, after = FitResult(), []
+    result, after, spans = FitResult(), [], []
     for epoch in range(1, count + 1):
+        started = time.perf_counter()
         nas.train.fit._run_epoch(trainer, batches, splits, recipe, machine, device, epoch, result)
+        spans.append(time.perf_counter() - started)
         after.append(result.compile_seconds)
-    return result, after
+    return result, after, spans
 
 
 def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(few):
@@ -574,13 +578,18 @@ def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(few):
     # first steps are part of their epochs
     recipe, machine = quick()
     eager = make_trainer(fresh_model(), recipe, machine, torch.device("cpu"))
-    result, after = epochs_of(eager, few, 2)
+    result, after, spans = epochs_of(eager, few, 2)
     assert after == [0.0, 0.0]
+    assert all(0 < row.seconds <= span for row, span in zip(result.history, spans, strict=True))
     compiled = dataclasses.replace(
         make_trainer(fresh_model(), recipe, machine, torch.device("cpu")), compiled=True
     )
-    result, after = epochs_of(compiled, few, 3)
+    result, after, spans = epochs_of(compiled, few, 3)
     assert after[0] > 0 and after[1] == after[2] == after[0]  # the first step of epoch 1 only
+    # epoch 1's seconds leave the compile time out: both fit in the time its call took
+    first = result.history[0]
+    assert 0 < first.seconds and first.seconds + after[0] <= spans[0]
+    assert all(0 < row.seconds <= span for row, span in zip(result.history, spans, strict=True))
 
 
 def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_images(few):
