@@ -572,20 +572,39 @@ def epochs_of(trainer: Trainer, splits, count: int) -> tuple[FitResult, list[flo
     return result, after, spans
 
 
+class RecordedStep:
+    """A training step that records the batch sizes it is given; its first call can take
+    `first_call_seconds` more, as a compiled graph's first call compiles."""
+
+    def __init__(self, step, first_call_seconds: float = 0.0):
+        self.step, self.first_call_seconds, self.sizes = step, first_call_seconds, []
+
+    def __call__(self, images, labels):
+        if not self.sizes:
+            time.sleep(self.first_call_seconds)
+        self.sizes.append(len(labels))
+        return self.step(images, labels)
+
+
 def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(few):
     # what the flag decides, without compiling (the steps stay eager): a compiled run's first
-    # step is the compilation, timed once and kept out of epoch 1's seconds; an eager run's
-    # first steps are part of their epochs
+    # step is the compilation, timed once and kept out of epoch 1's seconds; its full batches
+    # go to the compiled step, a smaller last batch to the eager one (no new graph for its
+    # shape); an eager run's first steps are part of their epochs
     recipe, machine = quick()
     eager = make_trainer(fresh_model(), recipe, machine, torch.device("cpu"))
     result, after, spans = epochs_of(eager, few, 2)
     assert after == [0.0, 0.0]
     assert all(0 < row.seconds <= span for row, span in zip(result.history, spans, strict=True))
-    compiled = dataclasses.replace(
-        make_trainer(fresh_model(), recipe, machine, torch.device("cpu")), compiled=True
-    )
+    trainer = make_trainer(fresh_model(), recipe, machine, torch.device("cpu"))
+    full, last = RecordedStep(trainer.step, first_call_seconds=0.05), RecordedStep(trainer.step)
+    compiled = dataclasses.replace(trainer, step=full, last_step=last, compiled=True)
     result, after, spans = epochs_of(compiled, few, 3)
-    assert after[0] > 0 and after[1] == after[2] == after[0]  # the first step of epoch 1 only
+    images = len(few.train)
+    assert images % 64 != 0  # a smaller last batch in every epoch
+    assert full.sizes == [64] * (images // 64) * 3 and last.sizes == [images % 64] * 3
+    assert after[0] >= 0.05  # epoch 1's first step, the one that "compiled"
+    assert after[1] == after[2] == after[0]  # timed once
     # epoch 1's seconds leave the compile time out: both fit in the time its call took
     first = result.history[0]
     assert 0 < first.seconds and first.seconds + after[0] <= spans[0]
