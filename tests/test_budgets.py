@@ -166,6 +166,33 @@ def test_a_measurement_failure_is_rejected_with_its_own_reason(message, reason):
     assert verdict.rejected and verdict.reason(budgets.limits()) == reason
 
 
+def test_a_cudnn_refusal_on_a_shared_gpu_is_the_candidates_own_verdict():
+    # only the device's memory running out can be another worker's doing: cuDNN refusing a
+    # layer is the candidate's, whoever shares the GPU
+    def refused(*_args):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED.")
+
+    budgets = Budgets(params=10**9, memory_mb=1e6)
+    shared = Machine(device="cuda:0", gpu_shared_by=2)
+    verdict = Gate(budgets, 32, RECIPE, shared, memory_meter=refused).check(SMALL)
+    assert verdict.unfit_on == "cuda:0" and verdict.shared_by == 1
+    assert verdict.relative["memory"] == 1.0
+    assert verdict.reason(budgets.limits()) == "cuDNN does not support one of its layers on cuda:0"
+
+
+def test_a_rejection_names_every_budget_broken_and_the_device_it_did_not_fit():
+    # the costs' own words (nas.config.costs), joined by hand
+    verdict = Verdict(
+        costs={"params": 1200, "macs": 412_300_000, "latency": 1.0},
+        excess={"params": 200, "macs": 112_300_000, "latency": -1.0},
+        unfit_on="cuda:0",
+    )
+    limits = {"params": 1000, "macs": 300_000_000, "latency": 2.0}
+    assert verdict.reason(limits) == (
+        "over budget: params 1,200 > 1,000, MACs 412.3M > 300.0M; does not fit on cuda:0"
+    )
+
+
 def test_a_measurement_failing_for_another_reason_still_raises():
     def broken(*_args):
         raise RuntimeError("size mismatch")

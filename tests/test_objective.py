@@ -79,3 +79,49 @@ def test_only_a_failure_of_the_devices_own_memory_is_recorded_as_out_of_memory()
     refused = MemoryFailure("cuDNN does not support this layer", device_memory=False)
     assert out_of_device_memory(refused) is False  # cuDNN refusing a layer, pinned host memory
     assert out_of_device_memory(None) is True  # a gate rejection of an older verdict
+
+
+def test_a_trained_trial_records_its_epochs_best_loss_best_accuracy_and_pace(tmp_path):
+    from nas.search.objective import record_training
+    from nas.train.state import EpochRow
+
+    def row(epoch, val_loss, val_accuracy, seconds):
+        return EpochRow(epoch, 1.0, 0.4, val_loss, val_accuracy, 1e-3, seconds)
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}", direction="maximize")
+    # the lowest loss (epoch 2) and the highest accuracy (epoch 3) are different epochs
+    record_training(
+        study.ask(), [row(1, 0.9, 0.5, 2.0), row(2, 0.7, 0.55, 3.0), row(3, 0.8, 0.6, 4.0)]
+    )
+    record_training(study.ask(), [row(1, 0.9, 0.5, 2.0)])
+    record_training(study.ask(), [])  # stopped before its first epoch ended
+    recorded = [
+        {key: trial.user_attrs.get(key) for key in (
+            records.TRAINED, records.EPOCHS, records.BEST_VAL_LOSS, records.BEST_VAL_ACCURACY,
+            records.SECONDS_PER_EPOCH,
+        )}
+        for trial in study.get_trials()
+    ]  # fmt: skip
+    assert [list(attrs.values()) for attrs in recorded] == [
+        [True, 3, 0.7, 0.6, 3.0],
+        [True, 1, 0.9, 0.5, 2.0],
+        [True, 0, None, 0.0, 0.0],
+    ]
+
+
+def test_a_rejected_candidates_pruning_carries_its_reason(tmp_path):
+    # Optuna logs a pruned trial with the exception's words: the same reason the trial records
+    from nas.arch.space import SearchSpace
+    from nas.costs.budgets import Budgets
+    from nas.search.objective import Objective
+
+    splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=40, subset=20))
+    space, cpu = SearchSpace.resolve("tiny"), Machine(device="cpu")
+    objective = Objective(space, splits, Recipe(epochs=1), cpu, Budgets(params=10))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", direction="maximize")
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned) as pruned:
+        objective(trial)
+    reason = study.get_trials()[0].user_attrs[records.PRUNE_REASON]
+    assert reason.startswith("over budget: params ") and reason.endswith(" > 10")
+    assert str(pruned.value) == reason
