@@ -26,7 +26,7 @@ from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.data.batches import make_batches, memory_format
-from nas.data.loading import load_splits
+from nas.data.loading import TensorData, load_splits
 from nas.errors import UserError
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.devices import resolve_device
@@ -611,10 +611,13 @@ def test_only_a_compiled_runs_first_step_is_timed_apart_from_its_epoch(few):
     assert all(0 < row.seconds <= span for row, span in zip(result.history, spans, strict=True))
 
 
-def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_images(few):
+@pytest.mark.parametrize("images", [None, 1])  # the whole split (3 batches), one image
+def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_images(few, images):
     # at lr 1e-30 no float32 weight can move, and a linear model has no batch statistics: the
     # epoch's loss and accuracy are then those of one pass over the normalised training split,
     # computed here by torch alone
+    train = TensorData(few.train.images[:images], few.train.labels[:images])
+    few = dataclasses.replace(few, train=train)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
