@@ -632,3 +632,32 @@ def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_images(few,
     assert row.train_loss == pytest.approx(F.cross_entropy(logits, few.train.labels).item())
     right = (logits.argmax(1) == few.train.labels).sum().item()
     assert row.train_accuracy == right / len(few.train)
+
+
+def test_the_trainer_follows_the_recipe_and_the_machine():
+    recipe, machine = quick(lr_factor=0.5, lr_patience=3, batch_size=32, channels_last=True)
+    model = fresh_model()
+    trainer = make_trainer(model, recipe, machine, torch.device("cpu"))
+    assert (trainer.scheduler.factor, trainer.scheduler.patience) == (0.5, 3)
+    assert trainer.scheduler.mode == "min"  # it lowers the rate when the validation loss stalls
+    assert trainer.batch_size == 32 and trainer.compiled is False
+    assert trainer.step is trainer.last_step  # eager: one step for every batch
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # NHWC, as forced
+    assert not conv.weight.is_contiguous()
+
+
+def test_a_compiled_trainer_steps_its_full_batches_through_the_compiled_model():
+    # torch.compile compiles at the first call: building the trainer compiles nothing here
+    recipe, machine = quick(compile=True)
+    model = fresh_model()
+    trainer = make_trainer(model, recipe, machine, torch.device("cpu"))
+    full, last = trainer.step, trainer.last_step
+    assert trainer.compiled is True and full is not last
+    assert last.model is model and full.model is not model  # the compiled wrapper of it
+    assert [p is q for p, q in zip(full.model.parameters(), model.parameters(), strict=True)] == (
+        [True] * len(list(model.parameters()))
+    )  # the same weights
+    # one optimizer, one precision and one loss scale for both steps
+    assert full.optimizer is last.optimizer is trainer.optimizer
+    assert full.precision == last.precision and full.scaler is last.scaler
