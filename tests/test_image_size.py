@@ -290,6 +290,10 @@ def test_only_a_batch_of_one_image_whose_deepest_map_is_1x1_is_dropped():
     assert not _one_value_per_channel(model, torch.zeros(1, 3, 96, 96))  # a 2x2 map: 4 values
     assert not _one_value_per_channel(model, torch.zeros(1, 3, 64, 96))  # 1x2: 2 values
     assert not _one_value_per_channel(model, torch.zeros(1, 3, 96, 64))  # 2x1: 2 values
+    # two layers from 2 px: a 1x1 map (only the image's sides count, not its 3 channels)
+    shallow = build_model(Architecture((8, 8), (1, 1), stem=8))
+    assert _one_value_per_channel(shallow, torch.zeros(1, 3, 2, 2))
+    assert not _one_value_per_channel(shallow, torch.zeros(1, 3, 3, 3))  # 2x2
     not_ours = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))  # no BatchNorm to spare
     assert not _one_value_per_channel(not_ours, torch.zeros(1, 3, 64, 64))
 
