@@ -160,10 +160,9 @@ class Gate:
     """Measures a candidate's costs, cheapest first, and compares them with the budgets.
 
     `image_size` is the data's; memory is for `recipe` (its batch size and optimizer) on
-    `machine` (its device, where the search trains, and its precision and layout).
-    `memory_meter` takes (arch, image_size, recipe, machine) and returns a
-    `nas.costs.memory.TrainingMemory` (default: `training_memory`); `latency_meter` takes (arch,
-    image_size, setup) and returns a `nas.costs.latency.Latency` (default: `measure_latency`)."""
+    `machine` (its device, where the search trains, and its precision and layout). A test's
+    `memory_meter(arch, image_size, recipe, machine)` and `latency_meter(arch, image_size,
+    setup)` stand in for `nas.costs.memory.training_memory` and `.latency.measure_latency`."""
 
     def __init__(
         self, budgets: Budgets, image_size: int, recipe: Recipe, machine: Machine,
@@ -187,7 +186,8 @@ class Gate:
         verdict = Verdict()
         verdict.costs["params"] = count_params(arch)
         verdict.costs["macs"] = count_macs(arch, self.image_size)
-        memory_measured = self.budgets.memory_mb is not None and self._memory_is_measured()
+        on_cuda = self.train_device.startswith("cuda")  # memory is measured there, else estimated
+        memory_measured = self.budgets.memory_mb is not None and on_cuda
         if self.budgets.memory_mb is not None and not memory_measured:
             # analytic: as cheap as counting parameters
             self._fitting("memory", self.train_device, verdict, self._memory, arch, None)
@@ -224,9 +224,6 @@ class Gate:
             verdict.shared_by = shared
         verdict.relative[name] = UNFIT_EXCESS if verdict.shared_by == 1 else 0.0
 
-    def _memory_is_measured(self) -> bool:
-        return self.train_device.startswith("cuda")
-
     def _latency(self, arch: Architecture, verdict: Verdict, recorded: dict | None) -> None:
         from nas.costs.latency import Latency, LatencySetup, measure_latency
 
@@ -239,8 +236,7 @@ class Gate:
                 batch=self.budgets.latency_batch,
                 threads=self.budgets.latency_threads,
             )
-            meter = self.latency_meter or measure_latency
-            latency = meter(arch, self.image_size, setup)
+            latency = (self.latency_meter or measure_latency)(arch, self.image_size, setup)
         verdict.costs["latency"] = latency.median_ms
         verdict.details["latency"] = latency.to_dict()
 
