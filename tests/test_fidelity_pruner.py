@@ -66,3 +66,17 @@ def test_it_prunes_nothing_before_enough_full_length_trials(tmp_path):
     study = study_with(tmp_path, AGREEING[:4])  # nas.search.fidelity needs 5 to say anything
     assert FidelityPruner(EPOCHS).trusted_epoch(study) is None
     assert not poor_start(study)
+
+
+def test_trials_cut_short_of_the_recipes_epochs_are_not_full_length(tmp_path):
+    # five trials the time limit stopped after 2 of 3 epochs: no full-length trial yet
+    study = study_with(tmp_path, [curve[:2] for curve in AGREEING])
+    assert FidelityPruner(EPOCHS).trusted_epoch(study) is None
+    assert not poor_start(study)
+
+
+def test_a_trial_at_its_last_epoch_is_never_pruned(tmp_path):
+    # the median rule would stop it (far below every other): a finished run is kept
+    study = study_with(tmp_path, AGREEING)
+    assert poor_start(study, step=EPOCHS - 1)  # one epoch before the last: pruned
+    assert not poor_start(study, step=EPOCHS)
