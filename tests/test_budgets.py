@@ -89,6 +89,10 @@ def test_latency_is_measured_under_the_budgets_setup_on_the_image_size_of_the_da
     assert asked == [(SMALL, 24, LatencySetup(device="cpu", batch=4, threads=2))]
     assert verdict.broken == {"latency": 1.0}
     assert verdict.details["latency"]["runs"] == 15
+    # a bare `cuda` is the GPU this worker trains on (the meter stands in: no CUDA touched)
+    on_gpu = Budgets(params=10**9, latency_ms=2.0, latency_device="cuda")
+    Gate(on_gpu, 24, RECIPE, Machine(device="cuda:1"), latency_meter=meter).check(SMALL)
+    assert asked[-1][2].device == "cuda:1"
 
 
 def test_an_earlier_trials_measurement_is_reused_not_repeated():

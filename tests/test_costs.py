@@ -125,7 +125,7 @@ def test_weights_gradients_and_optimizer_state_follow_the_parameter_count(optimi
     assert estimate.parts["optimizer"] == pytest.approx(copies * weights, rel=1e-12)
     assert estimate.parts["input"] == pytest.approx(64 * (3 * 32 * 32 * 4 + 8) / MB)
     assert estimate.megabytes == pytest.approx(sum(estimate.parts.values()))
-    assert not estimate.measured
+    assert not estimate.measured and estimate.device == "cpu"  # a float32 step as the CPU runs it
     assert estimate_training_memory(EVEN, 32, 64, "sgd", momentum=0.0).parts["optimizer"] == 0
 
 
