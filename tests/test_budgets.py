@@ -26,7 +26,7 @@ from nas.config.data import DataConfig
 from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
-from nas.costs.budgets import Budgets, Gate, Verdict
+from nas.costs.budgets import Budgets, Gate, Verdict, record_verdict
 from nas.costs.latency import Latency, LatencySetup, measure_latency
 from nas.errors import UserError
 from nas.search.loop import run_search
@@ -105,6 +105,31 @@ def test_an_earlier_trials_measurement_is_reused_not_repeated():
     assert verdict.reused
     assert verdict.costs["latency"] == 123.0  # a new measurement of SMALL would be ~1 ms
     assert verdict.broken == {"latency": 23.0}
+
+
+def test_a_memory_measured_earlier_is_reused_and_every_cost_is_recorded_on_the_trial(tmp_path):
+    def never(*_args):
+        raise AssertionError("measured again")
+
+    recorded = {records.MEMORY: {"megabytes": 812.5, "measured": True, "device": "cuda:0",
+                                 "parts": {"peak": 812.5, "weights": 0.1}}}  # fmt: skip
+    budgets = Budgets(params=10**9, memory_mb=800.0)
+    cuda = Machine(device="cuda:0")  # measured there; the meter stands in, no CUDA touched
+    verdict = Gate(budgets, 32, RECIPE, cuda, memory_meter=never).check(
+        SMALL, earlier=lambda: recorded
+    )
+    assert verdict.reused and verdict.costs["memory"] == 812.5
+    assert verdict.broken == {"memory": 12.5}
+    study = optuna.create_study(storage=url_of(tmp_path / "v.db"), direction="maximize")
+    trial = study.ask()
+    record_verdict(trial, verdict)
+    assert study.trials[0].user_attrs == {
+        records.MACS: count_macs(SMALL, 32),
+        records.MEMORY_MB: 812.5,
+        records.MEMORY: recorded[records.MEMORY],
+        records.EXCESS: {"params": count_params(SMALL) - 10**9, "memory": 12.5},
+        records.CONSTRAINT: 12.5 / 800,
+    }  # fmt: skip
 
 
 def test_training_memory_on_the_cpu_is_an_estimate_labelled_so():

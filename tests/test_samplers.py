@@ -106,6 +106,7 @@ def test_tpe_samples_at_random_until_enough_candidates_were_trained(tmp_path):
 
 def test_tpe_startup_is_a_fifth_of_the_target_between_2_and_10():
     assert [tpe_startup(t) for t in (0, 4, 10, 25, 50, 100, 1000)] == [2, 2, 2, 5, 10, 10, 10]
+    assert [tpe_startup(t) for t in (12, 27, 49)] == [2, 5, 9]  # whole candidates, rounded down
 
 
 def test_nsga2_population_is_an_eighth_of_the_target_between_4_and_50():
