@@ -193,7 +193,6 @@ def test_a_resumed_fit_shows_its_epochs_from_where_it_stopped_and_clears_its_bar
     renders = capsys.readouterr().err.split("\r")
     shown = [render for render in renders if render.strip()]
     assert re.fullmatch(r"epochs: +33%\|.*\| 1/3 \[00:00<\?, \?epoch/s\]", shown[0])
-    assert re.search(r"\| 3/3 \[", shown[-1])
     for row in result.history[1:]:  # epochs 2 and 3, each said after it ran
         said = (
             f"loss={row.val_loss:.3f}, train={row.train_accuracy:.1%}, val={row.val_accuracy:.1%}]"
