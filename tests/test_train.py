@@ -188,7 +188,7 @@ def test_a_resumed_fit_shows_its_epochs_from_where_it_stopped_and_clears_its_bar
     fit(fresh_model(), splits, *quick(epochs=1), checkpoint_path=checkpoint, progress=False,
         checkpoint_extra=extra)  # fmt: skip
     assert load_checkpoint(checkpoint)["extra"] == extra
-    capsys.readouterr()
+    assert capsys.readouterr() == ("", "")  # progress off: no bar, no data line
     result = fit(fresh_model(), splits, *quick(epochs=3), checkpoint_path=checkpoint)
     renders = capsys.readouterr().err.split("\r")
     shown = [render for render in renders if render.strip()]
