@@ -28,6 +28,7 @@ from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets, Gate, Verdict, record_verdict
 from nas.costs.latency import Latency, LatencySetup, measure_latency
+from nas.costs.memory import TrainingMemory
 from nas.errors import UserError
 from nas.search.loop import run_search
 from nas.search.objective import Objective
@@ -82,12 +83,12 @@ def test_latency_is_measured_under_the_budgets_setup_on_the_image_size_of_the_da
 
     def meter(arch, image_size, setup):
         asked.append((arch, image_size, setup))
-        return Latency(median_ms=3.0, low_ms=2.5, high_ms=3.5, runs=15, seconds=0.5)
+        return Latency(median_ms=3.123456, low_ms=2.5, high_ms=3.5, runs=15, seconds=0.5)
 
     budgets = Budgets(params=10**9, latency_ms=2.0, latency_batch=4, latency_threads=2)
     verdict = Gate(budgets, 24, RECIPE, MACHINE, latency_meter=meter).check(SMALL)
     assert asked == [(SMALL, 24, LatencySetup(device="cpu", batch=4, threads=2))]
-    assert verdict.broken == {"latency": 1.0}
+    assert verdict.broken == {"latency": 1.1235}  # measured values keep four decimals
     assert verdict.details["latency"]["runs"] == 15
     # a bare `cuda` is the GPU this worker trains on (the meter stands in: no CUDA touched)
     on_gpu = Budgets(params=10**9, latency_ms=2.0, latency_device="cuda")
@@ -111,25 +112,63 @@ def test_a_memory_measured_earlier_is_reused_and_every_cost_is_recorded_on_the_t
     def never(*_args):
         raise AssertionError("measured again")
 
-    recorded = {records.MEMORY: {"megabytes": 812.5, "measured": True, "device": "cuda:0",
-                                 "parts": {"peak": 812.5, "weights": 0.1}}}  # fmt: skip
+    recorded = {records.MEMORY: {"megabytes": 812.0, "measured": True, "device": "cuda:0",
+                                 "parts": {"peak": 812.0, "weights": 0.1}}}  # fmt: skip
     budgets = Budgets(params=10**9, memory_mb=800.0)
     cuda = Machine(device="cuda:0")  # measured there; the meter stands in, no CUDA touched
     verdict = Gate(budgets, 32, RECIPE, cuda, memory_meter=never).check(
         SMALL, earlier=lambda: recorded
     )
-    assert verdict.reused and verdict.costs["memory"] == 812.5
-    assert verdict.broken == {"memory": 12.5}
+    assert verdict.reused and verdict.costs["memory"] == 812.0
+    assert verdict.broken == {"memory": 12} and type(verdict.broken["memory"]) is int
     study = optuna.create_study(storage=url_of(tmp_path / "v.db"), direction="maximize")
     trial = study.ask()
     record_verdict(trial, verdict)
     assert study.trials[0].user_attrs == {
         records.MACS: count_macs(SMALL, 32),
-        records.MEMORY_MB: 812.5,
+        records.MEMORY_MB: 812.0,
         records.MEMORY: recorded[records.MEMORY],
-        records.EXCESS: {"params": count_params(SMALL) - 10**9, "memory": 12.5},
-        records.CONSTRAINT: 12.5 / 800,
+        records.EXCESS: {"params": count_params(SMALL) - 10**9, "memory": 12},
+        records.CONSTRAINT: 12 / 800,
     }  # fmt: skip
+
+
+def test_each_cost_is_measured_once_where_it_is_budgeted_and_nowhere_else():
+    # counting meters stand in for the measurements (no CUDA touched on a cuda:N machine)
+    calls = []
+
+    def memory(arch, image_size, recipe, machine):
+        calls.append(("memory", arch, machine.device))
+        return TrainingMemory(100.0, machine.device != "cpu", machine.device, {"peak": 100.0})
+
+    def latency(arch, image_size, setup):
+        calls.append(("latency", arch, setup.device))
+        return Latency(median_ms=1.0, low_ms=1.0, high_ms=1.0, runs=15, seconds=0.5)
+
+    for device in ("cpu", "cuda:1"):
+        machine = Machine(device=device)
+        plain = Gate(Budgets(params=10**9), 32, RECIPE, machine, memory, latency).check(SMALL)
+        assert set(plain.costs) == {"params", "macs"} and calls == []
+        both = Budgets(params=10**9, memory_mb=200.0, latency_ms=2.0, latency_device="cuda")
+        verdict = Gate(both, 32, RECIPE, machine, memory, latency).check(SMALL)
+        if device == "cpu":  # the estimate is analytic: first, before any timing
+            assert calls == [("memory", SMALL, "cpu"), ("latency", SMALL, "cuda")]
+        else:  # both measured, latency on the worker's own GPU
+            assert calls == [("latency", SMALL, "cuda:1"), ("memory", SMALL, "cuda:1")]
+        assert not verdict.rejected
+        calls.clear()
+
+
+def test_a_latency_measurement_that_runs_out_of_memory_is_a_verdict_on_its_device():
+    def latency(*_args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    budgets = Budgets(params=10**9, latency_ms=2.0, latency_device="cuda")
+    verdict = Gate(budgets, 32, RECIPE, Machine(device="cuda:1"), latency_meter=latency).check(
+        SMALL
+    )
+    assert verdict.unfit_on == "cuda:1" and verdict.relative["latency"] == 1.0
+    assert verdict.reason(budgets.limits()) == "does not fit on cuda:1"
 
 
 def test_training_memory_on_the_cpu_is_an_estimate_labelled_so():
@@ -236,6 +275,7 @@ def test_the_constraint_combines_budgets_as_shares_of_each():
     assert verdict.constraint() == -0.1  # all met: the tightest margin
     verdict = Verdict(relative={"params": 0.25, "macs": -0.5, "latency": 0.5})
     assert verdict.constraint() == 0.75  # over two: their excesses add up
+    assert Verdict().constraint() == 0.0  # nothing checked: nothing broken
 
 
 def test_budgets_record_the_latency_setup_only_where_latency_is_measured():
@@ -507,3 +547,35 @@ def test_a_streak_of_rejected_candidates_ends_the_search_with_what_to_change(sam
 )
 def test_the_latency_setup_says_its_threads_in_words_only_on_the_cpu(budgets, said):
     assert budgets.latency_setup_text() == said
+
+
+def test_a_searchs_budgets_carry_its_latency_setup_and_measure_latency_only_to_lower_it():
+    config = SearchConfig(budget=1000, latency_device="cuda", latency_batch=4, latency_threads=2)
+    budgets = Budgets.of(config)
+    assert (budgets.latency_device, budgets.latency_batch, budgets.latency_threads) == (
+        "cuda", 4, 2
+    )  # fmt: skip
+    assert budgets.measure_latency is False  # accuracy only: latency is no objective
+    lowering = Budgets.of(dataclasses.replace(config, objective="pareto", minimize="latency"))
+    assert lowering.measure_latency is True
+    assert Budgets.of(dataclasses.replace(config, objective="pareto")).measure_latency is False
+    assert Budgets.of(dataclasses.replace(config, minimize="latency")).measure_latency is False
+
+
+def test_a_budget_the_smallest_architecture_meets_exactly_is_feasible_and_one_less_is_not():
+    from nas.costs.budgets import check_feasible
+
+    space = SearchSpace.resolve("tiny")
+    smallest = count_params(space.smallest(10))
+    check_feasible(space, smallest, 10, None, 32)
+    with pytest.raises(UserError) as refused:
+        check_feasible(space, smallest - 1, 10, None, 32)
+    assert str(refused.value) == (
+        f"the smallest architecture in {space.source} has {smallest:,} parameters, over the "
+        f"budget of {smallest - 1:,}; raise --budget or use a space with smaller widths"
+    )
+    fewest = min(count_macs(space.smallest(10, by=lambda a: count_macs(a, 32)), 32), 10**12)
+    check_feasible(space, 10**9, 10, fewest, 32)
+    with pytest.raises(UserError) as refused:
+        check_feasible(space, 10**9, 10, fewest - 1, 32)
+    assert str(refused.value).endswith("; raise --max-macs or use a space with smaller widths")
