@@ -73,6 +73,9 @@ def _open(url: str, barrier, results) -> None:
         results.put(f"{type(error).__name__}: {error}")
 
 
+# four real processes, twice: slow; the rule's fast proof holds a writer's lock for 1 s
+# (test_a_store_another_process_is_writing_waits_for_its_lock)
+@pytest.mark.slow
 @pytest.mark.parametrize("round_", range(2))
 def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path, round_):
     context = multiprocessing.get_context("spawn")
