@@ -285,3 +285,16 @@ def test_the_tpe_draws_as_optunas_random_sampler_then_as_optunas_tpe_draw_for_dr
     expected = [next_draw(modelled) for _ in range(4)]
     assert [next_draw(ours) for _ in range(4)] == expected
     assert len({x for x, *_ in expected}) == 4  # four different draws, not a constant
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("none", optuna.pruners.NopPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("asha", optuna.pruners.SuccessiveHalvingPruner),
+        ("median", optuna.pruners.MedianPruner),
+    ],
+)
+def test_each_pruner_name_gives_its_optuna_pruner(name, kind):
+    assert type(make_pruner(name, 12)) is kind
