@@ -127,9 +127,10 @@ def test_four_workers_and_a_dashboard_on_one_sqlite_store(tmp_path):
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in candidates)
     for trial in candidates:  # the parent printed every trial the workers finished
         assert f"trial {trial.number:>4}" in search.stdout
-    # each worker samples with its own seed: their first candidates differ
+    # each worker samples with its own seed: their first candidates are not all the same (with
+    # one seed all four would be; two random draws from the tiny space may still coincide)
     first = [json.dumps(t.params, sort_keys=True) for t in trials[:4]]
-    assert len(set(first)) == 4
+    assert len(set(first)) > 1
     # the dashboard kept answering while four processes wrote, and saw the study grow
     assert not errors, errors[:3]
     assert len(answers) >= 5 and answers[-1] == len(trials) and min(answers) < len(trials)
