@@ -90,10 +90,6 @@ def test_latency_is_measured_under_the_budgets_setup_on_the_image_size_of_the_da
     assert asked == [(SMALL, 24, LatencySetup(device="cpu", batch=4, threads=2))]
     assert verdict.broken == {"latency": 1.1235}  # measured values keep four decimals
     assert verdict.details["latency"]["runs"] == 15
-    # a bare `cuda` is the GPU this worker trains on (the meter stands in: no CUDA touched)
-    on_gpu = Budgets(params=10**9, latency_ms=2.0, latency_device="cuda")
-    Gate(on_gpu, 24, RECIPE, Machine(device="cuda:1"), latency_meter=meter).check(SMALL)
-    assert asked[-1][2].device == "cuda:1"
 
 
 def test_an_earlier_trials_measurement_is_reused_not_repeated():
@@ -153,7 +149,7 @@ def test_each_cost_is_measured_once_where_it_is_budgeted_and_nowhere_else():
         verdict = Gate(both, 32, RECIPE, machine, memory, latency).check(SMALL)
         if device == "cpu":  # the estimate is analytic: first, before any timing
             assert calls == [("memory", SMALL, "cpu"), ("latency", SMALL, "cuda")]
-        else:  # both measured, latency on the worker's own GPU
+        else:  # both measured, latency on the worker's own GPU (a bare `cuda` is it)
             assert calls == [("latency", SMALL, "cuda:1"), ("memory", SMALL, "cuda:1")]
         assert not verdict.rejected
         calls.clear()
@@ -574,7 +570,7 @@ def test_a_budget_the_smallest_architecture_meets_exactly_is_feasible_and_one_le
         f"the smallest architecture in {space.source} has {smallest:,} parameters, over the "
         f"budget of {smallest - 1:,}; raise --budget or use a space with smaller widths"
     )
-    fewest = min(count_macs(space.smallest(10, by=lambda a: count_macs(a, 32)), 32), 10**12)
+    fewest = count_macs(space.smallest(10, by=lambda a: count_macs(a, 32)), 32)
     check_feasible(space, 10**9, 10, fewest, 32)
     with pytest.raises(UserError) as refused:
         check_feasible(space, 10**9, 10, fewest - 1, 32)

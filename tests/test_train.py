@@ -182,14 +182,13 @@ def test_a_resumed_fit_shows_its_epochs_from_where_it_stopped_and_clears_its_bar
     at the epochs already done out of all of them, each epoch adds the validation loss and
     both accuracies as its history records them, and the bar is cleared when the fit ends (the
     retrain's and the search's own lines follow). The checkpoint keeps the caller's extras."""
-    splits = few
     checkpoint = tmp_path / "run.ckpt"
     extra = {"architecture": "4,8 / 1,1", "run": "r1"}
-    fit(fresh_model(), splits, *quick(epochs=1), checkpoint_path=checkpoint, progress=False,
+    fit(fresh_model(), few, *quick(epochs=1), checkpoint_path=checkpoint, progress=False,
         checkpoint_extra=extra)  # fmt: skip
     assert load_checkpoint(checkpoint)["extra"] == extra
     assert capsys.readouterr() == ("", "")  # progress off: no bar, no data line
-    result = fit(fresh_model(), splits, *quick(epochs=3), checkpoint_path=checkpoint)
+    result = fit(fresh_model(), few, *quick(epochs=3), checkpoint_path=checkpoint)
     renders = capsys.readouterr().err.split("\r")
     shown = [render for render in renders if render.strip()]
     assert re.fullmatch(r"epochs: +33%\|.*\| 1/3 \[00:00<\?, \?epoch/s\]", shown[0])
