@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import os
 import re
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 import nas
@@ -268,98 +266,6 @@ def test_an_architecture_already_trained_is_not_trained_again(searched, tmp_path
     numbers = [int(row.split()[1]) for row in table]
     assert original.number in numbers
     assert not {t.number for t in duplicates} & set(numbers)
-
-
-def test_an_architecture_another_worker_is_training_is_not_trained_twice(tmp_path):
-    """Two workers that sample the same candidate at once: the later trial defers to the
-    running one (a duplicate, pruned, not counted) instead of training it a second time."""
-    from nas.costs.budgets import Budgets
-    from nas.data.loading import load_splits
-    from nas.search.objective import Objective
-
-    study = optuna.create_study(storage=url_of(tmp_path / "w.db"), direction="maximize")
-    space = SearchSpace.resolve("tiny")
-    params = space.params_for(Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8))
-    data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = Recipe(epochs=1, batch_size=16, augment="none")
-    objective = Objective(space, load_splits(data), recipe, CPU, Budgets(params=BUDGET))
-    study.enqueue_trial(params)
-    running = study.ask()  # the other worker's trial, mid-training
-    space.suggest(running, 10)
-    architecture = Architecture((8, 12), (1, 1), conv_kernel=3, skip_kernel=1, stem=8)
-    running.set_user_attr("architecture", json.dumps(architecture.to_dict(), separators=(",", ":")))
-    study.enqueue_trial(params)
-    study.optimize(objective, n_trials=1)
-    second = study.trials[-1]
-    assert second.state == TrialState.PRUNED and not is_trained(second)
-    assert second.user_attrs["duplicate_of"] == running.number
-    reason = f"duplicate of trial {running.number}, still training"
-    assert second.user_attrs["prune_reason"] == reason
-    assert "trained" not in second.user_attrs and second.intermediate_values == {}
-
-
-@pytest.mark.parametrize(
-    ("error", "reason", "device_memory"),
-    [
-        (
-            torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB"),
-            "out of memory on cpu",
-            True,
-        ),
-        (
-            RuntimeError("Unable to find a valid cuDNN algorithm to run convolution"),
-            "no cuDNN algorithm fits on cpu",
-            True,
-        ),
-        (
-            RuntimeError("FIND was unable to find an engine to execute this computation"),
-            "no cuDNN algorithm fits on cpu",
-            True,
-        ),
-        (  # not memory: its own reason, and no out_of_memory record
-            RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if"),
-            "cuDNN does not support one of its layers on cpu",
-            False,
-        ),
-    ],
-)
-def test_running_out_of_memory_while_training_fails_that_trial_and_the_search_goes_on(
-    tmp_path, error, reason, device_memory
-):
-    """The error rises from inside `fit` (after the first epoch, from the stop check the
-    objective is given): the trial is pruned with its reason, the next one trains."""
-    from nas.costs.budgets import Budgets
-    from nas.data.loading import load_splits
-    from nas.records import OUT_OF_MEMORY, PRUNE_REASON
-    from nas.search.objective import Objective
-    from nas.trial_view import TrialKind, classify
-
-    raised = []
-
-    def stop_check() -> bool:
-        if not raised:
-            raised.append(error)
-            raise error
-        return False
-
-    study = optuna.create_study(
-        storage=url_of(tmp_path / "o.db"),
-        direction="maximize",
-        sampler=optuna.samplers.RandomSampler(seed=0),
-    )
-    data = DataConfig(dataset="synthetic", subset=16, synthetic_size=40)
-    recipe = Recipe(epochs=1, batch_size=16, augment="none")
-    space = SearchSpace.resolve("tiny")
-    every_candidate = Budgets(params=10**6)  # none rejected: both trials train
-    objective = Objective(
-        space, load_splits(data), recipe, CPU, every_candidate, should_stop=stop_check
-    )
-    study.optimize(objective, n_trials=2)
-    failed, trained = study.trials
-    assert failed.state == TrialState.PRUNED and classify(failed) == TrialKind.FAILED
-    assert failed.user_attrs[PRUNE_REASON] == reason
-    assert failed.user_attrs.get(OUT_OF_MEMORY) == ("cpu" if device_memory else None)
-    assert trained.state == TrialState.COMPLETE and is_trained(trained)
 
 
 # ---- mistakes a user can make ---------------------------------------------------------------
