@@ -298,3 +298,58 @@ def test_the_tpe_draws_as_optunas_random_sampler_then_as_optunas_tpe_draw_for_dr
 )
 def test_each_pruner_name_gives_its_optuna_pruner(name, kind):
     assert type(make_pruner(name, 12)) is kind
+
+
+def stopped_after(trial: optuna.Trial, value: float, epochs: int) -> int | None:
+    """Report `value` at each epoch until the study's pruner stops `trial`: that epoch, or None
+    when it runs to the end."""
+    for epoch in range(1, epochs + 1):
+        trial.report(value, epoch)
+        if trial.should_prune():
+            return epoch
+    return None
+
+
+def first_pruned_epochs(pruner: optuna.pruners.BasePruner, epochs: int, trials: int) -> list:
+    """Where `pruner` stops each of `trials` trials of a study (None: never): the first ran
+    only 3 of 9 epochs (a study resumed with more epochs holds such trials), the others every
+    epoch, each one value throughout, good and bad trials interleaved."""
+    study = optuna.create_study(direction="maximize", study_name="p", pruner=pruner)
+    stops = []
+    for number in range(trials):
+        trial = study.ask()
+        value = (number * 7 % trials) / trials
+        stop = stopped_after(trial, value, 3 if number == 0 and epochs == 9 else epochs)
+        stops.append(stop)
+        if stop is None:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return stops
+
+
+@pytest.mark.parametrize("epochs", [1, 9])
+def test_hyperband_runs_its_brackets_from_epoch_1_to_the_last_epoch(epochs):
+    # Optuna's own pruner with those resources is the reference: an earlier first rung (2, 6,
+    # 18 for min_resource 2) or a last epoch guessed from the first trial ("auto", 3 here) differ
+    reference = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    ours = first_pruned_epochs(make_pruner("hyperband", epochs), epochs, trials=30)
+    assert ours == first_pruned_epochs(reference, epochs, trials=30)
+    assert {epoch for epoch in ours if epoch} == ({1, 3, 9} if epochs == 9 else {1})
+
+
+@pytest.mark.parametrize(("epochs", "first_prunable"), [(2, 1), (3, 1), (6, 2), (9, 3), (12, 4)])
+def test_the_median_pruner_stops_no_trial_before_a_third_of_the_epochs_and_5_full_trials(
+    epochs, first_prunable
+):
+    def first_pruned_epoch(full_trials: int) -> int | None:
+        """A trial far below `full_trials` earlier ones at every epoch: where it is stopped."""
+        study = optuna.create_study(direction="maximize", pruner=make_pruner("median", epochs))
+        for _ in range(full_trials):
+            trial = study.ask()
+            assert stopped_after(trial, 0.9, epochs) is None
+            study.tell(trial, 0.9)
+        return stopped_after(study.ask(), 0.1, epochs)
+
+    assert first_pruned_epoch(full_trials=5) == first_prunable
+    assert first_pruned_epoch(full_trials=4) is None
