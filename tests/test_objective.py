@@ -25,6 +25,7 @@ from nas.config.machine import Machine
 from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
+from nas.costs.latency import Latency
 from nas.data.loading import TensorData, load_splits
 from nas.errors import StopRequested, UserError
 from nas.search.loop import run_search
@@ -181,12 +182,14 @@ def params_of(arch: Architecture) -> int:
 
 
 def test_a_trained_trial_records_its_candidate_and_device_and_returns_its_best_epoch(
-    tmp_path, splits
+    tmp_path, splits, capsys
 ):
     study = new_study(tmp_path)
     objective = Objective(SPACE, splits, TWO_EPOCHS, CPU, ANY_SIZE)
     trial = ask(study)
     value = objective(trial)
+    # quiet: the search shows a line per finished trial and its bar; no epoch bar within it
+    assert capsys.readouterr() == ("", "")
     study.tell(trial, value)
     done = study.trials[0]
     attrs = done.user_attrs
@@ -261,6 +264,30 @@ def test_a_candidate_whose_memory_measurement_fails_is_pruned_before_training(
     assert rejected.user_attrs[records.OVER_BUDGET_BY] == {}  # no budget broken: unmeasurable
     assert rejected.user_attrs.get(records.OUT_OF_MEMORY) == ("cpu" if device_memory else None)
     assert untrained_keys(rejected) == set() and rejected.intermediate_values == {}
+
+
+def test_a_latency_an_earlier_trial_of_the_architecture_measured_is_not_measured_again(
+    tmp_path, splits
+):
+    def latency(median_ms: float) -> dict:
+        return Latency(median_ms, median_ms, median_ms, runs=30, seconds=0.5).to_dict()
+
+    study = new_study(tmp_path)
+    create = optuna.trial.create_trial
+    elsewhere = {records.ARCHITECTURE: compact(OTHER), records.LATENCY: latency(7.0)}
+    study.add_trial(create(state=TrialState.PRUNED, user_attrs=elsewhere))
+    # any state: a trial that broke after its gate had measured it
+    measured = {records.ARCHITECTURE: compact(ARCH), records.LATENCY: latency(123.0)}
+    study.add_trial(create(state=TrialState.FAIL, user_attrs=measured))
+    # a tiny net runs in about a millisecond here: only the recorded 123 ms is over 100
+    budgets = Budgets(params=10**6, latency_ms=100.0)
+    objective = Objective(SPACE, splits, TWO_EPOCHS, CPU, budgets)
+    with pytest.raises(optuna.TrialPruned):
+        objective(ask(study))
+    reused = study.trials[2]
+    assert reused.user_attrs[records.LATENCY_MS] == 123.0
+    assert reused.user_attrs[records.LATENCY] == latency(123.0)
+    assert reused.user_attrs[records.OVER_BUDGET_BY] == {"latency": 23.0}
 
 
 def test_an_architecture_trained_before_is_reused_not_trained_again(tmp_path, splits):
