@@ -338,7 +338,9 @@ def test_hyperband_runs_its_brackets_from_epoch_1_to_the_last_epoch(epochs):
     assert {epoch for epoch in ours if epoch} == ({1, 3, 9} if epochs == 9 else {1})
 
 
-@pytest.mark.parametrize(("epochs", "first_prunable"), [(2, 1), (3, 1), (6, 2), (9, 3), (12, 4)])
+@pytest.mark.parametrize(
+    ("epochs", "first_prunable"), [(2, 1), (3, 1), (5, 1), (6, 2), (9, 3), (12, 4)]
+)
 def test_the_median_pruner_stops_no_trial_before_a_third_of_the_epochs_and_5_full_trials(
     epochs, first_prunable
 ):
