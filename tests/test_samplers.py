@@ -163,6 +163,24 @@ def test_each_sampler_builds_and_learns_without_deprecation_warnings(tmp_path, n
             assert constraint_of(study.trials[trial.number]) == trial.user_attrs[records.CONSTRAINT]
 
 
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_each_sampler_proposes_what_its_seed_says(name):
+    """The same seed proposes the same candidates, from the random start to the modelled or
+    bred ones (8 trials: past TPE's and GP's start-up of 4 and NSGA-II's first generation of
+    4); another seed proposes others."""
+
+    def proposals(seed: int) -> list[float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = make_sampler(name, seed=seed, trials=20)
+            study = optuna.create_study(sampler=sampler, direction="maximize")  # in memory
+            return [finish(study).params["x"] for _ in range(8)]
+
+    first = proposals(3)
+    assert proposals(3) == first
+    assert proposals(4) != first
+
+
 @pytest.mark.slow  # 80 trials on SQLite: about 15 s
 def test_over_budget_proposals_get_rarer_as_tpe_learns(tmp_path):
     """One study of benchmarks/bench_samplers.py (resnet space, 5M budget, random scores as in

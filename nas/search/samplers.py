@@ -9,6 +9,7 @@ Claims:
   trial), then models; NSGA-II's population is `nsga2_population(trials)` trained candidates,
   so a study of tens of trials goes through several generations instead of never leaving its
   random first one (Optuna's default population is 50).
+- Every sampler is seeded: in the same study, the same seed proposes the same candidates.
 - How the budgets reach each sampler: every gated trial carries its excess over each budget,
   as a share of that budget, as constraints (<= 0 feasible; `nas.costs.budgets`). On Optuna >= 5 the
   objective records them with `record_constraints` (`Trial.set_constraint`, one per budget) and
