@@ -276,6 +276,9 @@ def test_a_latency_an_earlier_trial_of_the_architecture_measured_is_not_measured
     create = optuna.trial.create_trial
     elsewhere = {records.ARCHITECTURE: compact(OTHER), records.LATENCY: latency(7.0)}
     study.add_trial(create(state=TrialState.PRUNED, user_attrs=elsewhere))
+    # one rejected by its parameters in a study without a latency budget measured nothing
+    unmeasured = {records.ARCHITECTURE: compact(ARCH), records.OVER_BUDGET_BY: {"params": 1}}
+    study.add_trial(create(state=TrialState.PRUNED, user_attrs=unmeasured))
     # any state: a trial that broke after its gate had measured it
     measured = {records.ARCHITECTURE: compact(ARCH), records.LATENCY: latency(123.0)}
     study.add_trial(create(state=TrialState.FAIL, user_attrs=measured))
@@ -284,7 +287,7 @@ def test_a_latency_an_earlier_trial_of_the_architecture_measured_is_not_measured
     objective = Objective(SPACE, splits, TWO_EPOCHS, CPU, budgets)
     with pytest.raises(optuna.TrialPruned):
         objective(ask(study))
-    reused = study.trials[2]
+    reused = study.trials[3]
     assert reused.user_attrs[records.LATENCY_MS] == 123.0
     assert reused.user_attrs[records.LATENCY] == latency(123.0)
     assert reused.user_attrs[records.OVER_BUDGET_BY] == {"latency": 23.0}
