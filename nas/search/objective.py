@@ -107,7 +107,6 @@ class Objective:
         self.splits = splits
         self.recipe = recipe
         self.machine = machine
-        self.budgets = budgets
         self.pareto_cost = pareto_cost  # the cost a Pareto study lowers (None: accuracy only)
         self.target = target  # trained candidates the study should hold (None: no limit)
         self.should_stop = should_stop
