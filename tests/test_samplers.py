@@ -253,6 +253,19 @@ def test_optuna_tpe_is_optunas_own_tpe_not_this_tools():
     assert type(make_sampler("tpe", seed=0, trials=10)) is TrainedStartupTPESampler
 
 
+@pytest.mark.skipif(not HAS_SET_CONSTRAINT, reason="Optuna 4.x: record_constraints sets none")
+def test_recording_the_constraints_a_retried_trial_holds_already_warns_of_nothing():
+    """A trial retried after its process died (the storage's RetryFailedTrialCallback) holds
+    its constraints already: the same architecture under the same budgets, the same values."""
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_constraint("params_excess", 0.5)  # as the retry copied it over
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        record_constraints(trial, {"params": 0.5, "macs": -0.25})
+    assert study.trials[0].constraints == {"params_excess": 0.5, "macs_excess": -0.25}
+
+
 def test_the_optuna_4_constraint_is_the_gates_one_number_and_feasible_when_unrecorded():
     # Optuna 4.x samplers read the budgets through `constraints_func`: the number the gate
     # recorded, as a float in a 1-tuple; a trial without it (never gated) counts as feasible
