@@ -236,6 +236,41 @@ def test_a_short_search_with_the_gp_sampler_runs_and_gives_it_the_budget(tmp_pat
         assert {tuple(t.constraints) for t in complete} == {("params_excess",)}
 
 
+def test_the_gp_sampler_draws_as_optunas_after_the_start_up_and_is_quiet_about_deeper_layers(
+    caplog,
+):
+    """Optuna's own GPSampler with `n_startup_trials=tpe_startup(trials)` (4 for 20) is the
+    reference, draw for draw past its start-up; a parameter only some trials have (a deeper
+    layer's width, `z`) is drawn at random without the warning GPSampler would log each time."""
+
+    def draws(sampler: optuna.samplers.BaseSampler) -> list[tuple]:
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        for x in (0.1, 0.2, 0.3, 0.4):  # within the toy budget: 4 COMPLETE trials
+            finish(study, x)
+        drawn = []
+        for _ in range(3):
+            trial = study.ask()
+            drawn.append((trial.suggest_float("x", 0.0, 1.0), trial.suggest_int("z", 1, 64)))
+            record_constraints(trial, {"params": -0.5})  # GPSampler needs them on every trial
+            study.tell(trial, 0.5)
+        return drawn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        reference = optuna.samplers.GPSampler(seed=3, n_startup_trials=4)
+        expected = draws(reference)
+        optuna.logging.enable_propagation()  # Optuna's warnings reach pytest's log capture
+        try:
+            caplog.clear()
+            ours = draws(make_sampler("gp", seed=3, trials=20))
+        finally:
+            optuna.logging.disable_propagation()
+    assert ours == expected
+    assert [
+        r.getMessage() for r in caplog.records if "sampled independently" in r.getMessage()
+    ] == []
+
+
 def test_the_gp_sampler_without_scipy_is_one_sentence(monkeypatch):
     from nas.errors import UserError
 
