@@ -26,6 +26,7 @@ from nas.config.recipe import Recipe
 from nas.config.search import SearchConfig
 from nas.costs.budgets import Budgets
 from nas.costs.latency import Latency
+from nas.data.device_memory import PinnedMemoryError
 from nas.data.loading import TensorData, load_splits
 from nas.errors import StopRequested, UserError
 from nas.search.loop import run_search
@@ -491,6 +492,11 @@ def test_a_trial_the_pruner_stops_keeps_what_it_measured(tmp_path, splits):
         (  # not memory: its own reason, and no out_of_memory record
             RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if"),
             "cuDNN does not support one of its layers on cpu",
+            False,
+        ),
+        (  # the host's page-locked memory, not the device's
+            PinnedMemoryError("pinning (16, 3, 32, 32) host memory: out of memory"),
+            "pinned host memory ran out (page-locked host memory for uploads to cpu)",
             False,
         ),
     ],
