@@ -23,3 +23,14 @@ def one_thread_for_every_test():
     itself, or runs a process with OMP_NUM_THREADS (the issue-10 case in test_train.py)."""
     with one_torch_thread():
         yield
+
+
+@pytest.fixture(autouse=True)
+def optunas_default_log_level():
+    """Every test starts at Optuna's default log level (WARNING), as when it runs alone: a
+    command run in-process (`nas.cli.common.quiet_optuna`) lowers it for the whole process, and
+    a test that reads Optuna's warnings would otherwise pass or fail by which tests ran first."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
