@@ -197,6 +197,7 @@ def test_over_budget_proposals_get_rarer_as_tpe_learns(tmp_path):
     assert run.late_share(40) <= run.early_share(20) / 2
 
 
+@pytest.mark.slow  # a real search, 4 s; fast tests check GPSampler's draws and constraints
 def test_a_short_search_with_the_gp_sampler_runs_and_gives_it_the_budget(tmp_path):
     """`--sampler gp`: Optuna's GPSampler drives a real search (tiny space, synthetic data,
     SQLite) past its random start-up (2 COMPLETE trials for a target of 6), and every trial it
