@@ -112,24 +112,6 @@ def test_a_trained_trial_records_its_epochs_best_loss_best_accuracy_and_pace(tmp
     ]
 
 
-def test_a_rejected_candidates_pruning_carries_its_reason(tmp_path):
-    # Optuna logs a pruned trial with the exception's words: the same reason the trial records
-    from nas.arch.space import SearchSpace
-    from nas.costs.budgets import Budgets
-    from nas.search.objective import Objective
-
-    splits = load_splits(DataConfig(dataset="synthetic", synthetic_size=40, subset=20))
-    space, cpu = SearchSpace.resolve("tiny"), Machine(device="cpu")
-    objective = Objective(space, splits, Recipe(epochs=1), cpu, Budgets(params=10))
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", direction="maximize")
-    trial = study.ask()
-    with pytest.raises(optuna.TrialPruned) as pruned:
-        objective(trial)
-    reason = study.get_trials()[0].user_attrs[records.PRUNE_REASON]
-    assert reason.startswith("over budget: params ") and reason.endswith(" > 10")
-    assert str(pruned.value) == reason
-
-
 # ---- one trial, driven directly: a real Objective on a real SQLite study --------------------
 
 SPACE = SearchSpace.resolve("tiny")
@@ -201,7 +183,7 @@ def test_a_trained_trial_records_its_candidate_and_device_and_returns_its_best_e
 
 
 def test_a_candidate_starts_from_the_recipes_seed_whatever_ran_before(tmp_path, splits):
-    def losses(seed: int, disturbance: int, folder: str) -> list[float]:
+    def best_loss(seed: int, disturbance: int, folder: str) -> float:
         torch.manual_seed(disturbance)  # what earlier code left in torch's generator
         (tmp_path / folder).mkdir()
         study = new_study(tmp_path / folder)
@@ -209,21 +191,23 @@ def test_a_candidate_starts_from_the_recipes_seed_whatever_ran_before(tmp_path, 
         objective = Objective(SPACE, splits, recipe, CPU, ANY_SIZE)
         trial = ask(study)
         study.tell(trial, objective(trial))
-        return [study.trials[0].user_attrs[records.BEST_VAL_LOSS]]
+        return study.trials[0].user_attrs[records.BEST_VAL_LOSS]
 
-    assert losses(0, disturbance=1, folder="a") == losses(0, disturbance=2, folder="b")
-    assert losses(0, disturbance=1, folder="c") != losses(1, disturbance=1, folder="d")
+    assert best_loss(0, disturbance=1, folder="a") == best_loss(0, disturbance=2, folder="b")
+    assert best_loss(0, disturbance=1, folder="c") != best_loss(1, disturbance=1, folder="d")
 
 
 def test_a_candidate_over_budget_is_pruned_before_training_with_what_it_broke(tmp_path, splits):
     study = new_study(tmp_path)
     objective = Objective(SPACE, splits, TWO_EPOCHS, CPU, Budgets(params=100))
-    with pytest.raises(optuna.TrialPruned):
+    with pytest.raises(optuna.TrialPruned) as pruned:
         objective(ask(study))
     rejected = study.trials[0]
     over = params_of(ARCH) - 100
     assert rejected.user_attrs[records.OVER_BUDGET_BY] == {"params": over}
-    assert rejected.user_attrs[records.PRUNE_REASON] == f"over budget: params {over + 100:,} > 100"
+    reason = f"over budget: params {over + 100:,} > 100"
+    # Optuna logs a pruned trial with the exception's words: the same reason the trial records
+    assert rejected.user_attrs[records.PRUNE_REASON] == str(pruned.value) == reason
     assert rejected.constraints == {"params_excess": over / 100}
     assert records.OUT_OF_MEMORY not in rejected.user_attrs
     assert untrained_keys(rejected) == set() and rejected.intermediate_values == {}

@@ -379,14 +379,14 @@ def stopped_after(trial: optuna.Trial, value: float, epochs: int) -> int | None:
 
 def first_pruned_epochs(pruner: optuna.pruners.BasePruner, epochs: int, trials: int) -> list:
     """Where `pruner` stops each of `trials` trials of a study (None: never): the first ran
-    only 3 of 9 epochs (a study resumed with more epochs holds such trials), the others every
-    epoch, each one value throughout, good and bad trials interleaved."""
+    only a third of the epochs (a study resumed with more epochs holds such trials), the others
+    every epoch, each one value throughout, good and bad trials interleaved."""
     study = optuna.create_study(direction="maximize", study_name="p", pruner=pruner)
     stops = []
     for number in range(trials):
         trial = study.ask()
         value = (number * 7 % trials) / trials
-        stop = stopped_after(trial, value, 3 if number == 0 and epochs == 9 else epochs)
+        stop = stopped_after(trial, value, max(1, epochs // 3) if number == 0 else epochs)
         stops.append(stop)
         if stop is None:
             study.tell(trial, value)
